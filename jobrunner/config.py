@@ -1,0 +1,93 @@
+"""Settings of every jobrunner process (CLI, DVC stages, workers), from the environment and `.env`.
+
+Embedded defaults need no running service: SQLite for jobs and MLflow tracking, local directories for
+artifacts. Production switches by environment variables only (see `.env.example`).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_MARKERS = ("dvc.yaml", "pyproject.toml")
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """The project root: $JOBRUNNER_PROJECT_DIR, else the nearest folder up from `start` with dvc.yaml."""
+    env = os.environ.get("JOBRUNNER_PROJECT_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file():
+            return folder
+    return here
+
+
+class Settings(BaseSettings):
+    """jobrunner settings; every field can be set as JOBRUNNER_<FIELD> (MLflow ones also by MLflow's names)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="JOBRUNNER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Literal["development", "production"] = "development"
+    project_dir: Path = Field(default_factory=find_project_dir)
+    # Job store: SQLAlchemy URL. Default: a SQLite file under .jobrunner/.
+    database_url: str | None = None
+    # Broker: amqp://... ; unset means embedded mode (jobs run in-process, no queue).
+    broker_url: str | None = None
+    # Where executed notebooks of jobs are stored: s3://bucket/prefix or a local directory.
+    artifact_uri: str | None = None
+    # Notebook roots: jobs may only run notebooks below these folders (relative to the project).
+    notebook_roots: list[str] = ["notebooks"]
+    kernel_name: str = "python3"
+    # Whole-notebook time limit in seconds for one execution (0 = none).
+    timeout: float = 3600.0
+    # Seconds a kernel may take to start.
+    kernel_start_timeout: float = 60.0
+    mlflow_tracking_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("JOBRUNNER_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
+    )
+    # Artifact root for experiments jobrunner creates when tracking is local (ignored with a server).
+    mlflow_artifact_root: str | None = None
+    mlflow_experiment: str = "notebooks"
+    # Folder for executed notebooks of `jobrunner run` when no output path is given.
+    runs_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        root = self.project_dir
+        state = root / ".jobrunner"
+        if not self.database_url:
+            self.database_url = f"sqlite:///{state / 'jobs.db'}"
+        if not self.artifact_uri:
+            self.artifact_uri = str(state / "artifacts")
+        if not self.mlflow_tracking_uri:
+            self.mlflow_tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+        if not self.mlflow_artifact_root:
+            self.mlflow_artifact_root = (root / "mlartifacts").as_uri()
+        if self.runs_dir is None:
+            self.runs_dir = state / "runs"
+        elif not self.runs_dir.is_absolute():
+            self.runs_dir = root / self.runs_dir
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker is configured: jobs run in the submitting process."""
+        return not self.broker_url
+
+    def notebook_root_paths(self) -> list[Path]:
+        return [(self.project_dir / r).resolve() for r in self.notebook_roots]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read once. Tests call `get_settings.cache_clear()`."""
+    return Settings()

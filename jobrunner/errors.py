@@ -1,0 +1,92 @@
+"""The exception root of jobrunner and its structured subclasses.
+
+Every error a user can cause carries what was wrong and what to do about it; callers (the CLI, the
+worker, the REST API) map these classes to exit codes and HTTP statuses in one place each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class JobrunnerError(Exception):
+    """Root of every error jobrunner raises on purpose."""
+
+
+class ConfigurationError(JobrunnerError):
+    """A setting is missing or wrong; the message names the setting."""
+
+
+class NotebookNotFound(JobrunnerError):
+    """The notebook path does not exist, is not a notebook, or lies outside the notebook roots."""
+
+
+class InvalidNotebook(JobrunnerError):
+    """The notebook cannot be read or its parameters cell is not a valid parameter contract."""
+
+
+@dataclass(frozen=True)
+class ParameterProblem:
+    """One thing wrong with the parameters given to a notebook."""
+
+    name: str
+    problem: str  # "unknown", "type", "missing"
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "problem": self.problem, "message": self.message}
+
+
+class ParameterError(JobrunnerError):
+    """Parameters do not match the notebook's contract; nothing was executed."""
+
+    def __init__(self, notebook: str, problems: list[ParameterProblem]):
+        self.notebook = notebook
+        self.problems = problems
+        lines = [f"invalid parameters for {notebook}:"] + [f"  - {p.message}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class NotebookFailure:
+    """What went wrong inside an executed notebook, as data."""
+
+    kind: str  # "error" | "timeout" | "cancelled" | "kernel_died"
+    message: str
+    cell_index: int | None = None
+    ename: str | None = None
+    evalue: str | None = None
+    traceback: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "cell_index": self.cell_index,
+            "ename": self.ename,
+            "evalue": self.evalue,
+        }
+
+
+class NotebookFailed(JobrunnerError):
+    """Raised by callers that want an exception for a failed execution (the executor returns data)."""
+
+    def __init__(self, failure: NotebookFailure, output_path: str | None = None):
+        self.failure = failure
+        self.output_path = output_path
+        self.cell_index = failure.cell_index
+        self.ename = failure.ename
+        self.evalue = failure.evalue
+        super().__init__(failure.message)
+
+
+class InfrastructureError(JobrunnerError):
+    """Something outside the notebook failed (kernel start, storage, tracking); retrying may help."""
+
+
+class KernelStartError(InfrastructureError):
+    """The kernel could not be started."""
+
+
+class RecordingError(InfrastructureError):
+    """The run could not be recorded in MLflow."""

@@ -1,0 +1,430 @@
+"""The one code path that runs a notebook: validate, execute in a fresh kernel, record.
+
+Everything that runs a notebook - `jobrunner run`, DVC stages (`python -m pipelines.stage`), queued
+jobs in workers - calls `execute()`. It
+
+1. reads the notebook's parameter contract and rejects unknown or ill-typed parameters before anything
+   starts (ParameterError);
+2. opens an MLflow run, starts a fresh kernel whose environment carries MLFLOW_RUN_ID, and executes with
+   papermill, reporting progress per cell and saving the output notebook after every cell;
+3. enforces a whole-notebook timeout and honours cancellation: the kernel is interrupted, and killed if
+   it has not stopped within a short grace period;
+4. records parameters, metrics, the executed notebook (ipynb + HTML), git state and DVC data hashes.
+
+A notebook that raises is a result (status "failed" with the failing cell), not an exception; errors
+outside the notebook (kernel start, tracking store) raise InfrastructureError subclasses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from jobrunner.config import Settings, get_settings
+from jobrunner.errors import InfrastructureError, NotebookFailure
+from jobrunner.kernels import KernelHandle, acquire_kernel
+from jobrunner.lineage import DataHash, dvc_lock_digest, git_state, hash_path
+from jobrunner.params import read_notebook, schema_from_notebook
+
+log = logging.getLogger(__name__)
+
+ENGINE_NAME = "jobrunner"
+KILL_GRACE_S = 2.0  # after an interrupt, how long a cell may take to stop before the kernel is killed
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Progress of one execution: `cell_index` is starting, `cells_done` of `cells_total` finished."""
+
+    cell_index: int
+    cells_done: int
+    cells_total: int
+
+
+@dataclass
+class ExecutionResult:
+    notebook: str
+    parameters: dict[str, Any]
+    status: Literal["succeeded", "failed", "cancelled"]
+    output_path: Path
+    html_path: Path | None
+    run_id: str | None
+    metrics: dict[str, float]
+    duration: float
+    started_at: datetime
+    finished_at: datetime
+    failure: NotebookFailure | None = None
+    inputs: list[DataHash] = field(default_factory=list)
+    outputs: list[DataHash] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "notebook": self.notebook,
+            "status": self.status,
+            "parameters": self.parameters,
+            "output_path": str(self.output_path),
+            "html_path": str(self.html_path) if self.html_path else None,
+            "mlflow_run_id": self.run_id,
+            "metrics": self.metrics,
+            "duration_s": round(self.duration, 3),
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "error": self.failure.as_dict() if self.failure else None,
+            "inputs": [h.as_dict() for h in self.inputs],
+            "outputs": [h.as_dict() for h in self.outputs],
+        }
+
+
+class CancelToken:
+    """Lets another thread (a worker's control loop, a signal handler) stop an execution."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        self.reason = reason
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._event.wait(timeout)
+
+
+class _Stop(Exception):
+    """Raised at a cell boundary when the execution was cancelled or timed out."""
+
+
+def execute(
+    notebook: str | Path,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    output_path: str | Path | None = None,
+    settings: Settings | None = None,
+    timeout: float | None = None,
+    inputs: Iterable[str | Path] = (),
+    outputs: Iterable[str | Path] = (),
+    tags: Mapping[str, str] | None = None,
+    run_name: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: CancelToken | None = None,
+    record: bool = True,
+    html: bool = True,
+    extra_env: Mapping[str, str] | None = None,
+) -> ExecutionResult:
+    """Run `notebook` with `parameters` (typed values) and return what happened.
+
+    `inputs`/`outputs` name the data files the run reads and writes (for DVC-compatible hashes); when
+    empty, existing files named by string parameters are taken as inputs. Raises ParameterError /
+    NotebookNotFound / InvalidNotebook before anything runs, InfrastructureError when the kernel or the
+    tracking store fails.
+    """
+    settings = settings or get_settings()
+    project = settings.project_dir
+    nb_path = Path(notebook)
+    nb_full = nb_path if nb_path.is_absolute() else project / nb_path
+    nb_label = _label(nb_full, project)
+    nb = read_notebook(nb_full)
+    schema = schema_from_notebook(nb, nb_label)
+    params = schema.validate(dict(parameters or {}))
+
+    started_at = datetime.now(UTC)
+    stamp = started_at.strftime("%Y%m%dT%H%M%S%fZ")
+    out = Path(output_path) if output_path else settings.runs_dir / f"{nb_full.stem}-{stamp}.ipynb"
+    out = out if out.is_absolute() else project / out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    limit = settings.timeout if timeout is None else timeout
+    cancel = cancel or CancelToken()
+
+    input_paths = [Path(p) for p in inputs] or _paths_in(params, project)
+    input_hashes = [hash_path(p, project) for p in input_paths]
+    git = git_state(project)
+
+    recorder = None
+    run_id = None
+    if record:
+        from jobrunner.recording import Recorder
+
+        recorder = Recorder(settings.mlflow_tracking_uri or "", settings.mlflow_experiment,
+                            settings.mlflow_artifact_root)
+        run_tags = {"jobrunner.started_at": started_at.isoformat(), **(tags or {})}
+        run_id = recorder.start(notebook=nb_label, run_name=run_name or f"{nb_full.stem}-{stamp}",
+                                tags=run_tags)
+
+    env = _kernel_env(settings, run_id, extra_env)
+    t0 = time.monotonic()
+    try:
+        kernel = acquire_kernel(settings.kernel_name, env=env, cwd=project)
+    except InfrastructureError as exc:
+        if recorder and run_id:
+            recorder.abort(run_id, str(exc))
+        raise
+
+    failure, cancelled = _run(nb_full, out, params, kernel, limit, cancel, on_progress, settings)
+    duration = time.monotonic() - t0
+    finished_at = datetime.now(UTC)
+
+    html_path = _render_html(out) if html and out.is_file() else None
+    output_hashes = [hash_path(Path(p), project) for p in outputs]
+    metrics: dict[str, float] = {}
+    if recorder and run_id:
+        metrics = recorder.finish(
+            run_id,
+            parameters=params,
+            git=git,
+            inputs=input_hashes,
+            outputs=output_hashes,
+            dvc_lock_md5=dvc_lock_digest(project),
+            artifacts=[p for p in (out, html_path) if p],
+            duration=duration,
+            failure=failure,
+            cancelled=cancelled,
+        )
+    status: Literal["succeeded", "failed", "cancelled"] = (
+        "cancelled" if cancelled else ("failed" if failure else "succeeded")
+    )
+    return ExecutionResult(
+        notebook=nb_label,
+        parameters=params,
+        status=status,
+        output_path=out,
+        html_path=html_path,
+        run_id=run_id,
+        metrics=metrics,
+        duration=duration,
+        started_at=started_at,
+        finished_at=finished_at,
+        failure=failure,
+        inputs=input_hashes,
+        outputs=output_hashes,
+    )
+
+
+def _run(
+    nb_path: Path,
+    out: Path,
+    params: dict[str, Any],
+    kernel: KernelHandle,
+    limit: float,
+    cancel: CancelToken,
+    on_progress: Callable[[Progress], None] | None,
+    settings: Settings,
+) -> tuple[NotebookFailure | None, bool]:
+    """Execute with papermill on `kernel`; returns (failure or None, cancelled?)."""
+    import papermill
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
+    _register_engine()
+    done = threading.Event()
+    why: dict[str, str] = {}
+
+    def stop(reason: str) -> None:
+        why.setdefault("reason", reason)
+        if done.is_set():
+            return
+        kernel.interrupt()
+        if not done.wait(KILL_GRACE_S):
+            log.info("kernel did not stop within %.1fs of the interrupt; killing it", KILL_GRACE_S)
+            kernel.kill()
+
+    def watchdog() -> None:
+        deadline = time.monotonic() + limit if limit and limit > 0 else None
+        while not done.is_set():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                stop("timeout")
+                return
+            if cancel.wait(0.2 if remaining is None else min(0.2, remaining)):
+                stop("cancelled")
+                return
+
+    def on_cell(index: int, total: int, cells_done: int) -> None:
+        if "reason" in why or cancel.cancelled:
+            raise _Stop(why.get("reason", "cancelled"))
+        if on_progress:
+            on_progress(Progress(index, cells_done, total))
+
+    guard = threading.Thread(target=watchdog, name="jobrunner-watchdog", daemon=True)
+    guard.start()
+    failure: NotebookFailure | None = None
+    try:
+        papermill.execute_notebook(
+            str(nb_path),
+            str(out),
+            parameters=params,
+            engine_name=ENGINE_NAME,
+            kernel_name=settings.kernel_name,
+            km=kernel.manager,
+            on_cell=on_cell,
+            progress_bar=False,
+            log_output=False,
+            request_save_on_cell_execute=True,
+            start_timeout=settings.kernel_start_timeout,
+            shutdown_kernel="immediate",
+        )
+    except PapermillExecutionError as exc:
+        failure = NotebookFailure(
+            kind="error",
+            message=f"cell {exc.cell_index} raised {exc.ename}: {exc.evalue}",
+            cell_index=exc.cell_index,
+            ename=exc.ename,
+            evalue=exc.evalue,
+            traceback=list(exc.traceback or []),
+        )
+    except _Stop:
+        pass  # classified below from `why`
+    except (DeadKernelError, CellTimeoutError) as exc:
+        failure = NotebookFailure(kind="kernel_died", message=f"the kernel died: {exc}")
+    except Exception as exc:
+        if "reason" not in why:
+            kernel.shutdown()
+            raise InfrastructureError(f"executing {nb_path.name} failed outside the notebook: {exc}") from exc
+    finally:
+        done.set()
+        kernel.shutdown()
+        guard.join(timeout=KILL_GRACE_S + 1)
+
+    reason = why.get("reason")
+    if reason == "timeout":
+        cell = failure.cell_index if failure else None
+        return NotebookFailure(
+            kind="timeout",
+            message=f"timed out after {limit:g}s" + (f" in cell {cell}" if cell is not None else ""),
+            cell_index=cell,
+            ename="TimeoutError",
+            evalue=f"notebook exceeded its {limit:g}s time limit",
+        ), False
+    if reason == "cancelled":
+        cell = failure.cell_index if failure else None
+        return NotebookFailure(
+            kind="cancelled",
+            message="cancelled" + (f": {cancel.reason}" if cancel.reason not in ("", "cancelled") else ""),
+            cell_index=cell,
+        ), True
+    return failure, False
+
+
+_engine_registered = False
+
+
+def _register_engine() -> None:
+    """Register the papermill engine that reports cells and closes its kernel client."""
+    global _engine_registered
+    if _engine_registered:
+        return
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.utils import merge_kwargs, remove_args
+
+    class JobrunnerEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(  # type: ignore[override]
+            cls,
+            nb_man,
+            kernel_name,
+            log_output=False,
+            stdout_file=None,
+            stderr_file=None,
+            start_timeout=60,
+            execution_timeout=None,
+            on_cell=None,
+            **kwargs,
+        ):
+            if on_cell is not None:
+                original = nb_man.cell_start
+                total = len(nb_man.nb.cells)
+
+                def cell_start(cell, cell_index=None, **kw):
+                    # cells run in order, so every cell before this one is done
+                    on_cell(cell_index or 0, total, cell_index or 0)
+                    return original(cell, cell_index, **kw)
+
+                nb_man.cell_start = cell_start
+            kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
+            final = merge_kwargs(
+                kwargs,
+                timeout=execution_timeout,
+                startup_timeout=start_timeout,
+                kernel_name=kernel_name,
+                log=logging.getLogger("papermill"),
+                log_output=log_output,
+                stdout_file=stdout_file,
+                stderr_file=stderr_file,
+            )
+            client = PapermillNotebookClient(nb_man, **final)
+            try:
+                return client.execute()
+            finally:
+                # With a kernel manager handed in, nbclient never closes its kernel client (each leaks
+                # ~14 file descriptors); the kernel itself is shut down by the executor.
+                if getattr(client, "kc", None) is not None:
+                    client.kc.stop_channels()
+                    client.kc = None
+
+    papermill_engines.register(ENGINE_NAME, JobrunnerEngine)
+    _engine_registered = True
+
+
+def _render_html(ipynb: Path) -> Path | None:
+    try:
+        import nbformat
+        from nbconvert import HTMLExporter
+
+        body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(ipynb, as_version=4))
+    except Exception:  # noqa: BLE001 - a rendering problem must not lose the run
+        log.warning("could not render %s as HTML", ipynb, exc_info=True)
+        return None
+    html_path = ipynb.with_suffix(".html")
+    html_path.write_text(body, encoding="utf-8")
+    return html_path
+
+
+def _kernel_env(settings: Settings, run_id: str | None, extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["JOBRUNNER_PROJECT_DIR"] = str(settings.project_dir)
+    env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri or ""
+    env["JOBRUNNER_MLFLOW_EXPERIMENT"] = settings.mlflow_experiment
+    if run_id:
+        env["MLFLOW_RUN_ID"] = run_id
+    else:
+        env.pop("MLFLOW_RUN_ID", None)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra or {})
+    return env
+
+
+def _paths_in(params: Mapping[str, Any], project: Path) -> list[Path]:
+    """Existing files named by string parameters: the inputs of an ad-hoc run."""
+    found = []
+    for value in params.values():
+        if isinstance(value, str) and value and "://" not in value and len(value) < 4096:
+            p = Path(value)
+            full = p if p.is_absolute() else project / p
+            try:
+                if full.is_file():
+                    found.append(full)
+            except OSError:
+                continue
+    return found
+
+
+def _label(path: Path, project: Path) -> str:
+    try:
+        return path.resolve().relative_to(project.resolve()).as_posix()
+    except ValueError:
+        return str(path)

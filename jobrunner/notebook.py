@@ -1,0 +1,66 @@
+"""Helpers for code inside notebooks: where the project is, and reporting metrics.
+
+Kept import-light (no papermill, MLflow only when a run is active) so that a notebook opened in
+JupyterLab, executed by papermill, or tested by nbmake behaves the same way.
+
+    from jobrunner.notebook import project_path, log_metrics
+    df.to_parquet(project_path(output_path))
+    log_metrics({"accuracy": 0.97})
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from jobrunner.config import find_project_dir
+
+
+def project_dir() -> Path:
+    """The project root (where dvc.yaml is), wherever the kernel was started."""
+    return find_project_dir()
+
+
+def project_path(path: str | os.PathLike[str]) -> Path:
+    """Resolve a path parameter: relative paths are relative to the project root."""
+    p = Path(path)
+    return p if p.is_absolute() else project_dir() / p
+
+
+def active_run_id() -> str | None:
+    """The MLflow run this execution records into (set by the executor), or None when interactive."""
+    return os.environ.get("MLFLOW_RUN_ID") or None
+
+
+def log_metrics(metrics: Mapping[str, float], *, step: int | None = None, path: str | None = None) -> None:
+    """Report metrics of this execution.
+
+    Under the executor they go into its MLflow run; with `path` they are also written as JSON (for DVC
+    `metrics:` files); interactively they are just shown.
+    """
+    clean: dict[str, float] = {}
+    for key, value in metrics.items():
+        number = float(value)
+        if math.isnan(number) or math.isinf(number):
+            raise ValueError(f"metric '{key}' is {value}; report finite numbers only")
+        clean[key] = number
+    run_id = active_run_id()
+    if run_id:
+        import time
+
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        now = int(time.time() * 1000)
+        MlflowClient().log_batch(run_id, metrics=[Metric(k, v, now, step or 0) for k, v in clean.items()])
+    if path:
+        target = project_path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        existing = json.loads(target.read_text()) if target.is_file() else {}
+        existing.update(clean)
+        target.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")
+    print("metrics:", ", ".join(f"{k}={v:.4g}" for k, v in clean.items()))
+

@@ -1,0 +1,311 @@
+"""The parameter contract of a notebook: read from its `parameters` cell, enforced before execution.
+
+papermill only warns about unknown parameters and injects whatever it is given. Here the cell tagged
+`parameters` is parsed (never executed) into a schema of names, types and literal defaults, and every
+submitted value is checked against it first, so a typo or a wrong type fails in milliseconds instead of
+after a kernel start, and says which names and types are valid.
+
+Supported cell syntax, one parameter per top-level statement:
+    n_estimators = 100                 # type inferred from the literal: int
+    max_depth: int | None = None       # an annotation wins; `X | None` / Optional[X] allow None
+    source = "sklearn:breast_cancer"   # a trailing comment becomes the parameter's help text
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import tokenize
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import yaml
+
+from jobrunner.errors import InvalidNotebook, NotebookNotFound, ParameterError, ParameterProblem
+
+PARAMETERS_TAG = "parameters"
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: str  # one of _TYPES, or "any" (a None default without annotation)
+    default: Any
+    optional: bool = False  # None is accepted
+    help: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "default": self.default,
+            "optional": self.optional,
+            "help": self.help,
+        }
+
+    @property
+    def type_label(self) -> str:
+        return f"{self.type} or null" if self.optional and self.type != "any" else self.type
+
+
+@dataclass(frozen=True)
+class ParameterSchema:
+    notebook: str
+    parameters: dict[str, Parameter]
+    cell_index: int | None  # index of the `parameters` cell; None when the notebook has none
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.parameters.values()}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "notebook": self.notebook,
+            "has_parameters_cell": self.cell_index is not None,
+            "parameters": [p.as_dict() for p in self.parameters.values()],
+        }
+
+    # -- validation ------------------------------------------------------------------------------
+    def validate(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Check typed values (JSON/YAML/Python); return them normalised (int -> float where declared).
+
+        Raises ParameterError listing every problem at once.
+        """
+        problems = self._unknown(values)
+        clean: dict[str, Any] = {}
+        for name, value in values.items():
+            param = self.parameters.get(name)
+            if param is None:
+                continue
+            ok, normalised = _check_type(param, value)
+            if ok:
+                clean[name] = normalised
+            else:
+                problems.append(
+                    ParameterProblem(
+                        name,
+                        "type",
+                        f"parameter '{name}' must be {param.type_label}, got {_describe(value)}",
+                    )
+                )
+        if problems:
+            raise ParameterError(self.notebook, problems)
+        return clean
+
+    def coerce_strings(self, raw: dict[str, str]) -> dict[str, Any]:
+        """Convert command-line strings (`-p name value`) to the declared types, then validate."""
+        problems = self._unknown(raw)
+        values: dict[str, Any] = {}
+        for name, text in raw.items():
+            param = self.parameters.get(name)
+            if param is None:
+                continue
+            try:
+                values[name] = _parse_text(param, text)
+            except ValueError:
+                problems.append(
+                    ParameterProblem(
+                        name, "type", f"parameter '{name}' must be {param.type_label}, got {text!r}"
+                    )
+                )
+        if problems:
+            raise ParameterError(self.notebook, problems)
+        return self.validate(values)
+
+    def _unknown(self, values: dict[str, Any]) -> list[ParameterProblem]:
+        problems = []
+        if values and self.cell_index is None:
+            return [
+                ParameterProblem(
+                    name,
+                    "unknown",
+                    f"parameter '{name}' given, but {self.notebook} has no cell tagged "
+                    f"'{PARAMETERS_TAG}' (tag the cell holding the defaults in JupyterLab: "
+                    "Property Inspector > Cell Tags)",
+                )
+                for name in values
+            ]
+        valid = ", ".join(sorted(self.parameters)) or "(none)"
+        for name in values:
+            if name not in self.parameters:
+                problems.append(
+                    ParameterProblem(
+                        name, "unknown", f"unknown parameter '{name}'; valid parameters: {valid}"
+                    )
+                )
+        return problems
+
+
+# -- reading the contract ---------------------------------------------------------------------------
+def read_notebook(path: str | Path) -> nbformat.NotebookNode:
+    p = Path(path)
+    if not p.is_file():
+        raise NotebookNotFound(f"notebook not found: {path}")
+    if p.suffix != ".ipynb":
+        raise NotebookNotFound(f"not a notebook (expected a .ipynb file): {path}")
+    try:
+        return nbformat.read(p, as_version=4)
+    except Exception as exc:  # nbformat raises several unrelated types for a corrupt file
+        raise InvalidNotebook(f"cannot read notebook {path}: {exc}") from exc
+
+
+def read_schema(path: str | Path) -> ParameterSchema:
+    """Parse the notebook's `parameters` cell into a ParameterSchema (nothing is executed)."""
+    nb = read_notebook(path)
+    return schema_from_notebook(nb, str(path))
+
+
+def schema_from_notebook(nb: nbformat.NotebookNode, name: str) -> ParameterSchema:
+    tagged = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and PARAMETERS_TAG in cell.get("metadata", {}).get("tags", [])
+    ]
+    if not tagged:
+        return ParameterSchema(name, {}, None)
+    if len(tagged) > 1:
+        raise InvalidNotebook(
+            f"{name}: {len(tagged)} cells are tagged '{PARAMETERS_TAG}' (cells {tagged}); keep exactly one"
+        )
+    index = tagged[0]
+    return ParameterSchema(name, parse_parameters_source(nb.cells[index].source, name), index)
+
+
+def parse_parameters_source(source: str, notebook: str = "<cell>") -> dict[str, Parameter]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise InvalidNotebook(f"{notebook}: the parameters cell is not valid Python: {exc}") from exc
+    comments = _line_comments(source)
+    params: dict[str, Parameter] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, annotation, value_node = node.targets[0].id, None, node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            name, annotation, value_node = node.target.id, node.annotation, node.value
+        else:
+            line = ast.get_source_segment(source, node) or type(node).__name__
+            raise InvalidNotebook(
+                f"{notebook}: the parameters cell may only hold assignments of literal defaults "
+                f"(`name = value`); found: {line.splitlines()[0]}"
+            )
+        try:
+            default = ast.literal_eval(value_node)
+        except ValueError as exc:
+            raise InvalidNotebook(
+                f"{notebook}: parameter '{name}' needs a literal default (number, string, bool, None, "
+                f"list or dict), found: {ast.get_source_segment(source, value_node)}"
+            ) from exc
+        ptype, optional = _declared_type(annotation, default, name, notebook)
+        params[name] = Parameter(name, ptype, default, optional, comments.get(node.lineno, ""))
+    return params
+
+
+def _declared_type(annotation: ast.expr | None, default: Any, name: str, notebook: str) -> tuple[str, bool]:
+    if annotation is None:
+        if default is None:
+            return "any", True
+        return _type_name(default), False
+    text = ast.unparse(annotation).replace(" ", "")
+    optional = False
+    if text.startswith("Optional[") and text.endswith("]"):
+        text, optional = text[len("Optional[") : -1], True
+    parts = [p for p in text.split("|") if p not in ("None", "NoneType")]
+    if len(parts) != len(text.split("|")):
+        optional = True
+    base = parts[0].split("[")[0] if len(parts) == 1 else ""
+    if base not in _TYPES:
+        raise InvalidNotebook(
+            f"{notebook}: parameter '{name}' has unsupported annotation '{ast.unparse(annotation)}'; "
+            f"use one of {', '.join(_TYPES)} (optionally `| None`)"
+        )
+    ok, _ = _check_type(Parameter(name, base, None, optional), default)
+    if not ok:
+        raise InvalidNotebook(
+            f"{notebook}: parameter '{name}' is annotated {ast.unparse(annotation)} but its default is "
+            f"{_describe(default)}"
+        )
+    return base, optional
+
+
+def _type_name(value: Any) -> str:
+    for label, typ in (("bool", bool), ("int", int), ("float", float), ("str", str), ("list", list)):
+        if isinstance(value, typ):
+            return label
+    if isinstance(value, (dict,)):
+        return "dict"
+    if isinstance(value, tuple):
+        return "list"
+    return "any"
+
+
+def _check_type(param: Parameter, value: Any) -> tuple[bool, Any]:
+    if value is None:
+        return param.optional, None
+    t = param.type
+    if t == "any":
+        return True, value
+    if t == "bool":
+        return isinstance(value, bool), value
+    if t == "int":
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if t == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False, value
+        return True, float(value)
+    if t == "str":
+        return isinstance(value, str), value
+    if t == "list":
+        return isinstance(value, (list, tuple)), list(value) if isinstance(value, (list, tuple)) else value
+    if t == "dict":
+        return isinstance(value, dict), value
+    return False, value
+
+
+def _parse_text(param: Parameter, text: str) -> Any:
+    if param.optional and text.strip().lower() in ("none", "null"):
+        return None
+    t = param.type
+    if t == "str":
+        return text
+    if t == "int":
+        return int(text.strip())
+    if t == "float":
+        return float(text.strip())
+    if t == "bool":
+        low = text.strip().lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(text)
+    # list, dict, any: a JSON or YAML literal
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(text) from exc
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{_type_name(value) if value is not None else 'null'} {text}"
+
+
+def _line_comments(source: str) -> dict[int, str]:
+    out: dict[int, str] = {}
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.COMMENT:
+                out[tok.start[0]] = tok.string.lstrip("#").strip()
+    except (tokenize.TokenError, IndentationError):
+        pass
+    return out

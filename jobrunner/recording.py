@@ -1,0 +1,172 @@
+"""Recording executions in MLflow: one run per execution, opened before the kernel starts.
+
+The run id goes into the kernel's environment (MLFLOW_RUN_ID), so `mlflow.log_*` calls and
+`jobrunner.notebook.log_metrics` inside the notebook land in the same run. After execution the recorder
+adds what papermill does not: parameters, the executed notebook (ipynb and HTML), git commit and dirty
+flag, DVC hashes of inputs and outputs, duration and outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from jobrunner import __version__
+from jobrunner.errors import NotebookFailure, RecordingError
+from jobrunner.lineage import DataHash, GitState
+
+log = logging.getLogger(__name__)
+
+TAG_PREFIX = "jobrunner."
+_MAX_PARAM = 6000
+
+
+def _client(tracking_uri: str):  # noqa: ANN202 - MlflowClient import is deferred (slow)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Parameters as MLflow params: nested dicts as dotted keys, other values as JSON text."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            out[name] = text[:_MAX_PARAM]
+    return out
+
+
+class Recorder:
+    """Opens and completes the MLflow run of one execution."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | None):
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.artifact_root = artifact_root
+        try:
+            self.client = _client(tracking_uri)
+        except Exception as exc:
+            raise RecordingError(f"MLflow tracking at {tracking_uri} is not usable: {exc}") from exc
+
+    def experiment_id(self) -> str:
+        try:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is not None:
+                return exp.experiment_id
+            location = self.artifact_root if self.tracking_uri.startswith(("sqlite:", "file:", "/")) else None
+            try:
+                return self.client.create_experiment(self.experiment, artifact_location=location)
+            except Exception:  # another process created it first
+                exp = self.client.get_experiment_by_name(self.experiment)
+                if exp is None:
+                    raise
+                return exp.experiment_id
+        except Exception as exc:
+            raise RecordingError(
+                f"cannot open MLflow experiment '{self.experiment}' at {self.tracking_uri} "
+                f"(check MLFLOW_TRACKING_URI): {exc}"
+            ) from exc
+
+    def start(self, *, notebook: str, run_name: str, tags: Mapping[str, str]) -> str:
+        experiment_id = self.experiment_id()
+        all_tags = {
+            "mlflow.source.name": notebook,
+            "mlflow.source.type": "NOTEBOOK",
+            f"{TAG_PREFIX}notebook": notebook,
+            f"{TAG_PREFIX}version": __version__,
+            f"{TAG_PREFIX}outcome": "running",
+            **tags,
+        }
+        try:
+            run = self.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
+        except Exception as exc:
+            raise RecordingError(f"cannot create an MLflow run at {self.tracking_uri}: {exc}") from exc
+        return run.info.run_id
+
+    def finish(
+        self,
+        run_id: str,
+        *,
+        parameters: Mapping[str, Any],
+        git: GitState,
+        inputs: Iterable[DataHash],
+        outputs: Iterable[DataHash],
+        dvc_lock_md5: str | None,
+        artifacts: Iterable[Path],
+        duration: float,
+        failure: NotebookFailure | None,
+        cancelled: bool = False,
+    ) -> dict[str, float]:
+        """Complete the run; returns the metrics the run holds (those the notebook reported included)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        inputs, outputs = list(inputs), list(outputs)
+        outcome = "cancelled" if cancelled else ("failed" if failure else "succeeded")
+        tags = {
+            f"{TAG_PREFIX}outcome": outcome,
+            f"{TAG_PREFIX}duration_s": f"{duration:.3f}",
+        }
+        if git.commit:
+            tags["mlflow.source.git.commit"] = git.commit
+            tags[f"{TAG_PREFIX}git.commit"] = git.commit
+            tags[f"{TAG_PREFIX}git.dirty"] = str(git.dirty).lower()
+        if dvc_lock_md5:
+            tags[f"{TAG_PREFIX}dvc.lock_md5"] = dvc_lock_md5
+        for kind, hashes in (("input", inputs), ("output", outputs)):
+            for h in hashes:
+                tags[f"{TAG_PREFIX}data.{kind}.{h.path}"] = h.md5 or "missing"
+        if failure is not None:
+            tags[f"{TAG_PREFIX}error.kind"] = failure.kind
+            tags[f"{TAG_PREFIX}error.message"] = failure.message[:5000]
+            if failure.cell_index is not None:
+                tags[f"{TAG_PREFIX}error.cell_index"] = str(failure.cell_index)
+            if failure.ename:
+                tags[f"{TAG_PREFIX}error.ename"] = failure.ename
+        lineage = {
+            "git": {"commit": git.commit, "dirty": git.dirty, "branch": git.branch},
+            "dvc_lock_md5": dvc_lock_md5,
+            "inputs": [h.as_dict() for h in inputs],
+            "outputs": [h.as_dict() for h in outputs],
+            "parameters": dict(parameters),
+            "outcome": outcome,
+            "failure": failure.as_dict() if failure else None,
+        }
+        now = int(time.time() * 1000)
+        try:
+            params = [Param(k, v) for k, v in flatten(parameters).items()]
+            self.client.log_batch(
+                run_id,
+                metrics=[Metric("duration_s", duration, now, 0)],
+                params=params,
+                tags=[RunTag(k, v) for k, v in tags.items()],
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                lineage_file = Path(tmp) / "lineage.json"
+                lineage_file.write_text(json.dumps(lineage, indent=2, default=str))
+                self.client.log_artifact(run_id, str(lineage_file))
+            for path in artifacts:
+                if path.is_file():
+                    self.client.log_artifact(run_id, str(path), artifact_path="notebook")
+            status = "KILLED" if cancelled else ("FAILED" if failure else "FINISHED")
+            self.client.set_terminated(run_id, status=status)
+            return dict(self.client.get_run(run_id).data.metrics)
+        except Exception as exc:
+            raise RecordingError(f"cannot complete MLflow run {run_id}: {exc}") from exc
+
+    def abort(self, run_id: str, reason: str) -> None:
+        """Mark a run FAILED when execution never got going (kernel failed to start)."""
+        try:
+            self.client.set_tag(run_id, f"{TAG_PREFIX}outcome", "infrastructure_error")
+            self.client.set_tag(run_id, f"{TAG_PREFIX}error.message", reason[:5000])
+            self.client.set_terminated(run_id, status="FAILED")
+        except Exception:  # noqa: BLE001 - best effort; the original error is what matters
+            log.warning("could not mark MLflow run %s as failed", run_id, exc_info=True)

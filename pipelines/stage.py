@@ -1,0 +1,153 @@
+"""DVC stage entry point: `python -m pipelines.stage NAME` runs the stage's notebook through jobrunner.
+
+dvc.yaml is the single source of truth. For stage NAME this reads
+  - `meta.notebook`      the notebook to execute,
+  - `meta.parameters`    path parameters (where the notebook reads and writes),
+  - `params`             the params.yaml sections whose keys become notebook parameters,
+  - `deps` / `outs`      the data the run reads and writes (hashed into the MLflow run),
+and executes the notebook with `jobrunner.executor.execute`, writing the executed notebook to
+`reports/notebooks/<notebook>.ipynb` (+ .html), which dvc.yaml declares as outputs.
+
+Set JOBRUNNER_PARAMS_PROFILE=ci to overlay the `profiles.ci` block of params.yaml (small, fast runs for
+tests). Exit codes: 0 success, 1 the notebook failed, 2 bad stage definition or parameters,
+3 infrastructure error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jobrunner.config import get_settings
+from jobrunner.errors import InfrastructureError, JobrunnerError, ParameterError
+from jobrunner.progress import ProgressBar
+
+REPORTS_DIR = Path("reports/notebooks")
+
+
+class StageError(JobrunnerError):
+    """dvc.yaml or params.yaml does not define the stage the way this runner needs."""
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise StageError(f"{path} not found (run from the project root)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise StageError(f"{path} must hold a mapping at the top level")
+    return data
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_params(project: Path, profile: str | None = None) -> dict[str, Any]:
+    params = load_yaml(project / "params.yaml")
+    profiles = params.pop("profiles", {}) or {}
+    if profile:
+        if profile not in profiles:
+            raise StageError(f"params.yaml has no profile '{profile}'; profiles: {', '.join(profiles) or 'none'}")
+        params = deep_merge(params, profiles[profile])
+    return params
+
+
+def _names(entries: list[Any]) -> list[str]:
+    """dvc.yaml deps/outs/params entries are strings or one-key mappings (path: {options})."""
+    names = []
+    for entry in entries or []:
+        names.extend(entry.keys() if isinstance(entry, dict) else [entry])
+    return [str(n) for n in names]
+
+
+def stage_plan(name: str, project: Path, profile: str | None = None) -> dict[str, Any]:
+    """What the stage will run: notebook, parameters, inputs, outputs, executed-notebook path."""
+    stages = load_yaml(project / "dvc.yaml").get("stages", {})
+    if name not in stages:
+        raise StageError(f"no stage '{name}' in dvc.yaml; stages: {', '.join(stages)}")
+    stage = stages[name]
+    meta = stage.get("meta") or {}
+    notebook = meta.get("notebook")
+    if not notebook:
+        raise StageError(f"stage '{name}' in dvc.yaml needs meta.notebook (the notebook it runs)")
+    params = load_params(project, profile)
+    values: dict[str, Any] = {}
+    for section in _names(stage.get("params", [])):
+        if section not in params or not isinstance(params[section], dict):
+            raise StageError(f"stage '{name}' uses params section '{section}', missing from params.yaml")
+        clash = set(values) & set(params[section])
+        if clash:
+            raise StageError(f"stage '{name}': parameter(s) {sorted(clash)} defined in two params sections")
+        values.update(params[section])
+    values.update(meta.get("parameters") or {})
+    executed = REPORTS_DIR / f"{Path(notebook).stem}.ipynb"
+    deps = [d for d in _names(stage.get("deps", [])) if d != notebook and not d.startswith(("pipelines", "jobrunner"))]
+    outs = [o for o in _names(stage.get("outs", [])) + _names(stage.get("metrics", [])) if not o.startswith(str(REPORTS_DIR))]
+    return {"stage": name, "notebook": notebook, "parameters": values, "inputs": deps, "outputs": outs,
+            "output_path": str(executed)}
+
+
+def run_stage(name: str, *, profile: str | None = None, quiet: bool = False) -> int:
+    from jobrunner.executor import execute
+
+    settings = get_settings()
+    project = settings.project_dir
+    plan = stage_plan(name, project, profile)
+    for out in plan["outputs"]:
+        (project / out).parent.mkdir(parents=True, exist_ok=True)
+    print(f"stage {name}: running {plan['notebook']}", file=sys.stderr)
+    with ProgressBar(f"{name}", disable=quiet) as bar:
+        result = execute(
+            plan["notebook"],
+            plan["parameters"],
+            output_path=plan["output_path"],
+            settings=settings,
+            inputs=plan["inputs"],
+            outputs=plan["outputs"],
+            tags={"jobrunner.stage": name, "jobrunner.trigger": "dvc"},
+            run_name=f"{name}",
+            on_progress=bar.update,
+        )
+    where = f"executed notebook: {result.output_path.relative_to(project)}"
+    if result.ok:
+        print(f"stage {name}: succeeded in {result.duration:.1f}s (MLflow run {result.run_id}); {where}",
+              file=sys.stderr)
+        return 0
+    failure = result.failure
+    print(f"stage {name}: FAILED - {failure.message if failure else 'unknown error'}; {where}", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.stage", description=__doc__.split("\n")[0])
+    parser.add_argument("stage", help="stage name in dvc.yaml")
+    parser.add_argument("--profile", default=os.environ.get("JOBRUNNER_PARAMS_PROFILE") or None,
+                        help="params.yaml profile to overlay (default: $JOBRUNNER_PARAMS_PROFILE)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        return run_stage(args.stage, profile=args.profile, quiet=args.quiet)
+    except (StageError, ParameterError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except InfrastructureError as exc:
+        print(f"infrastructure error: {exc}", file=sys.stderr)
+        return 3
+    except JobrunnerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

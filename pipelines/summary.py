@@ -1,0 +1,82 @@
+"""`python -m pipelines.summary`: what the last pipeline run produced (printed at the end of `make demo`).
+
+Shows the model version the `champion` alias points to, its holdout metrics and promotion decision,
+where the executed notebooks are, and how to open the MLflow UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from jobrunner.config import get_settings
+from pipelines.stage import load_params
+
+
+def champion_summary(model_name: str, alias: str) -> dict[str, object]:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    settings = get_settings()
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException as exc:
+        raise LookupError(
+            f"no model is @{alias} for '{model_name}' in {settings.mlflow_tracking_uri}; run `dvc repro` first"
+        ) from exc
+    metrics = {k[len("holdout_"):]: float(v) for k, v in version.tags.items() if k.startswith("holdout_")}
+    return {
+        "model": model_name,
+        "alias": alias,
+        "version": int(version.version),
+        "run_id": version.run_id,
+        "metrics": metrics,
+        "decision": version.tags.get("promotion.decision"),
+        "reason": version.tags.get("promotion.reason"),
+        "tracking_uri": settings.mlflow_tracking_uri,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.summary", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    params = load_params(settings.project_dir)
+    name, alias = params["evaluate"]["model_name"], params["evaluate"].get("alias", "champion")
+    try:
+        info = champion_summary(name, alias)
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    reports = sorted((settings.project_dir / "reports" / "notebooks").glob("*.html"))
+    evaluate = settings.project_dir / "metrics" / "evaluate.json"
+    last = json.loads(evaluate.read_text()) if evaluate.is_file() else {}
+    info["executed_notebooks"] = [str(p.relative_to(settings.project_dir)) for p in reports]
+    info["last_evaluation_promoted"] = bool(last.get("promoted")) if last else None
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    metrics = "  ".join(f"{k}={v:.4f}" for k, v in sorted(info["metrics"].items()))
+    uri = str(info["tracking_uri"])
+    print()
+    print(f"Champion model: {name} version {info['version']} (models:/{name}@{alias})")
+    print(f"  holdout metrics: {metrics}")
+    print(f"  promotion: {info['decision']} - {info['reason']}")
+    print(f"  trained in MLflow run {info['run_id']}")
+    print("Executed notebooks (HTML, open in a browser; .ipynb beside them):")
+    for path in info["executed_notebooks"]:
+        print(f"  {path}")
+    print("MLflow UI:")
+    if uri.startswith("sqlite:"):
+        print(f"  make mlflow-ui   (or: .venv/bin/mlflow ui --backend-store-uri {uri}) -> http://127.0.0.1:5000")
+    else:
+        print(f"  {uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

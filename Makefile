@@ -1,10 +1,12 @@
 # Set-up and entry points. Every target installs what it needs into .venv first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint lab serve mlflow-ui clean lock
+.PHONY: install demo test lab serve worker services services-down mlflow-ui clean lock
 
 install: $(STAMP)
 
@@ -12,8 +14,8 @@ $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo ">> installing pinned dependencies into $(VENV) (first time: about 2-3 minutes)"
 	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | { grep -vE "is ignored: it is neither|Warning|^\s|^$$|!!" || true; }
 	@touch $@
 
 ## demo: run the research pipeline (dvc repro) on the embedded defaults and show the champion model
@@ -29,6 +31,21 @@ test: $(STAMP)
 ## lab: JupyterLab on the notebooks
 lab: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter lab --notebook-dir=.
+
+## serve: the prediction and jobs API on the embedded defaults (http://127.0.0.1:8000/docs)
+serve: $(STAMP)
+	$(BIN)/uvicorn serve.app:app --host 127.0.0.1 --port 8000
+
+## worker: a notebook job worker (needs JOBRUNNER_BROKER_URL for RabbitMQ; see docs/jobs.md)
+worker: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jobrunner worker
+
+## services / services-down: a production-like local set (S3 server, MLflow server on PostgreSQL + S3)
+services: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/services.sh up
+
+services-down:
+	bash scripts/services.sh down
 
 ## mlflow-ui: browse runs, notebooks and models of the embedded tracking store
 mlflow-ui: $(STAMP)

@@ -230,6 +230,7 @@ def _run(
     from papermill.exceptions import PapermillExecutionError
 
     _register_engine()
+    _quiet_papermill()
     done = threading.Event()
     why: dict[str, str] = {}
 
@@ -320,6 +321,19 @@ def _run(
 
 
 _engine_registered = False
+
+
+class _DropUnknownParameterWarning(logging.Filter):
+    # papermill warns "Passed unknown parameter" for annotated parameters it cannot infer; the contract
+    # in jobrunner.params has already validated every name, so the warning is only noise.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Passed unknown parameter" not in record.getMessage()
+
+
+def _quiet_papermill() -> None:
+    logger = logging.getLogger("papermill")
+    if not any(isinstance(f, _DropUnknownParameterWarning) for f in logger.filters):
+        logger.addFilter(_DropUnknownParameterWarning())
 
 
 def _register_engine() -> None:

@@ -13,7 +13,8 @@ class ProgressBar:
 
     def __init__(self, label: str, *, disable: bool = False):
         self.label = label
-        self.disable = disable
+        # A bar redrawn into a log file (CI, `dvc repro | tee`) is noise: show it on terminals only.
+        self.disable = disable or not sys.stderr.isatty()
         self._bar = None
 
     def __enter__(self) -> ProgressBar:

@@ -1,0 +1,159 @@
+"""Shared fixtures: the project layout, fixture notebooks, and real services.
+
+Service fixtures talk to the PostgreSQL and RabbitMQ running on this machine and to an S3 server (moto's
+standalone server) started here. Where a service is missing the test is skipped on a laptop but FAILS
+when the CI environment variable is set, so CI can never go green by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE_NOTEBOOKS = ROOT / "tests" / "fixtures" / "notebooks"
+
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def service_unavailable(what: str, why: str) -> None:
+    """Skip on a laptop without the service; fail under CI."""
+    message = f"{what} is not available: {why}"
+    if os.environ.get("CI"):
+        pytest.fail(message + " (CI is set: service tests must run)")
+    pytest.skip(message)
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder with its own MLflow store and settings; fixture notebooks copied in."""
+    import shutil
+
+    from jobrunner.config import get_settings
+
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    shutil.copytree(FIXTURE_NOTEBOOKS, tmp_path / "notebooks")
+    monkeypatch.setenv("JOBRUNNER_PROJECT_DIR", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("JOBRUNNER_MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("JOBRUNNER_DATABASE_URL", raising=False)
+    monkeypatch.delenv("JOBRUNNER_BROKER_URL", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    try:
+        import psycopg2
+
+        psycopg2.connect(PG_ADMIN_URL, connect_timeout=3).close()
+    except Exception as exc:  # noqa: BLE001
+        service_unavailable("PostgreSQL", str(exc))
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def make_postgres_db(postgres_admin_url: str) -> Iterator:
+    """Factory: a fresh, empty database (dropped after the test); returns its SQLAlchemy URL."""
+    import psycopg2
+
+    created: list[str] = []
+
+    def make(prefix: str = "jrtest") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        conn = psycopg2.connect(postgres_admin_url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        created.append(name)
+        base = postgres_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://")
+        return f"{base}/{name}"
+
+    yield make
+    conn = psycopg2.connect(postgres_admin_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for name in created:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+# -- RabbitMQ --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    try:
+        import pika
+
+        pika.BlockingConnection(pika.URLParameters(AMQP_URL + "?connection_attempts=1&socket_timeout=3")).close()
+    except Exception as exc:  # noqa: BLE001
+        service_unavailable("RabbitMQ", repr(exc))
+    return AMQP_URL
+
+
+@pytest.fixture
+def queue_prefix() -> str:
+    """A unique name prefix so concurrent tests never share RabbitMQ queues."""
+    return f"jrtest-{uuid.uuid4().hex[:8]}"
+
+
+# -- S3 (moto's standalone server; MinIO in docker-compose) ----------------------------------------------
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        service_unavailable("moto S3 server", str(exc))
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Environment for boto3/DVC/MLflow to use the test S3 server; returns the endpoint URL."""
+    for key, value in {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    return s3_endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_env: str) -> str:
+    """A new, empty bucket on the test S3 server."""
+    import boto3
+
+    name = f"jrtest-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_env).create_bucket(Bucket=name)
+    return name

@@ -53,7 +53,10 @@ class NotebookFailure:
 
     kind: str  # "error" | "timeout" | "cancelled" | "kernel_died"
     message: str
+    # index of the failing cell in the notebook as written (0-based; papermill's injected-parameters
+    # cell is not counted), and its execution count, shown as In [n] in the executed notebook
     cell_index: int | None = None
+    execution_count: int | None = None
     ename: str | None = None
     evalue: str | None = None
     traceback: list[str] = field(default_factory=list)
@@ -63,6 +66,7 @@ class NotebookFailure:
             "kind": self.kind,
             "message": self.message,
             "cell_index": self.cell_index,
+            "execution_count": self.execution_count,
             "ename": self.ename,
             "evalue": self.evalue,
         }
@@ -90,3 +94,33 @@ class KernelStartError(InfrastructureError):
 
 class RecordingError(InfrastructureError):
     """The run could not be recorded in MLflow."""
+
+
+class JobNotFound(JobrunnerError):
+    """No job has this id."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id!r} (list jobs with: jobrunner list)")
+
+
+class InvalidTransition(JobrunnerError):
+    """The job is not in a state that allows this change (e.g. cancelling a finished job)."""
+
+    def __init__(self, job_id: str, state: str, wanted: str):
+        self.job_id = job_id
+        self.state = state
+        self.wanted = wanted
+        super().__init__(f"job {job_id} is {state}; it cannot become {wanted}")
+
+
+class StoreUnavailable(InfrastructureError):
+    """The job store (database) could not be reached or has no schema yet."""
+
+
+class BrokerUnavailable(InfrastructureError):
+    """The message broker could not be reached; submitted jobs stay in the outbox until it is back."""
+
+
+class ArtifactStoreError(InfrastructureError):
+    """The executed notebook could not be stored at JOBRUNNER_ARTIFACT_URI (S3 or a folder)."""

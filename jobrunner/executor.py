@@ -279,10 +279,12 @@ def _run(
             shutdown_kernel="immediate",
         )
     except PapermillExecutionError as exc:
+        cell = _source_cell_index(out, exc.cell_index)
         failure = NotebookFailure(
             kind="error",
-            message=f"cell {exc.cell_index} raised {exc.ename}: {exc.evalue}",
-            cell_index=exc.cell_index,
+            message=f"cell {cell} (In [{exc.exec_count}]) raised {exc.ename}: {exc.evalue}",
+            cell_index=cell,
+            execution_count=exc.exec_count,
             ename=exc.ename,
             evalue=exc.evalue,
             traceback=list(exc.traceback or []),
@@ -300,6 +302,8 @@ def _run(
         kernel.shutdown()
         guard.join(timeout=KILL_GRACE_S + 1)
 
+    if failure is None and "reason" in why:
+        failure = _last_started_cell(out)
     reason = why.get("reason")
     if reason == "timeout":
         cell = failure.cell_index if failure else None
@@ -307,6 +311,7 @@ def _run(
             kind="timeout",
             message=f"timed out after {limit:g}s" + (f" in cell {cell}" if cell is not None else ""),
             cell_index=cell,
+            execution_count=failure.execution_count if failure else None,
             ename="TimeoutError",
             evalue=f"notebook exceeded its {limit:g}s time limit",
         ), False
@@ -316,8 +321,38 @@ def _run(
             kind="cancelled",
             message="cancelled" + (f": {cancel.reason}" if cancel.reason not in ("", "cancelled") else ""),
             cell_index=cell,
+            execution_count=failure.execution_count if failure else None,
         ), True
     return failure, False
+
+
+def _source_cell_index(out: Path, executed_index: int) -> int:
+    """Map papermill's cell index (counting its injected-parameters cell) to the notebook as written."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(out, as_version=4)
+    except Exception:  # noqa: BLE001
+        return executed_index
+    cells = [c for c in nb.cells if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
+    injected = [i for i, c in enumerate(cells) if "injected-parameters" in c.metadata.get("tags", [])]
+    return executed_index - 1 if injected and injected[0] < executed_index else executed_index
+
+
+def _last_started_cell(out: Path) -> NotebookFailure | None:
+    """After a timeout or cancel: which cell was running (papermill marks it in the saved notebook)."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(out, as_version=4)
+    except Exception:  # noqa: BLE001
+        return None
+    for index in range(len(nb.cells) - 1, -1, -1):
+        meta = nb.cells[index].metadata.get("papermill", {})
+        if meta.get("start_time") or meta.get("status") == "running":
+            return NotebookFailure(kind="stopped", message="", cell_index=_source_cell_index(out, index),
+                                   execution_count=nb.cells[index].get("execution_count"))
+    return None
 
 
 _engine_registered = False

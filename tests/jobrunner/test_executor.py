@@ -1,0 +1,121 @@
+"""The one execution path: success, a raising notebook, timeout, cancellation, and what MLflow records."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from jobrunner.config import get_settings
+from jobrunner.errors import ParameterError
+from jobrunner.executor import CancelToken, execute
+
+
+def _client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=get_settings().mlflow_tracking_uri)
+
+
+def test_success_injects_parameters_reports_progress_and_records_the_run(project: Path) -> None:
+    (project / "data").mkdir()
+    (project / "data" / "in.csv").write_text("a,b\n1,2\n")
+    seen = []
+    result = execute("notebooks/ok.ipynb", {"x": 5, "label": "data/in.csv"}, on_progress=seen.append)
+
+    assert result.ok and result.status == "succeeded" and result.failure is None
+    executed = nbformat.read(result.output_path, as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "x = 5" in injected[0].source
+    printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    assert "data/in.csv 7.5" in printed
+    assert result.html_path and result.html_path.read_text().startswith("<!DOCTYPE html>")
+    # progress: one report per cell, in order, ending with the last cell
+    assert [p.cell_index for p in seen] == list(range(len(executed.cells)))
+    assert seen[-1].cells_total == len(executed.cells)
+    assert result.metrics["total"] == 7.5
+
+    run = _client().get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["x"] == "5" and run.data.params["label"] == "data/in.csv"
+    assert run.data.metrics["total"] == 7.5 and "duration_s" in run.data.metrics
+    tags = run.data.tags
+    assert tags["jobrunner.outcome"] == "succeeded"
+    assert tags["jobrunner.notebook"] == "notebooks/ok.ipynb"
+    # the CSV named by a parameter is an input; its DVC-compatible md5 is recorded
+    import hashlib
+
+    md5 = hashlib.md5(b"a,b\n1,2\n").hexdigest()
+    assert tags["jobrunner.data.input.data/in.csv"] == md5
+    artifacts = {a.path for a in _client().list_artifacts(result.run_id, "notebook")}
+    assert artifacts == {f"notebook/{result.output_path.name}", f"notebook/{result.html_path.name}"}
+    lineage_file = _client().download_artifacts(result.run_id, "lineage.json", str(project))
+    lineage = json.loads(Path(lineage_file).read_text())
+    assert lineage["inputs"] == [{"path": "data/in.csv", "md5": md5, "size": 8}]
+    assert lineage["parameters"]["x"] == 5
+
+
+def test_git_commit_is_recorded(project: Path) -> None:
+    import subprocess
+
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run(["git", "-c", "user.email=t@e.st", "-c", "user.name=t", "commit", "-q", "--allow-empty",
+                    "-m", "init"], cwd=project, check=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    result = execute("notebooks/ok.ipynb", {}, html=False)
+    tags = _client().get_run(result.run_id).data.tags
+    assert tags["mlflow.source.git.commit"] == commit
+    assert tags["jobrunner.git.dirty"] in ("true", "false")
+
+
+def test_raising_notebook_is_a_failed_result_with_the_cell(project: Path) -> None:
+    result = execute("notebooks/raises.ipynb", {"message": "bad input row 7"})
+
+    assert result.status == "failed"
+    failure = result.failure
+    assert failure.kind == "error" and failure.ename == "ValueError" and failure.evalue == "bad input row 7"
+    # cell_index counts the cells of the notebook as written
+    source = nbformat.read(project / "notebooks" / "raises.ipynb", as_version=4)
+    assert "raise ValueError" in source.cells[failure.cell_index].source
+    assert f"cell {failure.cell_index} (In [{failure.execution_count}]) raised ValueError" in failure.message
+    # the executed notebook is kept, with the error in the failing cell and nothing after it run
+    executed = nbformat.read(result.output_path, as_version=4)
+    failed = [c for c in executed.cells if c.get("execution_count") == failure.execution_count]
+    assert failed[0].outputs[-1]["ename"] == "ValueError"
+    assert executed.cells[-1].get("execution_count") is None
+    run = _client().get_run(result.run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["jobrunner.error.cell_index"] == str(failure.cell_index)
+    assert run.data.tags["jobrunner.error.ename"] == "ValueError"
+
+
+def test_timeout_stops_the_notebook(project: Path) -> None:
+    started = time.monotonic()
+    result = execute("notebooks/sleeps.ipynb", {"seconds": 60.0}, timeout=1.5, html=False)
+    elapsed = time.monotonic() - started
+    assert result.status == "failed" and result.failure.kind == "timeout"
+    assert "timed out after 1.5s in cell 2" in result.failure.message  # the time.sleep cell
+    assert elapsed < 15
+    assert _client().get_run(result.run_id).data.tags["jobrunner.error.kind"] == "timeout"
+
+
+def test_cancel_interrupts_a_running_cell(project: Path) -> None:
+    token = CancelToken()
+    threading.Timer(1.5, token.cancel).start()
+    started = time.monotonic()
+    result = execute("notebooks/sleeps.ipynb", {"seconds": 60.0}, cancel=token, html=False)
+    assert result.status == "cancelled"
+    assert time.monotonic() - started < 15
+    assert _client().get_run(result.run_id).info.status == "KILLED"
+
+
+def test_bad_parameters_fail_before_any_run_is_recorded(project: Path) -> None:
+    with pytest.raises(ParameterError, match="unknown parameter 'nope'"):
+        execute("notebooks/ok.ipynb", {"nope": 1})
+    experiment = _client().get_experiment_by_name("notebooks")
+    if experiment is not None:
+        assert _client().search_runs([experiment.experiment_id]) == []

@@ -1,0 +1,91 @@
+"""`jobrunner lineage` and `jobrunner check`: where a model came from, and whether production is reachable.
+
+    jobrunner lineage breast-cancer-classifier@champion [--json]
+    jobrunner lineage breast-cancer-classifier/3 [--json]
+    jobrunner check [--json] [--no-dvc]
+
+Exit codes as in jobrunner.cli: 0 ok, 2 bad reference, 3 a service is unreachable or misconfigured,
+4 no such model, version or alias.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+def register(main: click.Group) -> None:
+    main.add_command(lineage)
+    main.add_command(check)
+
+
+@click.command()
+@click.argument("model_ref", metavar="MODEL_NAME@ALIAS|MODEL_NAME/VERSION")
+@click.option("--json", "as_json", is_flag=True, help="Print the lineage as JSON.")
+@click.option("--max-depth", type=int, default=20, show_default=True, help="How many upstream stages to follow.")
+def lineage(model_ref: str, as_json: bool, max_depth: int) -> None:
+    """Trace a registered model back to its run, executed notebook, data hashes and upstream stage runs.
+
+    Each data hash is compared with dvc.lock of the project in the working directory.
+    """
+    from jobrunner.cli import EXIT_INFRA, EXIT_NOT_FOUND, EXIT_USAGE, fail
+    from jobrunner.config import get_settings
+    from jobrunner.provenance import LineageError, LineageNotFound, parse_ref, render, trace
+
+    settings = get_settings()
+    uri = settings.mlflow_tracking_uri or ""
+    try:
+        ref = parse_ref(model_ref)
+    except LineageError as exc:
+        fail(str(exc), EXIT_USAGE)
+    _fail_fast_on_tracking(uri)
+    from mlflow.tracking import MlflowClient
+
+    try:
+        result = trace(ref, client=MlflowClient(tracking_uri=uri), tracking_uri=uri,
+                       project_dir=settings.project_dir, max_depth=max_depth)
+    except LineageNotFound as exc:
+        fail(f"{exc} at {uri}", EXIT_NOT_FOUND)
+    except LineageError as exc:
+        fail(str(exc), EXIT_INFRA)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        click.echo(render(result))
+
+
+def _fail_fast_on_tracking(uri: str) -> None:
+    """MLflow's client retries an unreachable server for minutes; say at once which setting is wrong."""
+    from jobrunner.checks import check_mlflow
+    from jobrunner.cli import EXIT_INFRA, fail
+
+    result = check_mlflow(uri)
+    if not result.ok:
+        fail(result.message, EXIT_INFRA)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--no-dvc", is_flag=True, help="Skip the DVC remote (e.g. in a worker without a checkout).")
+def check(as_json: bool, no_dvc: bool) -> None:
+    """Check the configured services: S3 endpoint, credentials and buckets, DVC remote, MLflow server.
+
+    Each failure names the setting to fix. Exit 0 when all pass, 3 otherwise.
+    """
+    from jobrunner.checks import run_checks
+    from jobrunner.cli import EXIT_INFRA
+    from jobrunner.config import get_settings
+
+    results = run_checks(get_settings(), dvc=not no_dvc)
+    failed = [r for r in results if not r.ok]
+    if as_json:
+        click.echo(json.dumps({"ok": not failed, "checks": [r.as_dict() for r in results]}, indent=2))
+    else:
+        for r in results:
+            click.echo(f"{'ok  ' if r.ok else 'FAIL'}  {r.name}: {r.message}", err=not r.ok)
+        if failed:
+            settings = ", ".join(dict.fromkeys(str(r.setting) for r in failed))
+            click.echo(f"error: {len(failed)} check(s) failed; settings to fix: {settings}", err=True)
+    sys.exit(EXIT_INFRA if failed else 0)

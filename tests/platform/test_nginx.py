@@ -1,0 +1,248 @@
+"""Nginx: `nginx -t` on our config, and a live nginx with TLS in front of real uvicorn processes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, free_port, port_open
+from tests.platform.conftest import need_binary
+from tests.platform.nginx_harness import NginxSite, copy_config, nginx_cmd, nginx_test, render_site
+
+BASIC_USER, BASIC_PASSWORD = "ops", "s3cret-for-tests"
+
+
+def test_nginx_t_accepts_the_config_as_committed(tmp_path: Path, tls_cert: tuple[Path, Path]) -> None:
+    nginx = need_binary("nginx")
+    copy_config(tmp_path, *tls_cert)
+    result = nginx_test(nginx, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
+def test_nginx_t_rejects_a_broken_config(tmp_path: Path, tls_cert: tuple[Path, Path]) -> None:
+    """The check above can fail: a missing include is reported."""
+    nginx = need_binary("nginx")
+    copy_config(tmp_path, *tls_cert)
+    (tmp_path / "snippets" / "proxy.conf").unlink()
+    result = nginx_test(nginx, tmp_path)
+    assert result.returncode != 0
+    assert "proxy.conf" in result.stderr
+
+
+def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 40.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open("127.0.0.1", port, timeout=0.2):
+            return
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"{what} exited with {proc.returncode}:\n{out[-3000:]}")
+        time.sleep(0.1)
+    pytest.fail(f"{what} did not listen on {port} within {timeout}s")
+
+
+def _real_api_importable() -> bool:
+    """The real API (serve.app:app) is preferred as the upstream once the package provides it."""
+    probe = subprocess.run([sys.executable, "-c", "import serve.app"], cwd=ROOT, capture_output=True,
+                           timeout=60)
+    return probe.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, tls_cert: tuple[Path, Path]) -> Iterator[NginxSite]:
+    nginx = need_binary("nginx")
+    openssl = need_binary("openssl")
+    # Not under pytest's 0700 basetemp: nginx workers run as an unprivileged user and read htpasswd here.
+    work = Path(tempfile.mkdtemp(prefix="platform-nginx-"))
+    work.chmod(0o755)
+    htpasswd = work / "htpasswd"
+    hashed = subprocess.run([openssl, "passwd", "-apr1", BASIC_PASSWORD], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    htpasswd.write_text(f"{BASIC_USER}:{hashed}\n")
+    htpasswd.chmod(0o644)
+
+    procs: list[subprocess.Popen] = []
+    uvicorn = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--log-level", "warning"]
+    echo_port, api_port = free_port(), free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    echo = subprocess.Popen([*uvicorn, "--port", str(echo_port), "tests.platform.asgi_echo:app"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs.append(echo)
+    if _real_api_importable():
+        api_env = {**env, "SERVE_API_KEYS": "platform-test-key:read", "JOBRUNNER_PROJECT_DIR": str(work)}
+        api_app, root_path = "serve.app:app", ["--root-path", "/api"]
+    else:  # the API package is not there yet: the echo app answers /health like any path
+        # (no --root-path: uvicorn would prefix it to the path the echo app reports)
+        api_env, api_app, root_path = env, "tests.platform.asgi_echo:app", []
+    api = subprocess.Popen([*uvicorn, "--port", str(api_port), *root_path, "--proxy-headers", api_app],
+                           cwd=work, env=api_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs.append(api)
+    try:
+        _wait_port(echo_port, echo, "uvicorn (echo app)")
+        _wait_port(api_port, api, f"uvicorn ({api_app})")
+        upstreams = {name: echo_port for name in
+                     ("dashboards", "lab", "mlflow", "grafana", "prometheus", "alertmanager")}
+        upstreams["api"] = api_port
+        ports = (free_port(), free_port(), free_port())
+        s = render_site(work / "conf", *tls_cert, ports=ports, upstreams=upstreams, htpasswd=htpasswd)
+        proc = subprocess.Popen(nginx_cmd(nginx, s.prefix, foreground=True), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        procs.append(proc)
+        _wait_port(s.https_port, proc, "nginx")
+        s.api_app = api_app  # type: ignore[attr-defined]
+        yield s
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def https(site: NginxSite, tls_cert: tuple[Path, Path]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"https://localhost:{site.https_port}", verify=str(tls_cert[0]),
+                      timeout=10) as client:
+        yield client
+
+
+def _auth() -> dict[str, str]:
+    token = base64.b64encode(f"{BASIC_USER}:{BASIC_PASSWORD}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def test_http_redirects_to_https(site: NginxSite) -> None:
+    r = httpx.get(f"http://127.0.0.1:{site.http_port}/api/health?x=1", follow_redirects=False, timeout=10)
+    assert r.status_code == 301
+    assert r.headers["location"] == "https://127.0.0.1/api/health?x=1"
+
+
+def test_api_health_answers_through_tls_with_security_headers(site: NginxSite, https: httpx.Client) -> None:
+    r = https.get("/api/health")
+    assert r.status_code == 200, r.text
+    assert r.headers["strict-transport-security"].startswith("max-age=")
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-frame-options"] == "SAMEORIGIN"
+    assert "referrer-policy" in r.headers
+    assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"])
+    assert "server" not in r.headers or r.headers["server"] == "nginx"  # server_tokens off: no version
+
+
+def test_security_headers_also_on_errors(https: httpx.Client) -> None:
+    r = https.get("/no-such-route")
+    assert r.status_code == 404
+    assert "strict-transport-security" in r.headers
+
+
+def test_api_prefix_is_stripped(site: NginxSite, https: httpx.Client) -> None:
+    if site.api_app == "serve.app:app":  # type: ignore[attr-defined]
+        docs = https.get("/api/docs")
+        assert docs.status_code == 200
+        assert "/api/openapi.json" in docs.text  # uvicorn --root-path /api
+        assert https.get("/api/openapi.json").status_code == 200
+    else:
+        seen = https.get("/api/v1/things?q=2").json()
+        assert seen["raw_path"] == "/v1/things"  # what nginx sent upstream
+        assert seen["query"] == "q=2"
+
+
+def test_dashboards_keep_their_prefix_and_get_forwarded_headers(https: httpx.Client) -> None:
+    r = https.get("/dashboards/some/page?a=1", headers=_auth())
+    assert r.status_code == 200
+    seen = r.json()
+    assert seen["path"] == "/dashboards/some/page"  # Voila keeps its base_url
+    assert seen["query"] == "a=1"
+    assert seen["headers"]["x-forwarded-proto"] == "https"
+
+
+def test_metrics_are_not_public(https: httpx.Client) -> None:
+    assert https.get("/api/metrics").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/dashboards/", "/mlflow/", "/prometheus/", "/alertmanager/"])
+def test_basic_auth_guards_internal_uis(https: httpx.Client, path: str) -> None:
+    assert https.get(path).status_code == 401
+    bad = {"Authorization": "Basic " + base64.b64encode(b"ops:wrong").decode()}
+    assert https.get(path, headers=bad).status_code == 401
+    assert https.get(path, headers=_auth()).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/lab/", "/grafana/"])
+def test_apps_with_their_own_login_are_proxied_without_basic_auth(https: httpx.Client, path: str) -> None:
+    r = https.get(path)
+    assert r.status_code == 200
+    assert r.json()["path"] == path
+
+
+def test_request_body_limit(https: httpx.Client) -> None:
+    big = b"x" * (11 * 1024 * 1024)
+    assert https.post("/dashboards/upload", content=big, headers=_auth()).status_code == 413
+
+
+def test_trace_context_is_continued_and_logged(site: NginxSite, https: httpx.Client) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    incoming = f"00-{trace_id}-00f067aa0ba902b7-01"
+    seen = https.get("/lab/x", headers={"traceparent": incoming}).json()
+    assert seen["headers"]["traceparent"] == incoming
+    # Without one, nginx starts a trace whose id is the request id, and logs it.
+    r = https.get("/lab/y")
+    started = r.json()["headers"]["traceparent"]
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", started)
+    assert started.split("-")[1] == r.headers["x-request-id"]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in site.access_log.read_text().splitlines() if line.strip()]
+        by_uri = {line["uri"]: line for line in lines}
+        if "/lab/x" in by_uri and "/lab/y" in by_uri:
+            break
+        time.sleep(0.1)
+    assert by_uri["/lab/x"]["trace_id"] == trace_id
+    assert by_uri["/lab/y"]["trace_id"] == r.headers["x-request-id"]
+    assert by_uri["/lab/y"]["status"] == 200
+
+
+def test_websocket_upgrade_is_proxied(site: NginxSite, tls_cert: tuple[Path, Path]) -> None:
+    from websockets.sync.client import connect
+
+    ctx = ssl.create_default_context(cafile=str(tls_cert[0]))
+    url = f"wss://localhost:{site.https_port}/dashboards/api/kernels/k1/channels"
+    with connect(url, ssl=ctx, additional_headers=_auth(), open_timeout=10) as ws:
+        hello = json.loads(ws.recv(timeout=10))
+        assert hello["path"] == "/dashboards/api/kernels/k1/channels"
+        ws.send("ping")
+        assert ws.recv(timeout=10) == "echo:ping"
+
+
+def test_tls_offers_http2_and_modern_protocols_only(site: NginxSite, tls_cert: tuple[Path, Path]) -> None:
+    ctx = ssl.create_default_context(cafile=str(tls_cert[0]))
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", site.https_port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.selected_alpn_protocol() == "h2"
+            assert tls.version() in {"TLSv1.2", "TLSv1.3"}
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(str(tls_cert[0]))
+    old.minimum_version = ssl.TLSVersion.TLSv1_2
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    old.set_ciphers("AES128-SHA256")  # a non-forward-secret suite: our cipher list must refuse it
+    with socket.create_connection(("127.0.0.1", site.https_port), timeout=10) as raw:
+        with pytest.raises(ssl.SSLError):
+            old.wrap_socket(raw, server_hostname="localhost")

@@ -1,0 +1,188 @@
+"""The FastAPI application: `uvicorn serve.app:app` (or `create_app(settings)` in tests).
+
+Nothing happens at import except building the route table: settings are read, logging configured, the
+database migrated, the model loaded and the background threads started in the lifespan, and all of it
+is undone (prediction log drained first) when the server stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+
+from serve import __doc__ as _package_doc  # noqa: F401 - the package must be importable first
+from serve.config import KeyRing, Settings, get_settings
+from serve.deps import READ, Services
+from serve.errors import install_error_handlers
+from serve.model_loader import ModelHolder, ServingModel, silence_feature_name_warning
+from serve.observability import Metrics, ObservabilityMiddleware, configure_logging, make_tracer_provider
+
+log = logging.getLogger(__name__)
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
+                          "/openapi.json"})
+
+
+def lifespan_factory(settings_factory: Callable[[], Settings]) -> Callable[[FastAPI], Any]:
+    """The lifespan for an app whose settings come from `settings_factory` (called at start-up)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings = settings_factory()
+        services = await run_in_threadpool(start_services, app, settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await run_in_threadpool(stop_services, services)
+            app.state.tracer_provider.shutdown()  # flushes spans still waiting for export
+
+    return lifespan
+
+
+def start_services(app: FastAPI, settings: Settings) -> Services:
+    from serve import store
+    from serve.feedback import FeedbackService
+    from serve.lineage import LineageService
+    from serve.prediction_log import PredictionWriter
+
+    import os
+
+    configure_logging(settings.log_level, settings.log_json)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in JSON logs
+    silence_feature_name_warning()
+    metrics: Metrics = app.state.metrics
+    keyring = KeyRing(settings.keys())
+    if not len(keyring):
+        log.warning("no API keys configured (SERVE_API_KEYS / SERVE_API_KEYS_FILE): every /v1 route answers 401")
+    engine = store.make_engine(settings.resolved_database_url())
+    store.migrate(engine)
+    writer = PredictionWriter(engine, batch_size=settings.log_batch_size, flush_interval=settings.log_flush_interval,
+                              on_written=lambda n: metrics.logged.inc(n))
+    writer.start()
+    tracking_uri = settings.resolved_tracking_uri()
+    lineage = LineageService(tracking_uri, settings.project_dir(), settings.mlflow_ui_url)
+    services = Services(settings=settings, keyring=keyring, metrics=metrics, holder=None, engine=engine,  # type: ignore[arg-type]
+                        writer=writer, lineage=lineage)
+    services.feedback = FeedbackService(engine, settings, metrics)
+
+    def enrich(model: ServingModel) -> None:
+        try:
+            model.lineage = lineage.for_version(model.name, model.version, model.alias)
+        except Exception as exc:  # noqa: BLE001 - serve the model even when its lineage cannot be read
+            log.warning("lineage of %s v%s unavailable: %s", model.name, model.version, exc)
+            model.lineage = {"model": model.identity, "model_uri": f"models:/{model.name}/{model.version}",
+                             "run": None}
+        services.extra[("features", model.name, model.version)] = [{"name": f} for f in model.features]
+
+    def on_reload(outcome: str, model: ServingModel | None) -> None:
+        metrics.reloads.labels(outcome).inc()
+        if model is not None:
+            metrics.model_version.clear()
+            metrics.model_version.labels(model.name, model.version, model.alias).set(1)
+            app.openapi_schema = None  # the request schema shows the new version's features
+
+    holder = ModelHolder(settings.model_name, settings.model_alias, tracking_uri, settings.model_poll_interval,
+                         on_reload=on_reload, enrich=enrich)
+    services.holder = holder
+    holder.refresh()
+    if holder.current is None and not settings.allow_start_without_model:
+        raise RuntimeError(f"no model could be loaded and SERVE_ALLOW_START_WITHOUT_MODEL is false: "
+                           f"{holder.last_error}")
+    holder.start_polling()
+    log.info("API ready: model %s@%s version %s, database %s", settings.model_name, settings.model_alias,
+             holder.current.version if holder.current else None, engine.url.render_as_string(hide_password=True))
+    return services
+
+
+def stop_services(services: Services) -> None:
+    services.holder.stop()
+    services.writer.close()  # drain: every accepted prediction is written before the process exits
+    services.feedback.join()
+    services.engine.dispose()
+    log.info("API stopped; prediction log drained (%d records left)", services.writer.pending)
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        services = getattr(app.state, "services", None)
+        model = services.holder.current if services is not None and services.holder is not None else None
+        limit = services.settings.batch_limit if services is not None else 10_000
+        if model is not None:
+            row = {
+                "type": "object",
+                "title": f"Row ({model.name} v{model.version})",
+                "properties": {f: {"type": "integer" if t in ("long", "integer") else "number"}
+                               for f, t in zip(model.features, model.feature_types, strict=True)},
+                "required": list(model.features),
+                "additionalProperties": False,
+            }
+        else:
+            row = {"type": "object", "additionalProperties": {"type": "number"},
+                   "description": "Feature name -> number; the names are the served model's (no model loaded)"}
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas["PredictRow"] = row
+        schemas["PredictRequest"] = {
+            "type": "object",
+            "title": "PredictRequest",
+            "description": "One or many rows as JSON records",
+            "properties": {"rows": {"type": "array", "items": {"$ref": "#/components/schemas/PredictRow"},
+                                    "minItems": 1, "maxItems": limit}},
+            "required": ["rows"],
+        }
+        app.openapi_schema = schema
+        return schema
+
+    return openapi
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; `settings` (tests) or the environment, read when the server starts."""
+    from serve.routes import feedback, health, jobs, model, predict
+
+    settings_factory = (lambda: settings) if settings is not None else get_settings
+    app = FastAPI(
+        title="notebook-jobs API",
+        version="0.1.0",
+        description="Predictions from the champion model with lineage, notebook jobs, feedback. "
+        "Send an API key in X-API-Key (scope read, or write for changes).",
+        lifespan=lifespan_factory(settings_factory),
+    )
+    app.state.metrics = Metrics()
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(predict.router)
+    app.include_router(model.router, dependencies=READ)
+    app.include_router(feedback.router)
+    app.include_router(jobs.router)
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+
+    cfg = settings_factory()  # read when the app is built (for uvicorn: at start-up), never at import
+    cors = cfg.cors_origins
+    if cors:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=cors, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["X-API-Key", "Content-Type", "Idempotency-Key"],
+                           expose_headers=["X-Trace-Id"])
+    provider = make_tracer_provider(cfg.service_name, cfg.otlp_endpoint)
+    app.state.tracer_provider = provider
+    app.add_middleware(ObservabilityMiddleware, tracer=provider.get_tracer("serve"), metrics=app.state.metrics,
+                       slow_ms=cfg.access_log_slow_ms)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn serve.app:app` asks for `app`; build it on first access, not when serve.app is imported.
+    if name == "app":
+        globals()["app"] = built = create_app()
+        return built
+    raise AttributeError(name)

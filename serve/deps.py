@@ -1,0 +1,80 @@
+"""FastAPI dependencies as Annotated aliases: the app's services, settings, model and API-key scopes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+
+from serve.config import KeyRing, Settings
+from serve.errors import Forbidden, Unauthorized
+from serve.model_loader import ModelHolder, ServingModel
+from serve.observability import Metrics
+
+
+@dataclass
+class Services:
+    """Everything the lifespan builds; one per app, reached through `request.app.state.services`."""
+
+    settings: Settings
+    keyring: KeyRing
+    metrics: Metrics
+    holder: ModelHolder
+    engine: Any = None
+    writer: Any = None
+    feedback: Any = None
+    lineage: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_settings_dep(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_model(services: ServicesDep) -> ServingModel:
+    return services.holder.get()
+
+
+ModelDep = Annotated[ServingModel, Depends(get_model)]
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key with scope read or write")
+
+
+def _scope(services: Services, key: str | None) -> str:
+    if not key:
+        raise Unauthorized("an API key is required: send it in the X-API-Key header")
+    scope = services.keyring.scope_of(key)
+    if scope is None:
+        hint = "" if len(services.keyring) else " (this server has no API keys configured: set SERVE_API_KEYS)"
+        raise Unauthorized("the API key in X-API-Key is not valid" + hint)
+    return scope
+
+
+def require_read(services: ServicesDep, key: Annotated[str | None, Depends(api_key_header)]) -> str:
+    """Any valid key (read or write)."""
+    return _scope(services, key)
+
+
+def require_write(services: ServicesDep, key: Annotated[str | None, Depends(api_key_header)]) -> str:
+    """A key with scope write."""
+    if _scope(services, key) != "write":
+        raise Forbidden("this API key has scope read; this operation needs a key with scope write")
+    return "write"
+
+
+ReadKeyDep = Annotated[str, Depends(require_read)]
+WriteKeyDep = Annotated[str, Depends(require_write)]
+READ = [Depends(require_read)]
+WRITE = [Depends(require_write)]

@@ -1,0 +1,116 @@
+"""Feedback: true labels for stored predictions, live accuracy, and the retraining trigger.
+
+Live accuracy is computed over the newest `feedback_window` labels of the served model version, from the
+database, so every worker process sees the same figure. When it falls below the threshold (with at least
+`feedback_min_samples` labels) the trigger of that version is disarmed by a conditional UPDATE: exactly
+one request, in whichever worker, wins and submits ONE retraining job through `jobrunner.jobs.submit`
+(with an idempotency key per crossing, a second safety net). Accuracy back at or above the threshold
+re-arms it, so the next crossing submits again. A newly served version starts with an armed trigger.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy import Engine
+
+from serve import store
+from serve.config import Settings
+from serve.model_loader import ServingModel
+from serve.observability import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class FeedbackService:
+    def __init__(self, engine: Engine, settings: Settings, metrics: Metrics):
+        self.engine = engine
+        self.settings = settings
+        self.metrics = metrics
+        self._threads: list[threading.Thread] = []
+
+    def record(self, prediction: store.StoredPrediction, true_label: str, served: ServingModel | None) -> dict:
+        item = store.record_feedback(self.engine, prediction=prediction, true_label=true_label)
+        self.metrics.feedback.labels(prediction.model_name, prediction.model_version,
+                                     str(item.correct).lower()).inc()
+        acc = self.accuracy(prediction.model_name, prediction.model_version,
+                            served.alias if served else prediction.model_alias, prediction.run_id)
+        is_served = served is not None and served.version == prediction.model_version
+        if is_served:
+            self._check_threshold(prediction.model_name, prediction.model_version, acc)
+            acc["retrain"] = self._retrain_state(prediction.model_name, prediction.model_version)
+        return {
+            "prediction_id": prediction.prediction_id,
+            "predicted_label": item.predicted_label,
+            "true_label": item.true_label,
+            "correct": item.correct,
+            "accuracy": acc,
+        }
+
+    def accuracy(self, name: str, version: str, alias: str, run_id: str | None = None) -> dict[str, Any]:
+        s = self.settings
+        n, acc = store.window_accuracy(self.engine, model_name=name, model_version=version, window=s.feedback_window)
+        if acc is not None:
+            self.metrics.accuracy.labels(name, version).set(acc)
+        return {
+            "model": {"name": name, "version": version, "alias": alias, "run_id": run_id},
+            "window": s.feedback_window,
+            "labelled": n,
+            "accuracy": acc,
+            "threshold": s.feedback_threshold,
+            "min_samples": s.feedback_min_samples,
+            "below_threshold": acc is not None and n >= s.feedback_min_samples and acc < s.feedback_threshold,
+            "retrain": self._retrain_state(name, version),
+        }
+
+    def _retrain_state(self, name: str, version: str) -> dict[str, Any] | None:
+        row = store.get_retrain(self.engine, model_name=name, model_version=version)
+        if row is None:
+            return None
+        return {k: row[k] for k in ("armed", "crossings", "last_job_id", "last_triggered_at")}
+
+    def _check_threshold(self, name: str, version: str, acc: dict[str, Any]) -> None:
+        if acc["accuracy"] is None or acc["labelled"] < self.settings.feedback_min_samples:
+            return
+        if not acc["below_threshold"]:
+            store.rearm_retrain(self.engine, model_name=name, model_version=version)
+            return
+        if store.claim_retrain(self.engine, model_name=name, model_version=version, accuracy=acc["accuracy"]):
+            crossings = (store.get_retrain(self.engine, model_name=name, model_version=version) or {}).get(
+                "crossings", 1)
+            log.warning(
+                "live accuracy %.3f of %s v%s is below %.3f over %d labels: submitting a retraining job",
+                acc["accuracy"], name, version, self.settings.feedback_threshold, acc["labelled"],
+                extra={"event": "retrain_triggered", "model": name, "version": version},
+            )
+            # Submitting validates the notebook and writes the job store: do it off the request.
+            t = threading.Thread(target=self._submit, args=(name, version, crossings, acc["accuracy"]),
+                                 name="serve-retrain-submit", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _submit(self, name: str, version: str, crossing: int, accuracy: float) -> None:
+        try:
+            from jobrunner.jobs import submit
+
+            job = submit(
+                self.settings.retrain_notebook,
+                dict(self.settings.retrain_parameters),
+                idempotency_key=f"serve-retrain:{name}:{version}:{crossing}",
+                submitter=f"serve:feedback (accuracy {accuracy:.3f} < {self.settings.feedback_threshold})",
+            )
+        except Exception as exc:  # noqa: BLE001 - reported in metrics and logs; the trigger stays disarmed
+            self.metrics.retrains.labels(name, "error").inc()
+            log.error("retraining job for %s v%s could not be submitted: %s", name, version, exc,
+                      extra={"event": "retrain_submit_failed"})
+            return
+        store.set_retrain_job(self.engine, model_name=name, model_version=version, job_id=job.id)
+        self.metrics.retrains.labels(name, "submitted").inc()
+        log.warning("retraining job %s submitted for %s v%s (%s)", job.id, name, version,
+                    self.settings.retrain_notebook, extra={"event": "retrain_submitted", "job_id": job.id})
+
+    def join(self, timeout: float = 10.0) -> None:
+        for t in self._threads:
+            t.join(timeout)

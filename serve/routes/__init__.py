@@ -1,0 +1,1 @@
+"""One router per resource; `serve.app` includes them with their authentication."""

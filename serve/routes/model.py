@@ -1,0 +1,89 @@
+"""The served model, its lineage, and the lineage of one stored prediction."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter, Path
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
+
+from serve import store
+from serve.deps import ModelDep, ServicesDep
+from serve.errors import NotFound, PredictionNotFound
+from serve.schemas import ModelInfo, PredictionLineage
+
+router = APIRouter(prefix="/v1", tags=["model"])
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@router.get("/model", response_model=ModelInfo)
+async def model_info(model: ModelDep) -> dict:
+    """The model version being served, its input features and its lineage (run, notebook, data)."""
+    return {
+        "model": model.identity,
+        "loaded_at": model.loaded_at,
+        "features": [{"name": n, "type": t} for n, t in zip(model.features, model.feature_types, strict=True)],
+        "classes": model.class_values,
+        "lineage": model.lineage,
+    }
+
+
+@router.get("/runs/{run_id}/notebook", response_class=HTMLResponse,
+            responses={200: {"content": {"text/html": {}}}, 404: {"description": "No such run or no notebook"}})
+def run_notebook(services: ServicesDep, run_id: str = Path(max_length=64)) -> HTMLResponse:
+    """The executed notebook of an MLflow run, rendered as HTML."""
+    if not RUN_ID.match(run_id):
+        raise NotFound(f"'{run_id}' is not an MLflow run id (32 hex digits)")
+    try:
+        html = services.lineage.notebook_html(run_id)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises MlflowException for unknown runs
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+            raise NotFound(f"MLflow run {run_id} not found") from exc
+        raise
+    if html is None:
+        raise NotFound(f"MLflow run {run_id} has no executed notebook (artifact notebook/*.html)")
+    return HTMLResponse(html)
+
+
+@router.get("/predictions/{prediction_id}/lineage", response_model=PredictionLineage)
+async def prediction_lineage(services: ServicesDep, prediction_id: str = Path(max_length=64)) -> dict:
+    """One stored prediction (features, answer, true label if known) and the lineage of the model that made it."""
+    found = await run_in_threadpool(_find_prediction, services, prediction_id)
+    lineage = await run_in_threadpool(
+        services.lineage.for_version, found.model_name, found.model_version, found.model_alias
+    )
+    model = services.holder.current
+    features = model.features if model and model.version == found.model_version else None
+    if features is None or len(features) != len(found.features):
+        features = tuple(f["name"] for f in lineage_features(services, found)) or tuple(
+            f"f{i}" for i in range(len(found.features)))
+    labels = await run_in_threadpool(store.feedback_for, services.engine, [prediction_id])
+    classes = (model.class_keys if model else None) or [str(i) for i in range(len(found.probabilities))]
+    return {
+        "prediction": {
+            "prediction_id": prediction_id,
+            "created_at": found.created_at,
+            "features": dict(zip(features, found.features, strict=False)),
+            "label": found.label,
+            "probabilities": dict(zip(classes, found.probabilities, strict=False)),
+            "trace_id": found.trace_id,
+            "true_label": labels.get(prediction_id),
+        },
+        "lineage": lineage,
+    }
+
+
+def lineage_features(services: ServicesDep, found: store.StoredPrediction) -> list[dict]:
+    return services.extra.get(("features", found.model_name, found.model_version), [])
+
+
+def _find_prediction(services: ServicesDep, prediction_id: str) -> store.StoredPrediction:
+    """The stored prediction; waits for the background writer once if it is not in the database yet."""
+    found = store.get_prediction(services.engine, prediction_id)
+    if found is None and services.writer.pending:
+        services.writer.flush(timeout=5)
+        found = store.get_prediction(services.engine, prediction_id)
+    if found is None:
+        raise PredictionNotFound(f"prediction {prediction_id} not found")
+    return found

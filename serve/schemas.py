@@ -1,0 +1,179 @@
+"""Request and response bodies of the API (pydantic), separate from the database tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelIdentity(BaseModel):
+    name: str
+    version: str
+    alias: str
+    run_id: str | None = None
+
+
+# -- predictions ---------------------------------------------------------------------------------------
+class PredictRequest(BaseModel):
+    """One or many rows as JSON records; the feature names and types are the served model's (see /v1/model)."""
+
+    rows: list[dict[str, float]] = Field(min_length=1)
+
+
+class Prediction(BaseModel):
+    prediction_id: str = Field(description="Use it for feedback and lineage: POST /v1/feedback, GET /v1/predictions/{id}/lineage")
+    label: Any = Field(description="The predicted class")
+    probabilities: dict[str, float] = Field(description="Probability per class")
+
+
+class PredictResponse(BaseModel):
+    model: ModelIdentity
+    predictions: list[Prediction]
+
+
+# -- model and lineage ---------------------------------------------------------------------------------
+class Feature(BaseModel):
+    name: str
+    type: str
+
+
+class DataHash(BaseModel):
+    path: str
+    md5: str
+    direction: Literal["input", "output"]
+    resolved: bool = Field(description="The hash was found in the workspace or the DVC cache of this project")
+    location: str | None = Field(default=None, description="Where the data with this hash was found")
+
+
+class NotebookLink(BaseModel):
+    path: str | None = Field(description="The notebook that produced the run, relative to the project")
+    html_url: str | None = Field(description="The executed notebook rendered as HTML (served by this API)")
+    ipynb_artifact: str | None = None
+
+
+class RunLineage(BaseModel):
+    run_id: str
+    experiment_id: str | None = None
+    run_name: str | None = None
+    status: str | None = None
+    stage: str | None = None
+    started_at: datetime | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    dvc_lock_md5: str | None = None
+    parameters: dict[str, Any] = {}
+    metrics: dict[str, float] = {}
+    mlflow_url: str | None = None
+    notebook: NotebookLink
+    data: list[DataHash] = []
+
+
+class Lineage(BaseModel):
+    model: ModelIdentity
+    model_uri: str
+    registered_at: datetime | None = None
+    tags: dict[str, str] = {}
+    run: RunLineage | None = Field(description="The MLflow run (a notebook execution) that trained the model")
+
+
+class ModelInfo(BaseModel):
+    model: ModelIdentity
+    loaded_at: datetime
+    features: list[Feature]
+    classes: list[Any]
+    lineage: Lineage
+
+
+class StoredPrediction(BaseModel):
+    prediction_id: str
+    created_at: datetime
+    features: dict[str, float]
+    label: Any
+    probabilities: dict[str, float]
+    trace_id: str | None = None
+    true_label: str | None = None
+
+
+class PredictionLineage(BaseModel):
+    prediction: StoredPrediction
+    lineage: Lineage
+
+
+# -- feedback -----------------------------------------------------------------------------------------
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prediction_id: str = Field(min_length=1, max_length=64)
+    label: str | int = Field(description="The true class of that row")
+
+
+class RetrainState(BaseModel):
+    armed: bool
+    crossings: int
+    last_job_id: str | None = None
+    last_triggered_at: datetime | None = None
+
+
+class Accuracy(BaseModel):
+    model: ModelIdentity
+    window: int
+    labelled: int
+    accuracy: float | None
+    threshold: float
+    min_samples: int
+    below_threshold: bool
+    retrain: RetrainState | None = None
+
+
+class FeedbackOut(BaseModel):
+    prediction_id: str
+    predicted_label: str
+    true_label: str
+    correct: bool
+    accuracy: Accuracy
+
+
+# -- health --------------------------------------------------------------------------------------------
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready", "not ready"]
+    model: ModelIdentity | None = None
+    database: bool
+    problems: list[str] = []
+
+
+# -- jobs -----------------------------------------------------------------------------------------------
+class JobCreateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    notebook: str = Field(min_length=1, max_length=500, description="Notebook path, e.g. notebooks/03_train.ipynb")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class NotebookParameter(BaseModel):
+    name: str
+    type: str
+    default: Any = None
+    optional: bool = False
+    help: str = ""
+
+
+class NotebookInfo(BaseModel):
+    notebook: str
+    has_parameters_cell: bool
+    parameters: list[NotebookParameter]
+
+
+class NotebookProblem(BaseModel):
+    notebook: str
+    problem: str
+
+
+class NotebookList(BaseModel):
+    notebooks: list[NotebookInfo]
+    invalid: list[NotebookProblem] = []

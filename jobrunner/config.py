@@ -59,6 +59,26 @@ class Settings(BaseSettings):
     mlflow_experiment: str = "notebooks"
     # Folder for executed notebooks of `jobrunner run` when no output path is given.
     runs_dir: Path | None = None
+    # --- jobs (queue, workers) -------------------------------------------------------------------
+    # RabbitMQ queue of jobs; its dead-letter exchange/queue are "<queue_name>.dlx" / "<queue_name>.dlq".
+    queue_name: str = "jobrunner.jobs"
+    # Runs of one job (first run + retries after infrastructure errors or dead workers) before giving up.
+    max_attempts: int = 3
+    # Backoff before retry n: retry_backoff * 2**(n-1) seconds, at most retry_backoff_max.
+    retry_backoff: float = 2.0
+    retry_backoff_max: float = 300.0
+    # A running job writes a heartbeat this often (seconds); one older than heartbeat_timeout is stale
+    # and the reaper requeues the job (its worker died).
+    heartbeat_interval: float = 2.0
+    heartbeat_timeout: float = 30.0
+    # Idle workers poll the outbox/reaper this often (seconds); embedded workers also poll for jobs.
+    worker_poll_interval: float = 1.0
+    # On SIGTERM a running job may finish within this many seconds; after that it is stopped and requeued.
+    worker_grace_period: float = 30.0
+    # Prometheus metrics port of `jobrunner worker` (0 = off).
+    worker_metrics_port: int = 0
+    # Worker id shown on jobs; default "<hostname>:<pid>".
+    worker_id: str | None = None
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -1,0 +1,99 @@
+"""Where executed notebooks of jobs are stored, picked by JOBRUNNER_ARTIFACT_URI's scheme.
+
+`s3://bucket/prefix` goes through boto3 (endpoint from AWS_ENDPOINT_URL, so MinIO and the moto test
+server work like AWS); anything else is a local folder. Uploads retry briefly: an S3 blip should not
+cost a re-run of the notebook.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+from jobrunner.errors import ArtifactStoreError
+
+log = logging.getLogger(__name__)
+UPLOAD_TRIES = 4
+
+
+class ArtifactStore(Protocol):
+    def put(self, local: Path, key: str) -> str: ...
+    def get(self, uri: str) -> bytes: ...
+
+
+class LocalStore:
+    def __init__(self, root: str):
+        self.root = Path(root[len("file://"):] if root.startswith("file://") else root).expanduser()
+
+    def put(self, local: Path, key: str) -> str:
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".part")
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, target)  # readers never see half a file
+        return str(target.resolve())
+
+    def get(self, uri: str) -> bytes:
+        return Path(uri[len("file://"):] if uri.startswith("file://") else uri).read_bytes()
+
+
+class S3Store:
+    def __init__(self, uri: str):
+        parsed = urlparse(uri)
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self._client = None
+
+    @property
+    def client(self):  # type: ignore[no-untyped-def]
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+        return self._client
+
+    def put(self, local: Path, key: str) -> str:
+        full = f"{self.prefix}/{key}" if self.prefix else key
+        _retry(lambda: self.client.upload_file(str(local), self.bucket, full), f"upload to s3://{self.bucket}")
+        return f"s3://{self.bucket}/{full}"
+
+    def get(self, uri: str) -> bytes:
+        parsed = urlparse(uri)
+        return _retry(lambda: self.client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+                      ["Body"].read(), f"download {uri}")
+
+
+def _retry(func, what: str):  # type: ignore[no-untyped-def]
+    delay = 0.5
+    for attempt in range(1, UPLOAD_TRIES + 1):
+        try:
+            return func()
+        except Exception as exc:  # noqa: BLE001 - boto3 raises many unrelated types
+            if attempt == UPLOAD_TRIES:
+                raise ArtifactStoreError(f"{what} failed after {attempt} tries: {exc}") from exc
+            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+STORES = {"s3": S3Store, "file": LocalStore, "": LocalStore}
+
+
+def store_for(uri: str) -> ArtifactStore:
+    scheme = urlparse(uri).scheme if "://" in uri else ""
+    try:
+        return STORES[scheme](uri)
+    except KeyError:
+        raise ArtifactStoreError(f"unsupported JOBRUNNER_ARTIFACT_URI scheme {scheme!r}: use s3://bucket/prefix "
+                                 "or a local folder") from None
+
+
+def read_uri(uri: str) -> bytes:
+    """Read an artifact by the URI stored on a job (s3://... or a local path)."""
+    return store_for(uri).get(uri) if uri.startswith("s3://") else LocalStore("").get(uri)

@@ -1,0 +1,173 @@
+"""Brokers of job messages, picked by JOBRUNNER_BROKER_URL's scheme.
+
+- `amqp://` / `amqps://`: RabbitMQ through pika. A durable queue `<queue_name>` whose rejected messages
+  go through the dead-letter exchange `<queue_name>.dlx` to the durable queue `<queue_name>.dlq`;
+  persistent messages published with confirms (mandatory, so an unroutable message is an error).
+- unset: embedded. The `job_outbox` table is the queue; workers poll it (see worker.EmbeddedSource) and
+  park undeliverable messages on it (`dead_at`), which `jobrunner dlq` lists and requeues the same way.
+
+The queue is declared by whoever connects first (relay, worker, dlq), with identical arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from jobrunner.config import Settings
+from jobrunner.errors import BrokerUnavailable, ConfigurationError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeadLetter:
+    job_id: str | None
+    reason: str
+    body: str
+    ref: int | None = None  # embedded: outbox row id
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "reason": self.reason, "body": self.body}
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """A message's payload; ValueError when it is not a job message of a schema this worker knows."""
+    data = json.loads(body.decode("utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("job_id"), str):
+        raise ValueError("not a job message: no job_id")
+    if data.get("schema_version") != 1:
+        raise ValueError(f"unknown message schema_version {data.get('schema_version')!r}")
+    return data
+
+
+class AmqpBroker:
+    """RabbitMQ via pika's BlockingConnection; one instance per thread (pika is not thread-safe)."""
+
+    def __init__(self, url: str, queue: str):
+        self.url = url
+        self.queue = queue
+        self.dlx = f"{queue}.dlx"
+        self.dlq = f"{queue}.dlq"
+
+    def connect(self, *, attempts: int = 3, heartbeat: int = 30):  # type: ignore[no-untyped-def]
+        import pika
+
+        params = pika.URLParameters(self.url)
+        params.connection_attempts = attempts
+        params.retry_delay = 1
+        params.socket_timeout = 3
+        params.blocked_connection_timeout = 30
+        params.heartbeat = heartbeat
+        try:
+            return pika.BlockingConnection(params)
+        except Exception as exc:  # noqa: BLE001 - pika raises a family of AMQP/socket errors
+            raise BrokerUnavailable(f"cannot connect to the broker at {_safe(self.url)}: {exc!r}") from exc
+
+    def declare(self, channel) -> None:  # type: ignore[no-untyped-def]
+        channel.exchange_declare(self.dlx, exchange_type="direct", durable=True)
+        channel.queue_declare(self.dlq, durable=True)
+        channel.queue_bind(self.dlq, self.dlx, routing_key=self.queue)
+        channel.queue_declare(self.queue, durable=True, arguments={
+            "x-dead-letter-exchange": self.dlx, "x-dead-letter-routing-key": self.queue})
+
+    def publisher(self, connection):  # type: ignore[no-untyped-def]
+        channel = connection.channel()
+        self.declare(channel)
+        channel.confirm_delivery()
+        return channel
+
+    def publish(self, channel, payload: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+        """Publish persistently and wait for the broker's confirm (raises on nack or unroutable)."""
+        import pika
+
+        channel.basic_publish(
+            exchange="", routing_key=self.queue, body=json.dumps(payload).encode(), mandatory=True,
+            properties=pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent,
+                                            content_type="application/json",
+                                            message_id=str(payload.get("job_id", ""))),
+        )
+
+    # -- dead letters --------------------------------------------------------------------------------
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Peek at the dead-letter queue without removing anything."""
+        connection = self.connect()
+        try:
+            channel = connection.channel()
+            self.declare(channel)
+            found = []
+            for _ in range(limit):
+                method, props, body = channel.basic_get(self.dlq, auto_ack=False)
+                if method is None:
+                    break
+                found.append(_dead_letter(props, body))
+            return found  # closing the channel returns the unacked messages to the queue, in order
+        finally:
+            connection.close()
+
+    def requeue_dead(self, job_ids: set[str] | None, on_requeue) -> list[str]:  # type: ignore[no-untyped-def]
+        """Move dead letters (all, or those of `job_ids`) back to the job queue; returns their job ids.
+
+        `on_requeue(job_id)` runs before the message is republished (it makes the job QUEUED again).
+        """
+        connection = self.connect()
+        moved: list[str] = []
+        try:
+            channel = connection.channel()
+            self.declare(channel)
+            channel.confirm_delivery()
+            seen = 0
+            count = channel.queue_declare(self.dlq, durable=True, passive=True).method.message_count
+            while seen < count:
+                method, props, body = channel.basic_get(self.dlq, auto_ack=False)
+                if method is None:
+                    break
+                seen += 1
+                letter = _dead_letter(props, body)
+                if letter.job_id is None or (job_ids is not None and letter.job_id not in job_ids):
+                    continue  # left unacked: returns to the DLQ when the channel closes
+                on_requeue(letter.job_id)
+                self.publish(channel, json.loads(body))
+                channel.basic_ack(method.delivery_tag)
+                moved.append(letter.job_id)
+            return moved
+        finally:
+            connection.close()
+
+
+def _dead_letter(props, body: bytes) -> DeadLetter:  # type: ignore[no-untyped-def]
+    try:
+        job_id: str | None = decode(body)["job_id"]
+    except ValueError:
+        job_id = None
+    except Exception:  # noqa: BLE001 - undecodable bytes
+        job_id = None
+    deaths = (props.headers or {}).get("x-death") or []
+    reason = props.headers.get("x-jobrunner-reason") if props.headers else None
+    if not reason and deaths:
+        reason = f"{deaths[0].get('reason')} from {deaths[0].get('queue')} ({deaths[0].get('count')}x)"
+    return DeadLetter(job_id, reason or "rejected", body.decode("utf-8", "replace")[:500])
+
+
+BROKERS = {"amqp": AmqpBroker, "amqps": AmqpBroker}
+
+
+def broker_for(settings: Settings) -> AmqpBroker | None:
+    """The broker of these settings, or None in embedded mode."""
+    if settings.embedded:
+        return None
+    scheme = (settings.broker_url or "").split("://", 1)[0]
+    try:
+        return BROKERS[scheme](settings.broker_url or "", settings.queue_name)
+    except KeyError:
+        raise ConfigurationError(f"unsupported JOBRUNNER_BROKER_URL scheme {scheme!r}: use amqp://... or unset "
+                                 "it for embedded mode") from None
+
+
+def _safe(url: str) -> str:
+    if "@" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url

@@ -1,0 +1,336 @@
+"""Job commands of the `jobrunner` CLI: migrate, worker, submit, status, list, logs, cancel, dlq.
+
+Exit codes (docs/jobs.md): 0 success; 1 the job ended FAILED or CANCELLED (submit --wait); 2 usage
+error (bad parameters, notebook outside the roots), nothing queued; 3 infrastructure (database, broker)
+unavailable; 4 job not found; 5 conflict (cancelling a job that already finished).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+from jobrunner.errors import (InfrastructureError, InvalidTransition, JobNotFound, JobrunnerError,
+                              NotebookNotFound, ParameterError)
+
+# Same codes as jobrunner.cli (not imported at module level: cli imports this module while it loads).
+EXIT_FAILED, EXIT_USAGE, EXIT_INFRA, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 2, 3, 4, 5
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def parameter_options(func: Any) -> Any:
+    """papermill-style -f FILE / -y YAML / -p NAME VALUE options (as `jobrunner run`)."""
+    func = click.option("-f", "--parameters-file", "files", multiple=True, type=click.Path(dir_okay=False),
+                        help="YAML file of parameters (name: value).")(func)
+    func = click.option("-y", "--parameters-yaml", "yaml_texts", multiple=True,
+                        help="Parameters as a YAML mapping string.")(func)
+    func = click.option("-p", "--parameter", "params", multiple=True, type=(str, str), metavar="NAME VALUE",
+                        help="A parameter; the value is converted to the declared type.")(func)
+    return func
+
+
+def _handle(exc: Exception) -> None:
+    if isinstance(exc, JobNotFound):
+        fail(str(exc), EXIT_NOT_FOUND)
+    if isinstance(exc, InvalidTransition):
+        fail(str(exc), EXIT_CONFLICT)
+    if isinstance(exc, InfrastructureError):
+        fail(str(exc), EXIT_INFRA)
+    fail(str(exc), EXIT_USAGE)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _job_dict(job: Any) -> dict[str, Any]:
+    return job.model_dump(mode="json")
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from jobrunner.config import get_settings
+
+    return get_settings()
+
+
+@click.command()
+def migrate() -> None:
+    """Create or upgrade the job store's schema (JOBRUNNER_DATABASE_URL)."""
+    from jobrunner.db import migrate as do_migrate
+
+    try:
+        head = do_migrate(_settings())
+    except JobrunnerError as exc:
+        _handle(exc)
+    click.echo(f"job store at revision {head}")
+
+
+@click.command()
+@click.option("--id", "worker_id", help="Worker id shown on jobs (default: host:pid).")
+@click.option("--burst", is_flag=True, help="Exit when no job is waiting (for scripts and tests).")
+def worker(worker_id: str | None, burst: bool) -> None:
+    """Run a worker: take jobs one at a time from the queue (or the database without a broker)."""
+    from jobrunner.worker import run_worker
+
+    try:
+        run_worker(_settings(), worker_id=worker_id, burst=burst)
+    except JobrunnerError as exc:
+        _handle(exc)
+
+
+@click.command()
+@click.argument("notebook")
+@parameter_options
+@click.option("--idempotency-key", help="Submitting again with the same key returns the first job.")
+@click.option("--submitter", help="Who submitted (default: $USER).")
+@click.option("--wait", is_flag=True, help="Wait for the job to finish, with a progress bar; exit 1 if it fails.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+def submit(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple[str, ...], files: tuple[str, ...],
+           idempotency_key: str | None, submitter: str | None, wait: bool, as_json: bool) -> None:
+    """Queue NOTEBOOK (a path relative to the project) as a job; prints the job id."""
+    import getpass
+
+    from jobrunner.cli import parse_parameter_options
+    from jobrunner.jobs import resolve_notebook
+    from jobrunner.jobs import submit as do_submit
+    from jobrunner.params import read_schema
+
+    settings = _settings()
+    try:
+        full, _ = resolve_notebook(notebook, settings)
+        values = parse_parameter_options(read_schema(full), params, yaml_texts, files)
+        job = do_submit(notebook, values, idempotency_key=idempotency_key,
+                        submitter=submitter or getpass.getuser(), settings=settings)
+    except (ParameterError, NotebookNotFound) as exc:
+        fail(f"{exc}\n(nothing was queued; see: jobrunner params {notebook})")
+    except JobrunnerError as exc:
+        _handle(exc)
+    if wait:
+        if not as_json:
+            click.echo(job.id, err=True)
+        job = _wait(job.id, quiet=as_json)
+    if as_json:
+        _echo_json(_job_dict(job))
+    else:
+        click.echo(job.id)
+        if wait:
+            _print_outcome(job)
+    if wait and job.state.value != "SUCCEEDED":
+        sys.exit(EXIT_FAILED)
+
+
+def _wait(job_id: str, *, quiet: bool) -> Any:
+    from jobrunner.jobs import get_job
+
+    bar = None
+    try:
+        while True:
+            try:
+                job = get_job(job_id)
+            except InfrastructureError as exc:  # keep waiting through a store blip
+                click.echo(f"warning: {exc}", err=True)
+                time.sleep(2)
+                continue
+            if not quiet and sys.stderr.isatty() and job.progress.cells_total:
+                if bar is None:
+                    from tqdm import tqdm
+
+                    bar = tqdm(total=job.progress.cells_total, desc=job.notebook, unit="cell", file=sys.stderr)
+                bar.n = job.progress.cells_done
+                bar.set_postfix_str(job.state.value)
+                bar.refresh()
+            if job.terminal:
+                return job
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        fail(f"stopped waiting; job {job_id} keeps running (jobrunner cancel {job_id} to stop it)", EXIT_FAILED)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _print_outcome(job: Any) -> None:
+    click.echo(f"{job.state.value}: {job.notebook} (attempt {job.attempt})", err=True)
+    if job.output_uri:
+        click.echo(f"  executed notebook: {job.output_uri}", err=True)
+    if job.mlflow_run_id:
+        click.echo(f"  MLflow run: {job.mlflow_run_id}", err=True)
+    if job.error:
+        click.echo(f"  error: {job.error.message}", err=True)
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+def status(job_id: str, as_json: bool) -> None:
+    """Show a job: state, progress, error, output location."""
+    from jobrunner.jobs import get_job
+
+    try:
+        job = get_job(job_id)
+    except JobrunnerError as exc:
+        _handle(exc)
+    if as_json:
+        _echo_json(_job_dict(job))
+        return
+    p = job.progress
+    click.echo(f"{job.id}  {job.state.value}  {job.notebook}  attempt {job.attempt}")
+    click.echo(f"  progress: {p.cells_done}/{p.cells_total if p.cells_total is not None else '?'} cells"
+               + (f" (running cell {p.current_cell})" if job.state.value == "RUNNING" else ""))
+    click.echo(f"  parameters: {json.dumps(job.parameters)}")
+    for label, value in (("worker", job.worker_id), ("created", job.created_at), ("started", job.started_at),
+                         ("finished", job.finished_at), ("output", job.output_uri),
+                         ("MLflow run", job.mlflow_run_id)):
+        if value:
+            click.echo(f"  {label}: {value}")
+    if job.error:
+        click.echo(f"  error: {job.error.message}")
+
+
+@click.command("list")
+@click.option("--state", type=click.Choice(["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED"],
+                                           case_sensitive=False))
+@click.option("--notebook", help="Only jobs of this notebook path.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--offset", default=0, type=click.IntRange(0))
+@click.option("--json", "as_json", is_flag=True)
+def list_(state: str | None, notebook: str | None, limit: int, offset: int, as_json: bool) -> None:
+    """List jobs, newest first."""
+    from jobrunner.jobs import list_jobs
+
+    try:
+        page = list_jobs(state=state, notebook=notebook, limit=limit, offset=offset)
+    except JobrunnerError as exc:
+        _handle(exc)
+    if as_json:
+        _echo_json(page.model_dump(mode="json"))
+        return
+    for job in page.items:
+        p = job.progress
+        click.echo(f"{job.id}  {job.state.value:<10}  {p.cells_done}/{p.cells_total or '?'}  "
+                   f"{job.created_at:%Y-%m-%d %H:%M:%S}  {job.notebook}")
+    click.echo(f"{len(page.items)} of {page.total} job(s)", err=True)
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+def logs(job_id: str, as_json: bool) -> None:
+    """Show a job's history (state changes, retries) and the text output of its executed notebook."""
+    from jobrunner.jobs import get_job, job_events, job_output_notebook
+
+    try:
+        job = get_job(job_id)
+        events = job_events(job_id)
+    except JobrunnerError as exc:
+        _handle(exc)
+    outputs: list[dict[str, Any]] = []
+    if job.output_uri:
+        try:
+            outputs = _cell_outputs(job_output_notebook(job_id))
+        except (OSError, InfrastructureError) as exc:
+            click.echo(f"warning: executed notebook not readable: {exc}", err=True)
+    if as_json:
+        _echo_json({"id": job.id, "state": job.state.value,
+                    "events": [e.model_dump(mode="json") for e in events], "outputs": outputs})
+        return
+    for e in events:
+        click.echo(f"{e.at:%Y-%m-%d %H:%M:%S}  {e.to_state:<10}  {e.message or ''}"
+                   + (f"  [{e.worker_id}]" if e.worker_id else ""))
+    for out in outputs:
+        click.echo(f"--- cell {out['cell_index']}")
+        click.echo(out["text"].rstrip("\n"))
+
+
+def _cell_outputs(raw: bytes) -> list[dict[str, Any]]:
+    import nbformat
+
+    nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
+    found = []
+    for i, cell in enumerate(nb.cells):
+        texts = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                texts.append(out.get("text", ""))
+            elif out.get("output_type") == "error":
+                texts.append(f"{out.get('ename')}: {out.get('evalue')}\n")
+            elif "text/plain" in out.get("data", {}):
+                texts.append(out["data"]["text/plain"] + "\n")
+        if texts:
+            found.append({"cell_index": i, "text": "".join(texts)})
+    return found
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+def cancel(job_id: str, as_json: bool) -> None:
+    """Cancel a job: a queued job never starts; a running one is stopped within seconds."""
+    from jobrunner.jobs import cancel_job
+
+    try:
+        job = cancel_job(job_id)
+    except JobrunnerError as exc:
+        _handle(exc)
+    if as_json:
+        _echo_json(_job_dict(job))
+    else:
+        click.echo(f"{job.id} {job.state.value}")
+
+
+@click.group()
+def dlq() -> None:
+    """Inspect and requeue dead-lettered job messages."""
+
+
+@dlq.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def dlq_list(as_json: bool) -> None:
+    """List dead-lettered messages (they stay in the dead-letter queue)."""
+    from jobrunner.jobs import list_dead_letters as list_dead
+
+    try:
+        letters = list_dead(_settings())
+    except JobrunnerError as exc:
+        _handle(exc)
+    if as_json:
+        _echo_json([d.as_dict() for d in letters])
+        return
+    for d in letters:
+        click.echo(f"{d.job_id or '-':<36}  {d.reason}")
+    click.echo(f"{len(letters)} dead-lettered message(s)", err=True)
+
+
+@dlq.command("requeue")
+@click.argument("job_ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Requeue every dead-lettered job.")
+@click.option("--json", "as_json", is_flag=True)
+def dlq_requeue(job_ids: tuple[str, ...], all_: bool, as_json: bool) -> None:
+    """Requeue dead-lettered jobs (JOB_IDS, or --all): they become QUEUED and run again."""
+    from jobrunner.jobs import requeue_dead_letters as requeue_dead
+
+    if not job_ids and not all_:
+        fail("name job ids to requeue, or pass --all")
+    try:
+        moved = requeue_dead(_settings(), None if all_ else set(job_ids))
+    except JobrunnerError as exc:
+        _handle(exc)
+    if as_json:
+        _echo_json({"requeued": moved})
+    else:
+        for job_id in moved:
+            click.echo(job_id)
+        click.echo(f"{len(moved)} job(s) requeued", err=True)
+
+
+def register(main: click.Group) -> None:
+    for command in (migrate, worker, submit, status, list_, logs, cancel, dlq):
+        main.add_command(command)

@@ -1,0 +1,145 @@
+"""Engines, sessions and migrations of the job store, picked by URL (PostgreSQL or SQLite).
+
+Nothing connects at import time; engines are built on first use and cached per URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from jobrunner.config import Settings
+from jobrunner.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+_checked: set[str] = set()
+
+
+def _postgres_engine(url: str) -> Engine:
+    # pre_ping replaces connections killed by a PostgreSQL restart; connect_timeout bounds a hang when
+    # the server is unreachable, so workers notice and retry instead of blocking forever.
+    return create_engine(url, pool_pre_ping=True, pool_size=3, max_overflow=5, pool_recycle=1800,
+                         connect_args={"connect_timeout": 5})
+
+
+def _sqlite_engine(url: str) -> Engine:
+    path = url.split(":///", 1)[-1]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return engine
+
+
+ENGINE_FACTORIES = {"postgresql": _postgres_engine, "sqlite": _sqlite_engine}
+
+
+def get_engine(url: str) -> Engine:
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            scheme = url.split(":", 1)[0].split("+", 1)[0]
+            try:
+                factory = ENGINE_FACTORIES[scheme]
+            except KeyError:
+                raise StoreUnavailable(f"unsupported JOBRUNNER_DATABASE_URL scheme {scheme!r}; "
+                                       "use postgresql+psycopg2://... or sqlite:///...") from None
+            engine = _engines[url] = factory(url)
+        return engine
+
+
+def dispose_engines() -> None:
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+        _checked.clear()
+
+
+@contextmanager
+def session_scope(settings: Settings) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error; database errors -> StoreUnavailable."""
+    url = settings.database_url or ""
+    engine = get_engine(url)
+    _ensure_schema(engine, url)
+    session = sessionmaker(engine, expire_on_commit=False)()
+    try:
+        yield session
+        session.commit()
+    except (OperationalError, DBAPIError) as exc:
+        session.rollback()
+        if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(
+            exc, OperationalError
+        ):
+            raise
+        raise StoreUnavailable(f"job store unavailable ({_safe(url)}): {exc.orig or exc}") from exc
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def _ensure_schema(engine: Engine, url: str) -> None:
+    """SQLite (embedded) is migrated on first use; PostgreSQL must be migrated with `jobrunner migrate`."""
+    if url in _checked:
+        return
+    try:
+        if url.startswith("sqlite"):
+            migrate_url(url)
+        elif not inspect(engine).has_table("jobs"):
+            raise StoreUnavailable(f"the job store at {_safe(url)} has no tables: run `jobrunner migrate`")
+    except OperationalError as exc:
+        raise StoreUnavailable(f"job store unavailable ({_safe(url)}): {exc.orig or exc}") from exc
+    _checked.add(url)
+
+
+def migrate_url(url: str) -> str:
+    """Create or upgrade the schema to the newest revision; returns that revision."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    here = Path(__file__).resolve().parent
+    cfg = Config(str(here / "alembic.ini"))
+    cfg.set_main_option("script_location", str(here / "migrations"))
+    engine = get_engine(url)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    return ScriptDirectory.from_config(cfg).get_current_head() or ""
+
+
+def migrate(settings: Settings) -> str:
+    try:
+        head = migrate_url(settings.database_url or "")
+    except OperationalError as exc:
+        raise StoreUnavailable(f"job store unavailable ({_safe(settings.database_url or '')}): "
+                               f"{exc.orig or exc}") from exc
+    _checked.add(settings.database_url or "")
+    return head
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
+    return url

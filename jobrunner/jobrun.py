@@ -1,0 +1,261 @@
+"""One delivery of a job message, processed by a worker: claim, execute, store the output, finish.
+
+Runs in its own thread, never on the AMQP connection's thread: a notebook cell may block for minutes,
+and pika's BlockingConnection only answers broker heartbeats while its owner thread pumps
+`process_data_events`. (The notebook itself runs in a separate kernel process, as for every execution;
+this thread only drives it.) The result is a verdict for the message - ack, dead-letter - that the
+consumer applies on its own thread after the job's state is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from jobrunner.config import Settings
+from jobrunner.db import session_scope
+from jobrunner.errors import (InfrastructureError, JobrunnerError, KernelStartError, StoreUnavailable)
+from jobrunner.metrics_worker import WorkerMetrics
+from jobrunner.models import Job
+from jobrunner.states import JobState, transition, utcnow
+
+log = logging.getLogger(__name__)
+Verdict = Literal["ack", "dead", "retry_later"]
+
+
+@dataclass
+class Outcome:
+    verdict: Verdict
+    reason: str = ""
+
+
+class JobRun:
+    def __init__(self, settings: Settings, worker_id: str, payload: dict[str, Any], metrics: WorkerMetrics,
+                 stop_event: threading.Event):
+        from jobrunner.executor import CancelToken
+
+        self.settings = settings
+        self.worker_id = worker_id
+        self.job_id: str = payload["job_id"]
+        self.metrics = metrics
+        self.token = CancelToken()
+        self.stop_event = stop_event  # the worker is shutting down: stop retrying store writes forever
+        self.lost = False
+        self._progress: dict[str, Any] = {}
+        self._progress_dirty = False
+
+    # -- entry point ------------------------------------------------------------------------------------
+    def process(self) -> Outcome:
+        try:
+            claimed = self._claim()
+        except StoreUnavailable as exc:
+            log.warning("job %s: store unavailable before start (%s); message goes back to the queue",
+                        self.job_id, exc)
+            time.sleep(min(5.0, self.settings.worker_poll_interval * 2))
+            return Outcome("retry_later", str(exc))
+        if isinstance(claimed, Outcome):
+            return claimed
+        job: Job = claimed
+        if job.attempt > self.settings.max_attempts:
+            reason = (f"gave up after {job.attempt - 1} attempts (its workers died or infrastructure failed "
+                      f"each time); inspect with `jobrunner dlq list`, retry with `jobrunner dlq requeue`")
+            self._finish(JobState.FAILED, error_kind="dead_lettered", error_message=reason,
+                         error_ename="DeadLettered")
+            self.metrics.dead_letters.inc()
+            return Outcome("dead", reason)
+        return self._execute(job)
+
+    def _claim(self) -> Job | Outcome:
+        from jobrunner import store
+
+        stale_before = utcnow() - timedelta(seconds=self.settings.heartbeat_timeout)
+        with session_scope(self.settings) as session:
+            job = store.get_job(session=session, job_id=self.job_id)
+            if job is None:
+                return Outcome("dead", f"no job {self.job_id} in the store")
+            if JobState(job.state).terminal:
+                log.info("job %s is already %s; duplicate message acked", job.id, job.state)
+                return Outcome("ack")
+            if job.state == JobState.CANCELLING.value:
+                transition(session, job.id, [JobState.CANCELLING], JobState.CANCELLED,
+                           where=[Job.heartbeat_at < stale_before], finished_at=utcnow(),
+                           error_kind="cancelled", error_message="cancelled", actor=self.worker_id,
+                           event="cancelled (its worker was gone)")
+                return Outcome("ack")
+            if not store.claim(session=session, job_id=job.id, worker_id=self.worker_id,
+                               stale_before=stale_before):
+                log.info("job %s is %s on a live worker; duplicate message acked", job.id, job.state)
+                return Outcome("ack")
+            return store.get_job(session=session, job_id=job.id)  # type: ignore[return-value]
+
+    # -- execution ----------------------------------------------------------------------------------
+    def _execute(self, job: Job) -> Outcome:
+        from jobrunner.executor import execute
+        from jobrunner.jobs import resolve_notebook
+
+        self.metrics.busy.set(1)
+        queued_at = job.queued_at if job.queued_at.tzinfo else job.queued_at.replace(tzinfo=utcnow().tzinfo)
+        self.metrics.queue_wait.observe(max(0.0, (utcnow() - queued_at).total_seconds()))
+        log.info("job %s: attempt %d of %s", job.id, job.attempt, job.notebook)
+        out_dir = (self.settings.runs_dir or self.settings.project_dir) / "jobs" / job.id
+        beat = threading.Thread(target=self._heartbeat_loop, name=f"heartbeat-{job.id[:8]}", daemon=True)
+        finished = threading.Event()
+        self._finished_event = finished
+        beat.start()
+        t0 = time.monotonic()
+        try:
+            path, _ = resolve_notebook(job.notebook, self.settings)
+            result = execute(path, job.parameters, output_path=out_dir / f"attempt-{job.attempt}.ipynb",
+                             settings=self.settings, on_progress=self._on_progress, cancel=self.token,
+                             tags={"jobrunner.job_id": job.id, "jobrunner.attempt": str(job.attempt),
+                                   "jobrunner.worker": self.worker_id})
+            uris = self._store_outputs(job.id, result) if not self.lost else {}
+        except InfrastructureError as exc:
+            if isinstance(exc, KernelStartError):
+                self.metrics.kernel_failures.inc()
+            return self._retry_or_give_up(job, exc)
+        except JobrunnerError as exc:  # the notebook or its parameters changed since submission
+            self._finish(JobState.FAILED, error_kind="invalid", error_ename=type(exc).__name__,
+                         error_evalue=str(exc), error_message=str(exc))
+            return Outcome("ack")
+        except Exception as exc:  # noqa: BLE001 - unknown failures outside the notebook: retry
+            log.exception("job %s: unexpected error", job.id)
+            return self._retry_or_give_up(job, exc)
+        finally:
+            finished.set()
+            beat.join(timeout=5)
+            self.metrics.busy.set(0)
+        self.metrics.duration.labels(result.status).observe(time.monotonic() - t0)
+        return self._conclude(job, result, uris)
+
+    def _conclude(self, job: Job, result: Any, uris: dict[str, str]) -> Outcome:
+        if self.lost:
+            log.warning("job %s was taken over by another worker; dropping this run's result", job.id)
+            return Outcome("ack")
+        common = dict(mlflow_run_id=result.run_id, **uris)
+        if result.status == "cancelled" and self.token.reason == "shutdown":
+            self._requeue(job, "worker shut down before the job finished", delay=0.0, reason="shutdown")
+            return Outcome("ack")
+        if result.status == "cancelled":
+            self._finish(JobState.CANCELLED, error_kind="cancelled", error_message=result.failure.message,
+                         error_cell_index=result.failure.cell_index, **common)
+            return Outcome("ack")
+        if result.status == "failed":
+            f = result.failure
+            if f.kind == "kernel_died":
+                self.metrics.kernel_failures.inc()
+            self._finish(JobState.FAILED, error_kind=f.kind, error_cell_index=f.cell_index,
+                         error_ename=f.ename, error_evalue=f.evalue, error_message=f.message, **common)
+            return Outcome("ack")
+        self._finish(JobState.SUCCEEDED, **common)
+        return Outcome("ack")
+
+    def _store_outputs(self, job_id: str, result: Any) -> dict[str, str]:
+        from jobrunner.artifacts import store_for
+
+        target = store_for(self.settings.artifact_uri or "")
+        uris = {"output_uri": target.put(result.output_path, f"{job_id}/output.ipynb")}
+        if result.html_path:
+            uris["html_uri"] = target.put(result.html_path, f"{job_id}/output.html")
+        return uris
+
+    def _retry_or_give_up(self, job: Job, exc: BaseException) -> Outcome:
+        if job.attempt < self.settings.max_attempts:
+            delay = min(self.settings.retry_backoff * 2 ** (job.attempt - 1), self.settings.retry_backoff_max)
+            log.warning("job %s: infrastructure error (%s); retry in %.1fs", job.id, exc, delay)
+            self._requeue(job, f"infrastructure error: {exc}", delay=delay, reason="infrastructure")
+            return Outcome("ack")
+        message = f"infrastructure error on attempt {job.attempt} (giving up): {exc}"
+        self._finish(JobState.FAILED, error_kind="infrastructure", error_ename=type(exc).__name__,
+                     error_evalue=str(exc), error_message=message + "; retry with `jobrunner dlq requeue`")
+        self.metrics.dead_letters.inc()
+        return Outcome("dead", message)
+
+    # -- store writes that must happen (retried while the database is down) --------------------------
+    def _finish(self, state: JobState, **fields: Any) -> None:
+        fields.setdefault("finished_at", utcnow())
+        fields.setdefault("heartbeat_at", utcnow())
+        if self._progress.get("cells_total") is not None and state is JobState.SUCCEEDED:
+            fields.setdefault("cells_done", self._progress["cells_total"])
+            fields.setdefault("current_cell", None)
+
+        def write(session: Any) -> bool:
+            return transition(session, self.job_id, [JobState.RUNNING, JobState.CANCELLING], state,
+                              where=[Job.worker_id == self.worker_id], actor=self.worker_id,
+                              event=fields.get("error_message") or state.value.lower(), **fields)
+
+        if self._write_until_done(write):
+            self.metrics.finished.labels(state.value).inc()
+
+    def _requeue(self, job: Job, why: str, *, delay: float, reason: str) -> None:
+        from jobrunner import store
+
+        def write(session: Any) -> bool:
+            if transition(session, self.job_id, [JobState.RUNNING], JobState.QUEUED,
+                          where=[Job.worker_id == self.worker_id], actor=self.worker_id, event=why,
+                          queued_at=utcnow(), error_message=why):
+                store.add_outbox(session=session, job_id=self.job_id, attempt=job.attempt, delay=delay)
+                return True
+            # cancelled meanwhile: finish the cancel instead of requeueing
+            return transition(session, self.job_id, [JobState.CANCELLING], JobState.CANCELLED,
+                              where=[Job.worker_id == self.worker_id], actor=self.worker_id,
+                              event="cancelled", finished_at=utcnow(), error_kind="cancelled",
+                              error_message="cancelled")
+
+        if self._write_until_done(write):
+            self.metrics.retries.labels(reason).inc()
+
+    def _write_until_done(self, write: Any) -> bool:
+        """Commit `write` with backoff while the store is down; the message stays unacked meanwhile."""
+        delay = 0.5
+        while True:
+            try:
+                with session_scope(self.settings) as session:
+                    done = bool(write(session))
+                if not done:
+                    log.warning("job %s changed under this worker; result not recorded", self.job_id)
+                return done
+            except StoreUnavailable as exc:
+                if self.stop_event.is_set() and delay >= 8:
+                    log.error("job %s: giving up writing its result at shutdown: %s", self.job_id, exc)
+                    return False
+                log.warning("job %s: store unavailable (%s); retrying in %.1fs", self.job_id, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    # -- progress, heartbeat, cancellation ------------------------------------------------------------
+    def _on_progress(self, progress: Any) -> None:
+        self._progress = {"cells_done": progress.cells_done, "cells_total": progress.cells_total,
+                          "current_cell": progress.cell_index}
+        self._progress_dirty = True
+
+    def _heartbeat_loop(self) -> None:
+        from jobrunner import store
+
+        poll = min(0.5, self.settings.heartbeat_interval)
+        last_beat = 0.0
+        while not self._finished_event.wait(poll):
+            now = time.monotonic()
+            due = self._progress_dirty or now - last_beat >= self.settings.heartbeat_interval
+            try:
+                with session_scope(self.settings) as session:
+                    if due:  # the heartbeat, with progress; between beats only the state is read (cancel)
+                        self._progress_dirty = False
+                        state = store.heartbeat(session=session, job_id=self.job_id,
+                                                worker_id=self.worker_id, progress=dict(self._progress))
+                        last_beat = now
+                    else:
+                        state = store.job_state(session=session, job_id=self.job_id, worker_id=self.worker_id)
+            except StoreUnavailable as exc:
+                log.warning("job %s: heartbeat failed (%s); the job keeps running", self.job_id, exc)
+                continue
+            if state == JobState.CANCELLING.value and not self.token.cancelled:
+                log.info("job %s: cancel requested; stopping the kernel", self.job_id)
+                self.token.cancel("cancel requested")
+            elif state is None or state not in (JobState.RUNNING.value, JobState.CANCELLING.value):
+                self.lost = True
+                self.token.cancel("lost")

@@ -1,0 +1,207 @@
+"""The Python API of jobs: submit, inspect, cancel. The CLI, notebooks and the REST API call these.
+
+    from jobrunner.jobs import submit, get_job
+    job = submit("notebooks/ok.ipynb", {"x": 3})
+    get_job(job.id).state
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from jobrunner.config import Settings, get_settings
+from jobrunner.db import session_scope
+from jobrunner.errors import InvalidTransition, JobNotFound, NotebookNotFound
+from jobrunner.schemas import JobCreate, JobEventRead, JobList, JobRead
+from jobrunner.states import JobState, transition, utcnow
+
+log = logging.getLogger(__name__)
+
+__all__ = ["cancel_job", "get_job", "job_events", "job_output_html", "job_output_notebook", "list_jobs",
+           "resolve_notebook", "submit"]
+
+
+def resolve_notebook(notebook: str, settings: Settings) -> tuple[Path, str]:
+    """(absolute path, project-relative label) of a submitted notebook; refuses paths outside the roots."""
+    project = settings.project_dir.resolve()
+    raw = PurePosixPath(notebook.replace("\\", "/"))
+    if raw.is_absolute() or ".." in raw.parts:
+        raise NotebookNotFound(f"notebook path {notebook!r} must be relative to the project and stay inside "
+                               f"the notebook roots {settings.notebook_roots}")
+    full = (project / raw).resolve()  # also resolves symlinks that point outside
+    roots = settings.notebook_root_paths()
+    if not any(full.is_relative_to(root) for root in roots):
+        raise NotebookNotFound(f"notebook {notebook!r} is outside the notebook roots {settings.notebook_roots} "
+                               "(set JOBRUNNER_NOTEBOOK_ROOTS to allow other folders)")
+    if full.suffix != ".ipynb":
+        raise NotebookNotFound(f"not a notebook (expected a .ipynb file): {notebook}")
+    if not full.is_file():
+        raise NotebookNotFound(f"notebook not found: {notebook} (looked in {project})")
+    return full, full.relative_to(project).as_posix()
+
+
+def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempotency_key: str | None = None,
+           submitter: str | None = None, settings: Settings | None = None) -> JobRead:
+    """Validate and queue a notebook job; returns it in state QUEUED (or the existing job for the key).
+
+    Raises NotebookNotFound (path outside the roots / missing), ParameterError (values do not fit the
+    notebook's parameters cell), StoreUnavailable. A broker that is down does not fail the submission:
+    the message stays in the outbox until a relay (every worker runs one) publishes it.
+    """
+    from jobrunner.params import read_schema
+    from jobrunner.store import create_job_idempotent
+
+    settings = settings or get_settings()
+    full, label = resolve_notebook(notebook, settings)
+    values = read_schema(full).validate(dict(parameters or {}))
+    job_in = JobCreate(notebook=label, parameters=values, idempotency_key=idempotency_key, submitter=submitter)
+    with session_scope(settings) as session:
+        job, created = create_job_idempotent(session=session, job_in=job_in)
+        result = JobRead.from_row(job)
+    if created:
+        log.info("job %s queued: %s", result.id, label)
+        _publish_now(settings)
+    return result
+
+
+def _publish_now(settings: Settings) -> None:
+    """Try to publish fresh outbox rows at once; leave them for the workers' relays if the broker is down."""
+    if settings.embedded:
+        return
+    from jobrunner.relay import relay_once
+
+    try:
+        relay_once(settings, connect_attempts=1)
+    except Exception as exc:  # noqa: BLE001 - the outbox keeps the job; a worker's relay retries
+        log.warning("broker unavailable, job stays in the outbox until a worker's relay publishes it: %s", exc)
+
+
+def get_job(job_id: str, *, settings: Settings | None = None) -> JobRead:
+    from jobrunner import store
+
+    with session_scope(settings or get_settings()) as session:
+        job = store.get_job(session=session, job_id=job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return JobRead.from_row(job)
+
+
+def list_jobs(*, state: str | None = None, notebook: str | None = None, limit: int = 50, offset: int = 0,
+              settings: Settings | None = None) -> JobList:
+    from jobrunner import store
+
+    if state is not None:
+        state = JobState(state.upper()).value  # ValueError names the bad state
+    limit = max(1, min(limit, 1000))
+    offset = max(0, offset)
+    with session_scope(settings or get_settings()) as session:
+        rows, total = store.list_jobs(session=session, state=state, notebook=notebook, limit=limit, offset=offset)
+        return JobList(items=[JobRead.from_row(r) for r in rows], total=total, limit=limit, offset=offset)
+
+
+def job_events(job_id: str, *, settings: Settings | None = None) -> list[JobEventRead]:
+    from jobrunner import store
+
+    with session_scope(settings or get_settings()) as session:
+        if store.get_job(session=session, job_id=job_id) is None:
+            raise JobNotFound(job_id)
+        return [JobEventRead.model_validate(e) for e in store.job_events(session=session, job_id=job_id)]
+
+
+def cancel_job(job_id: str, *, settings: Settings | None = None) -> JobRead:
+    """QUEUED -> CANCELLED at once (it never starts); RUNNING -> CANCELLING, and the worker stops the
+    kernel within seconds and sets CANCELLED. Raises JobNotFound, InvalidTransition (already finished)."""
+    from jobrunner import store
+
+    settings = settings or get_settings()
+    with session_scope(settings) as session:
+        changed = transition(session, job_id, [JobState.QUEUED], JobState.CANCELLED,
+                             event="cancelled while queued", finished_at=utcnow(), error_kind="cancelled",
+                             error_message="cancelled before it started") or transition(
+            session, job_id, [JobState.RUNNING], JobState.CANCELLING, event="cancel requested")
+        job = store.get_job(session=session, job_id=job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if not changed and job.state != JobState.CANCELLING.value:
+            raise InvalidTransition(job_id, job.state, JobState.CANCELLED.value)
+        return JobRead.from_row(job)
+
+
+def job_output_notebook(job_id: str, *, settings: Settings | None = None) -> bytes:
+    """The executed notebook (.ipynb bytes) of a job; JobNotFound / FileNotFoundError if none yet."""
+    from jobrunner.artifacts import read_uri
+
+    job = get_job(job_id, settings=settings)
+    if not job.output_uri:
+        raise FileNotFoundError(f"job {job_id} has no executed notebook yet (state {job.state.value})")
+    return read_uri(job.output_uri)
+
+
+def job_output_html(job_id: str, *, settings: Settings | None = None) -> str:
+    """The executed notebook of a job rendered as HTML (str); FileNotFoundError if it has none yet."""
+    from jobrunner.artifacts import read_uri
+
+    job = get_job(job_id, settings=settings)
+    if job.html_uri:
+        return read_uri(job.html_uri).decode("utf-8")
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.reads(job_output_notebook(job_id, settings=settings).decode("utf-8"), as_version=4)
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    return body
+
+
+# -- dead letters ---------------------------------------------------------------------------------------
+def list_dead_letters(settings: Settings | None = None, limit: int = 100) -> list[Any]:
+    """Dead-lettered messages (RabbitMQ's `<queue>.dlq`, or parked outbox rows without a broker)."""
+    from jobrunner import store
+    from jobrunner.broker import DeadLetter, broker_for
+
+    settings = settings or get_settings()
+    broker = broker_for(settings)
+    if broker is not None:
+        return broker.dead_letters(limit)
+    with session_scope(settings) as session:
+        return [DeadLetter(r.job_id, r.dead_reason or "rejected", json.dumps(r.payload), r.id)
+                for r in store.dead_outbox(session=session, limit=limit)]
+
+
+def requeue_dead_letters(settings: Settings | None, job_ids: set[str] | None) -> list[str]:
+    """Make dead-lettered jobs (all if `job_ids` is None) QUEUED with fresh attempts and resend them."""
+    from sqlalchemy import delete
+
+    from jobrunner.broker import broker_for
+    from jobrunner.models import Outbox
+
+    settings = settings or get_settings()
+    broker = broker_for(settings)
+    if broker is not None:
+        return broker.requeue_dead(job_ids, lambda job_id: _reopen(settings, job_id))
+    moved = []
+    for letter in list_dead_letters(settings, limit=1000):
+        if letter.job_id is None or (job_ids is not None and letter.job_id not in job_ids):
+            continue
+        _reopen(settings, letter.job_id)
+        with session_scope(settings) as session:
+            session.execute(delete(Outbox).where(Outbox.id == letter.ref))
+            from jobrunner import store
+
+            store.add_outbox(session=session, job_id=letter.job_id, attempt=0)
+        moved.append(letter.job_id)
+    return moved
+
+
+def _reopen(settings: Settings, job_id: str) -> None:
+    """FAILED (given up by the worker) -> QUEUED with the attempt counter reset."""
+    from jobrunner.models import Job
+
+    with session_scope(settings) as session:
+        transition(session, job_id, [JobState.FAILED], JobState.QUEUED,
+                   where=[Job.error_kind.in_(["dead_lettered", "infrastructure"])],
+                   event="requeued from the dead-letter queue", attempt=0, queued_at=utcnow(),
+                   finished_at=None, error_kind=None, error_cell_index=None, error_ename=None,
+                   error_evalue=None, error_message=None)

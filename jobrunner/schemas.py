@@ -1,0 +1,103 @@
+"""Pydantic schemas of jobs, separate from the ORM models: what the CLI, Python API and REST API return."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from jobrunner.states import JobState
+
+
+class JobCreate(BaseModel):
+    """A submission: notebook path relative to the project, typed JSON parameter values."""
+
+    notebook: str = Field(min_length=1, max_length=1024)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    submitter: str | None = Field(default=None, max_length=255)
+
+
+class JobProgress(BaseModel):
+    cells_done: int = 0
+    cells_total: int | None = None
+    current_cell: int | None = None
+
+
+class JobError(BaseModel):
+    kind: str | None = None  # error | timeout | kernel_died | infrastructure | dead_lettered | ...
+    cell_index: int | None = None
+    ename: str | None = None
+    evalue: str | None = None
+    message: str | None = None
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything jobrunner writes is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class JobRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    notebook: str
+    parameters: dict[str, Any]
+    state: JobState
+    attempt: int
+    idempotency_key: str | None = None
+    submitter: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: JobProgress
+    error: JobError | None = None
+    output_uri: str | None = None
+    html_uri: str | None = None
+    mlflow_run_id: str | None = None
+    worker_id: str | None = None
+    heartbeat_at: datetime | None = None
+
+    _aware = field_validator("created_at", "started_at", "finished_at", "heartbeat_at")(_aware)
+
+    @classmethod
+    def from_row(cls, job: Any) -> JobRead:
+        error = None
+        if job.error_kind or job.error_ename or job.error_message:
+            error = JobError(kind=job.error_kind, cell_index=job.error_cell_index, ename=job.error_ename,
+                             evalue=job.error_evalue, message=job.error_message)
+        return cls(
+            id=job.id, notebook=job.notebook, parameters=job.parameters or {}, state=JobState(job.state),
+            attempt=job.attempt, idempotency_key=job.idempotency_key, submitter=job.submitter,
+            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+            progress=JobProgress(cells_done=job.cells_done or 0, cells_total=job.cells_total,
+                                 current_cell=job.current_cell),
+            error=error, output_uri=job.output_uri, html_uri=job.html_uri, mlflow_run_id=job.mlflow_run_id,
+            worker_id=job.worker_id, heartbeat_at=job.heartbeat_at,
+        )
+
+    @property
+    def terminal(self) -> bool:
+        return self.state.terminal
+
+
+class JobList(BaseModel):
+    items: list[JobRead]
+    total: int
+    limit: int
+    offset: int
+
+
+class JobEventRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    at: datetime
+    from_state: str | None = None
+    to_state: str
+    worker_id: str | None = None
+    message: str | None = None
+
+    _aware = field_validator("at")(_aware)

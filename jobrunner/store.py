@@ -1,0 +1,167 @@
+"""Queries of the job store, as keyword-only functions taking a session. Nothing else builds queries."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from jobrunner.models import Job, JobEvent, Outbox
+from jobrunner.schemas import JobCreate
+from jobrunner.states import JobState, transition, utcnow
+
+MESSAGE_SCHEMA_VERSION = 1
+
+
+def message_for(job_id: str, attempt: int) -> dict[str, Any]:
+    """The broker message of a job: small, versioned; the database row is the source of truth."""
+    return {"job_id": job_id, "schema_version": MESSAGE_SCHEMA_VERSION, "attempt": attempt}
+
+
+def create_job(*, session: Session, job_in: JobCreate) -> Job:
+    """Insert a QUEUED job and its outbox message (the caller's transaction makes them atomic)."""
+    now = utcnow()
+    job = Job(id=str(uuid.uuid4()), notebook=job_in.notebook, parameters=job_in.parameters,
+              state=JobState.QUEUED.value, attempt=0, idempotency_key=job_in.idempotency_key,
+              submitter=job_in.submitter, created_at=now, updated_at=now, queued_at=now, cells_done=0)
+    session.add(job)
+    session.flush()
+    session.add(JobEvent(job_id=job.id, at=now, to_state=JobState.QUEUED.value, message="submitted"))
+    add_outbox(session=session, job_id=job.id, attempt=0)
+    return job
+
+
+def create_job_idempotent(*, session: Session, job_in: JobCreate) -> tuple[Job, bool]:
+    """create_job, or the existing job with the same idempotency key; returns (job, created)."""
+    if job_in.idempotency_key:
+        existing = get_job_by_key(session=session, key=job_in.idempotency_key)
+        if existing is not None:
+            return existing, False
+        try:
+            with session.begin_nested():
+                return create_job(session=session, job_in=job_in), True
+        except IntegrityError:
+            # a concurrent submission with the same key won the unique index
+            existing = get_job_by_key(session=session, key=job_in.idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+    return create_job(session=session, job_in=job_in), True
+
+
+def add_outbox(*, session: Session, job_id: str, attempt: int, delay: float = 0.0) -> None:
+    now = utcnow()
+    session.add(Outbox(job_id=job_id, payload=message_for(job_id, attempt), created_at=now,
+                       available_at=now + timedelta(seconds=delay)))
+
+
+def get_job(*, session: Session, job_id: str) -> Job | None:
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def get_job_by_key(*, session: Session, key: str) -> Job | None:
+    return session.scalars(select(Job).where(Job.idempotency_key == key)).first()
+
+
+def list_jobs(*, session: Session, state: str | None = None, notebook: str | None = None,
+              limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
+    conditions = []
+    if state:
+        conditions.append(Job.state == state)
+    if notebook:
+        conditions.append(Job.notebook == notebook)
+    total = session.scalar(select(func.count()).select_from(Job).where(*conditions)) or 0
+    rows = session.scalars(
+        select(Job).where(*conditions).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    ).all()
+    return list(rows), total
+
+
+def job_events(*, session: Session, job_id: str) -> list[JobEvent]:
+    return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
+
+
+def count_by_state(*, session: Session) -> dict[str, int]:
+    return {s: n for s, n in session.execute(select(Job.state, func.count()).group_by(Job.state))}
+
+
+# -- outbox (relay and the embedded queue) ------------------------------------------------------------
+def pending_outbox(*, session: Session, limit: int = 100) -> list[Outbox]:
+    """Unsent messages that are due, locked so that concurrent relays skip each other's rows."""
+    stmt = (
+        select(Outbox)
+        .where(Outbox.sent_at.is_(None), Outbox.dead_at.is_(None), Outbox.available_at <= utcnow())
+        .order_by(Outbox.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.scalars(stmt))
+
+
+def mark_sent(*, session: Session, outbox_id: int) -> None:
+    session.execute(update(Outbox).where(Outbox.id == outbox_id).values(sent_at=utcnow()))
+
+
+def mark_dead(*, session: Session, outbox_id: int, reason: str) -> None:
+    session.execute(update(Outbox).where(Outbox.id == outbox_id).values(dead_at=utcnow(), dead_reason=reason))
+
+
+def dead_outbox(*, session: Session, limit: int = 100) -> list[Outbox]:
+    return list(session.scalars(select(Outbox).where(Outbox.dead_at.is_not(None)).order_by(Outbox.id)
+                                .limit(limit)))
+
+
+# -- worker side -----------------------------------------------------------------------------------------
+def claim(*, session: Session, job_id: str, worker_id: str, stale_before: datetime) -> bool:
+    """Take a QUEUED job, or a RUNNING one whose worker's heartbeat is older than `stale_before`."""
+    now = utcnow()
+    fields: dict[str, Any] = dict(attempt=Job.attempt + 1, worker_id=worker_id, started_at=now,
+                                  heartbeat_at=now, finished_at=None, cells_done=0, current_cell=None,
+                                  error_kind=None, error_cell_index=None, error_ename=None,
+                                  error_evalue=None, error_message=None)
+    if transition(session, job_id, [JobState.QUEUED], JobState.RUNNING, actor=worker_id,
+                  event=f"started by {worker_id}", **fields):
+        return True
+    return transition(session, job_id, [JobState.RUNNING], JobState.RUNNING,
+                      where=[or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before)],
+                      actor=worker_id, event=f"taken over by {worker_id} (previous worker stale)",
+                      **fields)
+
+
+def heartbeat(*, session: Session, job_id: str, worker_id: str, progress: dict[str, Any]) -> str | None:
+    """Write the heartbeat and progress of a job this worker runs; returns the job's state (None if lost)."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker_id == worker_id,
+               Job.state.in_([JobState.RUNNING.value, JobState.CANCELLING.value]))
+        .values(heartbeat_at=utcnow(), **progress)
+        .execution_options(synchronize_session=False)
+    )
+    return session.scalar(select(Job.state).where(Job.id == job_id, Job.worker_id == worker_id))
+
+
+def job_state(*, session: Session, job_id: str, worker_id: str) -> str | None:
+    """The state of a job if `worker_id` still owns it, else None."""
+    return session.scalar(select(Job.state).where(Job.id == job_id, Job.worker_id == worker_id))
+
+
+def stale_jobs(*, session: Session, stale_before: datetime, limit: int = 100) -> list[Job]:
+    return list(session.scalars(
+        select(Job).where(Job.state.in_([JobState.RUNNING.value, JobState.CANCELLING.value]),
+                          or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before))
+        .order_by(Job.heartbeat_at).limit(limit)
+    ))
+
+
+def orphaned_queued(*, session: Session, older_than: datetime, limit: int = 100) -> list[str]:
+    """QUEUED jobs with no undelivered message (embedded mode: a consumer died between take and claim)."""
+    pending = exists().where(Outbox.job_id == Job.id, Outbox.dead_at.is_(None),
+                             or_(Outbox.sent_at.is_(None), Outbox.sent_at >= older_than))
+    return list(session.scalars(
+        select(Job.id).where(and_(Job.state == JobState.QUEUED.value, Job.updated_at < older_than, ~pending))
+        .limit(limit)
+    ))

@@ -1,0 +1,282 @@
+"""`jobrunner worker`: consume job messages one at a time and run them through the executor.
+
+Two sources, one processing path (jobrun.JobRun):
+- AmqpSource (JOBRUNNER_BROKER_URL=amqp://...): prefetch 1, manual acks. The consumer thread owns the
+  pika connection and keeps pumping `process_data_events` (so AMQP heartbeats are answered during a
+  10-minute cell) while a JobRun thread drives the notebook; the verdict comes back through
+  `add_callback_threadsafe` and is applied only after the job's state is committed (ack late).
+- EmbeddedSource (no broker): the `job_outbox` table is the queue, taken with SKIP LOCKED.
+
+Between messages each worker relays the outbox to the broker and runs the reaper. SIGTERM/SIGINT stop
+consuming; a running job may finish within worker_grace_period, after that it is stopped (the executor
+interrupts, then kills its kernel) and requeued.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+from jobrunner.config import Settings
+from jobrunner.errors import InfrastructureError
+from jobrunner.jobrun import JobRun, Outcome
+from jobrunner.metrics_worker import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, settings: Settings, *, worker_id: str | None = None, burst: bool = False):
+        self.settings = settings
+        self.id = worker_id or settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.burst = burst
+        self.metrics = WorkerMetrics()
+        self.stopping = threading.Event()
+        self.stop_requested_at: float | None = None
+        self.current: JobRun | None = None
+        self._thread: threading.Thread | None = None
+        self._last_housekeeping = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def request_stop(self, *_: Any) -> None:
+        if not self.stopping.is_set():
+            log.warning("worker %s: stop requested; finishing the current job (grace %.0fs)", self.id,
+                        self.settings.worker_grace_period)
+            self.stop_requested_at = time.monotonic()
+            self.stopping.set()
+
+    def run(self) -> None:
+        from jobrunner.broker import broker_for
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.request_stop)
+        self.metrics.serve(self.settings.worker_metrics_port)
+        broker = broker_for(self.settings)
+        log.warning("worker %s started (%s)", self.id, "amqp" if broker else "embedded")
+        if broker is None:
+            EmbeddedSource(self).run()
+        else:
+            AmqpSource(self, broker).run()
+        log.warning("worker %s stopped", self.id)
+
+    # -- shared pieces ------------------------------------------------------------------------------
+    def start_job(self, payload: dict[str, Any], done: Any) -> None:
+        """Process `payload` in a JobRun thread; `done(outcome)` is called from that thread."""
+        run = JobRun(self.settings, self.id, payload, self.metrics, self.stopping)
+        self.current = run
+
+        def target() -> None:
+            try:
+                outcome = run.process()
+            except Exception as exc:  # noqa: BLE001 - never lose the message on a bug: redeliver it
+                log.exception("job %s: processing crashed", run.job_id)
+                outcome = Outcome("retry_later", repr(exc))
+            done(outcome)
+
+        self._thread = threading.Thread(target=target, name=f"job-{run.job_id[:8]}", daemon=True)
+        self._thread.start()
+
+    def job_done(self) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.current = None
+        self._thread = None
+
+    def enforce_grace(self) -> None:
+        """After the grace period of a stop, stop the running job (it is then requeued)."""
+        run = self.current
+        if (run is not None and self.stop_requested_at is not None and not run.token.cancelled
+                and time.monotonic() - self.stop_requested_at > self.settings.worker_grace_period):
+            log.warning("job %s: grace period over; stopping it and requeueing", run.job_id)
+            run.token.cancel("shutdown")
+
+    def housekeeping(self, channel: Any = None, *, force: bool = False) -> None:
+        """Relay the outbox, reap dead workers' jobs, refresh the jobs-by-state gauge."""
+        now = time.monotonic()
+        if not force and now - self._last_housekeeping < self.settings.worker_poll_interval:
+            return
+        self._last_housekeeping = now
+        from jobrunner import store
+        from jobrunner.db import session_scope
+        from jobrunner.reaper import reap_once
+        from jobrunner.relay import relay_once
+
+        try:
+            if channel is not None:
+                relay_once(self.settings, channel=channel)
+            reap_once(self.settings, worker_id=self.id)
+            with session_scope(self.settings) as session:
+                self.metrics.set_counts(store.count_by_state(session=session))
+        except InfrastructureError as exc:
+            log.warning("worker %s: housekeeping failed (%s); will retry", self.id, exc)
+
+
+class AmqpSource:
+    def __init__(self, worker: Worker, broker: Any):
+        self.worker = worker
+        self.broker = broker
+        self.idle_since = time.monotonic()
+
+    def run(self) -> None:
+        import pika.exceptions
+
+        delay = 0.5
+        while not (self.worker.stopping.is_set() and self.worker.current is None):
+            try:
+                connection = self.broker.connect(attempts=1)
+            except InfrastructureError as exc:
+                log.warning("worker %s: %s; retrying in %.1fs", self.worker.id, exc, delay)
+                self.worker.housekeeping()  # the reaper needs only the database
+                self.worker.stopping.wait(delay)
+                self.worker.enforce_grace()
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = 0.5
+            try:
+                if self.consume(connection):
+                    return
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                log.warning("worker %s: broker connection lost (%r); reconnecting", self.worker.id, exc)
+            finally:
+                try:
+                    if connection.is_open:
+                        connection.close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def consume(self, connection: Any) -> bool:
+        """Consume until stopped (True) or the connection breaks (raises)."""
+        w = self.worker
+        channel = connection.channel()
+        self.broker.declare(channel)
+        channel.basic_qos(prefetch_count=1)
+        publisher = self.broker.publisher(connection)
+        # A job still running from a previous connection keeps this worker busy: consuming now would
+        # run two jobs at once, so wait for it first (its message was already redelivered elsewhere).
+        while w.current is not None:
+            connection.process_data_events(time_limit=0.2)
+            w.enforce_grace()
+        tag = None
+        if not w.stopping.is_set():
+            tag = channel.basic_consume(self.broker.queue,
+                                        on_message_callback=functools.partial(self.on_message, connection))
+        while True:
+            connection.process_data_events(time_limit=0.2)
+            if w.stopping.is_set():
+                if tag is not None:
+                    channel.basic_cancel(tag)  # unacked prefetched messages go back to the queue
+                    tag = None
+                w.enforce_grace()
+                if w.current is None:
+                    return True
+                continue
+            if w.current is None:
+                w.housekeeping(publisher)
+                if self.burst_done(channel):
+                    w.request_stop()
+
+    def burst_done(self, channel: Any) -> bool:
+        if not self.worker.burst or time.monotonic() - self.idle_since < 2 * self.worker.settings.worker_poll_interval:
+            return False
+        from jobrunner import store
+        from jobrunner.db import session_scope
+
+        queued = channel.queue_declare(self.broker.queue, durable=True, passive=True).method.message_count
+        with session_scope(self.worker.settings) as session:
+            pending = len(store.pending_outbox(session=session, limit=1))
+        return queued == 0 and pending == 0
+
+    def on_message(self, connection: Any, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        from jobrunner.broker import decode
+
+        try:
+            payload = decode(body)
+        except Exception as exc:  # noqa: BLE001 - any undecodable payload is a poison message
+            log.error("worker %s: undecodable message dead-lettered: %s", self.worker.id, exc)
+            self.worker.metrics.dead_letters.inc()
+            channel.basic_nack(method.delivery_tag, requeue=False)
+            return
+
+        def done(outcome: Outcome) -> None:
+            connection.add_callback_threadsafe(functools.partial(self.settle, channel, method.delivery_tag, outcome))
+
+        self.worker.start_job(payload, done)
+
+    def settle(self, channel: Any, tag: int, outcome: Outcome) -> None:
+        self.worker.job_done()
+        self.idle_since = time.monotonic()
+        if not channel.is_open:
+            # the broker redelivers the message; the job's state is committed, so that copy is acked unrun
+            log.warning("channel closed before the ack of delivery %s; the broker will redeliver it", tag)
+            return
+        if outcome.verdict == "ack":
+            channel.basic_ack(tag)
+        elif outcome.verdict == "dead":
+            channel.basic_nack(tag, requeue=False)
+        else:
+            channel.basic_nack(tag, requeue=True)
+
+
+class EmbeddedSource:
+    """No broker: take due outbox rows straight from the database (SKIP LOCKED), one at a time."""
+
+    def __init__(self, worker: Worker):
+        self.worker = worker
+
+    def run(self) -> None:
+        w = self.worker
+        while not w.stopping.is_set():
+            w.housekeeping()
+            try:
+                taken = self.take()
+            except InfrastructureError as exc:
+                log.warning("worker %s: %s", w.id, exc)
+                taken = None
+            if taken is None:
+                if w.burst:
+                    return
+                w.stopping.wait(w.settings.worker_poll_interval)
+                continue
+            row_id, payload = taken
+            result: list[Outcome] = []
+            w.start_job(payload, result.append)
+            while not result:
+                time.sleep(0.1)
+                w.enforce_grace()
+            w.job_done()
+            self.settle(row_id, payload, result[0])
+
+    def take(self) -> tuple[int, dict[str, Any]] | None:
+        from jobrunner import store
+        from jobrunner.db import session_scope
+
+        with session_scope(self.worker.settings) as session:
+            rows = store.pending_outbox(session=session, limit=1)
+            if not rows:
+                return None
+            store.mark_sent(session=session, outbox_id=rows[0].id)
+            return rows[0].id, dict(rows[0].payload)
+
+    def settle(self, row_id: int, payload: dict[str, Any], outcome: Outcome) -> None:
+        from jobrunner import store
+        from jobrunner.db import session_scope
+
+        try:
+            with session_scope(self.worker.settings) as session:
+                if outcome.verdict == "dead":
+                    store.mark_dead(session=session, outbox_id=row_id, reason=outcome.reason)
+                elif outcome.verdict == "retry_later":
+                    store.add_outbox(session=session, job_id=payload["job_id"],
+                                     attempt=int(payload.get("attempt", 0)), delay=2.0)
+        except InfrastructureError as exc:  # the reaper re-offers orphaned QUEUED jobs later
+            log.warning("worker %s: could not settle message %s: %s", self.worker.id, row_id, exc)
+
+
+def run_worker(settings: Settings, *, worker_id: str | None = None, burst: bool = False) -> None:
+    Worker(settings, worker_id=worker_id, burst=burst).run()

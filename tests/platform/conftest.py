@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, service_unavailable
+from tests.conftest import ROOT, free_port, port_open, service_unavailable
 
 PLATFORM = ROOT / "platform"
 COMPOSE_FILES = [ROOT / "docker-compose.yml", ROOT / "docker-compose.worker.yml"]
@@ -44,3 +49,90 @@ def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         check=True, capture_output=True, timeout=60,
     )
     return out / "fullchain.pem", out / "privkey.pem"
+
+
+# -- processes -------------------------------------------------------------------------------------------
+@dataclass
+class Upstream:
+    """A uvicorn process on 127.0.0.1: the real API (serve.app:app) or the echo app standing in for it."""
+
+    app: str
+    port: int
+    proc: subprocess.Popen
+
+    @property
+    def real_api(self) -> bool:
+        return self.app == "serve.app:app"
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open("127.0.0.1", port, timeout=0.2):
+            return
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"{what} exited with {proc.returncode}:\n{out[-3000:]}")
+        time.sleep(0.1)
+    pytest.fail(f"{what} did not listen on {port} within {timeout}s")
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _uvicorn(app: str, port: int, cwd: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--log-level",
+           "warning", *extra, app]
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _real_api_importable() -> bool:
+    probe = subprocess.run([sys.executable, "-c", "import serve.app"], cwd=ROOT, capture_output=True,
+                           timeout=120)
+    return probe.returncode == 0
+
+
+API_KEY = "platform-tests-read-key"
+
+
+@pytest.fixture(scope="session")
+def api_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    """The real API as deployed (uvicorn serve.app:app --root-path /api, embedded stores in a temp
+    project), preferred; the echo app only while the serve package cannot be imported."""
+    work = tmp_path_factory.mktemp("api")
+    (work / "dvc.yaml").write_text("stages: {}\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SERVE_API_KEYS": f"{API_KEY}:read",
+           "JOBRUNNER_PROJECT_DIR": str(work)}
+    for var in ("MLFLOW_TRACKING_URI", "JOBRUNNER_DATABASE_URL", "JOBRUNNER_BROKER_URL", "SERVE_DATABASE_URL"):
+        env.pop(var, None)
+    port = free_port()
+    if _real_api_importable():
+        app, extra = "serve.app:app", ("--root-path", "/api", "--proxy-headers")
+    else:  # no --root-path: uvicorn would prefix it to the path the echo app reports
+        app, extra = "tests.platform.asgi_echo:app", ()
+    proc = _uvicorn(app, port, work, env, *extra)
+    try:
+        wait_port(port, proc, f"uvicorn {app}", timeout=90)
+        yield Upstream(app=app, port=port, proc=proc)
+    finally:
+        stop([proc])
+
+
+@pytest.fixture(scope="session")
+def echo_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = _uvicorn("tests.platform.asgi_echo:app", port, ROOT, env)
+    try:
+        wait_port(port, proc, "uvicorn (echo app)")
+        yield Upstream(app="tests.platform.asgi_echo:app", port=port, proc=proc)
+    finally:
+        stop([proc])

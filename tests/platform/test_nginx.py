@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,9 +17,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port, port_open
-from tests.platform.conftest import need_binary
-from tests.platform.nginx_harness import NginxSite, copy_config, nginx_cmd, nginx_test, render_site
+from tests.conftest import free_port
+from tests.platform.conftest import Upstream, need_binary, stop, wait_port
+from tests.platform.nginx_harness import (
+    UPSTREAM_NAMES,
+    NginxSite,
+    copy_config,
+    nginx_cmd,
+    nginx_test,
+    render_site,
+)
 
 BASIC_USER, BASIC_PASSWORD = "ops", "s3cret-for-tests"
 
@@ -44,27 +49,8 @@ def test_nginx_t_rejects_a_broken_config(tmp_path: Path, tls_cert: tuple[Path, P
     assert "proxy.conf" in result.stderr
 
 
-def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 40.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if port_open("127.0.0.1", port, timeout=0.2):
-            return
-        if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            pytest.fail(f"{what} exited with {proc.returncode}:\n{out[-3000:]}")
-        time.sleep(0.1)
-    pytest.fail(f"{what} did not listen on {port} within {timeout}s")
-
-
-def _real_api_importable() -> bool:
-    """The real API (serve.app:app) is preferred as the upstream once the package provides it."""
-    probe = subprocess.run([sys.executable, "-c", "import serve.app"], cwd=ROOT, capture_output=True,
-                           timeout=60)
-    return probe.returncode == 0
-
-
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory, tls_cert: tuple[Path, Path]) -> Iterator[NginxSite]:
+def site(api_upstream: Upstream, echo_upstream: Upstream, tls_cert: tuple[Path, Path]) -> Iterator[NginxSite]:
     nginx = need_binary("nginx")
     openssl = need_binary("openssl")
     # Not under pytest's 0700 basetemp: nginx workers run as an unprivileged user and read htpasswd here.
@@ -75,45 +61,17 @@ def site(tmp_path_factory: pytest.TempPathFactory, tls_cert: tuple[Path, Path]) 
                             check=True).stdout.strip()
     htpasswd.write_text(f"{BASIC_USER}:{hashed}\n")
     htpasswd.chmod(0o644)
-
-    procs: list[subprocess.Popen] = []
-    uvicorn = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--log-level", "warning"]
-    echo_port, api_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    echo = subprocess.Popen([*uvicorn, "--port", str(echo_port), "tests.platform.asgi_echo:app"], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    procs.append(echo)
-    if _real_api_importable():
-        api_env = {**env, "SERVE_API_KEYS": "platform-test-key:read", "JOBRUNNER_PROJECT_DIR": str(work)}
-        api_app, root_path = "serve.app:app", ["--root-path", "/api"]
-    else:  # the API package is not there yet: the echo app answers /health like any path
-        # (no --root-path: uvicorn would prefix it to the path the echo app reports)
-        api_env, api_app, root_path = env, "tests.platform.asgi_echo:app", []
-    api = subprocess.Popen([*uvicorn, "--port", str(api_port), *root_path, "--proxy-headers", api_app],
-                           cwd=work, env=api_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    procs.append(api)
+    upstreams = {name: echo_upstream.port for name in UPSTREAM_NAMES}
+    upstreams["api"] = api_upstream.port
+    ports = (free_port(), free_port(), free_port())
+    s = render_site(work / "conf", *tls_cert, ports=ports, upstreams=upstreams, htpasswd=htpasswd)
+    proc = subprocess.Popen(nginx_cmd(nginx, s.prefix, foreground=True), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_port(echo_port, echo, "uvicorn (echo app)")
-        _wait_port(api_port, api, f"uvicorn ({api_app})")
-        upstreams = {name: echo_port for name in
-                     ("dashboards", "lab", "mlflow", "grafana", "prometheus", "alertmanager")}
-        upstreams["api"] = api_port
-        ports = (free_port(), free_port(), free_port())
-        s = render_site(work / "conf", *tls_cert, ports=ports, upstreams=upstreams, htpasswd=htpasswd)
-        proc = subprocess.Popen(nginx_cmd(nginx, s.prefix, foreground=True), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        procs.append(proc)
-        _wait_port(s.https_port, proc, "nginx")
-        s.api_app = api_app  # type: ignore[attr-defined]
+        wait_port(s.https_port, proc, "nginx")
         yield s
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop([proc])
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -152,8 +110,8 @@ def test_security_headers_also_on_errors(https: httpx.Client) -> None:
     assert "strict-transport-security" in r.headers
 
 
-def test_api_prefix_is_stripped(site: NginxSite, https: httpx.Client) -> None:
-    if site.api_app == "serve.app:app":  # type: ignore[attr-defined]
+def test_api_prefix_is_stripped(api_upstream: Upstream, https: httpx.Client) -> None:
+    if api_upstream.real_api:
         docs = https.get("/api/docs")
         assert docs.status_code == 200
         assert "/api/openapi.json" in docs.text  # uvicorn --root-path /api
@@ -246,3 +204,13 @@ def test_tls_offers_http2_and_modern_protocols_only(site: NginxSite, tls_cert: t
     with socket.create_connection(("127.0.0.1", site.https_port), timeout=10) as raw:
         with pytest.raises(ssl.SSLError):
             old.wrap_socket(raw, server_hostname="localhost")
+
+
+def test_api_continues_the_trace_nginx_started(site: NginxSite, api_upstream: Upstream,
+                                               https: httpx.Client) -> None:
+    """One trace id from the edge to the API: nginx's access log and the API's logs share it."""
+    if not api_upstream.real_api:
+        pytest.skip("the echo app stands in for the API (serve.app not importable yet)")
+    r = https.get("/api/health")
+    assert r.status_code == 200
+    assert r.headers["x-trace-id"] == r.headers["x-request-id"]

@@ -1,0 +1,211 @@
+"""Prometheus, alert rules and Alertmanager with the real binaries (Debian prometheus, alertmanager,
+blackbox exporter), and a real Prometheus scraping the running API."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import ROOT, free_port
+from tests.platform.conftest import PLATFORM, Upstream, need_binary, stop, wait_port
+
+PROM = PLATFORM / "prometheus"
+RULES = sorted((PROM / "rules").glob("*.yml"))
+RULE_TESTS = sorted((PROM / "tests").glob("*.yml"))
+
+
+def run(*cmd: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(cmd), cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def alert_names() -> set[str]:
+    names = set()
+    for path in RULES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            names |= {rule["alert"] for rule in group["rules"] if "alert" in rule}
+    return names
+
+
+def test_promtool_check_config() -> None:
+    result = run(need_binary("promtool"), "check", "config", str(PROM / "prometheus.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "WARNING" not in result.stdout + result.stderr
+
+
+def test_promtool_check_rules() -> None:
+    assert RULES
+    result = run(need_binary("promtool"), "check", "rules", *map(str, RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
+    """promtool is a real check: an invalid expression fails it."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: sum(rate(x[5m])\n")
+    assert run(need_binary("promtool"), "check", "rules", str(bad)).returncode != 0
+
+
+def test_promtool_test_rules() -> None:
+    assert RULE_TESTS
+    result = run(need_binary("promtool"), "test", "rules", *map(str, RULE_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_alert_has_a_firing_unit_test_and_a_runbook() -> None:
+    fired: set[str] = set()
+    for path in RULE_TESTS:
+        for case in yaml.safe_load(path.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                if check.get("exp_alerts"):
+                    fired.add(check["alertname"])
+    names = alert_names()
+    assert names - fired == set(), "alerts without a unit test where they fire"
+    required = {"ServiceDown", "ApiHighErrorRate", "ApiHighLatencyP99", "QueueBacklogGrowing",
+                "JobFailureRateHigh", "NoWorkerAlive", "ModelAccuracyLow", "DiskNearlyFull"}
+    assert required <= names
+    runbook = (ROOT / "docs" / "operations.md").read_text()
+    anchors = {m.lower() for m in re.findall(r"^#+ .*?`?([A-Za-z]+)`?\s*$", runbook, flags=re.M)}
+    for path in RULES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                if "alert" in rule:
+                    assert rule["annotations"]["runbook"] == f"docs/operations.md#{rule['alert'].lower()}"
+                    assert rule["alert"].lower() in anchors, f"no runbook heading for {rule['alert']}"
+
+
+def test_alertmanager_config_is_valid_and_routes_retraining() -> None:
+    path = PLATFORM / "alertmanager" / "alertmanager.yml"
+    result = run(need_binary("amtool"), "check-config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    conf = yaml.safe_load(path.read_text())
+    routes = {r["receiver"]: r for r in conf["route"]["routes"]}
+    assert routes["retrain"]["matchers"] == ['action = "retrain"']
+    receiver = next(r for r in conf["receivers"] if r["name"] == "retrain")
+    hook = receiver["webhook_configs"][0]
+    assert hook["url"].startswith("http://api:8000/v1/")
+    assert hook["http_config"]["authorization"]["credentials_file"].startswith("/run/secrets/")
+    # the alert that asks for retraining carries the label the route matches
+    model_rules = [r for p in RULES for g in yaml.safe_load(p.read_text())["groups"] for r in g["rules"]
+                   if r.get("labels", {}).get("action") == "retrain"]
+    assert [r["alert"] for r in model_rules] == ["ModelAccuracyLow"]
+
+
+def test_blackbox_config_is_valid() -> None:
+    exporter = need_binary("prometheus-blackbox-exporter")
+    result = run(exporter, f"--config.file={PLATFORM / 'blackbox' / 'blackbox.yml'}", "--config.check")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- metric names: dashboards and rules use only what our code exports ------------------------------------
+OUR_PREFIXES = ("serve_", "jobrunner_")
+
+
+def used_metric_names() -> dict[str, set[str]]:
+    """Metric names of our own code (serve_*, jobrunner_*) used in rules and Grafana dashboards."""
+    sources = [*RULES, *sorted((PLATFORM / "grafana" / "dashboards").glob("*.json"))]
+    used: dict[str, set[str]] = {}
+    for path in sources:
+        for name in re.findall(r"\b((?:serve|jobrunner)_[a-z0-9_]+)\b", path.read_text()):
+            used.setdefault(name, set()).add(path.name)
+    return used
+
+
+def exported_names(text: str) -> set[str]:
+    """Sample names a /metrics exposition offers (counters with _total, histograms with their parts)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    names: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        if family.type == "counter":
+            names |= {family.name + "_total", family.name + "_created"}
+        elif family.type == "histogram":
+            names |= {family.name + s for s in ("_bucket", "_sum", "_count", "_created")}
+        else:
+            names.add(family.name)
+    return names
+
+
+def worker_exposition() -> str:
+    from prometheus_client import generate_latest
+
+    from jobrunner.metrics_worker import WorkerMetrics
+
+    return generate_latest(WorkerMetrics().registry).decode()
+
+
+def test_dashboards_and_rules_use_only_exported_metrics(api_upstream: Upstream) -> None:
+    if not api_upstream.real_api:
+        pytest.fail("serve.app is not importable: cannot check the API's metric names")
+    api = httpx.get(f"http://127.0.0.1:{api_upstream.port}/metrics", timeout=10)
+    assert api.status_code == 200
+    exported = exported_names(api.text) | exported_names(worker_exposition())
+    used = used_metric_names()
+    assert len(used) >= 8, "dashboards and rules should chart the API and the workers"
+    missing = {name: sorted(files) for name, files in used.items() if name not in exported}
+    assert missing == {}, "metric names used but not exported by serve/jobrunner"
+
+
+# -- a real Prometheus scraping the running API and a worker metrics endpoint ------------------------------
+@pytest.fixture
+def prometheus(tmp_path: Path, api_upstream: Upstream) -> Iterator[tuple[str, int]]:
+    binary = need_binary("prometheus")
+    from prometheus_client import start_http_server
+
+    from jobrunner.metrics_worker import WorkerMetrics
+
+    worker_port = free_port()
+    worker = WorkerMetrics()
+    server, thread = start_http_server(worker_port, addr="127.0.0.1", registry=worker.registry)
+    # Our prometheus.yml with our rules; the api and worker jobs pointed at loopback, scraped every second.
+    conf = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    shutil.copytree(PROM / "rules", tmp_path / "rules")
+    conf["global"]["scrape_interval"] = "1s"
+    conf["global"]["evaluation_interval"] = "1s"
+    conf.pop("alerting")
+    jobs = {job["job_name"]: job for job in conf["scrape_configs"]}
+    api_job = {**jobs["api"], "static_configs": [{"targets": [f"127.0.0.1:{api_upstream.port}"]}]}
+    api_job.pop("dns_sd_configs")
+    worker_job = {"job_name": "worker", "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}]}
+    conf["scrape_configs"] = [api_job, worker_job]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(conf))
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_port(port, proc, "prometheus")
+        yield f"http://127.0.0.1:{port}", worker_port
+    finally:
+        stop([proc])
+        server.shutdown()
+
+
+def test_prometheus_scrapes_the_api_and_a_worker(prometheus: tuple[str, int], api_upstream: Upstream) -> None:
+    base, _ = prometheus
+    deadline = time.monotonic() + 30
+    health: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        targets = httpx.get(f"{base}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        health = {t["labels"]["job"]: t["health"] for t in targets}
+        if health == {"api": "up", "worker": "up"}:
+            break
+        time.sleep(0.5)
+    assert health == {"api": "up", "worker": "up"}
+    rules = httpx.get(f"{base}/api/v1/rules", timeout=5).json()["data"]["groups"]
+    loaded = {r["name"] for g in rules for r in g["rules"]}
+    assert alert_names() <= loaded
+    if api_upstream.real_api:
+        q = httpx.get(f"{base}/api/v1/query", params={"query": "serve_model_reloads_total or up{job='api'}"},
+                      timeout=5).json()
+        assert q["data"]["result"], q

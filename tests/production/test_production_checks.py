@@ -1,0 +1,119 @@
+"""`jobrunner check`: bad production configuration fails fast and names the setting to fix."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prodkit import BIN, Pipeline, Services, base_env, free_port, port_open, run
+
+pytestmark = [pytest.mark.production, pytest.mark.services]
+
+FAST_S = 20  # every check uses 3 s timeouts and no retries; boto's defaults would take minutes
+
+
+def check(cwd: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    proc = run([str(BIN / "jobrunner"), "check"], cwd=cwd, env=env, timeout=120, check=False)
+    return proc, time.monotonic() - started
+
+
+def assert_names(proc: subprocess.CompletedProcess[str], elapsed: float, setting: str, *phrases: str) -> None:
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert elapsed < FAST_S
+    assert f"settings to fix: {setting}" in proc.stderr
+    for phrase in phrases:
+        assert phrase in proc.stderr
+    assert "Traceback" not in proc.stderr and "botocore" not in proc.stderr
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A DVC project (no git) whose default remote is the local embedded one."""
+    run([str(BIN / "dvc"), "init", "--no-scm", "-q"], cwd=tmp_path, env=base_env())
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    return tmp_path
+
+
+def prod_env(services: Services, project: Path, **overrides: str) -> dict[str, str]:
+    return base_env(**{**services.env, "JOBRUNNER_PROJECT_DIR": str(project), **overrides})
+
+
+def test_check_passes_on_the_services_with_the_s3_dvc_remote(pipeline: Pipeline, services: Services) -> None:
+    proc, _ = check(pipeline.clone, pipeline.env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"ok    MLflow tracking server: MLflow server at {services.tracking_uri} is healthy" in proc.stdout
+    assert f"ok    S3 bucket of DVC remote 's3': s3://{services.dvc_bucket} is reachable" in proc.stdout
+    assert f"ok    S3 bucket of JOBRUNNER_ARTIFACT_URI: s3://{services.jobs_bucket} is reachable" in proc.stdout
+
+
+def test_unreachable_s3_endpoint_names_aws_endpoint_url(services: Services, project: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    proc, elapsed = check(project, prod_env(services, project, AWS_ENDPOINT_URL=dead))
+    assert_names(proc, elapsed, "AWS_ENDPOINT_URL", f"the S3 endpoint {dead} is unreachable")
+
+
+def test_missing_artifact_bucket_names_jobrunner_artifact_uri(services: Services, project: Path) -> None:
+    env = prod_env(services, project, JOBRUNNER_ARTIFACT_URI="s3://no-such-bucket-here/outputs")
+    proc, elapsed = check(project, env)
+    assert_names(proc, elapsed, "JOBRUNNER_ARTIFACT_URI",
+                 "bucket 'no-such-bucket-here' named by JOBRUNNER_ARTIFACT_URI does not exist")
+
+
+def test_missing_dvc_remote_bucket_names_the_remote(services: Services, project: Path) -> None:
+    env = prod_env(services, project)
+    dvc = str(BIN / "dvc")
+    run([dvc, "remote", "add", "--local", "-d", "store", "s3://no-such-dvc-bucket/store"], cwd=project, env=env)
+    run([dvc, "remote", "modify", "--local", "store", "endpointurl", services.s3_url], cwd=project, env=env)
+    proc, elapsed = check(project, env)
+    assert_names(proc, elapsed, "DVC remote 'store'", "bucket 'no-such-dvc-bucket' named by DVC remote 'store'",
+                 "dvc remote modify --local store url")
+
+
+def test_unreachable_mlflow_server_names_mlflow_tracking_uri(services: Services, project: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    proc, elapsed = check(project, prod_env(services, project, MLFLOW_TRACKING_URI=dead))
+    assert_names(proc, elapsed, "MLFLOW_TRACKING_URI", f"the MLflow server at {dead} is unreachable")
+
+
+@pytest.fixture
+def s3_with_auth(tmp_path: Path) -> Iterator[str]:
+    """An S3 server that checks credentials (moto with IAM auth on, no keys issued): every key is wrong."""
+    port = free_port()
+    env = base_env(INITIAL_NO_AUTH_ACTION_COUNT="0")
+    log = (tmp_path / "moto.log").open("w")
+    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_open("127.0.0.1", port):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "moto.log").read_text()
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def test_wrong_credentials_name_aws_access_key_id(services: Services, project: Path, s3_with_auth: str) -> None:
+    env = prod_env(services, project, AWS_ENDPOINT_URL=s3_with_auth, AWS_ACCESS_KEY_ID="not-a-real-key")
+    proc, elapsed = check(project, env)
+    assert_names(proc, elapsed, "AWS_ACCESS_KEY_ID",
+                 f"the S3 server at {s3_with_auth} does not know the access key id (InvalidAccessKeyId)")
+
+
+def test_wrong_dvc_remote_credentials_name_the_remote_setting(services: Services, project: Path,
+                                                              s3_with_auth: str) -> None:
+    env = prod_env(services, project)
+    dvc = str(BIN / "dvc")
+    run([dvc, "remote", "add", "--local", "-d", "store", "s3://some-bucket/store"], cwd=project, env=env)
+    for key, value in (("endpointurl", s3_with_auth), ("access_key_id", "wrong"), ("secret_access_key", "wrong")):
+        run([dvc, "remote", "modify", "--local", "store", key, value], cwd=project, env=env)
+    proc, elapsed = check(project, env)
+    assert_names(proc, elapsed, "DVC remote 'store' access_key_id",
+                 "`dvc remote modify --local store access_key_id ...`")

@@ -1,0 +1,121 @@
+"""Predictions through the in-process app: single rows, batches, schema errors, limits, storage, metrics."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.serve.conftest import MODEL, READ
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def predict(client, rows, headers=READ):
+    return client.post("/v1/predict", json={"rows": rows}, headers=headers)
+
+
+def test_single_row_returns_class_probabilities_and_model_identity(app_client, model_store):
+    r = predict(app_client, model_store.rows[:1])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == {"name": MODEL, "version": "1", "alias": "champion", "run_id": model_store.run_id}
+    (p,) = body["predictions"]
+    assert p["label"] == model_store.labels[0]
+    assert set(p["probabilities"]) == {"0", "1"}
+    assert abs(sum(p["probabilities"].values()) - 1) < 1e-9
+    assert p["probabilities"][str(p["label"])] > 0.5
+    assert len(r.headers["x-trace-id"]) == 32
+
+
+def test_batch_predicts_every_row_in_order(app_client, model_store):
+    rows = model_store.rows[:40]
+    body = predict(app_client, rows).json()
+    labels = [p["label"] for p in body["predictions"]]
+    assert len(labels) == 40
+    # a fitted logistic regression on its own training rows: nearly all right, and in request order
+    assert sum(a == b for a, b in zip(labels, model_store.labels, strict=True)) >= 37
+    ids = [p["prediction_id"] for p in body["predictions"]]
+    assert len(set(ids)) == 40
+
+
+def test_missing_unknown_and_mistyped_features_are_named_in_a_422(app_client, model_store):
+    row = dict(model_store.rows[0])
+    del row["mean_radius"]
+    row["mean_radiuss"] = 1.0
+    row["worst_area"] = "big"
+    r = predict(app_client, [model_store.rows[1], row])
+    assert r.status_code == 422
+    body = r.json()
+    assert "mean_radius" in body["detail"] and "mean_radiuss" in body["detail"] and "worst_area" in body["detail"]
+    problems = {(p["row"], p["feature"], p["problem"]) for p in body["problems"]}
+    assert problems == {(1, "mean_radius", "missing"), (1, "mean_radiuss", "unknown"), (1, "worst_area", "type")}
+
+
+@pytest.mark.parametrize("value", [None, True, "1.0", [1.0]])
+def test_non_numbers_are_refused(app_client, model_store, value):
+    row = dict(model_store.rows[0], mean_texture=value)
+    r = predict(app_client, [row])
+    assert r.status_code == 422
+    assert r.json()["problems"] == [
+        {"row": 0, "feature": "mean_texture", "problem": "type",
+         "message": r.json()["problems"][0]["message"]}
+    ]
+
+
+def test_infinite_value_is_a_422_not_a_500(app_client, model_store):
+    raw = '{"rows": [' + str(model_store.rows[0]).replace("'", '"').replace("17.99", "1e999") + "]}"
+    r = app_client.post("/v1/predict", content=raw, headers={**READ, "Content-Type": "application/json"})
+    assert r.status_code == 422
+    assert "infinity" in r.json()["detail"]
+
+
+def test_empty_batch_and_malformed_bodies(app_client):
+    r = predict(app_client, [])
+    assert r.status_code == 422 and "empty" in r.json()["detail"]
+    r = app_client.post("/v1/predict", content=b"{not json", headers=READ)
+    assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
+    r = app_client.post("/v1/predict", json={"row": {}}, headers=READ)
+    assert r.status_code == 422 and '"rows"' in r.json()["detail"]
+    r = app_client.post("/v1/predict", json={"rows": [1, 2]}, headers=READ)
+    assert r.status_code == 422
+
+
+def test_batch_over_the_limit_is_refused_with_413(app_client, model_store):
+    # the app fixture sets SERVE_BATCH_LIMIT=100
+    r = predict(app_client, model_store.rows[:1] * 101)
+    assert r.status_code == 413
+    assert "limit of 100" in r.json()["detail"]
+    assert predict(app_client, model_store.rows[:1] * 100).status_code == 200
+
+
+def test_predictions_are_stored_and_counted(app_client, model_store):
+    from serve import store
+
+    services = app_client.app.state.services
+    assert services.writer.flush(5)
+    before = store.count_rows(services.engine, store.PredictionBatch)
+    body = predict(app_client, model_store.rows[:3]).json()
+    assert services.writer.flush(5)
+    assert store.count_rows(services.engine, store.PredictionBatch) == before + 1
+    found = store.get_prediction(services.engine, body["predictions"][2]["prediction_id"])
+    assert found.features == pytest.approx(list(model_store.rows[2].values()))
+    assert found.label == body["predictions"][2]["label"]
+    metrics = app_client.get("/metrics").text
+    assert f'serve_predictions_total{{label="1",model="{MODEL}",version="1"}}' in metrics
+    assert 'serve_http_requests_total{method="POST",route="/v1/predict",status="200"}' in metrics
+    assert "serve_model_reloads_total{outcome=\"success\"} 1.0" in metrics
+
+
+def test_model_endpoint_shows_signature_features(app_client, model_store):
+    body = app_client.get("/v1/model", headers=READ).json()
+    assert [f["name"] for f in body["features"]] == model_store.features
+    assert {f["type"] for f in body["features"]} == {"double"}
+    assert body["classes"] == [0, 1]
+
+
+def test_openapi_request_schema_lists_the_models_features(app_client, model_store):
+    schema = app_client.get("/openapi.json").json()
+    row = schema["components"]["schemas"]["PredictRow"]
+    assert row["required"] == model_store.features
+    assert row["additionalProperties"] is False
+    body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/PredictRequest"}

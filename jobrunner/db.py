@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobrunner.config import Settings
@@ -82,18 +82,23 @@ def session_scope(settings: Settings) -> Iterator[Session]:
     try:
         yield session
         session.commit()
-    except (OperationalError, DBAPIError) as exc:
-        session.rollback()
-        if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(
-            exc, OperationalError
-        ):
-            raise
-        raise StoreUnavailable(f"job store unavailable ({_safe(url)}): {exc.orig or exc}") from exc
+    except DBAPIError as exc:
+        _rollback_quietly(session)
+        if isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated:
+            raise StoreUnavailable(f"job store unavailable ({_safe(url)}): {exc.orig or exc}") from exc
+        raise
     except BaseException:
-        session.rollback()
+        _rollback_quietly(session)
         raise
     finally:
         session.close()
+
+
+def _rollback_quietly(session: Session) -> None:
+    try:
+        session.rollback()
+    except Exception:  # noqa: BLE001 - the connection is already gone; the pool discards it
+        log.debug("rollback failed", exc_info=True)
 
 
 def _ensure_schema(engine: Engine, url: str) -> None:

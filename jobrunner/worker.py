@@ -57,6 +57,7 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.request_stop)
         self.metrics.serve(self.settings.worker_metrics_port)
+        _warm_up()
         broker = broker_for(self.settings)
         log.warning("worker %s started (%s)", self.id, "amqp" if broker else "embedded")
         if broker is None:
@@ -276,6 +277,18 @@ class EmbeddedSource:
                                      attempt=int(payload.get("attempt", 0)), delay=2.0)
         except InfrastructureError as exc:  # the reaper re-offers orphaned QUEUED jobs later
             log.warning("worker %s: could not settle message %s: %s", self.worker.id, row_id, exc)
+
+
+def _warm_up() -> None:
+    """Import the execution stack once at start, not inside the first job (seconds on a busy machine)."""
+    import jobrunner.executor  # noqa: F401
+    import nbconvert  # noqa: F401
+    import papermill  # noqa: F401
+
+    try:
+        import mlflow.tracking  # noqa: F401
+    except ImportError:  # recording reports the problem when a job runs
+        pass
 
 
 def run_worker(settings: Settings, *, worker_id: str | None = None, burst: bool = False) -> None:

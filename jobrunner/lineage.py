@@ -79,9 +79,32 @@ def git_state(project_dir: Path) -> GitState:
     commit = git("rev-parse", "HEAD")
     if commit is None:
         return GitState(None, None, None)
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # Files DVC itself rewrites during `dvc repro` (dvc.lock, uncached metrics) do not make the code
+    # dirty: without excluding them every stage after the first would be recorded as dirty. Their
+    # content is recorded separately, as the dvc.lock digest and the output hashes.
+    excluded = [f":(exclude){p}" for p in dvc_managed_paths(project_dir)]
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ":/", *excluded)
     branch = git("rev-parse", "--abbrev-ref", "HEAD")
     return GitState(commit, bool(status) if status is not None else None, branch)
+
+
+def dvc_managed_paths(project_dir: Path) -> list[str]:
+    """dvc.lock and every out, metric and plot that dvc.yaml declares (paths relative to the project)."""
+    import yaml
+
+    paths = ["dvc.lock"]
+    try:
+        stages = (yaml.safe_load((project_dir / "dvc.yaml").read_text()) or {}).get("stages") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return paths
+    for stage in stages.values():
+        if not isinstance(stage, dict):
+            continue
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                names = entry.keys() if isinstance(entry, dict) else [entry]
+                paths.extend(str(n) for n in names)
+    return paths
 
 
 def dvc_lock_digest(project_dir: Path) -> str | None:

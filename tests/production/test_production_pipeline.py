@@ -126,4 +126,6 @@ def test_runs_record_hashes_that_match_dvc_lock(pipeline: Pipeline, services: Se
     assert {"data/raw/dataset.parquet", "models/model", "data/prepared/train.parquet"} <= recorded.keys()
     for run_ in runs:
         assert run_.data.tags["jobrunner.git.commit"] == pipeline.start_commit
+        # a clean checkout stays clean while `dvc repro` rewrites dvc.lock and metrics between stages
+        assert run_.data.tags["jobrunner.git.dirty"] == "false", run_.data.tags["jobrunner.stage"]
         assert run_.data.tags["jobrunner.dvc.lock_md5"]

@@ -1,0 +1,67 @@
+"""Lineage: model version -> MLflow run -> executed notebook, parameters, git commit, DVC data hashes."""
+
+from __future__ import annotations
+
+from jobrunner.lineage import file_md5
+from tests.serve.conftest import READ, WRITE
+
+
+def test_model_lineage_chain_resolves(app_client, model_store):
+    lineage = app_client.get("/v1/model", headers=READ).json()["lineage"]
+    assert lineage["model_uri"] == "models:/breast-cancer-classifier/1"
+    run = lineage["run"]
+    assert run["run_id"] == model_store.run_id
+    assert run["git_commit"] == model_store.commit and run["stage"] == "train"
+    assert run["parameters"]["C"] == 1.0 and run["parameters"]["model_type"] == "logistic_regression"
+    assert run["notebook"]["path"] == "notebooks/03_train.ipynb"
+    # the notebook link answers with the executed notebook's HTML
+    page = app_client.get(run["notebook"]["html_url"], headers=READ)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "03_train executed" in page.text and "C=1.0" in page.text
+    # the data hash names a file of the project whose bytes have exactly that md5
+    (data,) = run["data"]
+    assert data["path"] == model_store.data_path and data["direction"] == "input"
+    assert data["md5"] == file_md5(model_store.project / data["path"])
+    assert data["resolved"] is True and data["location"] == f"workspace:{data['path']}"
+
+
+def test_changed_data_no_longer_resolves(model_store):
+    from mlflow.tracking import MlflowClient
+
+    from serve.lineage import HashResolver, build_lineage
+
+    resolver = HashResolver(model_store.project)
+    client = MlflowClient(model_store.tracking_uri)
+    lineage = build_lineage(client, name="breast-cancer-classifier", version="1", alias="champion",
+                            resolver=resolver)
+    assert lineage["run"]["data"][0]["resolved"] is True
+    resolver_other = HashResolver(model_store.project / "elsewhere")
+    lineage = build_lineage(client, name="breast-cancer-classifier", version="1", alias="champion",
+                            resolver=resolver_other)
+    assert lineage["run"]["data"][0]["resolved"] is False
+
+
+def test_prediction_lineage_returns_the_row_the_answer_and_the_chain(app_client, model_store):
+    answer = app_client.post("/v1/predict", json={"rows": model_store.rows[:2]}, headers=READ)
+    body = answer.json()
+    pid = body["predictions"][1]["prediction_id"]
+    r = app_client.get(f"/v1/predictions/{pid}/lineage", headers=READ)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["prediction"]["features"] == model_store.rows[1]
+    assert out["prediction"]["label"] == body["predictions"][1]["label"]
+    assert out["prediction"]["trace_id"] == answer.headers["x-trace-id"]
+    assert out["prediction"]["true_label"] is None
+    assert out["lineage"]["run"]["run_id"] == model_store.run_id
+    assert app_client.get(out["lineage"]["run"]["notebook"]["html_url"], headers=READ).status_code == 200
+    # feedback shows up in the prediction's lineage
+    fb = app_client.post("/v1/feedback", json={"prediction_id": pid, "label": 1}, headers=WRITE)
+    assert fb.status_code == 201, fb.text
+    assert app_client.get(f"/v1/predictions/{pid}/lineage", headers=READ).json()["prediction"]["true_label"] == "1"
+
+
+def test_unknown_prediction_and_run_are_404_and_garbage_ids_422(app_client):
+    assert app_client.get(f"/v1/predictions/{'a' * 32}-0/lineage", headers=READ).status_code == 404
+    assert app_client.get("/v1/predictions/nonsense/lineage", headers=READ).status_code == 422
+    assert app_client.get(f"/v1/runs/{'b' * 32}/notebook", headers=READ).status_code == 404
+    assert app_client.get("/v1/runs/not-a-run/notebook", headers=READ).status_code == 404

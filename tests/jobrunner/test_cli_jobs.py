@@ -1,0 +1,129 @@
+"""The job commands as a user types them: embedded mode (SQLite, no broker) end to end, exit codes, JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from jobrunner.cli import main
+from tests.jobrunner.test_jobs_support import FAST, PYTHON, ROOT, mlflow_store, wait_for  # noqa: F401
+
+
+@pytest.fixture
+def cli(project, mlflow_store, monkeypatch):
+    """Embedded settings: SQLite job store in the project, no broker, local artifact folder."""
+    from jobrunner.config import get_settings
+
+    for key, value in {**FAST, "MLFLOW_TRACKING_URI": mlflow_store,
+                       "JOBRUNNER_MLFLOW_EXPERIMENT": "cli-jobs"}.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str, str]:
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        return result.exit_code, result.stdout, result.stderr
+
+    run.env = {**os.environ, "PYTHONPATH": str(ROOT)}  # type: ignore[attr-defined]
+    yield run
+    get_settings.cache_clear()
+    from jobrunner.db import dispose_engines
+
+    dispose_engines()
+
+
+def test_embedded_submit_worker_status_logs_round_trip(cli, project):
+    code, out, _ = cli("submit", "notebooks/ok.ipynb", "-p", "x", "41", "-p", "label", "answer", "--json")
+    assert code == 0
+    submitted = json.loads(out)
+    assert submitted["state"] == "QUEUED" and submitted["parameters"]["x"] == 41
+    job_id = submitted["id"]
+
+    worker = subprocess.run([PYTHON, "-m", "jobrunner.cli", "worker", "--burst"], env=cli.env, cwd=project,
+                            capture_output=True, text=True, timeout=180)
+    assert worker.returncode == 0, worker.stderr[-2000:]
+
+    code, out, _ = cli("status", job_id, "--json")
+    status = json.loads(out)
+    assert code == 0 and status["state"] == "SUCCEEDED" and status["error"] is None
+    assert status["progress"] == {"cells_done": 5, "cells_total": 5, "current_cell": None}
+    assert os.path.isfile(status["output_uri"]) and str(project) in status["output_uri"]
+
+    code, out, _ = cli("logs", job_id)
+    assert code == 0 and "RUNNING" in out and "SUCCEEDED" in out and "answer 42.5" in out
+
+    code, out, err = cli("list", "--state", "SUCCEEDED")
+    assert code == 0 and job_id in out and "1 of 1 job(s)" in err
+
+
+def test_submit_wait_exits_1_when_the_notebook_fails(cli, project, tmp_path):
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen([PYTHON, "-m", "jobrunner.cli", "worker"], env=cli.env, cwd=project,
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        result = subprocess.run([PYTHON, "-m", "jobrunner.cli", "submit", "notebooks/raises.ipynb",
+                                 "-p", "message", "nope", "--wait", "--json"], env=cli.env, cwd=project,
+                                capture_output=True, text=True, timeout=180)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert result.returncode == 1, result.stderr[-2000:]
+    job = json.loads(result.stdout)
+    assert job["state"] == "FAILED"
+    assert job["error"]["ename"] == "ValueError" and job["error"]["evalue"] == "nope"
+    assert job["error"]["cell_index"] == 2
+    assert worker.returncode == 0  # SIGTERM while idle: clean exit
+
+
+def test_exit_codes_for_user_errors(cli):
+    code, _, err = cli("submit", "notebooks/ok.ipynb", "-p", "x", "three")
+    assert code == 2 and "x" in err and "nothing was queued" in err
+    code, _, err = cli("submit", "../etc/passwd")
+    assert code == 2 and "notebook roots" in err
+    code, _, err = cli("status", "no-such-job")
+    assert code == 4 and "no job" in err
+    code, out, _ = cli("submit", "notebooks/ok.ipynb", "-p", "x", "1")
+    job_id = out.strip()
+    code, out, _ = cli("cancel", job_id)
+    assert code == 0 and "CANCELLED" in out
+    code, _, err = cli("cancel", job_id)
+    assert code == 5 and "cannot become CANCELLED" in err
+    code, out, _ = cli("list", "--json")
+    page = json.loads(out)
+    assert page["total"] == 1 and page["items"][0]["state"] == "CANCELLED"
+
+
+def test_idempotency_key_on_the_command_line(cli):
+    _, first, _ = cli("submit", "notebooks/ok.ipynb", "--idempotency-key", "run-1")
+    _, second, _ = cli("submit", "notebooks/ok.ipynb", "--idempotency-key", "run-1")
+    assert first.strip() == second.strip() != ""
+
+
+def test_migrate_command_reports_the_revision(cli):
+    code, out, _ = cli("migrate")
+    assert code == 0 and "0001_jobs" in out
+
+
+def test_embedded_dead_letters_list_and_requeue(cli, project):
+    from jobrunner.config import get_settings
+    from jobrunner.db import session_scope
+    from jobrunner.models import Outbox
+
+    code, out, _ = cli("submit", "notebooks/no_parameters.ipynb")
+    job_id = out.strip()
+    with session_scope(get_settings()) as session:  # a message for a job that does not exist
+        session.add(Outbox(job_id=job_id, payload={"job_id": "ghost", "schema_version": 1, "attempt": 0}))
+    subprocess.run([PYTHON, "-m", "jobrunner.cli", "worker", "--burst"], env=cli.env, cwd=project,
+                   capture_output=True, timeout=180, check=True)
+    code, out, _ = cli("dlq", "list", "--json")
+    letters = json.loads(out)
+    assert code == 0 and [d["job_id"] for d in letters] == ["ghost"]
+    assert "no job ghost" in letters[0]["reason"]
+    code, out, _ = cli("status", job_id, "--json")
+    assert json.loads(out)["state"] == "SUCCEEDED"
+    code, _, err = cli("dlq", "requeue")
+    assert code == 2 and "--all" in err

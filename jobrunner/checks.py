@@ -1,7 +1,7 @@
 """Fail-fast configuration checks for production mode: S3 endpoint, credentials, buckets, MLflow server.
 
 Misconfiguration otherwise shows up minutes later as a retry loop or a boto stack trace from deep inside
-a DVC push or an MLflow upload. Each check here takes at most a few seconds (short timeouts, no retries)
+a DVC push or an MLflow upload. Each check here takes seconds, not minutes (3 s to connect, 10 s to answer, no retries)
 and turns the failure into a sentence that names the setting to fix:
 
     AWS_ENDPOINT_URL          the S3/MinIO endpoint is unreachable
@@ -27,7 +27,8 @@ from urllib.parse import urlparse
 from jobrunner.config import Settings
 from jobrunner.errors import InfrastructureError
 
-TIMEOUT_S = 3.0
+CONNECT_TIMEOUT_S = 3.0  # an endpoint that does not accept a connection in 3 s is misconfigured or down
+READ_TIMEOUT_S = 10.0  # a busy server may take longer to answer; that is slowness, not misconfiguration
 
 
 class ConfigurationError(InfrastructureError):
@@ -69,7 +70,7 @@ def _s3_client(target: S3Target) -> Any:
     import boto3
     from botocore.config import Config
 
-    config = Config(connect_timeout=TIMEOUT_S, read_timeout=TIMEOUT_S, retries={"max_attempts": 1})
+    config = Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S, retries={"total_max_attempts": 1})
     kwargs: dict[str, Any] = {"endpoint_url": target.endpoint or None, "config": config}
     if target.key_id and target.secret:
         kwargs.update(aws_access_key_id=target.key_id, aws_secret_access_key=target.secret)
@@ -90,10 +91,14 @@ def check_s3(target: S3Target) -> CheckResult:
     where = target.endpoint or "AWS S3"
     try:
         _s3_client(target).list_objects_v2(Bucket=target.bucket, MaxKeys=1)
-    except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as exc:
+    except (EndpointConnectionError, ConnectTimeoutError) as exc:
         return CheckResult(name, False, target.endpoint_setting,
                            f"the S3 endpoint {where} is unreachable ({type(exc).__name__}): "
                            f"check {target.endpoint_setting} and that the S3/MinIO server is running")
+    except ReadTimeoutError:
+        return CheckResult(name, False, target.endpoint_setting,
+                           f"the S3 endpoint {where} accepted a connection but did not answer within "
+                           f"{READ_TIMEOUT_S:g}s: check {target.endpoint_setting} points at an S3/MinIO server")
     except NoCredentialsError:
         return CheckResult(name, False, target.key_setting,
                            f"no S3 credentials for {where}: set {target.key_setting} and {target.secret_setting}")
@@ -187,9 +192,17 @@ def check_mlflow(tracking_uri: str) -> CheckResult:
         return CheckResult(name, True, None, f"local tracking store {tracking_uri} (embedded mode)")
     base = tracking_uri.rstrip("/")
     try:
-        with httpx.Client(timeout=TIMEOUT_S) as client:
+        with httpx.Client(timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)) as client:
             health = client.get(f"{base}/health")
             api = client.get(f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 1})
+    except httpx.TimeoutException as exc:
+        if isinstance(exc, httpx.ConnectTimeout):
+            return CheckResult(name, False, "MLFLOW_TRACKING_URI",
+                               f"the MLflow server at {tracking_uri} is unreachable (connect timeout): "
+                               f"check MLFLOW_TRACKING_URI and that `mlflow server` is running")
+        return CheckResult(name, False, "MLFLOW_TRACKING_URI",
+                           f"{tracking_uri} accepted a connection but did not answer within {READ_TIMEOUT_S:g}s: "
+                           f"check MLFLOW_TRACKING_URI points at an MLflow server (and that it is not overloaded)")
     except httpx.HTTPError as exc:
         return CheckResult(name, False, "MLFLOW_TRACKING_URI",
                            f"the MLflow server at {tracking_uri} is unreachable ({type(exc).__name__}): "

@@ -121,3 +121,33 @@ class Pipeline:
     start_commit: str  # the commit the stages ran at (recorded in their MLflow runs)
     repro: subprocess.CompletedProcess[str]
     push: subprocess.CompletedProcess[str]
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    exception: BaseException | None
+
+
+def invoke(monkeypatch: pytest.MonkeyPatch, cwd: Path, args: list[str], env: dict[str, str]) -> CliResult:
+    """`jobrunner ARGS` in this process (CLI start-up costs seconds; the subprocess tests cover the binary)."""
+    from click.testing import CliRunner
+
+    from jobrunner.cli import main
+    from jobrunner.config import get_settings
+
+    for key in list(os.environ):
+        if key.startswith(_SCRUB):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(cwd)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, args)
+    finally:
+        get_settings.cache_clear()
+    unexpected = None if isinstance(result.exception, SystemExit) else result.exception
+    return CliResult(result.exit_code, result.stdout, result.stderr, unexpected)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from prodkit import BIN, Pipeline, Services, base_env, free_port, port_open, run
+from prodkit import BIN, CliResult, Pipeline, Services, base_env, free_port, invoke, port_open, run
 
 pytestmark = [pytest.mark.production, pytest.mark.services]
 
-FAST_S = 20  # every check uses 3 s timeouts and no retries; boto's defaults would take minutes
+FAST_S = 30  # 3 s to connect, no retries (boto and MLflow retry for minutes); the CLI starts in seconds
 
 
 def check(cwd: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -22,8 +22,17 @@ def check(cwd: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[s
     return proc, time.monotonic() - started
 
 
-def assert_names(proc: subprocess.CompletedProcess[str], elapsed: float, setting: str, *phrases: str) -> None:
-    assert proc.returncode == 3, proc.stdout + proc.stderr
+def check_here(monkeypatch: pytest.MonkeyPatch, cwd: Path, env: dict[str, str]) -> tuple[CliResult, float]:
+    started = time.monotonic()
+    result = invoke(monkeypatch, cwd, ["check"], env)
+    assert result.exception is None
+    return result, time.monotonic() - started
+
+
+def assert_names(proc: subprocess.CompletedProcess[str] | CliResult, elapsed: float, setting: str,
+                 *phrases: str) -> None:
+    code = proc.returncode if isinstance(proc, subprocess.CompletedProcess) else proc.exit_code
+    assert code == 3, proc.stdout + proc.stderr
     assert elapsed < FAST_S
     assert f"settings to fix: {setting}" in proc.stderr
     for phrase in phrases:
@@ -43,6 +52,11 @@ def prod_env(services: Services, project: Path, **overrides: str) -> dict[str, s
     return base_env(**{**services.env, "JOBRUNNER_PROJECT_DIR": str(project), **overrides})
 
 
+def prod_vars(services: Services, project: Path, **overrides: str) -> dict[str, str]:
+    """Only the production settings (for in-process runs)."""
+    return {**services.env, "JOBRUNNER_PROJECT_DIR": str(project), **overrides}
+
+
 def test_check_passes_on_the_services_with_the_s3_dvc_remote(pipeline: Pipeline, services: Services) -> None:
     proc, _ = check(pipeline.clone, pipeline.env)
     assert proc.returncode == 0, proc.stderr
@@ -57,26 +71,29 @@ def test_unreachable_s3_endpoint_names_aws_endpoint_url(services: Services, proj
     assert_names(proc, elapsed, "AWS_ENDPOINT_URL", f"the S3 endpoint {dead} is unreachable")
 
 
-def test_missing_artifact_bucket_names_jobrunner_artifact_uri(services: Services, project: Path) -> None:
-    env = prod_env(services, project, JOBRUNNER_ARTIFACT_URI="s3://no-such-bucket-here/outputs")
-    proc, elapsed = check(project, env)
+def test_missing_artifact_bucket_names_jobrunner_artifact_uri(services: Services, project: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    env = prod_vars(services, project, JOBRUNNER_ARTIFACT_URI="s3://no-such-bucket-here/outputs")
+    proc, elapsed = check_here(monkeypatch, project, env)
     assert_names(proc, elapsed, "JOBRUNNER_ARTIFACT_URI",
                  "bucket 'no-such-bucket-here' named by JOBRUNNER_ARTIFACT_URI does not exist")
 
 
-def test_missing_dvc_remote_bucket_names_the_remote(services: Services, project: Path) -> None:
+def test_missing_dvc_remote_bucket_names_the_remote(services: Services, project: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     env = prod_env(services, project)
     dvc = str(BIN / "dvc")
     run([dvc, "remote", "add", "--local", "-d", "store", "s3://no-such-dvc-bucket/store"], cwd=project, env=env)
     run([dvc, "remote", "modify", "--local", "store", "endpointurl", services.s3_url], cwd=project, env=env)
-    proc, elapsed = check(project, env)
+    proc, elapsed = check_here(monkeypatch, project, prod_vars(services, project))
     assert_names(proc, elapsed, "DVC remote 'store'", "bucket 'no-such-dvc-bucket' named by DVC remote 'store'",
                  "dvc remote modify --local store url")
 
 
-def test_unreachable_mlflow_server_names_mlflow_tracking_uri(services: Services, project: Path) -> None:
+def test_unreachable_mlflow_server_names_mlflow_tracking_uri(services: Services, project: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    proc, elapsed = check(project, prod_env(services, project, MLFLOW_TRACKING_URI=dead))
+    proc, elapsed = check_here(monkeypatch, project, prod_vars(services, project, MLFLOW_TRACKING_URI=dead))
     assert_names(proc, elapsed, "MLFLOW_TRACKING_URI", f"the MLflow server at {dead} is unreachable")
 
 
@@ -108,12 +125,13 @@ def test_wrong_credentials_name_aws_access_key_id(services: Services, project: P
 
 
 def test_wrong_dvc_remote_credentials_name_the_remote_setting(services: Services, project: Path,
-                                                              s3_with_auth: str) -> None:
+                                                              s3_with_auth: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     env = prod_env(services, project)
     dvc = str(BIN / "dvc")
     run([dvc, "remote", "add", "--local", "-d", "store", "s3://some-bucket/store"], cwd=project, env=env)
     for key, value in (("endpointurl", s3_with_auth), ("access_key_id", "wrong"), ("secret_access_key", "wrong")):
         run([dvc, "remote", "modify", "--local", "store", key, value], cwd=project, env=env)
-    proc, elapsed = check(project, env)
+    proc, elapsed = check_here(monkeypatch, project, prod_vars(services, project))
     assert_names(proc, elapsed, "DVC remote 'store' access_key_id",
                  "`dvc remote modify --local store access_key_id ...`")

@@ -8,14 +8,14 @@ import time
 import pytest
 import yaml
 
-from prodkit import BIN, MODEL_NAME, Pipeline, Services, base_env, free_port, run
+from prodkit import BIN, MODEL_NAME, Pipeline, Services, base_env, free_port, invoke, run
 
 pytestmark = [pytest.mark.production, pytest.mark.services, pytest.mark.slow]
 
 
-def lineage(pipeline: Pipeline, services: Services, *args: str, check: bool = True):  # noqa: ANN201
+def lineage(pipeline: Pipeline, services: Services, *args: str):  # noqa: ANN201
     env = base_env(MLFLOW_TRACKING_URI=services.tracking_uri)
-    return run([str(BIN / "jobrunner"), "lineage", *args], cwd=pipeline.clone, env=env, timeout=120, check=check)
+    return run([str(BIN / "jobrunner"), "lineage", *args], cwd=pipeline.clone, env=env, timeout=120)
 
 
 def raw_md5_in_lock(pipeline: Pipeline) -> str:
@@ -63,9 +63,12 @@ def test_lineage_text_shows_the_chain(pipeline: Pipeline, services: Services, ch
     assert f"executed notebook: runs:/{champion_lineage['run']['run_id']}/notebook/03_train.ipynb" in text
 
 
-def test_lineage_by_version_is_the_same_run(pipeline: Pipeline, services: Services, champion_lineage: dict) -> None:
-    by_version = json.loads(lineage(pipeline, services, f"{MODEL_NAME}/1", "--json").stdout)
-    assert by_version["run"] == champion_lineage["run"]
+def test_lineage_by_version_is_the_same_run(pipeline: Pipeline, services: Services, champion_lineage: dict,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    result = invoke(monkeypatch, pipeline.clone, ["lineage", f"{MODEL_NAME}/1", "--json"],
+                    {"MLFLOW_TRACKING_URI": services.tracking_uri})
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["run"] == champion_lineage["run"]
 
 
 @pytest.mark.parametrize(
@@ -79,11 +82,12 @@ def test_lineage_by_version_is_the_same_run(pipeline: Pipeline, services: Servic
     ],
 )
 def test_lineage_of_an_unknown_model_says_what_exists(pipeline: Pipeline, services: Services, ref: str,
-                                                      code: int, message: str) -> None:
-    proc = lineage(pipeline, services, ref, check=False)
-    assert proc.returncode == code, proc.stderr
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
+                                                      code: int, message: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    result = invoke(monkeypatch, pipeline.clone, ["lineage", ref], {"MLFLOW_TRACKING_URI": services.tracking_uri})
+    assert result.exception is None
+    assert result.exit_code == code, result.stderr
+    assert f"error: {message}" in result.stderr
 
 
 def test_lineage_fails_fast_when_the_tracking_server_is_unreachable(tmp_path) -> None:

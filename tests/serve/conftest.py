@@ -149,7 +149,7 @@ def serve_settings(store: ModelStore, database_url: str, **overrides):
     return Settings(_env_file=None, **values)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def app_client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """An in-process app (TestClient runs its lifespan) on a SQLite prediction store."""
     from fastapi.testclient import TestClient

@@ -94,12 +94,6 @@ def _uvicorn(app: str, port: int, cwd: Path, env: dict[str, str], *extra: str) -
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _real_api_importable() -> bool:
-    probe = subprocess.run([sys.executable, "-c", "import serve.app"], cwd=ROOT, capture_output=True,
-                           timeout=120)
-    return probe.returncode == 0
-
-
 API_KEY = "platform-tests-read-key"
 
 
@@ -114,13 +108,23 @@ def api_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]
     for var in ("MLFLOW_TRACKING_URI", "JOBRUNNER_DATABASE_URL", "JOBRUNNER_BROKER_URL", "SERVE_DATABASE_URL"):
         env.pop(var, None)
     port = free_port()
-    if _real_api_importable():
-        app, extra = "serve.app:app", ("--root-path", "/api", "--proxy-headers")
-    else:  # no --root-path: uvicorn would prefix it to the path the echo app reports
-        app, extra = "tests.platform.asgi_echo:app", ()
-    proc = _uvicorn(app, port, work, env, *extra)
+    app = "serve.app:app"
+    proc = _uvicorn(app, port, work, env, "--root-path", "/api", "--proxy-headers")
+    deadline = time.monotonic() + 90
+    while not port_open("127.0.0.1", port, timeout=0.2) and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            if 'Could not import module "serve.app"' not in out and "Attribute \"app\" not found" not in out:
+                pytest.fail(f"the API (uvicorn serve.app:app) exited with {proc.returncode}:\n{out[-3000:]}")
+            # The API package is not there yet: the echo app stands in (no --root-path: uvicorn would
+            # prefix it to the path the echo app reports).
+            app = "tests.platform.asgi_echo:app"
+            proc = _uvicorn(app, port, work, env)
+            wait_port(port, proc, f"uvicorn {app}")
+            break
+        time.sleep(0.1)
     try:
-        wait_port(port, proc, f"uvicorn {app}", timeout=90)
+        wait_port(port, proc, f"uvicorn {app}", timeout=max(1.0, deadline - time.monotonic()))
         yield Upstream(app=app, port=port, proc=proc)
     finally:
         stop([proc])

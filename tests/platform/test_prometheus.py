@@ -73,7 +73,7 @@ def test_every_alert_has_a_firing_unit_test_and_a_runbook() -> None:
                 "JobFailureRateHigh", "NoWorkerAlive", "ModelAccuracyLow", "DiskNearlyFull"}
     assert required <= names
     runbook = (ROOT / "docs" / "operations.md").read_text()
-    anchors = {m.lower() for m in re.findall(r"^#+ .*?`?([A-Za-z]+)`?\s*$", runbook, flags=re.M)}
+    anchors = {m.lower() for m in re.findall(r"^#+ .*?`?([A-Za-z0-9]+)`?\s*$", runbook, flags=re.M)}
     for path in RULES:
         for group in yaml.safe_load(path.read_text())["groups"]:
             for rule in group["rules"]:

@@ -1,8 +1,8 @@
 """Fail-fast configuration checks for production mode: S3 endpoint, credentials, buckets, MLflow server.
 
 Misconfiguration otherwise shows up minutes later as a retry loop or a boto stack trace from deep inside
-a DVC push or an MLflow upload. Each check here takes seconds, not minutes (3 s to connect, 10 s to answer, no retries)
-and turns the failure into a sentence that names the setting to fix:
+a DVC push or an MLflow upload. Each check here takes seconds, not minutes (3 s to connect, 10 s to
+answer, no retries) and turns the failure into a sentence that names the setting to fix:
 
     AWS_ENDPOINT_URL          the S3/MinIO endpoint is unreachable
     AWS_ACCESS_KEY_ID         the key id is unknown to the server (or missing)
@@ -70,7 +70,9 @@ def _s3_client(target: S3Target) -> Any:
     import boto3
     from botocore.config import Config
 
-    config = Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S, retries={"total_max_attempts": 1})
+    config = Config(
+        connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S, retries={"total_max_attempts": 1}
+    )
     kwargs: dict[str, Any] = {"endpoint_url": target.endpoint or None, "config": config}
     if target.key_id and target.secret:
         kwargs.update(aws_access_key_id=target.key_id, aws_secret_access_key=target.secret)
@@ -92,21 +94,37 @@ def check_s3(target: S3Target) -> CheckResult:
     try:
         _s3_client(target).list_objects_v2(Bucket=target.bucket, MaxKeys=1)
     except (EndpointConnectionError, ConnectTimeoutError) as exc:
-        return CheckResult(name, False, target.endpoint_setting,
-                           f"the S3 endpoint {where} is unreachable ({type(exc).__name__}): "
-                           f"check {target.endpoint_setting} and that the S3/MinIO server is running")
+        return CheckResult(
+            name,
+            False,
+            target.endpoint_setting,
+            f"the S3 endpoint {where} is unreachable ({type(exc).__name__}): "
+            f"check {target.endpoint_setting} and that the S3/MinIO server is running",
+        )
     except ReadTimeoutError:
-        return CheckResult(name, False, target.endpoint_setting,
-                           f"the S3 endpoint {where} accepted a connection but did not answer within "
-                           f"{READ_TIMEOUT_S:g}s: check {target.endpoint_setting} points at an S3/MinIO server")
+        return CheckResult(
+            name,
+            False,
+            target.endpoint_setting,
+            f"the S3 endpoint {where} accepted a connection but did not answer within "
+            f"{READ_TIMEOUT_S:g}s: check {target.endpoint_setting} points at an S3/MinIO server",
+        )
     except NoCredentialsError:
-        return CheckResult(name, False, target.key_setting,
-                           f"no S3 credentials for {where}: set {target.key_setting} and {target.secret_setting}")
+        return CheckResult(
+            name,
+            False,
+            target.key_setting,
+            f"no S3 credentials for {where}: set {target.key_setting} and {target.secret_setting}",
+        )
     except ClientError as exc:
         return _client_error(name, target, exc)
     except ValueError as exc:  # botocore rejects a malformed endpoint URL
-        return CheckResult(name, False, target.endpoint_setting,
-                           f"{target.endpoint_setting}={target.endpoint!r} is not a valid URL: {exc}")
+        return CheckResult(
+            name,
+            False,
+            target.endpoint_setting,
+            f"{target.endpoint_setting}={target.endpoint!r} is not a valid URL: {exc}",
+        )
     return CheckResult(name, True, None, f"s3://{target.bucket} is reachable at {where}")
 
 
@@ -114,24 +132,44 @@ def _client_error(name: str, target: S3Target, exc: Any) -> CheckResult:
     code = str(exc.response.get("Error", {}).get("Code", ""))
     where = target.endpoint or "AWS S3"
     if code in ("InvalidAccessKeyId", "InvalidClientTokenId", "InvalidToken", "ExpiredToken"):
-        return CheckResult(name, False, target.key_setting,
-                           f"the S3 server at {where} does not know the access key id ({code}): "
-                           f"fix {target.key_setting} (and {target.secret_setting})")
+        return CheckResult(
+            name,
+            False,
+            target.key_setting,
+            f"the S3 server at {where} does not know the access key id ({code}): "
+            f"fix {target.key_setting} (and {target.secret_setting})",
+        )
     if code == "SignatureDoesNotMatch":
-        return CheckResult(name, False, target.secret_setting,
-                           f"the S3 server at {where} rejected the secret key (SignatureDoesNotMatch): "
-                           f"fix {target.secret_setting}")
+        return CheckResult(
+            name,
+            False,
+            target.secret_setting,
+            f"the S3 server at {where} rejected the secret key (SignatureDoesNotMatch): "
+            f"fix {target.secret_setting}",
+        )
     if code == "NoSuchBucket":
-        return CheckResult(name, False, target.label,
-                           f"bucket '{target.bucket}' named by {target.label} does not exist at {where}: "
-                           f"{target.fix_bucket}")
+        return CheckResult(
+            name,
+            False,
+            target.label,
+            f"bucket '{target.bucket}' named by {target.label} does not exist at {where}: "
+            f"{target.fix_bucket}",
+        )
     if code in ("AccessDenied", "403", "AllAccessDisabled"):
-        return CheckResult(name, False, target.key_setting,
-                           f"access to bucket '{target.bucket}' ({target.label}) denied at {where}: "
-                           f"the credentials in {target.key_setting} lack permission on it")
+        return CheckResult(
+            name,
+            False,
+            target.key_setting,
+            f"access to bucket '{target.bucket}' ({target.label}) denied at {where}: "
+            f"the credentials in {target.key_setting} lack permission on it",
+        )
     message = str(exc.response.get("Error", {}).get("Message", exc))
-    return CheckResult(name, False, target.label, f"S3 error {code} on bucket '{target.bucket}' "
-                                                  f"({target.label}) at {where}: {message}")
+    return CheckResult(
+        name,
+        False,
+        target.label,
+        f"S3 error {code} on bucket '{target.bucket}' ({target.label}) at {where}: {message}",
+    )
 
 
 def _env_endpoint(env: Mapping[str, str]) -> tuple[str | None, str]:
@@ -147,8 +185,14 @@ def artifact_target(settings: Settings, env: Mapping[str, str]) -> S3Target | No
     endpoint, endpoint_setting = _env_endpoint(env)
     bucket = urlparse(uri).netloc
     return S3Target(
-        label="JOBRUNNER_ARTIFACT_URI", bucket=bucket, endpoint=endpoint, endpoint_setting=endpoint_setting,
-        key_id=None, secret=None, key_setting="AWS_ACCESS_KEY_ID", secret_setting="AWS_SECRET_ACCESS_KEY",
+        label="JOBRUNNER_ARTIFACT_URI",
+        bucket=bucket,
+        endpoint=endpoint,
+        endpoint_setting=endpoint_setting,
+        key_id=None,
+        secret=None,
+        key_setting="AWS_ACCESS_KEY_ID",
+        secret_setting="AWS_SECRET_ACCESS_KEY",
         fix_bucket=f"create it (e.g. `make services` creates buckets) or fix JOBRUNNER_ARTIFACT_URI={uri}",
     )
 
@@ -170,14 +214,23 @@ def dvc_remote_target(project_dir: Path, env: Mapping[str, str]) -> S3Target | N
         endpoint, endpoint_setting = remote["endpointurl"], f"DVC remote '{name}' endpointurl"
     key_setting, secret_setting = "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"
     if remote.get("access_key_id"):
-        key_setting = f"DVC remote '{name}' access_key_id (`dvc remote modify --local {name} access_key_id ...`)"
+        key_setting = (
+            f"DVC remote '{name}' access_key_id (`dvc remote modify --local {name} access_key_id ...`)"
+        )
     if remote.get("secret_access_key"):
-        secret_setting = (f"DVC remote '{name}' secret_access_key "
-                          f"(`dvc remote modify --local {name} secret_access_key ...`)")
+        secret_setting = (
+            f"DVC remote '{name}' secret_access_key "
+            f"(`dvc remote modify --local {name} secret_access_key ...`)"
+        )
     return S3Target(
-        label=f"DVC remote '{name}'", bucket=urlparse(url).netloc, endpoint=endpoint,
-        endpoint_setting=endpoint_setting, key_id=remote.get("access_key_id"),
-        secret=remote.get("secret_access_key"), key_setting=key_setting, secret_setting=secret_setting,
+        label=f"DVC remote '{name}'",
+        bucket=urlparse(url).netloc,
+        endpoint=endpoint,
+        endpoint_setting=endpoint_setting,
+        key_id=remote.get("access_key_id"),
+        secret=remote.get("secret_access_key"),
+        key_setting=key_setting,
+        secret_setting=secret_setting,
         fix_bucket=f"create it, or point the remote elsewhere: `dvc remote modify --local {name} url s3://BUCKET/PATH`",
     )
 
@@ -197,27 +250,49 @@ def check_mlflow(tracking_uri: str) -> CheckResult:
             api = client.get(f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 1})
     except httpx.TimeoutException as exc:
         if isinstance(exc, httpx.ConnectTimeout):
-            return CheckResult(name, False, "MLFLOW_TRACKING_URI",
-                               f"the MLflow server at {tracking_uri} is unreachable (connect timeout): "
-                               f"check MLFLOW_TRACKING_URI and that `mlflow server` is running")
-        return CheckResult(name, False, "MLFLOW_TRACKING_URI",
-                           f"{tracking_uri} accepted a connection but did not answer within {READ_TIMEOUT_S:g}s: "
-                           f"check MLFLOW_TRACKING_URI points at an MLflow server (and that it is not overloaded)")
+            return CheckResult(
+                name,
+                False,
+                "MLFLOW_TRACKING_URI",
+                f"the MLflow server at {tracking_uri} is unreachable (connect timeout): "
+                f"check MLFLOW_TRACKING_URI and that `mlflow server` is running",
+            )
+        return CheckResult(
+            name,
+            False,
+            "MLFLOW_TRACKING_URI",
+            f"{tracking_uri} accepted a connection but did not answer within {READ_TIMEOUT_S:g}s: "
+            f"check MLFLOW_TRACKING_URI points at an MLflow server (and that it is not overloaded)",
+        )
     except httpx.HTTPError as exc:
-        return CheckResult(name, False, "MLFLOW_TRACKING_URI",
-                           f"the MLflow server at {tracking_uri} is unreachable ({type(exc).__name__}): "
-                           f"check MLFLOW_TRACKING_URI and that `mlflow server` is running")
+        return CheckResult(
+            name,
+            False,
+            "MLFLOW_TRACKING_URI",
+            f"the MLflow server at {tracking_uri} is unreachable ({type(exc).__name__}): "
+            f"check MLFLOW_TRACKING_URI and that `mlflow server` is running",
+        )
     if health.status_code != 200 or api.status_code != 200:
         status = health.status_code if health.status_code != 200 else api.status_code
-        hint = " (credentials: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)" if status in (401, 403) else ""
-        return CheckResult(name, False, "MLFLOW_TRACKING_URI",
-                           f"{tracking_uri} answered HTTP {status}, it is not a working MLflow tracking server: "
-                           f"check MLFLOW_TRACKING_URI{hint}")
+        hint = (
+            " (credentials: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)"
+            if status in (401, 403)
+            else ""
+        )
+        return CheckResult(
+            name,
+            False,
+            "MLFLOW_TRACKING_URI",
+            f"{tracking_uri} answered HTTP {status}, it is not a working MLflow tracking server: "
+            f"check MLFLOW_TRACKING_URI{hint}",
+        )
     return CheckResult(name, True, None, f"MLflow server at {tracking_uri} is healthy")
 
 
 # -- all together ------------------------------------------------------------------------------------------
-def run_checks(settings: Settings, env: Mapping[str, str] | None = None, *, dvc: bool = True) -> list[CheckResult]:
+def run_checks(
+    settings: Settings, env: Mapping[str, str] | None = None, *, dvc: bool = True
+) -> list[CheckResult]:
     """Every check that applies to this configuration; an S3 endpoint failure is reported once."""
     env = os.environ if env is None else env
     results = [check_mlflow(settings.mlflow_tracking_uri or "")]
@@ -226,8 +301,9 @@ def run_checks(settings: Settings, env: Mapping[str, str] | None = None, *, dvc:
         try:
             targets.append(dvc_remote_target(settings.project_dir, env))
         except Exception as exc:  # noqa: BLE001 - a broken .dvc/config is itself a finding
-            results.append(CheckResult("DVC remote", False, ".dvc/config",
-                                       f"cannot read the DVC configuration: {exc}"))
+            results.append(
+                CheckResult("DVC remote", False, ".dvc/config", f"cannot read the DVC configuration: {exc}")
+            )
     unreachable: set[str | None] = set()
     for target in filter(None, targets):
         if target.endpoint in unreachable:

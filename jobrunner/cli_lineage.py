@@ -24,7 +24,9 @@ def register(main: click.Group) -> None:
 @click.command()
 @click.argument("model_ref", metavar="MODEL_NAME@ALIAS|MODEL_NAME/VERSION")
 @click.option("--json", "as_json", is_flag=True, help="Print the lineage as JSON.")
-@click.option("--max-depth", type=int, default=20, show_default=True, help="How many upstream stages to follow.")
+@click.option(
+    "--max-depth", type=int, default=20, show_default=True, help="How many upstream stages to follow."
+)
 def lineage(model_ref: str, as_json: bool, max_depth: int) -> None:
     """Trace a registered model back to its run, executed notebook, data hashes and upstream stage runs.
 
@@ -44,8 +46,13 @@ def lineage(model_ref: str, as_json: bool, max_depth: int) -> None:
     from mlflow.tracking import MlflowClient
 
     try:
-        result = trace(ref, client=MlflowClient(tracking_uri=uri), tracking_uri=uri,
-                       project_dir=settings.project_dir, max_depth=max_depth)
+        result = trace(
+            ref,
+            client=MlflowClient(tracking_uri=uri),
+            tracking_uri=uri,
+            project_dir=settings.project_dir,
+            max_depth=max_depth,
+        )
     except LineageNotFound as exc:
         fail(f"{exc} at {uri}", EXIT_NOT_FOUND)
     except LineageError as exc:

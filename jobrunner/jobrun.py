@@ -184,7 +184,9 @@ class JobRun:
             fields.setdefault("current_cell", None)
 
         def write(session: Any) -> bool:
-            return transition(session, self.job_id, [JobState.RUNNING, JobState.CANCELLING], state,
+            sources = [JobState.CANCELLING] if state is JobState.CANCELLED else [JobState.RUNNING,
+                                                                                   JobState.CANCELLING]
+            return transition(session, self.job_id, sources, state,
                               where=[Job.worker_id == self.worker_id], actor=self.worker_id,
                               event=fields.get("error_message") or state.value.lower(), **fields)
 

@@ -142,8 +142,13 @@ class Lineage:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "model": {"ref": self.ref, "name": self.model_name, "version": self.version,
-                      "aliases": self.aliases, "source": self.model_source},
+            "model": {
+                "ref": self.ref,
+                "name": self.model_name,
+                "version": self.version,
+                "aliases": self.aliases,
+                "source": self.model_source,
+            },
             "tracking_uri": self.tracking_uri,
             "evaluated_by": self.evaluated_by,
             "run": self.run.as_dict() if self.run else None,
@@ -204,7 +209,7 @@ class _Walker:
     def _refs(self, tags: dict[str, str], prefix: str) -> list[DataRef]:
         refs = []
         for key in sorted(k for k in tags if k.startswith(prefix)):
-            path = key[len(prefix):]
+            path = key[len(prefix) :]
             md5 = tags[key] if tags[key] != "missing" else None
             refs.append(DataRef(path, md5, self.lock.get(path)))
         return refs
@@ -230,7 +235,11 @@ class _Walker:
                 continue
             if run.info.status != "FINISHED":
                 continue
-            if run.info.start_time and consumer.info.start_time and run.info.start_time > consumer.info.start_time:
+            if (
+                run.info.start_time
+                and consumer.info.start_time
+                and run.info.start_time > consumer.info.start_time
+            ):
                 continue
             return run.info.run_id
         return None
@@ -240,8 +249,14 @@ def _iso(millis: int | None) -> str | None:
     return datetime.fromtimestamp(millis / 1000, UTC).isoformat() if millis else None
 
 
-def trace(ref: str | ModelRef, *, client: Any, tracking_uri: str = "", project_dir: Path | None = None,
-          max_depth: int = MAX_DEPTH) -> Lineage:
+def trace(
+    ref: str | ModelRef,
+    *,
+    client: Any,
+    tracking_uri: str = "",
+    project_dir: Path | None = None,
+    max_depth: int = MAX_DEPTH,
+) -> Lineage:
     """Resolve `ref` in the registry and walk its lineage. Raises LineageNotFound / LineageError."""
     from mlflow.exceptions import MlflowException
 
@@ -252,15 +267,24 @@ def trace(ref: str | ModelRef, *, client: Any, tracking_uri: str = "", project_d
         else:
             version = client.get_model_version(model.name, model.version)
     except MlflowException as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower():
+        if (
+            "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", ""))
+            or "not found" in str(exc).lower()
+        ):
             raise LineageNotFound(_not_found(client, model)) from exc
         raise LineageError(f"cannot resolve {model} in the model registry: {exc}") from exc
     run_id = version.run_id or (version.tags or {}).get("source_run_id")
     walker = _Walker(client, read_dvc_lock(project_dir), max_depth)
     run = walker.stage_run(run_id) if run_id else None
-    evaluated = client.search_runs(
-        [run.experiment_id], filter_string=f"tags.`promotion.version` = '{version.version}'", max_results=10,
-    ) if run else []
+    evaluated = (
+        client.search_runs(
+            [run.experiment_id],
+            filter_string=f"tags.`promotion.version` = '{version.version}'",
+            max_results=10,
+        )
+        if run
+        else []
+    )
     return Lineage(
         ref=str(model),
         model_name=model.name,
@@ -284,17 +308,21 @@ def _not_found(client: Any, model: ModelRef) -> str:
         return f"no registered model named '{model.name}' ({known})"
     if model.alias:
         aliases = sorted(getattr(registered, "aliases", {}) or {})
-        return (f"model '{model.name}' has no alias '{model.alias}' "
-                f"(aliases: {', '.join(aliases) if aliases else 'none'})")
+        return (
+            f"model '{model.name}' has no alias '{model.alias}' "
+            f"(aliases: {', '.join(aliases) if aliases else 'none'})"
+        )
     return f"model '{model.name}' has no version {model.version}"
 
 
 # -- rendering ---------------------------------------------------------------------------------------------
 def render(lineage: Lineage) -> str:
     aliases = f" (@{', @'.join(lineage.aliases)})" if lineage.aliases else ""
-    lines = [f"model {lineage.model_name} version {lineage.version}{aliases}",
-             f"  source: {lineage.model_source}",
-             f"  tracking: {lineage.tracking_uri}"]
+    lines = [
+        f"model {lineage.model_name} version {lineage.version}{aliases}",
+        f"  source: {lineage.model_source}",
+        f"  tracking: {lineage.tracking_uri}",
+    ]
     if lineage.evaluated_by:
         lines.append(f"  evaluated/promoted by run(s): {', '.join(lineage.evaluated_by)}")
     if lineage.run is None:
@@ -306,8 +334,10 @@ def render(lineage: Lineage) -> str:
 
 def _render_run(run: StageRun, lines: list[str], indent: str, seen: set[str]) -> None:
     git = (run.git_commit or "unknown")[:12] + (" (dirty)" if run.git_dirty == "true" else "")
-    lines.append(f"{indent}run {run.run_id}  stage={run.stage or '-'}  {run.outcome or run.status}  "
-                 f"started {run.started_at or '?'}")
+    lines.append(
+        f"{indent}run {run.run_id}  stage={run.stage or '-'}  {run.outcome or run.status}  "
+        f"started {run.started_at or '?'}"
+    )
     if run.run_id in seen:
         lines.append(f"{indent}  (shown above)")
         return

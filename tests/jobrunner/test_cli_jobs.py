@@ -54,7 +54,7 @@ def test_embedded_submit_worker_status_logs_round_trip(cli, project):
     assert os.path.isfile(status["output_uri"]) and str(project) in status["output_uri"]
 
     code, out, _ = cli("logs", job_id)
-    assert code == 0 and "RUNNING" in out and "SUCCEEDED" in out and "answer 42.5" in out
+    assert code == 0 and "RUNNING" in out and "SUCCEEDED" in out and "answer 43.5" in out
 
     code, out, err = cli("list", "--state", "SUCCEEDED")
     assert code == 0 and job_id in out and "1 of 1 job(s)" in err

@@ -58,7 +58,9 @@ def test_raising_notebook_fails_with_cell_and_exception_and_is_not_retried(job_e
     assert done.error.cell_index == 2  # as written in the submitted notebook (the 3rd cell)
     assert done.error.ename == "ValueError" and done.error.evalue == "bad input"
     nb = _s3_notebook(done.output_uri)  # the executed notebook with the error cell is kept
-    assert nb.cells[3].outputs[0]["ename"] == "ValueError"
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert [(e["ename"], e["evalue"]) for e in errors] == [("ValueError", "bad input")]
     time.sleep(2)  # nothing runs it again
     again = job(queued.id)
     assert again.state.value == "FAILED" and again.attempt == 1
@@ -143,6 +145,7 @@ def test_undecodable_message_is_dead_lettered_and_listed(job_env, workers, amqp_
     from jobrunner.jobs import list_dead_letters, submit
 
     workers.start()
+    wait_consumers(job_env, 1)  # the worker has declared the queue
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
     ch = conn.channel()
     ch.basic_publish("", job_env["JOBRUNNER_QUEUE_NAME"], b"\x00not json")

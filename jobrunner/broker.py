@@ -60,7 +60,8 @@ class AmqpBroker:
         params.retry_delay = 1
         params.socket_timeout = 3
         params.blocked_connection_timeout = 30
-        params.heartbeat = heartbeat
+        if "heartbeat=" not in self.url:  # an explicit ?heartbeat=N in the URL wins
+            params.heartbeat = heartbeat
         try:
             return pika.BlockingConnection(params)
         except Exception as exc:  # noqa: BLE001 - pika raises a family of AMQP/socket errors

@@ -26,12 +26,13 @@ def test_submitted_job_succeeds_with_output_in_s3_and_an_mlflow_run(job_env, wor
 
     from jobrunner.jobs import job_output_html, submit
 
-    t0 = time.monotonic()
-    workers.start()
+    from tests.conftest import free_port
+
+    metrics_port = free_port()
+    workers.start(JOBRUNNER_WORKER_METRICS_PORT=str(metrics_port))
     queued = submit("notebooks/ok.ipynb", {"x": 40, "label": "answer"}, submitter="test")
     assert queued.state.value == "QUEUED" and queued.attempt == 0
-    done = wait_state(queued.id, {"SUCCEEDED", "FAILED"}, 60)
-    print("job took", time.monotonic() - t0)
+    done = wait_state(queued.id, {"SUCCEEDED", "FAILED"}, 90)
     assert done.state.value == "SUCCEEDED", done.error
     assert done.attempt == 1 and done.error is None
     assert done.progress.cells_done == done.progress.cells_total == 5  # 4 + the injected parameters cell
@@ -44,6 +45,17 @@ def test_submitted_job_succeeds_with_output_in_s3_and_an_mlflow_run(job_env, wor
     assert run.info.status == "FINISHED"
     assert run.data.metrics["total"] == 42.5
     assert run.data.tags["jobrunner.job_id"] == done.id
+
+    def scrape() -> str:
+        import urllib.request
+
+        return urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+
+    wait_for(lambda: 'jobrunner_jobs{state="SUCCEEDED"} 1.0' in scrape(), 10, "the jobs gauge")
+    text = scrape()
+    assert 'jobrunner_worker_jobs_finished_total{state="SUCCEEDED"} 1.0' in text
+    assert 'jobrunner_job_duration_seconds_count{state="succeeded"} 1.0' in text
+    assert "jobrunner_job_queue_wait_seconds_count 1.0" in text
 
 
 def test_raising_notebook_fails_with_cell_and_exception_and_is_not_retried(job_env, workers):
@@ -212,3 +224,17 @@ def test_sigterm_after_grace_period_requeues_the_job_and_leaves_no_kernel(job_en
     workers.start("next")
     done = wait_state(queued.id, {"SUCCEEDED", "FAILED"}, 90)
     assert done.state.value == "SUCCEEDED" and done.attempt == 2
+
+
+def test_amqp_heartbeats_survive_a_cell_longer_than_the_heartbeat_timeout(job_env, workers):
+    from jobrunner.jobs import job_events, submit
+
+    # a 1-second AMQP heartbeat: a worker whose connection thread were blocked by the cell would be
+    # dropped by RabbitMQ after ~2 s and its message redelivered (attempt 2)
+    url = job_env["JOBRUNNER_BROKER_URL"] + "?heartbeat=1"
+    proc = workers.start("hb", JOBRUNNER_BROKER_URL=url)
+    queued = submit("notebooks/sleeps.ipynb", {"seconds": 8.0})
+    done = wait_state(queued.id, {"SUCCEEDED", "FAILED"}, 120)
+    assert done.state.value == "SUCCEEDED" and done.attempt == 1
+    assert [e.to_state for e in job_events(queued.id)] == ["QUEUED", "RUNNING", "SUCCEEDED"]
+    assert "connection lost" not in workers.log(proc)

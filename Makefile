@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo ">> installing pinned dependencies into $(VENV) (first time: about 2-3 minutes)"
-	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | { grep -vE "is ignored: it is neither|Warning|^\s|^$$|!!" || true; }
 	@touch $@

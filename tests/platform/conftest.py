@@ -97,37 +97,62 @@ def _uvicorn(app: str, port: int, cwd: Path, env: dict[str, str], *extra: str) -
 API_KEY = "platform-tests-read-key"
 
 
+@dataclass
+class Spawned:
+    api: subprocess.Popen
+    api_port: int
+    api_env: dict[str, str]
+    api_dir: Path
+    worker: subprocess.Popen
+    worker_port: int
+
+
 @pytest.fixture(scope="session")
-def api_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+def spawned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spawned]:
+    """Start the real API and a real worker together: each takes many seconds to import its stack, so
+    they start in parallel and the fixtures below wait for whichever they need."""
+    api_dir = tmp_path_factory.mktemp("api")
+    (api_dir / "dvc.yaml").write_text("stages: {}\n")
+    api_env = {**os.environ, "PYTHONPATH": str(ROOT), "SERVE_API_KEYS": f"{API_KEY}:read",
+               "JOBRUNNER_PROJECT_DIR": str(api_dir)}
+    worker_dir = tmp_path_factory.mktemp("worker")
+    (worker_dir / "dvc.yaml").write_text("stages: {}\n")
+    worker_port = free_port()
+    worker_env = {**os.environ, "JOBRUNNER_PROJECT_DIR": str(worker_dir),
+                  "JOBRUNNER_WORKER_METRICS_PORT": str(worker_port)}
+    for env in (api_env, worker_env):
+        for var in ("MLFLOW_TRACKING_URI", "JOBRUNNER_DATABASE_URL", "JOBRUNNER_BROKER_URL", "SERVE_DATABASE_URL"):
+            env.pop(var, None)
+    api_port = free_port()
+    api = _uvicorn("serve.app:app", api_port, api_dir, api_env, "--root-path", "/api", "--proxy-headers")
+    cli = Path(sys.executable).with_name("jobrunner")
+    worker = subprocess.Popen([str(cli), "worker"], cwd=worker_dir, env=worker_env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    s = Spawned(api=api, api_port=api_port, api_env=api_env, api_dir=api_dir, worker=worker,
+                worker_port=worker_port)
+    yield s
+    stop([s.api, s.worker])
+
+
+@pytest.fixture(scope="session")
+def api_upstream(spawned: Spawned) -> Iterator[Upstream]:
     """The real API as deployed (uvicorn serve.app:app --root-path /api, embedded stores in a temp
-    project), preferred; the echo app only while the serve package cannot be imported."""
-    work = tmp_path_factory.mktemp("api")
-    (work / "dvc.yaml").write_text("stages: {}\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SERVE_API_KEYS": f"{API_KEY}:read",
-           "JOBRUNNER_PROJECT_DIR": str(work)}
-    for var in ("MLFLOW_TRACKING_URI", "JOBRUNNER_DATABASE_URL", "JOBRUNNER_BROKER_URL", "SERVE_DATABASE_URL"):
-        env.pop(var, None)
-    port = free_port()
-    app = "serve.app:app"
-    proc = _uvicorn(app, port, work, env, "--root-path", "/api", "--proxy-headers")
+    project); the echo app only while the serve package does not exist yet."""
+    proc, port, app = spawned.api, spawned.api_port, "serve.app:app"
     deadline = time.monotonic() + 90
     while not port_open("127.0.0.1", port, timeout=0.2) and time.monotonic() < deadline:
         if proc.poll() is not None:
             out = proc.stdout.read() if proc.stdout else ""
-            if 'Could not import module "serve.app"' not in out and "Attribute \"app\" not found" not in out:
+            if 'Could not import module "serve.app"' not in out:
                 pytest.fail(f"the API (uvicorn serve.app:app) exited with {proc.returncode}:\n{out[-3000:]}")
-            # The API package is not there yet: the echo app stands in (no --root-path: uvicorn would
-            # prefix it to the path the echo app reports).
+            # No --root-path for the echo app: uvicorn would prefix it to the path the echo app reports.
             app = "tests.platform.asgi_echo:app"
-            proc = _uvicorn(app, port, work, env)
+            proc = spawned.api = _uvicorn(app, port, spawned.api_dir, spawned.api_env)
             wait_port(port, proc, f"uvicorn {app}")
             break
         time.sleep(0.1)
-    try:
-        wait_port(port, proc, f"uvicorn {app}", timeout=max(1.0, deadline - time.monotonic()))
-        yield Upstream(app=app, port=port, proc=proc)
-    finally:
-        stop([proc])
+    wait_port(port, proc, f"uvicorn {app}", timeout=max(1.0, deadline - time.monotonic()))
+    yield Upstream(app=app, port=port, proc=proc)
 
 
 @pytest.fixture(scope="session")
@@ -140,3 +165,18 @@ def echo_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream
         yield Upstream(app="tests.platform.asgi_echo:app", port=port, proc=proc)
     finally:
         stop([proc])
+
+
+@pytest.fixture(scope="session")
+def worker_metrics_port(spawned: Spawned) -> int:
+    """A real `jobrunner worker` (embedded mode: it polls a SQLite job store) with its metrics endpoint."""
+    wait_port(spawned.worker_port, spawned.worker, "jobrunner worker (metrics)", timeout=90)
+    return spawned.worker_port
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_processes_early(request: pytest.FixtureRequest) -> None:
+    """When any selected test needs the API or a worker, start them before the first platform test, so
+    their start-up overlaps the static checks."""
+    if any("spawned" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        request.getfixturevalue("spawned")

@@ -134,20 +134,14 @@ def exported_names(text: str) -> set[str]:
     return names
 
 
-def worker_exposition() -> str:
-    from prometheus_client import generate_latest
-
-    from jobrunner.metrics_worker import WorkerMetrics
-
-    return generate_latest(WorkerMetrics().registry).decode()
-
-
-def test_dashboards_and_rules_use_only_exported_metrics(api_upstream: Upstream) -> None:
+def test_dashboards_and_rules_use_only_exported_metrics(api_upstream: Upstream, worker_metrics_port: int) -> None:
     if not api_upstream.real_api:
         pytest.fail("serve.app is not importable: cannot check the API's metric names")
     api = httpx.get(f"http://127.0.0.1:{api_upstream.port}/metrics", timeout=10)
     assert api.status_code == 200
-    exported = exported_names(api.text) | exported_names(worker_exposition())
+    worker = httpx.get(f"http://127.0.0.1:{worker_metrics_port}/metrics", timeout=10)
+    assert worker.status_code == 200
+    exported = exported_names(api.text) | exported_names(worker.text)
     used = used_metric_names()
     assert len(used) >= 8, "dashboards and rules should chart the API and the workers"
     missing = {name: sorted(files) for name, files in used.items() if name not in exported}
@@ -156,15 +150,9 @@ def test_dashboards_and_rules_use_only_exported_metrics(api_upstream: Upstream) 
 
 # -- a real Prometheus scraping the running API and a worker metrics endpoint ------------------------------
 @pytest.fixture
-def prometheus(tmp_path: Path, api_upstream: Upstream) -> Iterator[tuple[str, int]]:
+def prometheus(tmp_path: Path, api_upstream: Upstream, worker_metrics_port: int) -> Iterator[str]:
     binary = need_binary("prometheus")
-    from prometheus_client import start_http_server
-
-    from jobrunner.metrics_worker import WorkerMetrics
-
-    worker_port = free_port()
-    worker = WorkerMetrics()
-    server, thread = start_http_server(worker_port, addr="127.0.0.1", registry=worker.registry)
+    worker_port = worker_metrics_port
     # Our prometheus.yml with our rules; the api and worker jobs pointed at loopback, scraped every second.
     conf = yaml.safe_load((PROM / "prometheus.yml").read_text())
     shutil.copytree(PROM / "rules", tmp_path / "rules")
@@ -185,14 +173,13 @@ def prometheus(tmp_path: Path, api_upstream: Upstream) -> Iterator[tuple[str, in
     )
     try:
         wait_port(port, proc, "prometheus")
-        yield f"http://127.0.0.1:{port}", worker_port
+        yield f"http://127.0.0.1:{port}"
     finally:
         stop([proc])
-        server.shutdown()
 
 
-def test_prometheus_scrapes_the_api_and_a_worker(prometheus: tuple[str, int], api_upstream: Upstream) -> None:
-    base, _ = prometheus
+def test_prometheus_scrapes_the_api_and_a_worker(prometheus: str, api_upstream: Upstream) -> None:
+    base = prometheus
     deadline = time.monotonic() + 30
     health: dict[str, str] = {}
     while time.monotonic() < deadline:
@@ -205,7 +192,14 @@ def test_prometheus_scrapes_the_api_and_a_worker(prometheus: tuple[str, int], ap
     rules = httpx.get(f"{base}/api/v1/rules", timeout=5).json()["data"]["groups"]
     loaded = {r["name"] for g in rules for r in g["rules"]}
     assert alert_names() <= loaded
+    queries = ['count(jobrunner_jobs{state="QUEUED"})']
     if api_upstream.real_api:
-        q = httpx.get(f"{base}/api/v1/query", params={"query": "serve_model_reloads_total or up{job='api'}"},
-                      timeout=5).json()
-        assert q["data"]["result"], q
+        queries.append("count(serve_http_requests_total)")  # the API's own metrics, not only `up`
+    for query in queries:
+        deadline = time.monotonic() + 15
+        while True:
+            result = httpx.get(f"{base}/api/v1/query", params={"query": query}, timeout=5).json()["data"]["result"]
+            if result or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert result, query

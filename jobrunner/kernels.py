@@ -66,8 +66,11 @@ class KernelHandle:
 def acquire_kernel(kernel_name: str, *, env: Mapping[str, str], cwd: Path) -> KernelHandle:
     """Start a fresh kernel for one execution, with `env` as its environment and `cwd` as its folder."""
     manager = AsyncKernelManager(kernel_name=kernel_name)
+    # ipykernel warns on every start that local TCP is unencrypted; keep its log to errors so that
+    # `dvc repro` and job logs show the notebook's progress, not that banner.
+    extra = ["--IPKernelApp.log_level=ERROR"] if manager.ipykernel else []
     try:
-        run_sync(manager.start_kernel)(env=dict(env), cwd=str(cwd))
+        run_sync(manager.start_kernel)(env=dict(env), cwd=str(cwd), extra_arguments=extra)
     except Exception as exc:
         raise KernelStartError(f"kernel '{kernel_name}' failed to start: {exc}") from exc
     provisioner = manager.provisioner

@@ -95,11 +95,11 @@ def test_raising_notebook_is_a_failed_result_with_the_cell(project: Path) -> Non
 
 def test_timeout_stops_the_notebook(project: Path) -> None:
     started = time.monotonic()
-    result = execute("notebooks/sleeps.ipynb", {"seconds": 60.0}, timeout=1.5, html=False)
+    result = execute("notebooks/sleeps.ipynb", {"seconds": 60.0}, timeout=5, html=False)
     elapsed = time.monotonic() - started
     assert result.status == "failed" and result.failure.kind == "timeout"
-    assert "timed out after 1.5s in cell 2" in result.failure.message  # the time.sleep cell
-    assert elapsed < 15
+    assert "timed out after 5s in cell 2" in result.failure.message  # the time.sleep cell
+    assert elapsed < 20
     assert _client().get_run(result.run_id).data.tags["jobrunner.error.kind"] == "timeout"
 
 

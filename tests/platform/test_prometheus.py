@@ -3,11 +3,14 @@ blackbox exporter), and a real Prometheus scraping the running API."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -203,3 +206,76 @@ def test_prometheus_scrapes_the_api_and_a_worker(prometheus: str, api_upstream: 
                 break
             time.sleep(0.5)
         assert result, query
+
+
+# -- a real Alertmanager: the retraining webhook ----------------------------------------------------------
+class _Capture(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server API
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.received.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[tuple[str, list[dict], str]]:
+    binary = need_binary("prometheus-alertmanager")
+    _Capture.received = []
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), _Capture)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    key = "am-test-key-0123456789abcdef"
+    (tmp_path / "key").write_text(key + "\n")
+    text = (PLATFORM / "alertmanager" / "alertmanager.yml").read_text()
+    # What only a container has: the API's address and the secret's path; and no 30 s group wait.
+    for old, new, count in [("http://api:8000", f"http://127.0.0.1:{hook.server_port}", 1),
+                            ("/run/secrets/alertmanager_api_key", str(tmp_path / "key"), 1),
+                            ("group_wait: 30s", "group_wait: 1s", 1)]:
+        assert text.count(old) == count, old
+        text = text.replace(old, new)
+    (tmp_path / "alertmanager.yml").write_text(text)
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, f"--config.file={tmp_path / 'alertmanager.yml'}", f"--storage.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--web.route-prefix=/alertmanager/"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_port(port, proc, "alertmanager")
+        yield f"http://127.0.0.1:{port}/alertmanager", _Capture.received, key
+    finally:
+        stop([proc])
+        hook.shutdown()
+
+
+def test_low_accuracy_alert_asks_the_api_to_retrain(alertmanager: tuple[str, list[dict], str]) -> None:
+    base, received, key = alertmanager
+    alerts = [
+        {"labels": {"alertname": "ModelAccuracyLow", "action": "retrain", "severity": "warning",
+                    "model": "breast-cancer-classifier", "version": "3"},
+         "annotations": {"summary": "Live accuracy of breast-cancer-classifier v3 is 70%"}},
+        {"labels": {"alertname": "ServiceDown", "severity": "critical", "job": "api", "instance": "api:8000"}},
+    ]
+    deadline = time.monotonic() + 20
+    while True:  # alertmanager answers before its API is fully up
+        r = httpx.post(f"{base}/api/v2/alerts", json=alerts, timeout=5)
+        if r.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert r.status_code == 200, r.text
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert received, "Alertmanager did not call the retraining webhook"
+    time.sleep(1.5)  # a second group (ServiceDown) would have been sent by now
+    assert len(received) == 1, [c["body"]["groupLabels"] for c in received]
+    call = received[0]
+    assert call["path"] == "/v1/alerts/alertmanager"
+    assert call["headers"]["Authorization"] == f"Bearer {key}"
+    body = call["body"]
+    assert body["status"] == "firing" and body["receiver"] == "retrain"
+    assert [a["labels"]["alertname"] for a in body["alerts"]] == ["ModelAccuracyLow"]
+    assert body["alerts"][0]["labels"]["model"] == "breast-cancer-classifier"

@@ -11,6 +11,7 @@
 # Settings (environment; defaults in brackets):
 #   SERVICES_DIR [<repo>/.services]   pid files, logs and the env file
 #   SERVICES_S3_PORT [9000]  SERVICES_MLFLOW_PORT [5000]  SERVICES_MLFLOW_WORKERS [2]
+#   SERVICES_MLFLOW_JOBS [false]  MLflow's own job runner (huey consumers), unused by the platform
 #   SERVICES_PG_URL [postgresql://postgres@127.0.0.1:5432]  SERVICES_MLFLOW_DB [mlflow]
 #   SERVICES_DVC_BUCKET [dvc-store]  SERVICES_MLFLOW_BUCKET [mlflow]  SERVICES_JOBS_BUCKET [notebook-jobs]
 #   AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY [minioadmin / minioadmin] (moto accepts any key)
@@ -22,6 +23,9 @@ DIR="${SERVICES_DIR:-$ROOT/.services}"
 S3_PORT="${SERVICES_S3_PORT:-9000}"
 MLFLOW_PORT="${SERVICES_MLFLOW_PORT:-5000}"
 MLFLOW_WORKERS="${SERVICES_MLFLOW_WORKERS:-2}"
+# MLflow 3 also starts a job runner with seven huey consumers (GenAI evaluation jobs, periodic tasks);
+# the platform uses none of them, and on a small machine they cost start-up time, memory and CPU.
+MLFLOW_JOBS="${SERVICES_MLFLOW_JOBS:-false}"
 PG_URL="${SERVICES_PG_URL:-postgresql://postgres@127.0.0.1:5432}"
 MLFLOW_DB="${SERVICES_MLFLOW_DB:-mlflow}"
 DVC_BUCKET="${SERVICES_DVC_BUCKET:-dvc-store}"
@@ -125,6 +129,7 @@ mlflow_up() {
   say "starting the MLflow server at $MLFLOW_URL (backend $backend, artifacts s3://$MLFLOW_BUCKET; first start ~20 s)"
   MLFLOW_S3_ENDPOINT_URL="$S3_URL" AWS_ENDPOINT_URL="$S3_URL" AWS_ACCESS_KEY_ID="$KEY_ID" \
     AWS_SECRET_ACCESS_KEY="$SECRET" AWS_DEFAULT_REGION="$REGION" PATH="$BIN:$PATH" \
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION="$MLFLOW_JOBS" \
     start mlflow "--port $MLFLOW_PORT" "$BIN/mlflow" server \
       --backend-store-uri "$backend" --artifacts-destination "s3://$MLFLOW_BUCKET" \
       --host 127.0.0.1 --port "$MLFLOW_PORT" --workers "$MLFLOW_WORKERS"

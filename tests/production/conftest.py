@@ -11,10 +11,8 @@ import shutil
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
 from prodkit import (
     BIN,
     ROOT,
@@ -33,7 +31,9 @@ from prodkit import (
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "production: DVC on S3, MLflow server on PostgreSQL + S3 (real processes)")
+    config.addinivalue_line(
+        "markers", "production: DVC on S3, MLflow server on PostgreSQL + S3 (real processes)"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -49,19 +49,31 @@ def services(tmp_path_factory: pytest.TempPathFactory, postgres_admin_url: str) 
     state = tmp_path_factory.mktemp("services")
     s3_port, mlflow_port = free_port(), free_port()
     script_env = base_env(
-        SERVICES_DIR=str(state), SERVICES_S3_PORT=str(s3_port), SERVICES_MLFLOW_PORT=str(mlflow_port),
-        SERVICES_MLFLOW_WORKERS="1", SERVICES_PG_URL=postgres_admin_url.rsplit("/", 1)[0],
-        SERVICES_MLFLOW_DB=f"jrtest_mlflow_{tag}", SERVICES_DVC_BUCKET=f"jrtest-dvc-{tag}",
-        SERVICES_MLFLOW_BUCKET=f"jrtest-mlflow-{tag}", SERVICES_JOBS_BUCKET=f"jrtest-jobs-{tag}",
-        SERVICES_PYTHON=sys.executable, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing-secret",
+        SERVICES_DIR=str(state),
+        SERVICES_S3_PORT=str(s3_port),
+        SERVICES_MLFLOW_PORT=str(mlflow_port),
+        SERVICES_MLFLOW_WORKERS="1",
+        SERVICES_PG_URL=postgres_admin_url.rsplit("/", 1)[0],
+        SERVICES_MLFLOW_DB=f"jrtest_mlflow_{tag}",
+        SERVICES_DVC_BUCKET=f"jrtest-dvc-{tag}",
+        SERVICES_MLFLOW_BUCKET=f"jrtest-mlflow-{tag}",
+        SERVICES_JOBS_BUCKET=f"jrtest-jobs-{tag}",
+        SERVICES_PYTHON=sys.executable,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing-secret",
     )
     up = run(["bash", str(SCRIPT), "up"], cwd=ROOT, env=script_env, timeout=180, check=False)
     try:
         assert up.returncode == 0, f"services.sh up failed:\n{up.stdout}\n{up.stderr}"
-        yield Services(env=parse_exports(up.stdout), script_env=script_env, state_dir=state,
-                       dvc_bucket=script_env["SERVICES_DVC_BUCKET"],
-                       mlflow_bucket=script_env["SERVICES_MLFLOW_BUCKET"],
-                       jobs_bucket=script_env["SERVICES_JOBS_BUCKET"], up=up)
+        yield Services(
+            env=parse_exports(up.stdout),
+            script_env=script_env,
+            state_dir=state,
+            dvc_bucket=script_env["SERVICES_DVC_BUCKET"],
+            mlflow_bucket=script_env["SERVICES_MLFLOW_BUCKET"],
+            jobs_bucket=script_env["SERVICES_JOBS_BUCKET"],
+            up=up,
+        )
     finally:
         down = run(["bash", str(SCRIPT), "down"], cwd=ROOT, env=script_env, timeout=60, check=False)
         drop_database(postgres_admin_url, script_env["SERVICES_MLFLOW_DB"])
@@ -79,8 +91,14 @@ def pipeline(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Pi
     can pull exactly this data.
     """
     clone = tmp_path_factory.mktemp("pipeline") / "repo"
-    env = base_env(**services.env, JOBRUNNER_PARAMS_PROFILE="ci", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid",
-                   GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t.invalid")
+    env = base_env(
+        **services.env,
+        JOBRUNNER_PARAMS_PROFILE="ci",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t.invalid",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t.invalid",
+    )
     run(["git", "clone", "-q", str(ROOT), str(clone)], cwd=ROOT, env=env)
     start_commit = run(["git", "rev-parse", "HEAD"], cwd=clone, env=env).stdout.strip()
     configure_s3_remote(clone, services, env)

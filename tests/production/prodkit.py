@@ -57,12 +57,15 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 300,
-        check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 300, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n"
-                    f"--- stderr\n{proc.stderr[-4000:]}")
+        pytest.fail(
+            f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n"
+            f"--- stderr\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -84,15 +87,20 @@ class Services:
     def tracking_uri(self) -> str:
         return self.env["MLFLOW_TRACKING_URI"]
 
-    def s3(self):  # noqa: ANN201
+    def s3(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.s3_url, aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_url,
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+        )
 
 
 def parse_exports(text: str) -> dict[str, str]:
-    return dict(re.findall(r"^export (\w+)=(\S*)$", text, flags=re.M))
+    return dict(re.findall(r"^export (\w+)=(\S*)$", text, flags=re.MULTILINE))
 
 
 def drop_database(admin_url: str, name: str) -> None:
@@ -108,9 +116,16 @@ def drop_database(admin_url: str, name: str) -> None:
 def configure_s3_remote(repo: Path, services: Services, env: dict[str, str]) -> None:
     """The documented way: an S3 default remote whose endpoint and keys live in .dvc/config.local."""
     dvc = str(BIN / "dvc")
-    run([dvc, "remote", "add", "--local", "-d", "-f", "s3", f"s3://{services.dvc_bucket}/store"], cwd=repo, env=env)
-    for key, value in (("endpointurl", services.s3_url), ("access_key_id", services.env["AWS_ACCESS_KEY_ID"]),
-                       ("secret_access_key", services.env["AWS_SECRET_ACCESS_KEY"])):
+    run(
+        [dvc, "remote", "add", "--local", "-d", "-f", "s3", f"s3://{services.dvc_bucket}/store"],
+        cwd=repo,
+        env=env,
+    )
+    for key, value in (
+        ("endpointurl", services.s3_url),
+        ("access_key_id", services.env["AWS_ACCESS_KEY_ID"]),
+        ("secret_access_key", services.env["AWS_SECRET_ACCESS_KEY"]),
+    ):
         run([dvc, "remote", "modify", "--local", "s3", key, value], cwd=repo, env=env)
 
 
@@ -132,7 +147,7 @@ class CliResult:
 
 
 def invoke(monkeypatch: pytest.MonkeyPatch, cwd: Path, args: list[str], env: dict[str, str]) -> CliResult:
-    """`jobrunner ARGS` in this process (CLI start-up costs seconds; the subprocess tests cover the binary)."""
+    """`jobrunner ARGS` in this process (CLI start-up costs seconds; subprocess tests cover the binary)."""
     from click.testing import CliRunner
 
     from jobrunner.cli import main

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from prodkit import BIN, CliResult, Pipeline, Services, base_env, free_port, invoke, port_open, run
 
 pytestmark = [pytest.mark.production, pytest.mark.services]
@@ -29,8 +28,9 @@ def check_here(monkeypatch: pytest.MonkeyPatch, cwd: Path, env: dict[str, str]) 
     return result, time.monotonic() - started
 
 
-def assert_names(proc: subprocess.CompletedProcess[str] | CliResult, elapsed: float, setting: str,
-                 *phrases: str) -> None:
+def assert_names(
+    proc: subprocess.CompletedProcess[str] | CliResult, elapsed: float, setting: str, *phrases: str
+) -> None:
     code = proc.returncode if isinstance(proc, subprocess.CompletedProcess) else proc.exit_code
     assert code == 3, proc.stdout + proc.stderr
     assert elapsed < FAST_S
@@ -42,10 +42,22 @@ def assert_names(proc: subprocess.CompletedProcess[str] | CliResult, elapsed: fl
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A DVC project (no git) whose default remote is the local embedded one."""
-    run([str(BIN / "dvc"), "init", "--no-scm", "-q"], cwd=tmp_path, env=base_env())
+    """A DVC project without git whose only remote is a local folder (as `dvc init --no-scm` leaves it).
+
+    The files are written directly: the `dvc remote` commands cost seconds each and are exercised by the
+    pipeline fixture already.
+    """
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "config").write_text("[core]\n    no_scm = True\n")
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     return tmp_path
+
+
+def add_local_remote(project: Path, name: str, **options: str) -> None:
+    """What `dvc remote add --local -d NAME URL` + `dvc remote modify --local NAME KEY VALUE` write."""
+    lines = ["[core]", f"    remote = {name}", f"['remote \"{name}\"']"]
+    lines += [f"    {key} = {value}" for key, value in options.items()]
+    (project / ".dvc" / "config.local").write_text("\n".join(lines) + "\n")
 
 
 def prod_env(services: Services, project: Path, **overrides: str) -> dict[str, str]:
@@ -62,7 +74,9 @@ def test_check_passes_on_the_services_with_the_s3_dvc_remote(pipeline: Pipeline,
     assert proc.returncode == 0, proc.stderr
     assert f"ok    MLflow tracking server: MLflow server at {services.tracking_uri} is healthy" in proc.stdout
     assert f"ok    S3 bucket of DVC remote 's3': s3://{services.dvc_bucket} is reachable" in proc.stdout
-    assert f"ok    S3 bucket of JOBRUNNER_ARTIFACT_URI: s3://{services.jobs_bucket} is reachable" in proc.stdout
+    assert (
+        f"ok    S3 bucket of JOBRUNNER_ARTIFACT_URI: s3://{services.jobs_bucket} is reachable" in proc.stdout
+    )
 
 
 def test_unreachable_s3_endpoint_names_aws_endpoint_url(services: Services, project: Path) -> None:
@@ -71,27 +85,36 @@ def test_unreachable_s3_endpoint_names_aws_endpoint_url(services: Services, proj
     assert_names(proc, elapsed, "AWS_ENDPOINT_URL", f"the S3 endpoint {dead} is unreachable")
 
 
-def test_missing_artifact_bucket_names_jobrunner_artifact_uri(services: Services, project: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_artifact_bucket_names_jobrunner_artifact_uri(
+    services: Services, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = prod_vars(services, project, JOBRUNNER_ARTIFACT_URI="s3://no-such-bucket-here/outputs")
     proc, elapsed = check_here(monkeypatch, project, env)
-    assert_names(proc, elapsed, "JOBRUNNER_ARTIFACT_URI",
-                 "bucket 'no-such-bucket-here' named by JOBRUNNER_ARTIFACT_URI does not exist")
+    assert_names(
+        proc,
+        elapsed,
+        "JOBRUNNER_ARTIFACT_URI",
+        "bucket 'no-such-bucket-here' named by JOBRUNNER_ARTIFACT_URI does not exist",
+    )
 
 
-def test_missing_dvc_remote_bucket_names_the_remote(services: Services, project: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    env = prod_env(services, project)
-    dvc = str(BIN / "dvc")
-    run([dvc, "remote", "add", "--local", "-d", "store", "s3://no-such-dvc-bucket/store"], cwd=project, env=env)
-    run([dvc, "remote", "modify", "--local", "store", "endpointurl", services.s3_url], cwd=project, env=env)
+def test_missing_dvc_remote_bucket_names_the_remote(
+    services: Services, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_local_remote(project, "store", url="s3://no-such-dvc-bucket/store", endpointurl=services.s3_url)
     proc, elapsed = check_here(monkeypatch, project, prod_vars(services, project))
-    assert_names(proc, elapsed, "DVC remote 'store'", "bucket 'no-such-dvc-bucket' named by DVC remote 'store'",
-                 "dvc remote modify --local store url")
+    assert_names(
+        proc,
+        elapsed,
+        "DVC remote 'store'",
+        "bucket 'no-such-dvc-bucket' named by DVC remote 'store'",
+        "dvc remote modify --local store url",
+    )
 
 
-def test_unreachable_mlflow_server_names_mlflow_tracking_uri(services: Services, project: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_mlflow_server_names_mlflow_tracking_uri(
+    services: Services, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     proc, elapsed = check_here(monkeypatch, project, prod_vars(services, project, MLFLOW_TRACKING_URI=dead))
     assert_names(proc, elapsed, "MLFLOW_TRACKING_URI", f"the MLflow server at {dead} is unreachable")
@@ -103,8 +126,12 @@ def s3_with_auth(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = base_env(INITIAL_NO_AUTH_ACTION_COUNT="0")
     log = (tmp_path / "moto.log").open("w")
-    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 30
         while not port_open("127.0.0.1", port):
@@ -117,21 +144,34 @@ def s3_with_auth(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def test_wrong_credentials_name_aws_access_key_id(services: Services, project: Path, s3_with_auth: str) -> None:
+def test_wrong_credentials_name_aws_access_key_id(
+    services: Services, project: Path, s3_with_auth: str
+) -> None:
     env = prod_env(services, project, AWS_ENDPOINT_URL=s3_with_auth, AWS_ACCESS_KEY_ID="not-a-real-key")
     proc, elapsed = check(project, env)
-    assert_names(proc, elapsed, "AWS_ACCESS_KEY_ID",
-                 f"the S3 server at {s3_with_auth} does not know the access key id (InvalidAccessKeyId)")
+    assert_names(
+        proc,
+        elapsed,
+        "AWS_ACCESS_KEY_ID",
+        f"the S3 server at {s3_with_auth} does not know the access key id (InvalidAccessKeyId)",
+    )
 
 
-def test_wrong_dvc_remote_credentials_name_the_remote_setting(services: Services, project: Path,
-                                                              s3_with_auth: str,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    env = prod_env(services, project)
-    dvc = str(BIN / "dvc")
-    run([dvc, "remote", "add", "--local", "-d", "store", "s3://some-bucket/store"], cwd=project, env=env)
-    for key, value in (("endpointurl", s3_with_auth), ("access_key_id", "wrong"), ("secret_access_key", "wrong")):
-        run([dvc, "remote", "modify", "--local", "store", key, value], cwd=project, env=env)
+def test_wrong_dvc_remote_credentials_name_the_remote_setting(
+    services: Services, project: Path, s3_with_auth: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_local_remote(
+        project,
+        "store",
+        url="s3://some-bucket/store",
+        endpointurl=s3_with_auth,
+        access_key_id="wrong",
+        secret_access_key="wrong",
+    )
     proc, elapsed = check_here(monkeypatch, project, prod_vars(services, project))
-    assert_names(proc, elapsed, "DVC remote 'store' access_key_id",
-                 "`dvc remote modify --local store access_key_id ...`")
+    assert_names(
+        proc,
+        elapsed,
+        "DVC remote 'store' access_key_id",
+        "`dvc remote modify --local store access_key_id ...`",
+    )

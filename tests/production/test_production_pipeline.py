@@ -10,12 +10,16 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-
 from prodkit import BIN, MODEL_NAME, Pipeline, Services, base_env, configure_s3_remote, run
 
 pytestmark = [pytest.mark.production, pytest.mark.services, pytest.mark.slow]
 
-DATA = ("data/raw/dataset.parquet", "data/prepared/train.parquet", "data/prepared/holdout.parquet", "models/model")
+DATA = (
+    "data/raw/dataset.parquet",
+    "data/prepared/train.parquet",
+    "data/prepared/holdout.parquet",
+    "models/model",
+)
 
 
 def lock_outs(repo: Path) -> dict[str, str]:
@@ -30,8 +34,9 @@ def test_pipeline_ran_every_stage_against_the_server(pipeline: Pipeline) -> None
     assert "pushed" in pipeline.push.stdout
 
 
-def test_fresh_clone_pulls_from_s3_and_repro_is_a_no_op(pipeline: Pipeline, services: Services,
-                                                         tmp_path: Path) -> None:
+def test_fresh_clone_pulls_from_s3_and_repro_is_a_no_op(
+    pipeline: Pipeline, services: Services, tmp_path: Path
+) -> None:
     # the data really is in the S3 bucket, content-addressed by the hashes in dvc.lock
     keys = {o["Key"] for o in services.s3().list_objects_v2(Bucket=services.dvc_bucket)["Contents"]}
     raw_md5 = lock_outs(pipeline.clone)["data/raw/dataset.parquet"]
@@ -80,15 +85,16 @@ def test_champion_loads_in_another_process_through_the_server(pipeline: Pipeline
     assert result["accuracy"] > 0.85
 
 
-def _champion(services: Services):  # noqa: ANN202
+def _champion(services: Services):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=services.tracking_uri)
     return client, client.get_model_version_by_alias(MODEL_NAME, "champion")
 
 
-def test_executed_notebook_downloads_and_is_a_valid_notebook(pipeline: Pipeline, services: Services,
-                                                             tmp_path: Path) -> None:
+def test_executed_notebook_downloads_and_is_a_valid_notebook(
+    pipeline: Pipeline, services: Services, tmp_path: Path
+) -> None:
     client, version = _champion(services)
     run_ = client.get_run(version.run_id)
     assert run_.data.tags["jobrunner.stage"] == "train"
@@ -112,13 +118,19 @@ def test_runs_record_hashes_that_match_dvc_lock(pipeline: Pipeline, services: Se
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=services.tracking_uri)
-    runs = client.search_runs([client.get_experiment_by_name("notebooks").experiment_id],
-                              filter_string="tags.`jobrunner.trigger` = 'dvc'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("notebooks").experiment_id],
+        filter_string="tags.`jobrunner.trigger` = 'dvc'",
+    )
     by_stage = {r.data.tags["jobrunner.stage"]: r for r in runs}
     assert set(by_stage) == {"ingest", "prepare", "train", "evaluate"}
     outs = lock_outs(pipeline.clone)
-    recorded = {k.removeprefix("jobrunner.data.output."): v for r in runs for k, v in r.data.tags.items()
-                if k.startswith("jobrunner.data.output.")}
+    recorded = {
+        k.removeprefix("jobrunner.data.output."): v
+        for r in runs
+        for k, v in r.data.tags.items()
+        if k.startswith("jobrunner.data.output.")
+    }
     assert recorded["models/model"].endswith(".dir")
     for path, md5 in recorded.items():
         if path in outs:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from prodkit import ROOT, SCRIPT, Services, run
 
 pytestmark = [pytest.mark.production, pytest.mark.services, pytest.mark.slow]

@@ -166,8 +166,8 @@ def list_dead_letters(settings: Settings | None = None, limit: int = 100) -> lis
     if broker is not None:
         return broker.dead_letters(limit)
     with session_scope(settings) as session:
-        return [DeadLetter((r.payload or {}).get("job_id"), r.dead_reason or "rejected", json.dumps(r.payload), r.id)
-                for r in store.dead_outbox(session=session, limit=limit)]
+        return [DeadLetter((r.payload or {}).get("job_id"), r.dead_reason or "rejected", json.dumps(r.payload),
+                           r.id) for r in store.dead_outbox(session=session, limit=limit)]
 
 
 def requeue_dead_letters(settings: Settings | None, job_ids: set[str] | None) -> list[str]:

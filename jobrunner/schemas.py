@@ -61,7 +61,7 @@ class JobRead(BaseModel):
     worker_id: str | None = None
     heartbeat_at: datetime | None = None
 
-    _aware = field_validator("created_at", "started_at", "finished_at", "heartbeat_at")(_aware)
+    utc_datetimes = field_validator("created_at", "started_at", "finished_at", "heartbeat_at")(_aware)
 
     @classmethod
     def from_row(cls, job: Any) -> JobRead:
@@ -100,4 +100,4 @@ class JobEventRead(BaseModel):
     worker_id: str | None = None
     message: str | None = None
 
-    _aware = field_validator("at")(_aware)
+    utc_datetimes = field_validator("at")(_aware)

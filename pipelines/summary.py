@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from jobrunner.config import get_settings
 from pipelines.stage import load_params

@@ -311,6 +311,11 @@ def test_ports_in_configs_match_the_services(compose: dict) -> None:
             images.get(host) == port, f"nginx sends {host} traffic to port {port}"
 
 
+def resolved_env(service: dict) -> dict:
+    env = dict(service.get("environment") or {})
+    return {**env.pop("<<", {}), **env}
+
+
 def test_path_prefixes_agree_between_nginx_and_services(compose: dict) -> None:
     """Services behind a sub-path are told their prefix; nginx strips only /api/."""
     s = compose["services"]
@@ -321,6 +326,9 @@ def test_path_prefixes_agree_between_nginx_and_services(compose: dict) -> None:
     assert s["grafana"]["environment"]["GF_SERVER_SERVE_FROM_SUB_PATH"] == "true"
     assert "--web.route-prefix=/prometheus/" in s["prometheus"]["command"]
     assert "--web.route-prefix=/alertmanager/" in s["alertmanager"]["command"]
+    # MLflow's --static-prefix moves its REST API too: clients must use the prefixed URL
+    for name in ("api", "worker", "jupyter", "dashboards", "migrate"):
+        assert resolved_env(s[name])["MLFLOW_TRACKING_URI"] == "http://mlflow:5000/mlflow"
     conf = (PLATFORM / "nginx" / "nginx.conf").read_text()
     for prefix in ("/api/", "/dashboards/", "/lab/", "/mlflow/", "/grafana/", "/prometheus/", "/alertmanager/"):
         assert f"location {prefix} {{" in conf

@@ -153,3 +153,25 @@ def test_embedded_sqlite_store_needs_no_migrate_step(project):
     job = submit("notebooks/ok.ipynb", {"x": 1}, idempotency_key="e", settings=settings)
     assert get_job(job.id, settings=settings).state.value == "QUEUED"
     assert submit("notebooks/ok.ipynb", {"x": 1}, idempotency_key="e", settings=settings).id == job.id
+
+
+def test_concurrent_submissions_with_one_idempotency_key_create_one_job(pg_settings):
+    import threading
+
+    from jobrunner.jobs import submit
+    from jobrunner.models import Job
+
+    barrier = threading.Barrier(6)
+    ids: list[str] = []
+
+    def go() -> None:
+        barrier.wait()
+        ids.append(submit("notebooks/ok.ipynb", {"x": 1}, idempotency_key="same", settings=pg_settings).id)
+
+    threads = [threading.Thread(target=go) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ids) == 6 and len(set(ids)) == 1
+    assert _count(pg_settings, Job) == 1

@@ -12,9 +12,12 @@ if [ -z "$password" ]; then
 fi
 mkdir -p "$(dirname "$file")"
 touch "$file"
-chmod 600 "$file"
+# 644: nginx's worker processes (user nginx, not root) read it through the Docker secret bind mount;
+# it holds salted hashes only. Keep the folder itself private (platform/secrets is git-ignored).
+chmod 644 "$file"
 hash="$(printf '%s' "$password" | openssl passwd -apr1 -stdin)"
 grep -v "^${user}:" "$file" > "$file.tmp" || true
 printf '%s:%s\n' "$user" "$hash" >> "$file.tmp"
+chmod 644 "$file.tmp"
 mv "$file.tmp" "$file"
 echo "basic-auth user ${user} written to ${file}"

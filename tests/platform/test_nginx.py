@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import socket
@@ -17,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 from tests.platform.conftest import Upstream, need_binary, stop, wait_port
 from tests.platform.nginx_harness import (
     UPSTREAM_NAMES,
@@ -52,15 +53,17 @@ def test_nginx_t_rejects_a_broken_config(tmp_path: Path, tls_cert: tuple[Path, P
 @pytest.fixture(scope="module")
 def site(api_upstream: Upstream, echo_upstream: Upstream, tls_cert: tuple[Path, Path]) -> Iterator[NginxSite]:
     nginx = need_binary("nginx")
-    openssl = need_binary("openssl")
+    need_binary("openssl")
     # Not under pytest's 0700 basetemp: nginx workers run as an unprivileged user and read htpasswd here.
     work = Path(tempfile.mkdtemp(prefix="platform-nginx-"))
     work.chmod(0o755)
     htpasswd = work / "htpasswd"
-    hashed = subprocess.run([openssl, "passwd", "-apr1", BASIC_PASSWORD], capture_output=True, text=True,
-                            check=True).stdout.strip()
-    htpasswd.write_text(f"{BASIC_USER}:{hashed}\n")
-    htpasswd.chmod(0o644)
+    # Made by our script, as an operator would; nginx workers (unprivileged) must be able to read it.
+    for user, password in (("someone-else", "x"), (BASIC_USER, "old"), (BASIC_USER, BASIC_PASSWORD)):
+        subprocess.run(["bash", str(ROOT / "scripts" / "gen-htpasswd.sh"), user, str(htpasswd)], check=True,
+                       capture_output=True, env={**os.environ, "NGINX_BASIC_AUTH_PASSWORD": password},
+                       timeout=30)
+    assert [line.split(":")[0] for line in htpasswd.read_text().splitlines()] == ["someone-else", BASIC_USER]
     upstreams = {name: echo_upstream.port for name in UPSTREAM_NAMES}
     upstreams["api"] = api_upstream.port
     ports = (free_port(), free_port(), free_port())

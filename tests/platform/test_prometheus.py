@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, port_open, service_unavailable
 from tests.platform.conftest import PLATFORM, Upstream, need_binary, stop, wait_port
 
 PROM = PLATFORM / "prometheus"
@@ -279,3 +279,24 @@ def test_low_accuracy_alert_asks_the_api_to_retrain(alertmanager: tuple[str, lis
     assert body["status"] == "firing" and body["receiver"] == "retrain"
     assert [a["labels"]["alertname"] for a in body["alerts"]] == ["ModelAccuracyLow"]
     assert body["alerts"][0]["labels"]["model"] == "breast-cancer-classifier"
+
+
+def test_rabbitmq_metrics_used_by_the_dashboards_exist() -> None:
+    """The RabbitMQ panels chart names the rabbitmq_prometheus plugin exports (scraped from the real broker)."""
+    if not port_open("127.0.0.1", 5672):
+        service_unavailable("RabbitMQ", "nothing listens on 127.0.0.1:5672")
+    if not port_open("127.0.0.1", 15692):
+        plugins = need_binary("rabbitmq-plugins")  # the plugin docker-compose.yml enables (enabled_plugins)
+        subprocess.run([plugins, "enable", "rabbitmq_prometheus"], capture_output=True, timeout=120)
+        deadline = time.monotonic() + 30
+        while not port_open("127.0.0.1", 15692) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    text = httpx.get("http://127.0.0.1:15692/metrics", timeout=10).text
+    exported = exported_names(text)
+    used = set()
+    for path in [*RULES, *sorted((PLATFORM / "grafana" / "dashboards").glob("*.json"))]:
+        used |= set(re.findall(r"\b(rabbitmq_[a-z0-9_]+)\b", path.read_text()))
+    assert used, "the Jobs dashboard charts the broker"
+    assert used <= exported, used - exported
+    enabled = (PLATFORM / "rabbitmq" / "enabled_plugins").read_text()
+    assert "rabbitmq_prometheus" in enabled

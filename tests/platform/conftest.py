@@ -34,12 +34,12 @@ def load_yaml(path: Path) -> object:
     return yaml.safe_load(path.read_text())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def compose() -> dict:
     return load_yaml(ROOT / "docker-compose.yml")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for localhost/127.0.0.1, made by our script with the real openssl."""
     need_binary("openssl")
@@ -107,7 +107,7 @@ class Spawned:
     worker_port: int
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def spawned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spawned]:
     """Start the real API and a real worker together: each takes many seconds to import its stack, so
     they start in parallel and the fixtures below wait for whichever they need."""
@@ -134,7 +134,7 @@ def spawned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spawned]:
     stop([s.api, s.worker])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api_upstream(spawned: Spawned) -> Iterator[Upstream]:
     """The real API as deployed (uvicorn serve.app:app --root-path /api, embedded stores in a temp
     project); the echo app only while the serve package does not exist yet."""
@@ -155,7 +155,7 @@ def api_upstream(spawned: Spawned) -> Iterator[Upstream]:
     yield Upstream(app=app, port=port, proc=proc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def echo_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -167,14 +167,14 @@ def echo_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream
         stop([proc])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def worker_metrics_port(spawned: Spawned) -> int:
     """A real `jobrunner worker` (embedded mode: it polls a SQLite job store) with its metrics endpoint."""
     wait_port(spawned.worker_port, spawned.worker, "jobrunner worker (metrics)", timeout=90)
     return spawned.worker_port
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def _start_processes_early(request: pytest.FixtureRequest) -> None:
     """When any selected test needs the API or a worker, start them before the first platform test, so
     their start-up overlaps the static checks."""

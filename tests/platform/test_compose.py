@@ -41,11 +41,21 @@ def documented_variables() -> dict[str, str]:
 
 
 def used_variables(path: Path) -> set[str]:
+    """Variables interpolated (`${VAR}`) and passed through from .env (`VAR:` with no value)."""
     text = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
     text = text.replace("$$", "")  # escaped: a literal $ for the container's shell
-    return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text)) | set(
+    used = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text)) | set(
         re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", text)
     )
+    conf = yaml.safe_load(path.read_text())
+    envs = [s.get("environment") or {} for s in conf["services"].values()]
+    envs += [v for k, v in conf.items() if k.startswith("x-") and isinstance(v, dict)]
+    for env in envs:
+        if isinstance(env, dict):
+            used |= {k for k, v in env.items() if v is None}
+        else:
+            used |= {item for item in env if "=" not in item}
+    return used
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +186,19 @@ def test_every_service_has_a_health_check_and_restart_policy(resolved: dict, com
         else:
             assert service.get("restart") in {"unless-stopped", "always"}, f"{name} restart policy"
         assert service.get("logging", {}).get("options", {}).get("max-size"), f"{name}: unbounded logs"
+
+
+def test_tuning_from_env_reaches_the_containers(tmp_path: Path, env_file: Path) -> None:
+    """A value set in .env for a pass-through variable arrives in the api and worker containers."""
+    custom = tmp_path / "custom.env"
+    custom.write_text(env_file.read_text() + "JOBRUNNER_TIMEOUT=123\n")
+    result = compose_config(ROOT / "docker-compose.yml", custom, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    services = json.loads(result.stdout)["services"]
+    assert services["worker"]["environment"]["JOBRUNNER_TIMEOUT"] == "123"
+    assert services["api"]["environment"]["JOBRUNNER_TIMEOUT"] == "123"
 
 
 def test_dependants_wait_for_health_and_one_shots(resolved: dict) -> None:

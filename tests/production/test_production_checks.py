@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -120,12 +122,23 @@ def test_unreachable_mlflow_server_names_mlflow_tracking_uri(
     assert_names(proc, elapsed, "MLFLOW_TRACKING_URI", f"the MLflow server at {dead} is unreachable")
 
 
-@pytest.fixture
-def s3_with_auth(tmp_path: Path) -> Iterator[str]:
-    """An S3 server that checks credentials (moto with IAM auth on, no keys issued): every key is wrong."""
-    port = free_port()
-    env = base_env(INITIAL_NO_AUTH_ACTION_COUNT="0")
-    log = (tmp_path / "moto.log").open("w")
+@dataclass(frozen=True)
+class AuthS3:
+    url: str
+    key_id: str  # a key the server knows, allowed everything
+    secret: str
+    bucket: str
+
+
+@pytest.fixture(scope="module")
+def s3_with_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthS3]:
+    """An S3 server that checks credentials (moto with IAM auth on) and knows exactly one key."""
+    import boto3
+
+    port, log_path = free_port(), tmp_path_factory.mktemp("moto-auth") / "moto.log"
+    # the first 4 requests are let through unauthenticated: they issue the one key and make a bucket
+    env = base_env(INITIAL_NO_AUTH_ACTION_COUNT="4")
+    log = log_path.open("w")
     proc = subprocess.Popen(
         [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         env=env,
@@ -135,36 +148,80 @@ def s3_with_auth(tmp_path: Path) -> Iterator[str]:
     try:
         deadline = time.monotonic() + 30
         while not port_open("127.0.0.1", port):
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "moto.log").read_text()
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        anon = {
+            "endpoint_url": url,
+            "aws_access_key_id": "x",
+            "aws_secret_access_key": "x",
+            "region_name": "us-east-1",
+        }
+        iam = boto3.client("iam", **anon)
+        iam.create_user(UserName="jobrunner")
+        key = iam.create_access_key(UserName="jobrunner")["AccessKey"]
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="jobrunner", PolicyName="all", PolicyDocument=json.dumps(policy))
+        boto3.client("s3", **anon).create_bucket(Bucket="outputs")
+        yield AuthS3(url, key["AccessKeyId"], key["SecretAccessKey"], "outputs")
     finally:
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
 
 
-def test_wrong_credentials_name_aws_access_key_id(
-    services: Services, project: Path, s3_with_auth: str
+def auth_vars(services: Services, project: Path, s3: AuthS3, **overrides: str) -> dict[str, str]:
+    settings = {
+        "AWS_ENDPOINT_URL": s3.url,
+        "AWS_ACCESS_KEY_ID": s3.key_id,
+        "AWS_SECRET_ACCESS_KEY": s3.secret,
+        "JOBRUNNER_ARTIFACT_URI": f"s3://{s3.bucket}/jobs",
+    }
+    return prod_vars(services, project, **{**settings, **overrides})
+
+
+def test_the_right_credentials_pass(
+    services: Services, project: Path, s3_with_auth: AuthS3, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = prod_env(services, project, AWS_ENDPOINT_URL=s3_with_auth, AWS_ACCESS_KEY_ID="not-a-real-key")
+    result, _ = check_here(monkeypatch, project, auth_vars(services, project, s3_with_auth))
+    assert result.exit_code == 0, result.stderr
+    assert f"s3://{s3_with_auth.bucket} is reachable at {s3_with_auth.url}" in result.stdout
+
+
+def test_unknown_access_key_names_aws_access_key_id(
+    services: Services, project: Path, s3_with_auth: AuthS3
+) -> None:
+    env = base_env(**auth_vars(services, project, s3_with_auth, AWS_ACCESS_KEY_ID="not-a-real-key"))
     proc, elapsed = check(project, env)
     assert_names(
         proc,
         elapsed,
         "AWS_ACCESS_KEY_ID",
-        f"the S3 server at {s3_with_auth} does not know the access key id (InvalidAccessKeyId)",
+        f"the S3 server at {s3_with_auth.url} does not know the access key id (InvalidAccessKeyId)",
+    )
+
+
+def test_wrong_secret_names_aws_secret_access_key(
+    services: Services, project: Path, s3_with_auth: AuthS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = auth_vars(services, project, s3_with_auth, AWS_SECRET_ACCESS_KEY="not-the-secret")
+    result, elapsed = check_here(monkeypatch, project, env)
+    assert_names(
+        result,
+        elapsed,
+        "AWS_SECRET_ACCESS_KEY",
+        f"the S3 server at {s3_with_auth.url} rejected the secret key (SignatureDoesNotMatch)",
     )
 
 
 def test_wrong_dvc_remote_credentials_name_the_remote_setting(
-    services: Services, project: Path, s3_with_auth: str, monkeypatch: pytest.MonkeyPatch
+    services: Services, project: Path, s3_with_auth: AuthS3, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     add_local_remote(
         project,
         "store",
         url="s3://some-bucket/store",
-        endpointurl=s3_with_auth,
+        endpointurl=s3_with_auth.url,
         access_key_id="wrong",
         secret_access_key="wrong",
     )

@@ -241,6 +241,10 @@ class TcpProxy:
     def cut(self) -> None:
         """Refuse new connections and drop the open ones, as a stopped server would."""
         if self._listener is not None:
+            try:  # wakes the thread blocked in accept(); close() alone leaves the socket listening
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._listener.close()
             self._listener = None
         with self._lock:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from serve.errors import FeatureError, ModelNotReady
+from serve.errors import FeatureError, ModelNotReady, Unprocessable
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,18 @@ class ServingModel:
 
     # -- prediction -----------------------------------------------------------------------------------
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(class index per row, probability matrix)."""
-        proba = self.estimator.predict_proba(X)
+        """(class index per row, probability matrix); values the model cannot compute with are a 422."""
+        try:
+            with np.errstate(all="ignore"):
+                proba = self.estimator.predict_proba(X)
+        except ValueError as exc:  # e.g. finite inputs that overflow to infinity inside the pipeline
+            raise Unprocessable(
+                f"the model cannot compute a prediction for these values ({exc}); check the rows for "
+                "values far outside the range of the training data"
+            ) from exc
+        if not np.isfinite(proba).all():
+            raise Unprocessable("the model produced no finite probabilities for some rows; check the rows for "
+                                "values far outside the range of the training data")
         return proba.argmax(axis=1), proba
 
 

@@ -178,5 +178,44 @@ def worker_metrics_port(spawned: Spawned) -> int:
 def _start_processes_early(request: pytest.FixtureRequest) -> None:
     """When any selected test needs the API or a worker, start them before the first platform test, so
     their start-up overlaps the static checks."""
-    if any("spawned" in getattr(item, "fixturenames", ()) for item in request.session.items):
-        request.getfixturevalue("spawned")
+    needed = set()
+    for item in request.session.items:
+        needed |= set(getattr(item, "fixturenames", ())) & {"spawned", "jupyter_upstream"}
+    for name in sorted(needed, reverse=True):  # spawned (API, worker) first: they take longest
+        request.getfixturevalue(name)
+
+
+JUPYTER_TOKEN = "platform-tests-jupyter-token"
+
+
+@pytest.fixture(scope="package")
+def jupyter_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    """JupyterLab started with the command line docker-compose.yml gives the `jupyter` service (address,
+    port and root folder swapped for the test), token from JUPYTER_TOKEN as in the compose file."""
+    jupyter = Path(sys.executable).with_name("jupyter")
+    if not jupyter.exists():
+        service_unavailable("JupyterLab", f"{jupyter} missing")
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    service = compose["services"]["jupyter"]
+    assert service["environment"]["JUPYTER_TOKEN"].startswith("${JUPYTER_TOKEN:?")
+    port = free_port()
+    work = tmp_path_factory.mktemp("jupyter")
+    args = []
+    for arg in service["command"][1:]:
+        if arg.startswith("--ip="):
+            arg = "--ip=127.0.0.1"
+        elif arg.startswith("--port="):
+            arg = f"--port={port}"
+        elif arg.startswith("--ServerApp.root_dir="):
+            arg = f"--ServerApp.root_dir={work}"
+        args.append(arg)
+    env = {**os.environ, "JUPYTER_TOKEN": JUPYTER_TOKEN, "HOME": str(work),
+           "JUPYTER_RUNTIME_DIR": str(work / "runtime"), "JUPYTER_CONFIG_DIR": str(work / "config")}
+    extra = ["--allow-root"] if os.geteuid() == 0 else []
+    proc = subprocess.Popen([str(jupyter), *args, *extra], cwd=work, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_port(port, proc, "jupyter lab", timeout=90)
+        yield Upstream(app="jupyter lab", port=port, proc=proc)
+    finally:
+        stop([proc])

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, free_port
-from tests.platform.conftest import Upstream, need_binary, stop, wait_port
+from tests.platform.conftest import JUPYTER_TOKEN, Upstream, need_binary, stop, wait_port
 from tests.platform.nginx_harness import (
     UPSTREAM_NAMES,
     NginxSite,
@@ -51,7 +51,8 @@ def test_nginx_t_rejects_a_broken_config(tmp_path: Path, tls_cert: tuple[Path, P
 
 
 @pytest.fixture(scope="module")
-def site(api_upstream: Upstream, echo_upstream: Upstream, tls_cert: tuple[Path, Path]) -> Iterator[NginxSite]:
+def site(api_upstream: Upstream, echo_upstream: Upstream, jupyter_upstream: Upstream,
+         tls_cert: tuple[Path, Path]) -> Iterator[NginxSite]:
     nginx = need_binary("nginx")
     need_binary("openssl")
     # Not under pytest's 0700 basetemp: nginx workers run as an unprivileged user and read htpasswd here.
@@ -66,6 +67,7 @@ def site(api_upstream: Upstream, echo_upstream: Upstream, tls_cert: tuple[Path, 
     assert [line.split(":")[0] for line in htpasswd.read_text().splitlines()] == ["someone-else", BASIC_USER]
     upstreams = {name: echo_upstream.port for name in UPSTREAM_NAMES}
     upstreams["api"] = api_upstream.port
+    upstreams["lab"] = jupyter_upstream.port
     ports = (free_port(), free_port(), free_port())
     s = render_site(work / "conf", *tls_cert, ports=ports, upstreams=upstreams, htpasswd=htpasswd)
     proc = subprocess.Popen(nginx_cmd(nginx, s.prefix, foreground=True), stdout=subprocess.PIPE,
@@ -146,11 +148,36 @@ def test_basic_auth_guards_internal_uis(https: httpx.Client, path: str) -> None:
     assert https.get(path, headers=_auth()).status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/lab/", "/grafana/"])
-def test_apps_with_their_own_login_are_proxied_without_basic_auth(https: httpx.Client, path: str) -> None:
-    r = https.get(path)
+def test_grafana_is_proxied_without_basic_auth(https: httpx.Client) -> None:
+    """Grafana has its own login page: nginx forwards it as is, prefix kept (serve_from_sub_path)."""
+    r = https.get("/grafana/login")
     assert r.status_code == 200
-    assert r.json()["path"] == path
+    assert r.json()["path"] == "/grafana/login"
+
+
+def test_jupyterlab_answers_through_nginx_only_with_its_token(https: httpx.Client) -> None:
+    assert https.get("/lab/api/status").status_code == 403
+    assert https.get("/lab/api/status", headers={"Authorization": "token wrong"}).status_code == 403
+    ok = https.get("/lab/api/status", headers={"Authorization": f"token {JUPYTER_TOKEN}"})
+    assert ok.status_code == 200 and "started" in ok.json()
+    lab = https.get(f"/lab/lab?token={JUPYTER_TOKEN}")
+    assert lab.status_code == 200
+    assert "/lab/static/" in lab.text  # JupyterLab knows its base URL behind the proxy
+
+
+def test_jupyterlab_websocket_through_nginx(site: NginxSite, tls_cert: tuple[Path, Path]) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    ctx = ssl.create_default_context(cafile=str(tls_cert[0]))
+    url = f"wss://localhost:{site.https_port}/lab/api/events/subscribe"
+    with connect(url, ssl=ctx, additional_headers={"Authorization": f"token {JUPYTER_TOKEN}"},
+                 open_timeout=15) as ws:
+        assert ws.protocol.state.name == "OPEN"
+    with pytest.raises(InvalidStatus) as refused:
+        with connect(url, ssl=ctx, open_timeout=15):
+            pass
+    assert refused.value.response.status_code == 403
 
 
 def test_request_body_limit(https: httpx.Client) -> None:
@@ -161,10 +188,10 @@ def test_request_body_limit(https: httpx.Client) -> None:
 def test_trace_context_is_continued_and_logged(site: NginxSite, https: httpx.Client) -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     incoming = f"00-{trace_id}-00f067aa0ba902b7-01"
-    seen = https.get("/lab/x", headers={"traceparent": incoming}).json()
+    seen = https.get("/grafana/x", headers={"traceparent": incoming}).json()
     assert seen["headers"]["traceparent"] == incoming
     # Without one, nginx starts a trace whose id is the request id, and logs it.
-    r = https.get("/lab/y")
+    r = https.get("/grafana/y")
     started = r.json()["headers"]["traceparent"]
     assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", started)
     assert started.split("-")[1] == r.headers["x-request-id"]
@@ -172,12 +199,12 @@ def test_trace_context_is_continued_and_logged(site: NginxSite, https: httpx.Cli
     while time.monotonic() < deadline:
         lines = [json.loads(line) for line in site.access_log.read_text().splitlines() if line.strip()]
         by_uri = {line["uri"]: line for line in lines}
-        if "/lab/x" in by_uri and "/lab/y" in by_uri:
+        if "/grafana/x" in by_uri and "/grafana/y" in by_uri:
             break
         time.sleep(0.1)
-    assert by_uri["/lab/x"]["trace_id"] == trace_id
-    assert by_uri["/lab/y"]["trace_id"] == r.headers["x-request-id"]
-    assert by_uri["/lab/y"]["status"] == 200
+    assert by_uri["/grafana/x"]["trace_id"] == trace_id
+    assert by_uri["/grafana/y"]["trace_id"] == r.headers["x-request-id"]
+    assert by_uri["/grafana/y"]["status"] == 200
 
 
 def test_websocket_upgrade_is_proxied(site: NginxSite, tls_cert: tuple[Path, Path]) -> None:

@@ -96,6 +96,8 @@ def test_postgres_outage_while_idle_and_during_a_job_recovers_without_help(job_e
         assert done.state.value == "SUCCEEDED" and done.attempt == 1
         assert [e.to_state for e in job_events(during.id)] == ["QUEUED", "RUNNING", "SUCCEEDED"]
         assert proc.poll() is None  # the worker never died
-        assert "store unavailable" in workers.log(proc)  # it did see the outage
+        log = workers.log(proc)  # it did see both outages
+        assert "housekeeping failed (job store unavailable" in log
+        assert "heartbeat failed (job store unavailable" in log
     finally:
         proxy.cut()

@@ -113,14 +113,17 @@ def drop_database(admin_url: str, name: str) -> None:
     conn.close()
 
 
-def configure_s3_remote(repo: Path, services: Services, env: dict[str, str]) -> None:
-    """The documented way: an S3 default remote whose endpoint and keys live in .dvc/config.local."""
+def configure_s3_remote(repo: Path, services: Services, env: dict[str, str], *, keys: bool = True) -> None:
+    """The documented ways: an S3 default remote in .dvc/config.local (git-ignored), with the endpoint and
+    keys either in config.local too (`keys=True`) or taken from AWS_ENDPOINT_URL / AWS_* (`keys=False`)."""
     dvc = str(BIN / "dvc")
     run(
         [dvc, "remote", "add", "--local", "-d", "-f", "s3", f"s3://{services.dvc_bucket}/store"],
         cwd=repo,
         env=env,
     )
+    if not keys:
+        return
     for key, value in (
         ("endpointurl", services.s3_url),
         ("access_key_id", services.env["AWS_ACCESS_KEY_ID"]),

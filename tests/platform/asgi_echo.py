@@ -24,8 +24,9 @@ async def app(scope, receive, send):  # noqa: ANN001, ANN201 - raw ASGI
     info = {"path": scope["path"], "raw_path": raw, "query": scope.get("query_string", b"").decode(), "headers": headers}
     if scope["type"] == "http":
         body = json.dumps({**info, "status": "ok"}).encode()
+        # A header nginx must replace with its own (a backend's X-Frame-Options would duplicate nginx's).
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
+                    "headers": [(b"content-type", b"application/json"), (b"x-frame-options", b"DENY")]})
         await send({"type": "http.response.body", "body": body})
         return
     if scope["type"] == "websocket":

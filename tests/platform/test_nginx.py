@@ -38,6 +38,7 @@ def test_nginx_t_accepts_the_config_as_committed(tmp_path: Path, tls_cert: tuple
     result = nginx_test(nginx, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
+    assert "[warn]" not in result.stderr and "[emerg]" not in result.stderr, result.stderr
 
 
 def test_nginx_t_rejects_a_broken_config(tmp_path: Path, tls_cert: tuple[Path, Path]) -> None:
@@ -153,6 +154,7 @@ def test_grafana_is_proxied_without_basic_auth(https: httpx.Client) -> None:
     r = https.get("/grafana/login")
     assert r.status_code == 200
     assert r.json()["path"] == "/grafana/login"
+    assert r.headers.get_list("x-frame-options") == ["SAMEORIGIN"]  # nginx's only, the backend's hidden
 
 
 def test_jupyterlab_answers_through_nginx_only_with_its_token(https: httpx.Client) -> None:

@@ -67,13 +67,12 @@ class ServingModel:
     def to_matrix(self, rows: list[Any]) -> np.ndarray:
         """JSON records -> float64 matrix in signature order; FeatureError names every bad feature."""
         try:
-            tuples = [self._get(r) for r in rows]
-            if all(len(r) == self._n for r in rows):
-                kinds = set(map(type, itertools.chain.from_iterable(tuples)))
-                if kinds <= {float, int}:
-                    X = np.array(tuples, dtype=np.float64)
-                    if X.size == 0 or np.isfinite(X).all():
-                        return X.reshape(len(rows), self._n)
+            # itemgetter raises KeyError for a missing feature; equal lengths then rule out extra ones
+            flat = list(itertools.chain.from_iterable(map(self._get, rows)))
+            if all(len(r) == self._n for r in rows) and set(map(type, flat)) <= {float, int}:
+                X = np.fromiter(flat, dtype=np.float64, count=len(flat)).reshape(len(rows), self._n)
+                if np.isfinite(X).all():
+                    return X
         except (KeyError, TypeError, IndexError):
             pass
         raise FeatureError(self._problems(rows), self.features)

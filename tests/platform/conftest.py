@@ -65,13 +65,28 @@ class Upstream:
         return self.app == "serve.app:app"
 
 
+def spawn(cmd: list[str], log: Path, **kwargs: object) -> subprocess.Popen:
+    """Start a process with its output in a file (a pipe nobody reads would block a chatty process)."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, **kwargs)  # type: ignore[call-overload]
+    proc.log_path = log  # type: ignore[attr-defined]
+    return proc
+
+
+def output(proc: subprocess.Popen) -> str:
+    log = getattr(proc, "log_path", None)
+    if log is not None:
+        return Path(log).read_text(errors="replace")
+    return proc.stdout.read() if proc.stdout else ""
+
+
 def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if port_open("127.0.0.1", port, timeout=0.2):
             return
         if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
+            out = output(proc)
             pytest.fail(f"{what} exited with {proc.returncode}:\n{out[-3000:]}")
         time.sleep(0.1)
     pytest.fail(f"{what} did not listen on {port} within {timeout}s")
@@ -91,7 +106,7 @@ def stop(procs: list[subprocess.Popen]) -> None:
 def _uvicorn(app: str, port: int, cwd: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--log-level",
            "warning", *extra, app]
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return spawn(cmd, cwd / f"uvicorn-{port}.log", cwd=cwd, env=env)
 
 
 API_KEY = "platform-tests-read-key"
@@ -126,8 +141,7 @@ def spawned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spawned]:
     api_port = free_port()
     api = _uvicorn("serve.app:app", api_port, api_dir, api_env, "--root-path", "/api", "--proxy-headers")
     cli = Path(sys.executable).with_name("jobrunner")
-    worker = subprocess.Popen([str(cli), "worker"], cwd=worker_dir, env=worker_env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    worker = spawn([str(cli), "worker"], worker_dir / "worker.log", cwd=worker_dir, env=worker_env)
     s = Spawned(api=api, api_port=api_port, api_env=api_env, api_dir=api_dir, worker=worker,
                 worker_port=worker_port)
     yield s
@@ -142,7 +156,7 @@ def api_upstream(spawned: Spawned) -> Iterator[Upstream]:
     deadline = time.monotonic() + 90
     while not port_open("127.0.0.1", port, timeout=0.2) and time.monotonic() < deadline:
         if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
+            out = output(proc)
             if 'Could not import module "serve.app"' not in out:
                 pytest.fail(f"the API (uvicorn serve.app:app) exited with {proc.returncode}:\n{out[-3000:]}")
             # No --root-path for the echo app: uvicorn would prefix it to the path the echo app reports.
@@ -212,8 +226,7 @@ def jupyter_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstr
     env = {**os.environ, "JUPYTER_TOKEN": JUPYTER_TOKEN, "HOME": str(work),
            "JUPYTER_RUNTIME_DIR": str(work / "runtime"), "JUPYTER_CONFIG_DIR": str(work / "config")}
     extra = ["--allow-root"] if os.geteuid() == 0 else []
-    proc = subprocess.Popen([str(jupyter), *args, *extra], cwd=work, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = spawn([str(jupyter), *args, *extra], work / "jupyter.log", cwd=work, env=env)
     try:
         wait_port(port, proc, "jupyter lab", timeout=90)
         yield Upstream(app="jupyter lab", port=port, proc=proc)

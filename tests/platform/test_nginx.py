@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, free_port
-from tests.platform.conftest import JUPYTER_TOKEN, Upstream, need_binary, stop, wait_port
+from tests.platform.conftest import JUPYTER_TOKEN, Upstream, need_binary, output, spawn, stop, wait_port
 from tests.platform.nginx_harness import (
     UPSTREAM_NAMES,
     NginxSite,
@@ -71,8 +71,7 @@ def site(api_upstream: Upstream, echo_upstream: Upstream, jupyter_upstream: Upst
     upstreams["lab"] = jupyter_upstream.port
     ports = (free_port(), free_port(), free_port())
     s = render_site(work / "conf", *tls_cert, ports=ports, upstreams=upstreams, htpasswd=htpasswd)
-    proc = subprocess.Popen(nginx_cmd(nginx, s.prefix, foreground=True), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = spawn(nginx_cmd(nginx, s.prefix, foreground=True), work / "nginx.out")
     try:
         wait_port(s.https_port, proc, "nginx")
         yield s
@@ -245,4 +244,14 @@ def test_api_continues_the_trace_nginx_started(site: NginxSite, api_upstream: Up
         pytest.skip("the echo app stands in for the API (serve.app not importable yet)")
     r = https.get("/api/health")
     assert r.status_code == 200
-    assert r.headers["x-trace-id"] == r.headers["x-request-id"]
+    trace_id = r.headers["x-request-id"]
+    assert r.headers["x-trace-id"] == trace_id
+    # ... and the API's JSON log line of that request carries it (what Loki indexes as trace_id)
+    deadline = time.monotonic() + 5
+    lines: list[dict] = []
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in output(api_upstream.proc).splitlines() if line.startswith("{")]
+        if any(line.get("trace_id") == trace_id for line in lines):
+            break
+        time.sleep(0.2)
+    assert any(line.get("trace_id") == trace_id for line in lines), "no API log line with the trace id"

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, free_port, port_open, service_unavailable
-from tests.platform.conftest import PLATFORM, Upstream, need_binary, stop, wait_port
+from tests.platform.conftest import PLATFORM, Upstream, need_binary, spawn, stop, wait_port
 
 PROM = PLATFORM / "prometheus"
 RULES = sorted((PROM / "rules").glob("*.yml"))
@@ -169,10 +169,10 @@ def prometheus(tmp_path: Path, api_upstream: Upstream, worker_metrics_port: int)
     conf["scrape_configs"] = [api_job, worker_job]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(conf))
     port = free_port()
-    proc = subprocess.Popen(
+    proc = spawn(
         [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        tmp_path / "prometheus.log",
     )
     try:
         wait_port(port, proc, "prometheus")
@@ -239,10 +239,10 @@ def alertmanager(tmp_path: Path) -> Iterator[tuple[str, list[dict], str]]:
         text = text.replace(old, new)
     (tmp_path / "alertmanager.yml").write_text(text)
     port = free_port()
-    proc = subprocess.Popen(
+    proc = spawn(
         [binary, f"--config.file={tmp_path / 'alertmanager.yml'}", f"--storage.path={tmp_path / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--web.route-prefix=/alertmanager/"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        tmp_path / "alertmanager.log",
     )
     try:
         wait_port(port, proc, "alertmanager")

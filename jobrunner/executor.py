@@ -17,8 +17,11 @@ outside the notebook (kernel start, tracking store) raise InfrastructureError su
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -32,6 +35,7 @@ from jobrunner.engine import ENGINE_NAME, last_started_cell, register_engine, so
 from jobrunner.errors import InfrastructureError, NotebookFailure
 from jobrunner.kernels import KernelHandle, acquire_kernel
 from jobrunner.lineage import DataHash, dvc_lock_digest, git_state, hash_path
+from jobrunner.notebook import METRICS_FILE_ENV
 from jobrunner.params import read_notebook, schema_from_notebook
 
 log = logging.getLogger(__name__)
@@ -165,22 +169,27 @@ def execute(
         run_id = recorder.start(notebook=nb_label, run_name=run_name or f"{nb_full.stem}-{stamp}",
                                 tags=run_tags)
 
-    env = _kernel_env(settings, run_id, extra_env)
+    scratch = Path(tempfile.mkdtemp(prefix="jobrunner-"))
+    metrics_file = scratch / "metrics.jsonl"
+    env = _kernel_env(settings, run_id, {METRICS_FILE_ENV: str(metrics_file), **(extra_env or {})})
     t0 = time.monotonic()
     try:
-        kernel = acquire_kernel(settings.kernel_name, env=env, cwd=project)
-    except InfrastructureError as exc:
-        if recorder and run_id:
-            recorder.abort(run_id, str(exc))
-        raise
-
-    failure, cancelled = _run(nb_full, out, params, kernel, limit, cancel, on_progress, settings)
+        try:
+            kernel = acquire_kernel(settings.kernel_name, env=env, cwd=project)
+        except InfrastructureError as exc:
+            if recorder and run_id:
+                recorder.abort(run_id, str(exc))
+            raise
+        failure, cancelled = _run(nb_full, out, params, kernel, limit, cancel, on_progress, settings)
+        reported = _read_metrics(metrics_file)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     duration = time.monotonic() - t0
     finished_at = datetime.now(UTC)
 
     html_path = _render_html(out) if html and out.is_file() else None
     output_hashes = [hash_path(Path(p), project) for p in outputs]
-    metrics: dict[str, float] = {}
+    metrics = {m["key"]: float(m["value"]) for m in reported}
     if recorder and run_id:
         metrics = recorder.finish(
             run_id,
@@ -193,6 +202,7 @@ def execute(
             duration=duration,
             failure=failure,
             cancelled=cancelled,
+            reported=reported,
         )
     status: Literal["succeeded", "failed", "cancelled"] = (
         "cancelled" if cancelled else ("failed" if failure else "succeeded")
@@ -337,6 +347,19 @@ def _render_html(ipynb: Path) -> Path | None:
     html_path = ipynb.with_suffix(".html")
     html_path.write_text(body, encoding="utf-8")
     return html_path
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Metrics the notebook reported through jobrunner.notebook.log_metrics, in order."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a killed kernel
+            log.warning("ignoring a malformed metrics line: %r", line[:200])
+    return out
 
 
 def _kernel_env(settings: Settings, run_id: str | None, extra: Mapping[str, str] | None) -> dict[str, str]:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from jobrunner.config import find_project_dir
+
+METRICS_FILE_ENV = "JOBRUNNER_METRICS_FILE"
 
 
 def project_dir() -> Path:
@@ -38,8 +41,8 @@ def active_run_id() -> str | None:
 def log_metrics(metrics: Mapping[str, float], *, step: int | None = None, path: str | None = None) -> None:
     """Report metrics of this execution.
 
-    Under the executor they go into its MLflow run; with `path` they are also written as JSON (for DVC
-    `metrics:` files); interactively they are just shown.
+    Under the executor they go into its MLflow run (and its result); with `path` they are also written
+    as JSON (for DVC `metrics:` files); interactively they are just shown.
     """
     clean: dict[str, float] = {}
     for key, value in metrics.items():
@@ -47,15 +50,20 @@ def log_metrics(metrics: Mapping[str, float], *, step: int | None = None, path: 
         if math.isnan(number) or math.isinf(number):
             raise ValueError(f"metric '{key}' is {value}; report finite numbers only")
         clean[key] = number
-    run_id = active_run_id()
-    if run_id:
-        import time
-
+    sink = os.environ.get(METRICS_FILE_ENV)
+    if sink:
+        # Under the executor: hand the values to it through a file; it logs them into its MLflow run,
+        # so the kernel never pays for importing MLflow just to report a number.
+        now = int(time.time() * 1000)
+        with open(sink, "a", encoding="utf-8") as fh:
+            for key, value in clean.items():
+                fh.write(json.dumps({"key": key, "value": value, "step": step or 0, "timestamp": now}) + "\n")
+    elif active_run_id():
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
         now = int(time.time() * 1000)
-        MlflowClient().log_batch(run_id, metrics=[Metric(k, v, now, step or 0) for k, v in clean.items()])
+        MlflowClient().log_batch(active_run_id(), metrics=[Metric(k, v, now, step or 0) for k, v in clean.items()])
     if path:
         target = project_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)

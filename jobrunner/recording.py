@@ -105,8 +105,13 @@ class Recorder:
         duration: float,
         failure: NotebookFailure | None,
         cancelled: bool = False,
+        reported: Iterable[Mapping[str, Any]] = (),
     ) -> dict[str, float]:
-        """Complete the run; returns the metrics the run holds (those the notebook reported included)."""
+        """Complete the run; returns the metrics the run holds (those the notebook reported included).
+
+        `reported` are the metrics the notebook handed over with `log_metrics` (key, value, step,
+        timestamp in ms).
+        """
         from mlflow.entities import Metric, Param, RunTag
 
         inputs, outputs = list(inputs), list(outputs)
@@ -143,12 +148,12 @@ class Recorder:
         now = int(time.time() * 1000)
         try:
             params = [Param(k, v) for k, v in flatten(parameters).items()]
-            self.client.log_batch(
-                run_id,
-                metrics=[Metric("duration_s", duration, now, 0)],
-                params=params,
-                tags=[RunTag(k, v) for k, v in tags.items()],
-            )
+            metrics = [Metric("duration_s", duration, now, 0)] + [
+                Metric(m["key"], float(m["value"]), int(m["timestamp"]), int(m["step"])) for m in reported
+            ]
+            self.client.log_batch(run_id, params=params, tags=[RunTag(k, v) for k, v in tags.items()])
+            for i in range(0, len(metrics), 1000):  # MLflow's per-batch limit
+                self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
             with tempfile.TemporaryDirectory() as tmp:
                 lineage_file = Path(tmp) / "lineage.json"
                 lineage_file.write_text(json.dumps(lineage, indent=2, default=str))

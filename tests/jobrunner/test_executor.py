@@ -119,3 +119,10 @@ def test_bad_parameters_fail_before_any_run_is_recorded(project: Path) -> None:
     experiment = _client().get_experiment_by_name("notebooks")
     if experiment is not None:
         assert _client().search_runs([experiment.experiment_id]) == []
+
+
+def test_metrics_reach_the_result_without_mlflow(project: Path) -> None:
+    result = execute("notebooks/ok.ipynb", {"x": 1, "y": 1.0, "items": ["a"]}, record=False, html=False)
+    assert result.ok and result.run_id is None
+    assert result.metrics == {"total": 2.0, "n_items": 1.0}
+    assert not (project / "mlflow.db").exists()

@@ -16,7 +16,6 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 
-from serve import __doc__ as _package_doc  # noqa: F401 - the package must be importable first
 from serve.config import KeyRing, Settings, get_settings
 from serve.deps import READ, Services
 from serve.errors import install_error_handlers

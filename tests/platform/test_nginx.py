@@ -157,6 +157,8 @@ def test_grafana_is_proxied_without_basic_auth(https: httpx.Client) -> None:
 
 
 def test_jupyterlab_answers_through_nginx_only_with_its_token(https: httpx.Client) -> None:
+    # the unauthenticated version endpoint is what the compose health check and the blackbox probe use
+    assert https.get("/lab/api").json()["version"]
     assert https.get("/lab/api/status").status_code == 403
     assert https.get("/lab/api/status", headers={"Authorization": "token wrong"}).status_code == 403
     ok = https.get("/lab/api/status", headers={"Authorization": f"token {JUPYTER_TOKEN}"})

@@ -59,7 +59,8 @@ class S3Store:
 
     def put(self, local: Path, key: str) -> str:
         full = f"{self.prefix}/{key}" if self.prefix else key
-        _retry(lambda: self.client.upload_file(str(local), self.bucket, full), f"upload to s3://{self.bucket}")
+        _retry(lambda: self.client.upload_file(str(local), self.bucket, full),
+               f"upload to s3://{self.bucket}")
         return f"s3://{self.bucket}/{full}"
 
     def get(self, uri: str) -> bytes:
@@ -90,7 +91,8 @@ def store_for(uri: str) -> ArtifactStore:
     try:
         return STORES[scheme](uri)
     except KeyError:
-        raise ArtifactStoreError(f"unsupported JOBRUNNER_ARTIFACT_URI scheme {scheme!r}: use s3://bucket/prefix "
+        raise ArtifactStoreError(f"unsupported JOBRUNNER_ARTIFACT_URI scheme {scheme!r}: use "
+                                 "s3://bucket/prefix "
                                  "or a local folder") from None
 
 

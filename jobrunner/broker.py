@@ -163,7 +163,8 @@ def broker_for(settings: Settings) -> AmqpBroker | None:
     try:
         return BROKERS[scheme](settings.broker_url or "", settings.queue_name)
     except KeyError:
-        raise ConfigurationError(f"unsupported JOBRUNNER_BROKER_URL scheme {scheme!r}: use amqp://... or unset "
+        raise ConfigurationError(f"unsupported JOBRUNNER_BROKER_URL scheme {scheme!r}: use amqp://... or "
+                                 "unset "
                                  "it for embedded mode") from None
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from jobrunner.states import JobState
 from jobrunner.errors import (InfrastructureError, InvalidTransition, JobNotFound, JobrunnerError,
                               NotebookNotFound, ParameterError)
 
@@ -91,10 +92,12 @@ def worker(worker_id: str | None, burst: bool) -> None:
 @parameter_options
 @click.option("--idempotency-key", help="Submitting again with the same key returns the first job.")
 @click.option("--submitter", help="Who submitted (default: $USER).")
-@click.option("--wait", is_flag=True, help="Wait for the job to finish, with a progress bar; exit 1 if it fails.")
+@click.option("--wait", is_flag=True,
+              help="Wait for the job to finish, with a progress bar; exit 1 if it fails.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
-def submit(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple[str, ...], files: tuple[str, ...],
-           idempotency_key: str | None, submitter: str | None, wait: bool, as_json: bool) -> None:
+def submit(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple[str, ...],
+           files: tuple[str, ...], idempotency_key: str | None, submitter: str | None, wait: bool,
+           as_json: bool) -> None:
     """Queue NOTEBOOK (a path relative to the project) as a job; prints the job id."""
     import getpass
 
@@ -143,7 +146,8 @@ def _wait(job_id: str, *, quiet: bool) -> Any:
                 if bar is None:
                     from tqdm import tqdm
 
-                    bar = tqdm(total=job.progress.cells_total, desc=job.notebook, unit="cell", file=sys.stderr)
+                    bar = tqdm(total=job.progress.cells_total, desc=job.notebook, unit="cell",
+                               file=sys.stderr)
                 bar.n = job.progress.cells_done
                 bar.set_postfix_str(job.state.value)
                 bar.refresh()
@@ -151,7 +155,8 @@ def _wait(job_id: str, *, quiet: bool) -> Any:
                 return job
             time.sleep(0.5)
     except KeyboardInterrupt:
-        fail(f"stopped waiting; job {job_id} keeps running (jobrunner cancel {job_id} to stop it)", EXIT_FAILED)
+        fail(f"stopped waiting; job {job_id} keeps running (jobrunner cancel {job_id} to stop it)",
+             EXIT_FAILED)
     finally:
         if bar is not None:
             bar.close()
@@ -196,8 +201,7 @@ def status(job_id: str, as_json: bool) -> None:
 
 
 @click.command("list")
-@click.option("--state", type=click.Choice(["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED"],
-                                           case_sensitive=False))
+@click.option("--state", type=click.Choice([s.value for s in JobState], case_sensitive=False))
 @click.option("--notebook", help="Only jobs of this notebook path.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--offset", default=0, type=click.IntRange(0))

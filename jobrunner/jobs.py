@@ -34,7 +34,8 @@ def resolve_notebook(notebook: str, settings: Settings) -> tuple[Path, str]:
     full = (project / raw).resolve()  # also resolves symlinks that point outside
     roots = settings.notebook_root_paths()
     if not any(full.is_relative_to(root) for root in roots):
-        raise NotebookNotFound(f"notebook {notebook!r} is outside the notebook roots {settings.notebook_roots} "
+        raise NotebookNotFound(f"notebook {notebook!r} is outside the notebook roots "
+                               f"{settings.notebook_roots} "
                                "(set JOBRUNNER_NOTEBOOK_ROOTS to allow other folders)")
     if full.suffix != ".ipynb":
         raise NotebookNotFound(f"not a notebook (expected a .ipynb file): {notebook}")
@@ -57,7 +58,8 @@ def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempoten
     settings = settings or get_settings()
     full, label = resolve_notebook(notebook, settings)
     values = read_schema(full).validate(dict(parameters or {}))
-    job_in = JobCreate(notebook=label, parameters=values, idempotency_key=idempotency_key, submitter=submitter)
+    job_in = JobCreate(notebook=label, parameters=values, idempotency_key=idempotency_key,
+                       submitter=submitter)
     with session_scope(settings) as session:
         job, created = create_job_idempotent(session=session, job_in=job_in)
         result = JobRead.from_row(job)
@@ -76,7 +78,8 @@ def _publish_now(settings: Settings) -> None:
     try:
         relay_once(settings, connect_attempts=1)
     except Exception as exc:  # noqa: BLE001 - the outbox keeps the job; a worker's relay retries
-        log.warning("broker unavailable, job stays in the outbox until a worker's relay publishes it: %s", exc)
+        log.warning("broker unavailable, job stays in the outbox until a worker's relay publishes it: %s",
+                    exc)
 
 
 def get_job(job_id: str, *, settings: Settings | None = None) -> JobRead:
@@ -98,7 +101,8 @@ def list_jobs(*, state: str | None = None, notebook: str | None = None, limit: i
     limit = max(1, min(limit, 1000))
     offset = max(0, offset)
     with session_scope(settings or get_settings()) as session:
-        rows, total = store.list_jobs(session=session, state=state, notebook=notebook, limit=limit, offset=offset)
+        rows, total = store.list_jobs(session=session, state=state, notebook=notebook, limit=limit,
+                                      offset=offset)
         return JobList(items=[JobRead.from_row(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
@@ -166,8 +170,9 @@ def list_dead_letters(settings: Settings | None = None, limit: int = 100) -> lis
     if broker is not None:
         return broker.dead_letters(limit)
     with session_scope(settings) as session:
-        return [DeadLetter((r.payload or {}).get("job_id"), r.dead_reason or "rejected", json.dumps(r.payload),
-                           r.id) for r in store.dead_outbox(session=session, limit=limit)]
+        rows = store.dead_outbox(session=session, limit=limit)
+        return [DeadLetter((r.payload or {}).get("job_id"), r.dead_reason or "rejected",
+                           json.dumps(r.payload), r.id) for r in rows]
 
 
 def requeue_dead_letters(settings: Settings | None, job_ids: set[str] | None) -> list[str]:

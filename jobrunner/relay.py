@@ -10,6 +10,7 @@ of jobs that are not QUEUED, so duplicates are harmless.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from jobrunner.broker import broker_for
 from jobrunner.config import Settings
@@ -18,7 +19,8 @@ from jobrunner.db import session_scope
 log = logging.getLogger(__name__)
 
 
-def relay_once(settings: Settings, *, channel=None, connect_attempts: int = 3, batch: int = 200) -> int:  # type: ignore[no-untyped-def]
+def relay_once(settings: Settings, *, channel: Any = None, connect_attempts: int = 3,
+               batch: int = 200) -> int:
     """Publish due outbox rows on `channel` (a confirm-mode publisher; one is opened if None).
 
     Returns how many were published. Raises BrokerUnavailable / StoreUnavailable; rows published before

@@ -183,7 +183,8 @@ class AmqpSource:
                     w.request_stop()
 
     def burst_done(self, channel: Any) -> bool:
-        if not self.worker.burst or time.monotonic() - self.idle_since < 2 * self.worker.settings.worker_poll_interval:
+        idle_for = time.monotonic() - self.idle_since
+        if not self.worker.burst or idle_for < 2 * self.worker.settings.worker_poll_interval:
             return False
         from jobrunner import store
         from jobrunner.db import session_scope
@@ -205,7 +206,8 @@ class AmqpSource:
             return
 
         def done(outcome: Outcome) -> None:
-            connection.add_callback_threadsafe(functools.partial(self.settle, channel, method.delivery_tag, outcome))
+            settle = functools.partial(self.settle, channel, method.delivery_tag, outcome)
+            connection.add_callback_threadsafe(settle)  # pika: only its own thread may ack
 
         self.worker.start_job(payload, done)
 

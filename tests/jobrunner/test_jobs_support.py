@@ -63,8 +63,8 @@ class Workers:
     def start(self, name: str = "w", **extra: str) -> subprocess.Popen[bytes]:
         env = {**self.env, **extra, "JOBRUNNER_WORKER_ID": f"{name}-{len(self.procs)}"}
         log = open(self.logdir / f"worker-{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([PYTHON, "-m", "jobrunner.cli", "-v", "worker"], env=env, cwd=env["JOBRUNNER_PROJECT_DIR"],
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([PYTHON, "-m", "jobrunner.cli", "-v", "worker"], env=env,
+                                cwd=env["JOBRUNNER_PROJECT_DIR"], stdout=log, stderr=subprocess.STDOUT)
         proc.worker_id = env["JOBRUNNER_WORKER_ID"]  # type: ignore[attr-defined]
         proc.log_path = log.name  # type: ignore[attr-defined]
         self.procs.append(proc)

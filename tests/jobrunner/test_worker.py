@@ -38,7 +38,8 @@ def test_submitted_job_succeeds_with_output_in_s3_and_an_mlflow_run(job_env, wor
     assert done.progress.cells_done == done.progress.cells_total == 5  # 4 + the injected parameters cell
     assert done.output_uri.startswith(f"s3://{job_env['JOBRUNNER_ARTIFACT_URI'][5:]}/{done.id}/")
     nb = _s3_notebook(done.output_uri)
-    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
     assert "answer 42.5" in printed  # the parameters reached the notebook
     assert "answer 42.5" in job_output_html(done.id)
     run = MlflowClient(mlflow_store).get_run(done.mlflow_run_id)

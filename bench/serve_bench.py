@@ -109,7 +109,7 @@ def to_ms(text: str) -> float:
 
 
 def run_wrk(url: str, script: Path, connections: int, duration: float) -> dict[str, float]:
-    base = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), url]
+    base = ["wrk", "-t1", "--timeout", "10s", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), url]
     out = subprocess.run(pinned(base, "1"), capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {p: to_ms(re.search(rf"\s{p}%\s+(\S+)", out).group(1)) for p in ("50", "99")}

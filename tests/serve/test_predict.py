@@ -119,3 +119,6 @@ def test_openapi_request_schema_lists_the_models_features(app_client, model_stor
     assert row["additionalProperties"] is False
     body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/PredictRequest"}
+    # the key requirement is documented like on every other protected route
+    assert schema["paths"]["/v1/predict"]["post"]["security"] == schema["paths"]["/v1/model"]["get"]["security"]
+    assert schema["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"

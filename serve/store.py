@@ -108,13 +108,26 @@ def migrate(engine: Engine) -> None:
     from alembic import command
     from alembic.config import Config
 
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(742917001)"))  # one worker migrates at a time
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    for attempt in range(5):
+        try:
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(742917001)"))  # one worker at a time
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+            return
+        except OperationalError:
+            # SQLite has no advisory lock: another worker starting at the same moment may have created
+            # the tables between our check and our CREATE; the next attempt sees them at head.
+            if engine.dialect.name != "sqlite" or attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def ping(engine: Engine) -> None:

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lab serve worker services services-down mlflow-ui clean lock
+.PHONY: install demo test test-production check lint lab serve worker services services-down mlflow-ui clean lock
 
 install: $(STAMP)
 
@@ -27,6 +27,18 @@ demo: $(STAMP)
 ## test: the whole test suite (needs PostgreSQL and RabbitMQ for the service tests)
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-production: DVC on S3, MLflow server on PostgreSQL + S3, lineage (part of `make test` too; clones HEAD: commit first)
+test-production: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m production tests/production $(PYTEST_ARGS)
+
+## check: are the configured services reachable? each failure names the setting to fix
+check: $(STAMP)
+	$(BIN)/jobrunner check
+
+## lint: ruff on the Python packages and tests
+lint: $(STAMP)
+	$(BIN)/ruff check jobrunner pipelines serve tests bench
 
 ## lab: JupyterLab on the notebooks
 lab: $(STAMP)

@@ -11,7 +11,7 @@ answer, no retries) and turns the failure into a sentence that names the setting
     DVC remote '<name>'       its bucket does not exist / its endpointurl is unreachable
     MLFLOW_TRACKING_URI       the tracking server does not answer
 
-Use `run_checks(settings)` for the results or `ensure_ready(settings)` to raise ConfigurationError.
+Use `run_checks(settings)` for the results or `ensure_ready(settings)` to raise ChecksFailed (a ConfigurationError).
 Embedded mode (local paths, SQLite tracking) passes without touching the network.
 """
 
@@ -25,13 +25,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from jobrunner.config import Settings
-from jobrunner.errors import InfrastructureError
+from jobrunner.errors import ConfigurationError
 
 CONNECT_TIMEOUT_S = 3.0  # an endpoint that does not accept a connection in 3 s is misconfigured or down
 READ_TIMEOUT_S = 10.0  # a busy server may take longer to answer; that is slowness, not misconfiguration
 
 
-class ConfigurationError(InfrastructureError):
+class ChecksFailed(ConfigurationError):
     """A configured service is unreachable or refuses the configured credentials."""
 
     def __init__(self, failures: list[CheckResult]):
@@ -316,7 +316,7 @@ def run_checks(
 
 
 def ensure_ready(settings: Settings, env: Mapping[str, str] | None = None, *, dvc: bool = True) -> None:
-    """Raise ConfigurationError naming every setting to fix; return quietly when all is well."""
+    """Raise ChecksFailed naming every setting to fix; return quietly when all is well."""
     failures = [r for r in run_checks(settings, env, dvc=dvc) if not r.ok]
     if failures:
-        raise ConfigurationError(failures)
+        raise ChecksFailed(failures)

@@ -13,8 +13,12 @@ class JobrunnerError(Exception):
     """Root of every error jobrunner raises on purpose."""
 
 
-class ConfigurationError(JobrunnerError):
-    """A setting is missing or wrong; the message names the setting."""
+class InfrastructureError(JobrunnerError):
+    """Something outside the notebook failed (kernel start, storage, tracking); retrying may help."""
+
+
+class ConfigurationError(InfrastructureError):
+    """A setting is missing or wrong, or a configured service is unreachable; the message names the setting."""
 
 
 class NotebookNotFound(JobrunnerError):
@@ -82,10 +86,6 @@ class NotebookFailed(JobrunnerError):
         self.ename = failure.ename
         self.evalue = failure.evalue
         super().__init__(failure.message)
-
-
-class InfrastructureError(JobrunnerError):
-    """Something outside the notebook failed (kernel start, storage, tracking); retrying may help."""
 
 
 class KernelStartError(InfrastructureError):

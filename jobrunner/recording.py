@@ -52,6 +52,13 @@ class Recorder:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.artifact_root = artifact_root
+        if tracking_uri.startswith(("http://", "https://")):
+            # A server that is down would otherwise cost minutes of MLflow's HTTP retries per call.
+            from jobrunner.checks import ChecksFailed, check_mlflow
+
+            result = check_mlflow(tracking_uri)
+            if not result.ok:
+                raise ChecksFailed([result])
         try:
             self.client = _client(tracking_uri)
         except Exception as exc:

@@ -30,12 +30,6 @@ from prodkit import (
 )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "production: DVC on S3, MLflow server on PostgreSQL + S3 (real processes)"
-    )
-
-
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory, postgres_admin_url: str) -> Iterator[Services]:
     """`bash scripts/services.sh up` on free ports, a fresh MLflow database and fresh buckets."""

@@ -58,21 +58,31 @@ def build_model(work: Path) -> tuple[str, list[str], list[list[float]]]:
     mlflow.set_tracking_uri(tracking)
     mlflow.set_experiment("bench")
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(X, model.predict(X)),
-                                        input_example=X.head(3), serialization_format="cloudpickle",
-                                        pip_requirements=["scikit-learn", "cloudpickle"])
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(X, model.predict(X)),
+            input_example=X.head(3),
+            serialization_format="cloudpickle",
+            pip_requirements=["scikit-learn", "cloudpickle"],
+        )
     version = mlflow.register_model(info.model_uri, MODEL)
     MlflowClient(tracking).set_registered_model_alias(MODEL, "champion", version.version)
     return tracking, list(X.columns), X.values.tolist()
 
 
 def pinned(cmd: list[str], cpu: str) -> list[str]:
-    return ["taskset", "-c", cpu, *cmd] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else cmd
+    return (
+        ["taskset", "-c", cpu, *cmd]
+        if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1
+        else cmd
+    )
 
 
 def start(cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=log.parent,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=log.parent, start_new_session=True
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -109,7 +119,18 @@ def to_ms(text: str) -> float:
 
 
 def run_wrk(url: str, script: Path, connections: int, duration: float) -> dict[str, float]:
-    base = ["wrk", "-t1", "--timeout", "10s", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), url]
+    base = [
+        "wrk",
+        "-t1",
+        "--timeout",
+        "10s",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
     out = subprocess.run(pinned(base, "1"), capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {p: to_ms(re.search(rf"\s{p}%\s+(\S+)", out).group(1)) for p in ("50", "99")}
@@ -130,25 +151,71 @@ def main() -> None:
         sys.exit("wrk is needed: apt-get install -y wrk")
     work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     tracking, features, data = build_model(work)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PYTHONPATH": str(ROOT),
-           "PATH": f"{BIN}:{os.environ.get('PATH', '')}",  # mlflow starts `uvicorn` from PATH
-           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking,
+        "PYTHONPATH": str(ROOT),
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",  # mlflow starts `uvicorn` from PATH
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
     ours_port, mlflow_port = free_port(), free_port()
-    ours_env = {**env, "SERVE_API_KEYS": f"{KEY}:read", "SERVE_MODEL_NAME": MODEL,
-                "SERVE_MLFLOW_TRACKING_URI": tracking, "SERVE_DATABASE_URL": f"sqlite:///{work / 'serve.db'}",
-                "SERVE_BATCH_LIMIT": "10000", "JOBRUNNER_PROJECT_DIR": str(work)}
+    ours_env = {
+        **env,
+        "SERVE_API_KEYS": f"{KEY}:read",
+        "SERVE_MODEL_NAME": MODEL,
+        "SERVE_MLFLOW_TRACKING_URI": tracking,
+        "SERVE_DATABASE_URL": f"sqlite:///{work / 'serve.db'}",
+        "SERVE_BATCH_LIMIT": "10000",
+        "JOBRUNNER_PROJECT_DIR": str(work),
+    }
     (work / "dvc.yaml").write_text("stages: {}\n")
     servers = {
-        "ours": start(pinned([str(BIN / "uvicorn"), "serve.app:app", "--host", "127.0.0.1", "--port",
-                              str(ours_port), "--workers", "1"], "0"),
-                      ours_env, f"http://127.0.0.1:{ours_port}/ready", work / "ours.log"),
-        "mlflow": start(pinned([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion",
-                                "--env-manager", "local", "--host", "127.0.0.1", "--port", str(mlflow_port),
-                                "-w", "1"], "0"),
-                        env, f"http://127.0.0.1:{mlflow_port}/ping", work / "mlflow.log"),
+        "ours": start(
+            pinned(
+                [
+                    str(BIN / "uvicorn"),
+                    "serve.app:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(ours_port),
+                    "--workers",
+                    "1",
+                ],
+                "0",
+            ),
+            ours_env,
+            f"http://127.0.0.1:{ours_port}/ready",
+            work / "ours.log",
+        ),
+        "mlflow": start(
+            pinned(
+                [
+                    str(BIN / "mlflow"),
+                    "models",
+                    "serve",
+                    "-m",
+                    f"models:/{MODEL}@champion",
+                    "--env-manager",
+                    "local",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(mlflow_port),
+                    "-w",
+                    "1",
+                ],
+                "0",
+            ),
+            env,
+            f"http://127.0.0.1:{mlflow_port}/ping",
+            work / "mlflow.log",
+        ),
     }
-    urls = {"ours": f"http://127.0.0.1:{ours_port}/v1/predict",
-            "mlflow": f"http://127.0.0.1:{mlflow_port}/invocations"}
+    urls = {
+        "ours": f"http://127.0.0.1:{ours_port}/v1/predict",
+        "mlflow": f"http://127.0.0.1:{mlflow_port}/invocations",
+    }
     results = []
     try:
         for rows in (1, 1000):
@@ -157,8 +224,10 @@ def main() -> None:
                 "ours": json.dumps({"rows": [dict(zip(features, r, strict=True)) for r in batch]}),
                 "mlflow": json.dumps({"dataframe_split": {"columns": features, "data": batch}}),
             }
-            headers = {"ours": {"Content-Type": "application/json", "X-API-Key": KEY},
-                       "mlflow": {"Content-Type": "application/json"}}
+            headers = {
+                "ours": {"Content-Type": "application/json", "X-API-Key": KEY},
+                "mlflow": {"Content-Type": "application/json"},
+            }
             for name in servers:
                 script = wrk_script(work / f"{name}-{rows}.lua", bodies[name], headers[name])
                 check = httpx.post(urls[name], content=bodies[name], headers=headers[name], timeout=30)
@@ -167,23 +236,32 @@ def main() -> None:
                 for c in (int(x) for x in args.concurrency.split(",")):
                     r = run_wrk(urls[name], script, c, args.duration)
                     results.append({"server": name, "rows": rows, "c": c, **r})
-                    print(f"{name:6} rows={rows:<5} c={c:<3} {r['rps']:9.1f} req/s  p50 {r['p50']:8.2f} ms  "
-                          f"p99 {r['p99']:8.2f} ms  failed {r['failed']}", file=sys.stderr)
+                    print(
+                        f"{name:6} rows={rows:<5} c={c:<3} {r['rps']:9.1f} req/s  p50 {r['p50']:8.2f} ms  "
+                        f"p99 {r['p99']:8.2f} ms  failed {r['failed']}",
+                        file=sys.stderr,
+                    )
         logged = httpx.get(f"http://127.0.0.1:{ours_port}/metrics").text
-        written = re.search(r"^serve_prediction_log_written_total (\S+)", logged, re.M)
+        written = re.search(r"^serve_prediction_log_written_total (\S+)", logged, re.MULTILINE)
     finally:
         for proc in servers.values():
             stop(proc)
-    print(f"\nwrk -t1, {args.duration:g} s per cell; servers on CPU 0, wrk on CPU 1 (taskset); "
-          f"prediction batches written by our background writer: {written.group(1) if written else '?'}\n")
-    print("| rows | concurrency | mlflow req/s | ours req/s | ratio | mlflow p50 / p99 ms | ours p50 / p99 ms | failed (mlflow/ours) |")
+    print(
+        f"\nwrk -t1, {args.duration:g} s per cell; servers on CPU 0, wrk on CPU 1 (taskset); "
+        f"prediction batches written by our background writer: {written.group(1) if written else '?'}\n"
+    )
+    print(
+        "| rows | concurrency | mlflow req/s | ours req/s | ratio | mlflow p50 / p99 ms | ours p50 / p99 ms | failed (mlflow/ours) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for rows in (1, 1000):
         for c in (int(x) for x in args.concurrency.split(",")):
             m = next(r for r in results if r["server"] == "mlflow" and r["rows"] == rows and r["c"] == c)
             o = next(r for r in results if r["server"] == "ours" and r["rows"] == rows and r["c"] == c)
-            print(f"| {rows} | {c} | {m['rps']:.0f} | {o['rps']:.0f} | {o['rps'] / m['rps']:.1f}x | "
-                  f"{m['p50']:.2f} / {m['p99']:.2f} | {o['p50']:.2f} / {o['p99']:.2f} | {m['failed']}/{o['failed']} |")
+            print(
+                f"| {rows} | {c} | {m['rps']:.0f} | {o['rps']:.0f} | {o['rps'] / m['rps']:.1f}x | "
+                f"{m['p50']:.2f} / {m['p99']:.2f} | {o['p50']:.2f} / {o['p99']:.2f} | {m['failed']}/{o['failed']} |"
+            )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -23,8 +23,9 @@ from serve.model_loader import ModelHolder, ServingModel, silence_feature_name_w
 from serve.observability import Metrics, ObservabilityMiddleware, configure_logging, make_tracer_provider
 
 log = logging.getLogger(__name__)
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
-                          "/openapi.json"})
+PUBLIC_PATHS = frozenset(
+    {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
 
 
 def lifespan_factory(settings_factory: Callable[[], Settings]) -> Callable[[FastAPI], Any]:
@@ -45,12 +46,12 @@ def lifespan_factory(settings_factory: Callable[[], Settings]) -> Callable[[Fast
 
 
 def start_services(app: FastAPI, settings: Settings) -> Services:
+    import os
+
     from serve import store
     from serve.feedback import FeedbackService
     from serve.lineage import LineageService
     from serve.prediction_log import PredictionWriter
-
-    import os
 
     configure_logging(settings.log_level, settings.log_json)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in JSON logs
@@ -58,16 +59,29 @@ def start_services(app: FastAPI, settings: Settings) -> Services:
     metrics: Metrics = app.state.metrics
     keyring = KeyRing(settings.keys())
     if not len(keyring):
-        log.warning("no API keys configured (SERVE_API_KEYS / SERVE_API_KEYS_FILE): every /v1 route answers 401")
+        log.warning(
+            "no API keys configured (SERVE_API_KEYS / SERVE_API_KEYS_FILE): every /v1 route answers 401"
+        )
     engine = store.make_engine(settings.resolved_database_url())
     store.migrate(engine)
-    writer = PredictionWriter(engine, batch_size=settings.log_batch_size, flush_interval=settings.log_flush_interval,
-                              on_written=lambda n: metrics.logged.inc(n))
+    writer = PredictionWriter(
+        engine,
+        batch_size=settings.log_batch_size,
+        flush_interval=settings.log_flush_interval,
+        on_written=lambda n: metrics.logged.inc(n),
+    )
     writer.start()
     tracking_uri = settings.resolved_tracking_uri()
     lineage = LineageService(tracking_uri, settings.project_dir(), settings.mlflow_ui_url)
-    services = Services(settings=settings, keyring=keyring, metrics=metrics, holder=None, engine=engine,  # type: ignore[arg-type]
-                        writer=writer, lineage=lineage)
+    services = Services(
+        settings=settings,
+        keyring=keyring,
+        metrics=metrics,
+        holder=None,
+        engine=engine,  # type: ignore[arg-type]
+        writer=writer,
+        lineage=lineage,
+    )
     services.feedback = FeedbackService(engine, settings, metrics)
 
     def enrich(model: ServingModel) -> None:
@@ -75,8 +89,11 @@ def start_services(app: FastAPI, settings: Settings) -> Services:
             model.lineage = lineage.for_version(model.name, model.version, model.alias)
         except Exception as exc:  # noqa: BLE001 - serve the model even when its lineage cannot be read
             log.warning("lineage of %s v%s unavailable: %s", model.name, model.version, exc)
-            model.lineage = {"model": model.identity, "model_uri": f"models:/{model.name}/{model.version}",
-                             "run": None}
+            model.lineage = {
+                "model": model.identity,
+                "model_uri": f"models:/{model.name}/{model.version}",
+                "run": None,
+            }
         services.extra[("features", model.name, model.version)] = [{"name": f} for f in model.features]
 
     def on_reload(outcome: str, model: ServingModel | None) -> None:
@@ -86,16 +103,28 @@ def start_services(app: FastAPI, settings: Settings) -> Services:
             metrics.model_version.labels(model.name, model.version, model.alias).set(1)
             app.openapi_schema = None  # the request schema shows the new version's features
 
-    holder = ModelHolder(settings.model_name, settings.model_alias, tracking_uri, settings.model_poll_interval,
-                         on_reload=on_reload, enrich=enrich)
+    holder = ModelHolder(
+        settings.model_name,
+        settings.model_alias,
+        tracking_uri,
+        settings.model_poll_interval,
+        on_reload=on_reload,
+        enrich=enrich,
+    )
     services.holder = holder
     holder.refresh()
     if holder.current is None and not settings.allow_start_without_model:
-        raise RuntimeError(f"no model could be loaded and SERVE_ALLOW_START_WITHOUT_MODEL is false: "
-                           f"{holder.last_error}")
+        raise RuntimeError(
+            f"no model could be loaded and SERVE_ALLOW_START_WITHOUT_MODEL is false: {holder.last_error}"
+        )
     holder.start_polling()
-    log.info("API ready: model %s@%s version %s, database %s", settings.model_name, settings.model_alias,
-             holder.current.version if holder.current else None, engine.url.render_as_string(hide_password=True))
+    log.info(
+        "API ready: model %s@%s version %s, database %s",
+        settings.model_name,
+        settings.model_alias,
+        holder.current.version if holder.current else None,
+        engine.url.render_as_string(hide_password=True),
+    )
     return services
 
 
@@ -111,7 +140,9 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         services = getattr(app.state, "services", None)
         model = services.holder.current if services is not None and services.holder is not None else None
         limit = services.settings.batch_limit if services is not None else 10_000
@@ -119,22 +150,33 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
             row = {
                 "type": "object",
                 "title": f"Row ({model.name} v{model.version})",
-                "properties": {f: {"type": "integer" if t in ("long", "integer") else "number"}
-                               for f, t in zip(model.features, model.feature_types, strict=True)},
+                "properties": {
+                    f: {"type": "integer" if t in ("long", "integer") else "number"}
+                    for f, t in zip(model.features, model.feature_types, strict=True)
+                },
                 "required": list(model.features),
                 "additionalProperties": False,
             }
         else:
-            row = {"type": "object", "additionalProperties": {"type": "number"},
-                   "description": "Feature name -> number; the names are the served model's (no model loaded)"}
+            row = {
+                "type": "object",
+                "additionalProperties": {"type": "number"},
+                "description": "Feature name -> number; the names are the served model's (no model loaded)",
+            }
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
         schemas["PredictRow"] = row
         schemas["PredictRequest"] = {
             "type": "object",
             "title": "PredictRequest",
             "description": "One or many rows as JSON records",
-            "properties": {"rows": {"type": "array", "items": {"$ref": "#/components/schemas/PredictRow"},
-                                    "minItems": 1, "maxItems": limit}},
+            "properties": {
+                "rows": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/PredictRow"},
+                    "minItems": 1,
+                    "maxItems": limit,
+                }
+            },
             "required": ["rows"],
         }
         app.openapi_schema = schema
@@ -169,13 +211,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if cors:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=cors, allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["X-API-Key", "Content-Type", "Idempotency-Key"],
-                           expose_headers=["X-Trace-Id"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["X-API-Key", "Content-Type", "Idempotency-Key"],
+            expose_headers=["X-Trace-Id"],
+        )
     provider = make_tracer_provider(cfg.service_name, cfg.otlp_endpoint)
     app.state.tracer_provider = provider
-    app.add_middleware(ObservabilityMiddleware, tracer=provider.get_tracer("serve"), metrics=app.state.metrics,
-                       slow_ms=cfg.access_log_slow_ms)
+    app.add_middleware(
+        ObservabilityMiddleware,
+        tracer=provider.get_tracer("serve"),
+        metrics=app.state.metrics,
+        slow_ms=cfg.access_log_slow_ms,
+    )
     return app
 
 

@@ -34,7 +34,9 @@ class ApiKey:
 def parse_api_keys(text: str, origin: str = "SERVE_API_KEYS") -> list[ApiKey]:
     """Parse `key:scope,key:scope` (newlines also separate items; `#` starts a comment line)."""
     keys: list[ApiKey] = []
-    items = [i.strip() for line in text.splitlines() if not line.strip().startswith("#") for i in line.split(",")]
+    items = [
+        i.strip() for line in text.splitlines() if not line.strip().startswith("#") for i in line.split(",")
+    ]
     for item in items:
         if not item:
             continue
@@ -51,7 +53,9 @@ def parse_api_keys(text: str, origin: str = "SERVE_API_KEYS") -> list[ApiKey]:
 class Settings(BaseSettings):
     """API settings; every field can be set as SERVE_<FIELD>."""
 
-    model_config = SettingsConfigDict(env_prefix="SERVE_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="SERVE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
 
     environment: Literal["development", "production"] = "development"
     # API keys: "key:scope,..." (scope read|write; write implies read) and/or a file with the same items.

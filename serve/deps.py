@@ -49,7 +49,9 @@ def get_model(services: ServicesDep) -> ServingModel:
 
 ModelDep = Annotated[ServingModel, Depends(get_model)]
 
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key with scope read or write")
+api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="An API key with scope read or write"
+)
 
 
 def _scope(services: Services, key: str | None) -> str:
@@ -57,7 +59,9 @@ def _scope(services: Services, key: str | None) -> str:
         raise Unauthorized("an API key is required: send it in the X-API-Key header")
     scope = services.keyring.scope_of(key)
     if scope is None:
-        hint = "" if len(services.keyring) else " (this server has no API keys configured: set SERVE_API_KEYS)"
+        hint = (
+            "" if len(services.keyring) else " (this server has no API keys configured: set SERVE_API_KEYS)"
+        )
         raise Unauthorized("the API key in X-API-Key is not valid" + hint)
     return scope
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-import orjson
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -21,8 +21,12 @@ log = logging.getLogger(__name__)
 
 def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A JSON response serialised with orjson (datetimes, numpy values)."""
-    return Response(orjson.dumps(body, default=str, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status_code,
-                    headers=headers, media_type="application/json")
+    return Response(
+        orjson.dumps(body, default=str, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 class ServeError(Exception):
@@ -175,8 +179,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(RequestValidationError, validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
-    from jobrunner.errors import JobrunnerError
     from sqlalchemy.exc import SQLAlchemyError
+
+    from jobrunner.errors import JobrunnerError
 
     # Known error families go to the exception middleware (answered, not re-raised); a bare Exception
     # handler is Starlette's server-error hook: it answers 500 with the trace id and the bug is logged.

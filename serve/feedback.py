@@ -31,12 +31,19 @@ class FeedbackService:
         self.metrics = metrics
         self._threads: list[threading.Thread] = []
 
-    def record(self, prediction: store.StoredPrediction, true_label: str, served: ServingModel | None) -> dict:
+    def record(
+        self, prediction: store.StoredPrediction, true_label: str, served: ServingModel | None
+    ) -> dict:
         item = store.record_feedback(self.engine, prediction=prediction, true_label=true_label)
-        self.metrics.feedback.labels(prediction.model_name, prediction.model_version,
-                                     str(item.correct).lower()).inc()
-        acc = self.accuracy(prediction.model_name, prediction.model_version,
-                            served.alias if served else prediction.model_alias, prediction.run_id)
+        self.metrics.feedback.labels(
+            prediction.model_name, prediction.model_version, str(item.correct).lower()
+        ).inc()
+        acc = self.accuracy(
+            prediction.model_name,
+            prediction.model_version,
+            served.alias if served else prediction.model_alias,
+            prediction.run_id,
+        )
         is_served = served is not None and served.version == prediction.model_version
         if is_served:
             self._check_threshold(prediction.model_name, prediction.model_version, acc)
@@ -51,7 +58,9 @@ class FeedbackService:
 
     def accuracy(self, name: str, version: str, alias: str, run_id: str | None = None) -> dict[str, Any]:
         s = self.settings
-        n, acc = store.window_accuracy(self.engine, model_name=name, model_version=version, window=s.feedback_window)
+        n, acc = store.window_accuracy(
+            self.engine, model_name=name, model_version=version, window=s.feedback_window
+        )
         if acc is not None:
             self.metrics.accuracy.labels(name, version).set(acc)
         return {
@@ -79,15 +88,24 @@ class FeedbackService:
             return
         if store.claim_retrain(self.engine, model_name=name, model_version=version, accuracy=acc["accuracy"]):
             crossings = (store.get_retrain(self.engine, model_name=name, model_version=version) or {}).get(
-                "crossings", 1)
+                "crossings", 1
+            )
             log.warning(
                 "live accuracy %.3f of %s v%s is below %.3f over %d labels: submitting a retraining job",
-                acc["accuracy"], name, version, self.settings.feedback_threshold, acc["labelled"],
+                acc["accuracy"],
+                name,
+                version,
+                self.settings.feedback_threshold,
+                acc["labelled"],
                 extra={"event": "retrain_triggered", "model": name, "version": version},
             )
             # Submitting validates the notebook and writes the job store: do it off the request.
-            t = threading.Thread(target=self._submit, args=(name, version, crossings, acc["accuracy"]),
-                                 name="serve-retrain-submit", daemon=True)
+            t = threading.Thread(
+                target=self._submit,
+                args=(name, version, crossings, acc["accuracy"]),
+                name="serve-retrain-submit",
+                daemon=True,
+            )
             self._threads.append(t)
             t.start()
 
@@ -103,13 +121,24 @@ class FeedbackService:
             )
         except Exception as exc:  # noqa: BLE001 - reported in metrics and logs; the trigger stays disarmed
             self.metrics.retrains.labels(name, "error").inc()
-            log.error("retraining job for %s v%s could not be submitted: %s", name, version, exc,
-                      extra={"event": "retrain_submit_failed"})
+            log.error(
+                "retraining job for %s v%s could not be submitted: %s",
+                name,
+                version,
+                exc,
+                extra={"event": "retrain_submit_failed"},
+            )
             return
         store.set_retrain_job(self.engine, model_name=name, model_version=version, job_id=job.id)
         self.metrics.retrains.labels(name, "submitted").inc()
-        log.warning("retraining job %s submitted for %s v%s (%s)", job.id, name, version,
-                    self.settings.retrain_notebook, extra={"event": "retrain_submitted", "job_id": job.id})
+        log.warning(
+            "retraining job %s submitted for %s v%s (%s)",
+            job.id,
+            name,
+            version,
+            self.settings.retrain_notebook,
+            extra={"event": "retrain_submitted", "job_id": job.id},
+        )
 
     def join(self, timeout: float = 10.0) -> None:
         for t in self._threads:

@@ -48,7 +48,10 @@ class HashResolver:
         if self.project_dir.resolve() in full.parents and self._workspace_md5(full) == md5:
             return f"workspace:{rel}"
         plain = md5.removesuffix(".dir")
-        for cache in (self.project_dir / ".dvc" / "cache" / "files" / "md5", self.project_dir / ".dvc" / "cache"):
+        for cache in (
+            self.project_dir / ".dvc" / "cache" / "files" / "md5",
+            self.project_dir / ".dvc" / "cache",
+        ):
             candidate = cache / plain[:2] / (plain[2:] + (".dir" if md5.endswith(".dir") else ""))
             if candidate.exists():
                 return f"dvc-cache:{candidate.relative_to(self.project_dir).as_posix()}"
@@ -80,7 +83,9 @@ def build_lineage(
     out: dict[str, Any] = {
         "model": {"name": name, "version": str(mv.version), "alias": alias, "run_id": run_id},
         "model_uri": f"models:/{name}/{mv.version}",
-        "registered_at": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC) if mv.creation_timestamp else None,
+        "registered_at": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC)
+        if mv.creation_timestamp
+        else None,
         "tags": dict(mv.tags),
         "run": None,
     }
@@ -105,10 +110,17 @@ def build_lineage(
     for key, md5 in sorted(tags.items()):
         for prefix, direction in DATA_PREFIXES.items():
             if key.startswith(prefix) and md5 and md5 != "missing":
-                path = key[len(prefix):]
+                path = key[len(prefix) :]
                 location = resolver.resolve(path, md5)
-                data.append({"path": path, "md5": md5, "direction": direction,
-                             "resolved": location is not None, "location": location})
+                data.append(
+                    {
+                        "path": path,
+                        "md5": md5,
+                        "direction": direction,
+                        "resolved": location is not None,
+                        "location": location,
+                    }
+                )
     dirty = tags.get(f"{TAG}git.dirty")
     ui = None
     if mlflow_ui_url:
@@ -119,7 +131,9 @@ def build_lineage(
         "run_name": run.info.run_name,
         "status": run.info.status,
         "stage": tags.get(f"{TAG}stage"),
-        "started_at": datetime.fromtimestamp(run.info.start_time / 1000, UTC) if run.info.start_time else None,
+        "started_at": datetime.fromtimestamp(run.info.start_time / 1000, UTC)
+        if run.info.start_time
+        else None,
         "git_commit": tags.get(f"{TAG}git.commit") or tags.get("mlflow.source.git.commit"),
         "git_dirty": None if dirty is None else dirty == "true",
         "dvc_lock_md5": tags.get(f"{TAG}dvc.lock_md5"),
@@ -165,8 +179,14 @@ class LineageService:
         with self._lock:
             cached = self._cache.get(key)
         if cached is None:
-            cached = build_lineage(self.client, name=name, version=version, alias=alias,
-                                   resolver=self.resolver, mlflow_ui_url=self.mlflow_ui_url)
+            cached = build_lineage(
+                self.client,
+                name=name,
+                version=version,
+                alias=alias,
+                resolver=self.resolver,
+                mlflow_ui_url=self.mlflow_ui_url,
+            )
             with self._lock:
                 self._cache[key] = cached
         return cached

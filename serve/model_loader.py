@@ -82,29 +82,45 @@ class ServingModel:
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
                 problems.append(
-                    {"row": i, "feature": None, "problem": "type",
-                     "message": f"row {i} must be an object of feature name -> number"}
+                    {
+                        "row": i,
+                        "feature": None,
+                        "problem": "type",
+                        "message": f"row {i} must be an object of feature name -> number",
+                    }
                 )
                 continue
             for name in self.features:
                 if name not in row:
                     problems.append(
-                        {"row": i, "feature": name, "problem": "missing",
-                         "message": f"row {i}: feature '{name}' is missing"}
+                        {
+                            "row": i,
+                            "feature": name,
+                            "problem": "missing",
+                            "message": f"row {i}: feature '{name}' is missing",
+                        }
                     )
                 else:
                     value = row[name]
                     if isinstance(value, bool) or not isinstance(value, _NUMBER) or not np.isfinite(value):
                         problems.append(
-                            {"row": i, "feature": name, "problem": "type",
-                             "message": f"row {i}: feature '{name}' must be a finite number, got {value!r:.40}"}
+                            {
+                                "row": i,
+                                "feature": name,
+                                "problem": "type",
+                                "message": f"row {i}: feature '{name}' must be a finite number, got {value!r:.40}",
+                            }
                         )
             for name in row:
                 if name not in self._feature_set:
                     problems.append(
-                        {"row": i, "feature": str(name), "problem": "unknown",
-                         "message": f"row {i}: unknown feature '{name:.60}'; the model takes: "
-                         + ", ".join(self.features)}
+                        {
+                            "row": i,
+                            "feature": str(name),
+                            "problem": "unknown",
+                            "message": f"row {i}: unknown feature '{name:.60}'; the model takes: "
+                            + ", ".join(self.features),
+                        }
                     )
             if len(problems) >= MAX_PROBLEMS:
                 break
@@ -122,8 +138,10 @@ class ServingModel:
                 "values far outside the range of the training data"
             ) from exc
         if not np.isfinite(proba).all():
-            raise Unprocessable("the model produced no finite probabilities for some rows; check the rows for "
-                                "values far outside the range of the training data")
+            raise Unprocessable(
+                "the model produced no finite probabilities for some rows; check the rows for "
+                "values far outside the range of the training data"
+            )
         return proba.argmax(axis=1), proba
 
 
@@ -137,7 +155,9 @@ def load_serving_model(name: str, alias: str, tracking_uri: str) -> ServingModel
     try:
         mv = client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
-        raise ModelNotReady(f"no model version has alias '{alias}' on registered model '{name}': {exc.message}") from exc
+        raise ModelNotReady(
+            f"no model version has alias '{alias}' on registered model '{name}': {exc.message}"
+        ) from exc
     uri = f"models:/{name}/{mv.version}"
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
@@ -147,7 +167,7 @@ def load_serving_model(name: str, alias: str, tracking_uri: str) -> ServingModel
 
         meta = Model.load(local)
         estimator = mlflow.sklearn.load_model(local)
-    except Exception as exc:  # noqa: BLE001 - MLflow and unpickling raise many types
+    except Exception as exc:
         raise ModelNotReady(f"cannot load {uri}: {exc}") from exc
     features, types = _features(meta, estimator, uri)
     if not hasattr(estimator, "predict_proba"):
@@ -232,15 +252,24 @@ class ModelHolder:
                     self._enrich(model)
             except Exception as exc:  # noqa: BLE001 - keep serving the old version; report and retry
                 self.last_error = str(exc)
-                log.warning("model reload failed, keeping version %s: %s",
-                            self.current.version if self.current else None, exc)
+                log.warning(
+                    "model reload failed, keeping version %s: %s",
+                    self.current.version if self.current else None,
+                    exc,
+                )
                 self._on_reload("error", None)
                 return False
             old = self.current
             self.current = model  # the swap: one reference assignment
             self.last_error = None
-            log.info("serving %s version %s (alias %s, was %s), loaded in %.2fs", self.name, model.version,
-                     self.alias, old.version if old else None, time.perf_counter() - started)
+            log.info(
+                "serving %s version %s (alias %s, was %s), loaded in %.2fs",
+                self.name,
+                model.version,
+                self.alias,
+                old.version if old else None,
+                time.perf_counter() - started,
+            )
             self._on_reload("success", model)
             _freeze_heap()
             return True

@@ -57,7 +57,9 @@ def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
             )
         )
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(trace_id)s] %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(trace_id)s] %(message)s")
+        )
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_serve_handler", False)]:
         root.removeHandler(old)
@@ -91,31 +93,67 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("serve_http_requests_total", "HTTP requests by route template and status",
-                                ["method", "route", "status"], registry=r)
+        self.requests = Counter(
+            "serve_http_requests_total",
+            "HTTP requests by route template and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
         self.latency = Histogram(
-            "serve_http_request_duration_seconds", "HTTP request latency by route template",
-            ["method", "route"], registry=r,
+            "serve_http_request_duration_seconds",
+            "HTTP request latency by route template",
+            ["method", "route"],
+            registry=r,
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        self.predictions = Counter("serve_predictions_total", "Predicted rows by model version and class",
-                                   ["model", "version", "label"], registry=r)
-        self.batch_rows = Histogram("serve_prediction_batch_rows", "Rows per prediction request",
-                                    registry=r, buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000))
+        self.predictions = Counter(
+            "serve_predictions_total",
+            "Predicted rows by model version and class",
+            ["model", "version", "label"],
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "serve_prediction_batch_rows",
+            "Rows per prediction request",
+            registry=r,
+            buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000),
+        )
         self.reloads = Counter("serve_model_reloads_total", "Model loads by outcome", ["outcome"], registry=r)
-        self.model_version = Gauge("serve_model_version_info", "The served model version (value 1)",
-                                   ["model", "version", "alias"], registry=r, multiprocess_mode="livemax")
-        self.logged = Counter("serve_prediction_log_written_total", "Prediction requests written to the database",
-                              registry=r)
-        self.log_pending = Gauge("serve_prediction_log_pending", "Prediction requests waiting to be written",
-                                 registry=r, multiprocess_mode="livesum")
-        self.feedback = Counter("serve_feedback_total", "Feedback labels received", ["model", "version", "correct"],
-                                registry=r)
-        self.accuracy = Gauge("serve_live_accuracy", "Accuracy over the feedback window of the served version",
-                              ["model", "version"], registry=r, multiprocess_mode="livemax")
-        self.retrains = Counter("serve_retrain_jobs_submitted_total", "Retraining jobs submitted by feedback",
-                                ["model", "outcome"], registry=r)
-        self.jobs = Counter("serve_job_submissions_total", "Jobs submitted over REST", ["outcome"], registry=r)
+        self.model_version = Gauge(
+            "serve_model_version_info",
+            "The served model version (value 1)",
+            ["model", "version", "alias"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.logged = Counter(
+            "serve_prediction_log_written_total", "Prediction requests written to the database", registry=r
+        )
+        self.log_pending = Gauge(
+            "serve_prediction_log_pending",
+            "Prediction requests waiting to be written",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.feedback = Counter(
+            "serve_feedback_total", "Feedback labels received", ["model", "version", "correct"], registry=r
+        )
+        self.accuracy = Gauge(
+            "serve_live_accuracy",
+            "Accuracy over the feedback window of the served version",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.retrains = Counter(
+            "serve_retrain_jobs_submitted_total",
+            "Retraining jobs submitted by feedback",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.jobs = Counter(
+            "serve_job_submissions_total", "Jobs submitted over REST", ["outcome"], registry=r
+        )
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -184,9 +222,17 @@ class ObservabilityMiddleware:
             self.metrics.latency.labels(method, template).observe(elapsed)
             if status >= 400 or elapsed * 1000 >= self.slow_ms:
                 self.log.info(
-                    "%s %s %d %.2fms", method, scope["path"], status, elapsed * 1000,
-                    extra={"http_method": method, "http_route": template, "http_status": status,
-                           "duration_ms": round(elapsed * 1000, 3)},
+                    "%s %s %d %.2fms",
+                    method,
+                    scope["path"],
+                    status,
+                    elapsed * 1000,
+                    extra={
+                        "http_method": method,
+                        "http_route": template,
+                        "http_status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                    },
                 )
             span.end()
             otel_context.detach(token)

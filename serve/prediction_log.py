@@ -65,7 +65,7 @@ class PredictionWriter:
     def _write(self, batch: list[dict[str, Any]]) -> bool:
         try:
             store.insert_batches(self.engine, batch)
-        except Exception:  # noqa: BLE001 - keep the records, retry later; the database may be restarting
+        except Exception:
             self.failures += 1
             log.warning("writing %d prediction records failed; will retry", len(batch), exc_info=True)
             self._queue.extendleft(reversed(batch))

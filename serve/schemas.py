@@ -23,7 +23,9 @@ class PredictRequest(BaseModel):
 
 
 class Prediction(BaseModel):
-    prediction_id: str = Field(description="Use it for feedback and lineage: POST /v1/feedback, GET /v1/predictions/{id}/lineage")
+    prediction_id: str = Field(
+        description="Use it for feedback and lineage: POST /v1/feedback, GET /v1/predictions/{id}/lineage"
+    )
     label: Any = Field(description="The predicted class")
     probabilities: dict[str, float] = Field(description="Probability per class")
 
@@ -151,7 +153,9 @@ class Ready(BaseModel):
 class JobCreateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    notebook: str = Field(min_length=1, max_length=500, description="Notebook path, e.g. notebooks/03_train.ipynb")
+    notebook: str = Field(
+        min_length=1, max_length=500, description="Notebook path, e.g. notebooks/03_train.ipynb"
+    )
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -94,7 +94,7 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:  # noqa: ANN401
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the background writer
             cur.execute("PRAGMA busy_timeout=30000")
@@ -105,11 +105,10 @@ def make_engine(url: str) -> Engine:
 
 def migrate(engine: Engine) -> None:
     """Bring the API's tables to the newest revision (idempotent; safe with several workers starting)."""
-    from alembic import command
-    from alembic.config import Config
-
     import time
 
+    from alembic import command
+    from alembic.config import Config
     from sqlalchemy.exc import OperationalError
 
     cfg = Config()
@@ -171,11 +170,15 @@ def split_prediction_id(prediction_id: str) -> tuple[str, int]:
 def get_prediction(engine: Engine, prediction_id: str) -> StoredPrediction | None:
     batch_id, index = split_prediction_id(prediction_id)
     with engine.connect() as conn:
-        row = conn.execute(sa.select(PredictionBatch).where(PredictionBatch.id == batch_id)).mappings().first()
+        row = (
+            conn.execute(sa.select(PredictionBatch).where(PredictionBatch.id == batch_id)).mappings().first()
+        )
     if row is None:
         return None
     if index >= row["n_rows"]:
-        raise PredictionNotFound(f"prediction {prediction_id} not found: that request had {row['n_rows']} rows")
+        raise PredictionNotFound(
+            f"prediction {prediction_id} not found: that request had {row['n_rows']} rows"
+        )
     return StoredPrediction(
         prediction_id=prediction_id,
         batch_id=batch_id,
@@ -221,7 +224,9 @@ def record_feedback(engine: Engine, *, prediction: StoredPrediction, true_label:
     return Feedback(**item)
 
 
-def window_accuracy(engine: Engine, *, model_name: str, model_version: str, window: int) -> tuple[int, float | None]:
+def window_accuracy(
+    engine: Engine, *, model_name: str, model_version: str, window: int
+) -> tuple[int, float | None]:
     """(labels in the window, accuracy) over the newest `window` feedback rows of one model version."""
     recent = (
         sa.select(Feedback.correct)
@@ -252,8 +257,12 @@ def claim_retrain(engine: Engine, *, model_name: str, model_version: str, accura
         claimed = conn.execute(
             sa.update(RetrainTrigger)
             .where(*key, RetrainTrigger.armed.is_(True))
-            .values(armed=False, crossings=RetrainTrigger.crossings + 1, last_accuracy=accuracy,
-                    last_triggered_at=datetime.now(UTC))
+            .values(
+                armed=False,
+                crossings=RetrainTrigger.crossings + 1,
+                last_accuracy=accuracy,
+                last_triggered_at=datetime.now(UTC),
+            )
         ).rowcount
     return claimed == 1
 
@@ -262,8 +271,11 @@ def rearm_retrain(engine: Engine, *, model_name: str, model_version: str) -> Non
     with engine.begin() as conn:
         conn.execute(
             sa.update(RetrainTrigger)
-            .where(RetrainTrigger.model_name == model_name, RetrainTrigger.model_version == model_version,
-                   RetrainTrigger.armed.is_(False))
+            .where(
+                RetrainTrigger.model_name == model_name,
+                RetrainTrigger.model_version == model_version,
+                RetrainTrigger.armed.is_(False),
+            )
             .values(armed=True)
         )
 
@@ -279,11 +291,15 @@ def set_retrain_job(engine: Engine, *, model_name: str, model_version: str, job_
 
 def get_retrain(engine: Engine, *, model_name: str, model_version: str) -> dict[str, Any] | None:
     with engine.connect() as conn:
-        row = conn.execute(
-            sa.select(RetrainTrigger).where(
-                RetrainTrigger.model_name == model_name, RetrainTrigger.model_version == model_version
+        row = (
+            conn.execute(
+                sa.select(RetrainTrigger).where(
+                    RetrainTrigger.model_name == model_name, RetrainTrigger.model_version == model_version
+                )
             )
-        ).mappings().first()
+            .mappings()
+            .first()
+        )
     if row is None:
         return None
     out = dict(row)

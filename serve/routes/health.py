@@ -32,8 +32,12 @@ async def ready(services: ServicesDep) -> Response:
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         db_ok = False
         problems.append(f"database unreachable: {type(exc).__name__}")
-    body = Ready(status="ready" if not problems else "not ready", model=model.identity if model else None,
-                 database=db_ok, problems=problems)
+    body = Ready(
+        status="ready" if not problems else "not ready",
+        model=model.identity if model else None,
+        database=db_ok,
+        problems=problems,
+    )
     return json_response(body.model_dump(mode="json"), status_code=200 if not problems else 503)
 
 

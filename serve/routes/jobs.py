@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import HTMLResponse
+
 from jobrunner.schemas import JobList, JobRead
 from jobrunner.states import JobState
-
 from serve.deps import READ, WRITE, ServicesDep
 from serve.errors import NotFound
 from serve.schemas import JobCreateIn, NotebookList
@@ -21,21 +21,33 @@ from serve.schemas import JobCreateIn, NotebookList
 router = APIRouter(prefix="/v1", tags=["jobs"])
 IdempotencyKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", max_length=255,
-           description="Submitting twice with the same key returns the first job instead of a new one"),
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="Submitting twice with the same key returns the first job instead of a new one",
+    ),
 ]
 
 
-@router.post("/jobs", response_model=JobRead, status_code=201, dependencies=WRITE,
-             responses={404: {"description": "No such notebook under the notebook roots"},
-                        422: {"description": "Parameters do not fit the notebook's parameters cell"},
-                        503: {"description": "The job store is unavailable"}})
+@router.post(
+    "/jobs",
+    response_model=JobRead,
+    status_code=201,
+    dependencies=WRITE,
+    responses={
+        404: {"description": "No such notebook under the notebook roots"},
+        422: {"description": "Parameters do not fit the notebook's parameters cell"},
+        503: {"description": "The job store is unavailable"},
+    },
+)
 def submit_job(body: JobCreateIn, services: ServicesDep, idempotency_key: IdempotencyKey = None) -> Any:
     """Queue a notebook with parameters (validated against its parameters cell before anything runs)."""
     from jobrunner import jobs
 
     try:
-        job = jobs.submit(body.notebook, body.parameters, idempotency_key=idempotency_key, submitter="serve-api")
+        job = jobs.submit(
+            body.notebook, body.parameters, idempotency_key=idempotency_key, submitter="serve-api"
+        )
     except Exception:
         services.metrics.jobs.labels("refused").inc()
         raise
@@ -64,8 +76,12 @@ def get_job(job_id: str) -> Any:
     return jobs.get_job(job_id)
 
 
-@router.delete("/jobs/{job_id}", response_model=JobRead, dependencies=WRITE,
-               responses={409: {"description": "The job has already finished"}})
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=JobRead,
+    dependencies=WRITE,
+    responses={409: {"description": "The job has already finished"}},
+)
 def cancel_job(job_id: str) -> Any:
     """Cancel a job: a queued job never starts; a running one is stopped within seconds."""
     from jobrunner import jobs
@@ -73,9 +89,15 @@ def cancel_job(job_id: str) -> Any:
     return jobs.cancel_job(job_id)
 
 
-@router.get("/jobs/{job_id}/notebook", response_class=HTMLResponse, dependencies=READ,
-            responses={200: {"content": {"text/html": {}}},
-                       404: {"description": "No such job, or it has no executed notebook yet"}})
+@router.get(
+    "/jobs/{job_id}/notebook",
+    response_class=HTMLResponse,
+    dependencies=READ,
+    responses={
+        200: {"content": {"text/html": {}}},
+        404: {"description": "No such job, or it has no executed notebook yet"},
+    },
+)
 def job_notebook(job_id: str) -> HTMLResponse:
     """The executed notebook of a job, rendered as HTML."""
     from jobrunner import jobs
@@ -100,7 +122,11 @@ def notebooks() -> dict:
         for path in sorted(root.rglob("*.ipynb")):
             if ".ipynb_checkpoints" in path.parts:
                 continue
-            label = path.resolve().relative_to(project).as_posix() if path.resolve().is_relative_to(project) else str(path)
+            label = (
+                path.resolve().relative_to(project).as_posix()
+                if path.resolve().is_relative_to(project)
+                else str(path)
+            )
             try:
                 schema = read_schema(path).as_dict()
             except JobrunnerError as exc:

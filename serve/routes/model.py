@@ -23,21 +23,26 @@ async def model_info(model: ModelDep) -> dict:
     return {
         "model": model.identity,
         "loaded_at": model.loaded_at,
-        "features": [{"name": n, "type": t} for n, t in zip(model.features, model.feature_types, strict=True)],
+        "features": [
+            {"name": n, "type": t} for n, t in zip(model.features, model.feature_types, strict=True)
+        ],
         "classes": model.class_values,
         "lineage": model.lineage,
     }
 
 
-@router.get("/runs/{run_id}/notebook", response_class=HTMLResponse,
-            responses={200: {"content": {"text/html": {}}}, 404: {"description": "No such run or no notebook"}})
+@router.get(
+    "/runs/{run_id}/notebook",
+    response_class=HTMLResponse,
+    responses={200: {"content": {"text/html": {}}}, 404: {"description": "No such run or no notebook"}},
+)
 def run_notebook(services: ServicesDep, run_id: str = Path(max_length=64)) -> HTMLResponse:
     """The executed notebook of an MLflow run, rendered as HTML."""
     if not RUN_ID.match(run_id):
         raise NotFound(f"'{run_id}' is not an MLflow run id (32 hex digits)")
     try:
         html = services.lineage.notebook_html(run_id)
-    except Exception as exc:  # noqa: BLE001 - MLflow raises MlflowException for unknown runs
+    except Exception as exc:
         if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
             raise NotFound(f"MLflow run {run_id} not found") from exc
         raise
@@ -57,7 +62,8 @@ async def prediction_lineage(services: ServicesDep, prediction_id: str = Path(ma
     features = model.features if model and model.version == found.model_version else None
     if features is None or len(features) != len(found.features):
         features = tuple(f["name"] for f in lineage_features(services, found)) or tuple(
-            f"f{i}" for i in range(len(found.features)))
+            f"f{i}" for i in range(len(found.features))
+        )
     labels = await run_in_threadpool(store.feedback_for, services.engine, [prediction_id])
     classes = (model.class_keys if model else None) or [str(i) for i in range(len(found.probabilities))]
     return {

@@ -42,7 +42,9 @@ def _count_classes(services: Any, model: ServingModel, idx: np.ndarray) -> None:
     key = ("pred_children", model.name, model.version)
     children = services.extra.get(key)
     if children is None:
-        children = [services.metrics.predictions.labels(model.name, model.version, c) for c in model.class_keys]
+        children = [
+            services.metrics.predictions.labels(model.name, model.version, c) for c in model.class_keys
+        ]
         services.extra[key] = children
     if len(idx) == 1:
         children[int(idx[0])].inc()
@@ -57,12 +59,18 @@ def _count_classes(services: Any, model: ServingModel, idx: np.ndarray) -> None:
     response_model=PredictResponse,
     # Authentication is checked inline (same function as the READ dependency): on the hot path the
     # dependency machinery cost more than the model call. The security requirement is declared by hand.
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/PredictRequest"}}}},
-        "security": [{"APIKeyHeader": []}]},
-    responses={413: {"description": "More rows than SERVE_BATCH_LIMIT"},
-               422: {"description": "Rows that do not match the model's features; each problem names the feature"},
-               503: {"description": "No model loaded yet"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
+        },
+        "security": [{"APIKeyHeader": []}],
+    },
+    responses={
+        413: {"description": "More rows than SERVE_BATCH_LIMIT"},
+        422: {"description": "Rows that do not match the model's features; each problem names the feature"},
+        503: {"description": "No model loaded yet"},
+    },
 )
 async def predict(request: Request) -> Response:
     """Predict the class and class probabilities of one or many rows with the served model."""
@@ -83,12 +91,21 @@ async def predict(request: Request) -> Response:
         {"prediction_id": f"{batch_id}-{i}", "label": label, "probabilities": dict(zip(keys, p, strict=True))}
         for i, (label, p) in enumerate(zip(labels, proba.tolist(), strict=True))
     ]
-    services.writer.submit({
-        "id": batch_id, "created_at": datetime.now(UTC), "model_name": model.name,
-        "model_version": model.version, "model_alias": model.alias, "run_id": model.run_id,
-        "trace_id": request.scope.get("state", {}).get("trace_id"), "n_rows": len(rows),
-        "features": X, "labels": labels, "probabilities": proba,
-    })
+    services.writer.submit(
+        {
+            "id": batch_id,
+            "created_at": datetime.now(UTC),
+            "model_name": model.name,
+            "model_version": model.version,
+            "model_alias": model.alias,
+            "run_id": model.run_id,
+            "trace_id": request.scope.get("state", {}).get("trace_id"),
+            "n_rows": len(rows),
+            "features": X,
+            "labels": labels,
+            "probabilities": proba,
+        }
+    )
     _count_classes(services, model, idx)
     services.metrics.batch_rows.observe(len(rows))
     body = orjson.dumps({"model": model.identity, "predictions": predictions})

@@ -47,7 +47,9 @@ class ModelStore:
     swap_versions: tuple[str, str]
 
 
-def _train_and_log(X, y, C: float, project: Path, data_rel: str, data_md5: str, commit: str) -> tuple[str, str]:
+def _train_and_log(
+    X, y, C: float, project: Path, data_rel: str, data_md5: str, commit: str
+) -> tuple[str, str]:
     import mlflow
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
@@ -56,28 +58,44 @@ def _train_and_log(X, y, C: float, project: Path, data_rel: str, data_md5: str, 
 
     model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000)).fit(X, y)
     with mlflow.start_run(run_name=f"train-C{C}") as run:
-        mlflow.set_tags({
-            "jobrunner.notebook": "notebooks/03_train.ipynb",
-            "jobrunner.stage": "train",
-            "jobrunner.git.commit": commit,
-            "jobrunner.git.dirty": "false",
-            f"jobrunner.data.input.{data_rel}": data_md5,
-            "jobrunner.outcome": "succeeded",
-        })
+        mlflow.set_tags(
+            {
+                "jobrunner.notebook": "notebooks/03_train.ipynb",
+                "jobrunner.stage": "train",
+                "jobrunner.git.commit": commit,
+                "jobrunner.git.dirty": "false",
+                f"jobrunner.data.input.{data_rel}": data_md5,
+                "jobrunner.outcome": "succeeded",
+            }
+        )
         mlflow.log_params({"model_type": "logistic_regression", "C": C, "seed": 42})
         mlflow.log_metric("train_accuracy", float(model.score(X, y)))
-        info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(X, model.predict(X)),
-                                        input_example=X.head(3), serialization_format="cloudpickle",
-                                        pip_requirements=["scikit-learn", "cloudpickle"])
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(X, model.predict(X)),
+            input_example=X.head(3),
+            serialization_format="cloudpickle",
+            pip_requirements=["scikit-learn", "cloudpickle"],
+        )
         nb_dir = project / "_artifacts"
         nb_dir.mkdir(exist_ok=True)
-        (nb_dir / "03_train.html").write_text(f"<html><body><h1>03_train executed</h1><p>C={C}</p></body></html>")
-        (nb_dir / "03_train.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
-                                                           "nbformat_minor": 5}))
+        (nb_dir / "03_train.html").write_text(
+            f"<html><body><h1>03_train executed</h1><p>C={C}</p></body></html>"
+        )
+        (nb_dir / "03_train.ipynb").write_text(
+            json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+        )
         mlflow.log_artifact(str(nb_dir / "03_train.html"), "notebook")
         mlflow.log_artifact(str(nb_dir / "03_train.ipynb"), "notebook")
-        mlflow.log_dict({"git": {"commit": commit}, "inputs": [{"path": data_rel, "md5": data_md5}],
-                         "parameters": {"C": C}}, "lineage.json")
+        mlflow.log_dict(
+            {
+                "git": {"commit": commit},
+                "inputs": [{"path": data_rel, "md5": data_md5}],
+                "parameters": {"C": C},
+            },
+            "lineage.json",
+        )
     return info.model_uri, run.info.run_id
 
 
@@ -103,8 +121,11 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStore
     commit = "0123456789abcdef0123456789abcdef01234567"
 
     tracking = f"sqlite:///{project / 'mlflow.db'}"
-    env = {"JOBRUNNER_PROJECT_DIR": str(project), "MLFLOW_TRACKING_URI": tracking,
-           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env = {
+        "JOBRUNNER_PROJECT_DIR": str(project),
+        "MLFLOW_TRACKING_URI": tracking,
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     get_settings.cache_clear()
@@ -122,9 +143,16 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStore
     client.set_registered_model_alias(SWAP_MODEL, "champion", s1.version)
 
     yield ModelStore(
-        project=project, tracking_uri=tracking, features=list(X.columns),
-        rows=X.head(40).to_dict(orient="records"), labels=[int(v) for v in y.head(40)], run_id=run_a,
-        data_path=data_rel, data_md5=data_md5, commit=commit, swap_versions=(str(s1.version), str(s2.version)),
+        project=project,
+        tracking_uri=tracking,
+        features=list(X.columns),
+        rows=X.head(40).to_dict(orient="records"),
+        labels=[int(v) for v in y.head(40)],
+        run_id=run_a,
+        data_path=data_rel,
+        data_md5=data_md5,
+        commit=commit,
+        swap_versions=(str(s1.version), str(s2.version)),
     )
     for k, old in saved.items():
         if old is None:
@@ -137,14 +165,14 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStore
 def serve_settings(store: ModelStore, database_url: str, **overrides):
     from serve.config import Settings
 
-    values = dict(
-        api_keys=f"{READ_KEY}:read,{WRITE_KEY}:write",
-        mlflow_tracking_uri=store.tracking_uri,
-        database_url=database_url,
-        model_poll_interval=0,
-        log_json=True,
-        retrain_notebook="notebooks/ok.ipynb",
-    )
+    values = {
+        "api_keys": f"{READ_KEY}:read,{WRITE_KEY}:write",
+        "mlflow_tracking_uri": store.tracking_uri,
+        "database_url": database_url,
+        "model_poll_interval": 0,
+        "log_json": True,
+        "retrain_notebook": "notebooks/ok.ipynb",
+    }
     values.update(overrides)
     return Settings(_env_file=None, **values)
 
@@ -188,19 +216,24 @@ def start_server(store: ModelStore, tmp: Path, env_extra: dict[str, str]) -> Ser
     port = free_port()
     database_url = f"sqlite:///{tmp / 'serve.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_", "JOBRUNNER_"))}
-    env.update({
-        "SERVE_API_KEYS": f"{READ_KEY}:read,{WRITE_KEY}:write",
-        "SERVE_MLFLOW_TRACKING_URI": store.tracking_uri,
-        "SERVE_DATABASE_URL": database_url,
-        "JOBRUNNER_PROJECT_DIR": str(store.project),
-        "MLFLOW_TRACKING_URI": store.tracking_uri,
-        "PYTHONPATH": str(ROOT),
-        **env_extra,
-    })
+    env.update(
+        {
+            "SERVE_API_KEYS": f"{READ_KEY}:read,{WRITE_KEY}:write",
+            "SERVE_MLFLOW_TRACKING_URI": store.tracking_uri,
+            "SERVE_DATABASE_URL": database_url,
+            "JOBRUNNER_PROJECT_DIR": str(store.project),
+            "MLFLOW_TRACKING_URI": store.tracking_uri,
+            "PYTHONPATH": str(ROOT),
+            **env_extra,
+        }
+    )
     log_path = tmp / "server.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "serve.app:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        cwd=tmp,
+        env=env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     server = Server(f"http://127.0.0.1:{port}", process, log_path, database_url)
     deadline = time.monotonic() + 90

@@ -8,10 +8,17 @@ import pytest
 from starlette.routing import Route
 
 from serve.config import KeyRing, parse_api_keys
-from tests.serve.conftest import READ, READ_KEY, WRITE, WRITE_KEY
+from tests.serve.conftest import READ, READ_KEY, WRITE
 
-PUBLIC = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/openapi.json"), ("GET", "/docs"),
-          ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc")}
+PUBLIC = {
+    ("GET", "/health"),
+    ("GET", "/ready"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+}
 WRITE_ROUTES = {("POST", "/v1/feedback"), ("POST", "/v1/jobs"), ("DELETE", "/v1/jobs/{job_id}")}
 
 

@@ -32,9 +32,15 @@ def jobs_client(model_store, make_postgres_db, amqp_url, queue_prefix, monkeypat
     monkeypatch.setenv("JOBRUNNER_QUEUE_NAME", queue_prefix)
     get_settings.cache_clear()
     db.migrate(get_settings())
-    settings = serve_settings(model_store, url, feedback_window=10, feedback_min_samples=5,
-                              feedback_threshold=0.8, retrain_notebook="notebooks/ok.ipynb",
-                              retrain_parameters={"label": "retrain"})
+    settings = serve_settings(
+        model_store,
+        url,
+        feedback_window=10,
+        feedback_min_samples=5,
+        feedback_threshold=0.8,
+        retrain_notebook="notebooks/ok.ipynb",
+        retrain_parameters={"label": "retrain"},
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
     db.dispose_engines()
@@ -70,7 +76,9 @@ def _queued_messages(amqp_url: str, queue: str) -> list[dict]:
 
 def test_jobs_rest_lifecycle(jobs_client, amqp_url, queue_prefix):
     c = jobs_client
-    r = c.post("/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "parameters": {"x": 5, "y": 1.5}}, headers=WRITE)
+    r = c.post(
+        "/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "parameters": {"x": 5, "y": 1.5}}, headers=WRITE
+    )
     assert r.status_code == 201, r.text
     job = r.json()
     assert job["state"] == "QUEUED" and job["parameters"] == {"x": 5, "y": 1.5}
@@ -78,8 +86,11 @@ def test_jobs_rest_lifecycle(jobs_client, amqp_url, queue_prefix):
     assert [m["job_id"] for m in _queued_messages(amqp_url, queue_prefix)] == [job["id"]]
 
     # the parameter contract is enforced before anything is queued
-    bad = c.post("/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "parameters": {"x": "five", "z": 1}},
-                 headers=WRITE)
+    bad = c.post(
+        "/v1/jobs",
+        json={"notebook": "notebooks/ok.ipynb", "parameters": {"x": "five", "z": 1}},
+        headers=WRITE,
+    )
     assert bad.status_code == 422
     assert {(p["name"], p["problem"]) for p in bad.json()["problems"]} == {("x", "type"), ("z", "unknown")}
     missing = c.post("/v1/jobs", json={"notebook": "notebooks/nope.ipynb"}, headers=WRITE)
@@ -88,8 +99,12 @@ def test_jobs_rest_lifecycle(jobs_client, amqp_url, queue_prefix):
     assert outside.status_code == 404
 
     # idempotency key: the same key returns the first job
-    first = c.post("/v1/jobs", json={"notebook": "notebooks/sleeps.ipynb"}, headers={**WRITE, "Idempotency-Key": "k-1"})
-    again = c.post("/v1/jobs", json={"notebook": "notebooks/sleeps.ipynb"}, headers={**WRITE, "Idempotency-Key": "k-1"})
+    first = c.post(
+        "/v1/jobs", json={"notebook": "notebooks/sleeps.ipynb"}, headers={**WRITE, "Idempotency-Key": "k-1"}
+    )
+    again = c.post(
+        "/v1/jobs", json={"notebook": "notebooks/sleeps.ipynb"}, headers={**WRITE, "Idempotency-Key": "k-1"}
+    )
     assert first.status_code == again.status_code == 201 and first.json()["id"] == again.json()["id"]
 
     listed = c.get("/v1/jobs", params={"state": "QUEUED", "limit": 1}, headers=READ).json()
@@ -133,14 +148,17 @@ def test_feedback_below_threshold_submits_exactly_one_retrain_job_per_crossing(j
     right = [(p["prediction_id"], p["label"]) for p in preds]
 
     def send(pairs):
-        return [c.post("/v1/feedback", json={"prediction_id": pid, "label": lab}, headers=WRITE) for pid, lab in pairs]
+        return [
+            c.post("/v1/feedback", json={"prediction_id": pid, "label": lab}, headers=WRITE)
+            for pid, lab in pairs
+        ]
 
     # 4 wrong labels: below the 5-label minimum, nothing happens yet
     assert all(r.status_code == 201 for r in send(wrong[:4]))
     acc = c.get("/v1/feedback/accuracy", headers=READ).json()
     assert acc["labelled"] == 4 and acc["accuracy"] == 0.0 and acc["below_threshold"] is False
     # 8 more wrong labels from 4 concurrent clients: the threshold is crossed once -> one job
-    threads = [threading.Thread(target=send, args=(wrong[4 + 2 * i: 6 + 2 * i],)) for i in range(4)]
+    threads = [threading.Thread(target=send, args=(wrong[4 + 2 * i : 6 + 2 * i],)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -162,19 +180,25 @@ def test_feedback_below_threshold_submits_exactly_one_retrain_job_per_crossing(j
     services.feedback.join()
     assert len(_retrain_jobs(c)) == 2
     metrics = c.get("/metrics").text
-    assert 'serve_retrain_jobs_submitted_total{model="breast-cancer-classifier",outcome="submitted"} 2.0' in metrics
+    assert (
+        'serve_retrain_jobs_submitted_total{model="breast-cancer-classifier",outcome="submitted"} 2.0'
+        in metrics
+    )
     assert 'serve_live_accuracy{model="breast-cancer-classifier",version="1"} 0.7' in metrics
 
 
 def test_feedback_errors(jobs_client, model_store):
     c = jobs_client
     pid = c.post("/v1/predict", json={"rows": model_store.rows[:1]}, headers=READ).json()["predictions"][0][
-        "prediction_id"]
+        "prediction_id"
+    ]
     assert c.post("/v1/feedback", json={"prediction_id": pid, "label": 7}, headers=WRITE).status_code == 422
     assert c.post("/v1/feedback", json={"prediction_id": pid, "label": 0}, headers=WRITE).status_code == 201
     dup = c.post("/v1/feedback", json={"prediction_id": pid, "label": 1}, headers=WRITE)
     assert dup.status_code == 409 and "already recorded" in dup.json()["detail"]
     unknown = c.post("/v1/feedback", json={"prediction_id": "f" * 32 + "-0", "label": 1}, headers=WRITE)
     assert unknown.status_code == 404
-    assert c.post("/v1/feedback", json={"prediction_id": "nope", "label": 1}, headers=WRITE).status_code == 422
+    assert (
+        c.post("/v1/feedback", json={"prediction_id": "nope", "label": 1}, headers=WRITE).status_code == 422
+    )
     assert c.post("/v1/feedback", json={"label": 1}, headers=WRITE).status_code == 422

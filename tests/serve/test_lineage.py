@@ -32,12 +32,14 @@ def test_changed_data_no_longer_resolves(model_store):
 
     resolver = HashResolver(model_store.project)
     client = MlflowClient(model_store.tracking_uri)
-    lineage = build_lineage(client, name="breast-cancer-classifier", version="1", alias="champion",
-                            resolver=resolver)
+    lineage = build_lineage(
+        client, name="breast-cancer-classifier", version="1", alias="champion", resolver=resolver
+    )
     assert lineage["run"]["data"][0]["resolved"] is True
     resolver_other = HashResolver(model_store.project / "elsewhere")
-    lineage = build_lineage(client, name="breast-cancer-classifier", version="1", alias="champion",
-                            resolver=resolver_other)
+    lineage = build_lineage(
+        client, name="breast-cancer-classifier", version="1", alias="champion", resolver=resolver_other
+    )
     assert lineage["run"]["data"][0]["resolved"] is False
 
 
@@ -57,7 +59,10 @@ def test_prediction_lineage_returns_the_row_the_answer_and_the_chain(app_client,
     # feedback shows up in the prediction's lineage
     fb = app_client.post("/v1/feedback", json={"prediction_id": pid, "label": 1}, headers=WRITE)
     assert fb.status_code == 201, fb.text
-    assert app_client.get(f"/v1/predictions/{pid}/lineage", headers=READ).json()["prediction"]["true_label"] == "1"
+    assert (
+        app_client.get(f"/v1/predictions/{pid}/lineage", headers=READ).json()["prediction"]["true_label"]
+        == "1"
+    )
 
 
 def test_unknown_prediction_and_run_are_404_and_garbage_ids_422(app_client):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, given, settings
 
-from tests.serve.conftest import WRITE_KEY  # noqa: E402
+from tests.serve.conftest import WRITE_KEY
 
 EXAMPLES = 30
 
@@ -52,14 +52,24 @@ def check(app_client, operation, tried: dict[str, set[int]]) -> None:
     for_operation = st.one_of(*cases)
 
     @given(case=for_operation)
-    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None,
-              derandomize=True)
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+        derandomize=True,
+    )
     def run(case):
         for key in (WRITE_KEY, ""):
             response = _send(app_client, case, key)
             tried.setdefault(label, set()).add(response.status_code)
-            assert response.status_code < 500, (label, case.path_parameters, case.query, case.body,
-                                             response.text[:400])
+            assert response.status_code < 500, (
+                label,
+                case.path_parameters,
+                case.query,
+                case.body,
+                response.text[:400],
+            )
             assert response.headers.get("x-trace-id")
 
     run()

@@ -45,9 +45,17 @@ def test_missing_unknown_and_mistyped_features_are_named_in_a_422(app_client, mo
     r = predict(app_client, [model_store.rows[1], row])
     assert r.status_code == 422
     body = r.json()
-    assert "mean_radius" in body["detail"] and "mean_radiuss" in body["detail"] and "worst_area" in body["detail"]
+    assert (
+        "mean_radius" in body["detail"]
+        and "mean_radiuss" in body["detail"]
+        and "worst_area" in body["detail"]
+    )
     problems = {(p["row"], p["feature"], p["problem"]) for p in body["problems"]}
-    assert problems == {(1, "mean_radius", "missing"), (1, "mean_radiuss", "unknown"), (1, "worst_area", "type")}
+    assert problems == {
+        (1, "mean_radius", "missing"),
+        (1, "mean_radiuss", "unknown"),
+        (1, "worst_area", "type"),
+    }
 
 
 @pytest.mark.parametrize("value", [None, True, "1.0", [1.0]])
@@ -56,8 +64,12 @@ def test_non_numbers_are_refused(app_client, model_store, value):
     r = predict(app_client, [row])
     assert r.status_code == 422
     assert r.json()["problems"] == [
-        {"row": 0, "feature": "mean_texture", "problem": "type",
-         "message": r.json()["problems"][0]["message"]}
+        {
+            "row": 0,
+            "feature": "mean_texture",
+            "problem": "type",
+            "message": r.json()["problems"][0]["message"],
+        }
     ]
 
 
@@ -102,7 +114,7 @@ def test_predictions_are_stored_and_counted(app_client, model_store):
     metrics = app_client.get("/metrics").text
     assert f'serve_predictions_total{{label="1",model="{MODEL}",version="1"}}' in metrics
     assert 'serve_http_requests_total{method="POST",route="/v1/predict",status="200"}' in metrics
-    assert "serve_model_reloads_total{outcome=\"success\"} 1.0" in metrics
+    assert 'serve_model_reloads_total{outcome="success"} 1.0' in metrics
 
 
 def test_model_endpoint_shows_signature_features(app_client, model_store):
@@ -120,5 +132,7 @@ def test_openapi_request_schema_lists_the_models_features(app_client, model_stor
     body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/PredictRequest"}
     # the key requirement is documented like on every other protected route
-    assert schema["paths"]["/v1/predict"]["post"]["security"] == schema["paths"]["/v1/model"]["get"]["security"]
+    assert (
+        schema["paths"]["/v1/predict"]["post"]["security"] == schema["paths"]["/v1/model"]["get"]["security"]
+    )
     assert schema["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"

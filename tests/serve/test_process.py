@@ -22,13 +22,17 @@ def test_alias_move_under_load_fails_no_request_and_switches_version(model_store
     v1, v2 = model_store.swap_versions
     client = MlflowClient(model_store.tracking_uri)
     client.set_registered_model_alias(SWAP_MODEL, "champion", v1)
-    server = start_server(model_store, tmp_path, {
-        "SERVE_MODEL_NAME": SWAP_MODEL,
-        "SERVE_MODEL_POLL_INTERVAL": "0.3",
-        # a long flush interval leaves records queued at shutdown: the drain must write them
-        "SERVE_LOG_FLUSH_INTERVAL": "30",
-        "SERVE_LOG_BATCH_SIZE": "100000",
-    })
+    server = start_server(
+        model_store,
+        tmp_path,
+        {
+            "SERVE_MODEL_NAME": SWAP_MODEL,
+            "SERVE_MODEL_POLL_INTERVAL": "0.3",
+            # a long flush interval leaves records queued at shutdown: the drain must write them
+            "SERVE_LOG_FLUSH_INTERVAL": "30",
+            "SERVE_LOG_BATCH_SIZE": "100000",
+        },
+    )
     results: list[tuple[int, int, str | None, str]] = []  # (thread, status, version, trace id)
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -71,7 +75,9 @@ def test_alias_move_under_load_fails_no_request_and_switches_version(model_store
         assert ready["model"]["version"] == v2
         metrics = httpx.get(server.url + "/metrics").text
         assert 'serve_model_reloads_total{outcome="success"} 2.0' in metrics
-        assert f'serve_model_version_info{{alias="champion",model="{SWAP_MODEL}",version="{v2}"}} 1.0' in metrics
+        assert (
+            f'serve_model_version_info{{alias="champion",model="{SWAP_MODEL}",version="{v2}"}} 1.0' in metrics
+        )
     finally:
         stop.set()
         code = server.stop()

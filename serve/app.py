@@ -165,19 +165,47 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
             }
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
         schemas["PredictRow"] = row
+        features = list(model.features) if model is not None else None
+        column = {"type": "string", **({"enum": features} if features else {})}
         schemas["PredictRequest"] = {
-            "type": "object",
             "title": "PredictRequest",
-            "description": "One or many rows as JSON records",
-            "properties": {
-                "rows": {
-                    "type": "array",
-                    "items": {"$ref": "#/components/schemas/PredictRow"},
-                    "minItems": 1,
-                    "maxItems": limit,
-                }
-            },
-            "required": ["rows"],
+            "description": "One or many rows: JSON records, or the compact columns/data form",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "title": "Records",
+                    "properties": {
+                        "rows": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/PredictRow"},
+                            "minItems": 1,
+                            "maxItems": limit,
+                        }
+                    },
+                    "required": ["rows"],
+                    "additionalProperties": False,
+                },
+                {
+                    "type": "object",
+                    "title": "Columns and data",
+                    "properties": {
+                        "columns": {
+                            "type": "array",
+                            "items": column,
+                            "uniqueItems": True,
+                            **({"minItems": len(features), "maxItems": len(features)} if features else {}),
+                        },
+                        "data": {
+                            "type": "array",
+                            "items": {"type": "array", "items": {"type": "number"}},
+                            "minItems": 1,
+                            "maxItems": limit,
+                        },
+                    },
+                    "required": ["columns", "data"],
+                    "additionalProperties": False,
+                },
+            ],
         }
         app.openapi_schema = schema
         return schema

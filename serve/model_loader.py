@@ -77,6 +77,83 @@ class ServingModel:
             pass
         raise FeatureError(self._problems(rows), self.features)
 
+    def split_to_matrix(self, columns: Any, data: Any) -> np.ndarray:
+        """The compact form `{"columns": [...], "data": [[...], ...]}` -> float64 matrix in signature order."""
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise FeatureError(
+                [
+                    {
+                        "row": None,
+                        "feature": None,
+                        "problem": "type",
+                        "message": "columns must be a list of feature names",
+                    }
+                ],
+                self.features,
+            )
+        given = set(columns)
+        problems = [
+            {"row": None, "feature": f, "problem": "missing", "message": f"feature '{f}' is not in columns"}
+            for f in self.features
+            if f not in given
+        ] + [
+            {
+                "row": None,
+                "feature": c[:60],
+                "problem": "unknown",
+                "message": f"unknown feature '{c:.60}' in columns",
+            }
+            for c in columns
+            if c not in self._feature_set
+        ]
+        if len(given) != len(columns):
+            problems.append(
+                {
+                    "row": None,
+                    "feature": None,
+                    "problem": "duplicate",
+                    "message": "columns names a feature twice",
+                }
+            )
+        if problems:
+            raise FeatureError(problems[:MAX_PROBLEMS], self.features)
+        n = len(columns)
+        try:
+            flat = list(itertools.chain.from_iterable(data))
+            if all(len(r) == n for r in data) and set(map(type, flat)) <= {float, int}:
+                X = np.fromiter(flat, dtype=np.float64, count=len(flat)).reshape(len(data), n)
+                if np.isfinite(X).all():
+                    if tuple(columns) != self.features:
+                        X = X[:, [columns.index(f) for f in self.features]]
+                    return X
+        except TypeError:
+            pass
+        bad = []
+        for i, row in enumerate(data):
+            if not isinstance(row, list) or len(row) != n:
+                bad.append(
+                    {
+                        "row": i,
+                        "feature": None,
+                        "problem": "type",
+                        "message": f"row {i} must be a list of {n} numbers",
+                    }
+                )
+                continue
+            for name, value in zip(columns, row, strict=True):
+                if isinstance(value, bool) or not isinstance(value, _NUMBER) or not np.isfinite(value):
+                    bad.append(
+                        {
+                            "row": i,
+                            "feature": name,
+                            "problem": "type",
+                            "message": f"row {i}: feature '{name}' must be a finite number, got {value!r:.40}",
+                        }
+                    )
+            if len(bad) >= MAX_PROBLEMS:
+                break
+        raise FeatureError(bad[:MAX_PROBLEMS], self.features)
+
     def _problems(self, rows: list[Any]) -> list[dict[str, Any]]:
         problems: list[dict[str, Any]] = []
         for i, row in enumerate(rows):

@@ -23,19 +23,24 @@ class TooLarge(ServeError):
     status = 413
 
 
-def parse_rows(body: bytes, limit: int) -> list[Any]:
+def parse_body(body: bytes, limit: int, model: ServingModel) -> np.ndarray:
+    """The request body (records or the compact columns/data form) as a matrix in signature order."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise Unprocessable(f"the body is not valid JSON: {exc}") from exc
-    rows = data.get("rows") if isinstance(data, dict) else data
+    split = isinstance(data, dict) and "columns" in data and "data" in data
+    rows = data.get("data" if split else "rows") if isinstance(data, dict) else data
     if not isinstance(rows, list):
-        raise Unprocessable('the body must be {"rows": [{"<feature>": <number>, ...}, ...]}')
+        raise Unprocessable(
+            'the body must be {"rows": [{"<feature>": <number>, ...}, ...]} '
+            'or {"columns": ["<feature>", ...], "data": [[<number>, ...], ...]}'
+        )
     if not rows:
-        raise Unprocessable("rows is empty: send at least one row")
+        raise Unprocessable("the batch is empty: send at least one row")
     if len(rows) > limit:
         raise TooLarge(f"{len(rows)} rows is more than the limit of {limit} per request; split the batch")
-    return rows
+    return model.split_to_matrix(data["columns"], rows) if split else model.to_matrix(rows)
 
 
 def _count_classes(services: Any, model: ServingModel, idx: np.ndarray) -> None:
@@ -81,8 +86,7 @@ async def predict(request: Request) -> Response:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit * BYTES_PER_ROW:
         raise TooLarge(f"the body ({length} bytes) is larger than allowed for {limit} rows")
-    rows = parse_rows(await request.body(), limit)
-    X = model.to_matrix(rows)
+    X = parse_body(await request.body(), limit, model)
     idx, proba = model.predict(X)
     batch_id = uuid.uuid4().hex
     labels = [model.class_values[i] for i in idx.tolist()]
@@ -100,13 +104,13 @@ async def predict(request: Request) -> Response:
             "model_alias": model.alias,
             "run_id": model.run_id,
             "trace_id": request.scope.get("state", {}).get("trace_id"),
-            "n_rows": len(rows),
+            "n_rows": len(X),
             "features": X,
             "labels": labels,
             "probabilities": proba,
         }
     )
     _count_classes(services, model, idx)
-    services.metrics.batch_rows.observe(len(rows))
+    services.metrics.batch_rows.observe(len(X))
     body = orjson.dumps({"model": model.identity, "predictions": predictions})
     return Response(body, media_type="application/json")

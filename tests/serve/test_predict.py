@@ -136,3 +136,35 @@ def test_openapi_request_schema_lists_the_models_features(app_client, model_stor
         schema["paths"]["/v1/predict"]["post"]["security"] == schema["paths"]["/v1/model"]["get"]["security"]
     )
     assert schema["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
+
+
+def test_columns_and_data_form_gives_the_same_answers_in_any_column_order(app_client, model_store):
+    rows = model_store.rows[:5]
+    by_records = predict(app_client, rows).json()["predictions"]
+    columns = list(reversed(model_store.features))
+    data = [[row[c] for c in columns] for row in rows]
+    r = app_client.post("/v1/predict", json={"columns": columns, "data": data}, headers=READ)
+    assert r.status_code == 200, r.text
+    by_split = r.json()["predictions"]
+    assert [p["label"] for p in by_split] == [p["label"] for p in by_records]
+    for a, b in zip(by_split, by_records, strict=True):
+        assert a["probabilities"] == pytest.approx(b["probabilities"])
+
+
+def test_columns_and_data_errors_name_the_feature(app_client, model_store):
+    cols = list(model_store.features)
+    data = [[1.0] * 30]
+    r = app_client.post("/v1/predict", json={"columns": cols[:-1] + ["bogus"], "data": data}, headers=READ)
+    assert r.status_code == 422
+    assert {(p["feature"], p["problem"]) for p in r.json()["problems"]} == {
+        ("worst_fractal_dimension", "missing"),
+        ("bogus", "unknown"),
+    }
+    r = app_client.post("/v1/predict", json={"columns": cols, "data": [[1.0] * 29]}, headers=READ)
+    assert r.status_code == 422 and r.json()["problems"][0]["row"] == 0
+    r = app_client.post("/v1/predict", json={"columns": cols, "data": [[1.0] * 29 + ["x"]]}, headers=READ)
+    assert r.status_code == 422 and r.json()["problems"][0]["feature"] == cols[-1]
+    r = app_client.post("/v1/predict", json={"columns": cols, "data": []}, headers=READ)
+    assert r.status_code == 422 and "empty" in r.json()["detail"]
+    r = app_client.post("/v1/predict", json={"columns": cols, "data": [[1.0] * 30] * 101}, headers=READ)
+    assert r.status_code == 413

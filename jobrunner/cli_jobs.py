@@ -2,7 +2,8 @@
 
 Exit codes (docs/jobs.md): 0 success; 1 the job ended FAILED or CANCELLED (submit --wait); 2 usage
 error (bad parameters, notebook outside the roots), nothing queued; 3 infrastructure (database, broker)
-unavailable; 4 job not found; 5 conflict (cancelling a job that already finished).
+unavailable; 4 job not found; 5 conflict (cancelling a job that already finished, an idempotency key
+reused with other parameters).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 
 import click
 
+from jobrunner.errors import (IdempotencyConflict, InfrastructureError, InvalidTransition, JobNotFound,
+                              JobrunnerError, NotebookNotFound, ParameterError)
 from jobrunner.states import JobState
-from jobrunner.errors import (InfrastructureError, InvalidTransition, JobNotFound, JobrunnerError,
-                              NotebookNotFound, ParameterError)
 
 # Same codes as jobrunner.cli (not imported at module level: cli imports this module while it loads).
 EXIT_FAILED, EXIT_USAGE, EXIT_INFRA, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 2, 3, 4, 5
@@ -41,7 +42,7 @@ def parameter_options(func: Any) -> Any:
 def _handle(exc: Exception) -> None:
     if isinstance(exc, JobNotFound):
         fail(str(exc), EXIT_NOT_FOUND)
-    if isinstance(exc, InvalidTransition):
+    if isinstance(exc, (InvalidTransition, IdempotencyConflict)):
         fail(str(exc), EXIT_CONFLICT)
     if isinstance(exc, InfrastructureError):
         fail(str(exc), EXIT_INFRA)

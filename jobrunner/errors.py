@@ -124,3 +124,13 @@ class BrokerUnavailable(InfrastructureError):
 
 class ArtifactStoreError(InfrastructureError):
     """The executed notebook could not be stored at JOBRUNNER_ARTIFACT_URI (S3 or a folder)."""
+
+
+class IdempotencyConflict(JobrunnerError):
+    """An idempotency key was reused for a different notebook or different parameters."""
+
+    def __init__(self, key: str, job_id: str):
+        self.key = key
+        self.job_id = job_id
+        super().__init__(f"idempotency key {key!r} already belongs to job {job_id} with another notebook or "
+                         "other parameters; use a new key to submit a different job")

@@ -10,6 +10,7 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from jobrunner.errors import IdempotencyConflict
 from jobrunner.models import Job, JobEvent, Outbox
 from jobrunner.schemas import JobCreate
 from jobrunner.states import JobState, transition, utcnow
@@ -40,7 +41,7 @@ def create_job_idempotent(*, session: Session, job_in: JobCreate) -> tuple[Job, 
     if job_in.idempotency_key:
         existing = get_job_by_key(session=session, key=job_in.idempotency_key)
         if existing is not None:
-            return existing, False
+            return _same_submission(existing, job_in), False
         try:
             with session.begin_nested():
                 return create_job(session=session, job_in=job_in), True
@@ -49,8 +50,15 @@ def create_job_idempotent(*, session: Session, job_in: JobCreate) -> tuple[Job, 
             existing = get_job_by_key(session=session, key=job_in.idempotency_key)
             if existing is None:
                 raise
-            return existing, False
+            return _same_submission(existing, job_in), False
     return create_job(session=session, job_in=job_in), True
+
+
+def _same_submission(existing: Job, job_in: JobCreate) -> Job:
+    """The job of a reused key, if it was submitted with the same notebook and parameters."""
+    if existing.notebook != job_in.notebook or (existing.parameters or {}) != job_in.parameters:
+        raise IdempotencyConflict(job_in.idempotency_key or "", existing.id)
+    return existing
 
 
 def add_outbox(*, session: Session, job_id: str, attempt: int, delay: float = 0.0) -> None:

@@ -110,6 +110,19 @@ def test_idempotency_key_returns_the_existing_job(pg_settings):
     assert _count(pg_settings, Job) == 2 and _count(pg_settings, Outbox) == 2
 
 
+def test_idempotency_key_reused_with_other_parameters_is_a_conflict(pg_settings):
+    from jobrunner.errors import IdempotencyConflict
+    from jobrunner.jobs import submit
+    from jobrunner.models import Job
+
+    first = submit("notebooks/ok.ipynb", {"x": 1}, idempotency_key="k-1", settings=pg_settings)
+    with pytest.raises(IdempotencyConflict, match=first.id):
+        submit("notebooks/ok.ipynb", {"x": 2}, idempotency_key="k-1", settings=pg_settings)
+    with pytest.raises(IdempotencyConflict):
+        submit("notebooks/raises.ipynb", idempotency_key="k-1", settings=pg_settings)
+    assert _count(pg_settings, Job) == 1
+
+
 def test_list_filters_and_pages_newest_first(pg_settings):
     from jobrunner.jobs import cancel_job, list_jobs, submit
 

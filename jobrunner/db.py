@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobrunner.config import Settings
-from jobrunner.errors import StoreUnavailable
+from jobrunner.errors import StoreNotMigrated, StoreUnavailable
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -109,7 +109,7 @@ def _ensure_schema(engine: Engine, url: str) -> None:
         if url.startswith("sqlite"):
             migrate_url(url)
         elif not inspect(engine).has_table("jobs"):
-            raise StoreUnavailable(f"the job store at {_safe(url)} has no tables: run `jobrunner migrate`")
+            raise StoreNotMigrated(f"the job store at {_safe(url)} has no tables: run `jobrunner migrate`")
     except OperationalError as exc:
         raise StoreUnavailable(f"job store unavailable ({_safe(url)}): {exc.orig or exc}") from exc
     _checked.add(url)

@@ -134,3 +134,7 @@ class IdempotencyConflict(JobrunnerError):
         self.job_id = job_id
         super().__init__(f"idempotency key {key!r} already belongs to job {job_id} with another notebook or "
                          "other parameters; use a new key to submit a different job")
+
+
+class StoreNotMigrated(StoreUnavailable):
+    """The job store's database has no jobrunner tables yet: run `jobrunner migrate`."""

@@ -59,12 +59,26 @@ class Worker:
         self.metrics.serve(self.settings.worker_metrics_port)
         _warm_up()
         broker = broker_for(self.settings)
+        self.check_store()
         log.warning("worker %s started (%s)", self.id, "amqp" if broker else "embedded")
         if broker is None:
             EmbeddedSource(self).run()
         else:
             AmqpSource(self, broker).run()
         log.warning("worker %s stopped", self.id)
+
+    def check_store(self) -> None:
+        """Refuse to start on a database without the jobrunner schema; an unreachable one is retried later."""
+        from jobrunner.db import session_scope
+        from jobrunner.errors import StoreNotMigrated
+
+        try:
+            with session_scope(self.settings):
+                pass
+        except StoreNotMigrated:
+            raise
+        except InfrastructureError as exc:
+            log.warning("worker %s: %s; starting anyway, will retry", self.id, exc)
 
     # -- shared pieces ------------------------------------------------------------------------------
     def start_job(self, payload: dict[str, Any], done: Any) -> None:

@@ -127,3 +127,12 @@ def test_embedded_dead_letters_list_and_requeue(cli, project):
     assert json.loads(out)["state"] == "SUCCEEDED"
     code, _, err = cli("dlq", "requeue")
     assert code == 2 and "--all" in err
+
+
+@pytest.mark.services
+def test_worker_refuses_to_start_on_an_unmigrated_database(cli, project, make_postgres_db):
+    env = {**cli.env, "JOBRUNNER_DATABASE_URL": make_postgres_db()}
+    result = subprocess.run([PYTHON, "-m", "jobrunner.cli", "worker"], env=env, cwd=project,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3
+    assert "run `jobrunner migrate`" in result.stderr

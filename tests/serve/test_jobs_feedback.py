@@ -106,6 +106,12 @@ def test_jobs_rest_lifecycle(jobs_client, amqp_url, queue_prefix):
         "/v1/jobs", json={"notebook": "notebooks/sleeps.ipynb"}, headers={**WRITE, "Idempotency-Key": "k-1"}
     )
     assert first.status_code == again.status_code == 201 and first.json()["id"] == again.json()["id"]
+    reused = c.post(
+        "/v1/jobs",
+        json={"notebook": "notebooks/sleeps.ipynb", "parameters": {"seconds": 1.0}},
+        headers={**WRITE, "Idempotency-Key": "k-1"},
+    )
+    assert reused.status_code == 409, reused.text
 
     listed = c.get("/v1/jobs", params={"state": "QUEUED", "limit": 1}, headers=READ).json()
     assert listed["total"] == 2 and len(listed["items"]) == 1 and listed["limit"] == 1

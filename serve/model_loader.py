@@ -124,7 +124,7 @@ class ServingModel:
                 X = np.fromiter(flat, dtype=np.float64, count=len(flat)).reshape(len(data), n)
                 if np.isfinite(X).all():
                     if tuple(columns) != self.features:
-                        X = X[:, [columns.index(f) for f in self.features]]
+                        X = np.ascontiguousarray(X[:, [columns.index(f) for f in self.features]])
                     return X
         except TypeError:
             pass

@@ -42,6 +42,7 @@ class PredictionWriter:
         self._on_written = on_written or (lambda n: None)
         self._thread = threading.Thread(target=self._run, name="serve-prediction-writer", daemon=True)
         self.failures = 0
+        self.dropped = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -63,17 +64,37 @@ class PredictionWriter:
         return batch
 
     def _write(self, batch: list[dict[str, Any]]) -> bool:
+        from sqlalchemy.exc import DBAPIError, OperationalError
+
         try:
             store.insert_batches(self.engine, batch)
-        except Exception:
+        except (OperationalError, DBAPIError) as exc:
+            if not (isinstance(exc, OperationalError) or exc.connection_invalidated):
+                self._write_one_by_one(batch)
+                self._in_flight = 0
+                return True
+            # the database is unreachable or restarting: keep the records and retry later
             self.failures += 1
-            log.warning("writing %d prediction records failed; will retry", len(batch), exc_info=True)
+            log.warning("writing %d prediction records failed; will retry: %s", len(batch), exc)
             self._queue.extendleft(reversed(batch))
             self._in_flight = 0
             return False
+        except Exception:  # noqa: BLE001 - a record that cannot be stored must not block the others
+            self._write_one_by_one(batch)
+        else:
+            self._on_written(len(batch))
         self._in_flight = 0
-        self._on_written(len(batch))
         return True
+
+    def _write_one_by_one(self, batch: list[dict[str, Any]]) -> None:
+        for record in batch:
+            try:
+                store.insert_batches(self.engine, [record])
+            except Exception:  # logged and counted; retrying it would never succeed
+                self.dropped += 1
+                log.exception("prediction record %s cannot be stored; dropped", record.get("id"))
+            else:
+                self._on_written(1)
 
     def _run(self) -> None:
         while True:

@@ -77,8 +77,14 @@ class RetrainTrigger(Base):
 
 
 # -- engine and migrations ----------------------------------------------------------------------------
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy arrays orjson does not take natively (non-contiguous) and scalars
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
 def _json_dumps(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def make_engine(url: str) -> Engine:

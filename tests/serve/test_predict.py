@@ -149,6 +149,13 @@ def test_columns_and_data_form_gives_the_same_answers_in_any_column_order(app_cl
     assert [p["label"] for p in by_split] == [p["label"] for p in by_records]
     for a, b in zip(by_split, by_records, strict=True):
         assert a["probabilities"] == pytest.approx(b["probabilities"])
+    # stored like records (in signature order), so lineage and feedback work for it too
+    from serve import store
+
+    services = app_client.app.state.services
+    assert services.writer.flush(5) and services.writer.dropped == 0
+    found = store.get_prediction(services.engine, by_split[4]["prediction_id"])
+    assert found.features == pytest.approx([rows[4][f] for f in model_store.features])
 
 
 def test_columns_and_data_errors_name_the_feature(app_client, model_store):

@@ -1,0 +1,35 @@
+"""The background prediction writer: batches, drains on close, and never lets one bad record block the rest."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+
+from serve import store
+from serve.prediction_log import PredictionWriter
+
+
+def record(i: int, features: object) -> dict:
+    return {
+        "id": f"{i:032x}", "created_at": datetime.now(UTC), "model_name": "m", "model_version": "1",
+        "model_alias": "champion", "run_id": None, "trace_id": None, "n_rows": 1, "features": features,
+        "labels": [1], "probabilities": np.array([[0.2, 0.8]]),
+    }  # fmt: skip
+
+
+def test_close_drains_everything_and_a_bad_record_is_dropped_alone(tmp_path):
+    engine = store.make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    store.migrate(engine)
+    writer = PredictionWriter(engine, batch_size=1000, flush_interval=60)  # only close() will write
+    writer.start()
+    good_matrix = np.arange(60.0).reshape(2, 30)[:, ::-1]  # non-contiguous, as a reordered compact body
+    for i in range(50):
+        writer.submit(record(i, good_matrix if i % 2 else [[float(i)] * 30]))
+    writer.submit(record(999, object()))  # cannot be serialised
+    assert store.count_rows(engine, store.PredictionBatch) == 0
+    writer.close(timeout=20)
+    assert store.count_rows(engine, store.PredictionBatch) == 50
+    assert writer.dropped == 1 and writer.pending == 0
+    stored = store.get_prediction(engine, f"{1:032x}-0")
+    assert stored.features == list(good_matrix[0]) and stored.probabilities == [0.2, 0.8]

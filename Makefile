@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-production check lint lab serve worker services services-down mlflow-ui clean lock
+.PHONY: install demo test test-production check lint bench-serve bench-executor lab serve worker services services-down mlflow-ui clean lock
 
 install: $(STAMP)
 
@@ -40,11 +40,19 @@ check: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check jobrunner pipelines serve tests bench
 
+## bench-serve / bench-executor: benchmarks (not tests); results and commands in docs/benchmarks.md
+bench-serve: $(STAMP)
+	$(BIN)/python bench/serve_bench.py
+
+bench-executor: $(STAMP)
+	$(BIN)/python bench/executor_bench.py
+
 ## lab: JupyterLab on the notebooks
 lab: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter lab --notebook-dir=.
 
-## serve: the prediction and jobs API on the embedded defaults (http://127.0.0.1:8000/docs)
+## serve: the prediction and jobs API on the embedded defaults (http://127.0.0.1:8000/docs);
+## set SERVE_API_KEYS=<key>:write first (docs/api.md)
 serve: $(STAMP)
 	$(BIN)/uvicorn serve.app:app --host 127.0.0.1 --port 8000
 

@@ -215,7 +215,7 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app; `settings` (tests) or the environment, read when the server starts."""
-    from serve.routes import feedback, health, jobs, model, predict
+    from serve.routes import alerts, feedback, health, jobs, model, predict
 
     settings_factory = (lambda: settings) if settings is not None else get_settings
     app = FastAPI(
@@ -232,6 +232,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(model.router, dependencies=READ)
     app.include_router(feedback.router)
     app.include_router(jobs.router)
+    app.include_router(alerts.router)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
 
     cfg = settings_factory()  # read when the app is built (for uvicorn: at start-up), never at import

@@ -19,7 +19,8 @@ PUBLIC = {
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
 }
-WRITE_ROUTES = {("POST", "/v1/feedback"), ("POST", "/v1/jobs"), ("DELETE", "/v1/jobs/{job_id}")}
+WRITE_ROUTES = {("POST", "/v1/feedback"), ("POST", "/v1/jobs"), ("DELETE", "/v1/jobs/{job_id}"),
+                ("POST", "/v1/alerts/alertmanager")}
 
 
 def all_routes(app):

@@ -16,6 +16,10 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | { grep -vE "is ignored: it is neither|Warning|^\s|^$$|!!" || true; }
+	@# rfc3987-syntax (from jsonschema[format-nongpl], via jupyter-events) compiles a Lark grammar on import:
+	@# 2.7 s added to every process that imports nbformat, papermill or jsonschema. jsonschema uses it
+	@# only for optional iri/uri format checks, so it goes.
+	$(BIN)/pip uninstall -y -q rfc3987-syntax 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	@touch $@
 
 ## demo: run the research pipeline (dvc repro) on the embedded defaults and show the champion model

@@ -72,7 +72,7 @@ def main() -> None:
         measure("jobrunner.execute + MLflow run (SQLite)", args.runs, jr(True)),
     ]
     print(f"\none-cell notebook, {args.runs} runs each after a warm-up, {os.cpu_count()} cores\n")
-    print(f"| how | median s | min s |\n| --- | --- | --- |")
+    print("| how | median s | min s |\n| --- | --- | --- |")
     for label, med, low in rows:
         print(f"| {label} | {med:.3f} | {low:.3f} |")
     base = rows[1][1]

@@ -9,8 +9,7 @@ pytest plugin does not load under pytest 9 here, so the strategies are driven by
 from __future__ import annotations
 
 import pytest
-
-schemathesis = pytest.importorskip("schemathesis")
+import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from tests.serve.conftest import WRITE_KEY

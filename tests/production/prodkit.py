@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port, port_open, service_unavailable  # noqa: F401 - re-exported
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "services.sh"
 BIN = Path(sys.executable).parent
@@ -27,26 +29,6 @@ MODEL_NAME = "breast-cancer-classifier"
 _SCRUB = ("MLFLOW_", "JOBRUNNER_", "AWS_", "DVC_", "SERVICES_")
 
 
-def service_unavailable(what: str, why: str) -> None:
-    """Skip on a laptop without the service; fail under CI (the rule of tests/conftest.py)."""
-    message = f"{what} is not available: {why}"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI is set: service tests must run)")
-    pytest.skip(message)
-
-
-def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def base_env(**extra: str) -> dict[str, str]:

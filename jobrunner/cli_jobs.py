@@ -15,8 +15,15 @@ from typing import Any
 
 import click
 
-from jobrunner.errors import (IdempotencyConflict, InfrastructureError, InvalidTransition, JobNotFound,
-                              JobrunnerError, NotebookNotFound, ParameterError)
+from jobrunner.errors import (
+    IdempotencyConflict,
+    InfrastructureError,
+    InvalidTransition,
+    JobNotFound,
+    JobrunnerError,
+    NotebookNotFound,
+    ParameterError,
+)
 from jobrunner.states import JobState
 
 # Same codes as jobrunner.cli (not imported at module level: cli imports this module while it loads).

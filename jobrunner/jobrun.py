@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from jobrunner.config import Settings
 from jobrunner.db import session_scope
-from jobrunner.errors import (InfrastructureError, JobrunnerError, KernelStartError, StoreUnavailable)
+from jobrunner.errors import InfrastructureError, JobrunnerError, KernelStartError, StoreUnavailable
 from jobrunner.metrics_worker import WorkerMetrics
 from jobrunner.models import Job
 from jobrunner.states import JobState, transition, utcnow

@@ -297,9 +297,10 @@ class EmbeddedSource:
 
 def _warm_up() -> None:
     """Import the execution stack once at start, not inside the first job (seconds on a busy machine)."""
-    import jobrunner.executor  # noqa: F401
     import nbconvert  # noqa: F401
     import papermill  # noqa: F401
+
+    import jobrunner.executor  # noqa: F401
 
     try:
         import mlflow.tracking  # noqa: F401

@@ -9,8 +9,15 @@ import boto3
 import nbformat
 import pytest
 
-from tests.jobrunner.test_jobs_support import (job, job_env, mlflow_store, wait_for,  # noqa: F401
-                                               wait_consumers, wait_state, workers)
+from tests.jobrunner.test_jobs_support import (  # noqa: F401
+    job,
+    job_env,
+    mlflow_store,
+    wait_consumers,
+    wait_for,
+    wait_state,
+    workers,
+)
 
 pytestmark = pytest.mark.services
 
@@ -25,7 +32,6 @@ def test_submitted_job_succeeds_with_output_in_s3_and_an_mlflow_run(job_env, wor
     from mlflow.tracking import MlflowClient
 
     from jobrunner.jobs import job_output_html, submit
-
     from tests.conftest import free_port
 
     metrics_port = free_port()
@@ -93,9 +99,8 @@ def test_notebook_over_its_time_limit_fails_with_timeout(job_env, workers):
 
 
 def test_cancel_running_job_stops_its_kernel_within_5_seconds(job_env, workers):
-    from tests.jobrunner.test_jobs_support import alive, kernel_children
-
     from jobrunner.jobs import cancel_job, submit
+    from tests.jobrunner.test_jobs_support import alive, kernel_children
 
     proc = workers.start()
     queued = submit("notebooks/sleeps.ipynb", {"seconds": 120.0})
@@ -194,9 +199,8 @@ def test_infrastructure_failures_retry_then_dead_letter_then_requeue_succeeds(jo
 
 
 def test_sigterm_lets_the_running_job_finish_and_stops(job_env, workers):
-    from tests.jobrunner.test_jobs_support import alive, kernel_children
-
     from jobrunner.jobs import submit
+    from tests.jobrunner.test_jobs_support import alive, kernel_children
 
     proc = workers.start()
     queued = submit("notebooks/sleeps.ipynb", {"seconds": 3.0})
@@ -209,9 +213,8 @@ def test_sigterm_lets_the_running_job_finish_and_stops(job_env, workers):
 
 
 def test_sigterm_after_grace_period_requeues_the_job_and_leaves_no_kernel(job_env, workers):
-    from tests.jobrunner.test_jobs_support import alive, kernel_children
-
     from jobrunner.jobs import job_events, submit
+    from tests.jobrunner.test_jobs_support import alive, kernel_children
 
     proc = workers.start("short-grace", JOBRUNNER_WORKER_GRACE_PERIOD="1")
     queued = submit("notebooks/sleeps.ipynb", {"seconds": 4.0})

@@ -8,8 +8,18 @@ import time
 import pytest
 
 from tests.conftest import free_port
-from tests.jobrunner.test_jobs_support import (TcpProxy, alive, job, job_env, kernel_children,  # noqa: F401
-                                               mlflow_store, wait_consumers, wait_for, wait_state, workers)
+from tests.jobrunner.test_jobs_support import (  # noqa: F401
+    TcpProxy,
+    alive,
+    job,
+    job_env,
+    kernel_children,
+    mlflow_store,
+    wait_consumers,
+    wait_for,
+    wait_state,
+    workers,
+)
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-production check lint bench-serve bench-executor lab serve worker services services-down mlflow-ui clean lock
+.PHONY: install demo test migrate test-production check lint bench-serve bench-executor lab serve worker services services-down mlflow-ui clean lock
 
 install: $(STAMP)
 
@@ -59,6 +59,10 @@ lab: $(STAMP)
 ## set SERVE_API_KEYS=<key>:write first (docs/api.md)
 serve: $(STAMP)
 	$(BIN)/uvicorn serve.app:app --host 127.0.0.1 --port 8000
+
+## migrate: create or upgrade the job store's schema (JOBRUNNER_DATABASE_URL)
+migrate: $(STAMP)
+	$(BIN)/jobrunner migrate
 
 ## worker: a notebook job worker (needs JOBRUNNER_BROKER_URL for RabbitMQ; see docs/jobs.md)
 worker: $(STAMP)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.jobrunner.test_jobs_support import delete_queues
 from tests.serve.conftest import READ, WRITE, serve_settings
 
 pytestmark = pytest.mark.services
@@ -45,18 +46,7 @@ def jobs_client(model_store, make_postgres_db, amqp_url, queue_prefix, monkeypat
         yield client
     db.dispose_engines()
     get_settings.cache_clear()
-    _delete_queues(amqp_url, queue_prefix)
-
-
-def _delete_queues(amqp_url: str, queue: str) -> None:
-    import pika
-
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    ch = conn.channel()
-    for name in (queue, f"{queue}.dlq"):
-        ch.queue_delete(name)
-    ch.exchange_delete(f"{queue}.dlx")
-    conn.close()
+    delete_queues(amqp_url, queue_prefix)
 
 
 def _queued_messages(amqp_url: str, queue: str) -> list[dict]:

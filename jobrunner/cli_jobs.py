@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from typing import Any
 
 import click
@@ -100,12 +99,14 @@ def worker(worker_id: str | None, burst: bool) -> None:
 @parameter_options
 @click.option("--idempotency-key", help="Submitting again with the same key returns the first job.")
 @click.option("--submitter", help="Who submitted (default: $USER).")
+@click.option("--timeout", type=click.FloatRange(0, 604800, min_open=True), metavar="SECONDS",
+              help="Time limit of each attempt; the worker's JOBRUNNER_TIMEOUT applies if lower.")
 @click.option("--wait", is_flag=True,
               help="Wait for the job to finish, with a progress bar; exit 1 if it fails.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 def submit(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple[str, ...],
-           files: tuple[str, ...], idempotency_key: str | None, submitter: str | None, wait: bool,
-           as_json: bool) -> None:
+           files: tuple[str, ...], idempotency_key: str | None, submitter: str | None,
+           timeout: float | None, wait: bool, as_json: bool) -> None:
     """Queue NOTEBOOK (a path relative to the project) as a job; prints the job id."""
     import getpass
 
@@ -119,7 +120,7 @@ def submit(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple
         full, _ = resolve_notebook(notebook, settings)
         values = parse_parameter_options(read_schema(full), params, yaml_texts, files)
         job = do_submit(notebook, values, idempotency_key=idempotency_key,
-                        submitter=submitter or getpass.getuser(), settings=settings)
+                        submitter=submitter or getpass.getuser(), timeout=timeout, settings=settings)
     except (ParameterError, NotebookNotFound) as exc:
         fail(f"{exc}\n(nothing was queued; see: jobrunner params {notebook})")
     except JobrunnerError as exc:
@@ -139,29 +140,11 @@ def submit(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple
 
 
 def _wait(job_id: str, *, quiet: bool) -> Any:
-    from jobrunner.jobs import get_job
+    from jobrunner.jobs import JobProgressBar, wait_for_job
 
-    bar = None
+    bar = JobProgressBar() if not quiet and sys.stderr.isatty() else None
     try:
-        while True:
-            try:
-                job = get_job(job_id)
-            except InfrastructureError as exc:  # keep waiting through a store blip
-                click.echo(f"warning: {exc}", err=True)
-                time.sleep(2)
-                continue
-            if not quiet and sys.stderr.isatty() and job.progress.cells_total:
-                if bar is None:
-                    from tqdm import tqdm
-
-                    bar = tqdm(total=job.progress.cells_total, desc=job.notebook, unit="cell",
-                               file=sys.stderr)
-                bar.n = job.progress.cells_done
-                bar.set_postfix_str(job.state.value)
-                bar.refresh()
-            if job.terminal:
-                return job
-            time.sleep(0.5)
+        return wait_for_job(job_id, on_update=bar.update if bar else None)
     except KeyboardInterrupt:
         fail(f"stopped waiting; job {job_id} keeps running (jobrunner cancel {job_id} to stop it)",
              EXIT_FAILED)

@@ -5,14 +5,16 @@ Nothing connects at import time; engines are built on first use and cached per U
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobrunner.config import Settings
@@ -110,25 +112,47 @@ def _ensure_schema(engine: Engine, url: str) -> None:
             migrate_url(url)
         elif not inspect(engine).has_table("jobs"):
             raise StoreNotMigrated(f"the job store at {_safe(url)} has no tables: run `jobrunner migrate`")
+        else:
+            try:
+                with engine.connect() as conn:
+                    current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            except ProgrammingError:  # tables made by hand, without Alembic's version table
+                current = None
+            if current != head_revision():
+                raise StoreNotMigrated(f"the job store at {_safe(url)} is at schema revision {current}; this "
+                                       f"version of jobrunner needs {head_revision()}: run `jobrunner migrate`")
     except OperationalError as exc:
         raise StoreUnavailable(f"job store unavailable ({_safe(url)}): {exc.orig or exc}") from exc
     _checked.add(url)
 
 
-def migrate_url(url: str) -> str:
-    """Create or upgrade the schema to the newest revision; returns that revision."""
-    from alembic import command
+def _alembic_config() -> Any:
     from alembic.config import Config
-    from alembic.script import ScriptDirectory
 
     here = Path(__file__).resolve().parent
     cfg = Config(str(here / "alembic.ini"))
     cfg.set_main_option("script_location", str(here / "migrations"))
+    return cfg
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest schema revision this version of jobrunner needs."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head() or ""
+
+
+def migrate_url(url: str) -> str:
+    """Create or upgrade the schema to the newest revision; returns that revision."""
+    from alembic import command
+
+    cfg = _alembic_config()
     engine = get_engine(url)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
-    return ScriptDirectory.from_config(cfg).get_current_head() or ""
+    return head_revision()
 
 
 def migrate(settings: Settings) -> str:

@@ -7,6 +7,7 @@ worker, the REST API) map these classes to exit codes and HTTP statuses in one p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class JobrunnerError(Exception):
@@ -126,14 +127,46 @@ class ArtifactStoreError(InfrastructureError):
     """The executed notebook could not be stored at JOBRUNNER_ARTIFACT_URI (S3 or a folder)."""
 
 
+class JobFailed(JobrunnerError):
+    """A job waited for ended FAILED or CANCELLED; `job` holds its state, error and executed notebook."""
+
+    def __init__(self, job: Any):
+        self.job = job
+        error = job.error
+        where = f" in cell {error.cell_index}" if error and error.cell_index is not None else ""
+        what = (error.message or error.ename or error.kind) if error else "no error recorded"
+        lines = [f"job {job.id} ({job.notebook}) {job.state.value.lower()}{where}: {what}"]
+        if job.output_uri:
+            lines.append(f"executed notebook: {job.output_uri}")
+        super().__init__("\n".join(lines))
+
+
+class WaitTimeout(JobrunnerError):
+    """Waiting for a job took longer than the caller allowed; the job itself keeps going."""
+
+    def __init__(self, job: Any, waited: float):
+        self.job = job
+        super().__init__(f"job {job.id} is still {job.state.value} after waiting {waited:g}s; it keeps "
+                         f"running (cancel it with `jobrunner cancel {job.id}`)")
+
+
+class InvalidTimeout(JobrunnerError):
+    """A job's time limit that is not a number of seconds above 0 and at most a week."""
+
+    def __init__(self, value: object):
+        self.value = value
+        super().__init__(f"timeout must be a number of seconds above 0 and at most 604800 (a week), "
+                         f"got {value!r}; nothing was queued")
+
+
 class IdempotencyConflict(JobrunnerError):
-    """An idempotency key was reused for a different notebook or different parameters."""
+    """An idempotency key was reused for a different notebook, parameters or time limit."""
 
     def __init__(self, key: str, job_id: str):
         self.key = key
         self.job_id = job_id
-        super().__init__(f"idempotency key {key!r} already belongs to job {job_id} with another notebook or "
-                         "other parameters; use a new key to submit a different job")
+        super().__init__(f"idempotency key {key!r} already belongs to job {job_id} with another notebook, "
+                         "other parameters or another time limit; use a new key to submit a different job")
 
 
 class StoreNotMigrated(StoreUnavailable):

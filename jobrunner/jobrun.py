@@ -60,6 +60,8 @@ class JobRun:
         if isinstance(claimed, Outcome):
             return claimed
         job: Job = claimed
+        if job.attempt > 1:
+            self._close_lost_attempts(job)
         if job.attempt > self.settings.max_attempts:
             reason = (f"gave up after {job.attempt - 1} attempts (its workers died or infrastructure failed "
                       f"each time); inspect with `jobrunner dlq list`, retry with `jobrunner dlq requeue`")
@@ -68,6 +70,14 @@ class JobRun:
             self.metrics.dead_letters.inc()
             return Outcome("dead", reason)
         return self._execute(job)
+
+    def _close_lost_attempts(self, job: Job) -> None:
+        """Earlier attempts that died with their worker left MLflow runs RUNNING: mark them KILLED."""
+        from jobrunner.recording import close_lost_attempts
+
+        close_lost_attempts(self.settings.mlflow_tracking_uri or "", self.settings.mlflow_experiment, job.id,
+                            f"attempt lost: its worker stopped before finishing; attempt {job.attempt} "
+                            f"taken by {self.worker_id}")
 
     def _claim(self) -> Job | Outcome:
         from jobrunner import store
@@ -109,8 +119,12 @@ class JobRun:
         t0 = time.monotonic()
         try:
             path, _ = resolve_notebook(job.notebook, self.settings)
+            limit = self.settings.timeout
+            if job.timeout_seconds is not None:
+                limit = min(limit, job.timeout_seconds)  # the operator's limit caps the submitter's
             result = execute(path, job.parameters, output_path=out_dir / f"attempt-{job.attempt}.ipynb",
                              settings=self.settings, on_progress=self._on_progress, cancel=self.token,
+                             timeout=limit,
                              tags={"jobrunner.job_id": job.id, "jobrunner.attempt": str(job.attempt),
                                    "jobrunner.worker": self.worker_id})
             uris = self._store_outputs(job.id, result) if not self.lost else {}

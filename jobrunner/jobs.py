@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from jobrunner.config import Settings, get_settings
 from jobrunner.db import session_scope
-from jobrunner.errors import InvalidTransition, JobNotFound, NotebookNotFound
-from jobrunner.schemas import JobCreate, JobEventRead, JobList, JobRead
+from jobrunner.errors import InvalidTimeout, InvalidTransition, JobNotFound, NotebookNotFound
+from jobrunner.schemas import MAX_TIMEOUT, JobCreate, JobEventRead, JobList, JobRead
 from jobrunner.states import JobState, transition, utcnow
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,12 @@ def resolve_notebook(notebook: str, settings: Settings) -> tuple[Path, str]:
 
 
 def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempotency_key: str | None = None,
-           submitter: str | None = None, settings: Settings | None = None) -> JobRead:
+           submitter: str | None = None, timeout: float | None = None,
+           settings: Settings | None = None) -> JobRead:
     """Validate and queue a notebook job; returns it in state QUEUED (or the existing job for the key).
+
+    `timeout` (seconds) limits each attempt of this job; the worker's own limit (JOBRUNNER_TIMEOUT) still
+    applies when it is lower.
 
     Raises NotebookNotFound (path outside the roots / missing), ParameterError (values do not fit the
     notebook's parameters cell), StoreUnavailable. A broker that is down does not fail the submission:
@@ -58,8 +64,10 @@ def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempoten
     settings = settings or get_settings()
     full, label = resolve_notebook(notebook, settings)
     values = read_schema(full).validate(dict(parameters or {}))
+    if timeout is not None and not (isinstance(timeout, int | float) and 0 < timeout <= MAX_TIMEOUT):
+        raise InvalidTimeout(timeout)
     job_in = JobCreate(notebook=label, parameters=values, idempotency_key=idempotency_key,
-                       submitter=submitter)
+                       submitter=submitter, timeout_seconds=timeout)
     with session_scope(settings) as session:
         job, created = create_job_idempotent(session=session, job_in=job_in)
         result = JobRead.from_row(job)
@@ -90,6 +98,108 @@ def get_job(job_id: str, *, settings: Settings | None = None) -> JobRead:
         if job is None:
             raise JobNotFound(job_id)
         return JobRead.from_row(job)
+
+
+def wait_for_job(job_id: str, *, timeout: float | None = None, poll: float = 0.5,
+                 on_update: Callable[[JobRead], None] | None = None,
+                 settings: Settings | None = None) -> JobRead:
+    """Poll until the job is SUCCEEDED, FAILED or CANCELLED and return it.
+
+    `on_update` sees every polled state (progress bars). A store that is briefly down is waited out
+    (logged); `timeout` (seconds) raises WaitTimeout, and the job keeps running.
+    """
+    from jobrunner.errors import StoreUnavailable, WaitTimeout
+
+    settings = settings or get_settings()
+    started = time.monotonic()
+    job: JobRead | None = None
+    while True:
+        try:
+            job = get_job(job_id, settings=settings)
+        except StoreUnavailable as exc:
+            if job is None and timeout is not None and time.monotonic() - started > timeout:
+                raise
+            log.warning("job store unavailable while waiting for job %s (%s); still waiting", job_id, exc)
+        else:
+            if on_update is not None:
+                on_update(job)
+            if job.terminal:
+                return job
+        if job is not None and timeout is not None and time.monotonic() - started >= timeout:
+            raise WaitTimeout(job, timeout)
+        time.sleep(poll)
+
+
+class JobHandle:
+    """A submitted job, as `jobrunner.notebook.submit` returns it: `wait()`, `cancel()`, `refresh()`.
+
+    >>> job = submit("notebooks/03_train.ipynb", {"n_estimators": 200})
+    >>> job.wait()          # progress bar in JupyterLab; JobFailed if the notebook failed
+    """
+
+    def __init__(self, job: JobRead, settings: Settings | None = None):
+        self.job = job
+        self._settings = settings
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def state(self) -> str:
+        return self.job.state.value
+
+    def refresh(self) -> JobRead:
+        self.job = get_job(self.id, settings=self._settings)
+        return self.job
+
+    def cancel(self) -> JobRead:
+        self.job = cancel_job(self.id, settings=self._settings)
+        return self.job
+
+    def wait(self, timeout: float | None = None, *, progress: bool = True, check: bool = True,
+             poll: float = 0.5) -> JobRead:
+        """Block until the job ends; returns it. With `check`, FAILED or CANCELLED raise JobFailed
+        (its message names the cell and the error; `.job` has the details)."""
+        from jobrunner.errors import JobFailed
+
+        bar = JobProgressBar() if progress else None
+        try:
+            self.job = wait_for_job(self.id, timeout=timeout, poll=poll, settings=self._settings,
+                                    on_update=bar.update if bar else None)
+        finally:
+            if bar is not None:
+                bar.close()
+        if check and self.job.state is not JobState.SUCCEEDED:
+            raise JobFailed(self.job)
+        return self.job
+
+    def __repr__(self) -> str:
+        p = self.job.progress
+        cells = f", {p.cells_done}/{p.cells_total} cells" if p.cells_total else ""
+        return f"<Job {self.id} {self.job.notebook} {self.state}{cells}>"
+
+
+class JobProgressBar:
+    """tqdm (notebook widget in Jupyter, text on a terminal) over the cells of a job, made on first use."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def update(self, job: JobRead) -> None:
+        if not job.progress.cells_total:
+            return
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=job.progress.cells_total, desc=job.notebook, unit="cell")
+        self.bar.n = job.progress.cells_done
+        self.bar.set_postfix_str(job.state.value, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def list_jobs(*, state: str | None = None, notebook: str | None = None, limit: int = 50, offset: int = 0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from jobrunner.states import utcnow
@@ -48,6 +48,8 @@ class Job(Base):
     output_uri: Mapped[str | None] = mapped_column(String(2048))
     html_uri: Mapped[str | None] = mapped_column(String(2048))
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    # The submitter's time limit for one attempt; None: the worker's JOBRUNNER_TIMEOUT (the lower one wins).
+    timeout_seconds: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index("ix_jobs_notebook_created", "notebook", "created_at"),)
 

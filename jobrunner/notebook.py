@@ -3,9 +3,10 @@
 Kept import-light (no papermill, MLflow only when a run is active) so that a notebook opened in
 JupyterLab, executed by papermill, or tested by nbmake behaves the same way.
 
-    from jobrunner.notebook import project_path, log_metrics
+    from jobrunner.notebook import project_path, log_metrics, submit
     df.to_parquet(project_path(output_path))
     log_metrics({"accuracy": 0.97})
+    submit("notebooks/03_train.ipynb", {"n_estimators": 200}).wait()   # a job on the workers
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from jobrunner.config import find_project_dir
 
@@ -72,3 +74,23 @@ def log_metrics(metrics: Mapping[str, float], *, step: int | None = None, path: 
         target.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")
     print("metrics:", ", ".join(f"{k}={v:.4g}" for k, v in clean.items()))
 
+
+def submit(notebook: str, parameters: Mapping[str, object] | None = None, *, timeout: float | None = None,
+           idempotency_key: str | None = None) -> Any:
+    """Queue NOTEBOOK as a job on the platform's workers; returns a handle with `wait()` and `cancel()`.
+
+    The parameters are checked against the notebook's parameters cell now, so a typo fails here and not
+    on a worker. `wait()` shows cell progress and raises JobFailed if the notebook failed:
+
+        job = submit("notebooks/03_train.ipynb", {"model_type": "random_forest"}, timeout=600)
+        done = job.wait()
+        done.mlflow_run_id, done.output_uri
+    """
+    import getpass
+
+    from jobrunner.jobs import JobHandle
+    from jobrunner.jobs import submit as submit_job
+
+    job = submit_job(notebook, dict(parameters or {}), idempotency_key=idempotency_key,
+                     submitter=f"{getpass.getuser()} (notebook)", timeout=timeout)
+    return JobHandle(job)

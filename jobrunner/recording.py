@@ -182,3 +182,36 @@ class Recorder:
             self.client.set_terminated(run_id, status="FAILED")
         except Exception:  # noqa: BLE001 - best effort; the original error is what matters
             log.warning("could not mark MLflow run %s as failed", run_id, exc_info=True)
+
+
+def close_lost_attempts(tracking_uri: str, experiment: str, job_id: str, reason: str) -> list[str]:
+    """Mark the still-RUNNING MLflow runs of a job's earlier attempts KILLED (outcome `worker_lost`).
+
+    An attempt whose worker was killed never completes its run. The worker that takes the job over (or
+    gives up on it) calls this before it starts its own run: the job is claimed, so no other attempt of it
+    can be live. Best effort: returns the ids it closed and logs, never raises.
+    """
+    if not tracking_uri:
+        return []
+    try:
+        client = _client(tracking_uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return []
+        runs = client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.`{TAG_PREFIX}job_id` = '{job_id}' and attributes.status = 'RUNNING'",
+            max_results=100,
+        )
+        closed = []
+        for run in runs:
+            client.set_tag(run.info.run_id, f"{TAG_PREFIX}outcome", "worker_lost")
+            client.set_tag(run.info.run_id, f"{TAG_PREFIX}error.message", reason[:5000])
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+        if closed:
+            log.info("job %s: marked %d lost attempt run(s) KILLED: %s", job_id, len(closed), closed)
+        return closed
+    except Exception:  # noqa: BLE001 - bookkeeping of a dead attempt must not stop the job
+        log.warning("job %s: could not close the MLflow runs of lost attempts", job_id, exc_info=True)
+        return []

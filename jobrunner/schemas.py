@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from jobrunner.states import JobState
 
+MAX_TIMEOUT = 7 * 24 * 3600.0  # a week: a longer per-job limit is a typo, not a plan
+
 
 class JobCreate(BaseModel):
     """A submission: notebook path relative to the project, typed JSON parameter values."""
@@ -17,6 +19,7 @@ class JobCreate(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = Field(default=None, max_length=255)
     submitter: str | None = Field(default=None, max_length=255)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT)
 
 
 class JobProgress(BaseModel):
@@ -50,6 +53,7 @@ class JobRead(BaseModel):
     attempt: int
     idempotency_key: str | None = None
     submitter: str | None = None
+    timeout_seconds: float | None = None
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -72,6 +76,7 @@ class JobRead(BaseModel):
         return cls(
             id=job.id, notebook=job.notebook, parameters=job.parameters or {}, state=JobState(job.state),
             attempt=job.attempt, idempotency_key=job.idempotency_key, submitter=job.submitter,
+            timeout_seconds=job.timeout_seconds,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
             progress=JobProgress(cells_done=job.cells_done or 0, cells_total=job.cells_total,
                                  current_cell=job.current_cell),

@@ -94,6 +94,7 @@ def _jobrunner_statuses() -> dict[type[BaseException], int]:
         jr.NotebookNotFound: 404,
         jr.ParameterError: 422,
         jr.InvalidNotebook: 422,
+        jr.InvalidTimeout: 422,
         jr.ConfigurationError: 503,
         jr.InfrastructureError: 503,
     }

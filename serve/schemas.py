@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jobrunner.schemas import MAX_TIMEOUT
+
 
 class ModelIdentity(BaseModel):
     name: str
@@ -129,6 +131,18 @@ class Accuracy(BaseModel):
     retrain: RetrainState | None = None
 
 
+class RecentPredictions(BaseModel):
+    """Predicted rows of the served model version, newest first, in the compact columns/rows form."""
+
+    model: ModelIdentity
+    count: int
+    columns: list[str]
+    rows: list[list[float]]
+    labels: list[Any]
+    oldest: datetime | None = None
+    newest: datetime | None = None
+
+
 class FeedbackOut(BaseModel):
     prediction_id: str
     predicted_label: str
@@ -157,6 +171,12 @@ class JobCreateIn(BaseModel):
         min_length=1, max_length=500, description="Notebook path, e.g. notebooks/03_train.ipynb"
     )
     parameters: dict[str, Any] = Field(default_factory=dict)
+    timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_TIMEOUT,
+        description="Time limit of each attempt in seconds; the workers' own limit applies when lower",
+    )
 
 
 class NotebookParameter(BaseModel):

@@ -46,7 +46,11 @@ def submit_job(body: JobCreateIn, services: ServicesDep, idempotency_key: Idempo
 
     try:
         job = jobs.submit(
-            body.notebook, body.parameters, idempotency_key=idempotency_key, submitter="serve-api"
+            body.notebook,
+            body.parameters,
+            idempotency_key=idempotency_key,
+            submitter="serve-api",
+            timeout=body.timeout_seconds,
         )
     except Exception:
         services.metrics.jobs.labels("refused").inc()

@@ -42,9 +42,38 @@ def test_migrate_is_idempotent_and_unmigrated_postgres_is_a_clear_error(project,
     get_settings.cache_clear()
     with pytest.raises(StoreUnavailable, match="jobrunner migrate"):
         submit("notebooks/ok.ipynb", {"x": 1})
-    assert migrate(get_settings()) == "0001_jobs"
-    assert migrate(get_settings()) == "0001_jobs"
+    assert migrate(get_settings()) == "0002_job_timeout"
+    assert migrate(get_settings()) == "0002_job_timeout"
     assert submit("notebooks/ok.ipynb", {"x": 1}).state.value == "QUEUED"
+    dispose_engines()
+
+
+def test_a_store_at_an_older_revision_is_refused_until_migrated_and_keeps_its_jobs(project, make_postgres_db,
+                                                                                   monkeypatch):
+    from alembic import command
+    from sqlalchemy import text
+
+    from jobrunner.config import get_settings
+    from jobrunner.db import _alembic_config, dispose_engines, get_engine, migrate
+    from jobrunner.errors import StoreNotMigrated
+    from jobrunner.jobs import get_job, submit
+
+    url = make_postgres_db()
+    monkeypatch.setenv("JOBRUNNER_DATABASE_URL", url)
+    get_settings.cache_clear()
+    cfg = _alembic_config()
+    with get_engine(url).begin() as conn:  # a store made by the previous release, with a queued job
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001_jobs")
+        conn.execute(text("INSERT INTO jobs (id, notebook, parameters, state, attempt, created_at, updated_at, "
+                          "queued_at, cells_done) VALUES ('old-job', 'notebooks/ok.ipynb', '{\"x\": 1}', "
+                          "'QUEUED', 0, now(), now(), now(), 0)"))
+    with pytest.raises(StoreNotMigrated, match="revision 0001_jobs.*needs 0002_job_timeout.*jobrunner migrate"):
+        submit("notebooks/ok.ipynb", {"x": 1})
+    assert migrate(get_settings()) == "0002_job_timeout"
+    old = get_job("old-job")
+    assert old.state.value == "QUEUED" and old.parameters == {"x": 1} and old.timeout_seconds is None
+    assert submit("notebooks/ok.ipynb", {"x": 2}, timeout=30).timeout_seconds == 30
     dispose_engines()
 
 

@@ -46,8 +46,25 @@ def test_kill_9_mid_notebook_five_times_another_worker_completes_each_job_once(j
         states = [e.to_state for e in job_events(queued.id)]
         assert states.count("SUCCEEDED") == 1 and states[-1] == "SUCCEEDED"
         wait_for(lambda: not alive(kernels), 15, "the dead worker's kernel to exit")  # it polls its parent
+        if round_ == 0:
+            assert_lost_attempt_run_closed(job_env, queued.id)
     page = list_jobs(limit=10)
     assert page.total == 5 and {j.state.value for j in page.items} == {"SUCCEEDED"}
+
+
+def assert_lost_attempt_run_closed(env: dict[str, str], job_id: str) -> None:
+    """The killed attempt's MLflow run is KILLED (outcome worker_lost), not left RUNNING forever."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name(env["JOBRUNNER_MLFLOW_EXPERIMENT"])
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`jobrunner.job_id` = '{job_id}'")
+    by_attempt = {r.data.tags["jobrunner.attempt"]: r for r in runs}
+    assert sorted(by_attempt) == ["1", "2"], [r.data.tags for r in runs]
+    lost, done = by_attempt["1"], by_attempt["2"]
+    assert lost.info.status == "KILLED" and lost.data.tags["jobrunner.outcome"] == "worker_lost"
+    assert "its worker stopped" in lost.data.tags["jobrunner.error.message"]
+    assert done.info.status == "FINISHED" and done.data.tags["jobrunner.outcome"] == "succeeded"
 
 
 def test_broker_unreachable_during_50_submissions_all_accepted_and_all_complete(job_env, workers,

@@ -67,11 +67,14 @@ def _queued_messages(amqp_url: str, queue: str) -> list[dict]:
 def test_jobs_rest_lifecycle(jobs_client, amqp_url, queue_prefix):
     c = jobs_client
     r = c.post(
-        "/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "parameters": {"x": 5, "y": 1.5}}, headers=WRITE
+        "/v1/jobs",
+        json={"notebook": "notebooks/ok.ipynb", "parameters": {"x": 5, "y": 1.5}, "timeout_seconds": 600},
+        headers=WRITE,
     )
     assert r.status_code == 201, r.text
     job = r.json()
     assert job["state"] == "QUEUED" and job["parameters"] == {"x": 5, "y": 1.5}
+    assert job["timeout_seconds"] == 600
     # published to RabbitMQ through the outbox, with the job id
     assert [m["job_id"] for m in _queued_messages(amqp_url, queue_prefix)] == [job["id"]]
 
@@ -87,6 +90,10 @@ def test_jobs_rest_lifecycle(jobs_client, amqp_url, queue_prefix):
     assert missing.status_code == 404 and "nope.ipynb" in missing.json()["detail"]
     outside = c.post("/v1/jobs", json={"notebook": "../etc/passwd.ipynb"}, headers=WRITE)
     assert outside.status_code == 404
+    for limit in (0, -5, 10**9, "soon"):
+        refused = c.post("/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "timeout_seconds": limit},
+                         headers=WRITE)
+        assert refused.status_code == 422 and "timeout_seconds" in refused.text, (limit, refused.text)
 
     # idempotency key: the same key returns the first job
     first = c.post(

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test migrate test-production check lint bench-serve bench-executor lab serve worker services services-down mlflow-ui clean lock
+.PHONY: install demo test migrate test-production check lint bench-serve bench-executor lab serve dashboards worker services services-down mlflow-ui clean lock
 
 install: $(STAMP)
 
@@ -59,6 +59,11 @@ lab: $(STAMP)
 ## set SERVE_API_KEYS=<key>:write first (docs/api.md)
 serve: $(STAMP)
 	$(BIN)/uvicorn serve.app:app --host 127.0.0.1 --port 8000
+
+## dashboards: the Voila dashboards (prediction form, monitoring, job board) on http://127.0.0.1:8866;
+## they call the API of `make serve`: set DASHBOARD_API_KEY=<key> (docs/dashboards.md)
+dashboards: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/voila notebooks/dashboards --no-browser --port=8866 --Voila.ip=127.0.0.1
 
 ## migrate: create or upgrade the job store's schema (JOBRUNNER_DATABASE_URL)
 migrate: $(STAMP)

@@ -201,6 +201,37 @@ def get_prediction(engine: Engine, prediction_id: str) -> StoredPrediction | Non
     )
 
 
+def recent_rows(
+    engine: Engine, *, model_name: str, model_version: str, limit: int
+) -> tuple[list[list[float]], list[Any], datetime | None, datetime | None]:
+    """The newest `limit` predicted rows of one model version: (feature rows, labels, oldest, newest)."""
+    query = (
+        sa.select(
+            PredictionBatch.n_rows,
+            PredictionBatch.features,
+            PredictionBatch.labels,
+            PredictionBatch.created_at,
+        )
+        .where(PredictionBatch.model_name == model_name, PredictionBatch.model_version == model_version)
+        .order_by(PredictionBatch.created_at.desc())
+    )
+    features: list[list[float]] = []
+    labels: list[Any] = []
+    oldest = newest = None
+    with engine.connect() as conn:
+        for n_rows, batch_features, batch_labels, created_at in conn.execute(
+            query.execution_options(yield_per=200)
+        ):
+            take = min(n_rows, limit - len(features))
+            features.extend(batch_features[:take])
+            labels.extend(batch_labels[:take])
+            newest = newest or _aware(created_at)
+            oldest = _aware(created_at)
+            if len(features) >= limit:
+                break
+    return features, labels, oldest, newest
+
+
 def _aware(value: datetime) -> datetime:
     # SQLite returns naive datetimes; everything written here is UTC.
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value

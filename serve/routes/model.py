@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
 from serve import store
 from serve.deps import ModelDep, ServicesDep
 from serve.errors import NotFound, PredictionNotFound
-from serve.schemas import ModelInfo, PredictionLineage
+from serve.schemas import ModelInfo, PredictionLineage, RecentPredictions
 
 router = APIRouter(prefix="/v1", tags=["model"])
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -49,6 +50,28 @@ def run_notebook(services: ServicesDep, run_id: str = Path(max_length=64)) -> HT
     if html is None:
         raise NotFound(f"MLflow run {run_id} has no executed notebook (artifact notebook/*.html)")
     return HTMLResponse(html)
+
+
+@router.get("/predictions", response_model=RecentPredictions)
+def recent_predictions(
+    services: ServicesDep,
+    model: ModelDep,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many rows, newest first")] = 1000,
+) -> dict:
+    """Rows the served model version predicted, newest first (features in its signature order, labels):
+    what the monitoring dashboard compares with the training data."""
+    rows, labels, oldest, newest = store.recent_rows(
+        services.engine, model_name=model.name, model_version=model.version, limit=limit
+    )
+    return {
+        "model": model.identity,
+        "count": len(rows),
+        "columns": list(model.features),
+        "rows": rows,
+        "labels": labels,
+        "oldest": oldest,
+        "newest": newest,
+    }
 
 
 @router.get("/predictions/{prediction_id}/lineage", response_model=PredictionLineage)

@@ -117,6 +117,27 @@ def test_predictions_are_stored_and_counted(app_client, model_store):
     assert 'serve_model_reloads_total{outcome="success"} 1.0' in metrics
 
 
+def test_recent_predictions_are_the_newest_rows_of_the_served_version(app_client, model_store):
+    services = app_client.app.state.services
+    first = predict(app_client, model_store.rows[5:7]).json()
+    last = predict(app_client, model_store.rows[7:10]).json()
+    assert services.writer.flush(5)
+    recent = app_client.get("/v1/predictions", params={"limit": 4}, headers=READ)
+    assert recent.status_code == 200, recent.text
+    body = recent.json()
+    assert body["model"]["version"] == "1" and body["columns"] == model_store.features
+    assert body["count"] == 4 and len(body["rows"]) == len(body["labels"]) == 4
+    newest_rows = [list(r.values()) for r in model_store.rows[7:10]] + [list(model_store.rows[5].values())]
+    assert body["rows"] == newest_rows  # newest request first, rows in request order (floats round-trip)
+    assert body["labels"][:3] == [p["label"] for p in last["predictions"]]
+    assert body["labels"][3] == first["predictions"][0]["label"]
+    assert body["newest"] >= body["oldest"]
+    for bad in ("0", "10001", "many"):
+        refused = app_client.get("/v1/predictions", params={"limit": bad}, headers=READ)
+        assert refused.status_code == 422 and "limit" in refused.json()["detail"]
+    assert app_client.get("/v1/predictions").status_code == 401
+
+
 def test_model_endpoint_shows_signature_features(app_client, model_store):
     body = app_client.get("/v1/model", headers=READ).json()
     assert [f["name"] for f in body["features"]] == model_store.features

@@ -1,0 +1,41 @@
+"""Where the dashboards' API client takes its settings from: environment, key file, the project's .env."""
+
+from __future__ import annotations
+
+import pytest
+
+from serve.client import ApiError, PlatformClient
+
+
+@pytest.fixture
+def clean_env(project, monkeypatch):
+    for key in ("DASHBOARD_API_URL", "DASHBOARD_API_KEY", "DASHBOARD_API_KEY_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    return project
+
+
+def test_environment_wins_over_the_project_env_file(clean_env, monkeypatch):
+    (clean_env / ".env").write_text("DASHBOARD_API_URL=http://from-dotenv:8000\nDASHBOARD_API_KEY=dotenv-key\n")
+    client = PlatformClient.from_env()
+    assert client.base_url == "http://from-dotenv:8000" and client._http.headers["X-API-Key"] == "dotenv-key"
+    monkeypatch.setenv("DASHBOARD_API_KEY", "env-key")
+    assert PlatformClient.from_env()._http.headers["X-API-Key"] == "env-key"
+
+
+def test_key_file_is_read_and_an_unreadable_one_is_named(clean_env, monkeypatch):
+    secret = clean_env / "dashboard_api_key"
+    secret.write_text("file-key\n")
+    monkeypatch.setenv("DASHBOARD_API_KEY_FILE", str(secret))
+    client = PlatformClient.from_env()
+    assert client.base_url == "http://127.0.0.1:8000" and client._http.headers["X-API-Key"] == "file-key"
+    monkeypatch.setenv("DASHBOARD_API_KEY_FILE", str(clean_env / "missing"))
+    with pytest.raises(ApiError, match="DASHBOARD_API_KEY_FILE .*missing cannot be read"):
+        PlatformClient.from_env()
+
+
+def test_a_dashboard_without_a_readable_key_shows_why(clean_env, monkeypatch):
+    from serve.dashboards import job_board, monitoring, prediction_form
+
+    monkeypatch.setenv("DASHBOARD_API_KEY_FILE", str(clean_env / "missing"))
+    for page in (prediction_form(), monitoring(), job_board()):
+        assert "cannot be read" in page.children[1].value

@@ -64,7 +64,8 @@ def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempoten
     settings = settings or get_settings()
     full, label = resolve_notebook(notebook, settings)
     values = read_schema(full).validate(dict(parameters or {}))
-    if timeout is not None and not (isinstance(timeout, int | float) and 0 < timeout <= MAX_TIMEOUT):
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                                or not 0 < timeout <= MAX_TIMEOUT):
         raise InvalidTimeout(timeout)
     job_in = JobCreate(notebook=label, parameters=values, idempotency_key=idempotency_key,
                        submitter=submitter, timeout_seconds=timeout)

@@ -71,7 +71,7 @@ def test_a_bad_time_limit_is_refused_before_anything_is_queued(cli, project):  #
     from jobrunner.jobs import list_jobs
     from jobrunner.notebook import submit
 
-    for bad in (0, -1, 10**9, "60"):
+    for bad in (0, -1, 10**9, "60", True, float("nan")):
         with pytest.raises(InvalidTimeout, match="timeout must be a number of seconds"):
             submit("notebooks/ok.ipynb", {"x": 1}, timeout=bad)
     code, _, err = cli("submit", "notebooks/ok.ipynb", "--timeout", "0")

@@ -43,6 +43,7 @@ check: $(STAMP)
 ## lint: ruff on the Python packages and tests
 lint: $(STAMP)
 	$(BIN)/ruff check jobrunner pipelines serve tests bench
+	$(BIN)/mypy
 
 ## bench-serve / bench-executor: benchmarks (not tests); results and commands in docs/benchmarks.md
 bench-serve: $(STAMP)

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
@@ -50,7 +51,7 @@ class S3Store:
         self._client = None
 
     @property
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self):
         if self._client is None:
             import boto3
 
@@ -69,7 +70,7 @@ class S3Store:
                       ["Body"].read(), f"download {uri}")
 
 
-def _retry(func, what: str):  # type: ignore[no-untyped-def]
+def _retry(func, what: str):
     delay = 0.5
     for attempt in range(1, UPLOAD_TRIES + 1):
         try:
@@ -83,7 +84,7 @@ def _retry(func, what: str):  # type: ignore[no-untyped-def]
     raise AssertionError("unreachable")
 
 
-STORES = {"s3": S3Store, "file": LocalStore, "": LocalStore}
+STORES: dict[str, Callable[[str], ArtifactStore]] = {"s3": S3Store, "file": LocalStore, "": LocalStore}
 
 
 def store_for(uri: str) -> ArtifactStore:

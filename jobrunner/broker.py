@@ -52,7 +52,7 @@ class AmqpBroker:
         self.dlx = f"{queue}.dlx"
         self.dlq = f"{queue}.dlq"
 
-    def connect(self, *, attempts: int = 3, heartbeat: int = 30):  # type: ignore[no-untyped-def]
+    def connect(self, *, attempts: int = 3, heartbeat: int = 30):
         import pika
 
         params = pika.URLParameters(self.url)
@@ -67,20 +67,20 @@ class AmqpBroker:
         except Exception as exc:  # noqa: BLE001 - pika raises a family of AMQP/socket errors
             raise BrokerUnavailable(f"cannot connect to the broker at {_safe(self.url)}: {exc!r}") from exc
 
-    def declare(self, channel) -> None:  # type: ignore[no-untyped-def]
+    def declare(self, channel) -> None:
         channel.exchange_declare(self.dlx, exchange_type="direct", durable=True)
         channel.queue_declare(self.dlq, durable=True)
         channel.queue_bind(self.dlq, self.dlx, routing_key=self.queue)
         channel.queue_declare(self.queue, durable=True, arguments={
             "x-dead-letter-exchange": self.dlx, "x-dead-letter-routing-key": self.queue})
 
-    def publisher(self, connection):  # type: ignore[no-untyped-def]
+    def publisher(self, connection):
         channel = connection.channel()
         self.declare(channel)
         channel.confirm_delivery()
         return channel
 
-    def publish(self, channel, payload: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    def publish(self, channel, payload: dict[str, Any]) -> None:
         """Publish persistently and wait for the broker's confirm (raises on nack or unroutable)."""
         import pika
 
@@ -108,7 +108,7 @@ class AmqpBroker:
         finally:
             connection.close()
 
-    def requeue_dead(self, job_ids: set[str] | None, on_requeue) -> list[str]:  # type: ignore[no-untyped-def]
+    def requeue_dead(self, job_ids: set[str] | None, on_requeue) -> list[str]:
         """Move dead letters (all, or those of `job_ids`) back to the job queue; returns their job ids.
 
         `on_requeue(job_id)` runs before the message is republished (it makes the job QUEUED again).
@@ -138,7 +138,7 @@ class AmqpBroker:
             connection.close()
 
 
-def _dead_letter(props, body: bytes) -> DeadLetter:  # type: ignore[no-untyped-def]
+def _dead_letter(props, body: bytes) -> DeadLetter:
     try:
         job_id: str | None = decode(body)["job_id"]
     except ValueError:

@@ -63,7 +63,7 @@ def _job_dict(job: Any) -> dict[str, Any]:
     return job.model_dump(mode="json")
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings():
     from jobrunner.config import get_settings
 
     return get_settings()

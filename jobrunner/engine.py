@@ -72,7 +72,7 @@ def register_engine() -> None:
 
     class JobrunnerEngine(NBClientEngine):
         @classmethod
-        def execute_managed_notebook(  # type: ignore[override]
+        def execute_managed_notebook(
             cls,
             nb_man,
             kernel_name,

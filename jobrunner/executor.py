@@ -148,7 +148,8 @@ def execute(
 
     started_at = datetime.now(UTC)
     stamp = started_at.strftime("%Y%m%dT%H%M%S%fZ")
-    out = Path(output_path) if output_path else settings.runs_dir / f"{nb_full.stem}-{stamp}.ipynb"
+    runs_dir = settings.runs_dir or project / ".jobrunner" / "runs"  # set by Settings; None only if built raw
+    out = Path(output_path) if output_path else runs_dir / f"{nb_full.stem}-{stamp}.ipynb"
     out = out if out.is_absolute() else project / out
     out.parent.mkdir(parents=True, exist_ok=True)
     limit = settings.timeout if timeout is None else timeout
@@ -288,7 +289,7 @@ def _run(
             shutdown_kernel="immediate",
         )
     except PapermillExecutionError as exc:
-        cell = source_cell_index(out, exc.cell_index)
+        cell: int | None = source_cell_index(out, exc.cell_index)
         failure = NotebookFailure(
             kind="error",
             message=f"cell {cell} (In [{exc.exec_count}]) raised {exc.ename}: {exc.evalue}",

@@ -60,12 +60,12 @@ def log_metrics(metrics: Mapping[str, float], *, step: int | None = None, path: 
         with open(sink, "a", encoding="utf-8") as fh:
             for key, value in clean.items():
                 fh.write(json.dumps({"key": key, "value": value, "step": step or 0, "timestamp": now}) + "\n")
-    elif active_run_id():
+    elif run_id := active_run_id():
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
         now = int(time.time() * 1000)
-        MlflowClient().log_batch(active_run_id(), metrics=[Metric(k, v, now, step or 0) for k, v in clean.items()])
+        MlflowClient().log_batch(run_id, metrics=[Metric(k, v, now, step or 0) for k, v in clean.items()])
     if path:
         target = project_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)

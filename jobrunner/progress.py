@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
+from typing import Any
 
 from jobrunner.executor import Progress
 
@@ -15,7 +16,7 @@ class ProgressBar:
         self.label = label
         # A bar redrawn into a log file (CI, `dvc repro | tee`) is noise: show it on terminals only.
         self.disable = disable or not sys.stderr.isatty()
-        self._bar = None
+        self._bar: Any = None
 
     def __enter__(self) -> ProgressBar:
         return self

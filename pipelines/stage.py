@@ -65,7 +65,7 @@ def load_params(project: Path, profile: str | None = None) -> dict[str, Any]:
 
 def _names(entries: list[Any]) -> list[str]:
     """dvc.yaml deps/outs/params entries are strings or one-key mappings (path: {options})."""
-    names = []
+    names: list[Any] = []
     for entry in entries or []:
         names.extend(entry.keys() if isinstance(entry, dict) else [entry])
     return [str(n) for n in names]

@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from jobrunner.config import get_settings
 from pipelines.stage import load_params
 
 
-def champion_summary(model_name: str, alias: str) -> dict[str, object]:
+def champion_summary(model_name: str, alias: str) -> dict[str, Any]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 

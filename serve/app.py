@@ -77,8 +77,8 @@ def start_services(app: FastAPI, settings: Settings) -> Services:
         settings=settings,
         keyring=keyring,
         metrics=metrics,
-        holder=None,
-        engine=engine,  # type: ignore[arg-type]
+        holder=None,  # type: ignore[arg-type]  # set below: its callbacks use `services`
+        engine=engine,
         writer=writer,
         lineage=lineage,
     )

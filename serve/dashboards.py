@@ -106,7 +106,7 @@ def prediction_form(api: PlatformClient | None = None, defaults: dict[str, float
     except ApiError as exc:
         result.value = error_html(str(exc))
         page = w.VBox([w.HTML("<h2>Prediction</h2>"), result])
-        page.result = result  # type: ignore[attr-defined]
+        page.result = result
         return page
     if defaults is None:
         try:
@@ -146,7 +146,7 @@ def prediction_form(api: PlatformClient | None = None, defaults: dict[str, float
     )
     grid = w.GridBox(list(fields.values()), layout=w.Layout(grid_template_columns="repeat(3, 310px)"))
     form = w.VBox([header, grid, button, result])
-    form.fields, form.button, form.result = fields, button, result  # type: ignore[attr-defined]
+    form.fields, form.button, form.result = fields, button, result
     return form
 
 
@@ -228,7 +228,7 @@ def monitoring(api: PlatformClient | None = None, reference: Any = None, window:
     button.on_click(lambda _: _guarded(body, render))
     _guarded(body, render)
     board = w.VBox([w.HTML("<h2>Model monitoring</h2>"), button, body])
-    board.body, board.button = body, button  # type: ignore[attr-defined]
+    board.body, board.button = body, button
     return board
 
 
@@ -322,7 +322,7 @@ def job_board(api: PlatformClient | None = None) -> w.VBox:
             table,
         ]
     )
-    board.notebook, board.parameters, board.timeout = choose, params, timeout  # type: ignore[attr-defined]
-    board.submit, board.cancel_id, board.cancel = submit, cancel_id, cancel  # type: ignore[attr-defined]
-    board.message, board.table = message, table  # type: ignore[attr-defined]
+    board.notebook, board.parameters, board.timeout = choose, params, timeout
+    board.submit, board.cancel_id, board.cancel = submit, cancel_id, cancel
+    board.message, board.table = message, table
     return board

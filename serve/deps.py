@@ -26,7 +26,7 @@ class Services:
     writer: Any = None
     feedback: Any = None
     lineage: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[Any, Any] = field(default_factory=dict)  # per-version caches keyed by tuples
 
 
 def get_services(request: Request) -> Services:

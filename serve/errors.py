@@ -176,7 +176,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return json_response(body, status_code=422)
 
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return json_response({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return json_response({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     app.add_exception_handler(RequestValidationError, validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 from serve import store
 from serve.deps import ServicesDep, require_read
 from serve.errors import json_response
-from serve.schemas import Health, Ready
+from serve.schemas import Health, ModelIdentity, Ready
 
 router = APIRouter(tags=["health"])
 
@@ -34,7 +34,7 @@ async def ready(services: ServicesDep) -> Response:
         problems.append(f"database unreachable: {type(exc).__name__}")
     body = Ready(
         status="ready" if not problems else "not ready",
-        model=model.identity if model else None,
+        model=ModelIdentity(**model.identity) if model else None,
         database=db_ok,
         problems=problems,
     )

@@ -172,7 +172,8 @@ def execute(
 
     scratch = Path(tempfile.mkdtemp(prefix="jobrunner-"))
     metrics_file = scratch / "metrics.jsonl"
-    env = _kernel_env(settings, run_id, {METRICS_FILE_ENV: str(metrics_file), **(extra_env or {})})
+    env = _kernel_env(settings, run_id, {METRICS_FILE_ENV: str(metrics_file), **(extra_env or {})},
+                      recorder.started_in if recorder else None)
     t0 = time.monotonic()
     try:
         try:
@@ -363,11 +364,19 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _kernel_env(settings: Settings, run_id: str | None, extra: Mapping[str, str] | None) -> dict[str, str]:
+def _kernel_env(settings: Settings, run_id: str | None, extra: Mapping[str, str] | None,
+                experiment_id: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["JOBRUNNER_PROJECT_DIR"] = str(settings.project_dir)
     env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri or ""
     env["JOBRUNNER_MLFLOW_EXPERIMENT"] = settings.mlflow_experiment
+    # mlflow.set_experiment() in the calling process exports MLFLOW_EXPERIMENT_ID, an id in *its* store:
+    # the kernel gets the id of the executor's experiment instead (child runs land beside their parent).
+    env.pop("MLFLOW_EXPERIMENT_NAME", None)
+    if experiment_id:
+        env["MLFLOW_EXPERIMENT_ID"] = experiment_id
+    else:
+        env.pop("MLFLOW_EXPERIMENT_ID", None)
     if run_id:
         env["MLFLOW_RUN_ID"] = run_id
     else:

@@ -52,6 +52,7 @@ class Recorder:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.artifact_root = artifact_root
+        self.started_in: str | None = None  # experiment id of the run `start` created
         if tracking_uri.startswith(("http://", "https://")):
             # A server that is down would otherwise cost minutes of MLflow's HTTP retries per call.
             from jobrunner.checks import ChecksFailed, check_mlflow
@@ -97,6 +98,7 @@ class Recorder:
             run = self.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
         except Exception as exc:
             raise RecordingError(f"cannot create an MLflow run at {self.tracking_uri}: {exc}") from exc
+        self.started_in = experiment_id
         return run.info.run_id
 
     def finish(

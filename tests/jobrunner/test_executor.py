@@ -126,3 +126,27 @@ def test_metrics_reach_the_result_without_mlflow(project: Path) -> None:
     assert result.ok and result.run_id is None
     assert result.metrics == {"total": 2.0, "n_items": 1.0}
     assert not (project / "mlflow.db").exists()
+
+
+def test_the_kernel_sees_the_executors_experiment_not_the_callers(project: Path, monkeypatch) -> None:
+    """mlflow.set_experiment() in the calling process exports MLFLOW_EXPERIMENT_ID, an id of *its* store;
+    the kernel gets the experiment of the run the executor opened, so MLflow calls in it stay consistent."""
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "4242")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("value = 1.5", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "import os, mlflow\n"
+            "experiment = mlflow.get_experiment(os.environ['MLFLOW_EXPERIMENT_ID'])\n"
+            "print('experiment', experiment.experiment_id, experiment.name)"
+        ),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nbformat.write(nb, project / "notebooks" / "experiment.ipynb")
+    result = execute("notebooks/experiment.ipynb", {"value": 2.5})
+    assert result.ok, result.failure
+    parent = _client().get_run(result.run_id)
+    printed = "".join(o.get("text", "") for c in nbformat.read(result.output_path, as_version=4).cells
+                      for o in c.get("outputs", []))
+    assert f"experiment {parent.info.experiment_id} {get_settings().mlflow_experiment}" in printed

@@ -42,7 +42,8 @@ def test_every_notebook_runs_with_the_ci_profile(tmp_path: Path) -> None:
         "JOBRUNNER_PROJECT_DIR": str(tmp_path),
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
-    env.pop("MLFLOW_RUN_ID", None)
+    for inherited in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(inherited, None)  # e.g. exported by mlflow.set_experiment() in an earlier test's fixture
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbmake", "--nbmake-timeout=300", "-p", "no:cacheprovider",
          "-q", str(run_dir)],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +28,15 @@ def test_decision_rule(candidate: float, champion: float | None, min_improvement
 
 
 @pytest.fixture
-def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     import mlflow
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("promotion-test")
-    return uri
+    yield uri
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)  # exported by set_experiment
 
 
 def _data() -> tuple[pd.DataFrame, pd.Series]:

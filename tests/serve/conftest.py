@@ -141,6 +141,7 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStore
     s1 = mlflow.register_model(uri_a, SWAP_MODEL)
     s2 = mlflow.register_model(uri_b, SWAP_MODEL)
     client.set_registered_model_alias(SWAP_MODEL, "champion", s1.version)
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # set_experiment exports it; later tests have other stores
 
     yield ModelStore(
         project=project,

@@ -3,6 +3,7 @@
     jobrunner lineage breast-cancer-classifier@champion [--json]
     jobrunner lineage breast-cancer-classifier/3 [--json]
     jobrunner check [--json] [--no-dvc]
+    jobrunner diff RUN_A RUN_B [--json]       (run ids or MODEL@ALIAS / MODEL/VERSION)
 
 Exit codes as in jobrunner.cli: 0 ok, 2 bad reference, 3 a service is unreachable or misconfigured,
 4 no such model, version or alias.
@@ -19,6 +20,7 @@ import click
 def register(main: click.Group) -> None:
     main.add_command(lineage)
     main.add_command(check)
+    main.add_command(diff)
 
 
 @click.command()
@@ -96,3 +98,31 @@ def check(as_json: bool, no_dvc: bool) -> None:
             settings = ", ".join(dict.fromkeys(str(r.setting) for r in failed))
             click.echo(f"error: {len(failed)} check(s) failed; settings to fix: {settings}", err=True)
     sys.exit(EXIT_INFRA if failed else 0)
+
+
+@click.command()
+@click.argument("run_a", metavar="A")
+@click.argument("run_b", metavar="B")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def diff(run_a: str, run_b: str, as_json: bool) -> None:
+    """Compare two recorded executions: parameters, metrics, git commit, data hashes and code cells.
+
+    A and B are MLflow run ids, or model versions (MODEL@ALIAS, MODEL/VERSION) standing for the runs that
+    produced them. Exit 0 when nothing differs, 1 when something does (as `diff`).
+    """
+    from jobrunner.cli import EXIT_INFRA, EXIT_NOT_FOUND, fail
+    from jobrunner.config import get_settings
+    from jobrunner.rundiff import RunNotFound, diff_json, diff_runs, render
+
+    uri = get_settings().mlflow_tracking_uri or ""
+    _fail_fast_on_tracking(uri)
+    from mlflow.tracking import MlflowClient
+
+    try:
+        result = diff_runs(run_a, run_b, MlflowClient(tracking_uri=uri))
+    except RunNotFound as exc:
+        fail(f"{exc} (MLflow at {uri})", EXIT_NOT_FOUND)
+    except Exception as exc:  # noqa: BLE001 - the store answered with something unexpected
+        fail(f"cannot compare the runs at {uri}: {exc}", EXIT_INFRA)
+    click.echo(diff_json(result) if as_json else render(result))
+    sys.exit(0 if result.identical else 1)

@@ -4,6 +4,7 @@
     jobrunner lineage breast-cancer-classifier/3 [--json]
     jobrunner check [--json] [--no-dvc]
     jobrunner diff RUN_A RUN_B [--json]       (run ids or MODEL@ALIAS / MODEL/VERSION)
+    jobrunner verify RUN [--rtol R] [--json]
 
 Exit codes as in jobrunner.cli: 0 ok, 2 bad reference, 3 a service is unreachable or misconfigured,
 4 no such model, version or alias.
@@ -21,6 +22,7 @@ def register(main: click.Group) -> None:
     main.add_command(lineage)
     main.add_command(check)
     main.add_command(diff)
+    main.add_command(verify)
 
 
 @click.command()
@@ -126,3 +128,34 @@ def diff(run_a: str, run_b: str, as_json: bool) -> None:
         fail(f"cannot compare the runs at {uri}: {exc}", EXIT_INFRA)
     click.echo(diff_json(result) if as_json else render(result))
     sys.exit(0 if result.identical else 1)
+
+
+@click.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--rtol", type=click.FloatRange(0, 1), default=1e-6, show_default=True,
+              help="Relative tolerance when comparing metrics.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verification as JSON.")
+def verify(run_ref: str, rtol: float, as_json: bool) -> None:
+    """Re-execute a recorded run (its recorded code, parameters and input data) and check that it reproduces.
+
+    RUN is an MLflow run id or a model version (MODEL@ALIAS, MODEL/VERSION). The re-execution runs in a
+    scratch copy of the project and is recorded as a new MLflow run. Exit 0 when it reproduces, 1 when it
+    does not or cannot be verified (e.g. the input data changed), 4 for an unknown run.
+    """
+    from jobrunner.cli import EXIT_FAILED, EXIT_INFRA, EXIT_NOT_FOUND, fail
+    from jobrunner.config import get_settings
+    from jobrunner.errors import InfrastructureError
+    from jobrunner.verify import CannotVerify, RunNotFound, verify_run
+
+    settings = get_settings()
+    _fail_fast_on_tracking(settings.mlflow_tracking_uri or "")
+    try:
+        result = verify_run(run_ref, settings, rtol=rtol)
+    except RunNotFound as exc:
+        fail(str(exc), EXIT_NOT_FOUND)
+    except CannotVerify as exc:
+        fail(f"cannot verify: {exc}", EXIT_FAILED)
+    except InfrastructureError as exc:
+        fail(str(exc), EXIT_INFRA)
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else result.render())
+    sys.exit(0 if result.reproduced else EXIT_FAILED)

@@ -155,7 +155,8 @@ def execute(
     limit = settings.timeout if timeout is None else timeout
     cancel = cancel or CancelToken()
 
-    input_paths = [Path(p) for p in inputs] or _paths_in(params, project)
+    # string parameters naming existing files are inputs, defaults included (they are read all the same)
+    input_paths = [Path(p) for p in inputs] or _paths_in({**schema.defaults, **params}, project)
     input_hashes = [hash_path(p, project) for p in input_paths]
     git = git_state(project)
 

@@ -258,21 +258,8 @@ def trace(
     max_depth: int = MAX_DEPTH,
 ) -> Lineage:
     """Resolve `ref` in the registry and walk its lineage. Raises LineageNotFound / LineageError."""
-    from mlflow.exceptions import MlflowException
-
     model = parse_ref(ref) if isinstance(ref, str) else ref
-    try:
-        if model.alias:
-            version = client.get_model_version_by_alias(model.name, model.alias)
-        else:
-            version = client.get_model_version(model.name, model.version)
-    except MlflowException as exc:
-        if (
-            "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", ""))
-            or "not found" in str(exc).lower()
-        ):
-            raise LineageNotFound(_not_found(client, model)) from exc
-        raise LineageError(f"cannot resolve {model} in the model registry: {exc}") from exc
+    version = find_version(client, model)
     run_id = version.run_id or (version.tags or {}).get("source_run_id")
     walker = _Walker(client, read_dvc_lock(project_dir), max_depth)
     run = walker.stage_run(run_id) if run_id else None
@@ -295,6 +282,23 @@ def trace(
         run=run,
         evaluated_by=[r.info.run_id for r in evaluated],
     )
+
+
+def find_version(client: Any, model: ModelRef) -> Any:
+    """The registry's ModelVersion for `model`; LineageNotFound (naming what exists) or LineageError."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if model.alias:
+            return client.get_model_version_by_alias(model.name, model.alias)
+        return client.get_model_version(model.name, model.version)
+    except MlflowException as exc:
+        if (
+            "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", ""))
+            or "not found" in str(exc).lower()
+        ):
+            raise LineageNotFound(_not_found(client, model)) from exc
+        raise LineageError(f"cannot resolve {model} in the model registry: {exc}") from exc
 
 
 def _not_found(client: Any, model: ModelRef) -> str:

@@ -98,9 +98,7 @@ class RunDiff:
 
 def resolve(ref: str, client: Any) -> str:
     """The run id behind `ref` (a run id, `name@alias` or `name/version`)."""
-    from mlflow.exceptions import MlflowException
-
-    from jobrunner.provenance import LineageError, parse_ref
+    from jobrunner.provenance import LineageError, find_version, parse_ref
 
     if RUN_ID.match(ref.strip()):
         return ref.strip()
@@ -109,12 +107,9 @@ def resolve(ref: str, client: Any) -> str:
     except LineageError as exc:
         raise RunNotFound(f"{ref!r} is neither an MLflow run id (32 hex digits) nor a model reference: {exc}")
     try:
-        if model.alias:
-            version = client.get_model_version_by_alias(model.name, model.alias)
-        else:
-            version = client.get_model_version(model.name, model.version)
-    except MlflowException as exc:
-        raise RunNotFound(f"no model version {model} in the registry: {exc.message}") from exc
+        version = find_version(client, model)
+    except LineageError as exc:  # LineageNotFound included: it names the versions and aliases that exist
+        raise RunNotFound(f"no model version {model} in the registry: {exc}") from exc
     run_id = version.run_id or (version.tags or {}).get("source_run_id")
     if not run_id:
         raise RunNotFound(f"model version {model} records no run that produced it")

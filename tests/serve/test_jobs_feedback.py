@@ -205,3 +205,14 @@ def test_feedback_errors(jobs_client, model_store):
         c.post("/v1/feedback", json={"prediction_id": "nope", "label": 1}, headers=WRITE).status_code == 422
     )
     assert c.post("/v1/feedback", json={"label": 1}, headers=WRITE).status_code == 422
+
+
+def test_recent_predictions_on_postgresql(jobs_client, model_store):
+    c = jobs_client
+    for start in (0, 3, 6):
+        assert c.post("/v1/predict", json={"rows": model_store.rows[start : start + 3]}, headers=READ).status_code == 200
+    assert c.app.state.services.writer.flush(5)
+    body = c.get("/v1/predictions", params={"limit": 5}, headers=READ).json()
+    assert body["count"] == 5 and body["columns"] == model_store.features
+    expected = [list(r.values()) for r in model_store.rows[6:9] + model_store.rows[3:5]]
+    assert body["rows"] == expected  # newest request first, cut inside the second one

@@ -27,6 +27,7 @@ FAST = {
     "JOBRUNNER_WORKER_POLL_INTERVAL": "0.3",
     "JOBRUNNER_RETRY_BACKOFF": "0.2",
     "JOBRUNNER_WORKER_GRACE_PERIOD": "20",
+    "JOBRUNNER_KERNEL_START_TIMEOUT": "30",  # a kernel that lost its port is retried sooner than at 60 s
 }
 
 

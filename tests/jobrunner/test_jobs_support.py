@@ -153,6 +153,15 @@ def wait_state(job_id: str, states: set[str], timeout: float) -> Any:
                     f"job {job_id} to reach {sorted(states)}")
 
 
+def infrastructure_retries(job_id: str) -> list[str]:
+    """Requeues after infrastructure errors. With two workers starting kernels at the same moment a kernel
+    can lose a race for a TCP port and never answer; the job is then retried, which is correct."""
+    from jobrunner.jobs import job_events
+
+    return [e.message or "" for e in job_events(job_id)
+            if e.from_state == "RUNNING" and e.to_state == "QUEUED" and "infrastructure error" in (e.message or "")]
+
+
 def wait_consumers(env: dict[str, str], count: int, timeout: float = 60) -> None:
     """Wait until `count` workers consume the job queue (worker start-up takes seconds on a busy box)."""
     import pika

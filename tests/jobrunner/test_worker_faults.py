@@ -11,6 +11,7 @@ from tests.conftest import free_port
 from tests.jobrunner.test_jobs_support import (  # noqa: F401
     TcpProxy,
     alive,
+    infrastructure_retries,
     job,
     job_env,
     kernel_children,
@@ -42,7 +43,7 @@ def test_kill_9_mid_notebook_five_times_another_worker_completes_each_job_once(j
         live.append(workers.start("k"))  # replacement starts while the survivor takes over
         done = wait_state(queued.id, {"SUCCEEDED", "FAILED", "CANCELLED"}, 120)
         assert done.state.value == "SUCCEEDED", (round_, done.error)
-        assert done.worker_id != victim.worker_id and done.attempt == 2
+        assert done.worker_id != victim.worker_id and done.attempt == 2 + len(infrastructure_retries(queued.id))
         states = [e.to_state for e in job_events(queued.id)]
         assert states.count("SUCCEEDED") == 1 and states[-1] == "SUCCEEDED"
         wait_for(lambda: not alive(kernels), 15, "the dead worker's kernel to exit")  # it polls its parent
@@ -94,15 +95,11 @@ def test_broker_unreachable_during_50_submissions_all_accepted_and_all_complete(
     wait_for(lambda: list_jobs(state="SUCCEEDED", limit=1).total == 50, 400, "all 50 jobs to succeed",
              interval=1.0)
     assert list_jobs(state="FAILED", limit=1).total == 0
-    # Each ran to success once. A second attempt is allowed only after an infrastructure error: two workers
-    # starting kernels at once can race for a TCP port (seen once: the kernel never answered and the job
-    # was retried, as it should be).
-    for job_id in ids:
+    for job_id in ids:  # each ran to success once; a second attempt only after an infrastructure error
         events = job_events(job_id)
         assert [e.to_state for e in events].count("SUCCEEDED") == 1
-        retries = [e.message for e in events if e.from_state == "RUNNING" and e.to_state == "QUEUED"]
-        assert job(job_id).attempt == 1 + len(retries)
-        assert all("infrastructure error" in (m or "") for m in retries), retries
+        requeues = [e for e in events if e.from_state == "RUNNING" and e.to_state == "QUEUED"]
+        assert job(job_id).attempt == 1 + len(requeues) == 1 + len(infrastructure_retries(job_id))
 
 
 def test_postgres_outage_while_idle_and_during_a_job_recovers_without_help(job_env, workers):

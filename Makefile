@@ -52,9 +52,20 @@ bench-serve: $(STAMP)
 bench-executor: $(STAMP)
 	$(BIN)/python bench/executor_bench.py
 
-## lab: JupyterLab on the notebooks
+## lab: JupyterLab on the project (the venv's kernel `python3` is the default), as root or as a user.
+## Prints the URL with its token. LAB_HOST, LAB_PORT, LAB_TOKEN (default: a fresh random one) and LAB_ARGS
+## (any other `jupyter lab` flags) change it: `make lab LAB_PORT=9999 LAB_ARGS="--ServerApp.open_browser=True"`
+LAB_HOST ?= 127.0.0.1
+LAB_PORT ?= 8888
+LAB_TOKEN ?=
+LAB_ARGS ?=
 lab: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter lab --notebook-dir=.
+	@token="$(LAB_TOKEN)"; [ -n "$$token" ] || token=$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(16))'); \
+	root=""; [ "$$(id -u)" != 0 ] || root="--allow-root"; \
+	echo ">> JupyterLab: http://$(LAB_HOST):$(LAB_PORT)/lab?token=$$token   (Ctrl-C stops it; docs/notebooks.md)"; \
+	PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/jupyter lab --notebook-dir=. --no-browser \
+	  --ServerApp.ip=$(LAB_HOST) --ServerApp.port=$(LAB_PORT) --ServerApp.port_retries=0 \
+	  --IdentityProvider.token="$$token" --MappingKernelManager.default_kernel_name=python3 $$root $(LAB_ARGS)
 
 ## serve: the prediction and jobs API on the embedded defaults (http://127.0.0.1:8000/docs);
 ## set SERVE_API_KEYS=<key>:write first (docs/api.md)

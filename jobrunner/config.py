@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     timeout: float = 3600.0
     # Seconds a kernel may take to start.
     kernel_start_timeout: float = 60.0
+    # Warm kernels kept ready per kernel name in long-lived processes (workers, the execution service);
+    # 0 = a fresh kernel per execution. Each kernel serves one job (docs/jobs.md, "Kernel pool").
+    kernel_pool_size: int = Field(default=1, ge=0, le=64)
+    # Modules imported in each idle pooled kernel, e.g. "numpy,pandas,sklearn" (memory per idle kernel).
+    kernel_preload: str = ""
+    # "ipc" (Unix sockets: no TCP port race between processes) or "tcp".
+    kernel_transport: Literal["ipc", "tcp"] = "ipc"
+    # Local execution service for one-shot runs (`jobrunner run`, DVC stages): "auto" starts it on first
+    # use and uses it; "off" always executes in-process (docs/cli.md, "Execution service").
+    service: Literal["auto", "off"] = "auto"
+    # The service stops after this many seconds without a request.
+    service_idle_timeout: float = Field(default=600.0, gt=0)
     mlflow_tracking_uri: str | None = Field(
         default=None, validation_alias=AliasChoices("JOBRUNNER_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
     )
@@ -102,6 +114,10 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when no broker is configured: jobs run in the submitting process."""
         return not self.broker_url
+
+    @property
+    def kernel_preload_modules(self) -> list[str]:
+        return [m.strip() for m in self.kernel_preload.split(",") if m.strip()]
 
     def notebook_root_paths(self) -> list[Path]:
         return [(self.project_dir / r).resolve() for r in self.notebook_roots]

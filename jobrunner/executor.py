@@ -129,11 +129,13 @@ def execute(
     record: bool = True,
     html: bool = True,
     extra_env: Mapping[str, str] | None = None,
+    base_env: Mapping[str, str] | None = None,
 ) -> ExecutionResult:
     """Run `notebook` with `parameters` (typed values) and return what happened.
 
     `inputs`/`outputs` name the data files the run reads and writes (for DVC-compatible hashes); when
-    empty, existing files named by string parameters are taken as inputs. Raises ParameterError /
+    empty, existing files named by string parameters are taken as inputs. The kernel's environment is
+    `base_env` (default: this process's) plus the run's variables plus `extra_env`. Raises ParameterError /
     NotebookNotFound / InvalidNotebook before anything runs, InfrastructureError when the kernel or the
     tracking store fails.
     """
@@ -174,11 +176,12 @@ def execute(
     scratch = Path(tempfile.mkdtemp(prefix="jobrunner-"))
     metrics_file = scratch / "metrics.jsonl"
     env = _kernel_env(settings, run_id, {METRICS_FILE_ENV: str(metrics_file), **(extra_env or {})},
-                      recorder.started_in if recorder else None)
+                      recorder.started_in if recorder else None, base_env)
     t0 = time.monotonic()
     try:
         try:
-            kernel = acquire_kernel(settings.kernel_name, env=env, cwd=project)
+            kernel = acquire_kernel(settings.kernel_name, env=env, cwd=project,
+                                    transport=settings.kernel_transport, timeout=settings.kernel_start_timeout)
         except InfrastructureError as exc:
             if recorder and run_id:
                 recorder.abort(run_id, str(exc))
@@ -283,6 +286,7 @@ def _run(
             engine_name=ENGINE_NAME,
             kernel_name=settings.kernel_name,
             km=kernel.manager,
+            kc=kernel.client,
             on_cell=on_cell,
             progress_bar=False,
             log_output=False,
@@ -338,12 +342,20 @@ def _run(
     return failure, False
 
 
+_html_exporter: Any = None
+_html_lock = threading.Lock()
+
+
 def _render_html(ipynb: Path) -> Path | None:
+    global _html_exporter
     try:
         import nbformat
         from nbconvert import HTMLExporter
 
-        body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(ipynb, as_version=4))
+        with _html_lock:  # one exporter per process: building it (templates, Jinja) costs most of a render
+            if _html_exporter is None:
+                _html_exporter = HTMLExporter(template_name="lab")
+            body, _ = _html_exporter.from_notebook_node(nbformat.read(ipynb, as_version=4))
     except Exception:  # noqa: BLE001 - a rendering problem must not lose the run
         log.warning("could not render %s as HTML", ipynb, exc_info=True)
         return None
@@ -366,8 +378,8 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def _kernel_env(settings: Settings, run_id: str | None, extra: Mapping[str, str] | None,
-                experiment_id: str | None = None) -> dict[str, str]:
-    env = dict(os.environ)
+                experiment_id: str | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
     env["JOBRUNNER_PROJECT_DIR"] = str(settings.project_dir)
     env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri or ""
     env["JOBRUNNER_MLFLOW_EXPERIMENT"] = settings.mlflow_experiment

@@ -1,18 +1,35 @@
-"""Kernel acquisition: the one place that starts, signals and stops notebook kernels.
+"""Kernel acquisition: the one place that starts, prepares, signals and stops notebook kernels.
 
-Each execution gets a fresh kernel that is used for that one job and then shut down immediately
-(graceful shutdown stalled for seconds in measurements; a reused kernel would leak the previous job's
-variables). A warm pool of pre-started kernels will plug in behind `acquire_kernel`.
+Every execution gets a kernel that is used for that one job and then shut down immediately (graceful
+shutdown stalled for seconds in measurements; a reused kernel would leak the previous job's variables).
+`acquire_kernel` hands out either a fresh kernel or, when this process runs a warm pool
+(jobrunner.pool.KernelPool), a pre-started one with its client already connected.
+
+Two things every kernel start here does, pooled or not:
+- it uses the `ipc` transport by default (Unix sockets in a private folder): there are no TCP ports to
+  pick, so two processes starting kernels at once cannot race for the same port (papermill #511,
+  jupyter_client #487). With JOBRUNNER_KERNEL_TRANSPORT=tcp, starts are serialised per process until the
+  kernel has bound its ports;
+- it connects one kernel client and waits until the kernel answers, so the executor never pays
+  nbclient's own client start (a fixed ~0.2 s IOPub drain) on the job's clock when the kernel is pooled.
+
+A pooled kernel was started before its job was known, so its job's environment and working directory
+are applied inside it, before the first cell, by `KernelHandle.prepare` - the one place that does it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
-from collections.abc import Mapping
-from dataclasses import dataclass
+import tempfile
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
@@ -21,13 +38,52 @@ from jobrunner.errors import KernelStartError
 
 log = logging.getLogger(__name__)
 
+TRANSPORTS = ("ipc", "tcp")
+_TCP_START_LOCK = threading.Lock()  # tcp: one start at a time per process, until the ports are bound
+_IPC_ROOT: str | None = None
+_IPC_ROOT_LOCK = threading.Lock()
+
+# Run inside a pooled kernel before the notebook's first cell (silent: no execution count, no output).
+# The whole environment is replaced, not merged: the kernel must see exactly its job's variables.
+_PREPARE = """\
+import os as __jr_os
+__jr_os.environ.clear()
+__jr_os.environ.update({env!r})
+__jr_os.chdir({cwd!r})
+del __jr_os
+"""
+# Preloads import modules without binding names, so the notebook's namespace stays empty.
+_PRELOAD = """\
+import importlib as __jr_importlib
+for __jr_name in {modules!r}:
+    __jr_importlib.import_module(__jr_name)
+del __jr_importlib, __jr_name
+"""
+
+
+def _ipc_root() -> str:
+    """A private folder (0700) for this process's kernel sockets, removed at interpreter exit."""
+    global _IPC_ROOT
+    with _IPC_ROOT_LOCK:
+        if _IPC_ROOT is None or not os.path.isdir(_IPC_ROOT):
+            # short path: Unix socket paths are limited to ~107 bytes
+            _IPC_ROOT = tempfile.mkdtemp(prefix=f"jrk{os.getpid()}-", dir="/tmp" if os.path.isdir("/tmp") else None)
+            import atexit
+
+            atexit.register(shutil.rmtree, _IPC_ROOT, True)
+        return _IPC_ROOT
+
 
 @dataclass
 class KernelHandle:
-    """A started kernel owned by one execution."""
+    """A started kernel owned by one execution, with a connected, ready client."""
 
     manager: AsyncKernelManager
     pgid: int | None
+    client: Any = None  # AsyncKernelClient; channels started, kernel answered
+    pooled: bool = False
+    started_at: float = 0.0
+    _closed: bool = field(default=False, repr=False)
 
     def signal(self, signum: int) -> bool:
         """Send a signal to the kernel's process group (its own session); False if already gone.
@@ -48,8 +104,46 @@ class KernelHandle:
     def kill(self) -> bool:
         return self.signal(signal.SIGKILL)
 
+    @property
+    def pid(self) -> int | None:
+        process = getattr(self.manager.provisioner, "process", None)
+        return getattr(process, "pid", None)
+
+    def alive(self) -> bool:
+        """The kernel process still runs (polls and reaps it; a zombie counts as dead)."""
+        process = getattr(self.manager.provisioner, "process", None)
+        return process is not None and process.poll() is None
+
+    def run_silent(self, code: str, timeout: float) -> None:
+        """Execute `code` in the kernel without output or execution count; KernelStartError on failure."""
+        if self.client is None:
+            raise KernelStartError("kernel has no connected client")
+        try:
+            reply = run_sync(self.client.execute_interactive)(code, silent=True, store_history=False,
+                                                              timeout=timeout)
+        except TimeoutError as exc:
+            raise KernelStartError(f"kernel did not answer within {timeout:g}s") from exc
+        except Exception as exc:
+            raise KernelStartError(f"kernel did not run its set-up code: {exc}") from exc
+        content = reply.get("content", {})
+        if content.get("status") != "ok":
+            raise KernelStartError(f"kernel set-up failed: {content.get('ename')}: {content.get('evalue')}")
+
+    def prepare(self, env: Mapping[str, str], cwd: Path, timeout: float = 10.0) -> None:
+        """Give a pooled kernel its job's environment (replacing the pool's) and working directory."""
+        self.run_silent(_PREPARE.format(env=dict(env), cwd=str(cwd)), timeout)
+
     def shutdown(self) -> None:
-        """Stop the kernel at once and release its ports and connection file."""
+        """Stop the kernel at once and release its client, sockets and connection file. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.client is not None:
+            try:
+                self.client.stop_channels()
+            except Exception:  # noqa: BLE001
+                log.debug("stopping the kernel client raised", exc_info=True)
+            self.client = None
         try:
             if run_sync(self.manager.is_alive)():
                 run_sync(self.manager.shutdown_kernel)(now=True)
@@ -61,18 +155,114 @@ class KernelHandle:
                 run_sync(self.manager.cleanup_resources)()
             except Exception:  # noqa: BLE001
                 log.debug("kernel cleanup raised", exc_info=True)
+            if self.alive():  # shutdown_kernel gave up: never leave a process behind
+                self.kill()
 
 
-def acquire_kernel(kernel_name: str, *, env: Mapping[str, str], cwd: Path) -> KernelHandle:
-    """Start a fresh kernel for one execution, with `env` as its environment and `cwd` as its folder."""
-    manager = AsyncKernelManager(kernel_name=kernel_name)
+def start_kernel(kernel_name: str, *, env: Mapping[str, str], cwd: Path, transport: str = "ipc",
+                 timeout: float = 60.0, preload: Sequence[str] = ()) -> KernelHandle:
+    """Start one kernel, connect a client and wait until it answers (one attempt; KernelStartError)."""
+    import time
+
+    if transport not in TRANSPORTS:
+        raise KernelStartError(f"unknown kernel transport {transport!r}: use one of {', '.join(TRANSPORTS)}")
+    if transport == "ipc":
+        manager = AsyncKernelManager(kernel_name=kernel_name, transport="ipc",
+                                     ip=os.path.join(_ipc_root(), uuid.uuid4().hex[:12]))
+    else:
+        manager = AsyncKernelManager(kernel_name=kernel_name)
     # ipykernel warns on every start that local TCP is unencrypted; keep its log to errors so that
     # `dvc repro` and job logs show the notebook's progress, not that banner.
     extra = ["--IPKernelApp.log_level=ERROR"] if manager.ipykernel else []
+    started = time.monotonic()
+    handle: KernelHandle | None = None
+    lock = _TCP_START_LOCK if transport == "tcp" else None
     try:
-        run_sync(manager.start_kernel)(env=dict(env), cwd=str(cwd), extra_arguments=extra)
+        if lock:
+            lock.acquire()
+        try:
+            run_sync(manager.start_kernel)(env=dict(env), cwd=str(cwd), extra_arguments=extra)
+            provisioner = manager.provisioner
+            pgid = getattr(provisioner, "pgid", None) or getattr(provisioner, "pid", None)
+            handle = KernelHandle(manager, pgid, started_at=started)
+            client = manager.client()
+            client.start_channels()
+            handle.client = client
+            run_sync(client.wait_for_ready)(timeout=timeout)
+        finally:
+            if lock:
+                lock.release()
+        if preload:
+            handle.run_silent(_PRELOAD.format(modules=list(preload)), timeout)
     except Exception as exc:
+        if handle is not None:
+            handle.shutdown()
+        else:
+            try:
+                run_sync(manager.cleanup_resources)()
+            except Exception:  # noqa: BLE001
+                pass
         raise KernelStartError(f"kernel '{kernel_name}' failed to start: {exc}") from exc
-    provisioner = manager.provisioner
-    pgid = getattr(provisioner, "pgid", None) or getattr(provisioner, "pid", None)
-    return KernelHandle(manager, pgid)
+    return handle
+
+
+def start_kernel_with_retries(kernel_name: str, *, env: Mapping[str, str], cwd: Path, transport: str = "ipc",
+                              timeout: float = 60.0, preload: Sequence[str] = (), attempts: int = 3,
+                              on_failure: Any = None) -> KernelHandle:
+    """`start_kernel` with exponential backoff between attempts (0.5 s, 1 s, ... at most 5 s)."""
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+    def failed(state: Any) -> None:
+        log.warning("kernel start failed (attempt %d): %s", state.attempt_number, state.outcome.exception())
+        if on_failure is not None:
+            on_failure()
+
+    for attempt in Retrying(stop=stop_after_attempt(max(1, attempts)),
+                            wait=wait_exponential(multiplier=0.5, max=5),
+                            retry=retry_if_exception_type(KernelStartError), after=failed, reraise=True):
+        with attempt:
+            return start_kernel(kernel_name, env=env, cwd=cwd, transport=transport, timeout=timeout,
+                                preload=preload)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class KernelSource(Protocol):
+    """What `acquire_kernel` asks for a kernel when a pool is installed (jobrunner.pool.KernelPool)."""
+
+    kernel_name: str
+
+    def take(self, *, env: Mapping[str, str], cwd: Path) -> KernelHandle: ...
+
+
+_pools: dict[str, KernelSource] = {}
+_pools_lock = threading.Lock()
+
+
+def install_pool(pool: KernelSource) -> None:
+    """Make `pool` the source of kernels named `pool.kernel_name` for every execution in this process."""
+    with _pools_lock:
+        _pools[pool.kernel_name] = pool
+
+
+def uninstall_pool(pool: KernelSource) -> None:
+    with _pools_lock:
+        if _pools.get(pool.kernel_name) is pool:
+            del _pools[pool.kernel_name]
+
+
+def installed_pool(kernel_name: str) -> KernelSource | None:
+    with _pools_lock:
+        return _pools.get(kernel_name)
+
+
+def acquire_kernel(kernel_name: str, *, env: Mapping[str, str], cwd: Path, transport: str = "ipc",
+                   timeout: float = 60.0) -> KernelHandle:
+    """A kernel for one execution, with `env` as its environment and `cwd` as its folder.
+
+    From this process's warm pool when one is installed for `kernel_name` (its environment and folder
+    applied inside it), else a fresh kernel started with them. Raises KernelStartError.
+    """
+    pool = installed_pool(kernel_name)
+    if pool is not None:
+        return pool.take(env=env, cwd=cwd)
+    return start_kernel_with_retries(kernel_name, env=env, cwd=cwd, transport=transport, timeout=timeout)

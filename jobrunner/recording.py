@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -26,10 +27,21 @@ TAG_PREFIX = "jobrunner."
 _MAX_PARAM = 6000
 
 
-def _client(tracking_uri: str):  # noqa: ANN202 - MlflowClient import is deferred (slow)
-    from mlflow.tracking import MlflowClient
+_clients: dict[str, Any] = {}
+_experiment_ids: dict[tuple[str, str], str] = {}
+_cache_lock = threading.Lock()
 
-    return MlflowClient(tracking_uri=tracking_uri)
+
+def _client(tracking_uri: str):  # noqa: ANN202 - MlflowClient import is deferred (slow)
+    """One MlflowClient per tracking URI per process: a long-lived process (worker, execution service)
+    opens its store once instead of once per run."""
+    with _cache_lock:
+        client = _clients.get(tracking_uri)
+        if client is None:
+            from mlflow.tracking import MlflowClient
+
+            client = _clients[tracking_uri] = MlflowClient(tracking_uri=tracking_uri)
+        return client
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -66,6 +78,15 @@ class Recorder:
             raise RecordingError(f"MLflow tracking at {tracking_uri} is not usable: {exc}") from exc
 
     def experiment_id(self) -> str:
+        key = (self.tracking_uri, self.experiment)
+        cached = _experiment_ids.get(key)
+        if cached is not None:
+            return cached
+        found = self._find_or_create_experiment()
+        _experiment_ids[key] = found
+        return found
+
+    def _find_or_create_experiment(self) -> str:
         try:
             exp = self.client.get_experiment_by_name(self.experiment)
             if exp is not None:
@@ -95,7 +116,13 @@ class Recorder:
             **tags,
         }
         try:
-            run = self.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
+            try:
+                run = self.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
+            except Exception:
+                # the cached experiment may have been deleted meanwhile: look it up again, once
+                _experiment_ids.pop((self.tracking_uri, self.experiment), None)
+                experiment_id = self.experiment_id()
+                run = self.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
         except Exception as exc:
             raise RecordingError(f"cannot create an MLflow run at {self.tracking_uri}: {exc}") from exc
         self.started_in = experiment_id

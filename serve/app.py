@@ -18,6 +18,7 @@ from fastapi.openapi.utils import get_openapi
 
 from serve.config import KeyRing, Settings, get_settings
 from serve.deps import READ, Services
+from serve.docs_pages import install_offline_docs
 from serve.errors import install_error_handlers
 from serve.model_loader import ModelHolder, ServingModel, silence_feature_name_warning
 from serve.observability import Metrics, ObservabilityMiddleware, configure_logging, make_tracer_provider
@@ -224,7 +225,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Predictions from the champion model with lineage, notebook jobs, feedback. "
         "Send an API key in X-API-Key (scope read, or write for changes).",
         lifespan=lifespan_factory(settings_factory),
+        docs_url=None,  # served from installed assets, not a CDN: serve/docs_pages.py
+        redoc_url=None,
     )
+    install_offline_docs(app)
     app.state.metrics = Metrics()
     install_error_handlers(app)
     app.include_router(health.router)

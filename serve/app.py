@@ -216,7 +216,7 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app; `settings` (tests) or the environment, read when the server starts."""
-    from serve.routes import alerts, feedback, health, jobs, model, predict
+    from serve.routes import alerts, feedback, health, jobs, model, monitoring, predict
 
     settings_factory = (lambda: settings) if settings is not None else get_settings
     app = FastAPI(
@@ -237,6 +237,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(feedback.router)
     app.include_router(jobs.router)
     app.include_router(alerts.router)
+    app.include_router(monitoring.router, dependencies=READ)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
 
     cfg = settings_factory()  # read when the app is built (for uvicorn: at start-up), never at import

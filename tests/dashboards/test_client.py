@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve.client import ApiError, PlatformClient
+from dashboards.client import ApiError, PlatformClient
 
 
 @pytest.fixture
@@ -34,8 +34,20 @@ def test_key_file_is_read_and_an_unreadable_one_is_named(clean_env, monkeypatch)
 
 
 def test_a_dashboard_without_a_readable_key_shows_why(clean_env, monkeypatch):
-    from serve.dashboards import job_board, monitoring, prediction_form
+    from dashboards.forms import prediction_form
+    from dashboards.job_board import job_board
+    from dashboards.monitoring import monitoring
 
     monkeypatch.setenv("DASHBOARD_API_KEY_FILE", str(clean_env / "missing"))
     for page in (prediction_form(), monitoring(), job_board()):
         assert "cannot be read" in page.children[1].value
+
+
+def test_a_wrong_setting_is_named(clean_env, monkeypatch):
+    from dashboards.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("DASHBOARD_REFRESH_SECONDS", "-1")
+    with pytest.raises(SettingsError, match="DASHBOARD_REFRESH_SECONDS"):
+        load_settings()
+    with pytest.raises(ApiError, match="DASHBOARD_REFRESH_SECONDS"):
+        PlatformClient.from_env()

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serve.client import PlatformClient
+from dashboards.client import PlatformClient
 from tests.conftest import ROOT, free_port
 from tests.serve.conftest import READ_KEY, WRITE_KEY, ModelStore, Server, model_store, start_server  # noqa: F401
 
@@ -61,7 +61,7 @@ def traffic(api: Server, model_store: ModelStore) -> int:  # noqa: F811
 
 
 def test_prediction_form_predicts_and_shows_the_apis_errors(api, model_store):  # noqa: F811
-    from serve.dashboards import prediction_form
+    from dashboards.forms import prediction_form
 
     form = prediction_form(PlatformClient(api.url, READ_KEY), defaults=model_store.rows[0])
     assert len(form.fields) == len(model_store.features)
@@ -79,7 +79,8 @@ def test_prediction_form_predicts_and_shows_the_apis_errors(api, model_store):  
 def test_monitoring_shows_accuracy_traffic_and_the_drifted_feature(api, model_store, traffic):  # noqa: F811
     import pandas as pd
 
-    from serve.dashboards import load_reference, monitoring
+    from dashboards.monitoring import monitoring
+    from dashboards.reference import load_reference
 
     reference = pd.read_csv(model_store.project / model_store.data_path)
     board = monitoring(PlatformClient(api.url, READ_KEY), reference=reference)
@@ -98,7 +99,7 @@ def test_monitoring_shows_accuracy_traffic_and_the_drifted_feature(api, model_st
 
 
 def test_job_board_submits_lists_cancels_and_explains_refusals(api):
-    from serve.dashboards import job_board
+    from dashboards.job_board import job_board
 
     board = job_board(PlatformClient(api.url, WRITE_KEY))
     assert "notebooks/ok.ipynb" in board.notebook.options

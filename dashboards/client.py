@@ -1,21 +1,21 @@
 """A small client of the platform API, used by the Voila dashboards (and handy in scripts).
 
-    from serve.client import PlatformClient
-    api = PlatformClient.from_env()          # DASHBOARD_API_URL, DASHBOARD_API_KEY
+    from dashboards.client import PlatformClient
+    api = PlatformClient.from_env()          # DASHBOARD_API_URL, DASHBOARD_API_KEY (dashboards.settings)
     api.predict([{"mean_radius": 14.1, ...}])
 
 Every non-2xx answer becomes an ApiError whose message is the API's own explanation (for a 422, each
-problem with the feature or parameter it names), so a dashboard can show it as it is.
+problem with the feature or parameter it names), so a dashboard can show it as it is. `ApiError.status`
+is None when the API could not be reached at all.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import httpx
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+from dashboards.settings import DEFAULT_URL, Settings, SettingsError, load_settings
 
 
 class ApiError(Exception):
@@ -24,6 +24,10 @@ class ApiError(Exception):
     def __init__(self, status: int | None, message: str):
         self.status = status
         super().__init__(message)
+
+    @property
+    def unreachable(self) -> bool:
+        return self.status is None
 
 
 def _message(response: httpx.Response) -> str:
@@ -41,19 +45,6 @@ def _message(response: httpx.Response) -> str:
     return "\n".join(lines)
 
 
-def _settings() -> dict[str, str]:
-    """DASHBOARD_* from the environment, else from the project's .env (as the other settings)."""
-    from dotenv import dotenv_values
-
-    from jobrunner.config import find_project_dir
-
-    try:
-        dotenv = {k: v for k, v in dotenv_values(find_project_dir() / ".env").items() if v is not None}
-    except OSError:
-        dotenv = {}
-    return {**dotenv, **{k: v for k, v in os.environ.items() if k.startswith("DASHBOARD_")}}
-
-
 class PlatformClient:
     def __init__(self, base_url: str = DEFAULT_URL, api_key: str | None = None, timeout: float = 30.0):
         headers = {"X-API-Key": api_key} if api_key else {}
@@ -61,18 +52,22 @@ class PlatformClient:
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
     @classmethod
+    def from_settings(cls, settings: Settings) -> PlatformClient:
+        try:
+            key = settings.key()
+        except SettingsError as exc:
+            raise ApiError(None, str(exc)) from exc
+        return cls(settings.api_url, key, settings.timeout_seconds)
+
+    @classmethod
     def from_env(cls) -> PlatformClient:
         """DASHBOARD_API_URL (default http://127.0.0.1:8000) and DASHBOARD_API_KEY, or DASHBOARD_API_KEY_FILE
-        (a file holding the key: a Docker secret)."""
-        env = _settings()
-        key = env.get("DASHBOARD_API_KEY")
-        key_file = env.get("DASHBOARD_API_KEY_FILE")
-        if not key and key_file:
-            try:
-                key = open(key_file, encoding="utf-8").read().strip()
-            except OSError as exc:
-                raise ApiError(None, f"DASHBOARD_API_KEY_FILE {key_file} cannot be read: {exc}") from exc
-        return cls(env.get("DASHBOARD_API_URL") or DEFAULT_URL, key)
+        (a file holding the key: a Docker secret); the environment wins over the project's .env."""
+        try:
+            settings = load_settings()
+        except SettingsError as exc:
+            raise ApiError(None, str(exc)) from exc
+        return cls.from_settings(settings)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -84,20 +79,35 @@ class PlatformClient:
             if response.status_code == 401:
                 message += " (set DASHBOARD_API_KEY to a key the API accepts)"
             raise ApiError(response.status_code, message)
+        if response.headers.get("content-type", "").startswith("text/html"):
+            return response.text
         return response.json() if response.content else None
 
     # -- predictions and the model --------------------------------------------------------------------
     def model(self) -> dict[str, Any]:
         return self._call("GET", "/v1/model")
 
-    def predict(self, rows: list[dict[str, float]]) -> dict[str, Any]:
+    def predict(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         return self._call("POST", "/v1/predict", json={"rows": rows})
+
+    def feedback(self, prediction_id: str, label: Any) -> dict[str, Any]:
+        """The true label (a class value, or the true number for a regressor) of one prediction."""
+        return self._call("POST", "/v1/feedback", json={"prediction_id": prediction_id, "label": label})
 
     def recent_predictions(self, limit: int = 1000) -> dict[str, Any]:
         return self._call("GET", "/v1/predictions", params={"limit": limit})
 
     def accuracy(self) -> dict[str, Any]:
         return self._call("GET", "/v1/feedback/accuracy")
+
+    # -- monitoring (serve/routes/monitoring.py) --------------------------------------------------------
+    def timeline(self, hours: float = 24 * 7) -> dict[str, Any]:
+        """Live accuracy over time, prediction volume over time and retraining events of the served model."""
+        return self._call("GET", "/v1/monitoring/timeline", params={"hours": hours})
+
+    def versions(self) -> dict[str, Any]:
+        """The registered versions of the served model: champion history with promotion metrics."""
+        return self._call("GET", "/v1/monitoring/versions")
 
     # -- jobs -----------------------------------------------------------------------------------------
     def notebooks(self) -> list[dict[str, Any]]:
@@ -109,7 +119,9 @@ class PlatformClient:
             params["state"] = state
         return self._call("GET", "/v1/jobs", params=params)
 
-    def submit(self, notebook: str, parameters: dict[str, Any], timeout_seconds: float | None = None) -> dict:
+    def submit(
+        self, notebook: str, parameters: dict[str, Any], timeout_seconds: float | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"notebook": notebook, "parameters": parameters}
         if timeout_seconds:
             body["timeout_seconds"] = timeout_seconds
@@ -117,3 +129,9 @@ class PlatformClient:
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/jobs/{job_id}")
+
+    def job_notebook_html(self, job_id: str) -> str:
+        return self._call("GET", f"/v1/jobs/{job_id}/notebook")
+
+    def run_notebook_html(self, run_id: str) -> str:
+        return self._call("GET", f"/v1/runs/{run_id}/notebook")

@@ -24,6 +24,9 @@ from jobrunner.lineage import DataHash, GitState
 log = logging.getLogger(__name__)
 
 TAG_PREFIX = "jobrunner."
+# MLflow 3's UI opens an experiment without this tag on its GenAI traces page; ours are model training.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 _MAX_PARAM = 6000
 
 
@@ -90,10 +93,14 @@ class Recorder:
         try:
             exp = self.client.get_experiment_by_name(self.experiment)
             if exp is not None:
+                if EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older version or by hand
+                    self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
                 return exp.experiment_id
             location = self.artifact_root if self.tracking_uri.startswith(("sqlite:", "file:", "/")) else None
             try:
-                return self.client.create_experiment(self.experiment, artifact_location=location)
+                return self.client.create_experiment(
+                    self.experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+                )
             except Exception:  # another process created it first
                 exp = self.client.get_experiment_by_name(self.experiment)
                 if exp is None:

@@ -21,7 +21,9 @@ from serve.deps import READ, Services
 from serve.docs_pages import install_offline_docs
 from serve.errors import install_error_handlers
 from serve.model_loader import ModelHolder, ServingModel, silence_feature_name_warning
+from serve.models import ServedModels, served_refs
 from serve.observability import Metrics, ObservabilityMiddleware, configure_logging, make_tracer_provider
+from serve.signature import request_components
 
 log = logging.getLogger(__name__)
 PUBLIC_PATHS = frozenset(
@@ -101,24 +103,31 @@ def start_services(app: FastAPI, settings: Settings) -> Services:
         metrics.reloads.labels(outcome).inc()
         if model is not None:
             metrics.model_version.clear()
-            metrics.model_version.labels(model.name, model.version, model.alias).set(1)
+            for m in services.models.loaded():  # every served model (each swaps on its own alias)
+                metrics.model_version.labels(m.name, m.version, m.alias).set(1)
             app.openapi_schema = None  # the request schema shows the new version's features
 
-    holder = ModelHolder(
-        settings.model_name,
-        settings.model_alias,
-        tracking_uri,
-        settings.model_poll_interval,
-        on_reload=on_reload,
-        enrich=enrich,
+    refs, default = served_refs(settings.models, settings.model_name, settings.model_alias)
+    services.models = ServedModels.build(
+        refs,
+        default,
+        lambda ref: ModelHolder(
+            ref.name,
+            ref.alias,
+            tracking_uri,
+            settings.model_poll_interval,
+            on_reload=on_reload,
+            enrich=enrich,
+            batch_limit=settings.batch_limit,
+        ),
     )
-    services.holder = holder
-    holder.refresh()
+    holder = services.holder = services.models.default  # POST /v1/predict, GET /v1/model
+    services.models.refresh_all()
     if holder.current is None and not settings.allow_start_without_model:
         raise RuntimeError(
             f"no model could be loaded and SERVE_ALLOW_START_WITHOUT_MODEL is false: {holder.last_error}"
         )
-    holder.start_polling()
+    services.models.start_polling()
     log.info(
         "API ready: model %s@%s version %s, database %s",
         settings.model_name,
@@ -130,7 +139,7 @@ def start_services(app: FastAPI, settings: Settings) -> Services:
 
 
 def stop_services(services: Services) -> None:
-    services.holder.stop()
+    services.models.stop()
     services.writer.close()  # drain: every accepted prediction is written before the process exits
     services.feedback.join()
     services.engine.dispose()
@@ -147,67 +156,14 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
         services = getattr(app.state, "services", None)
         model = services.holder.current if services is not None and services.holder is not None else None
         limit = services.settings.batch_limit if services is not None else 10_000
-        if model is not None:
-            row = {
-                "type": "object",
-                "title": f"Row ({model.name} v{model.version})",
-                "properties": {
-                    f: {"type": "integer" if t in ("long", "integer") else "number"}
-                    for f, t in zip(model.features, model.feature_types, strict=True)
-                },
-                "required": list(model.features),
-                "additionalProperties": False,
-            }
-        else:
-            row = {
-                "type": "object",
-                "additionalProperties": {"type": "number"},
-                "description": "Feature name -> number; the names are the served model's (no model loaded)",
-            }
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-        schemas["PredictRow"] = row
-        features = list(model.features) if model is not None else None
-        column = {"type": "string", **({"enum": features} if features else {})}
-        schemas["PredictRequest"] = {
-            "title": "PredictRequest",
-            "description": "One or many rows: JSON records, or the compact columns/data form",
-            "oneOf": [
-                {
-                    "type": "object",
-                    "title": "Records",
-                    "properties": {
-                        "rows": {
-                            "type": "array",
-                            "items": {"$ref": "#/components/schemas/PredictRow"},
-                            "minItems": 1,
-                            "maxItems": limit,
-                        }
-                    },
-                    "required": ["rows"],
-                    "additionalProperties": False,
-                },
-                {
-                    "type": "object",
-                    "title": "Columns and data",
-                    "properties": {
-                        "columns": {
-                            "type": "array",
-                            "items": column,
-                            "uniqueItems": True,
-                            **({"minItems": len(features), "maxItems": len(features)} if features else {}),
-                        },
-                        "data": {
-                            "type": "array",
-                            "items": {"type": "array", "items": {"type": "number"}},
-                            "minItems": 1,
-                            "maxItems": limit,
-                        },
-                    },
-                    "required": ["columns", "data"],
-                    "additionalProperties": False,
-                },
-            ],
-        }
+        # generated per served version from the signature (pydantic create_model): serve/signature.py
+        served = services.models.loaded() if services is not None and services.models is not None else []
+        schemas.update(
+            request_components(
+                model.request if model is not None else None, [m.request for m in served], limit
+            )
+        )
         app.openapi_schema = schema
         return schema
 

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     model_name: str = "breast-cancer-classifier"
     model_alias: str = "champion"
     model_poll_interval: float = 10.0
+    # More models at once: "name@alias,name@alias" (each under /v1/models/{name}); empty: just the one above.
+    # POST /v1/predict serves SERVE_MODEL_NAME if listed here, else the first entry (see serve/models.py).
+    models: str = ""
     # Start even when no model can be loaded (/ready answers 503 until one is); False: fail start-up.
     allow_start_without_model: bool = True
     # MLflow tracking store; default: jobrunner's (MLFLOW_TRACKING_URI or the embedded sqlite file).

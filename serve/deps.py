@@ -26,6 +26,7 @@ class Services:
     writer: Any = None
     feedback: Any = None
     lineage: Any = None
+    models: Any = None  # serve.models.ServedModels: every served model by name (holder is the default's)
     extra: dict[Any, Any] = field(default_factory=dict)  # per-version caches keyed by tuples
 
 

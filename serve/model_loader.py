@@ -1,17 +1,26 @@
-"""The served model: load `models:/<name>@<alias>`, poll the alias, swap versions atomically.
+"""The served model: load `models:/<name>@<alias>` through mlflow.pyfunc, poll the alias, swap atomically.
+
+Every flavor is loaded with `mlflow.pyfunc.load_model`. The serving path is chosen ONCE, at load time, and
+shown in GET /v1/model as `path`:
+
+- "sklearn": a scikit-learn model with an all-numeric signature. The hot path calls the estimator directly
+  on a float64 numpy array in signature order; MLflow's pyfunc wrapper (pandas conversion and schema
+  enforcement) costs about five times the prediction itself on such a model (PERF-NOTES).
+- "pyfunc": everything else (mixed-type pipelines, PythonModel, other flavors). Rows are validated by the
+  pydantic models generated from the signature (`serve.signature`), turned into a DataFrame with MLflow's
+  dtypes, and handed to the pyfunc implementation. MLflow's own enforcement is skipped because the same
+  schema was just enforced (it would cost most of the request); the /invocations tests compare the
+  answers with `mlflow models serve` on the same models.
 
 A request takes ONE reference to the current `ServingModel` at its start and uses it to the end, so a
 swap (a single attribute assignment) never changes the model under a running request and never fails one:
 the old version stays alive until its last request drops the reference.
-
-The hot path calls the scikit-learn estimator directly on a float64 numpy array whose column order comes
-from the model's MLflow signature; MLflow's pyfunc wrapper (pandas conversion and schema enforcement)
-costs about five times the prediction itself on this model.
 """
 
 from __future__ import annotations
 
 import gc
+import inspect
 import itertools
 import logging
 import threading
@@ -21,17 +30,60 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import itemgetter
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from serve.errors import FeatureError, ModelNotReady, Unprocessable
+from serve.signature import NUMERIC_TYPES, Column, Param, RequestSchema, columns_of, json_value, params_of
 
 log = logging.getLogger(__name__)
 
-NUMERIC_TYPES = {"double", "float", "long", "integer"}
 _NUMBER = (int, float)
 MAX_PROBLEMS = 20
+Path = Literal["sklearn", "pyfunc"]
+Task = Literal["classification", "regression", "other"]
+
+
+@dataclass
+class Batch:
+    """One request's rows in the form the model's path takes, plus what the prediction log stores."""
+
+    n_rows: int
+    X: np.ndarray | None = None  # sklearn path
+    frame: Any = None  # pyfunc path: a pandas DataFrame
+    params: dict[str, Any] | None = None
+    logged: Any = None  # rows in signature order (an array, or an object with tolist() for the writer)
+    enforce: bool = False  # parsed by MLflow, not validated here: predict with MLflow's schema enforcement
+
+
+@dataclass
+class Answer:
+    """Per-row results: labels (+ probabilities) for classifiers, values for regressors, else outputs."""
+
+    labels: list[Any] | None = None
+    probabilities: np.ndarray | None = None
+    values: list[float] | None = None
+    outputs: list[Any] | None = None
+    class_index: np.ndarray | None = None
+
+    def per_row(self) -> list[Any]:
+        for v in (self.labels, self.values, self.outputs):
+            if v is not None:
+                return v
+        return []
+
+
+class LoggedRows:
+    """Validated rows, converted to JSON lists in signature order only when the writer serialises them."""
+
+    __slots__ = ("names", "rows")
+
+    def __init__(self, rows: list[Any], names: tuple[str, ...]):
+        self.rows, self.names = rows, names
+
+    def tolist(self) -> list[list[Any]]:
+        return [[json_value(getattr(r, n)) for n in self.names] for r in self.rows]
 
 
 @dataclass
@@ -42,28 +94,86 @@ class ServingModel:
     alias: str
     version: str
     run_id: str | None
-    estimator: Any
-    features: tuple[str, ...]
-    feature_types: tuple[str, ...]
-    classes: np.ndarray
+    pyfunc: Any
+    estimator: Any  # the raw scikit-learn model (sklearn flavor), else None
+    path: Path
+    task: Task
+    flavor: str
+    columns: tuple[Column, ...] | None
+    params: tuple[Param, ...]
+    classes: list[Any]
     loaded_at: datetime
+    batch_limit: int = 10_000
     tags: dict[str, str] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.features: tuple[str, ...] = tuple(c.name for c in self.columns or ())
+        self.feature_types: tuple[str, ...] = tuple(c.type for c in self.columns or ())
         n = len(self.features)
-        getter = itemgetter(*self.features)
         self._n = n
-        self._get: Callable[[dict], tuple] = getter if n > 1 else (lambda row: (getter(row),))
+        if n:
+            getter = itemgetter(*self.features)
+            self._get: Callable[[dict], tuple] = getter if n > 1 else (lambda row: (getter(row),))
         self._feature_set = frozenset(self.features)
-        self.class_keys = [str(c) for c in self.classes.tolist()]
-        self.class_values = self.classes.tolist()
+        self.class_values = list(self.classes)
+        self.class_keys = [str(c) for c in self.class_values]
+        self.request = (
+            RequestSchema(f"{self.name} v{self.version}", self.columns, self.params, self.batch_limit)
+            if self.columns is not None
+            else None
+        )
+        impl = getattr(self.pyfunc, "_model_impl", None)
+        fn = getattr(self.pyfunc, "_predict_fn", None) or getattr(impl, "predict", None)
+        self._predict_fn = fn
+        params_arg = inspect.signature(fn).parameters.get("params") if fn is not None else None
+        self._fn_takes_params = params_arg is not None and params_arg.kind != inspect.Parameter.VAR_KEYWORD
+        self._has_proba = self.estimator is not None and hasattr(self.estimator, "predict_proba")
 
     @property
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "alias": self.alias, "run_id": self.run_id}
 
-    # -- input ----------------------------------------------------------------------------------------
+    # -- parsing a request ----------------------------------------------------------------------------
+    def parse(self, data: Any) -> Batch:
+        """A decoded body (`{"rows": [...]}` or `{"columns": [...], "data": [...]}`, optional `params`)."""
+        split = isinstance(data, dict) and "columns" in data and "data" in data
+        rows = data.get("data" if split else "rows") if isinstance(data, dict) else data
+        if not isinstance(rows, list):
+            raise Unprocessable(
+                'the body must be {"rows": [{"<feature>": <value>, ...}, ...]} '
+                'or {"columns": ["<feature>", ...], "data": [[<value>, ...], ...]}'
+            )
+        params = data.get("params") if isinstance(data, dict) else None
+        if self.path == "sklearn" and not params:
+            X = self.split_to_matrix(data["columns"], rows) if split else self.to_matrix(rows)
+            return Batch(len(X), X=X, logged=X)
+        return self.batch_from_records(
+            self.request.records_from_split(data["columns"], rows) if split and self.request else rows,
+            params,
+            columns=data.get("columns") if split and not self.request else None,
+        )
+
+    def batch_from_records(self, records: list[Any], params: Any, columns: Any = None) -> Batch:
+        """Records (dicts) -> a validated Batch for either path."""
+        import pandas as pd
+
+        if self.request is None:  # no named signature: hand the rows to the model as they are
+            frame = pd.DataFrame(records, columns=columns) if columns else pd.DataFrame(records)
+            return Batch(len(frame), frame=frame, params=params or None, logged=frame.to_numpy().tolist())
+        p = self.request.validate_params(params)
+        if self.path == "sklearn":
+            X = self.to_matrix(records)
+            return Batch(len(X), X=X, params=p, logged=X)
+        validated = self.request.validate(records)
+        return Batch(
+            len(validated),
+            frame=self.request.frame(validated),
+            params=p,
+            logged=LoggedRows(validated, self.features),
+        )
+
+    # -- the numeric fast path: JSON -> float64 matrix ----------------------------------------------
     def to_matrix(self, rows: list[Any]) -> np.ndarray:
         """JSON records -> float64 matrix in signature order; FeatureError names every bad feature."""
         try:
@@ -204,26 +314,101 @@ class ServingModel:
         return problems[:MAX_PROBLEMS]
 
     # -- prediction -----------------------------------------------------------------------------------
-    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(class index per row, probability matrix); values the model cannot compute with are a 422."""
+    def answer(self, batch: Batch) -> Answer:
+        """The answer that fits the model: label (+ probabilities), value, or the pyfunc output."""
+        if self.task == "classification" and self._has_proba:
+            proba = self._guard(lambda: self.estimator.predict_proba(self._input(batch)))
+            proba = np.asarray(proba, dtype=np.float64)
+            if not np.isfinite(proba).all():
+                raise Unprocessable(
+                    "the model produced no finite probabilities for some rows; check the rows for "
+                    "values far outside the range of the training data"
+                )
+            idx = proba.argmax(axis=1)
+            classes = self.class_values
+            return Answer(labels=[classes[i] for i in idx.tolist()], probabilities=proba, class_index=idx)
+        raw = self.invoke(batch)
+        values = per_row(raw, batch.n_rows)
+        if self.task == "regression" and values is not None:
+            try:
+                floats = [float(v[0] if isinstance(v, list) and len(v) == 1 else v) for v in values]
+            except (TypeError, ValueError):
+                floats = None
+            if floats is not None:
+                if not all(np.isfinite(floats)):
+                    raise Unprocessable("the model produced no finite value for some rows")
+                return Answer(values=floats)
+        if self.task == "classification" and values is not None:
+            return Answer(labels=values)
+        return Answer(outputs=values if values is not None else [_jsonable(raw)])
+
+    def invoke(self, batch: Batch) -> Any:
+        """The model's own predict output (what `mlflow models serve` returns under "predictions")."""
+        if batch.X is not None:
+            return self._guard(lambda: self.estimator.predict(batch.X))
+        fn = self._predict_fn
+        if fn is None or batch.enforce:
+            return self._guard(lambda: self.pyfunc.predict(batch.frame, params=batch.params))
+        if self._fn_takes_params:
+            return self._guard(lambda: fn(batch.frame, params=batch.params))
+        return self._guard(lambda: fn(batch.frame))
+
+    def _input(self, batch: Batch) -> Any:
+        return batch.X if batch.X is not None else batch.frame
+
+    @staticmethod
+    def _guard(call: Callable[[], Any]) -> Any:
+        from mlflow.exceptions import MlflowException
+
         try:
             with np.errstate(all="ignore"):
-                proba = self.estimator.predict_proba(X)
-        except ValueError as exc:  # e.g. finite inputs that overflow to infinity inside the pipeline
+                return call()
+        except MlflowException as exc:  # MLflow's schema enforcement (invocations of unnamed-column models)
+            raise Unprocessable(f"the rows do not match the model's signature: {exc.message[:500]}") from exc
+        except (ValueError, TypeError, KeyError) as exc:  # the model refuses these rows: the caller's data
             raise Unprocessable(
-                f"the model cannot compute a prediction for these values ({exc}); check the rows for "
-                "values far outside the range of the training data"
+                f"the model cannot compute a prediction for these rows ({type(exc).__name__}: {str(exc)[:300]}); "
+                "check the rows against GET /v1/model (types, and values far outside the training data)"
             ) from exc
-        if not np.isfinite(proba).all():
-            raise Unprocessable(
-                "the model produced no finite probabilities for some rows; check the rows for "
-                "values far outside the range of the training data"
-            )
-        return proba.argmax(axis=1), proba
+
+    def describe(self) -> dict[str, Any]:
+        """The model as GET /v1/model and GET /v1/models/{name} show it."""
+        return {
+            "model": self.identity,
+            "loaded_at": self.loaded_at,
+            "path": self.path,
+            "flavor": self.flavor,
+            "task": self.task,
+            "classes": self.class_values if self.task == "classification" else None,
+            "features": [c.as_dict() for c in self.columns or ()],
+            "params": [
+                {"name": p.name, "type": p.type, "default": _jsonable(p.default), "shape": p.shape}
+                for p in self.params
+            ],
+            "lineage": self.lineage,
+        }
 
 
-def load_serving_model(name: str, alias: str, tracking_uri: str) -> ServingModel:
-    """Resolve the alias to a version and load it (blocking: MLflow calls and unpickling)."""
+def _jsonable(value: Any) -> Any:
+    from mlflow.utils.proto_json_utils import _get_jsonable_obj
+
+    out = _get_jsonable_obj(value, pandas_orient="records")
+    return out.tolist() if hasattr(out, "tolist") else out
+
+
+def per_row(raw: Any, n: int) -> list[Any] | None:
+    """The model's output split into one JSON value per row, or None when it is not per row."""
+    out = _jsonable(raw)
+    if isinstance(out, dict) and out and all(isinstance(v, list) and len(v) == n for v in out.values()):
+        keys = list(out)
+        return [{k: out[k][i] for k in keys} for i in range(n)]  # a dict of columns -> one dict per row
+    if isinstance(out, list) and len(out) == n:
+        return [json_value(v) if not isinstance(v, list | dict) else v for v in out]
+    return None
+
+
+def load_serving_model(name: str, alias: str, tracking_uri: str, batch_limit: int = 10_000) -> ServingModel:
+    """Resolve the alias to a version and load it through mlflow.pyfunc (blocking: MLflow calls, unpickling)."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -240,45 +425,75 @@ def load_serving_model(name: str, alias: str, tracking_uri: str) -> ServingModel
     mlflow.set_registry_uri(tracking_uri)
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri)
-        from mlflow.models import Model
-
-        meta = Model.load(local)
-        estimator = mlflow.sklearn.load_model(local)
+        pyfunc = mlflow.pyfunc.load_model(local)
     except Exception as exc:
         raise ModelNotReady(f"cannot load {uri}: {exc}") from exc
-    features, types = _features(meta, estimator, uri)
-    if not hasattr(estimator, "predict_proba"):
-        raise ModelNotReady(f"{uri} has no predict_proba; the API serves probabilistic classifiers")
-    classes = np.asarray(getattr(estimator, "classes_", []))
+    meta = pyfunc.metadata
+    flavor = str(meta.flavors.get("python_function", {}).get("loader_module", "unknown"))
+    estimator = pyfunc.get_raw_model() if flavor == "mlflow.sklearn" else None
+    described = (meta.metadata or {}).get("jobrunner") if isinstance(meta.metadata, dict) else None
+    try:
+        columns = columns_of(meta.signature, described)
+    except Unprocessable as exc:
+        raise ModelNotReady(f"{uri}: {exc.message}") from exc
+    if columns is None and estimator is not None and hasattr(estimator, "feature_names_in_"):
+        columns = tuple(Column(str(n), "double", kind="numeric") for n in estimator.feature_names_in_)
+    params = params_of(meta.signature)
+    task = _task(described, estimator)
+    classes = _classes(described, estimator, task)
     return ServingModel(
         name=name,
         alias=alias,
         version=str(mv.version),
         run_id=mv.run_id or mv.tags.get("source_run_id"),
+        pyfunc=pyfunc,
         estimator=estimator,
-        features=features,
-        feature_types=types,
+        path=_path(estimator, columns, params, task),
+        task=task,
+        flavor=flavor,
+        columns=columns,
+        params=params,
         classes=classes,
         loaded_at=datetime.now(UTC),
+        batch_limit=batch_limit,
         tags=dict(mv.tags),
     )
 
 
-def _features(meta: Any, estimator: Any, uri: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    sig = meta.signature
-    if sig is not None and sig.inputs is not None and sig.inputs.has_input_names():
-        cols = sig.inputs.inputs
-        names = tuple(c.name for c in cols)
-        types = tuple(getattr(c.type, "name", str(c.type)) for c in cols)
-    elif hasattr(estimator, "feature_names_in_"):
-        names = tuple(str(n) for n in estimator.feature_names_in_)
-        types = ("double",) * len(names)
-    else:
-        raise ModelNotReady(f"{uri} has no input signature with column names; log it with a signature")
-    bad = [f"{n} ({t})" for n, t in zip(names, types, strict=True) if t not in NUMERIC_TYPES]
-    if bad:
-        raise ModelNotReady(f"{uri} has non-numeric inputs the API does not serve: {', '.join(bad)}")
-    return names, types
+def _task(described: dict[str, Any] | None, estimator: Any) -> Task:
+    told = (described or {}).get("task")
+    if told in ("classification", "regression"):
+        return told
+    if estimator is not None:
+        from sklearn.base import is_classifier, is_regressor
+
+        if is_classifier(estimator) and hasattr(estimator, "classes_"):
+            return "classification"
+        if is_regressor(estimator):
+            return "regression"
+    return "other"
+
+
+def _classes(described: dict[str, Any] | None, estimator: Any, task: Task) -> list[Any]:
+    if task != "classification":
+        return []
+    if estimator is not None and hasattr(estimator, "classes_"):
+        return np.asarray(estimator.classes_).tolist()  # the order of predict_proba's columns
+    told = (described or {}).get("classes")
+    return list(told) if isinstance(told, list) else []
+
+
+def _path(estimator: Any, columns: tuple[Column, ...] | None, params: tuple[Param, ...], task: Task) -> Path:
+    """The direct scikit-learn path where it applies (numeric signature, predict/predict_proba)."""
+    if estimator is None or columns is None or params:
+        return "pyfunc"
+    if not all(c.type in NUMERIC_TYPES and not c.optional for c in columns):
+        return "pyfunc"
+    if not hasattr(estimator, "predict") or (
+        task == "classification" and not hasattr(estimator, "predict_proba")
+    ):
+        return "pyfunc"
+    return "sklearn"
 
 
 class ModelHolder:
@@ -293,9 +508,11 @@ class ModelHolder:
         *,
         on_reload: Callable[[str, ServingModel | None], None] | None = None,
         enrich: Callable[[ServingModel], None] | None = None,
+        batch_limit: int = 10_000,
     ):
         self.name, self.alias, self.tracking_uri = name, alias, tracking_uri
         self.poll_interval = poll_interval
+        self.batch_limit = batch_limit
         self.current: ServingModel | None = None
         self.last_error: str | None = None
         self._on_reload = on_reload or (lambda outcome, model: None)
@@ -324,13 +541,14 @@ class ModelHolder:
                     if str(mv.version) == self.current.version:
                         return False
                 started = time.perf_counter()
-                model = load_serving_model(self.name, self.alias, self.tracking_uri)
+                model = load_serving_model(self.name, self.alias, self.tracking_uri, self.batch_limit)
                 if self._enrich is not None:
                     self._enrich(model)
             except Exception as exc:  # noqa: BLE001 - keep serving the old version; report and retry
                 self.last_error = str(exc)
                 log.warning(
-                    "model reload failed, keeping version %s: %s",
+                    "model reload of %s failed, keeping version %s: %s",
+                    self.name,
                     self.current.version if self.current else None,
                     exc,
                 )
@@ -340,11 +558,12 @@ class ModelHolder:
             self.current = model  # the swap: one reference assignment
             self.last_error = None
             log.info(
-                "serving %s version %s (alias %s, was %s), loaded in %.2fs",
+                "serving %s version %s (alias %s, was %s, path %s), loaded in %.2fs",
                 self.name,
                 model.version,
                 self.alias,
                 old.version if old else None,
+                model.path,
                 time.perf_counter() - started,
             )
             self._on_reload("success", model)
@@ -354,7 +573,7 @@ class ModelHolder:
     def start_polling(self) -> None:
         if self.poll_interval <= 0 or self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._poll, name="serve-model-poll", daemon=True)
+        self._thread = threading.Thread(target=self._poll, name=f"serve-model-poll-{self.name}", daemon=True)
         self._thread.start()
 
     def _poll(self) -> None:

@@ -93,9 +93,9 @@ class ModelInfo(BaseModel):
 class StoredPrediction(BaseModel):
     prediction_id: str
     created_at: datetime
-    features: dict[str, float]
+    features: dict[str, Any] = Field(description="Feature name -> value, each a JSON value of its own type")
     label: Any
-    probabilities: dict[str, float]
+    probabilities: dict[str, float] | None = None
     trace_id: str | None = None
     true_label: str | None = None
 
@@ -137,7 +137,7 @@ class RecentPredictions(BaseModel):
     model: ModelIdentity
     count: int
     columns: list[str]
-    rows: list[list[float]]
+    rows: list[list[Any]] = Field(description="Values in `columns` order, each a JSON value of its own type")
     labels: list[Any]
     oldest: datetime | None = None
     newest: datetime | None = None

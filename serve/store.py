@@ -1,7 +1,8 @@
 """The API's tables and every query on them (routes and the background writer call these functions).
 
-Predictions are stored one row per request ("batch"): the feature matrix, labels and probabilities as
-JSON arrays. A prediction id is `<batch id>-<row index>`, so storing a 1000-row request is one insert.
+Predictions are stored one row per request ("batch"): the feature rows (JSON values of their own type),
+the per-row answers (labels, values or outputs) and probabilities (classifiers only; else null) as JSON
+arrays. A prediction id is `<batch id>-<row index>`, so storing a 1000-row request is one insert.
 """
 
 from __future__ import annotations
@@ -158,9 +159,9 @@ class StoredPrediction:
     model_alias: str
     run_id: str | None
     trace_id: str | None
-    features: list[float]
-    label: Any
-    probabilities: list[float]
+    features: list[Any]  # JSON values in signature order (numbers, strings, ISO date-times, ...)
+    label: Any  # the class label, a regressor's value, or another model's output for the row
+    probabilities: list[float] | None  # classifiers with predict_proba only
 
 
 def split_prediction_id(prediction_id: str) -> tuple[str, int]:
@@ -196,8 +197,8 @@ def get_prediction(engine: Engine, prediction_id: str) -> StoredPrediction | Non
         run_id=row["run_id"],
         trace_id=row["trace_id"],
         features=row["features"][index],
-        label=row["labels"][index],
-        probabilities=row["probabilities"][index],
+        label=row["labels"][index] if row["labels"] is not None else None,
+        probabilities=row["probabilities"][index] if row["probabilities"] is not None else None,
     )
 
 
@@ -224,7 +225,7 @@ def recent_rows(
         ):
             take = min(n_rows, limit - len(features))
             features.extend(batch_features[:take])
-            labels.extend(batch_labels[:take])
+            labels.extend(batch_labels[:take] if batch_labels is not None else [None] * take)
             newest = newest or _aware(created_at)
             oldest = _aware(created_at)
             if len(features) >= limit:

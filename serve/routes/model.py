@@ -12,24 +12,48 @@ from fastapi.responses import HTMLResponse
 from serve import store
 from serve.deps import ModelDep, ServicesDep
 from serve.errors import NotFound, PredictionNotFound
-from serve.schemas import ModelInfo, PredictionLineage, RecentPredictions
+from serve.model_schemas import ServedModelInfo, ServedModelList
+from serve.schemas import PredictionLineage, RecentPredictions
 
 router = APIRouter(prefix="/v1", tags=["model"])
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-@router.get("/model", response_model=ModelInfo)
+@router.get("/model", response_model=ServedModelInfo, responses={503: {"description": "No model loaded yet"}})
 async def model_info(model: ModelDep) -> dict:
-    """The model version being served, its input features and its lineage (run, notebook, data)."""
-    return {
-        "model": model.identity,
-        "loaded_at": model.loaded_at,
-        "features": [
-            {"name": n, "type": t} for n, t in zip(model.features, model.feature_types, strict=True)
-        ],
-        "classes": model.class_values,
-        "lineage": model.lineage,
-    }
+    """The default model version: task, classes, input features (MLflow types), the serving path, lineage."""
+    return model.describe()
+
+
+@router.get("/models", response_model=ServedModelList)
+async def served_models(services: ServicesDep) -> dict:
+    """Every served model (SERVE_MODELS): its alias, the version loaded, its path and task."""
+    out = []
+    for holder in services.models:
+        m = holder.current
+        out.append(
+            {
+                "name": holder.name,
+                "alias": holder.alias,
+                "default": holder.name == services.models.default_name,
+                "loaded": m is not None,
+                "version": m.version if m else None,
+                "path": m.path if m else None,
+                "task": m.task if m else None,
+                "problem": None if m else (holder.last_error or "loading"),
+            }
+        )
+    return {"models": out}
+
+
+@router.get(
+    "/models/{name}",
+    response_model=ServedModelInfo,
+    responses={404: {"description": "No served model has this name"}, 503: {"description": "Not loaded yet"}},
+)
+async def served_model(services: ServicesDep, name: str = Path(max_length=200)) -> dict:
+    """One served model version, as GET /v1/model shows the default one."""
+    return services.models.get(name).describe()
 
 
 @router.get(
@@ -88,14 +112,17 @@ async def prediction_lineage(services: ServicesDep, prediction_id: str = Path(ma
             f"f{i}" for i in range(len(found.features))
         )
     labels = await run_in_threadpool(store.feedback_for, services.engine, [prediction_id])
-    classes = (model.class_keys if model else None) or [str(i) for i in range(len(found.probabilities))]
+    probabilities = None
+    if found.probabilities is not None:
+        classes = (model.class_keys if model else None) or [str(i) for i in range(len(found.probabilities))]
+        probabilities = dict(zip(classes, found.probabilities, strict=False))
     return {
         "prediction": {
             "prediction_id": prediction_id,
             "created_at": found.created_at,
             "features": dict(zip(features, found.features, strict=False)),
             "label": found.label,
-            "probabilities": dict(zip(classes, found.probabilities, strict=False)),
+            "probabilities": probabilities,
             "trace_id": found.trace_id,
             "true_label": labels.get(prediction_id),
         },

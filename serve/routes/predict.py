@@ -1,4 +1,8 @@
-"""POST /v1/predict: the served model on one or many rows; each answer identifies the model version."""
+"""Predictions: POST /v1/predict (the default model) and POST /v1/models/{name}/predict|invocations.
+
+Each answer fits its model (label + probabilities, value, or the pyfunc output) and identifies the model
+version; every request is authenticated, counted and written to the prediction log.
+"""
 
 from __future__ import annotations
 
@@ -8,42 +12,57 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from serve.deps import require_read
 from serve.errors import ServeError, Unprocessable
-from serve.model_loader import ServingModel
-from serve.schemas import PredictResponse
+from serve.invocations import parse_invocation, predictions_json
+from serve.model_loader import Answer, Batch, ServingModel
+from serve.model_schemas import InvocationsResponse, ModelPredictResponse
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
 BYTES_PER_ROW = 4096  # a 30-feature JSON record is ~1 KB; anything far beyond is refused unread
+NAME = Path(max_length=200, description="A served model's name (GET /v1/models)")
 
 
 class TooLarge(ServeError):
     status = 413
 
 
-def parse_body(body: bytes, limit: int, model: ServingModel) -> np.ndarray:
-    """The request body (records or the compact columns/data form) as a matrix in signature order."""
+def decode(body: bytes) -> Any:
     try:
-        data = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise Unprocessable(f"the body is not valid JSON: {exc}") from exc
-    split = isinstance(data, dict) and "columns" in data and "data" in data
-    rows = data.get("data" if split else "rows") if isinstance(data, dict) else data
-    if not isinstance(rows, list):
-        raise Unprocessable(
-            'the body must be {"rows": [{"<feature>": <number>, ...}, ...]} '
-            'or {"columns": ["<feature>", ...], "data": [[<number>, ...], ...]}'
-        )
-    if not rows:
+
+
+def check_size(n_rows: int, limit: int) -> None:
+    if n_rows == 0:
         raise Unprocessable("the batch is empty: send at least one row")
-    if len(rows) > limit:
-        raise TooLarge(f"{len(rows)} rows is more than the limit of {limit} per request; split the batch")
-    return model.split_to_matrix(data["columns"], rows) if split else model.to_matrix(rows)
+    if n_rows > limit:
+        raise TooLarge(f"{n_rows} rows is more than the limit of {limit} per request; split the batch")
 
 
-def _count_classes(services: Any, model: ServingModel, idx: np.ndarray) -> None:
+def parse_body(body: bytes, limit: int, model: ServingModel) -> Batch:
+    """The request body (records or the compact columns/data form, optional params) for the model's path."""
+    data = decode(body)
+    if isinstance(data, dict):
+        rows = data.get("data") if "columns" in data and "data" in data else data.get("rows")
+        if isinstance(rows, list):
+            check_size(len(rows), limit)
+    return model.parse(data)
+
+
+def _count(services: Any, model: ServingModel, answer: Answer, n: int) -> None:
+    if answer.class_index is None:
+        key = ("pred_child", model.name, model.version)
+        child = services.extra.get(key)
+        if child is None:
+            child = services.extra[key] = services.metrics.predictions.labels(
+                model.name, model.version, model.task
+            )
+        child.inc(n)
+        return
     key = ("pred_children", model.name, model.version)
     children = services.extra.get(key)
     if children is None:
@@ -51,50 +70,18 @@ def _count_classes(services: Any, model: ServingModel, idx: np.ndarray) -> None:
             services.metrics.predictions.labels(model.name, model.version, c) for c in model.class_keys
         ]
         services.extra[key] = children
+    idx = answer.class_index
     if len(idx) == 1:
         children[int(idx[0])].inc()
         return
-    for i, n in enumerate(np.bincount(idx, minlength=len(children)).tolist()):
-        if n:
-            children[i].inc(n)
+    for i, k in enumerate(np.bincount(idx, minlength=len(children)).tolist()):
+        if k:
+            children[i].inc(k)
 
 
-@router.post(
-    "/predict",
-    response_model=PredictResponse,
-    # Authentication is checked inline (same function as the READ dependency): on the hot path the
-    # dependency machinery cost more than the model call. The security requirement is declared by hand.
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
-        },
-        "security": [{"APIKeyHeader": []}],
-    },
-    responses={
-        413: {"description": "More rows than SERVE_BATCH_LIMIT"},
-        422: {"description": "Rows that do not match the model's features; each problem names the feature"},
-        503: {"description": "No model loaded yet"},
-    },
-)
-async def predict(request: Request) -> Response:
-    """Predict the class and class probabilities of one or many rows with the served model."""
+def _log(request: Request, model: ServingModel, batch: Batch, per_row: list[Any] | None, proba: Any) -> str:
     services = request.app.state.services
-    require_read(services, request.headers.get("x-api-key"))
-    model = services.holder.get()  # one reference for the whole request: a swap cannot change it
-    limit = services.settings.batch_limit
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit * BYTES_PER_ROW:
-        raise TooLarge(f"the body ({length} bytes) is larger than allowed for {limit} rows")
-    X = parse_body(await request.body(), limit, model)
-    idx, proba = model.predict(X)
     batch_id = uuid.uuid4().hex
-    labels = [model.class_values[i] for i in idx.tolist()]
-    keys = model.class_keys
-    predictions = [
-        {"prediction_id": f"{batch_id}-{i}", "label": label, "probabilities": dict(zip(keys, p, strict=True))}
-        for i, (label, p) in enumerate(zip(labels, proba.tolist(), strict=True))
-    ]
     services.writer.submit(
         {
             "id": batch_id,
@@ -104,13 +91,139 @@ async def predict(request: Request) -> Response:
             "model_alias": model.alias,
             "run_id": model.run_id,
             "trace_id": request.scope.get("state", {}).get("trace_id"),
-            "n_rows": len(X),
-            "features": X,
-            "labels": labels,
+            "n_rows": batch.n_rows,
+            "features": batch.logged,
+            "labels": per_row,
             "probabilities": proba,
         }
     )
-    _count_classes(services, model, idx)
-    services.metrics.batch_rows.observe(len(X))
-    body = orjson.dumps({"model": model.identity, "predictions": predictions})
-    return Response(body, media_type="application/json")
+    services.metrics.batch_rows.observe(batch.n_rows)
+    return batch_id
+
+
+async def _authorised_body(request: Request) -> bytes:
+    services = request.app.state.services
+    require_read(services, request.headers.get("x-api-key"))
+    limit = services.settings.batch_limit
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit * BYTES_PER_ROW:
+        raise TooLarge(f"the body ({length} bytes) is larger than allowed for {limit} rows")
+    return await request.body()
+
+
+async def _predict(request: Request, model: ServingModel, body: bytes) -> Response:
+    services = request.app.state.services
+    batch = parse_body(body, services.settings.batch_limit, model)
+    answer = model.answer(batch)
+    batch_id = _log(request, model, batch, answer.per_row(), answer.probabilities)
+    _count(services, model, answer, batch.n_rows)
+    if answer.probabilities is not None:
+        keys = model.class_keys
+        predictions: list[dict[str, Any]] = [
+            {
+                "prediction_id": f"{batch_id}-{i}",
+                "label": label,
+                "probabilities": dict(zip(keys, p, strict=True)),
+            }
+            for i, (label, p) in enumerate(
+                zip(answer.labels or [], answer.probabilities.tolist(), strict=True)
+            )
+        ]
+    else:
+        field = "label" if answer.labels is not None else "value" if answer.values is not None else "output"
+        predictions = [{"prediction_id": f"{batch_id}-{i}", field: v} for i, v in enumerate(answer.per_row())]
+    body_out = orjson.dumps(
+        {"model": model.identity, "task": model.task, "predictions": predictions},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+        default=str,
+    )
+    return Response(body_out, media_type="application/json")
+
+
+# Authentication is checked inline (same function as the READ dependency): on the hot path the dependency
+# machinery cost more than the model call. The security requirement and request body are declared by hand.
+def _openapi(schema: str) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        },
+        "security": [{"APIKeyHeader": []}],
+    }
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No or an invalid API key"},
+    413: {"description": "More rows than SERVE_BATCH_LIMIT"},
+    422: {
+        "description": "Rows that do not match the model's signature; each problem names the row and feature"
+    },
+    503: {"description": "No model loaded yet"},
+}
+
+
+@router.post(
+    "/predict",
+    response_model=ModelPredictResponse,
+    openapi_extra=_openapi("PredictRequest"),
+    responses=RESPONSES,
+)
+async def predict(request: Request) -> Response:
+    """Predict one or many rows with the default model: label and class probabilities for classifiers,
+    the value for regressors, the model's output otherwise."""
+    body = await _authorised_body(request)
+    model = request.app.state.services.holder.get()  # one reference for the whole request
+    return await _predict(request, model, body)
+
+
+@router.post(
+    "/models/{name}/predict",
+    response_model=ModelPredictResponse,
+    openapi_extra=_openapi("ModelPredictRequest"),
+    responses={**RESPONSES, 404: {"description": "No served model has this name"}},
+)
+async def predict_with(request: Request, name: str = NAME) -> Response:
+    """Predict one or many rows with the served model `name` (see GET /v1/models)."""
+    body = await _authorised_body(request)
+    model = request.app.state.services.models.get(name)
+    return await _predict(request, model, body)
+
+
+@router.post(
+    "/models/{name}/invocations",
+    response_model=InvocationsResponse,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "description": "MLflow's scoring protocol: exactly one of dataframe_split, "
+                        "dataframe_records, instances, inputs; optional params",
+                        "properties": {
+                            "dataframe_split": {"type": "object"},
+                            "dataframe_records": {"type": "array", "items": {"type": "object"}},
+                            "instances": {},
+                            "inputs": {},
+                            "params": {"type": "object"},
+                        },
+                    }
+                }
+            },
+        },
+        "security": [{"APIKeyHeader": []}],
+    },
+    responses={**RESPONSES, 404: {"description": "No served model has this name"}},
+)
+async def invocations(request: Request, name: str = NAME) -> Response:
+    """MLflow's scoring protocol (as `mlflow models serve`): {"predictions": <the model's predict output>}."""
+    body = await _authorised_body(request)
+    services = request.app.state.services
+    model = services.models.get(name)
+    batch = parse_invocation(decode(body), model, services.settings.batch_limit, check_size)
+    raw = model.invoke(batch)
+    payload, per_row = predictions_json(raw, batch.n_rows)
+    _log(request, model, batch, per_row, None)
+    services.metrics.predictions.labels(model.name, model.version, "invocations").inc(batch.n_rows)
+    return Response(payload, media_type="application/json")

@@ -147,9 +147,14 @@ def test_model_endpoint_shows_signature_features(app_client, model_store):
 
 def test_openapi_request_schema_lists_the_models_features(app_client, model_store):
     schema = app_client.get("/openapi.json").json()
-    row = schema["components"]["schemas"]["PredictRow"]
+    components = schema["components"]["schemas"]
+    records_ref = components["PredictRequest"]["oneOf"][0]["$ref"]
+    records = components[records_ref.rsplit("/", 1)[1]]  # generated from the signature (create_model)
+    assert "v1" in records["title"] and records["properties"]["rows"]["maxItems"] == 100
+    row = components[records["properties"]["rows"]["items"]["$ref"].rsplit("/", 1)[1]]
     assert row["required"] == model_store.features
     assert row["additionalProperties"] is False
+    assert {p["type"] for p in row["properties"].values()} == {"number"}
     body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/PredictRequest"}
     # the key requirement is documented like on every other protected route

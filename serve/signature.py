@@ -1,0 +1,419 @@
+"""The request schema of one served model version, generated from its MLflow signature.
+
+Every MLflow column type maps to one pydantic type (`FIELD_TYPES`); `create_model` builds the row model
+(and the params model) per served version, so request validation, the pandas frame handed to the model
+and the OpenAPI schema of the request all come from the same table. A row that does not fit answers a
+422 naming the row and the feature (`FeatureError`), as the numeric fast path does.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import (
+    AllowInfNan,
+    Base64Bytes,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
+
+from serve.errors import FeatureError, Unprocessable
+
+MAX_PROBLEMS = 20
+NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
+
+
+def _iso_datetime(value: Any) -> Any:
+    # JSON has no datetime: accept ISO 8601 text only (pydantic would also take numbers as epoch seconds).
+    if isinstance(value, str | datetime | date):
+        return value
+    raise ValueError("must be an ISO 8601 date-time string, e.g. 2024-05-01T12:30:00")
+
+
+Double = Annotated[float, Strict(), AllowInfNan(False)]
+Long = Annotated[int, Strict()]
+# MLflow column type -> pydantic type: the one table validation, the frame and the OpenAPI come from.
+FIELD_TYPES: dict[str, Any] = {
+    "double": Double,
+    "float": Double,
+    "long": Long,
+    "integer": Long,
+    "boolean": Annotated[bool, Strict()],
+    "string": Annotated[str, Strict()],
+    "datetime": Annotated[datetime, BeforeValidator(_iso_datetime)],
+    "binary": Base64Bytes,
+}
+# MLflow column type -> the numpy/pandas dtype its column is given (what MLflow's own enforcement casts to).
+DTYPES: dict[str, Any] = {
+    "double": np.float64,
+    "float": np.float32,
+    "long": np.int64,
+    "integer": np.int32,
+    "boolean": np.bool_,
+    "string": object,
+    "binary": object,
+    "datetime": "datetime64[ns]",
+}
+EXPECTED = {
+    "double": "a finite number",
+    "float": "a finite number",
+    "long": "an integer",
+    "integer": "an integer",
+    "boolean": "true or false",
+    "string": "a string",
+    "datetime": "an ISO 8601 date-time string",
+    "binary": "a base64 string",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One input column: its MLflow type, whether it may be left out, and what 03_train says it is."""
+
+    name: str
+    type: str
+    optional: bool = False
+    kind: str | None = None  # numeric | boolean | categorical | datetime (model metadata), else None
+    categories: tuple[Any, ...] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        cats = list(self.categories) if self.categories is not None else None
+        return {
+            "name": self.name,
+            "type": self.type,
+            "optional": self.optional,
+            "kind": self.kind,
+            "categories": cats,
+        }
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    default: Any
+    shape: tuple[int, ...] | None = None
+
+
+def columns_of(signature: Any, jobrunner_meta: dict[str, Any] | None) -> tuple[Column, ...] | None:
+    """The named input columns of an MLflow signature; None for no signature or a tensor signature."""
+    if signature is None or signature.inputs is None or not signature.inputs.has_input_names():
+        return None
+    if signature.inputs.is_tensor_spec():
+        return None
+    described = {f.get("name"): f for f in (jobrunner_meta or {}).get("features", []) if isinstance(f, dict)}
+    out = []
+    for spec in signature.inputs.inputs:
+        t = getattr(spec.type, "name", None)
+        if t not in FIELD_TYPES:
+            raise Unprocessable(
+                f"input column '{spec.name}' has MLflow type {spec.type!s}, which the API does not serve"
+            )
+        info = described.get(spec.name, {})
+        cats = info.get("categories")
+        out.append(
+            Column(
+                name=spec.name,
+                type=t,
+                optional=not getattr(spec, "required", True),
+                kind=info.get("kind") or _default_kind(t),
+                categories=tuple(cats) if isinstance(cats, list) else None,
+            )
+        )
+    return tuple(out)
+
+
+def _default_kind(mlflow_type: str) -> str:
+    return {"boolean": "boolean", "string": "categorical", "datetime": "datetime", "binary": "binary"}.get(
+        mlflow_type, "numeric"
+    )
+
+
+def params_of(signature: Any) -> tuple[Param, ...]:
+    if signature is None or getattr(signature, "params", None) is None:
+        return ()
+    return tuple(
+        Param(p.name, getattr(p.dtype, "name", str(p.dtype)), p.default, tuple(p.shape) if p.shape else None)
+        for p in signature.params.params
+    )
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_") or "model"
+
+
+class RequestSchema:
+    """Validation and the pandas frame for one model version's columns and params."""
+
+    def __init__(self, title: str, columns: tuple[Column, ...], params: tuple[Param, ...], limit: int):
+        self.columns = columns
+        self.params = params
+        self.names = tuple(c.name for c in columns)
+        slug = _slug(title)
+        fields: dict[str, Any] = {}
+        for c in columns:
+            t = FIELD_TYPES[c.type]
+            fields[c.name] = (t | None, Field(default=None)) if c.optional else (t, ...)
+        self.row_model: type[BaseModel] = create_model(
+            f"Row_{slug}",
+            __config__=ConfigDict(extra="forbid", title=f"Row ({title})"),
+            **fields,
+        )
+        self.params_model: type[BaseModel] | None = None
+        if params:
+            pfields: dict[str, Any] = {}
+            for p in params:
+                t = FIELD_TYPES.get(p.type, Any)
+                pfields[p.name] = (list[t] if p.shape else t, Field(default=p.default))  # type: ignore[valid-type]
+            self.params_model = create_model(
+                f"Params_{slug}", __config__=ConfigDict(extra="forbid"), **pfields
+            )
+        rows_field = (list[self.row_model], Field(min_length=1, max_length=limit))  # type: ignore[name-defined]
+        extra: dict[str, Any] = {}
+        if self.params_model is not None:
+            extra["params"] = (self.params_model | None, None)
+        self.request_model: type[BaseModel] = create_model(
+            f"PredictRequest_{slug}",
+            __config__=ConfigDict(
+                extra="forbid",
+                title=f"PredictRequest ({title})",
+                json_schema_extra={
+                    "description": "Rows as JSON records; a feature's type is its MLflow type"
+                },
+            ),
+            rows=rows_field,
+            **extra,
+        )
+        self._rows = TypeAdapter(list[self.row_model])  # type: ignore[name-defined]
+        self._by_name = {c.name: c for c in columns}
+
+    # -- rows -------------------------------------------------------------------------------------------
+    def validate(self, rows: list[Any]) -> list[BaseModel]:
+        try:
+            return self._rows.validate_python(rows)
+        except ValidationError as exc:
+            raise FeatureError(self._problems(exc), self.names) from None
+
+    def records_from_split(self, columns: Any, data: list[Any]) -> list[Any]:
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise FeatureError(
+                [
+                    {
+                        "row": None,
+                        "feature": None,
+                        "problem": "type",
+                        "message": "columns must be a list of names",
+                    }
+                ],
+                self.names,
+            )
+        if len(set(columns)) != len(columns):
+            raise FeatureError(
+                [
+                    {
+                        "row": None,
+                        "feature": None,
+                        "problem": "duplicate",
+                        "message": "columns names a feature twice",
+                    }
+                ],
+                self.names,
+            )
+        records: list[Any] = []
+        for i, row in enumerate(data):
+            if not isinstance(row, list) or len(row) != len(columns):
+                raise FeatureError(
+                    [
+                        {
+                            "row": i,
+                            "feature": None,
+                            "problem": "type",
+                            "message": f"row {i} must be a list of {len(columns)} values (one per column)",
+                        }
+                    ],
+                    self.names,
+                )
+            records.append(dict(zip(columns, row, strict=True)))
+        return records
+
+    def _problems(self, exc: ValidationError) -> list[dict[str, Any]]:
+        problems: list[dict[str, Any]] = []
+        for e in exc.errors(include_url=False):
+            loc = e.get("loc", ())
+            row = loc[0] if loc and isinstance(loc[0], int) else None
+            feature = str(loc[1]) if len(loc) > 1 else None
+            kind = e.get("type", "")
+            if feature is None:
+                problems.append(
+                    {
+                        "row": row,
+                        "feature": None,
+                        "problem": "type",
+                        "message": f"row {row} must be an object of feature name -> value",
+                    }
+                )
+            elif kind == "missing":
+                problems.append(
+                    {
+                        "row": row,
+                        "feature": feature,
+                        "problem": "missing",
+                        "message": f"row {row}: feature '{feature}' is missing",
+                    }
+                )
+            elif kind == "extra_forbidden":
+                problems.append(
+                    {
+                        "row": row,
+                        "feature": feature[:60],
+                        "problem": "unknown",
+                        "message": f"row {row}: unknown feature '{feature:.60}'; the model takes: "
+                        + ", ".join(self.names),
+                    }
+                )
+            else:
+                col = self._by_name.get(feature)
+                want = f"{EXPECTED[col.type]} (MLflow type {col.type})" if col else "valid"
+                problems.append(
+                    {
+                        "row": row,
+                        "feature": feature,
+                        "problem": "type",
+                        "message": f"row {row}: feature '{feature}' must be {want}, got {e.get('input')!r:.40}",
+                    }
+                )
+            if len(problems) >= MAX_PROBLEMS:
+                break
+        return problems
+
+    def frame(self, rows: list[BaseModel]) -> Any:
+        """Validated rows -> a DataFrame with the signature's column order and MLflow's dtypes."""
+        import pandas as pd
+
+        data: dict[str, Any] = {}
+        for c in self.columns:
+            values = [getattr(r, c.name) for r in rows]
+            if c.type == "datetime":
+                data[c.name] = pd.to_datetime(pd.Series(values, dtype=object), utc=False, format="ISO8601")
+            elif c.optional and any(v is None for v in values):
+                # missing optional values: NaN in float columns, None in object ones (what MLflow allows)
+                data[c.name] = pd.Series(values, dtype=np.float64 if c.type in NUMERIC_TYPES else object)
+            else:
+                data[c.name] = pd.Series(values, dtype=DTYPES[c.type])
+        return pd.DataFrame(data, columns=list(self.names))
+
+    # -- params -----------------------------------------------------------------------------------------
+    def validate_params(self, params: Any) -> dict[str, Any] | None:
+        if self.params_model is None:
+            if params:
+                raise Unprocessable("this model takes no params; leave 'params' out")
+            return None
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise Unprocessable("params must be an object of parameter name -> value")
+        try:
+            return self.params_model.model_validate(params).model_dump()
+        except ValidationError as exc:
+            named = ", ".join(
+                f"'{'.'.join(str(p) for p in e['loc'])}' ({e['msg']})" for e in exc.errors(include_url=False)
+            )
+            raise Unprocessable(
+                f"invalid params: {named}; see GET /v1/models/<name> for the params"
+            ) from None
+
+    # -- OpenAPI ----------------------------------------------------------------------------------------
+    def openapi_components(self) -> dict[str, Any]:
+        """JSON schemas of the request (and what it refers to) in OpenAPI's components/schemas form."""
+        schema = self.request_model.model_json_schema(ref_template="#/components/schemas/{model}")
+        defs = schema.pop("$defs", {})
+        return {self.request_model.__name__: schema, **defs}
+
+
+def json_value(value: Any) -> Any:
+    """A validated cell as a JSON value (the prediction log and GET /v1/predictions)."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return value
+
+
+def _split_form(requests: list[RequestSchema], limit: int) -> dict[str, Any]:
+    names = sorted({n for r in requests for n in r.names})
+    cell_types = sorted({c.type for r in requests for c in r.columns})
+    cell: dict[str, Any] = (
+        {"anyOf": [TypeAdapter(FIELD_TYPES[t]).json_schema() for t in cell_types] + [{"type": "null"}]}
+        if cell_types
+        else {}
+    )
+    return {
+        "type": "object",
+        "title": "Columns and data",
+        "properties": {
+            "columns": {
+                "type": "array",
+                "items": {"type": "string", **({"enum": names} if names else {})},
+                "uniqueItems": True,
+                "minItems": 1,
+            },
+            "data": {
+                "type": "array",
+                "items": {"type": "array", "items": cell},
+                "minItems": 1,
+                "maxItems": limit,
+            },
+            "params": {"type": "object"},
+        },
+        "required": ["columns", "data"],
+        "additionalProperties": False,
+    }
+
+
+def _records_form(limit: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "title": "Records",
+        "description": "Feature name -> value; the names and types are the served model's (no model loaded)",
+        "properties": {
+            "rows": {"type": "array", "items": {"type": "object"}, "minItems": 1, "maxItems": limit},
+            "params": {"type": "object"},
+        },
+        "required": ["rows"],
+    }
+
+
+def request_components(
+    default: RequestSchema | None, served: list[RequestSchema | None], limit: int
+) -> dict[str, Any]:
+    """OpenAPI components: `PredictRequest` (the default model's version), `ModelPredictRequest` (any
+    served model, for /v1/models/{name}/predict) and the generated row/params schemas they refer to."""
+    out: dict[str, Any] = {}
+    known = [r for r in served if r is not None]
+    for r in known:
+        out.update(r.openapi_components())
+
+    def one_of(requests: list[RequestSchema], title: str) -> dict[str, Any]:
+        forms = [{"$ref": f"#/components/schemas/{r.request_model.__name__}"} for r in requests]
+        return {
+            "title": title,
+            "description": "One or many rows: JSON records, or the compact columns/data form",
+            "oneOf": (forms or [_records_form(limit)]) + [_split_form(requests, limit)],
+        }
+
+    if default is not None:
+        out.update(default.openapi_components())
+    out["PredictRequest"] = one_of([default] if default is not None else [], "PredictRequest")
+    out["ModelPredictRequest"] = one_of(known, "ModelPredictRequest")
+    return out

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from jobrunner.errors import InvalidTransition
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):  # str() and f-strings give the bare name: "SUCCEEDED"
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"

@@ -64,3 +64,10 @@ def test_wrong_source_state_changes_nothing(pg_settings):
     with session_scope(pg_settings) as session:
         assert transition(session, job.id, [JobState.QUEUED], JobState.RUNNING) is False
     assert get_job(job.id, settings=pg_settings).state is JobState.CANCELLED
+
+
+def test_a_state_prints_as_its_name() -> None:
+    # what `print(handle.wait().state)` shows a user, and what every message with a state in it says
+    assert str(JobState.SUCCEEDED) == "SUCCEEDED"
+    assert f"job is {JobState.CANCELLING}" == "job is CANCELLING"
+    assert JobState("FAILED") is JobState.FAILED and JobState.FAILED == "FAILED"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from typing import Any
 
@@ -25,47 +24,17 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from jobrunner.logs import configure_logging as _configure_logging
+
 TRACE_HEADER = b"x-trace-id"
 _propagator = TraceContextTextMapPropagator()
 
 
 # -- logging ---------------------------------------------------------------------------------------------
-class TraceIdFilter(logging.Filter):
-    """Adds trace_id/span_id of the current span to every record (empty outside a request)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        ctx = trace.get_current_span().get_span_context()
-        if ctx.is_valid:
-            record.trace_id = format(ctx.trace_id, "032x")
-            record.span_id = format(ctx.span_id, "016x")
-        else:
-            record.trace_id = record.span_id = ""
-        return True
-
-
 def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
-    """Called from the app's lifespan (the entry point), never at import."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(TraceIdFilter())
-    if json_lines:
-        from pythonjsonlogger.json import JsonFormatter
-
-        handler.setFormatter(
-            JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s %(trace_id)s %(span_id)s",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            )
-        )
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(trace_id)s] %(message)s")
-        )
-    root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, "_serve_handler", False)]:
-        root.removeHandler(old)
-    handler._serve_handler = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(level.upper())
+    """Called from the app's lifespan (the entry point), never at import. The same JSON lines as the
+    worker's (jobrunner.logs); uvicorn's own loggers go through them too."""
+    _configure_logging(level, json_lines)
     # uvicorn's own loggers print plain text through their handlers; route them through ours instead.
     for name in ("uvicorn", "uvicorn.error"):
         lg = logging.getLogger(name)

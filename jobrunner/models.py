@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from jobrunner.states import utcnow
@@ -84,3 +84,46 @@ class JobEvent(Base):
     to_state: Mapped[str] = mapped_column(String(16))
     worker_id: Mapped[str | None] = mapped_column(String(255))
     message: Mapped[str | None] = mapped_column(Text)
+
+
+class Schedule(Base):
+    """A notebook run on a cron schedule (jobrunner/schedules.py); each slot it fires is a ScheduleRun."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    notebook: Mapped[str] = mapped_column(String(1024))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    cron: Mapped[str] = mapped_column(String(255))
+    timezone: Mapped[str] = mapped_column(String(64))
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    timeout_seconds: Mapped[float | None] = mapped_column(Float)
+    kernel_name: Mapped[str] = mapped_column(String(255))
+    max_concurrent_runs: Mapped[int] = mapped_column(Integer, default=1)
+    catchup: Mapped[str] = mapped_column(String(8), default="once")  # once | skip
+    submitter: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
+    # The first slot not handled yet: the scheduler's cursor, advanced in the transaction that claims slots.
+    next_slot_at: Mapped[datetime] = mapped_column(TZ)
+
+    __table_args__ = (Index("ix_schedules_due", "paused", "next_slot_at"),)
+
+
+class ScheduleRun(Base):
+    """One slot of a schedule: the job submitted for it, or why it was skipped. (schedule_id, slot) is the
+    claim: whichever scheduler inserts it first owns the slot; every other insert does nothing."""
+
+    __tablename__ = "schedule_runs"
+
+    schedule_id: Mapped[str] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True)
+    slot: Mapped[datetime] = mapped_column(TZ, primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(8))  # cron | manual
+    status: Mapped[str] = mapped_column(String(16))  # claimed | submitted | skipped | failed
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
+
+    __table_args__ = (Index("ix_schedule_runs_status", "status", "created_at"),)

@@ -305,7 +305,8 @@ class RequestSchema:
         for c in self.columns:
             values = [getattr(r, c.name) for r in rows]
             if c.type == "datetime":
-                data[c.name] = pd.to_datetime(pd.Series(values, dtype=object), utc=False, format="ISO8601")
+                parsed = pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601")
+                data[c.name] = parsed.astype("datetime64[ns]") if parsed.dt.tz is None else parsed
             elif c.optional and any(v is None for v in values):
                 # missing optional values: NaN in float columns, None in object ones (what MLflow allows)
                 data[c.name] = pd.Series(values, dtype=np.float64 if c.type in NUMERIC_TYPES else object)

@@ -13,10 +13,10 @@ from serve import store
 from serve.deps import ModelDep, ServicesDep
 from serve.errors import NotFound, PredictionNotFound
 from serve.model_schemas import ServedModelInfo, ServedModelList
-from serve.schemas import PredictionLineage, RecentPredictions
+from serve.schemas import PREDICTION_ID_PATTERN, RUN_ID_PATTERN, PredictionLineage, RecentPredictions
 
 router = APIRouter(prefix="/v1", tags=["model"])
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
 @router.get("/model", response_model=ServedModelInfo, responses={503: {"description": "No model loaded yet"}})
@@ -61,7 +61,7 @@ async def served_model(services: ServicesDep, name: str = Path(max_length=200)) 
     response_class=HTMLResponse,
     responses={200: {"content": {"text/html": {}}}, 404: {"description": "No such run or no notebook"}},
 )
-def run_notebook(services: ServicesDep, run_id: str = Path(max_length=64)) -> HTMLResponse:
+def run_notebook(services: ServicesDep, run_id: str = Path(pattern=RUN_ID_PATTERN)) -> HTMLResponse:
     """The executed notebook of an MLflow run, rendered as HTML."""
     if not RUN_ID.match(run_id):
         raise NotFound(f"'{run_id}' is not an MLflow run id (32 hex digits)")
@@ -99,13 +99,16 @@ def recent_predictions(
 
 
 @router.get("/predictions/{prediction_id}/lineage", response_model=PredictionLineage)
-async def prediction_lineage(services: ServicesDep, prediction_id: str = Path(max_length=64)) -> dict:
+async def prediction_lineage(
+    services: ServicesDep, prediction_id: str = Path(pattern=PREDICTION_ID_PATTERN)
+) -> dict:
     """One stored prediction (features, answer, true label if known) and the lineage of the model that made it."""
     found = await run_in_threadpool(_find_prediction, services, prediction_id)
     lineage = await run_in_threadpool(
         services.lineage.for_version, found.model_name, found.model_version, found.model_alias
     )
-    model = services.holder.current
+    holder = services.models.holders.get(found.model_name) if services.models is not None else None
+    model = holder.current if holder is not None else None  # the model that made it, if still served
     features = model.features if model and model.version == found.model_version else None
     if features is None or len(features) != len(found.features):
         features = tuple(f["name"] for f in lineage_features(services, found)) or tuple(

@@ -163,7 +163,7 @@ def _register_plugins() -> None:
     """Attach command groups defined in other modules (jobs, lineage) when they are present."""
     import importlib
 
-    for module_name in ("jobrunner.cli_jobs", "jobrunner.cli_lineage"):
+    for module_name in ("jobrunner.cli_jobs", "jobrunner.cli_lineage", "jobrunner.cli_schedules"):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

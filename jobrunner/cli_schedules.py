@@ -1,0 +1,249 @@
+"""Schedule commands of the `jobrunner` CLI: `jobrunner schedule create|list|show|pause|resume|delete|run-now`
+and `jobrunner scheduler` (the tick loop).
+
+Exit codes as the job commands (docs/schedules.md): 0 success; 2 bad input (the message names the
+field: cron, timezone, kernel_name, a parameter...), nothing stored; 3 job store unavailable; 4 no such
+schedule; 5 conflict (name taken, max_concurrent_runs reached for run-now).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from jobrunner.errors import InfrastructureError, JobrunnerError, NotebookNotFound, ParameterError
+
+# Same codes as jobrunner.cli / cli_jobs (cli imports this module while it loads).
+EXIT_USAGE, EXIT_INFRA, EXIT_NOT_FOUND, EXIT_CONFLICT = 2, 3, 4, 5
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _handle(exc: Exception) -> None:
+    from jobrunner.schedules import InvalidSchedule, ScheduleConflict, ScheduleNotFound
+
+    if isinstance(exc, ScheduleNotFound):
+        fail(str(exc), EXIT_NOT_FOUND)
+    if isinstance(exc, ScheduleConflict):
+        fail(str(exc), EXIT_CONFLICT)
+    if isinstance(exc, InfrastructureError):
+        fail(str(exc), EXIT_INFRA)
+    if isinstance(exc, InvalidSchedule):
+        fail(f"{exc.field}: {exc}")
+    fail(str(exc), EXIT_USAGE)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _settings():
+    from jobrunner.config import get_settings
+
+    return get_settings()
+
+
+def _print_schedule(s: Any) -> None:
+    state = "paused" if s.paused else f"next {s.next_run_at:%Y-%m-%d %H:%M:%S}Z"
+    click.echo(f"{s.id}  {s.name}  {s.cron!r} {s.timezone}  {state}  {s.notebook}")
+
+
+@click.group()
+def schedule() -> None:
+    """Run notebooks on cron schedules (the `jobrunner scheduler` process submits the jobs)."""
+
+
+@schedule.command()
+@click.argument("name")
+@click.argument("notebook")
+@click.option("--cron", required=True, help="Five fields: minute hour day-of-month month day-of-week.")
+@click.option("--timezone", "tz", default="UTC", show_default=True, help="IANA time zone of the cron times.")
+@click.option("-f", "--parameters-file", "files", multiple=True, type=click.Path(dir_okay=False),
+              help="YAML file of parameters (name: value).")
+@click.option("-y", "--parameters-yaml", "yaml_texts", multiple=True, help="Parameters as a YAML mapping.")
+@click.option("-p", "--parameter", "params", multiple=True, type=(str, str), metavar="NAME VALUE",
+              help="A parameter; the value is converted to the declared type.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Time limit of each run.")
+@click.option("--kernel", "kernel_name", help="Kernel name (default: JOBRUNNER_KERNEL_NAME).")
+@click.option("--max-concurrent-runs", type=int, default=1, show_default=True,
+              help="A slot due while this many runs are unfinished is skipped (and recorded).")
+@click.option("--catchup", type=click.Choice(["once", "skip"]), default="once", show_default=True,
+              help="After downtime: run the missed slots once (the newest), or skip them.")
+@click.option("--paused", is_flag=True, help="Create it paused.")
+@click.option("--json", "as_json", is_flag=True, help="Print the schedule as JSON.")
+def create(name: str, notebook: str, cron: str, tz: str, files: tuple[str, ...], yaml_texts: tuple[str, ...],
+           params: tuple[tuple[str, str], ...], timeout: float | None, kernel_name: str | None,
+           max_concurrent_runs: int, catchup: str, paused: bool, as_json: bool) -> None:
+    """Create schedule NAME running NOTEBOOK (relative to the project); parameters are checked now."""
+    from pydantic import ValidationError
+
+    from jobrunner.cli import parse_parameter_options
+    from jobrunner.jobs import resolve_notebook
+    from jobrunner.params import read_schema
+    from jobrunner.schedules import ScheduleCreate, create_schedule
+
+    settings = _settings()
+    try:
+        full, label = resolve_notebook(notebook, settings)
+        values = parse_parameter_options(read_schema(full, label), params, yaml_texts, files)
+        spec = ScheduleCreate(name=name, notebook=notebook, parameters=values, cron=cron, timezone=tz,
+                              timeout_seconds=timeout, kernel_name=kernel_name,
+                              max_concurrent_runs=max_concurrent_runs, catchup=catchup,  # type: ignore[arg-type]
+                              paused=paused)
+        row = create_schedule(spec, submitter=getpass.getuser(), settings=settings)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        fail(f"{field}: {err['msg']} (got {err.get('input')!r}); nothing was stored")
+    except (ParameterError, NotebookNotFound) as exc:
+        fail(f"{exc}\n(nothing was stored; see: jobrunner params {notebook})")
+    except JobrunnerError as exc:
+        _handle(exc)
+    if as_json:
+        _echo_json(row.model_dump(mode="json"))
+    else:
+        _print_schedule(row)
+
+
+@schedule.command("list")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--offset", default=0, type=click.IntRange(0))
+@click.option("--json", "as_json", is_flag=True)
+def list_(limit: int, offset: int, as_json: bool) -> None:
+    """List schedules by name."""
+    from jobrunner.schedules import list_schedules
+
+    try:
+        page = list_schedules(limit=limit, offset=offset, settings=_settings())
+    except JobrunnerError as exc:
+        _handle(exc)
+    if as_json:
+        _echo_json(page.model_dump(mode="json"))
+        return
+    for s in page.items:
+        _print_schedule(s)
+    click.echo(f"{len(page.items)} of {page.total} schedule(s)", err=True)
+
+
+@schedule.command()
+@click.argument("ref", metavar="ID_OR_NAME")
+@click.option("--runs", default=20, show_default=True, type=click.IntRange(0, 1000), help="Recent runs shown.")
+@click.option("--json", "as_json", is_flag=True)
+def show(ref: str, runs: int, as_json: bool) -> None:
+    """Show a schedule and its recent runs (job and state, or why a slot was skipped)."""
+    from jobrunner.schedules import get_schedule
+
+    try:
+        detail = get_schedule(ref, runs=runs, settings=_settings())
+    except JobrunnerError as exc:
+        _handle(exc)
+    if as_json:
+        _echo_json(detail.model_dump(mode="json"))
+        return
+    _print_schedule(detail)
+    click.echo(f"  parameters: {json.dumps(detail.parameters)}")
+    click.echo(f"  kernel {detail.kernel_name}, timeout {detail.timeout_seconds or 'worker default'}, "
+               f"max_concurrent_runs {detail.max_concurrent_runs}, catch-up {detail.catchup}")
+    for r in detail.runs:
+        outcome = f"job {r.job_id} {r.job_state.value if r.job_state else ''}" if r.job_id else (r.reason or "")
+        click.echo(f"  {r.slot:%Y-%m-%d %H:%M:%S}Z  {r.trigger:<6}  {r.status:<9}  {outcome}")
+
+
+def _simple(action: str, help_text: str) -> click.Command:
+    @click.command(action, help=help_text)
+    @click.argument("ref", metavar="ID_OR_NAME")
+    @click.option("--json", "as_json", is_flag=True)
+    def command(ref: str, as_json: bool) -> None:
+        from jobrunner import schedules
+
+        func = {"pause": schedules.pause_schedule, "resume": schedules.resume_schedule,
+                "delete": schedules.delete_schedule}[action]
+        try:
+            row = func(ref, settings=_settings())
+        except JobrunnerError as exc:
+            _handle(exc)
+        if as_json:
+            _echo_json(row.model_dump(mode="json"))
+        else:
+            click.echo(f"{row.id} {action}d" if action != "pause" else f"{row.id} paused")
+
+    return command
+
+
+schedule.add_command(_simple("pause", "Pause a schedule: no slot fires until it is resumed."))
+schedule.add_command(_simple("resume", "Resume a schedule from its next slot (paused slots are not caught up)."))
+schedule.add_command(_simple("delete", "Delete a schedule and its run records (its jobs stay)."))
+
+
+@schedule.command("run-now")
+@click.argument("ref", metavar="ID_OR_NAME")
+@click.option("--json", "as_json", is_flag=True)
+def run_now(ref: str, as_json: bool) -> None:
+    """Submit a run of the schedule now (also while paused); prints the job id."""
+    from jobrunner.schedules import run_now as do_run_now
+
+    try:
+        run = do_run_now(ref, settings=_settings())
+    except JobrunnerError as exc:
+        _handle(exc)
+    if as_json:
+        _echo_json(run.model_dump(mode="json"))
+    elif run.job_id:
+        click.echo(run.job_id)
+    else:
+        fail(f"not submitted: {run.reason}")
+
+
+@click.command()
+@click.option("--interval", type=float, help="Seconds between ticks (JOBRUNNER_SCHEDULER_INTERVAL, 5).")
+@click.option("--misfire-grace", type=float,
+              help="A slot more than this many seconds late counts as missed (JOBRUNNER_SCHEDULER_MISFIRE_GRACE, 60).")
+@click.option("--heartbeat-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Rewritten after each tick (JOBRUNNER_SCHEDULER_HEARTBEAT_FILE).")
+@click.option("--now-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Tests: read the current time (ISO 8601) from this file at each tick.")
+@click.option("--once", is_flag=True, help="One tick, then exit.")
+@click.option("--check", is_flag=True,
+              help="Health check: exit 0 if the heartbeat file is fresh (3 intervals, at least 30 s), else 1.")
+def scheduler(interval: float | None, misfire_grace: float | None, heartbeat_file: Path | None,
+              now_file: Path | None, once: bool, check: bool) -> None:
+    """Run the scheduler: submit each due slot of every schedule as a job, exactly once across any number
+    of schedulers. SIGTERM stops it after the tick in progress."""
+    from pydantic import ValidationError
+
+    from jobrunner.scheduler import SchedulerSettings, heartbeat_age, run_scheduler
+
+    overrides = {k: v for k, v in {"interval": interval, "misfire_grace": misfire_grace,
+                                   "heartbeat_file": heartbeat_file, "now_file": now_file}.items()
+                 if v is not None}
+    try:
+        options = SchedulerSettings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        fail(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}")
+    if check:
+        age = heartbeat_age(options.heartbeat_file)
+        limit = max(3 * options.interval, 30.0)
+        if age is None or age > limit:
+            what = "missing" if age is None else f"{age:.0f}s old"
+            click.echo(f"unhealthy: heartbeat {options.heartbeat_file} {what} (limit {limit:g}s)", err=True)
+            sys.exit(1)
+        click.echo(f"healthy: last tick {age:.0f}s ago")
+        return
+    try:
+        run_scheduler(_settings(), options, once=once)
+    except JobrunnerError as exc:
+        _handle(exc)
+
+
+def register(main: click.Group) -> None:
+    for command in (schedule, scheduler):
+        main.add_command(command)

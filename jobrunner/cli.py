@@ -20,7 +20,7 @@ from typing import Any
 import click
 import yaml
 
-from jobrunner.errors import InfrastructureError, JobrunnerError, NotebookNotFound, ParameterError
+from jobrunner.errors import InfrastructureError, JobrunnerError, ParameterError
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INFRA, EXIT_NOT_FOUND = 1, 2, 3, 4
 
@@ -69,7 +69,23 @@ def parameter_options(func: Any) -> Any:
     return func
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Loads the command groups of other modules (jobs, lineage) only when they are asked for, so that
+    `jobrunner run` does not import the job store (SQLAlchemy) it never uses."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            _register_plugins()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _register_plugins()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="notebook-jobs")
 def main(verbose: int) -> None:
@@ -91,49 +107,137 @@ def run(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple[st
         as_json: bool, quiet: bool) -> None:
     """Execute NOTEBOOK now in a fresh kernel and record it in MLflow.
 
-    Parameters are checked against the notebook's `parameters` cell before anything runs.
+    Parameters are checked against the notebook's `parameters` cell before anything runs. The run goes
+    through the local execution service when it can (warm kernels, MLflow already imported; started on
+    first use, JOBRUNNER_SERVICE=off to run in this process), with the same output and exit codes.
     """
-    from jobrunner.executor import CancelToken, execute
-    from jobrunner.params import read_schema
-    from jobrunner.progress import ProgressBar
+    from jobrunner import service_client
+    from jobrunner.progress import Progress, ProgressBar
 
-    try:
-        schema = read_schema(notebook)
-        values = parse_parameter_options(schema, params, yaml_texts, files)
-    except ParameterError as exc:
-        fail(str(exc) + f"\n(see: jobrunner params {notebook})")
-    except NotebookNotFound as exc:
-        fail(str(exc))
-    except JobrunnerError as exc:
-        fail(str(exc))
+    args = {"notebook": notebook, "params": [list(p) for p in params], "yaml_texts": list(yaml_texts),
+            "files": list(files), "output": output, "timeout": timeout, "no_record": no_record,
+            "as_json": as_json, "quiet": quiet}
+    code: int | None = None
+    if service_client.enabled():
+        with ProgressBar(Path(notebook).stem, disable=quiet or as_json) as bar:
+            code = service_client.run_command(
+                "run", args, on_progress=lambda e: bar.update(Progress(e["cell_index"], e["cells_done"],
+                                                                       e["cells_total"])))
+    if code is None:  # no service: run here
+        code = _run_here(args)
+    sys.exit(code)
+
+
+def _run_here(args: dict[str, Any]) -> int:
+    from jobrunner.executor import CancelToken
+    from jobrunner.progress import ProgressBar
 
     token = CancelToken()
     previous = signal.signal(signal.SIGTERM, lambda *_: token.cancel("SIGTERM received"))
     try:
-        with ProgressBar(Path(notebook).stem, disable=quiet or as_json) as bar:
-            result = execute(Path(notebook).resolve(), values, output_path=output and Path(output).resolve(),
-                             timeout=timeout, record=not no_record, on_progress=bar.update, cancel=token)
-    except KeyboardInterrupt:
-        fail("interrupted", EXIT_FAILED)
-    except InfrastructureError as exc:
-        fail(str(exc), EXIT_INFRA)
+        with ProgressBar(Path(args["notebook"]).stem, disable=bool(args.get("quiet") or args.get("as_json"))) as bar:
+            return run_notebook_command(args, cwd=Path.cwd(), env=None, on_progress=bar.update, cancel=token)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
-    if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2, default=str))
+
+def run_notebook_command(args: dict[str, Any], *, cwd: Path, env: dict[str, str] | None,
+                         out: Any = None, err: Any = None, on_progress: Any = None, cancel: Any = None) -> int:
+    """`jobrunner run` itself, in this process or in the execution service; returns the exit code.
+
+    `args` are the command's options as given; relative paths are taken from `cwd`; `env` is the
+    caller's environment (the kernel's base), None for this process's. Output goes to `out`/`err`.
+    """
+    from jobrunner.executor import execute
+    from jobrunner.params import read_schema
+
+    def _out(text: str) -> None:
+        (out or (lambda t: click.echo(t, nl=False)))(text + "\n")
+
+    def _err(text: str) -> None:
+        (err or (lambda t: click.echo(t, nl=False, err=True)))(text + "\n")
+
+    notebook = args["notebook"]
+    nb_path = Path(notebook) if Path(notebook).is_absolute() else cwd / notebook
+    try:
+        try:
+            schema = read_schema(nb_path)
+        except JobrunnerError as exc:  # messages name the notebook as the user wrote it
+            raise type(exc)(str(exc).replace(str(nb_path), notebook)) from exc
+        files = [str(Path(f) if Path(f).is_absolute() else cwd / f) for f in args.get("files") or ()]
+        values = parse_parameter_options(schema, tuple(tuple(p) for p in args.get("params") or ()),
+                                         tuple(args.get("yaml_texts") or ()), tuple(files))
+    except ParameterError as exc:
+        _err(f"error: {str(exc).replace(str(nb_path), notebook)}\n(see: jobrunner params {notebook})")
+        return EXIT_USAGE
+    except (JobrunnerError, click.BadParameter) as exc:
+        _err(f"error: {exc.format_message() if isinstance(exc, click.BadParameter) else exc}")
+        return EXIT_USAGE
+
+    output = args.get("output")
+    out_path = (Path(output) if Path(output).is_absolute() else cwd / output) if output else None
+    try:
+        result = execute(nb_path.resolve(), values, output_path=out_path, timeout=args.get("timeout"),
+                         record=not args.get("no_record"), on_progress=on_progress, cancel=cancel,
+                         base_env=env)
+    except KeyboardInterrupt:
+        _err("error: interrupted")
+        return EXIT_FAILED
+    except InfrastructureError as exc:
+        _err(f"error: {exc}")
+        return EXIT_INFRA
+    except JobrunnerError as exc:
+        _err(f"error: {exc}")
+        return EXIT_USAGE
+
+    if args.get("as_json"):
+        _out(json.dumps(result.as_dict(), indent=2, default=str))
     else:
-        click.echo(f"{result.status}: {result.notebook} in {result.duration:.1f}s", err=True)
-        click.echo(f"  executed notebook: {result.output_path}", err=True)
+        _err(f"{result.status}: {result.notebook} in {result.duration:.1f}s")
+        _err(f"  executed notebook: {result.output_path}")
         if result.html_path:
-            click.echo(f"  html: {result.html_path}", err=True)
+            _err(f"  html: {result.html_path}")
         if result.run_id:
-            click.echo(f"  MLflow run: {result.run_id}", err=True)
+            _err(f"  MLflow run: {result.run_id}")
         for key, value in sorted(result.metrics.items()):
-            click.echo(f"  {key} = {value:.6g}", err=True)
+            _err(f"  {key} = {value:.6g}")
         if result.failure:
-            click.echo(f"  error: {result.failure.message}", err=True)
-    sys.exit(0 if result.ok else EXIT_FAILED)
+            _err(f"  error: {result.failure.message}")
+    return 0 if result.ok else EXIT_FAILED
+
+
+@main.group()
+def service() -> None:
+    """The local execution service that `jobrunner run` uses (warm kernels, MLflow kept imported)."""
+
+
+@service.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def service_status(as_json: bool) -> None:
+    """Show the service of this folder and configuration (exit 1 if none runs)."""
+    from jobrunner import service_client
+
+    info = service_client.status()
+    if info is None:
+        key = service_client.service_key()
+        click.echo(f"no execution service runs for this configuration (log: {service_client.paths(key)['log']})",
+                   err=True)
+        sys.exit(EXIT_FAILED)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    pool = info.get("pool") or {}
+    click.echo(f"service {info['key']} pid {info['pid']}, up {info['uptime_s']}s, {info['served']} run(s), "
+               f"{info['active']} running; project {info['project_dir']}; idle kernels {pool.get('idle')}; "
+               f"log {info['log']}")
+
+
+@service.command("stop")
+def service_stop() -> None:
+    """Stop the service of this folder and configuration (running requests finish first)."""
+    from jobrunner import service_client
+
+    click.echo("stopped" if service_client.stop() else "no execution service was running", err=True)
 
 
 @main.command()
@@ -159,9 +263,17 @@ def params(notebook: str, as_json: bool) -> None:
                    + (f"  # {p.help}" if p.help else ""))
 
 
+_plugins_registered = False
+
+
 def _register_plugins() -> None:
     """Attach command groups defined in other modules (jobs, lineage) when they are present."""
     import importlib
+
+    global _plugins_registered
+    if _plugins_registered:
+        return
+    _plugins_registered = True
 
     for module_name in ("jobrunner.cli_jobs", "jobrunner.cli_lineage", "jobrunner.cli_schedules"):
         try:
@@ -172,8 +284,6 @@ def _register_plugins() -> None:
             continue
         module.register(main)
 
-
-_register_plugins()
 
 if __name__ == "__main__":
     main()

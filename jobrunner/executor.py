@@ -33,23 +33,15 @@ from typing import Any, Literal
 from jobrunner.config import Settings, get_settings
 from jobrunner.engine import ENGINE_NAME, last_started_cell, register_engine, source_cell_index
 from jobrunner.errors import InfrastructureError, NotebookFailure
-from jobrunner.kernels import KernelHandle, acquire_kernel
+from jobrunner.kernels import KernelHandle, acquire_kernel, release_kernel
 from jobrunner.lineage import DataHash, dvc_lock_digest, git_state, hash_path
 from jobrunner.notebook import METRICS_FILE_ENV
 from jobrunner.params import read_notebook, schema_from_notebook
+from jobrunner.progress import Progress
 
 log = logging.getLogger(__name__)
 
 KILL_GRACE_S = 2.0  # after an interrupt, how long a cell may take to stop before the kernel is killed
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Progress of one execution: `cell_index` is starting, `cells_done` of `cells_total` finished."""
-
-    cell_index: int
-    cells_done: int
-    cells_total: int
 
 
 @dataclass
@@ -315,7 +307,7 @@ def _run(
             raise InfrastructureError(f"executing {nb_path.name} failed outside the notebook: {exc}") from exc
     finally:
         done.set()
-        kernel.shutdown()
+        release_kernel(kernel)
         guard.join(timeout=KILL_GRACE_S + 1)
 
     if failure is None and "reason" in why:
@@ -346,16 +338,22 @@ _html_exporter: Any = None
 _html_lock = threading.Lock()
 
 
-def _render_html(ipynb: Path) -> Path | None:
+def _render_html_text(nb: Any) -> str:
     global _html_exporter
+    from nbconvert import HTMLExporter
+
+    with _html_lock:  # one exporter per process: building it (templates, Jinja) costs most of a render
+        if _html_exporter is None:
+            _html_exporter = HTMLExporter(template_name="lab")
+        body, _ = _html_exporter.from_notebook_node(nb)
+    return str(body)
+
+
+def _render_html(ipynb: Path) -> Path | None:
     try:
         import nbformat
-        from nbconvert import HTMLExporter
 
-        with _html_lock:  # one exporter per process: building it (templates, Jinja) costs most of a render
-            if _html_exporter is None:
-                _html_exporter = HTMLExporter(template_name="lab")
-            body, _ = _html_exporter.from_notebook_node(nbformat.read(ipynb, as_version=4))
+        body = _render_html_text(nbformat.read(ipynb, as_version=4))
     except Exception:  # noqa: BLE001 - a rendering problem must not lose the run
         log.warning("could not render %s as HTML", ipynb, exc_info=True)
         return None

@@ -13,7 +13,9 @@ each with a connected client that has already answered, and installs itself behi
   time; one that hangs fails `prepare` within `health_timeout` and is killed: neither is handed out;
 - starts retry with exponential backoff (tenacity); after `size` consecutive failures the filler backs
   off up to 30 s and a take starts a fresh kernel itself (and reports that error if it also fails);
-- `close()` shuts every idle kernel down and waits for starts in flight, leaving no kernel process.
+- `close()` shuts every idle kernel down and waits for starts in flight and for used kernels still
+  being cleaned up, leaving no kernel process;
+- every pooled kernel pre-imports `jobrunner.notebook` (what project notebooks import first).
 
 `preload` (JOBRUNNER_KERNEL_PRELOAD=numpy,pandas,sklearn) imports modules in each idle kernel: a job that
 uses them skips those imports (about 1 s for pandas + scikit-learn), at the price of memory per idle
@@ -35,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jobrunner.errors import KernelStartError
-from jobrunner.kernels import KernelHandle, install_pool, start_kernel, uninstall_pool
+from jobrunner.kernels import BASE_PRELOAD, KernelHandle, install_pool, start_kernel, uninstall_pool
 
 if TYPE_CHECKING:
     from jobrunner.config import Settings
@@ -86,6 +88,7 @@ class KernelPool:
         self._taken = self._missed = self._replaced = self._start_failures = 0
         self._scratch = tempfile.mkdtemp(prefix="jobrunner-pool-")
         self._thread: threading.Thread | None = None
+        self._retiring: list[threading.Thread] = []
 
     # -- lifecycle -----------------------------------------------------------------------------------
     @classmethod
@@ -121,6 +124,10 @@ class KernelPool:
             idle, self._idle = list(self._idle), deque()
         for handle in idle:
             handle.shutdown()
+        with self._cond:
+            retiring, self._retiring = self._retiring, []
+        for thread in retiring:
+            thread.join(wait)
         shutil.rmtree(self._scratch, ignore_errors=True)
 
     def __enter__(self) -> KernelPool:
@@ -179,6 +186,13 @@ class KernelPool:
             self.on_take(time.monotonic() - t0)
         return handle
 
+    def retire(self, handle: KernelHandle) -> None:
+        """Finish shutting down a used kernel in the background (see kernels.release_kernel)."""
+        thread = threading.Thread(target=handle.shutdown, name="kernel-retire", daemon=True)
+        with self._cond:
+            self._retiring = [t for t in self._retiring if t.is_alive()] + [thread]
+        thread.start()
+
     def _discard(self, handle: KernelHandle, why: str) -> None:
         log.warning("kernel pool %s: idle kernel (pid %s) %s; replacing it", self.kernel_name, handle.pid, why)
         with self._cond:
@@ -187,7 +201,9 @@ class KernelPool:
         handle.shutdown()
 
     # -- filling -------------------------------------------------------------------------------------
-    def _start_one(self, *, env: Mapping[str, str], cwd: Path, preload: Sequence[str] = ()) -> KernelHandle:
+    def _start_one(self, *, env: Mapping[str, str], cwd: Path,
+                   preload: Sequence[str] | None = None) -> KernelHandle:
+        """One kernel with retries; `preload` None: a kernel for a job right now (no preloading)."""
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
         def failed(state: object) -> None:
@@ -200,7 +216,8 @@ class KernelPool:
                                 retry=retry_if_exception_type(KernelStartError), after=failed, reraise=True):
             with attempt:
                 return start_kernel(self.kernel_name, env=env, cwd=cwd, transport=self.transport,
-                                    timeout=self.start_timeout, preload=preload)
+                                    timeout=self.start_timeout, preload=preload or (),
+                                    optional_preload=BASE_PRELOAD if preload is not None else ())
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _prune_dead(self) -> None:

@@ -1,12 +1,22 @@
-"""A terminal progress bar for executions (cell i of n), shared by the CLI and DVC stages."""
+"""Progress of an execution (cell i of n) and its terminal bar, shared by the CLI, DVC stages and the
+execution service's thin client. Import-light on purpose: the thin client imports it (tqdm only once a
+bar is drawn)."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from jobrunner.executor import Progress
+
+@dataclass(frozen=True)
+class Progress:
+    """Progress of one execution: `cell_index` is starting, `cells_done` of `cells_total` finished."""
+
+    cell_index: int
+    cells_done: int
+    cells_total: int
 
 
 class ProgressBar:

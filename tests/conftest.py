@@ -17,6 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_NOTEBOOKS = ROOT / "tests" / "fixtures" / "notebooks"
+# The local execution service (jobrunner.service) is off in tests unless a test is about it: a service
+# started by a CLI call under test would outlive the test. Subprocesses inherit this.
+os.environ["JOBRUNNER_SERVICE"] = "off"
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jobrunner.config import Settings
@@ -74,6 +74,35 @@ class AmqpBroker:
         channel.queue_declare(self.queue, durable=True, arguments={
             "x-dead-letter-exchange": self.dlx, "x-dead-letter-routing-key": self.queue})
 
+    # -- worker presence: the broker's view of which workers are connected -----------------------------
+    def presence_queue(self, worker_id: str) -> str:
+        """An exclusive queue a worker holds on its consumer connection; RabbitMQ deletes it when the
+        connection closes (the worker was killed, its machine lost, or the network cut)."""
+        name = f"{self.queue}.worker.{worker_id}"
+        if len(name.encode()) > 255:  # AMQP's limit for queue names
+            import hashlib
+
+            name = f"{self.queue}.worker.{hashlib.sha256(worker_id.encode()).hexdigest()}"
+        return name
+
+    def declare_presence(self, channel, worker_id: str) -> None:
+        channel.queue_declare(self.presence_queue(worker_id), exclusive=True, auto_delete=True)
+
+    def is_connected(self, connection, worker_id: str) -> bool:
+        """Whether worker `worker_id` holds its presence queue (is connected to this broker) right now."""
+        import pika.exceptions
+
+        channel = connection.channel()
+        try:
+            channel.queue_declare(self.presence_queue(worker_id), passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:  # NOT_FOUND: no connection holds it
+                return False
+            return True  # 405 RESOURCE_LOCKED: another connection holds it
+        if channel.is_open:
+            channel.close()
+        return True  # our own connection holds it
+
     def publisher(self, connection):
         channel = connection.channel()
         self.declare(channel)
@@ -88,7 +117,7 @@ class AmqpBroker:
             exchange="", routing_key=self.queue, body=json.dumps(payload).encode(), mandatory=True,
             properties=pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent,
                                             content_type="application/json",
-                                            message_id=str(payload.get("job_id", ""))),
+                                            message_id=_shortstr(str(payload.get("job_id", "")))),
         )
 
     # -- dead letters --------------------------------------------------------------------------------
@@ -108,13 +137,16 @@ class AmqpBroker:
         finally:
             connection.close()
 
-    def requeue_dead(self, job_ids: set[str] | None, on_requeue) -> list[str]:
-        """Move dead letters (all, or those of `job_ids`) back to the job queue; returns their job ids.
+    def requeue_dead(self, job_ids: set[str] | None, on_requeue, *, discard: bool = False) -> RequeueReport:
+        """Move dead letters (all, or those of `job_ids`) back to the job queue.
 
-        `on_requeue(job_id)` runs before the message is republished (it makes the job QUEUED again).
+        `on_requeue(job_id)` runs before a message is republished: it makes the job QUEUED again and
+        returns None, or says why the job cannot be requeued (no such job, it already succeeded). Such
+        letters, and letters that are not job messages, are reported and left in the dead-letter queue,
+        or dropped with `discard`.
         """
         connection = self.connect()
-        moved: list[str] = []
+        report = RequeueReport()
         try:
             channel = connection.channel()
             self.declare(channel)
@@ -127,15 +159,43 @@ class AmqpBroker:
                     break
                 seen += 1
                 letter = _dead_letter(props, body)
-                if letter.job_id is None or (job_ids is not None and letter.job_id not in job_ids):
+                if job_ids is not None and letter.job_id not in job_ids:
                     continue  # left unacked: returns to the DLQ when the channel closes
-                on_requeue(letter.job_id)
-                self.publish(channel, json.loads(body))
+                why = "not a job message" if letter.job_id is None else on_requeue(letter.job_id)
+                if why is not None:
+                    report.skip(letter.job_id, why, discarded=discard)
+                    if discard:
+                        channel.basic_ack(method.delivery_tag)
+                    continue
+                assert letter.job_id is not None
+                self.publish(channel, decode(body))
                 channel.basic_ack(method.delivery_tag)
-                moved.append(letter.job_id)
-            return moved
+                report.requeued.append(letter.job_id)
+            return report
         finally:
             connection.close()
+
+
+@dataclass
+class RequeueReport:
+    """What `dlq requeue` did: the job ids requeued, and the letters it could not requeue, with why."""
+
+    requeued: list[str] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+    def skip(self, job_id: str | None, why: str, *, discarded: bool) -> None:
+        self.skipped.append({"job_id": short_label(job_id) if job_id is not None else None, "reason": why,
+                             "discarded": discarded})
+
+
+def short_label(text: str, limit: int = 60) -> str:
+    """`text` for a message: cut to `limit` characters, saying how long it was."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text)} characters)"
+
+
+def _shortstr(text: str) -> str:
+    """`text` cut to AMQP's short-string limit (255 bytes), for message properties."""
+    return text.encode()[:255].decode("utf-8", "ignore")
 
 
 def _dead_letter(props, body: bytes) -> DeadLetter:

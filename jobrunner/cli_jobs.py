@@ -63,6 +63,14 @@ def _job_dict(job: Any) -> dict[str, Any]:
     return job.model_dump(mode="json")
 
 
+def _quiet_pika() -> None:
+    """pika logs every failed connection attempt as ERROR with a traceback; the commands report the
+    outcome themselves in one line (e.g. submit: the job waits in the outbox)."""
+    import logging
+
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+
+
 def _settings():
     from jobrunner.config import get_settings
 
@@ -116,9 +124,10 @@ def submit(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple
     from jobrunner.params import read_schema
 
     settings = _settings()
+    _quiet_pika()
     try:
-        full, _ = resolve_notebook(notebook, settings)
-        values = parse_parameter_options(read_schema(full), params, yaml_texts, files)
+        full, label = resolve_notebook(notebook, settings)
+        values = parse_parameter_options(read_schema(full, label), params, yaml_texts, files)
         job = do_submit(notebook, values, idempotency_key=idempotency_key,
                         submitter=submitter or getpass.getuser(), timeout=timeout, settings=settings)
     except (ParameterError, NotebookNotFound) as exc:
@@ -290,40 +299,57 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def dlq_list(as_json: bool) -> None:
     """List dead-lettered messages (they stay in the dead-letter queue)."""
+    from jobrunner.broker import short_label
     from jobrunner.jobs import list_dead_letters as list_dead
 
+    _quiet_pika()
     try:
         letters = list_dead(_settings())
     except JobrunnerError as exc:
         _handle(exc)
     if as_json:
-        _echo_json([d.as_dict() for d in letters])
+        _echo_json([{**d.as_dict(), "job_id": short_label(d.job_id, 255) if d.job_id else None}
+                    for d in letters])
         return
     for d in letters:
-        click.echo(f"{d.job_id or '-':<36}  {d.reason}")
+        click.echo(f"{short_label(d.job_id) if d.job_id else '-':<36}  {d.reason}")
     click.echo(f"{len(letters)} dead-lettered message(s)", err=True)
 
 
 @dlq.command("requeue")
 @click.argument("job_ids", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Requeue every dead-lettered job.")
+@click.option("--discard", is_flag=True,
+              help="Drop letters that cannot be requeued (not a job message, no such job) instead of keeping "
+                   "them in the dead-letter queue.")
 @click.option("--json", "as_json", is_flag=True)
-def dlq_requeue(job_ids: tuple[str, ...], all_: bool, as_json: bool) -> None:
-    """Requeue dead-lettered jobs (JOB_IDS, or --all): they become QUEUED and run again."""
+def dlq_requeue(job_ids: tuple[str, ...], all_: bool, discard: bool, as_json: bool) -> None:
+    """Requeue dead-lettered jobs (JOB_IDS, or --all): they become QUEUED and run again.
+
+    Letters that cannot be requeued are reported and skipped (kept, or dropped with --discard).
+    """
     from jobrunner.jobs import requeue_dead_letters as requeue_dead
 
     if not job_ids and not all_:
         fail("name job ids to requeue, or pass --all")
+    _quiet_pika()
     try:
-        moved = requeue_dead(_settings(), None if all_ else set(job_ids))
+        report = requeue_dead(_settings(), None if all_ else set(job_ids), discard=discard)
     except JobrunnerError as exc:
         _handle(exc)
     if as_json:
-        _echo_json({"requeued": moved})
-    else:
-        for job_id in moved:
-            click.echo(job_id)
-        click.echo(f"{len(moved)} job(s) requeued", err=True)
+        _echo_json({"requeued": report.requeued, "skipped": report.skipped})
+        return
+    for job_id in report.requeued:
+        click.echo(job_id)
+    for skipped in report.skipped:
+        what = "dropped" if skipped["discarded"] else "skipped"
+        click.echo(f"{what}: {skipped['job_id'] or '-'}: {skipped['reason']}", err=True)
+    kept = sum(not x["discarded"] for x in report.skipped)
+    click.echo(f"{len(report.requeued)} job(s) requeued"
+               + (f", {len(report.skipped) - kept} letter(s) dropped" if len(report.skipped) > kept else "")
+               + (f", {kept} letter(s) left in the dead-letter queue (--discard drops them)" if kept else ""),
+               err=True)
 
 
 def register(main: click.Group) -> None:

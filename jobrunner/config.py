@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     # and the reaper requeues the job (its worker died).
     heartbeat_interval: float = 2.0
     heartbeat_timeout: float = 30.0
+    # A job whose worker is gone from the broker (its AMQP connection closed: killed, machine lost) is
+    # taken over once its heartbeat is this many seconds old, without waiting for heartbeat_timeout.
+    # At least 2 * heartbeat_interval is used. A broker blip does not trigger it: the worker's heartbeats
+    # (in the database) go on meanwhile.
+    takeover_timeout: float = 5.0
     # Idle workers poll the outbox/reaper this often (seconds); embedded workers also poll for jobs.
     worker_poll_interval: float = 1.0
     # On SIGTERM a running job may finish within this many seconds; after that it is stopped and requeued.
@@ -91,6 +96,10 @@ class Settings(BaseSettings):
     worker_metrics_port: int = 0
     # Worker id shown on jobs; default "<hostname>:<pid>".
     worker_id: str | None = None
+    # Size limits of submitted parameters, in bytes of their JSON text: each value, and all of a job's
+    # values together (a job row, its status output and its MLflow run stay small).
+    max_parameter_bytes: int = Field(default=65536, gt=0)
+    max_parameters_bytes: int = Field(default=262144, gt=0)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -35,7 +35,7 @@ class Outcome:
 
 class JobRun:
     def __init__(self, settings: Settings, worker_id: str, payload: dict[str, Any], metrics: WorkerMetrics,
-                 stop_event: threading.Event):
+                 stop_event: threading.Event, *, may_take_over: bool = True):
         from jobrunner.executor import CancelToken
 
         self.settings = settings
@@ -45,6 +45,9 @@ class JobRun:
         self.token = CancelToken()
         self.stop_event = stop_event  # the worker is shutting down: stop retrying store writes forever
         self.lost = False
+        self._recorded = False  # this attempt's final state was committed
+        # False right after the store came back: a stale heartbeat then proves nothing (reaper.py)
+        self.may_take_over = may_take_over
         self._progress: dict[str, Any] = {}
         self._progress_dirty = False
 
@@ -97,25 +100,35 @@ class JobRun:
                            event="cancelled (its worker was gone)")
                 return Outcome("ack")
             if not store.claim(session=session, job_id=job.id, worker_id=self.worker_id,
-                               stale_before=stale_before):
+                               stale_before=stale_before if self.may_take_over else None):
                 log.info("job %s is %s on a live worker; duplicate message acked", job.id, job.state)
                 return Outcome("ack")
             return store.get_job(session=session, job_id=job.id)  # type: ignore[return-value]
 
     # -- execution ----------------------------------------------------------------------------------
     def _execute(self, job: Job) -> Outcome:
-        from jobrunner.executor import execute
-        from jobrunner.jobs import resolve_notebook
-
         self.metrics.busy.set(1)
         queued_at = job.queued_at if job.queued_at.tzinfo else job.queued_at.replace(tzinfo=utcnow().tzinfo)
         self.metrics.queue_wait.observe(max(0.0, (utcnow() - queued_at).total_seconds()))
         log.info("job %s: attempt %d of %s", job.id, job.attempt, job.notebook)
-        out_dir = (self.settings.runs_dir or self.settings.project_dir) / "jobs" / job.id
+        # The heartbeat goes on until the job's final state is written, also while the store is down after
+        # the notebook ended: a reaper must not take a finished job for a dead worker's.
         beat = threading.Thread(target=self._heartbeat_loop, name=f"heartbeat-{job.id[:8]}", daemon=True)
         finished = threading.Event()
         self._finished_event = finished
         beat.start()
+        try:
+            return self._run_and_conclude(job)
+        finally:
+            finished.set()
+            beat.join(timeout=5)
+            self.metrics.busy.set(0)
+
+    def _run_and_conclude(self, job: Job) -> Outcome:
+        from jobrunner.executor import execute
+        from jobrunner.jobs import resolve_notebook
+
+        out_dir = (self.settings.runs_dir or self.settings.project_dir) / "jobs" / job.id
         t0 = time.monotonic()
         try:
             path, _ = resolve_notebook(job.notebook, self.settings)
@@ -139,14 +152,29 @@ class JobRun:
         except Exception as exc:  # noqa: BLE001 - unknown failures outside the notebook: retry
             log.exception("job %s: unexpected error", job.id)
             return self._retry_or_give_up(job, exc)
-        finally:
-            finished.set()
-            beat.join(timeout=5)
-            self.metrics.busy.set(0)
         self.metrics.duration.labels(result.status).observe(time.monotonic() - t0)
-        return self._conclude(job, result, uris)
+        outcome = self._conclude(job, result, uris)
+        if self._recorded or result.status != "cancelled":  # a run stopped for a requeue is KILLED anyway
+            self._settle_mlflow(result.run_id)
+        return outcome
+
+    def _settle_mlflow(self, run_id: str | None) -> None:
+        """One job, one authoritative MLflow run: the attempt whose result the store took marks every other
+        run of the job superseded; an attempt whose result was refused marks its own run."""
+        from jobrunner.recording import mark_superseded
+
+        if not run_id:
+            return
+        uri = self.settings.mlflow_tracking_uri or ""
+        if self._recorded:
+            mark_superseded(uri, self.settings.mlflow_experiment, self.job_id, keep=run_id)
+        else:
+            mark_superseded(uri, self.settings.mlflow_experiment, self.job_id, only=run_id,
+                            reason="this attempt's result was not recorded: the job was taken over or "
+                                   "changed meanwhile")
 
     def _conclude(self, job: Job, result: Any, uris: dict[str, str]) -> Outcome:
+        self._recorded = False
         if self.lost:
             log.warning("job %s was taken over by another worker; dropping this run's result", job.id)
             return Outcome("ack")
@@ -205,6 +233,7 @@ class JobRun:
                               event=fields.get("error_message") or state.value.lower(), **fields)
 
         if self._write_until_done(write):
+            self._recorded = True
             self.metrics.finished.labels(state.value).inc()
 
     def _requeue(self, job: Job, why: str, *, delay: float, reason: str) -> None:
@@ -228,6 +257,7 @@ class JobRun:
     def _write_until_done(self, write: Any) -> bool:
         """Commit `write` with backoff while the store is down; the message stays unacked meanwhile."""
         delay = 0.5
+        stop_seen: float | None = None
         while True:
             try:
                 with session_scope(self.settings) as session:
@@ -236,12 +266,15 @@ class JobRun:
                     log.warning("job %s changed under this worker; result not recorded", self.job_id)
                 return done
             except StoreUnavailable as exc:
-                if self.stop_event.is_set() and delay >= 8:
-                    log.error("job %s: giving up writing its result at shutdown: %s", self.job_id, exc)
-                    return False
+                if self.stop_event.is_set():  # shutting down: a few more seconds, then the message is
+                    stop_seen = stop_seen or time.monotonic()  # redelivered and the reaper takes over
+                    if time.monotonic() - stop_seen > 2.0:
+                        log.error("job %s: giving up writing its result at shutdown: %s", self.job_id, exc)
+                        return False
+                    delay = 0.5
                 log.warning("job %s: store unavailable (%s); retrying in %.1fs", self.job_id, exc, delay)
                 time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, 4.0)  # write soon after the store is back
 
     # -- progress, heartbeat, cancellation ------------------------------------------------------------
     def _on_progress(self, progress: Any) -> None:

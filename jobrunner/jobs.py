@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from jobrunner.broker import RequeueReport
 from jobrunner.config import Settings, get_settings
 from jobrunner.db import session_scope
 from jobrunner.errors import InvalidTimeout, InvalidTransition, JobNotFound, NotebookNotFound
@@ -28,6 +29,9 @@ __all__ = ["cancel_job", "get_job", "job_events", "job_output_html", "job_output
 
 def resolve_notebook(notebook: str, settings: Settings) -> tuple[Path, str]:
     """(absolute path, project-relative label) of a submitted notebook; refuses paths outside the roots."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in notebook):  # NUL would reach os.path as a ValueError
+        raise NotebookNotFound(f"notebook path {notebook!r} contains a control character (such as NUL); "
+                               "notebook paths never do")
     project = settings.project_dir.resolve()
     raw = PurePosixPath(notebook.replace("\\", "/"))
     if raw.is_absolute() or ".." in raw.parts:
@@ -42,7 +46,7 @@ def resolve_notebook(notebook: str, settings: Settings) -> tuple[Path, str]:
     if full.suffix != ".ipynb":
         raise NotebookNotFound(f"not a notebook (expected a .ipynb file): {notebook}")
     if not full.is_file():
-        raise NotebookNotFound(f"notebook not found: {notebook} (looked in {project})")
+        raise NotebookNotFound(f"notebook not found: {notebook} (paths are relative to the project folder)")
     return full, full.relative_to(project).as_posix()
 
 
@@ -55,15 +59,18 @@ def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempoten
     applies when it is lower.
 
     Raises NotebookNotFound (path outside the roots / missing), ParameterError (values do not fit the
-    notebook's parameters cell), StoreUnavailable. A broker that is down does not fail the submission:
+    notebook's parameters cell, or exceed JOBRUNNER_MAX_PARAMETER_BYTES / JOBRUNNER_MAX_PARAMETERS_BYTES),
+    StoreUnavailable. A broker that is down does not fail the submission:
     the message stays in the outbox until a relay (every worker runs one) publishes it.
     """
-    from jobrunner.params import read_schema
+    from jobrunner.params import check_sizes, read_schema
     from jobrunner.store import create_job_idempotent
 
     settings = settings or get_settings()
     full, label = resolve_notebook(notebook, settings)
-    values = read_schema(full).validate(dict(parameters or {}))
+    values = read_schema(full, label).validate(dict(parameters or {}))
+    check_sizes(values, notebook=label, max_value_bytes=settings.max_parameter_bytes,
+                max_total_bytes=settings.max_parameters_bytes)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
                                 or not 0 < timeout <= MAX_TIMEOUT):
         raise InvalidTimeout(timeout)
@@ -286,38 +293,59 @@ def list_dead_letters(settings: Settings | None = None, limit: int = 100) -> lis
                            json.dumps(r.payload), r.id) for r in rows]
 
 
-def requeue_dead_letters(settings: Settings | None, job_ids: set[str] | None) -> list[str]:
-    """Make dead-lettered jobs (all if `job_ids` is None) QUEUED with fresh attempts and resend them."""
+def requeue_dead_letters(settings: Settings | None, job_ids: set[str] | None, *,
+                         discard: bool = False) -> RequeueReport:
+    """Make dead-lettered jobs (all if `job_ids` is None) QUEUED with fresh attempts and resend them.
+
+    Letters that cannot be requeued (not a job message, no such job, the job is not failed) are reported
+    in `.skipped` and stay dead-lettered, or are dropped with `discard`.
+    """
     from sqlalchemy import delete
 
+    from jobrunner import store
     from jobrunner.broker import broker_for
     from jobrunner.models import Outbox
 
     settings = settings or get_settings()
     broker = broker_for(settings)
     if broker is not None:
-        return broker.requeue_dead(job_ids, lambda job_id: _reopen(settings, job_id))
-    moved = []
+        return broker.requeue_dead(job_ids, lambda job_id: _reopen(settings, job_id), discard=discard)
+    report = RequeueReport()
     for letter in list_dead_letters(settings, limit=1000):
-        if letter.job_id is None or (job_ids is not None and letter.job_id not in job_ids):
+        if job_ids is not None and letter.job_id not in job_ids:
             continue
-        _reopen(settings, letter.job_id)
+        why = "not a job message" if letter.job_id is None else _reopen(settings, letter.job_id)
+        if why is not None:
+            report.skip(letter.job_id, why, discarded=discard)
+            if discard:
+                with session_scope(settings) as session:
+                    session.execute(delete(Outbox).where(Outbox.id == letter.ref))
+            continue
         with session_scope(settings) as session:
             session.execute(delete(Outbox).where(Outbox.id == letter.ref))
-            from jobrunner import store
-
             store.add_outbox(session=session, job_id=letter.job_id, attempt=0)
-        moved.append(letter.job_id)
-    return moved
+        report.requeued.append(letter.job_id)
+    return report
 
 
-def _reopen(settings: Settings, job_id: str) -> None:
-    """FAILED (given up by the worker) -> QUEUED with the attempt counter reset."""
+def _reopen(settings: Settings, job_id: str) -> str | None:
+    """FAILED (given up by the worker) -> QUEUED with the attempt counter reset; None when the job is
+    QUEUED now, else why it cannot be requeued."""
+    from jobrunner import store
     from jobrunner.models import Job
 
     with session_scope(settings) as session:
-        transition(session, job_id, [JobState.FAILED], JobState.QUEUED,
-                   where=[Job.error_kind.in_(["dead_lettered", "infrastructure"])],
-                   event="requeued from the dead-letter queue", attempt=0, queued_at=utcnow(),
-                   finished_at=None, error_kind=None, error_cell_index=None, error_ename=None,
-                   error_evalue=None, error_message=None)
+        if transition(session, job_id, [JobState.FAILED], JobState.QUEUED,
+                      where=[Job.error_kind.in_(["dead_lettered", "infrastructure"])],
+                      event="requeued from the dead-letter queue", attempt=0, queued_at=utcnow(),
+                      finished_at=None, error_kind=None, error_cell_index=None, error_ename=None,
+                      error_evalue=None, error_message=None):
+            return None
+        job = store.get_job(session=session, job_id=job_id) if len(job_id) <= 36 else None
+        if job is None:
+            return "no job with this id in the store"
+        if job.state == JobState.QUEUED.value:
+            return None  # requeued already (an earlier requeue, a retry): one more message is harmless
+        kind = f" ({job.error_kind})" if job.error_kind else ""
+        return (f"the job is {job.state}{kind}; only jobs given up after infrastructure errors or "
+                "dead-lettered are requeued")

@@ -109,7 +109,7 @@ class ParameterSchema:
             except ValueError:
                 problems.append(
                     ParameterProblem(
-                        name, "type", f"parameter '{name}' must be {param.type_label}, got {text!r}"
+                        name, "type", f"parameter '{name}' must be {param.type_label}, got {_echo(text)}"
                     )
                 )
         if problems:
@@ -141,22 +141,63 @@ class ParameterSchema:
 
 
 # -- reading the contract ---------------------------------------------------------------------------
-def read_notebook(path: str | Path) -> nbformat.NotebookNode:
+def read_notebook(path: str | Path, name: str | None = None) -> nbformat.NotebookNode:
+    """The notebook at `path`; errors call it `name` (e.g. its project-relative path) if given."""
     p = Path(path)
+    label = name or str(path)
     if not p.is_file():
-        raise NotebookNotFound(f"notebook not found: {path}")
+        raise NotebookNotFound(f"notebook not found: {label}")
     if p.suffix != ".ipynb":
-        raise NotebookNotFound(f"not a notebook (expected a .ipynb file): {path}")
+        raise NotebookNotFound(f"not a notebook (expected a .ipynb file): {label}")
     try:
         return nbformat.read(p, as_version=4)
     except Exception as exc:  # nbformat raises several unrelated types for a corrupt file
-        raise InvalidNotebook(f"cannot read notebook {path}: {exc}") from exc
+        raise InvalidNotebook(f"cannot read notebook {label}: {exc}") from exc
 
 
-def read_schema(path: str | Path) -> ParameterSchema:
-    """Parse the notebook's `parameters` cell into a ParameterSchema (nothing is executed)."""
-    nb = read_notebook(path)
-    return schema_from_notebook(nb, str(path))
+def read_schema(path: str | Path, name: str | None = None) -> ParameterSchema:
+    """Parse the notebook's `parameters` cell into a ParameterSchema (nothing is executed); messages
+    name the notebook `name` (default: `path`)."""
+    nb = read_notebook(path, name)
+    return schema_from_notebook(nb, name or str(path))
+
+
+# -- size limits ---------------------------------------------------------------------------------------
+def json_size(value: Any) -> int:
+    """Bytes of `value` as JSON text (how it is stored, sent and recorded)."""
+    try:
+        return len(json.dumps(value, default=str).encode())
+    except ValueError:  # holds an int over Python's int-to-text limit (4300 digits): estimate its digits
+        if isinstance(value, int):
+            return int(value.bit_length() * 0.30103) + 2
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        return sum(json_size(k) + json_size(v) + 2 for k, v in items)
+
+
+def check_sizes(values: dict[str, Any], *, notebook: str, max_value_bytes: int, max_total_bytes: int) -> None:
+    """Refuse parameter values larger than the limits (settings JOBRUNNER_MAX_PARAMETER_BYTES and
+    JOBRUNNER_MAX_PARAMETERS_BYTES): ParameterError naming each parameter, its size and the limit."""
+    sizes = {name: json_size(value) for name, value in values.items()}
+    problems = [
+        ParameterProblem(name, "too_large",
+                         f"parameter '{name}' is {_bytes(size)} as JSON; the limit is {_bytes(max_value_bytes)} "
+                         "per value (setting JOBRUNNER_MAX_PARAMETER_BYTES); pass large data as a file path")
+        for name, size in sizes.items() if size > max_value_bytes
+    ]
+    total = sum(sizes.values())
+    if not problems and total > max_total_bytes:
+        largest = sorted(sizes, key=lambda n: -sizes[n])[:3]
+        problems.append(ParameterProblem(
+            largest[0], "too_large",
+            f"the parameters are {_bytes(total)} as JSON together; the limit is {_bytes(max_total_bytes)} per "
+            f"job (setting JOBRUNNER_MAX_PARAMETERS_BYTES); largest: "
+            + ", ".join(f"'{n}' ({_bytes(sizes[n])})" for n in largest)))
+    if problems:
+        raise ParameterError(notebook, problems)
+
+
+def _bytes(n: int) -> str:
+    return f"{n} bytes" if n < 10240 else f"{n / 1024:.0f} KiB ({n} bytes)"
 
 
 def schema_from_notebook(nb: nbformat.NotebookNode, name: str) -> ParameterSchema:
@@ -293,8 +334,18 @@ def _parse_text(param: Parameter, text: str) -> Any:
             raise ValueError(text) from exc
 
 
+def _echo(text: str, limit: int = 60) -> str:
+    """`text` quoted for a message, cut to `limit` characters (a 5000-digit number is not echoed whole)."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[: limit - 3]!r}... ({len(text)} characters)"
+
+
 def _describe(value: Any) -> str:
-    text = json.dumps(value, default=str)
+    try:
+        text = json.dumps(value, default=str)
+    except ValueError:  # an int over Python's int-to-text limit
+        text = f"<{json_size(value)} characters>"
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{_type_name(value) if value is not None else 'null'} {text}"

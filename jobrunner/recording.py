@@ -47,16 +47,17 @@ def _client(tracking_uri: str):  # noqa: ANN202 - MlflowClient import is deferre
         return client
 
 
-def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Parameters as MLflow params: nested dicts as dotted keys, other values as JSON text."""
+def flatten(values: Mapping[str, Any], prefix: str = "", *, limit: int | None = _MAX_PARAM) -> dict[str, str]:
+    """Parameters as MLflow params: nested dicts as dotted keys, other values as JSON text, each cut to
+    `limit` characters (MLflow's limit for a parameter value; None: whole)."""
     out: dict[str, str] = {}
     for key, value in values.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            out.update(flatten(value, name + "."))
+            out.update(flatten(value, name + ".", limit=limit))
         else:
             text = value if isinstance(value, str) else json.dumps(value, default=str)
-            out[name] = text[:_MAX_PARAM]
+            out[name] = text if limit is None else text[:limit]
     return out
 
 
@@ -189,6 +190,10 @@ class Recorder:
             "failure": failure.as_dict() if failure else None,
         }
         now = int(time.time() * 1000)
+        whole = flatten(parameters, limit=None)
+        truncated = sorted(k for k, v in whole.items() if len(v) > _MAX_PARAM)
+        if truncated:  # MLflow keeps 6000 characters of a value: say so, and keep the values as an artifact
+            tags[f"{TAG_PREFIX}params.truncated"] = ",".join(truncated)[:5000]
         try:
             params = [Param(k, v) for k, v in flatten(parameters).items()]
             metrics = [Metric("duration_s", duration, now, 0)] + [
@@ -201,6 +206,10 @@ class Recorder:
                 lineage_file = Path(tmp) / "lineage.json"
                 lineage_file.write_text(json.dumps(lineage, indent=2, default=str))
                 self.client.log_artifact(run_id, str(lineage_file))
+                if truncated:
+                    params_file = Path(tmp) / "parameters.json"
+                    params_file.write_text(json.dumps(dict(parameters), indent=2, default=str))
+                    self.client.log_artifact(run_id, str(params_file))
             for path in artifacts:
                 if path.is_file():
                     self.client.log_artifact(run_id, str(path), artifact_path="notebook")
@@ -250,4 +259,44 @@ def close_lost_attempts(tracking_uri: str, experiment: str, job_id: str, reason:
         return closed
     except Exception:  # noqa: BLE001 - bookkeeping of a dead attempt must not stop the job
         log.warning("job %s: could not close the MLflow runs of lost attempts", job_id, exc_info=True)
+        return []
+
+
+SUPERSEDED_TAG = f"{TAG_PREFIX}superseded"
+
+
+def mark_superseded(tracking_uri: str, experiment: str, job_id: str, *, keep: str | None = None,
+                    only: str | None = None, reason: str = "") -> list[str]:
+    """Tag MLflow runs of a job `jobrunner.superseded=true`, so each job shows one authoritative run.
+
+    With `keep`: every other run of the job (the attempt whose result the store took calls this when its
+    terminal state is committed: an earlier attempt may have FINISHED in MLflow before its worker died).
+    With `only`: just that run (an attempt whose result the store refused). Best effort: logs, never raises.
+    """
+    if not tracking_uri:
+        return []
+    try:
+        client = _client(tracking_uri)
+        if only is not None:
+            targets = [only]
+            why = reason or "superseded"
+        else:
+            exp = client.get_experiment_by_name(experiment)
+            if exp is None:
+                return []
+            runs = client.search_runs([exp.experiment_id],
+                                      filter_string=f"tags.`{TAG_PREFIX}job_id` = '{job_id}'", max_results=1000)
+            targets = [r.info.run_id for r in runs
+                       if r.info.run_id != keep and r.data.tags.get(SUPERSEDED_TAG) != "true"]
+            why = reason or f"superseded by run {keep}, whose result the job store recorded"
+        for run_id in targets:
+            client.set_tag(run_id, SUPERSEDED_TAG, "true")
+            client.set_tag(run_id, f"{TAG_PREFIX}superseded_reason", why[:5000])
+            if keep:
+                client.set_tag(run_id, f"{TAG_PREFIX}superseded_by", keep)
+        if targets:
+            log.info("job %s: marked %d MLflow run(s) superseded: %s", job_id, len(targets), targets)
+        return targets
+    except Exception:  # noqa: BLE001 - bookkeeping must not fail the job
+        log.warning("job %s: could not mark superseded MLflow runs", job_id, exc_info=True)
         return []

@@ -126,8 +126,9 @@ def dead_outbox(*, session: Session, limit: int = 100) -> list[Outbox]:
 
 
 # -- worker side -----------------------------------------------------------------------------------------
-def claim(*, session: Session, job_id: str, worker_id: str, stale_before: datetime) -> bool:
-    """Take a QUEUED job, or a RUNNING one whose worker's heartbeat is older than `stale_before`."""
+def claim(*, session: Session, job_id: str, worker_id: str, stale_before: datetime | None) -> bool:
+    """Take a QUEUED job, or a RUNNING one whose worker's heartbeat is older than `stale_before`
+    (None: never take a RUNNING job over)."""
     now = utcnow()
     fields: dict[str, Any] = dict(attempt=Job.attempt + 1, worker_id=worker_id, started_at=now,
                                   heartbeat_at=now, finished_at=None, cells_done=0, current_cell=None,
@@ -136,6 +137,8 @@ def claim(*, session: Session, job_id: str, worker_id: str, stale_before: dateti
     if transition(session, job_id, [JobState.QUEUED], JobState.RUNNING, actor=worker_id,
                   event=f"started by {worker_id}", **fields):
         return True
+    if stale_before is None:
+        return False
     return transition(session, job_id, [JobState.RUNNING], JobState.RUNNING,
                       where=[or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before)],
                       actor=worker_id, event=f"taken over by {worker_id} (previous worker stale)",

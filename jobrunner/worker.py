@@ -3,13 +3,17 @@
 Two sources, one processing path (jobrun.JobRun):
 - AmqpSource (JOBRUNNER_BROKER_URL=amqp://...): prefetch 1, manual acks. The consumer thread owns the
   pika connection and keeps pumping `process_data_events` (so AMQP heartbeats are answered during a
-  10-minute cell) while a JobRun thread drives the notebook; the verdict comes back through
-  `add_callback_threadsafe` and is applied only after the job's state is committed (ack late).
+  10-minute cell) while a JobRun thread drives the notebook. The job thread never touches pika: it puts
+  its outcome in a queue that the consumer loop reads on whatever connection is current, and applies
+  only after the job's state is committed (ack late). A delivery of a connection that has since closed
+  cannot be acked; the broker has redelivered its message, and since the job's state is committed that
+  copy is acked unrun. So a broker blip while a job runs never wedges the worker.
 - EmbeddedSource (no broker): the `job_outbox` table is the queue, taken with SKIP LOCKED.
 
-Between messages each worker relays the outbox to the broker and runs the reaper. SIGTERM/SIGINT stop
-consuming; a running job may finish within worker_grace_period, after that it is stopped (the executor
-interrupts, then kills its kernel) and requeued.
+Busy or idle, each worker relays the outbox to the broker and runs the reaper (reaper.py) every
+poll interval. SIGTERM/SIGINT stop consuming; a running job may finish within worker_grace_period, after
+that it is stopped (the executor interrupts, then kills its kernel) and requeued - in every state,
+connected to the broker or not.
 """
 
 from __future__ import annotations
@@ -17,16 +21,19 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import queue
 import signal
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from jobrunner.config import Settings
-from jobrunner.errors import InfrastructureError
+from jobrunner.errors import InfrastructureError, StoreUnavailable
 from jobrunner.jobrun import JobRun, Outcome
 from jobrunner.metrics_worker import WorkerMetrics
+from jobrunner.reaper import Presence, Reaper
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,7 @@ class Worker:
         self.current: JobRun | None = None
         self._thread: threading.Thread | None = None
         self._last_housekeeping = 0.0
+        self.reaper = Reaper(settings, self.id)
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
@@ -82,17 +90,24 @@ class Worker:
 
     # -- shared pieces ------------------------------------------------------------------------------
     def start_job(self, payload: dict[str, Any], done: Any) -> None:
-        """Process `payload` in a JobRun thread; `done(outcome)` is called from that thread."""
-        run = JobRun(self.settings, self.id, payload, self.metrics, self.stopping)
+        """Process `payload` in a JobRun thread; `done(outcome)` is called from that thread, always.
+
+        `done` must not fail and must not touch the broker connection (pika is not thread-safe); the
+        caller clears `current` with job_done() once it has the outcome.
+        """
+        run = JobRun(self.settings, self.id, payload, self.metrics, self.stopping,
+                     may_take_over=self.reaper.trusted)
         self.current = run
 
         def target() -> None:
+            outcome = Outcome("retry_later", "processing ended without an outcome")
             try:
                 outcome = run.process()
-            except Exception as exc:  # noqa: BLE001 - never lose the message on a bug: redeliver it
+            except BaseException as exc:  # noqa: BLE001 - never lose the message on a bug: redeliver it
                 log.exception("job %s: processing crashed", run.job_id)
                 outcome = Outcome("retry_later", repr(exc))
-            done(outcome)
+            finally:
+                done(outcome)
 
         self._thread = threading.Thread(target=target, name=f"job-{run.job_id[:8]}", daemon=True)
         self._thread.start()
@@ -111,25 +126,36 @@ class Worker:
             log.warning("job %s: grace period over; stopping it and requeueing", run.job_id)
             run.token.cancel("shutdown")
 
-    def housekeeping(self, channel: Any = None, *, force: bool = False) -> None:
-        """Relay the outbox, reap dead workers' jobs, refresh the jobs-by-state gauge."""
+    def housekeeping(self, channel: Any = None, *, presence: Presence | None = None,
+                     force: bool = False) -> None:
+        """Reap dead workers' jobs, relay the outbox (reaped jobs' messages too), refresh the gauge."""
         now = time.monotonic()
         if not force and now - self._last_housekeeping < self.settings.worker_poll_interval:
             return
         self._last_housekeeping = now
         from jobrunner import store
         from jobrunner.db import session_scope
-        from jobrunner.reaper import reap_once
         from jobrunner.relay import relay_once
 
         try:
+            self.reaper.run_once(presence)
             if channel is not None:
                 relay_once(self.settings, channel=channel)
-            reap_once(self.settings, worker_id=self.id)
             with session_scope(self.settings) as session:
                 self.metrics.set_counts(store.count_by_state(session=session))
         except InfrastructureError as exc:
+            if isinstance(exc, StoreUnavailable):
+                self.reaper.store_failed()
             log.warning("worker %s: housekeeping failed (%s); will retry", self.id, exc)
+
+
+@dataclass
+class Delivery:
+    """A message being processed, and the connection it came on (only that one can ack it)."""
+
+    connection: Any
+    channel: Any
+    tag: int
 
 
 class AmqpSource:
@@ -137,33 +163,51 @@ class AmqpSource:
         self.worker = worker
         self.broker = broker
         self.idle_since = time.monotonic()
+        self.connection: Any = None  # the current connection, None while disconnected
+        # outcomes of finished jobs, put by their JobRun threads, applied by the consumer loop
+        self.finished: queue.SimpleQueue[tuple[Delivery, Outcome]] = queue.SimpleQueue()
 
     def run(self) -> None:
         import pika.exceptions
 
+        w = self.worker
         delay = 0.5
-        while not (self.worker.stopping.is_set() and self.worker.current is None):
+        while not (w.stopping.is_set() and w.current is None):
+            self.settle_finished()
+            if w.stopping.is_set():  # a job still runs: no need for the broker to let it finish or stop it
+                w.enforce_grace()
+                w.housekeeping()
+                time.sleep(0.2)
+                continue
             try:
                 connection = self.broker.connect(attempts=1)
             except InfrastructureError as exc:
-                log.warning("worker %s: %s; retrying in %.1fs", self.worker.id, exc, delay)
-                self.worker.housekeeping()  # the reaper needs only the database
-                self.worker.stopping.wait(delay)
-                self.worker.enforce_grace()
-                delay = min(delay * 2, 10.0)
+                log.warning("worker %s: %s; retrying in %.1fs", w.id, exc, delay)
+                w.housekeeping()  # the reaper needs only the database
+                self.wait_disconnected(delay)
+                delay = min(delay * 2, 5.0)
                 continue
             delay = 0.5
             try:
+                self.connection = connection
                 if self.consume(connection):
                     return
             except (pika.exceptions.AMQPError, OSError) as exc:
-                log.warning("worker %s: broker connection lost (%r); reconnecting", self.worker.id, exc)
+                log.warning("worker %s: broker connection lost (%r); reconnecting", w.id, exc)
             finally:
+                self.connection = None
                 try:
                     if connection.is_open:
                         connection.close()
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001 - it is gone either way
                     pass
+
+    def wait_disconnected(self, seconds: float) -> None:
+        """Sleep between connection attempts, still settling finished jobs and honouring a stop."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self.worker.stopping.is_set():
+            self.settle_finished()
+            self.worker.stopping.wait(min(0.2, max(0.0, deadline - time.monotonic())))
 
     def consume(self, connection: Any) -> bool:
         """Consume until stopped (True) or the connection breaks (raises)."""
@@ -171,18 +215,13 @@ class AmqpSource:
         channel = connection.channel()
         self.broker.declare(channel)
         channel.basic_qos(prefetch_count=1)
+        self.broker.declare_presence(channel, w.id)
         publisher = self.broker.publisher(connection)
-        # A job still running from a previous connection keeps this worker busy: consuming now would
-        # run two jobs at once, so wait for it first (its message was already redelivered elsewhere).
-        while w.current is not None:
-            connection.process_data_events(time_limit=0.2)
-            w.enforce_grace()
+        presence = functools.partial(self.broker.is_connected, connection)
         tag = None
-        if not w.stopping.is_set():
-            tag = channel.basic_consume(self.broker.queue,
-                                        on_message_callback=functools.partial(self.on_message, connection))
         while True:
             connection.process_data_events(time_limit=0.2)
+            self.settle_finished()
             if w.stopping.is_set():
                 if tag is not None:
                     channel.basic_cancel(tag)  # unacked prefetched messages go back to the queue
@@ -191,10 +230,14 @@ class AmqpSource:
                 if w.current is None:
                     return True
                 continue
-            if w.current is None:
-                w.housekeeping(publisher)
-                if self.burst_done(channel):
-                    w.request_stop()
+            # A job still running from a previous connection keeps this worker busy: consuming now would
+            # run two jobs at once, so consume once it is done (its message was redelivered meanwhile).
+            if tag is None and w.current is None:
+                tag = channel.basic_consume(self.broker.queue,
+                                            on_message_callback=functools.partial(self.on_message, connection))
+            w.housekeeping(publisher, presence=presence)
+            if w.current is None and self.burst_done(channel):
+                w.request_stop()
 
     def burst_done(self, channel: Any) -> bool:
         idle_for = time.monotonic() - self.idle_since
@@ -211,6 +254,9 @@ class AmqpSource:
     def on_message(self, connection: Any, channel: Any, method: Any, props: Any, body: bytes) -> None:
         from jobrunner.broker import decode
 
+        if self.worker.current is not None:  # never two jobs at once (cannot happen with prefetch 1)
+            channel.basic_nack(method.delivery_tag, requeue=True)
+            return
         try:
             payload = decode(body)
         except Exception as exc:  # noqa: BLE001 - any undecodable payload is a poison message
@@ -218,26 +264,30 @@ class AmqpSource:
             self.worker.metrics.dead_letters.inc()
             channel.basic_nack(method.delivery_tag, requeue=False)
             return
+        delivery = Delivery(connection, channel, method.delivery_tag)
+        self.worker.start_job(payload, lambda outcome: self.finished.put((delivery, outcome)))
 
-        def done(outcome: Outcome) -> None:
-            settle = functools.partial(self.settle, channel, method.delivery_tag, outcome)
-            connection.add_callback_threadsafe(settle)  # pika: only its own thread may ack
-
-        self.worker.start_job(payload, done)
-
-    def settle(self, channel: Any, tag: int, outcome: Outcome) -> None:
-        self.worker.job_done()
-        self.idle_since = time.monotonic()
-        if not channel.is_open:
-            # the broker redelivers the message; the job's state is committed, so that copy is acked unrun
-            log.warning("channel closed before the ack of delivery %s; the broker will redeliver it", tag)
-            return
-        if outcome.verdict == "ack":
-            channel.basic_ack(tag)
-        elif outcome.verdict == "dead":
-            channel.basic_nack(tag, requeue=False)
-        else:
-            channel.basic_nack(tag, requeue=True)
+    def settle_finished(self) -> None:
+        """Apply the outcomes of finished jobs: ack on the connection they came on, if it still lives."""
+        while True:
+            try:
+                delivery, outcome = self.finished.get_nowait()
+            except queue.Empty:
+                return
+            self.worker.job_done()
+            self.idle_since = time.monotonic()
+            if delivery.connection is not self.connection or not delivery.channel.is_open:
+                # the broker has redelivered the message; the job's state is committed, so that copy is
+                # acked unrun (or, for a retry, the outbox already holds the next message)
+                log.warning("worker %s: the connection of delivery %s closed before its ack; the broker "
+                            "redelivers the message", self.worker.id, delivery.tag)
+                continue
+            if outcome.verdict == "ack":
+                delivery.channel.basic_ack(delivery.tag)
+            elif outcome.verdict == "dead":
+                delivery.channel.basic_nack(delivery.tag, requeue=False)
+            else:
+                delivery.channel.basic_nack(delivery.tag, requeue=True)
 
 
 class EmbeddedSource:

@@ -193,7 +193,7 @@ def test_infrastructure_failures_retry_then_dead_letter_then_requeue_succeeds(jo
     workers.stop(broken)
 
     workers.start("healthy")
-    assert requeue_dead_letters(None, {queued.id}) == [queued.id]
+    assert requeue_dead_letters(None, {queued.id}).requeued == [queued.id]
     done = wait_state(queued.id, {"SUCCEEDED", "FAILED"}, 90)
     assert done.state.value == "SUCCEEDED" and done.attempt == 1
     assert list_dead_letters() == []

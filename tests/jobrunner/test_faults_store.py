@@ -1,0 +1,57 @@
+"""Fault suite: PostgreSQL away for longer than the heartbeat timeout while every worker is busy.
+
+Workers reach PostgreSQL through a TCP proxy the test cuts; this test process, RabbitMQ and MLflow are
+reached directly. The notebooks finish during the outage: their results must be written once the
+database is back, nothing may be requeued as "dead", no notebook may run again, and each job has one
+successful MLflow run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.jobrunner.test_faults_support import assert_exactly_once, submit_marked, wait_all, wait_busy
+from tests.jobrunner.test_jobs_support import (  # noqa: F401
+    TcpProxy,
+    job_env,
+    mlflow_store,
+    wait_consumers,
+    workers,
+)
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+HEARTBEAT_TIMEOUT = 3.0
+OUTAGE = float(os.environ.get("FAULTS_STORE_OUTAGE", "8"))  # > HEARTBEAT_TIMEOUT; docs measure 15 and 60
+
+
+def test_store_outage_longer_than_heartbeat_timeout_keeps_finished_work(job_env, workers, project):
+    from jobrunner.jobs import job_events
+
+    proxy = TcpProxy(("127.0.0.1", 5432)).start()
+    try:
+        url = proxy.url_for(job_env["JOBRUNNER_DATABASE_URL"])
+        procs = [workers.start(name, JOBRUNNER_DATABASE_URL=url,
+                               JOBRUNNER_HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT),
+                               JOBRUNNER_TAKEOVER_TIMEOUT="1.5") for name in ("s1", "s2", "idle")]
+        wait_consumers(job_env, 3)
+        ids = submit_marked(project, 2, 2.0, "pg")  # two busy workers, one idle one (its reaper runs)
+        wait_busy(ids, 2)
+        later = submit_marked(project, 2, 0.5, "after")  # wait in the queue through the outage
+        proxy.cut()
+        t0 = time.monotonic()
+        time.sleep(OUTAGE)
+        proxy.restore()
+        print(f"store away {time.monotonic() - t0:.1f}s (heartbeat timeout {HEARTBEAT_TIMEOUT:.0f}s)")
+        wait_all(ids + later, 120 + OUTAGE)
+        assert_exactly_once(job_env, project, ids + later)
+        for job_id in ids:
+            assert [e.to_state for e in job_events(job_id)] == ["QUEUED", "RUNNING", "SUCCEEDED"]
+        for proc in procs:
+            log = workers.log(proc)
+            assert proc.poll() is None and "had a dead worker" not in log and "made runnable" not in log
+        assert any("store unavailable" in workers.log(p) for p in procs[:2])  # they did see the outage
+    finally:
+        proxy.cut()

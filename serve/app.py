@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 
 from serve.config import KeyRing, Settings, get_settings
+from serve.contract import install_contract
 from serve.deps import READ, Services
 from serve.docs_pages import install_offline_docs
 from serve.errors import install_error_handlers
@@ -195,6 +196,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alerts.router)
     app.include_router(monitoring.router, dependencies=READ)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
+    # every error status each operation can answer, with the body it sends: serve/contract.py
+    install_contract(app, [jobs.notebook_schema_part(), feedback.label_schema_part(app)])
 
     cfg = settings_factory()  # read when the app is built (for uvicorn: at start-up), never at import
     cors = cfg.cors_origins
@@ -204,7 +207,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=cors,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST"],
             allow_headers=["X-API-Key", "Content-Type", "Idempotency-Key"],
             expose_headers=["X-Trace-Id"],
         )

@@ -53,6 +53,11 @@ ModelDep = Annotated[ServingModel, Depends(get_model)]
 api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="An API key with scope read or write"
 )
+# The same header, as its own security scheme: the OpenAPI document shows which operations need the write
+# scope (and so can answer 403; serve/contract.py documents that from the scheme's name).
+write_key_header = APIKeyHeader(
+    name="X-API-Key", scheme_name="WriteKey", auto_error=False, description="An API key with scope write"
+)
 
 
 def _scope(services: Services, key: str | None) -> str:
@@ -72,7 +77,7 @@ def require_read(services: ServicesDep, key: Annotated[str | None, Depends(api_k
     return _scope(services, key)
 
 
-def require_write(services: ServicesDep, key: Annotated[str | None, Depends(api_key_header)]) -> str:
+def require_write(services: ServicesDep, key: Annotated[str | None, Depends(write_key_header)]) -> str:
     """A key with scope write."""
     if _scope(services, key) != "write":
         raise Forbidden("this API key has scope read; this operation needs a key with scope write")

@@ -2,21 +2,103 @@
 
 Errors a user can cause answer 4xx with what was wrong and what to do; a missing dependency (model not
 loaded, database down) answers 503; only a genuine bug answers 500, with the trace id to look it up.
-Error bodies are `{"detail": <message>, "problems": [...]?, "trace_id": ...}`.
+Every error body, whatever raised it (our errors, jobrunner's, request validation, Starlette's 404/405),
+is an `ErrorBody`: `{"detail": <message>, "problems": [...]?, "trace_id": ...}`, the schema the OpenAPI
+document names for every error status (serve/contract.py). Messages never echo long input whole and show
+paths relative to the project, not the server's folders.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+MAX_ECHO = 80  # the longest run of non-blank characters an error message repeats from the input
+MAX_DETAIL = 2000  # characters of one message
+_LONG_RUN = re.compile(r"\S{" + str(MAX_ECHO + 1) + ",}")
+
+
+class ErrorProblem(BaseModel):
+    """One thing wrong with a request; which of the optional fields are set depends on what was checked."""
+
+    model_config = ConfigDict(extra="allow")
+
+    problem: str = Field(description="Kind: missing, type, unknown, duplicate, or a request-validation type")
+    message: str
+    location: str | None = Field(default=None, description="Request validation: e.g. body.notebook")
+    name: str | None = Field(default=None, description="Job parameters: the parameter")
+    row: int | None = Field(default=None, description="Predictions: the row")
+    feature: str | None = Field(default=None, description="Predictions: the feature")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    detail: str = Field(description="What was wrong and what to do")
+    problems: list[ErrorProblem] | None = Field(default=None, description="Each problem, when there are several")
+    trace_id: str | None = Field(default=None, description="Find the request's log lines and spans by it")
+
+
+def clip(text: str) -> str:
+    """`text` with every run of more than MAX_ECHO non-blank characters (echoed input) shortened."""
+
+    def shorten(m: re.Match[str]) -> str:
+        run = m.group(0)
+        return f"{run[:60]}...[{len(run) - 70} characters cut]...{run[-10:]}"
+
+    text = _LONG_RUN.sub(shorten, text)
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 30] + f"... [{len(text)} characters]"
+
+
+def _server_roots() -> list[tuple[str, str]]:
+    """(server folder, what to show instead), longest first: the project becomes relative paths."""
+    from jobrunner.config import get_settings
+
+    roots: list[tuple[str, str]] = []
+    try:
+        project = str(get_settings().project_dir.resolve())
+        roots += [(project + "/", ""), (project, "the project folder")]
+    except Exception:  # noqa: BLE001 - settings that cannot be read must not break an error response
+        pass
+    for folder in {sys.prefix, sys.base_prefix, str(Path.home())}:
+        if len(folder) > 1:
+            roots.append((folder.rstrip("/") + "/", "<server>/"))
+    return sorted(roots, key=lambda r: len(r[0]), reverse=True)
+
+
+def public_message(text: str) -> str:
+    """An error message fit for a client: project-relative paths, no server folders, input clipped."""
+    for folder, shown in _server_roots():
+        text = text.replace(folder, shown)
+    return clip(text)
+
+
+def invalid_json_message(exc: json.JSONDecodeError, body: bytes | str) -> str:
+    """Why `body` is not JSON, naming a bare NaN/Infinity literal (valid in Python and JavaScript, not JSON)."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    start = max(exc.pos - 1, 0)
+    for literal in ("-Infinity", "Infinity", "NaN"):
+        at = text.find(literal, start, exc.pos + len(literal))
+        if at != -1:
+            column = at - text.rfind("\n", 0, at)
+            return (
+                f"the body is not valid JSON: {literal} at line {exc.lineno} column {column} is not a JSON "
+                "number (JSON has no NaN or Infinity); send a finite number, or null where a value may be missing"
+            )
+    return f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
 
 
 def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -98,6 +180,12 @@ def _jobrunner_statuses() -> dict[type[BaseException], int]:
         jr.ConfigurationError: 503,
         jr.InfrastructureError: 503,
     }
+    from sqlalchemy.exc import DataError, IntegrityError
+
+    # A unique key taken by a concurrent request (two submissions with one idempotency key): retry.
+    table[IntegrityError] = 409
+    # A value the database column cannot hold (too long, out of range): the input, not the server.
+    table[DataError] = 422
     for module_name in ("jobrunner.errors", "jobrunner.jobs", "jobrunner.store", "jobrunner.states"):
         try:
             module = __import__(module_name, fromlist=["_"])
@@ -136,15 +224,53 @@ def status_for(exc: BaseException, table: dict[type[BaseException], int]) -> int
     return 500
 
 
-def _body(exc: BaseException, status: int, request: Request) -> dict[str, Any]:
-    body: dict[str, Any] = {"detail": str(exc) if status < 500 or status == 503 else "internal error"}
-    problems = getattr(exc, "problems", None)
+def _message(exc: BaseException, status: int) -> str:
+    from sqlalchemy.exc import DataError, IntegrityError
+
+    if status >= 500 and status != 503:
+        return "internal error"
+    if isinstance(exc, IntegrityError):
+        return "the request conflicts with a concurrent change of the same item; send it again"
+    if isinstance(exc, DataError):
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        return f"a value in the request does not fit: {reason}"
+    return str(exc)
+
+
+def _public_problem(p: Any) -> dict[str, Any]:
+    item = dict(p.as_dict() if hasattr(p, "as_dict") else p)
+    return {k: public_message(v) if isinstance(v, str) else v for k, v in item.items()}
+
+
+def error_body(detail: str, request: Request, problems: list[Any] | None = None) -> dict[str, Any]:
+    """An ErrorBody as a dict: the message made public, the trace id of the request."""
+    body: dict[str, Any] = {"detail": public_message(detail)}
     if problems:
-        body["problems"] = [p.as_dict() if hasattr(p, "as_dict") else p for p in problems]
+        body["problems"] = [_public_problem(p) for p in problems]
     trace_id = getattr(request.state, "trace_id", None)
     if trace_id:
         body["trace_id"] = trace_id
     return body
+
+
+def _body(exc: BaseException, status: int, request: Request) -> dict[str, Any]:
+    return error_body(_message(exc, status), request, getattr(exc, "problems", None))
+
+
+def allowed_methods(schema: dict[str, Any], scope: Mapping[str, Any]) -> list[str]:
+    """The methods the OpenAPI document lists for the request's path (HEAD with GET), for `Allow`."""
+    path = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    methods: set[str] = set()
+    for template, item in schema.get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            methods.update(m.upper() for m in item if m in {"get", "post", "put", "patch", "delete"})
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -160,24 +286,34 @@ def install_error_handlers(app: FastAPI) -> None:
         return json_response(_body(exc, status, request), status_code=status, headers=headers)
 
     async def validation(request: Request, exc: RequestValidationError) -> Response:
-        problems = [
-            {
-                "location": ".".join(str(p) for p in e.get("loc", ())),
-                "problem": e.get("type"),
-                "message": e.get("msg"),
-            }
-            for e in exc.errors()
-        ]
-        where = ", ".join(p["location"] for p in problems)
-        body = {"detail": f"invalid request: {where}", "problems": problems}
-        trace_id = getattr(request.state, "trace_id", None)
-        if trace_id:
-            body["trace_id"] = trace_id
-        return json_response(body, status_code=422)
+        problems = []
+        for e in exc.errors():
+            loc, message = e.get("loc", ()), str(e.get("msg") or "invalid value")
+            if e.get("type") == "json_invalid":  # FastAPI's "JSON decode error": the parser's own message
+                loc, message = ("body",), str((e.get("ctx") or {}).get("error") or message)
+            problems.append(
+                {
+                    "location": ".".join(str(p) for p in loc),
+                    "problem": str(e.get("type") or "invalid"),
+                    "message": message,
+                }
+            )
+        if len(problems) == 1:
+            detail = f"invalid request: {problems[0]['location']}: {problems[0]['message']}"
+        else:
+            detail = "invalid request: " + ", ".join(p["location"] for p in problems)
+        return json_response(error_body(detail, request, problems), status_code=422)
 
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         headers = dict(exc.headers) if exc.headers else None
-        return json_response({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+        if exc.status_code == 405:
+            # Starlette lists the methods of the first route that matched the path only; a path served
+            # by several routes (GET and POST /v1/jobs) would advertise just one of them.
+            allowed = allowed_methods(request.app.openapi(), request.scope)
+            if allowed:
+                headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail, default=str)
+        return json_response(error_body(detail, request), status_code=exc.status_code, headers=headers)
 
     app.add_exception_handler(RequestValidationError, validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]

@@ -9,6 +9,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jobrunner.schemas import MAX_TIMEOUT
 
+# -- ids and paths: the formats the API checks, stated in the schema -----------------------------------
+JOB_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"  # str(uuid4())
+PREDICTION_ID_PATTERN = r"^[0-9a-f]{32}-[0-9]{1,9}$"  # <request id>-<row index>, from POST /v1/predict
+RUN_ID_PATTERN = r"^[0-9a-f]{32}$"  # an MLflow run id
+# A project-relative path: segments without control characters or backslashes that do not start with
+# "." (no "..", no hidden files, no "./" aliases of another path), no leading or doubled "/".
+_SEGMENT = r"[^/\\\x00-\x1f\x7f.][^/\\\x00-\x1f\x7f]*"
+NOTEBOOK_PATH_PATTERN = rf"^{_SEGMENT}(/{_SEGMENT})*$"
+NOTEBOOK_PATH_HELP = (
+    "A notebook path relative to the project, e.g. notebooks/03_train.ipynb (segments may not start "
+    "with '.', no control characters or backslashes)"
+)
+
 
 class ModelIdentity(BaseModel):
     name: str
@@ -107,10 +120,14 @@ class PredictionLineage(BaseModel):
 
 # -- feedback -----------------------------------------------------------------------------------------
 class FeedbackIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented: no "5" or true for 5
 
-    prediction_id: str = Field(min_length=1, max_length=64)
-    label: str | int = Field(description="The true class of that row")
+    prediction_id: str = Field(
+        pattern=PREDICTION_ID_PATTERN, description="A prediction id returned by POST /v1/predict"
+    )
+    label: str | int = Field(
+        description="The true class of that row (one of the served model's classes)",
+    )
 
 
 class RetrainState(BaseModel):
@@ -165,10 +182,10 @@ class Ready(BaseModel):
 
 # -- jobs -----------------------------------------------------------------------------------------------
 class JobCreateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented: no "5" or true for 5
 
     notebook: str = Field(
-        min_length=1, max_length=500, description="Notebook path, e.g. notebooks/03_train.ipynb"
+        min_length=1, max_length=500, pattern=NOTEBOOK_PATH_PATTERN, description=NOTEBOOK_PATH_HELP
     )
     parameters: dict[str, Any] = Field(default_factory=dict)
     timeout_seconds: float | None = Field(

@@ -16,16 +16,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from serve.deps import ServicesDep, _scope, api_key_header
+from serve.contract import StrictJSONRoute
+from serve.deps import ServicesDep, _scope, write_key_header
 from serve.errors import Forbidden
 
-router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
+router = APIRouter(prefix="/v1/alerts", tags=["alerts"], route_class=StrictJSONRoute)
 bearer = HTTPBearer(auto_error=False, description="The write API key as a bearer token (Alertmanager)")
 
 
 def require_write_key_or_bearer(
     services: ServicesDep,
-    key: Annotated[str | None, Depends(api_key_header)],
+    key: Annotated[str | None, Depends(write_key_header)],
     token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> str:
     """A key with scope write, in X-API-Key or as `Authorization: Bearer`."""
@@ -34,12 +35,22 @@ def require_write_key_or_bearer(
     return "write"
 
 
+# What becomes part of the job's idempotency key and submitter (database columns of 255 characters).
+Text = Annotated[str, Field(max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
 class Alert(BaseModel):
     status: str = Field(description="firing or resolved")
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: str = ""
-    fingerprint: str = ""
+    startsAt: Text = ""
+    fingerprint: Text = ""
+
+
+def _label(alert: Alert, key: str, default: str) -> str:
+    """A label fit for a database column and a metric: control characters dropped, at most 100 characters."""
+    value = "".join(c for c in alert.labels.get(key, default) if ord(c) >= 32 and ord(c) != 127)
+    return value[:100] or default
 
 
 class AlertmanagerPayload(BaseModel):
@@ -61,7 +72,11 @@ class AlertsHandled(BaseModel):
     "/alertmanager",
     response_model=AlertsHandled,
     dependencies=[Depends(require_write_key_or_bearer)],
-    responses={422: {"description": "Not an Alertmanager payload, or the retraining job's parameters are invalid"}},
+    responses={
+        404: {"description": "The retraining notebook (SERVE_RETRAIN_NOTEBOOK) does not exist"},
+        409: {"description": "The alert's idempotency key belongs to a job with other parameters"},
+        422: {"description": "Not an Alertmanager payload, or the retraining job's parameters are invalid"},
+    },
 )
 async def alertmanager_webhook(body: AlertmanagerPayload, services: ServicesDep) -> dict[str, Any]:
     """Submit the retraining job for each firing alert labelled action="retrain"."""
@@ -74,7 +89,7 @@ async def alertmanager_webhook(body: AlertmanagerPayload, services: ServicesDep)
         if alert.status != "firing" or alert.labels.get("action") != "retrain":
             ignored += 1
             continue
-        name = alert.labels.get("alertname", "alert")
+        name = _label(alert, "alertname", "alert")
         key = f"alertmanager:{alert.fingerprint or name}:{alert.startsAt}"
         job = await run_in_threadpool(
             submit,
@@ -83,6 +98,6 @@ async def alertmanager_webhook(body: AlertmanagerPayload, services: ServicesDep)
             idempotency_key=key,
             submitter=f"alertmanager:{name}",
         )
-        services.metrics.retrains.labels(alert.labels.get("model", settings.model_name), "submitted").inc()
+        services.metrics.retrains.labels(_label(alert, "model", settings.model_name), "submitted").inc()
         submitted.append(job.id)
     return {"submitted": submitted, "ignored": ignored}

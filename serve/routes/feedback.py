@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from serve.contract import SchemaPart, StrictJSONRoute
 from serve.deps import READ, WRITE, ModelDep, ServicesDep
 from serve.routes.model import _find_prediction
 from serve.schemas import Accuracy, FeedbackIn, FeedbackOut
 
-router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
+router = APIRouter(prefix="/v1/feedback", tags=["feedback"], route_class=StrictJSONRoute)
 
 
 @router.post(
@@ -43,3 +46,32 @@ async def accuracy(services: ServicesDep, model: ModelDep) -> dict:
     return await run_in_threadpool(
         services.feedback.accuracy, model.name, model.version, model.alias, model.run_id
     )
+
+
+def label_schema_part(app: FastAPI) -> SchemaPart:
+    """`label` of POST /v1/feedback documented as one of the served model's classes (its version's)."""
+
+    def served() -> Any:
+        services = getattr(app.state, "services", None)
+        holder = getattr(services, "holder", None)
+        return holder.current if holder is not None else None
+
+    def apply(schema: dict[str, Any]) -> None:
+        model = served()
+        body = schema.get("components", {}).get("schemas", {}).get(FeedbackIn.__name__)
+        keys = list(getattr(model, "class_keys", None) or [])
+        if body is None or not keys:
+            return
+        numbers = [int(k) for k in keys if k.lstrip("-").isdigit()]
+        label = {"type": "string", "enum": keys}
+        body["properties"]["label"] = {
+            "description": f"The true class of that row: one of {', '.join(keys)} "
+            f"({model.name} v{model.version}; any label for predictions of other versions)",
+            "anyOf": [label, {"type": "integer", "enum": numbers}] if numbers else [label],
+        }
+
+    def version() -> Any:
+        model = served()
+        return (model.name, model.version) if model is not None else None
+
+    return SchemaPart(apply=apply, version=version)

@@ -101,6 +101,14 @@ def _train_and_log(
 
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStore]:
+    yield from model_store_at(tmp_path_factory.mktemp("serve-project"))
+
+
+def model_store_at(project: Path) -> Iterator[ModelStore]:
+    """Build the model store in `project` (an empty folder); yields it, then restores the environment.
+
+    A plain generator so that bench/ can build the same store outside pytest.
+    """
     import mlflow
     from mlflow.tracking import MlflowClient
     from sklearn.datasets import load_breast_cancer
@@ -108,7 +116,6 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStore
     from jobrunner.config import get_settings
     from jobrunner.lineage import file_md5
 
-    project = tmp_path_factory.mktemp("serve-project")
     (project / "dvc.yaml").write_text("stages: {}\n")
     shutil.copytree(FIXTURE_NOTEBOOKS, project / "notebooks")
     frame = load_breast_cancer(as_frame=True).frame

@@ -19,7 +19,7 @@ PUBLIC = {
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
 }
-WRITE_ROUTES = {("POST", "/v1/feedback"), ("POST", "/v1/jobs"), ("DELETE", "/v1/jobs/{job_id}"),
+WRITE_ROUTES = {("POST", "/v1/feedback"), ("POST", "/v1/jobs"), ("POST", "/v1/jobs/{job_id}/cancel"),
                 ("POST", "/v1/alerts/alertmanager")}
 
 

@@ -118,14 +118,16 @@ def test_jobs_rest_lifecycle(jobs_client, amqp_url, queue_prefix):
 
     got = c.get(f"/v1/jobs/{job['id']}", headers=READ).json()
     assert got["id"] == job["id"] and got["progress"]["cells_done"] == 0
-    assert c.get("/v1/jobs/does-not-exist", headers=READ).status_code == 404
+    unknown = "00000000-0000-4000-8000-000000000000"
+    assert c.get(f"/v1/jobs/{unknown}", headers=READ).status_code == 404
+    assert c.get("/v1/jobs/does-not-exist", headers=READ).status_code == 422  # not a job id at all
     nb = c.get(f"/v1/jobs/{job['id']}/notebook", headers=READ)
     assert nb.status_code == 404 and "no executed notebook" in nb.json()["detail"]
 
-    cancelled = c.delete(f"/v1/jobs/{job['id']}", headers=WRITE)
+    cancelled = c.post(f"/v1/jobs/{job['id']}/cancel", headers=WRITE)
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "CANCELLED"
-    assert c.delete(f"/v1/jobs/{job['id']}", headers=WRITE).status_code == 409
-    assert c.delete("/v1/jobs/does-not-exist", headers=WRITE).status_code == 404
+    assert c.post(f"/v1/jobs/{job['id']}/cancel", headers=WRITE).status_code == 409
+    assert c.post(f"/v1/jobs/{unknown}/cancel", headers=WRITE).status_code == 404
     assert 'serve_job_submissions_total{outcome="submitted"} 3.0' in c.get("/metrics").text
 
 

@@ -128,7 +128,13 @@ class PlatformClient:
         return self._call("POST", "/v1/jobs", json=body)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._call("DELETE", f"/v1/jobs/{job_id}")
+        """POST /v1/jobs/{id}/cancel; an older API took DELETE /v1/jobs/{id} (tried when POST is not routed)."""
+        try:
+            return self._call("POST", f"/v1/jobs/{job_id}/cancel")
+        except ApiError as exc:
+            if not (exc.status == 405 or (exc.status == 404 and str(exc).strip() == "Not Found")):
+                raise  # the API's own answer (no such job, already finished)
+            return self._call("DELETE", f"/v1/jobs/{job_id}")
 
     def job_notebook_html(self, job_id: str) -> str:
         return self._call("GET", f"/v1/jobs/{job_id}/notebook")

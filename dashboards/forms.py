@@ -63,9 +63,7 @@ def make_input(spec: FeatureSpec) -> w.Widget:
         "description_allow_html": False,
     }
     if spec.kind == BOOLEAN:
-        box = w.Checkbox(value=bool(spec.default) if spec.default is not None else False, indent=False, **common)
-        box.style = {"description_width": "0px"}
-        return box
+        return w.Checkbox(value=bool(spec.default) if spec.default is not None else False, indent=True, **common)
     if spec.kind == CATEGORICAL and spec.categories is not None:
         options: list[tuple[str, Any]] = [(str(c), _plain(c)) for c in spec.categories]
         if spec.optional:
@@ -224,7 +222,7 @@ def prediction_form(
         for s in specs:
             if s.name in reference.columns:
                 set_input(s, fields[s.name], row[s.name])
-        state["example_truth"] = _plain(row[target]) if target else None
+        state["example_truth"] = _plain(reference[target].iloc[index]) if target else None
         known = f"; its true {e(target)}: <b>{e(class_name(info, state['example_truth']))}</b>" if target else ""
         return f"<span class='dash-example'>Row {index} of the training data{known}</span>"
 

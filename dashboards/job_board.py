@@ -48,7 +48,7 @@ def param_input(param: dict[str, Any]) -> w.Widget:
     common: dict[str, Any] = {"description": param["name"], "style": _STYLE, "layout": _LAYOUT,
                               "description_tooltip": param.get("help") or None}
     if ptype == "bool" and not optional:
-        return w.Checkbox(value=bool(default), indent=False, **common)
+        return w.Checkbox(value=bool(default), indent=True, **common)
     if ptype == "int" and not optional:
         return w.IntText(value=int(default), **common)
     if ptype == "float" and not optional:

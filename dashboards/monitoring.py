@@ -41,10 +41,17 @@ def _when(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def _date_axis(ax: Any) -> None:
+def _date_axis(ax: Any, lo: datetime, hi: datetime) -> None:
+    """Dates on the x axis over the data's own range (at least ten minutes, so one point is readable)."""
     import matplotlib.dates as mdates
 
-    locator = mdates.AutoDateLocator(maxticks=6)
+    start, end = mdates.date2num(lo), mdates.date2num(hi)
+    if end - start < 10 / 1440:
+        middle = (start + end) / 2
+        start, end = middle - 5 / 1440, middle + 5 / 1440
+    pad = (end - start) * 0.03
+    ax.set_xlim(start - pad, end + pad)
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
 
@@ -68,8 +75,8 @@ def accuracy_png(timeline: dict[str, Any], versions: list[dict[str, Any]]) -> by
     lo, hi = _when(points[0]["at"]), _when(points[-1]["at"])
     for r in timeline["retrains"]:
         at = _when(r["at"])
-        if lo <= at <= hi or r["kind"] == "trigger":
-            ax.axvline(at, color="#d97706", linewidth=1.2, linestyle=":")
+        ax.axvline(at, color="#d97706", linewidth=1.2, linestyle=":")
+        lo, hi = min(lo, at), max(hi, at)
     for v in versions:
         if v.get("registered_at") and v.get("decision") == "promoted" and lo <= _when(v["registered_at"]) <= hi:
             ax.axvline(_when(v["registered_at"]), color="#15803d", linewidth=1.2)
@@ -83,7 +90,7 @@ def accuracy_png(timeline: dict[str, Any], versions: list[dict[str, Any]]) -> by
         ax.set_ylim(0, 1.02)
     ax.set_ylabel(metric, fontsize=9)
     ax.set_title(f"{metric.capitalize()} over the last {timeline['window']} labels", fontsize=10, loc="left")
-    _date_axis(ax)
+    _date_axis(ax, lo, hi)
     style_axes(ax)
     return png(fig)
 
@@ -103,9 +110,16 @@ def volume_png(timeline: dict[str, Any]) -> bytes:
     minutes = timeline["bucket_seconds"] // 60
     unit = f"{minutes} min" if minutes < 60 else f"{minutes // 60} h"
     ax.set_title(f"Predicted rows per {unit}", fontsize=10, loc="left")
-    _date_axis(ax)
+    ends = [_when(b["start"]) for b in volume]
+    _date_axis(ax, ends[0], ends[-1] + _bucket(timeline))
     style_axes(ax)
     return png(fig)
+
+
+def _bucket(timeline: dict[str, Any]) -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=timeline["bucket_seconds"])
 
 
 def _main_metric(versions: list[dict[str, Any]]) -> str | None:

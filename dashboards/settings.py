@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     mlflow_ui_url: str | None = Field(default=None, description="The MLflow UI, for 'open MLflow run' links")
     refresh_seconds: float = Field(default=5.0, gt=0, le=3600, description="Job board auto-refresh period")
     refresh_for_minutes: float = Field(
-        default=30.0,
+        default=10.0,
         gt=0,
         description="Auto-refresh stops after this long without a click (so Voila can cull the kernel)",
     )

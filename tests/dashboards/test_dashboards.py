@@ -1,206 +1,277 @@
 """The dashboards against a real API process: the widgets' logic directly, then the Voila pages in Chromium.
 
 The API is a real uvicorn (model in a SQLite MLflow store, embedded job store), the dashboards a real Voila
-server on notebooks/dashboards, and the pages are driven by Playwright with Debian's chromium.
+server on notebooks/dashboards, and the pages are driven by Playwright with Debian's chromium. Plots are
+PNG images: a test decodes each one and checks it is a real, non-blank picture.
 """
 
 from __future__ import annotations
 
+import html
+import io
 import os
 import re
-import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from dashboards.client import PlatformClient
 from tests.conftest import ROOT, free_port
-from tests.serve.conftest import READ_KEY, WRITE_KEY, ModelStore, Server, model_store, start_server  # noqa: F401
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SHIFTED = "worst_area"
-# Screenshots of the pages as the browser drew them (kept for a look after the run).
-SHOTS = Path(os.environ.get("DASHBOARD_SCREENSHOTS", "/tmp/dashboard-screenshots"))  # the feature the tests move far out of its training range
+from tests.dashboards.conftest import SHIFTED, SHOTS, wait_for
+from tests.serve.conftest import READ_KEY, WRITE, WRITE_KEY
 
 
-@pytest.fixture(scope="module")
-def api(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:  # noqa: F811
-    server = start_server(model_store, tmp_path_factory.mktemp("dash-api"), {"SERVE_LOG_FLUSH_INTERVAL": "0.2"})
-    yield server
-    server.stop()
+def text(widget) -> str:
+    return html.unescape(widget.value)
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+def assert_picture(data: bytes, what: str) -> None:
+    """A decodable PNG of a real size with more than one colour (an empty widget or blank plot fails)."""
+    from PIL import Image
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{what}: not a PNG"
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    assert image.width >= 300 and image.height >= 80, f"{what}: {image.size}"
+    colours = image.getcolors(maxcolors=1_000_000) or []
+    assert len(colours) > 20, f"{what}: looks blank ({len(colours)} colours)"
 
 
-@pytest.fixture(scope="module")
-def traffic(api: Server, model_store: ModelStore) -> int:  # noqa: F811
-    """300 rows drawn at random from the training data, with SHIFTED at 10x its value: one drifted feature."""
-    import pandas as pd
-
-    sample = pd.read_csv(model_store.project / model_store.data_path)[model_store.features].sample(300, random_state=7)
-    sample[SHIFTED] *= 10
-    rows = sample.to_dict(orient="records")
-    r = httpx.post(f"{api.url}/v1/predict", json={"rows": rows}, headers={"X-API-Key": READ_KEY})
-    assert r.status_code == 200, r.text
-    client = PlatformClient(api.url, READ_KEY)
-    wait_for(lambda: client.recent_predictions()["count"] >= len(rows), 30, "the prediction log")
-    return len(rows)
-
-
-def test_prediction_form_predicts_and_shows_the_apis_errors(api, model_store):  # noqa: F811
+# -- the widgets against the API ---------------------------------------------------------------------------
+def test_prediction_form_loads_an_example_predicts_and_posts_feedback(api, model_store, reference):
     from dashboards.forms import prediction_form
 
-    form = prediction_form(PlatformClient(api.url, READ_KEY), defaults=model_store.rows[0])
+    form = prediction_form(PlatformClient(api.url, WRITE_KEY), reference=reference)
     assert len(form.fields) == len(model_store.features)
-    assert form.fields["mean_radius"].value == pytest.approx(model_store.rows[0]["mean_radius"], abs=1e-4)
+    assert "no feedback labels yet" in form.accuracy.value
+    form.example_index.value = "7"
+    form.example_button.click()
+    assert "Row 7 of the training data" in form.example_note.value, form.example_note.value
+    assert f"true target: <b>{reference['target'][7]}" in form.example_note.value
+    assert form.fields["mean_radius"].value == pytest.approx(reference["mean_radius"][7], abs=1e-4)
     form.button.click()
     assert "Predicted class: " in form.result.value and "version 1" in form.result.value, form.result.value
-    assert "prediction id" in form.result.value
+    assert_picture(form.bars.value, "probability bars")
 
-    wrong = prediction_form(PlatformClient(api.url, "not-a-key"))
-    assert "not valid" in wrong.result.value and "DASHBOARD_API_KEY" in wrong.result.value
-    down = prediction_form(PlatformClient(f"http://127.0.0.1:{free_port()}", READ_KEY))
-    assert "cannot be reached" in down.result.value
+    form.thumbs_up.click()
+    assert "Recorded" in form.feedback_message.value, form.feedback_message.value
+    assert "Live accuracy: <b>1.000</b> over 1 labelled" in form.accuracy.value, form.accuracy.value
+    assert form.thumbs_up.disabled and form.thumbs_down.disabled  # one label per prediction
+
+    form.example_index.value = "100000"
+    form.example_button.click()
+    assert "row must be a number from 0 to" in form.example_note.value
 
 
-def test_monitoring_shows_accuracy_traffic_and_the_drifted_feature(api, model_store, traffic):  # noqa: F811
-    import pandas as pd
+def test_prediction_form_banners_when_the_api_is_down_or_refuses(api, reference):
+    from dashboards.forms import prediction_form
 
+    wrong = prediction_form(PlatformClient(api.url, "not-a-key"), reference=reference)
+    assert "refused this dashboard's key" in wrong.status.value and "DASHBOARD_API_KEY" in wrong.status.value
+    down = prediction_form(PlatformClient(f"http://127.0.0.1:{free_port()}", READ_KEY), reference=reference)
+    assert "The API cannot be reached" in down.status.value and "make serve" in down.status.value
+
+
+def test_monitoring_plots_accuracy_volume_versions_and_the_drifted_feature(api, model_store, traffic, reference):
     from dashboards.monitoring import monitoring
-    from dashboards.reference import load_reference
 
-    reference = pd.read_csv(model_store.project / model_store.data_path)
-    board = monitoring(PlatformClient(api.url, READ_KEY), reference=reference)
-    text = board.body.value
-    assert "Live accuracy: no feedback labels yet" in text
-    shown = re.search(r"Last (\d+) predicted rows", text)
-    assert shown and int(shown.group(1)) >= traffic, text[:500]  # (plus the prediction form's row)
-    first_row = text.split("<tbody><tr>", 1)[1].split("</tr>", 1)[0]
+    client = PlatformClient(api.url, WRITE_KEY)
+    board = monitoring(client, reference=reference)
+    assert board.banner.value == ""
+    shown = re.search(r"Last (\d+) predicted rows", board.drift_summary.value)
+    assert shown and int(shown.group(1)) >= traffic
+    first_row = board.body.value.split("<tbody><tr>", 1)[1].split("</tr>", 1)[0]
     assert SHIFTED in first_row and "drift" in first_row, first_row  # most drifted first
-    assert "1 of 30 features drifted (PSI &gt; 0.25)" in text  # the others are the training data's rows
+    assert "1 of 30 features drifted (PSI &gt; 0.25)" in board.drift_summary.value
+    assert board.feature.value == SHIFTED and board.feature.options[0] == SHIFTED
+    assert "v1" in board.versions_table.value and "&#9733;" in board.versions_table.value
+    for name, image in board.plots.items():
+        assert_picture(image.value, name)
 
-    with pytest.raises(ValueError, match="no reference data at .*DASHBOARD_REFERENCE_DATA"):
-        load_reference(str(model_store.project / "data" / "missing.parquet"))
-    with pytest.raises(ValueError, match="must be a .csv or .parquet"):
-        load_reference("data/train.txt")
+    before = board.summary.value
+    for _ in range(3):  # feedback labels: the accuracy curve gets points
+        pid = _some_prediction(api, model_store.rows[0])
+        r = httpx.post(f"{api.url}/v1/feedback", json={"prediction_id": pid, "label": 0}, headers=WRITE)
+        assert r.status_code == 201, r.text
+    board.button.click()
+    timeline = client.timeline()
+    assert timeline["metric"] == "accuracy" and len(timeline["points"]) >= 3
+    assert timeline["threshold"] == pytest.approx(0.8) and sum(b["rows"] for b in timeline["volume"]) >= traffic
+    assert board.summary.value != before and "labelled predictions" in board.summary.value
+    board.feature.value = "mean_radius"
+    assert_picture(board.plots["distribution"].value, "distribution of mean_radius")
 
 
-def test_job_board_submits_lists_cancels_and_explains_refusals(api):
+def _some_prediction(api, row: dict[str, float]) -> str:
+    r = httpx.post(f"{api.url}/v1/predict", json={"rows": [row]}, headers={"X-API-Key": READ_KEY})
+    assert r.status_code == 200, r.text
+    return r.json()["predictions"][0]["prediction_id"]
+
+
+def test_monitoring_versions_route_lists_the_champion_history(api, model_store):
+    r = httpx.get(f"{api.url}/v1/monitoring/versions", headers={"X-API-Key": READ_KEY})
+    assert r.status_code == 200, r.text
+    versions = r.json()["versions"]
+    assert [v["version"] for v in versions] == ["1"] and versions[0]["champion"] is True
+    assert versions[0]["metrics"]["train_accuracy"] > 0.9  # the training run's metric
+    assert httpx.get(f"{api.url}/v1/monitoring/timeline").status_code == 401
+    bad = httpx.get(f"{api.url}/v1/monitoring/timeline", params={"hours": -1}, headers={"X-API-Key": READ_KEY})
+    assert bad.status_code == 422 and "hours" in bad.text
+
+
+def test_job_board_builds_typed_inputs_from_the_schema_and_submits_them(api):
     from dashboards.job_board import job_board
 
-    board = job_board(PlatformClient(api.url, WRITE_KEY))
-    assert "notebooks/ok.ipynb" in board.notebook.options
-    assert not any("dashboards" in nb for nb in board.notebook.options)
+    board = job_board(PlatformClient(api.url, WRITE_KEY), autorefresh=False)
+    assert board.notebook.value is None and board.submit.disabled  # nothing chosen, nothing destructive
+    assert "notebooks/ok.ipynb" in [v for _, v in board.notebook.options]
+    assert not any("dashboards" in (v or "") for _, v in board.notebook.options)
     board.notebook.value = "notebooks/ok.ipynb"
-    assert '"x"' in board.parameters.value  # the notebook's defaults, from its parameters cell
+    kinds = {name: type(field).__name__ for name, field in board.inputs.items()}
+    assert kinds == {"x": "IntText", "y": "FloatText", "label": "Text", "flag": "Checkbox", "items": "Text",
+                     "out_path": "Text"}
+    assert board.inputs["y"].value == 2.5 and board.inputs["items"].value == "[]"
 
-    board.parameters.value = '{"x": 2'
+    board.inputs["items"].value = "[1, 2"
     board.submit.click()
-    assert "not valid JSON" in board.message.value
-    board.parameters.value = '{"x": "two", "nope": 1}'
-    board.submit.click()
-    assert "x" in board.message.value and "nope" in board.message.value and "Error" in board.message.value
+    assert "parameter 'items' must be a JSON value" in text(board.message)
 
-    board.parameters.value = '{"x": 2}'
+    board.inputs["x"].value = 3
+    board.inputs["y"].value = 0.25
+    board.inputs["flag"].value = True
+    board.inputs["items"].value = '["a", 2]'
+    board.inputs["out_path"].value = ""
     board.timeout.value = 120
     board.submit.click()
     assert "Queued job" in board.message.value, board.message.value
-    job_id = board.message.value.split("<code>")[1].split("</code>")[0]
-    assert job_id[:8] in board.table.value and "QUEUED" in board.table.value
+    job_id = re.search(r"title=\"([0-9a-f-]{20,})\"", board.message.value).group(1)
+    job = PlatformClient(api.url, READ_KEY).jobs(limit=5)["items"][0]
+    assert job["id"] == job_id
+    assert job["parameters"] == {"x": 3, "y": 0.25, "label": "sum", "flag": True, "items": ["a", 2],
+                                 "out_path": None}
+    assert any(job_id in line and "QUEUED" in line for line in board.lines)
 
-    board.cancel_id.value = job_id
-    board.cancel.click()
-    assert "is CANCELLED" in board.message.value and "CANCELLED" in board.table.value
-    board.cancel.click()
-    assert "Error" in board.message.value  # already finished: the API's 409 explanation
+    cancel = next(c for c in board.rows.children if "dash-cancel" in c._dom_classes and not c.disabled)
+    cancel.click()
+    assert "is CANCELLED" in board.message.value, board.message.value
+    assert any(job_id in line and "CANCELLED" in line for line in board.lines)
+
+
+def test_output_parameters_are_listed_apart_and_optional_ones_take_none():
+    from dashboards.job_board import is_output, param_input, read_param
+
+    out = {"name": "model_dir", "type": "str", "default": "models/model", "help": "output: the model"}
+    depth = {"name": "max_depth", "type": "int", "default": None, "optional": True, "help": "tree depth"}
+    assert is_output(out) and not is_output(depth)
+    field = param_input(depth)
+    assert field.placeholder == "None" and read_param(depth, field) is None
+    field.value = "7"
+    assert read_param(depth, field) == 7
+    field.value = "seven"
+    with pytest.raises(ValueError, match="parameter 'max_depth' must be a whole number, got 'seven'"):
+        read_param(depth, field)
 
 
 # -- the pages in a browser ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def voila(api: Server, model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # noqa: F811
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (apt-get install -y chromium); CI must run the browser tests")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    port = free_port()
-    logdir = tmp_path_factory.mktemp("voila")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_", "JOBRUNNER_", "DASHBOARD_"))}
-    env.update(
-        {
-            "DASHBOARD_API_URL": api.url,
-            "DASHBOARD_API_KEY": WRITE_KEY,
-            "DASHBOARD_REFERENCE_DATA": str(model_store.project / model_store.data_path),
-            "JOBRUNNER_PROJECT_DIR": str(model_store.project),
-            "PYTHONPATH": str(ROOT),
-        }
+def _pictures_in_page(page, selector: str) -> list[dict]:
+    return page.eval_on_selector_all(
+        selector, "els => els.map(e => ({w: e.naturalWidth, h: e.naturalHeight, src: e.src.length}))"
     )
-    log = (logdir / "voila.log").open("wb")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "voila"), str(ROOT / "notebooks" / "dashboards"), "--no-browser",
-         f"--port={port}", "--Voila.ip=127.0.0.1"],
-        env=env, cwd=logdir, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _answers(url) or proc.poll() is not None, 90, "Voila to start")
-        assert proc.poll() is None, (logdir / "voila.log").read_text()[-3000:]
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def browser(voila):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
-
-
-def test_voila_pages_render_and_work_in_a_browser(voila, browser, traffic):
+def test_voila_pages_render_and_work_in_a_browser(voila, browser, traffic, api):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(voila, timeout=60_000)
     for name in ("prediction_form", "monitoring", "job_board"):  # the tree lists the three dashboards
         page.get_by_text(name).first.wait_for(timeout=60_000)
 
+    # prediction form: an example row, predict, thumbs up -> the live accuracy shown changes
     page.goto(f"{voila}/voila/render/prediction_form.ipynb", timeout=120_000)
-    page.get_by_role("button", name="Predict").click(timeout=120_000)
+    page.get_by_role("button", name="Load example row").click(timeout=120_000)
+    page.get_by_text("of the training data").wait_for(timeout=60_000)
+    before = page.inner_text(".dash-live-accuracy")
+    page.get_by_role("button", name="Predict").click()
     page.get_by_text("Predicted class:").wait_for(timeout=60_000)
-    assert "version 1" in page.inner_text("body")
+    page.wait_for_function("() => { const i = document.querySelector('img.dash-probabilities');"
+                           " return i && i.naturalWidth > 100 }", timeout=60_000)
+    page.get_by_role("button", name="Correct").click()
+    page.get_by_text("Recorded: true label").wait_for(timeout=60_000)
+    after = page.inner_text(".dash-live-accuracy")
+    assert after != before and "Live accuracy:" in after, (before, after)
+    assert page.inner_text("body").count("Prediction form") == 1  # the heading is not repeated
     page.screenshot(path=str(SHOTS / "prediction_form.png"), full_page=True)
 
+    # monitoring: every plot drawn
     page.goto(f"{voila}/voila/render/monitoring.ipynb", timeout=120_000)
     page.get_by_text("Feature drift").wait_for(timeout=120_000)
+    page.wait_for_function("() => [...document.querySelectorAll('img.dash-plot')].filter("
+                           "i => i.naturalWidth > 100).length >= 5", timeout=60_000)
+    pictures = _pictures_in_page(page, "img.dash-plot")
+    assert len(pictures) == 5 and all(p["w"] > 300 and p["h"] > 80 for p in pictures), pictures
     assert SHIFTED in page.inner_text("table.dash-drift tbody tr:first-child")
+    page.set_viewport_size({"width": 1280, "height": 3400})  # Voila scrolls inside the page: show it all
     page.screenshot(path=str(SHOTS / "monitoring.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 1000})
 
+    # job board: the form from the schema submits typed values; auto-refresh shows a job queued elsewhere
     page.goto(f"{voila}/voila/render/job_board.ipynb", timeout=120_000)
-    page.get_by_role("button", name="Submit").click(timeout=120_000)
+    page.get_by_text("Run a notebook").wait_for(timeout=120_000)
+    assert page.locator("select").first.input_value() == ""  # no notebook chosen at first
+    page.locator("select").first.select_option(label="notebooks/ok.ipynb")
+    x = page.locator(".widget-inline-hbox", has_text="x").locator("input[type=number]").first
+    x.fill("5")
+    x.press("Enter")
+    page.get_by_role("button", name="Submit").click(timeout=60_000)
     page.get_by_text("Queued job").wait_for(timeout=60_000)
-    assert "QUEUED" in page.inner_text("table.dash-jobs")
+    job = PlatformClient(api.url, READ_KEY).jobs(limit=1)["items"][0]
+    assert job["parameters"]["x"] == 5 and job["parameters"]["y"] == 2.5, job["parameters"]
+    assert job["id"] in page.content()  # the full id is in the page (hover and copy give all of it)
+    other = httpx.post(f"{api.url}/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "parameters": {"x": 9}},
+                       headers={"X-API-Key": WRITE_KEY}).json()
+    page.wait_for_function(f"() => document.body.innerHTML.includes('{other['id']}')", timeout=60_000)
     page.screenshot(path=str(SHOTS / "job_board.png"), full_page=True)
     assert "Traceback" not in page.inner_text("body")
+
+
+def test_a_categorical_dropdown_in_the_browser_predicts(voila_mixed, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{voila_mixed}/voila/render/prediction_form.ipynb", timeout=120_000)
+    island = page.locator(".widget-dropdown", has_text="island").locator("select")
+    island.wait_for(timeout=120_000)
+    options = island.locator("option").all_inner_texts()
+    assert options == ["Biscoe", "Dream", "Torgersen"], options
+    island.select_option("Torgersen")
+    page.get_by_role("button", name="Predict").click()
+    page.get_by_text("Predicted class:").wait_for(timeout=60_000)
+    answer = page.inner_text(".dash-result")
+    assert re.search(r"Predicted class: (Adelie|Chinstrap|Gentoo)", answer), answer
+    page.screenshot(path=str(SHOTS / "prediction_form_categorical.png"), full_page=True)
+    assert "Error" not in page.inner_text("body")
+
+
+def _kernels(pid: int) -> int:
+    import psutil
+
+    return sum("ipykernel" in " ".join(c.cmdline()) for c in psutil.Process(pid).children(recursive=True))
+
+
+def test_voila_culls_the_kernel_of_a_closed_page(api, model_store, browser, tmp_path):
+    from tests.dashboards.conftest import start_voila
+
+    # voila.json (repo root) sets the culling; the short times here only make the test quick.
+    url, proc = start_voila(api.url, model_store.project / model_store.data_path, model_store.project, tmp_path,
+                            ("--MappingKernelManager.cull_idle_timeout=4", "--MappingKernelManager.cull_interval=1"))
+    try:
+        page = browser.new_page()
+        page.goto(f"{url}/voila/render/prediction_form.ipynb", timeout=120_000)
+        page.get_by_role("button", name="Predict").wait_for(timeout=120_000)
+        assert _kernels(proc.pid) == 1
+        page.close()
+        wait_for(lambda: _kernels(proc.pid) == 0, 90, "Voila to cull the closed page's kernel")
+        log = (tmp_path / "voila.log").read_text()
+        assert "Culling kernels with idle durations > 4 seconds" in log, log[-2000:]
+        assert '"cull_connected": false' in (ROOT / "voila.json").read_text()
+    finally:
+        proc.terminate()
+        proc.wait(30)

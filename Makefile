@@ -42,7 +42,7 @@ check: $(STAMP)
 
 ## lint: ruff on the Python packages and tests
 lint: $(STAMP)
-	$(BIN)/ruff check jobrunner pipelines serve tests bench
+	$(BIN)/ruff check dashboards jobrunner pipelines serve tests bench
 	$(BIN)/mypy
 
 ## bench-serve / bench-executor: benchmarks (not tests); results and commands in docs/benchmarks.md

@@ -66,13 +66,17 @@ class Worker:
             signal.signal(sig, self.request_stop)
         self.metrics.serve(self.settings.worker_metrics_port)
         _warm_up()
+        pool = self.metrics.start_pool(self.settings)  # warm single-use kernels (jobrunner.pool)
         broker = broker_for(self.settings)
         self.check_store()
         log.warning("worker %s started (%s)", self.id, "amqp" if broker else "embedded")
-        if broker is None:
-            EmbeddedSource(self).run()
-        else:
-            AmqpSource(self, broker).run()
+        try:
+            if broker is None:
+                EmbeddedSource(self).run()
+            else:
+                AmqpSource(self, broker).run()
+        finally:
+            pool.close()  # no kernel process outlives the worker
         log.warning("worker %s stopped", self.id)
 
     def check_store(self) -> None:

@@ -181,3 +181,29 @@ def test_preloaded_modules_are_imported_but_not_bound_in_the_notebook(project: P
         result = execute(nb, {}, record=False, html=False)
     assert result.ok, result.failure
     assert _printed(result).strip() == "True True False []"
+
+
+def test_the_workers_metrics_show_the_pool(project: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from jobrunner.metrics_worker import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    pool = metrics.start_pool(get_settings())
+    try:
+        assert pool.wait_ready(READY_S), pool.stats()
+        os.kill(pool.idle_pids()[0], signal.SIGKILL)
+        assert execute("notebooks/ok.ipynb", {}, record=False, html=False).ok
+        assert pool.wait_ready(READY_S), pool.stats()
+        text = generate_latest(metrics.registry).decode()
+    finally:
+        pool.close()
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("jobrunner_kernel_pool")}
+    assert values['jobrunner_kernel_pool_size{kernel="python3"}'] == 1
+    assert values['jobrunner_kernel_pool_idle{kernel="python3"}'] == 1
+    assert values['jobrunner_kernel_pool_replaced_total{kernel="python3"}'] == 1
+    assert values['jobrunner_kernel_pool_taken_total{kernel="python3"}'] + \
+        values['jobrunner_kernel_pool_missed_total{kernel="python3"}'] == 1
+    assert values['jobrunner_kernel_pool_start_failures_total{kernel="python3"}'] == 0
+    assert values["jobrunner_kernel_pool_take_seconds_count"] == 1

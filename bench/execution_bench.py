@@ -1,0 +1,167 @@
+"""Notebook execution speed (issue 14): warm kernel pool and the local execution service vs papermill.
+
+    .venv/bin/python bench/execution_bench.py [--runs 7] [--rss]
+
+All rows run the trivial notebook tests/fixtures/notebooks/ok.ipynb with `x = 3`, in one run of this
+script on the same machine, one after another (never two at once):
+  - the papermill CLI (a new process per run) and papermill.execute_notebook in this process (fresh
+    kernel per run): the anchors;
+  - jobrunner.execute in this process with recording on (MLflow run in SQLite, ipynb + HTML + lineage):
+    with a fresh kernel per run (pool size 0) and with a warm pool (the pool is refilled before each
+    timed run: "warm" is the state a worker or the service is in between jobs);
+  - the `jobrunner run` CLI with recording on: in-process (JOBRUNNER_SERVICE=off) and through a warm
+    execution service (started before timing; its pool refilled before each run).
+Each row: a warm-up call, then --runs timed calls; prints medians, min-max and ratios. With --rss it
+also reports the resident memory of the service process and of its idle kernels, without and with
+JOBRUNNER_KERNEL_PRELOAD=numpy,pandas,sklearn. Prints the load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "tests" / "fixtures" / "notebooks" / "ok.ipynb"
+BIN = Path(sys.executable).parent
+
+
+def measure(runs: int, fn: Callable[[int], None], before: Callable[[], None] | None = None) -> list[float]:
+    if before:
+        before()
+    fn(-1)  # warm-up (imports, the first MLflow DB migration)
+    times = []
+    for i in range(runs):
+        if before:
+            before()
+        t0 = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def wait_service_ready(env: dict[str, str], cwd: Path) -> None:
+    import json
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        proc = subprocess.run([str(BIN / "jobrunner"), "service", "status", "--json"], cwd=cwd, env=env,
+                              capture_output=True, text=True)
+        if proc.returncode == 0:
+            info = json.loads(proc.stdout)
+            pool = info.get("pool") or {}
+            if info.get("ready") and pool.get("idle", 0) >= pool.get("size", 1):
+                return
+        time.sleep(0.2)
+    raise RuntimeError("the execution service did not become ready")
+
+
+def rss_mb(pid: int) -> float:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def service_rss(work: Path, env: dict[str, str], preload: str) -> tuple[float, list[float]]:
+    import json
+
+    import psutil
+
+    env = {**env, "JOBRUNNER_KERNEL_PRELOAD": preload, "JOBRUNNER_KERNEL_POOL_SIZE": "2"}
+    subprocess.run([str(BIN / "jobrunner"), "run", str(NOTEBOOK), "-q"], cwd=work, env=env, check=True,
+                   capture_output=True)
+    wait_service_ready(env, work)
+    info = json.loads(subprocess.run([str(BIN / "jobrunner"), "service", "status", "--json"], cwd=work, env=env,
+                                     capture_output=True, text=True, check=True).stdout)
+    pid = info["pid"]
+    kernels = [p.pid for p in psutil.Process(pid).children() if "ipykernel" in " ".join(p.cmdline())]
+    result = rss_mb(pid), [rss_mb(k) for k in kernels]
+    subprocess.run([str(BIN / "jobrunner"), "service", "stop"], cwd=work, env=env, capture_output=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--rss", action="store_true", help="also report service and idle kernel memory")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="jr-bench-"))
+    (work / "dvc.yaml").write_text("stages: {}\n")
+    runtime = tempfile.mkdtemp(prefix="jrb", dir="/tmp")
+    os.environ["JOBRUNNER_PROJECT_DIR"] = str(work)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ["JOBRUNNER_SERVICE"] = "off"
+    os.environ["XDG_RUNTIME_DIR"] = runtime
+    env_off = dict(os.environ)
+    env_on = {**os.environ, "JOBRUNNER_SERVICE": "auto", "JOBRUNNER_SERVICE_IDLE_TIMEOUT": "300"}
+
+    import papermill
+
+    from jobrunner.config import get_settings
+    from jobrunner.executor import execute
+    from jobrunner.pool import KernelPool
+
+    def pm_cli(i: int) -> None:
+        subprocess.run([str(BIN / "papermill"), str(NOTEBOOK), str(work / f"cli-{i}.ipynb"), "-p", "x", "3",
+                        "--no-progress-bar"], check=True, capture_output=True)
+
+    def pm_inproc(i: int) -> None:
+        papermill.execute_notebook(str(NOTEBOOK), str(work / f"pm-{i}.ipynb"), parameters={"x": 3},
+                                   progress_bar=False, kernel_name="python3")
+
+    def jr(i: int) -> None:
+        result = execute(NOTEBOOK, {"x": 3}, output_path=work / f"jr-{time.time_ns()}.ipynb")
+        assert result.ok and result.run_id, result.failure
+
+    def jr_cli(env: dict[str, str]) -> Callable[[int], None]:
+        def run(i: int) -> None:
+            subprocess.run([str(BIN / "jobrunner"), "run", str(NOTEBOOK), "-p", "x", "3", "-q"], cwd=work, env=env,
+                           check=True, capture_output=True)
+        return run
+
+    rows: list[tuple[str, list[float]]] = []
+    rows.append(("papermill CLI (process per run)", measure(args.runs, pm_cli)))
+    rows.append(("papermill.execute_notebook (in-process, fresh kernel)", measure(args.runs, pm_inproc)))
+    with KernelPool("python3", 0).open():
+        rows.append(("jobrunner.execute, recording on, fresh kernel (pool size 0)", measure(args.runs, jr)))
+    with KernelPool.start(get_settings(), size=1) as pool:
+        rows.append(("jobrunner.execute, recording on, warm pool",
+                     measure(args.runs, jr, before=lambda: pool.wait_ready(120))))
+    rows.append(("`jobrunner run` CLI, recording on, in-process (service off)",
+                 measure(args.runs, jr_cli(env_off))))
+    jr_cli(env_on)(-2)  # starts the service
+    rows.append(("`jobrunner run` CLI, recording on, via the warm execution service",
+                 measure(args.runs, jr_cli(env_on), before=lambda: wait_service_ready(env_on, work))))
+    subprocess.run([str(BIN / "jobrunner"), "service", "stop"], cwd=work, env=env_on, capture_output=True)
+
+    base_cli = statistics.median(rows[0][1])
+    base_inproc = statistics.median(rows[1][1])
+    print(f"\ntrivial notebook (ok.ipynb, x=3), {args.runs} timed runs per row after a warm-up, "
+          f"{os.cpu_count()} cores, load average before {load_before[0]:.2f}/{load_before[1]:.2f}/"
+          f"{load_before[2]:.2f}, after {os.getloadavg()[0]:.2f}\n")
+    print("| how | median s | min-max s | papermill CLI / this | papermill in-process / this |")
+    print("| --- | --- | --- | --- | --- |")
+    for label, times in rows:
+        med = statistics.median(times)
+        print(f"| {label} | {med:.3f} | {min(times):.3f}-{max(times):.3f} | {base_cli / med:.1f}x | "
+              f"{base_inproc / med:.1f}x |")
+
+    if args.rss:
+        print("\n| service process with a pool of 2 | service RSS MB | idle kernel RSS MB (each) |")
+        print("| --- | --- | --- |")
+        for preload in ("", "numpy,pandas,sklearn"):
+            svc, kernels = service_rss(work, env_on, preload)
+            print(f"| preload: {preload or '(none; jobrunner.notebook only)'} | {svc:.0f} | "
+                  f"{', '.join(f'{k:.0f}' for k in kernels)} |")
+
+
+if __name__ == "__main__":
+    main()

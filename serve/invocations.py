@@ -48,6 +48,10 @@ def _records(key: str, payload: Any, model: ServingModel) -> list[Any] | None:
     """The rows as records when the model has named columns and the payload is a table; else None."""
     if model.request is None or model.pyfunc.metadata._is_signature_from_type_hint():
         return None
+    if key in ("instances", "inputs") and any(c.type == "binary" for c in model.request.columns):
+        # MLflow base64-decodes binary columns in dataframe_* bodies only; under instances/inputs the model
+        # gets the text as sent. Its own parser and enforcement give exactly that behaviour.
+        return None
     if key == "dataframe_split":
         if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
             raise Unprocessable('dataframe_split must be {"columns": [...], "data": [[...], ...]}')

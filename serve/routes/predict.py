@@ -7,6 +7,7 @@ version; every request is authenticated, counted and written to the prediction l
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -225,5 +226,9 @@ async def invocations(request: Request, name: str = NAME) -> Response:
     raw = model.invoke(batch)
     payload, per_row = predictions_json(raw, batch.n_rows)
     _log(request, model, batch, per_row, None)
-    services.metrics.predictions.labels(model.name, model.version, "invocations").inc(batch.n_rows)
+    if model.task == "classification" and per_row is not None:  # the outputs are the labels
+        for label, n in Counter(map(str, per_row)).items():
+            services.metrics.predictions.labels(model.name, model.version, label).inc(n)
+    else:
+        services.metrics.predictions.labels(model.name, model.version, model.task).inc(batch.n_rows)
     return Response(payload, media_type="application/json")

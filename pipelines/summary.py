@@ -28,14 +28,23 @@ def champion_summary(model_name: str, alias: str) -> dict[str, Any]:
             f"no model is @{alias} for '{model_name}' in {settings.mlflow_tracking_uri}; run `dvc repro` first"
         ) from exc
     metrics = {k[len("holdout_"):]: float(v) for k, v in version.tags.items() if k.startswith("holdout_")}
+    # The newest version's decision: the last evaluation (the DVC metrics hold scores only, because a
+    # decision depends on what the registry held before).
+    versions = client.search_model_versions(f"name = '{model_name}'", order_by=["version_number DESC"],
+                                            max_results=1)
+    latest = versions[0] if versions else version
     return {
         "model": model_name,
         "alias": alias,
         "version": int(version.version),
         "run_id": version.run_id,
+        "task": version.tags.get("promotion.task", "classification"),
         "metrics": metrics,
         "decision": version.tags.get("promotion.decision"),
         "reason": version.tags.get("promotion.reason"),
+        "latest_version": int(latest.version),
+        "latest_decision": latest.tags.get("promotion.decision"),
+        "latest_reason": latest.tags.get("promotion.reason"),
         "tracking_uri": settings.mlflow_tracking_uri,
     }
 
@@ -53,10 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     reports = sorted((settings.project_dir / "reports" / "notebooks").glob("*.html"))
-    evaluate = settings.project_dir / "metrics" / "evaluate.json"
-    last = json.loads(evaluate.read_text()) if evaluate.is_file() else {}
     info["executed_notebooks"] = [str(p.relative_to(settings.project_dir)) for p in reports]
-    info["last_evaluation_promoted"] = bool(last.get("promoted")) if last else None
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -65,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"Champion model: {name} version {info['version']} (models:/{name}@{alias})")
     print(f"  holdout metrics: {metrics}")
-    print(f"  promotion: {info['decision']} - {info['reason']}")
+    print(f"  {info['task']}; promotion: {info['decision']} - {info['reason']}")
+    if info["latest_version"] != info["version"]:
+        print(f"  latest candidate: version {info['latest_version']} {info['latest_decision']} - "
+              f"{info['latest_reason']}")
     print(f"  trained in MLflow run {info['run_id']}")
     print("Executed notebooks (HTML, open in a browser; .ipynb beside them):")
     for path in info["executed_notebooks"]:

@@ -56,13 +56,15 @@ def test_dvc_repro_from_a_fresh_clone_promotes_a_champion(clone: Path) -> None:
     assert tags["promotion.decision"] == "promoted" and "first model" in tags["promotion.reason"]
     assert float(tags["holdout_roc_auc"]) > 0.9
     evaluate = json.loads((clone / "metrics" / "evaluate.json").read_text())
-    assert evaluate["promoted"] == 1 and evaluate["holdout_roc_auc"] > 0.9
+    assert evaluate["holdout_roc_auc"] > 0.9
+    assert "promoted" not in evaluate  # the decision depends on the registry: MLflow holds it, not DVC
     for name in ("01_ingest", "02_prepare", "03_train", "04_evaluate"):
         assert (clone / "reports" / "notebooks" / f"{name}.html").is_file()
 
     summary = run([sys.executable, "-m", "pipelines.summary"], clone)
     assert summary.returncode == 0, summary.stderr
     assert "Champion model: breast-cancer-classifier version 1" in summary.stdout
+    assert "promotion: promoted - first model: no champion yet" in summary.stdout
     assert "reports/notebooks/04_evaluate.html" in summary.stdout
 
 

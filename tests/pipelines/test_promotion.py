@@ -84,7 +84,7 @@ def test_first_promoted_worse_kept_better_promoted(tracking: str) -> None:
 
 def test_unknown_metric_is_refused(tracking: str) -> None:
     X, y = _data()
-    with pytest.raises(ValueError, match="unknown promotion metric 'auc'"):
+    with pytest.raises(ValueError, match="unknown promotion metric .auc. for classification"):
         promote(model_name="m", model_uri="runs:/x/model", candidate_scores={}, metric="auc",
                 min_improvement=0.0, X=X, y=y)
 
@@ -96,3 +96,42 @@ def test_score_reports_all_metrics() -> None:
     scores = score(LogisticRegression(max_iter=5000).fit(X, y), X, y)
     assert set(scores) == {"accuracy", "f1", "roc_auc", "precision", "recall"}
     assert all(0.5 < v <= 1.0 for v in scores.values()) and np.isfinite(list(scores.values())).all()
+
+
+def test_lower_is_better_for_error_metrics() -> None:
+    assert decide(2.0, 2.5, 0.0, lower_is_better=True)[0] is True
+    assert decide(2.6, 2.5, 0.0, lower_is_better=True)[0] is False
+    assert decide(2.45, 2.5, 0.1, lower_is_better=True)[0] is False
+    assert "lower is better" in decide(2.6, 2.5, 0.0, lower_is_better=True)[1]
+
+
+def _meta(task: str = "classification", target: str = "y", **kinds: str) -> dict:
+    features = [{"name": n, "kind": k} for n, k in (kinds or {"a": "numeric", "b": "categorical"}).items()]
+    return {"jobrunner": {"task": task, "target": target, "features": features}}
+
+
+def test_compatibility_names_what_differs() -> None:
+    from pipelines.promotion import compatibility
+
+    assert compatibility(_meta(), _meta()) is None
+    assert "task is 'regression', the champion's is 'classification'" in compatibility(_meta("regression"), _meta())
+    assert "target is 'z'" in compatibility(_meta(target="z"), _meta())
+    changed = compatibility(_meta(a="numeric", c="boolean"), _meta())
+    assert "new: ['c'], missing: ['b']" in changed and "evaluate.model_name" in changed
+    assert "other kind: ['b']" in compatibility(_meta(a="numeric", b="datetime"), _meta())
+    # a champion without the pipeline's metadata: compared by its signature's inputs
+    assert compatibility(_meta(), None, ["a", "b"]) is None
+    assert "differ from the champion's inputs" in compatibility(_meta(), {}, ["a", "x"])
+
+
+def test_score_regression_and_multiclass() -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    X, y = _data()
+    reg = score(LinearRegression().fit(X, y.astype(float)), X, y.astype(float), "regression")
+    assert set(reg) == {"rmse", "mae", "r2"} and reg["rmse"] > 0 and 0 < reg["r2"] < 1
+    iris = load_iris(as_frame=True)
+    names = iris.target.map(dict(enumerate(iris.target_names)))
+    multi = score(LogisticRegression(max_iter=2000).fit(iris.data, names), iris.data, names, "classification")
+    assert multi["roc_auc"] > 0.95 and 0.9 < multi["f1"] <= 1.0

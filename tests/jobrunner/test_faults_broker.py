@@ -48,7 +48,7 @@ def test_broker_blip_and_outage_while_all_workers_busy_lose_and_duplicate_nothin
         url = via(job_env["JOBRUNNER_BROKER_URL"])
         procs = [workers.start(name, JOBRUNNER_BROKER_URL=url, JOBRUNNER_WORKER_GRACE_PERIOD=str(GRACE))
                  for name in ("b1", "b2")]
-        wait_consumers(job_env, 2)
+        wait_consumers(job_env, 2, timeout=240)
 
         # a 2-second blip while both workers are inside a notebook cell
         blip = submit_marked(project, 4, 4.0, "blip")

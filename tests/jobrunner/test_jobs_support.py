@@ -20,10 +20,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
-# Short intervals so that dead workers are detected in seconds (production defaults are 2 s / 30 s).
+# Short intervals so that dead workers are detected in seconds (production defaults are 2 s / 30 s / 5 s).
+# A killed worker is taken over after TAKEOVER_TIMEOUT (it is gone from the broker); HEARTBEAT_TIMEOUT
+# leaves room for heartbeats delayed by a loaded machine (busy workers reap too).
 FAST = {
     "JOBRUNNER_HEARTBEAT_INTERVAL": "0.5",
-    "JOBRUNNER_HEARTBEAT_TIMEOUT": "3",
+    "JOBRUNNER_HEARTBEAT_TIMEOUT": "8",
+    "JOBRUNNER_TAKEOVER_TIMEOUT": "2",
     "JOBRUNNER_WORKER_POLL_INTERVAL": "0.3",
     "JOBRUNNER_RETRY_BACKOFF": "0.2",
     "JOBRUNNER_WORKER_GRACE_PERIOD": "20",

@@ -275,3 +275,41 @@ def test_voila_culls_the_kernel_of_a_closed_page(api, model_store, browser, tmp_
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_job_board_opens_the_executed_notebook_sandboxed_and_links_the_mlflow_run(api, model_store, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dashboards.job_board import JobBoard
+    from dashboards.settings import Settings
+
+    client = PlatformClient(api.url, WRITE_KEY)
+    job = client.submit("notebooks/ok.ipynb", {"x": 40, "y": 2.0, "label": "answer"})
+    for queued in client.jobs(state="QUEUED", limit=100)["items"]:  # earlier tests' jobs: not for this worker
+        if queued["id"] != job["id"]:
+            client.cancel(queued["id"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_", "JOBRUNNER_"))}
+    env.update({"JOBRUNNER_PROJECT_DIR": str(model_store.project), "MLFLOW_TRACKING_URI": model_store.tracking_uri,
+                "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"})
+    done = subprocess.run([str(Path(sys.executable).parent / "jobrunner"), "worker", "--burst"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    finished = client.jobs(limit=100)["items"]
+    ran = next(j for j in finished if j["id"] == job["id"])
+    assert ran["state"] == "SUCCEEDED", ran
+
+    settings = Settings(_env_file=None, mlflow_ui_url="http://mlflow.example:5000")
+    board = JobBoard(client, settings, autorefresh=False)
+    html_rows = " ".join(getattr(c, "value", "") for c in board.rows.children)
+    assert ran["mlflow_run_id"], ran  # the executor records each job as an MLflow run
+    assert f"http://mlflow.example:5000/#/runs/{ran['mlflow_run_id']}" in html_rows
+    index = next(i for i, c in enumerate(board.rows.children) if job["id"] in getattr(c, "value", ""))
+    open_button = board.rows.children[index + 8]
+    assert "dash-open" in open_button._dom_classes and not open_button.disabled
+    cancel_button = board.rows.children[index + 7]
+    assert cancel_button.disabled  # a finished job cannot be cancelled
+    open_button.click()
+    assert "<iframe class='dash-notebook' sandbox=''" in board.viewer.value, board.viewer.value[:300]
+    assert "answer 42.0" in html.unescape(board.viewer.value)

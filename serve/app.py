@@ -173,7 +173,7 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app; `settings` (tests) or the environment, read when the server starts."""
-    from serve.routes import alerts, feedback, health, jobs, model, monitoring, predict
+    from serve.routes import alerts, feedback, health, jobs, model, monitoring, predict, schedules
 
     settings_factory = (lambda: settings) if settings is not None else get_settings
     app = FastAPI(
@@ -195,9 +195,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(alerts.router)
     app.include_router(monitoring.router, dependencies=READ)
+    app.include_router(schedules.router)  # read/write scopes per route, as jobs
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     # every error status each operation can answer, with the body it sends: serve/contract.py
-    install_contract(app, [jobs.notebook_schema_part(), feedback.label_schema_part(app)])
+    install_contract(
+        app, [jobs.notebook_schema_part(), feedback.label_schema_part(app), schedules.schedule_schema_part()]
+    )
 
     cfg = settings_factory()  # read when the app is built (for uvicorn: at start-up), never at import
     cors = cfg.cors_origins

@@ -87,10 +87,56 @@ def service_rss(work: Path, env: dict[str, str], preload: str) -> tuple[float, l
     return result
 
 
+def dvc_bench(runs: int, env_off: dict[str, str], env_on: dict[str, str]) -> list[tuple[str, list[float]]]:
+    """`dvc repro -f` in a clone of this checkout (service off, and with a warm service) against a shell
+    loop of papermill over the same notebooks with the same parameters (the default profile, as `make demo`)."""
+    import json
+    import shutil
+
+    import yaml
+
+    from pipelines.stage import stage_plan
+
+    clone = Path(tempfile.mkdtemp(prefix="jr-dvc-")) / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    for rel in ("pipelines/stage.py",):  # the working tree's stage runner (what is being measured)
+        shutil.copy(ROOT / rel, clone / rel)
+    env = {k: v for k, v in env_off.items() if k != "JOBRUNNER_PROJECT_DIR"}
+    env["PATH"] = f"{BIN}:{env['PATH']}"
+    env.pop("JOBRUNNER_PARAMS_PROFILE", None)
+    on = {**env, **{k: env_on[k] for k in ("JOBRUNNER_SERVICE", "JOBRUNNER_SERVICE_IDLE_TIMEOUT")}}
+    stages = list(yaml.safe_load((clone / "dvc.yaml").read_text())["stages"])
+    plans = [stage_plan(name, clone) for name in stages]
+    loop = " && ".join(
+        f"papermill {p['notebook']} /tmp/jr-dvc-{i}.ipynb -y '{json.dumps(p['parameters'])}' --no-progress-bar"
+        for i, p in enumerate(plans))
+
+    def timed(cmd: list[str], environ: dict[str, str]) -> float:
+        t0 = time.perf_counter()
+        subprocess.run(cmd, cwd=clone, env=environ, check=True, capture_output=True)
+        return time.perf_counter() - t0
+
+    rows: list[tuple[str, list[float]]] = [("shell loop of papermill over the notebooks", []),
+                                           ("`dvc repro -f`, in-process stages (service off)", []),
+                                           ("`dvc repro -f`, stages via the warm execution service", [])]
+    timed(["bash", "-c", loop], env)  # warm-up: file caches, first MLflow store
+    timed(["dvc", "repro", "-f"], env)
+    timed(["dvc", "repro", "-f"], on)  # starts the service
+    for _ in range(runs):
+        rows[0][1].append(timed(["bash", "-c", loop], env))
+        rows[1][1].append(timed(["dvc", "repro", "-f"], env))
+        wait_service_ready(on, clone)
+        rows[2][1].append(timed(["dvc", "repro", "-f"], on))
+    subprocess.run([str(BIN / "jobrunner"), "service", "stop"], cwd=clone, env=on, capture_output=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--rss", action="store_true", help="also report service and idle kernel memory")
+    parser.add_argument("--dvc", type=int, default=0, metavar="N",
+                        help="also time `dvc repro -f` of the demo N times against a papermill loop")
     args = parser.parse_args()
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="jr-bench-"))
@@ -153,6 +199,16 @@ def main() -> None:
         med = statistics.median(times)
         print(f"| {label} | {med:.3f} | {min(times):.3f}-{max(times):.3f} | {base_cli / med:.1f}x | "
               f"{base_inproc / med:.1f}x |")
+
+    if args.dvc:
+        dvc_rows = dvc_bench(args.dvc, env_off, env_on)
+        base = statistics.median(dvc_rows[0][1])
+        print(f"\n`dvc repro -f` of the demo pipeline ({args.dvc} runs each; load average now "
+              f"{os.getloadavg()[0]:.2f})\n")
+        print("| how | median s | min-max s | this / papermill loop |\n| --- | --- | --- | --- |")
+        for label, times in dvc_rows:
+            med = statistics.median(times)
+            print(f"| {label} | {med:.2f} | {min(times):.2f}-{max(times):.2f} | {med / base:.2f}x |")
 
     if args.rss:
         print("\n| service process with a pool of 2 | service RSS MB | idle kernel RSS MB (each) |")

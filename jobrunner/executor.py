@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -375,8 +376,15 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+# The environment of the process an execution is done for, when that is not this one (the execution
+# service sets it per request thread): the kernel's base environment when `base_env` is not given.
+caller_env: ContextVar[Mapping[str, str] | None] = ContextVar("jobrunner_caller_env", default=None)
+
+
 def _kernel_env(settings: Settings, run_id: str | None, extra: Mapping[str, str] | None,
                 experiment_id: str | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    if base is None:
+        base = caller_env.get()
     env = dict(os.environ if base is None else base)
     env["JOBRUNNER_PROJECT_DIR"] = str(settings.project_dir)
     env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri or ""

@@ -10,8 +10,9 @@ their request to it over a Unix socket (jobrunner.service_client is the thin cli
 - binds its socket at once and warms up in the background (imports, the HTML exporter, a kernel pool of
   max(1, JOBRUNNER_KERNEL_POOL_SIZE) kernels); requests that arrive meanwhile wait for it;
 - runs each request in its own thread, through the same code as an in-process `jobrunner run`
-  (cli.run_notebook_command) with the caller's environment and working directory; output, progress and
-  the exit code stream back line by line; a cancel message or a vanished client cancels the run;
+  (cli.run_notebook_command) or DVC stage (pipelines.stage.main), with the caller's environment as the
+  kernel's; output, progress and the exit code stream back line by line; a cancel message or a
+  vanished client cancels a `run`;
 - answers only after the run is recorded: the MLflow run is complete when the client prints "done";
 - stops after JOBRUNNER_SERVICE_IDLE_TIMEOUT seconds without requests (or on `jobrunner service stop`
   or SIGTERM), letting running requests finish, closing its pool (no kernel left) and removing its
@@ -21,7 +22,9 @@ their request to it over a Unix socket (jobrunner.service_client is the thin cli
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
+import io
 import json
 import logging
 import os
@@ -30,12 +33,42 @@ import socketserver
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from jobrunner.service_client import PROTOCOL, paths
 
 log = logging.getLogger("jobrunner.service")
+
+
+class _ThreadStreams(io.TextIOBase):
+    """sys.stdout / sys.stderr of the service: what a request's thread prints goes to its client (code
+    that prints, like pipelines.stage, runs unchanged); everything else goes to the service's log."""
+
+    def __init__(self, fallback: Any):
+        self.fallback = fallback
+        self.local = threading.local()
+
+    def write(self, text: str) -> int:
+        target = getattr(self.local, "write", None)
+        (target or self.fallback.write)(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if getattr(self.local, "write", None) is None:
+            self.fallback.flush()
+
+    def isatty(self) -> bool:
+        return False if getattr(self.local, "write", None) else bool(self.fallback.isatty())
+
+    @contextlib.contextmanager
+    def to(self, write: Any) -> Iterator[None]:
+        self.local.write = write
+        try:
+            yield
+        finally:
+            self.local.write = None
 
 
 class Service:
@@ -147,7 +180,7 @@ class _Handler(socketserver.StreamRequestHandler):
         elif op == "stop":
             send({"event": "stopping"})
             service.stop()
-        elif op == "run":
+        elif op in ("run", "stage"):
             self.run(service, message, send)
         else:
             send({"event": "err", "text": f"error: unknown request {op!r}\n"})
@@ -159,6 +192,7 @@ class _Handler(socketserver.StreamRequestHandler):
             service.ready.wait()
             if service.failed:
                 return  # closed without "accepted": the client runs in-process and shows the real error
+            from jobrunner import executor
             from jobrunner.cli import run_notebook_command
             from jobrunner.executor import CancelToken
 
@@ -178,15 +212,18 @@ class _Handler(socketserver.StreamRequestHandler):
 
             threading.Thread(target=listen, name="service-listen", daemon=True).start()
             send({"event": "accepted"})
-            code = run_notebook_command(
-                message.get("args", {}), cwd=Path(message.get("cwd") or os.getcwd()),
-                env=dict(message.get("env") or os.environ),
-                out=lambda text: send({"event": "out", "text": text}),
-                err=lambda text: send({"event": "err", "text": text}),
-                on_progress=lambda p: send({"event": "progress", "cell_index": p.cell_index,
-                                            "cells_done": p.cells_done, "cells_total": p.cells_total}),
-                cancel=token,
-            )
+            env = dict(message.get("env") or os.environ)
+            executor.caller_env.set(env)  # the kernel's base environment is the caller's
+            out = lambda text: send({"event": "out", "text": text})  # noqa: E731
+            err = lambda text: send({"event": "err", "text": text})  # noqa: E731
+            if message["op"] == "stage":
+                code = self.stage(message.get("args", {}).get("argv", []), out, err)
+            else:
+                code = run_notebook_command(
+                    message.get("args", {}), cwd=Path(message.get("cwd") or os.getcwd()), env=env, out=out,
+                    err=err, cancel=token,
+                    on_progress=lambda p: send({"event": "progress", "cell_index": p.cell_index,
+                                                "cells_done": p.cells_done, "cells_total": p.cells_total}))
             finished.set()
             service.served += 1
             send({"event": "exit", "code": code})
@@ -196,6 +233,23 @@ class _Handler(socketserver.StreamRequestHandler):
             send({"event": "exit", "code": 3})
         finally:
             service.touch(-1)
+
+
+    @staticmethod
+    def stage(argv: list[str], out: Any, err: Any) -> int:
+        """`python -m pipelines.stage ARGV` (a DVC stage) in this process, its prints sent to the caller.
+
+        A cancel cannot stop a stage midway (the stage runner takes no cancel token): it runs to its end.
+        """
+        from pipelines.stage import main as stage_main
+
+        streams_out, streams_err = sys.stdout, sys.stderr
+        assert isinstance(streams_out, _ThreadStreams) and isinstance(streams_err, _ThreadStreams)
+        with streams_out.to(out), streams_err.to(err):
+            try:
+                return int(stage_main(list(argv)) or 0)
+            except SystemExit as exc:  # argparse: --help, usage errors
+                return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):
@@ -212,6 +266,8 @@ def serve(key: str) -> int:
         return 0  # another service of this key is running or starting
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s service[{os.getpid()}] %(name)s: %(message)s")
+    os.environ["JOBRUNNER_SERVICE"] = "off"  # code run here (a stage's main) must not call a service
+    sys.stdout, sys.stderr = _ThreadStreams(sys.stdout), _ThreadStreams(sys.stderr)
     service = Service(key)
     try:
         p["socket"].unlink()  # left by a crashed service: we hold the lock, so it is not live

@@ -130,6 +130,12 @@ def run_stage(name: str, *, profile: str | None = None, quiet: bool = False) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from jobrunner import service_client
+
+    # through the warm local execution service when it can (docs/cli.md); None: run in this process
+    code = service_client.run_command("stage", {"argv": list(sys.argv[1:] if argv is None else argv)})
+    if code is not None:
+        return code
     parser = argparse.ArgumentParser(prog="python -m pipelines.stage", description=__doc__.split("\n")[0])
     parser.add_argument("stage", help="stage name in dvc.yaml")
     parser.add_argument("--profile", default=os.environ.get("JOBRUNNER_PARAMS_PROFILE") or None,

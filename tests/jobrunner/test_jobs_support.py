@@ -105,6 +105,21 @@ def kernel_children(pid: int) -> list[int]:
     return [c.pid for c in children if "ipykernel" in " ".join(c.cmdline())]
 
 
+def job_kernels(pid: int) -> list[int]:
+    """Kernels of process `pid` that run a job: not the idle ones of its warm pool (whose working folder
+    is the pool's scratch folder until a job takes them)."""
+    import psutil
+
+    busy = []
+    for k in kernel_children(pid):
+        try:
+            if "jobrunner-pool-" not in psutil.Process(k).cwd():
+                busy.append(k)
+        except psutil.Error:
+            continue
+    return busy
+
+
 def alive(pids: list[int]) -> list[int]:
     import psutil
 

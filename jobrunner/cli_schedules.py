@@ -221,7 +221,7 @@ def scheduler(interval: float | None, misfire_grace: float | None, heartbeat_fil
 
     from jobrunner.scheduler import SchedulerSettings, heartbeat_age, run_scheduler
 
-    overrides = {k: v for k, v in {"interval": interval, "misfire_grace": misfire_grace,
+    overrides: dict[str, Any] = {k: v for k, v in {"interval": interval, "misfire_grace": misfire_grace,
                                    "heartbeat_file": heartbeat_file, "now_file": now_file}.items()
                  if v is not None}
     try:

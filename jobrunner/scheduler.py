@@ -178,9 +178,13 @@ def run_scheduler(settings: Settings, options: SchedulerSettings, *, once: bool 
     """Tick every `options.interval` seconds until SIGTERM/SIGINT (or `stop`); with `once`, one tick."""
     stop = stop or threading.Event()
     clock: Clock = file_clock(options.now_file) if options.now_file else utcnow
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping after the tick in progress", signum)
+        stop.set()
+
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda signum, _frame: (log.info("signal %d: stopping", signum), stop.set()))
+            signal.signal(sig, on_signal)
     log.info("scheduler started: tick every %gs, misfire grace %gs, heartbeat %s", options.interval,
              options.misfire_grace, options.heartbeat_file)
     while not stop.is_set():

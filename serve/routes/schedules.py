@@ -39,7 +39,7 @@ router = APIRouter(prefix="/v1", tags=["schedules"], route_class=StrictJSONRoute
 ScheduleId = Annotated[
     str, Path(pattern=SCHEDULE_ID_PATTERN, description="A schedule id, as POST /v1/schedules returns it")
 ]
-NO_SCHEDULE = {404: {"description": "No schedule has this id"}}
+NO_SCHEDULE: dict[int | str, dict[str, Any]] = {404: {"description": "No schedule has this id"}}
 
 
 def _integral(value: Any) -> Any:

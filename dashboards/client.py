@@ -128,7 +128,7 @@ class PlatformClient:
         return self._call("POST", "/v1/jobs", json=body)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        """POST /v1/jobs/{id}/cancel; an older API took DELETE /v1/jobs/{id} (tried when POST is not routed)."""
+        """POST /v1/jobs/{id}/cancel; an older API took DELETE /v1/jobs/{id} (used when POST has no route)."""
         try:
             return self._call("POST", f"/v1/jobs/{job_id}/cancel")
         except ApiError as exc:

@@ -57,7 +57,7 @@ def _psi_of_shares(p_ref: np.ndarray, p_cur: np.ndarray) -> float:
 
 
 def psi(reference: Sequence[Any] | np.ndarray, current: Sequence[Any] | np.ndarray, bins: int = 10) -> float:
-    """Population Stability Index of numeric `current` against `reference` (quantile bins of the reference)."""
+    """Population Stability Index of numeric `current` against `reference` (the reference's quantile bins)."""
     ref = np.asarray(reference, dtype=np.float64)
     cur = np.asarray(current, dtype=np.float64)
     ref, cur = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
@@ -185,7 +185,5 @@ def drift_report(
             f"no data for feature(s) {', '.join(missing)} in the reference or the current window"
         )
     kinds, categories = kinds or {}, categories or {}
-    report = [
-        feature_drift(f, reference[f], current[f], kinds.get(f), categories.get(f)) for f in features
-    ]
+    report = [feature_drift(f, reference[f], current[f], kinds.get(f), categories.get(f)) for f in features]
     return sorted(report, key=lambda d: d.psi, reverse=True)

@@ -9,6 +9,7 @@ live accuracy the API answers.
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import date, datetime
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import ipywidgets as w
 
 from dashboards.client import ApiError, PlatformClient
-from dashboards.drift import BOOLEAN, CATEGORICAL, DATETIME
+from dashboards.drift import BOOLEAN, CATEGORICAL, DATETIME, NUMERIC
 from dashboards.reference import FeatureSpec, feature_specs, load_reference, target_column
 from dashboards.widgets import (
     ACCENT,
@@ -63,14 +64,16 @@ def make_input(spec: FeatureSpec) -> w.Widget:
         "description_allow_html": False,
     }
     if spec.kind == BOOLEAN:
-        return w.Checkbox(value=bool(spec.default) if spec.default is not None else False, indent=True, **common)
+        return w.Checkbox(
+            value=bool(spec.default) if spec.default is not None else False, indent=True, **common
+        )
     if spec.kind == CATEGORICAL and spec.categories is not None:
         options: list[tuple[str, Any]] = [(str(c), _plain(c)) for c in spec.categories]
         if spec.optional:
             options.append((MISSING_OPTION, None))
         default = _plain(spec.default) if spec.default in spec.categories else options[0][1]
         return w.Dropdown(options=options, value=default, **common)
-    if spec.kind == CATEGORICAL:
+    if spec.kind not in (NUMERIC, DATETIME):  # categories unknown, binary, anything else: typed as text
         return w.Text(value="" if spec.default is None else str(spec.default), **common)
     if spec.kind == DATETIME:
         value = spec.default
@@ -86,7 +89,7 @@ def read_input(spec: FeatureSpec, field: w.Widget) -> Any:
     value = field.value
     if spec.kind == DATETIME:
         return value.isoformat() if isinstance(value, (date, datetime)) else None
-    if spec.kind == CATEGORICAL and isinstance(field, w.Text):
+    if isinstance(field, w.Text):
         return value if value != "" else None
     return _plain(value)
 
@@ -102,7 +105,9 @@ def set_input(spec: FeatureSpec, field: w.Widget, value: Any) -> None:
         field.value = value.date() if hasattr(value, "date") else date.fromisoformat(str(value)[:10])
     elif isinstance(field, w.Dropdown):
         known = [v for _, v in field.options]
-        field.value = value if value in known else next((k for k in known if str(k) == str(value)), field.value)
+        field.value = (
+            value if value in known else next((k for k in known if str(k) == str(value)), field.value)
+        )
     elif isinstance(field, w.Checkbox):
         field.value = bool(value)
     elif isinstance(field, w.IntText):
@@ -181,8 +186,12 @@ def prediction_form(
     model = info["model"]
 
     predict_button = w.Button(description="Predict", button_style="primary", icon="play")
-    example_index = w.Text(placeholder="random", description="Row", layout=w.Layout(width="170px"),
-                           style={"description_width": "40px"})
+    example_index = w.Text(
+        placeholder="random",
+        description="Row",
+        layout=w.Layout(width="170px"),
+        style={"description_width": "40px"},
+    )
     example_button = w.Button(description="Load example row", icon="table")
     example_note = w.HTML()
     bars = plot_widget("dash-probabilities")
@@ -194,8 +203,11 @@ def prediction_form(
     if task == "regression":
         truth = w.FloatText(description="True value", layout=w.Layout(width="240px"))
     else:
-        truth = w.Dropdown(options=[(class_name(info, c), c) for c in info.get("classes") or []],
-                           description="True label", layout=w.Layout(width="260px"))
+        truth = w.Dropdown(
+            options=[(class_name(info, c), c) for c in info.get("classes") or []],
+            description="True label",
+            layout=w.Layout(width="260px"),
+        )
     send = w.Button(description="Send true label", icon="check", disabled=True)
     feedback_msg = w.HTML()
     state: dict[str, Any] = {"prediction": None, "example_truth": None}
@@ -223,7 +235,9 @@ def prediction_form(
             if s.name in reference.columns:
                 set_input(s, fields[s.name], row[s.name])
         state["example_truth"] = _plain(reference[target].iloc[index]) if target else None
-        known = f"; its true {e(target)}: <b>{e(class_name(info, state['example_truth']))}</b>" if target else ""
+        known = (
+            f"; its true {e(target)}: <b>{e(class_name(info, state['example_truth']))}</b>" if target else ""
+        )
         return f"<span class='dash-example'>Row {index} of the training data{known}</span>"
 
     def predict() -> str:
@@ -238,10 +252,20 @@ def prediction_form(
             f"<p class='dash-muted'>model {e(m['name'])} version {e(m['version'])} (alias {e(m['alias'])}), "
             f"prediction id <code>{e(p['prediction_id'])}</code></p>"
         )
-        if "value" in p and "label" not in p:
+        if p.get("value") is not None and p.get("label") is None:  # a regressor
             bars.layout.display = "none"
             truth.value = float(p["value"])
-            return f'<div class="dash-result"><div class="dash-big">Predicted value: {p["value"]:.6g}</div>{footer}</div>'
+            big = f"Predicted value: {float(p['value']):.6g}"
+            return f'<div class="dash-result"><div class="dash-big">{big}</div>{footer}</div>'
+        if p.get("label") is None and p.get("output") is not None:  # neither classifier nor regressor
+            bars.layout.display = "none"
+            for b in (up, down, send):
+                b.disabled = True
+            shown = e(json.dumps(p["output"])[:2000])
+            big = "Model output"
+            return (
+                f'<div class="dash-result"><div class="dash-big">{big}</div><pre>{shown}</pre>{footer}</div>'
+            )
         probs = p.get("probabilities") or {}
         if probs:
             bars.value = probability_png(info, probs, p["label"])
@@ -283,7 +307,9 @@ def prediction_form(
 
     header = w.HTML(
         f"<p>Model <b>{e(model['name'])}</b> version <b>{e(model['version'])}</b> (alias {e(model['alias'])}), "
-        f"{e(task)}{', predicting ' + e(target) if target else ''}. Values start at the training data's "
+        f"{e(task)}{', predicting ' + e(target) if target else ''}"
+        f"{', served by the ' + e(info['path']) + ' path' if info.get('path') else ''}. "
+        "Values start at the training data's "
         "medians (numbers) and most frequent values (categories).</p>"
         + "".join(f"<p class='dash-muted'>{n}</p>" for n in notes)
     )

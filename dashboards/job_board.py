@@ -45,8 +45,12 @@ def param_input(param: dict[str, Any]) -> w.Widget:
     """A typed input for one notebook parameter (optional ones accept an empty field as None)."""
     ptype, optional = param["type"], param.get("optional", False)
     default: Any = param.get("default")
-    common: dict[str, Any] = {"description": param["name"], "style": _STYLE, "layout": _LAYOUT,
-                              "description_tooltip": param.get("help") or None}
+    common: dict[str, Any] = {
+        "description": param["name"],
+        "style": _STYLE,
+        "layout": _LAYOUT,
+        "description_tooltip": param.get("help") or None,
+    }
     if ptype == "bool" and not optional:
         return w.Checkbox(value=bool(default), indent=True, **common)
     if ptype == "int" and not optional:
@@ -81,7 +85,7 @@ def read_param(param: dict[str, Any], field: w.Widget) -> Any:
         return json.loads(text)
     except (ValueError, json.JSONDecodeError):
         expected = {"int": "a whole number", "float": "a number", "bool": "true or false"}.get(
-            ptype, "a JSON value (e.g. [1, 2] or {\"a\": 1})"
+            ptype, 'a JSON value (e.g. [1, 2] or {"a": 1})'
         )
         raise ValueError(f"parameter '{param['name']}' must be {expected}, got {text!r}") from None
 
@@ -112,13 +116,20 @@ class JobBoard(w.VBox):
         )
         self.inputs: dict[str, w.Widget] = {}
         self.form = w.VBox()
-        self.timeout = w.BoundedFloatText(value=0, min=0, max=604800, description="Time limit (s)",
-                                          style=_STYLE, layout=_LAYOUT,
-                                          description_tooltip="0: the workers' own limit")
+        self.timeout = w.BoundedFloatText(
+            value=0,
+            min=0,
+            max=604800,
+            description="Time limit (s)",
+            style=_STYLE,
+            layout=_LAYOUT,
+            description_tooltip="0: the workers' own limit",
+        )
         self.submit = w.Button(description="Submit", button_style="primary", icon="play", disabled=True)
         self.refresh = w.Button(description="Refresh", icon="refresh")
-        self.rows = w.GridBox(layout=w.Layout(grid_template_columns="auto " * 9, grid_gap="2px 10px",
-                                              align_items="center"))
+        self.rows = w.GridBox(
+            layout=w.Layout(grid_template_columns="auto " * 9, grid_gap="2px 10px", align_items="center")
+        )
         self.table = w.HTML()  # the summary line (and the rows as plain text for scripts and tests)
         self._lock = threading.RLock()
         self._last_click = time.monotonic()
@@ -163,11 +174,17 @@ class JobBoard(w.VBox):
             (outputs if is_output(p) else params).append(w.HBox([field, w.HTML(_help(p))]))
         parts: list[w.Widget] = []
         if not nb.get("has_parameters_cell"):
-            parts.append(w.HTML("<p class='dash-muted'>This notebook has no parameters cell: it runs as it is.</p>"))
+            parts.append(
+                w.HTML("<p class='dash-muted'>This notebook has no parameters cell: it runs as it is.</p>")
+            )
         parts += params
         if outputs:
-            parts.append(w.HTML("<p style='margin:8px 0 2px'><b>Outputs</b> <span class='dash-muted'>(where the "
-                                "notebook writes; change only to write elsewhere)</span></p>"))
+            parts.append(
+                w.HTML(
+                    "<p style='margin:8px 0 2px'><b>Outputs</b> <span class='dash-muted'>(where the "
+                    "notebook writes; change only to write elsewhere)</span></p>"
+                )
+            )
             parts += outputs
         self.form.children = parts
         self.submit.disabled = False
@@ -203,8 +220,8 @@ class JobBoard(w.VBox):
         for child in self.rows.children:
             child.close()
         cells: list[w.Widget] = [
-            w.HTML(f"<b>{h}</b>") for h in ("job", "notebook", "state", "cells", "attempt", "created (UTC)",
-                                            "MLflow run", "", "")
+            w.HTML(f"<b>{h}</b>")
+            for h in ("job", "notebook", "state", "cells", "attempt", "created (UTC)", "MLflow run", "", "")
         ]
         lines = []
         for j in page["items"]:
@@ -219,12 +236,21 @@ class JobBoard(w.VBox):
                 run_html = f"<a href='{e(url)}' target='_blank' rel='noopener'>{full_id(run)}</a>"
             else:
                 run_html = full_id(run) if run else "-"
-            cancel = w.Button(description="Cancel", icon="stop", button_style="warning",
-                              disabled=j["state"] not in ACTIVE, layout=w.Layout(width="90px"))
+            cancel = w.Button(
+                description="Cancel",
+                icon="stop",
+                button_style="warning",
+                disabled=j["state"] not in ACTIVE,
+                layout=w.Layout(width="90px"),
+            )
             cancel.add_class("dash-cancel")
-            open_ = w.Button(description="Open", icon="file", layout=w.Layout(width="80px"),
-                             disabled=j["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED") and not j.get("html_uri"),
-                             tooltip="The executed notebook, below the table")
+            open_ = w.Button(
+                description="Open",
+                icon="file",
+                layout=w.Layout(width="80px"),
+                disabled=j["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED") and not j.get("html_uri"),
+                tooltip="The executed notebook, below the table",
+            )
             open_.add_class("dash-open")
             cancel.on_click(lambda _, jid=j["id"]: self._clicked(lambda: self._cancel(jid)))
             open_.on_click(lambda _, jid=j["id"]: self._clicked(lambda: self._open(jid)))

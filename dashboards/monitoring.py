@@ -66,19 +66,37 @@ def accuracy_png(timeline: dict[str, Any], versions: list[dict[str, Any]]) -> by
     by_version: dict[str, list[dict[str, Any]]] = {}
     for p in points:
         by_version.setdefault(p["version"], []).append(p)
-    for i, (version, pts) in enumerate(sorted(by_version.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0)):
-        ax.plot([_when(p["at"]) for p in pts], [p["value"] for p in pts], marker="o", markersize=2.5,
-                linewidth=1.5, color=VERSION_COLOURS[i % len(VERSION_COLOURS)], label=f"v{version}")
+    for i, (version, pts) in enumerate(
+        sorted(by_version.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0)
+    ):
+        ax.plot(
+            [_when(p["at"]) for p in pts],
+            [p["value"] for p in pts],
+            marker="o",
+            markersize=2.5,
+            linewidth=1.5,
+            color=VERSION_COLOURS[i % len(VERSION_COLOURS)],
+            label=f"v{version}",
+        )
     if timeline.get("threshold") is not None:
-        ax.axhline(timeline["threshold"], color="#b91c1c", linestyle="--", linewidth=1,
-                   label=f"retraining threshold {timeline['threshold']:.2f}")
+        ax.axhline(
+            timeline["threshold"],
+            color="#b91c1c",
+            linestyle="--",
+            linewidth=1,
+            label=f"retraining threshold {timeline['threshold']:.2f}",
+        )
     lo, hi = _when(points[0]["at"]), _when(points[-1]["at"])
     for r in timeline["retrains"]:
         at = _when(r["at"])
         ax.axvline(at, color="#d97706", linewidth=1.2, linestyle=":")
         lo, hi = min(lo, at), max(hi, at)
     for v in versions:
-        if v.get("registered_at") and v.get("decision") == "promoted" and lo <= _when(v["registered_at"]) <= hi:
+        if (
+            v.get("registered_at")
+            and v.get("decision") == "promoted"
+            and lo <= _when(v["registered_at"]) <= hi
+        ):
             ax.axvline(_when(v["registered_at"]), color="#15803d", linewidth=1.2)
     handles, labels = ax.get_legend_handles_labels()
     from matplotlib.lines import Line2D
@@ -104,8 +122,13 @@ def volume_png(timeline: dict[str, Any]) -> bytes:
     fig = new_figure(7.5, 2.4)
     ax = fig.add_subplot()
     width = timeline["bucket_seconds"] / 86400 * 0.9
-    ax.bar([mdates.date2num(_when(b["start"])) for b in volume], [b["rows"] for b in volume], width=width,
-           align="edge", color=ACCENT)
+    ax.bar(
+        [mdates.date2num(_when(b["start"])) for b in volume],
+        [b["rows"] for b in volume],
+        width=width,
+        align="edge",
+        color=ACCENT,
+    )
     ax.xaxis_date()
     minutes = timeline["bucket_seconds"] // 60
     unit = f"{minutes} min" if minutes < 60 else f"{minutes // 60} h"
@@ -124,7 +147,11 @@ def _bucket(timeline: dict[str, Any]) -> Any:
 
 def _main_metric(versions: list[dict[str, Any]]) -> str | None:
     chosen = next((v["promotion_metric"] for v in reversed(versions) if v.get("promotion_metric")), None)
-    for name in ([f"holdout_{chosen}"] if chosen else []) + ["holdout_accuracy", "holdout_f1", "holdout_rmse"]:
+    for name in ([f"holdout_{chosen}"] if chosen else []) + [
+        "holdout_accuracy",
+        "holdout_f1",
+        "holdout_rmse",
+    ]:
         if any(name in v["metrics"] for v in versions):
             return name
     names = sorted({k for v in versions for k in v["metrics"]})
@@ -144,8 +171,14 @@ def versions_png(versions: list[dict[str, Any]]) -> bytes:
         if metric not in v["metrics"]:
             continue
         colour = "#15803d" if v["decision"] == "promoted" else "#9ca3af"
-        ax.scatter(int(v["version"]), v["metrics"][metric], s=140 if v["champion"] else 40, color=colour,
-                   marker="*" if v["champion"] else "o", zorder=2)
+        ax.scatter(
+            int(v["version"]),
+            v["metrics"][metric],
+            s=140 if v["champion"] else 40,
+            color=colour,
+            marker="*" if v["champion"] else "o",
+            zorder=2,
+        )
     ax.set_xticks(xs, [f"v{x}" for x in xs])
     ax.set_ylabel(metric, fontsize=9)
     ax.set_title(f"{metric} per version (green: promoted, star: champion)", fontsize=10, loc="left")
@@ -157,7 +190,9 @@ def drift_png(report: list[FeatureDrift], top: int = 15) -> bytes:
     shown = report[:top][::-1]
     fig = new_figure(7.5, 0.28 * len(shown) + 0.9)
     ax = fig.add_subplot()
-    ax.barh([d.feature for d in shown], [d.psi for d in shown], color=[DRIFT_COLOURS[d.status] for d in shown])
+    ax.barh(
+        [d.feature for d in shown], [d.psi for d in shown], color=[DRIFT_COLOURS[d.status] for d in shown]
+    )
     ax.axvline(WATCH, color="#d97706", linestyle="--", linewidth=1)
     ax.axvline(DRIFT, color="#b91c1c", linestyle="--", linewidth=1)
     ax.set_xlabel("PSI (dashed: watch 0.1, drift 0.25)", fontsize=9)
@@ -201,7 +236,8 @@ def monitoring(
         return api
     banner, summary, versions_table, drift_summary, body = w.HTML(), w.HTML(), w.HTML(), w.HTML(), w.HTML()
     plots = {
-        name: plot_widget(f"dash-plot-{name}") for name in ("accuracy", "volume", "versions", "drift", "distribution")
+        name: plot_widget(f"dash-plot-{name}")
+        for name in ("accuracy", "volume", "versions", "drift", "distribution")
     }
     feature = w.Dropdown(description="Feature", layout=w.Layout(width="360px"))
     button = w.Button(description="Refresh", icon="refresh")
@@ -212,8 +248,9 @@ def monitoring(
         if not data or feature.value is None:
             return
         ref, cur, kinds = data
-        plots["distribution"].value = distribution_png(feature.value, kinds[feature.value], ref[feature.value],
-                                                       cur[feature.value])
+        plots["distribution"].value = distribution_png(
+            feature.value, kinds[feature.value], ref[feature.value], cur[feature.value]
+        )
 
     def render() -> None:
         banner.value = ""
@@ -245,7 +282,8 @@ def monitoring(
                 [
                     f"v{e(v['version'])}",
                     e(short_time(v["registered_at"])) if v["registered_at"] else "?",
-                    e(v["decision"] or "-") + (f" <span class='dash-muted'>{e(v['reason'])}</span>" if v.get("reason") else ""),
+                    e(v["decision"] or "-")
+                    + (f" <span class='dash-muted'>{e(v['reason'])}</span>" if v.get("reason") else ""),
                     f"{v['metrics'][metric]:.4f}" if metric and metric in v["metrics"] else "-",
                     "&#9733;" if v["champion"] else "",
                 ]
@@ -258,7 +296,9 @@ def monitoring(
     def render_drift(info: dict[str, Any], recent: dict[str, Any]) -> None:
         count = recent["count"]
         if not count:
-            drift_summary.value = "<p class='dash-traffic'>No predictions from this version yet: drift needs traffic.</p>"
+            drift_summary.value = (
+                "<p class='dash-traffic'>No predictions from this version yet: drift needs traffic.</p>"
+            )
             body.value = ""
             plots["drift"].value = plots["distribution"].value = empty_plot("No recent traffic.")
             return
@@ -301,7 +341,9 @@ def monitoring(
                     e(d.kind),
                     f"{d.psi:.3f}",
                     f"<b style='color:{DRIFT_COLOURS[d.status]}'>{d.status}</b>",
-                    f"mean {d.reference_mean:.4g}" if d.reference_mean is not None else f"most moved: {e(d.top_shift)}",
+                    f"mean {d.reference_mean:.4g}"
+                    if d.reference_mean is not None
+                    else f"most moved: {e(d.top_shift)}",
                     f"mean {d.current_mean:.4g}" if d.current_mean is not None else f"{d.unseen} unseen",
                 ]
                 for d in report
@@ -329,10 +371,21 @@ def monitoring(
             section("Live accuracy", plots["accuracy"]),
             section("Prediction volume", plots["volume"]),
             section("Champion history", plots["versions"], versions_table),
-            section("Feature drift (PSI against the training data)", drift_summary, plots["drift"], feature,
-                    plots["distribution"], body),
+            section(
+                "Feature drift (PSI against the training data)",
+                drift_summary,
+                plots["drift"],
+                feature,
+                plots["distribution"],
+                body,
+            ),
         ]
     )
     board.banner, board.summary, board.body, board.button = banner, summary, body, button
-    board.plots, board.feature, board.versions_table, board.drift_summary = plots, feature, versions_table, drift_summary
+    board.plots, board.feature, board.versions_table, board.drift_summary = (
+        plots,
+        feature,
+        versions_table,
+        drift_summary,
+    )
     return board

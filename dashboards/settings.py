@@ -69,4 +69,3 @@ def load_settings() -> Settings:
             f"DASHBOARD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
         )
         raise SettingsError(f"invalid dashboard settings: {problems}") from exc
-

@@ -76,7 +76,9 @@ def api_banner(exc: ApiError) -> str:
 def table(headers: list[str], rows: list[list[str]], css_class: str) -> str:
     head = "".join(f"<th>{e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<table class="dash-table {css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return (
+        f'<table class="dash-table {css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    )
 
 
 def full_id(value: str, title: str = "") -> str:

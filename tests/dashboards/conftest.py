@@ -39,9 +39,19 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def start_api(
+    store: ModelStore, tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, str]
+) -> Server:  # noqa: F811
+    """start_server, given a second go: it allows 90 s, and a model load took 30+ s on a loaded 2-core box."""
+    try:
+        return start_server(store, tmp_path_factory.mktemp(name), env)
+    except RuntimeError:
+        return start_server(store, tmp_path_factory.mktemp(f"{name}-again"), env)
+
+
 @pytest.fixture(scope="module")
 def api(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:  # noqa: F811
-    server = start_server(model_store, tmp_path_factory.mktemp("dash-api"), {"SERVE_LOG_FLUSH_INTERVAL": "0.2"})
+    server = start_api(model_store, tmp_path_factory, "dash-api", {"SERVE_LOG_FLUSH_INTERVAL": "0.2"})
     yield server
     server.stop()
 
@@ -79,7 +89,9 @@ def start_voila(
 ) -> tuple[str, subprocess.Popen]:
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (apt-get install -y chromium); CI must run the browser tests")
+            pytest.fail(
+                "chromium is not installed (apt-get install -y chromium); CI must run the browser tests"
+            )
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_", "JOBRUNNER_", "DASHBOARD_"))}
@@ -95,9 +107,19 @@ def start_voila(
     )
     log = (logdir / "voila.log").open("wb")
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "voila"), str(ROOT / "notebooks" / "dashboards"), "--no-browser",
-         f"--port={port}", "--Voila.ip=127.0.0.1", f"--Voila.config_file_paths={ROOT}", *extra],
-        env=env, cwd=logdir, stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(Path(sys.executable).parent / "voila"),
+            str(ROOT / "notebooks" / "dashboards"),
+            "--no-browser",
+            f"--port={port}",
+            "--Voila.ip=127.0.0.1",
+            f"--Voila.config_file_paths={ROOT}",
+            *extra,
+        ],
+        env=env,
+        cwd=logdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: _answers(url) or proc.poll() is not None, 90, "Voila to start")
@@ -107,8 +129,12 @@ def start_voila(
 
 @pytest.fixture(scope="module")
 def voila(api: Server, model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # noqa: F811
-    url, proc = start_voila(api.url, model_store.project / model_store.data_path, model_store.project,
-                            tmp_path_factory.mktemp("voila"))
+    url, proc = start_voila(
+        api.url,
+        model_store.project / model_store.data_path,
+        model_store.project,
+        tmp_path_factory.mktemp("voila"),
+    )
     yield url
     proc.terminate()
     proc.wait(30)
@@ -143,8 +169,10 @@ def _mixed_frame(rows: int = 240):
 
 
 @pytest.fixture(scope="module")
-def mixed_api(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:  # noqa: F811
-    """A second API serving a Pipeline on raw columns (numeric, categorical, boolean) with the contract's metadata."""
+def mixed_api(
+    model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Path]]:  # noqa: F811
+    """A second API serving a Pipeline on raw columns (numeric, categorical, boolean), contract metadata."""
     import mlflow
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
@@ -156,8 +184,12 @@ def mixed_api(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory)
     frame = _mixed_frame()
     X, y = frame.drop(columns=["species"]), frame["species"]
     model = make_pipeline(
-        ColumnTransformer([("num", StandardScaler(), ["bill_length"]),
-                           ("cat", OneHotEncoder(handle_unknown="ignore"), ["island", "tagged"])]),
+        ColumnTransformer(
+            [
+                ("num", StandardScaler(), ["bill_length"]),
+                ("cat", OneHotEncoder(handle_unknown="ignore"), ["island", "tagged"]),
+            ]
+        ),
         LogisticRegression(max_iter=1000),
     ).fit(X, y)
     tmp = tmp_path_factory.mktemp("dash-mixed")
@@ -172,25 +204,36 @@ def mixed_api(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory)
             input_example=X.head(3),
             serialization_format="cloudpickle",
             pip_requirements=["scikit-learn", "cloudpickle"],
-            metadata={"jobrunner": {
-                "task": "classification", "target": "species", "classes": sorted(y.unique().tolist()),
-                "features": [{"name": "bill_length", "kind": "numeric"},
-                             {"name": "island", "kind": "categorical",
-                              "categories": sorted(X["island"].unique().tolist())},
-                             {"name": "tagged", "kind": "boolean"}]}},
+            metadata={
+                "jobrunner": {
+                    "task": "classification",
+                    "target": "species",
+                    "classes": sorted(y.unique().tolist()),
+                    "features": [
+                        {"name": "bill_length", "kind": "numeric"},
+                        {
+                            "name": "island",
+                            "kind": "categorical",
+                            "categories": sorted(X["island"].unique().tolist()),
+                        },
+                        {"name": "tagged", "kind": "boolean"},
+                    ],
+                }
+            },
         )
     version = mlflow.register_model(info.model_uri, MIXED_MODEL)
-    MlflowClient(model_store.tracking_uri).set_registered_model_alias(MIXED_MODEL, "champion", version.version)
-    try:
-        server = start_server(model_store, tmp, {"SERVE_MODEL_NAME": MIXED_MODEL})
-    except RuntimeError:  # the pyfunc load took 30+ s on a loaded 2-core machine: one more go
-        server = start_server(model_store, tmp_path_factory.mktemp("dash-mixed-again"), {"SERVE_MODEL_NAME": MIXED_MODEL})
+    MlflowClient(model_store.tracking_uri).set_registered_model_alias(
+        MIXED_MODEL, "champion", version.version
+    )
+    server = start_api(model_store, tmp_path_factory, "dash-mixed-api", {"SERVE_MODEL_NAME": MIXED_MODEL})
     yield server, data
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def voila_mixed(mixed_api, model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # noqa: F811
+def voila_mixed(
+    mixed_api, model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:  # noqa: F811
     server, data = mixed_api
     url, proc = start_voila(server.url, data, model_store.project, tmp_path_factory.mktemp("voila-mixed"))
     yield url

@@ -15,7 +15,9 @@ def clean_env(project, monkeypatch):
 
 
 def test_environment_wins_over_the_project_env_file(clean_env, monkeypatch):
-    (clean_env / ".env").write_text("DASHBOARD_API_URL=http://from-dotenv:8000\nDASHBOARD_API_KEY=dotenv-key\n")
+    (clean_env / ".env").write_text(
+        "DASHBOARD_API_URL=http://from-dotenv:8000\nDASHBOARD_API_KEY=dotenv-key\n"
+    )
     client = PlatformClient.from_env()
     assert client.base_url == "http://from-dotenv:8000" and client._http.headers["X-API-Key"] == "dotenv-key"
     monkeypatch.setenv("DASHBOARD_API_KEY", "env-key")

@@ -72,7 +72,9 @@ def test_prediction_form_banners_when_the_api_is_down_or_refuses(api, reference)
     assert "The API cannot be reached" in down.status.value and "make serve" in down.status.value
 
 
-def test_monitoring_plots_accuracy_volume_versions_and_the_drifted_feature(api, model_store, traffic, reference):
+def test_monitoring_plots_accuracy_volume_versions_and_the_drifted_feature(
+    api, model_store, traffic, reference
+):
     from dashboards.monitoring import monitoring
 
     client = PlatformClient(api.url, WRITE_KEY)
@@ -96,7 +98,9 @@ def test_monitoring_plots_accuracy_volume_versions_and_the_drifted_feature(api, 
     board.button.click()
     timeline = client.timeline()
     assert timeline["metric"] == "accuracy" and len(timeline["points"]) >= 3
-    assert timeline["threshold"] == pytest.approx(0.8) and sum(b["rows"] for b in timeline["volume"]) >= traffic
+    assert (
+        timeline["threshold"] == pytest.approx(0.8) and sum(b["rows"] for b in timeline["volume"]) >= traffic
+    )
     assert board.summary.value != before and "labelled predictions" in board.summary.value
     board.feature.value = "mean_radius"
     assert_picture(board.plots["distribution"].value, "distribution of mean_radius")
@@ -115,7 +119,9 @@ def test_monitoring_versions_route_lists_the_champion_history(api, model_store):
     assert [v["version"] for v in versions] == ["1"] and versions[0]["champion"] is True
     assert versions[0]["metrics"]["train_accuracy"] > 0.9  # the training run's metric
     assert httpx.get(f"{api.url}/v1/monitoring/timeline").status_code == 401
-    bad = httpx.get(f"{api.url}/v1/monitoring/timeline", params={"hours": -1}, headers={"X-API-Key": READ_KEY})
+    bad = httpx.get(
+        f"{api.url}/v1/monitoring/timeline", params={"hours": -1}, headers={"X-API-Key": READ_KEY}
+    )
     assert bad.status_code == 422 and "hours" in bad.text
 
 
@@ -128,8 +134,14 @@ def test_job_board_builds_typed_inputs_from_the_schema_and_submits_them(api):
     assert not any("dashboards" in (v or "") for _, v in board.notebook.options)
     board.notebook.value = "notebooks/ok.ipynb"
     kinds = {name: type(field).__name__ for name, field in board.inputs.items()}
-    assert kinds == {"x": "IntText", "y": "FloatText", "label": "Text", "flag": "Checkbox", "items": "Text",
-                     "out_path": "Text"}
+    assert kinds == {
+        "x": "IntText",
+        "y": "FloatText",
+        "label": "Text",
+        "flag": "Checkbox",
+        "items": "Text",
+        "out_path": "Text",
+    }
     assert board.inputs["y"].value == 2.5 and board.inputs["items"].value == "[]"
 
     board.inputs["items"].value = "[1, 2"
@@ -147,8 +159,14 @@ def test_job_board_builds_typed_inputs_from_the_schema_and_submits_them(api):
     job_id = re.search(r"title=\"([0-9a-f-]{20,})\"", board.message.value).group(1)
     job = PlatformClient(api.url, READ_KEY).jobs(limit=5)["items"][0]
     assert job["id"] == job_id
-    assert job["parameters"] == {"x": 3, "y": 0.25, "label": "sum", "flag": True, "items": ["a", 2],
-                                 "out_path": None}
+    assert job["parameters"] == {
+        "x": 3,
+        "y": 0.25,
+        "label": "sum",
+        "flag": True,
+        "items": ["a", 2],
+        "out_path": None,
+    }
     assert any(job_id in line and "QUEUED" in line for line in board.lines)
 
     cancel = next(c for c in board.rows.children if "dash-cancel" in c._dom_classes and not c.disabled)
@@ -193,8 +211,11 @@ def test_voila_pages_render_and_work_in_a_browser(voila, browser, traffic, api):
     before = page.inner_text(".dash-live-accuracy")
     page.get_by_role("button", name="Predict").click()
     page.get_by_text("Predicted class:").wait_for(timeout=60_000)
-    page.wait_for_function("() => { const i = document.querySelector('img.dash-probabilities');"
-                           " return i && i.naturalWidth > 100 }", timeout=60_000)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('img.dash-probabilities');"
+        " return i && i.naturalWidth > 100 }",
+        timeout=60_000,
+    )
     page.get_by_role("button", name="Correct").click()
     page.get_by_text("Recorded: true label").wait_for(timeout=60_000)
     after = page.inner_text(".dash-live-accuracy")
@@ -205,8 +226,10 @@ def test_voila_pages_render_and_work_in_a_browser(voila, browser, traffic, api):
     # monitoring: every plot drawn
     page.goto(f"{voila}/voila/render/monitoring.ipynb", timeout=120_000)
     page.get_by_text("Feature drift").wait_for(timeout=120_000)
-    page.wait_for_function("() => [...document.querySelectorAll('img.dash-plot')].filter("
-                           "i => i.naturalWidth > 100).length >= 5", timeout=60_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('img.dash-plot')].filter(i => i.naturalWidth > 100).length >= 5",
+        timeout=60_000,
+    )
     pictures = _pictures_in_page(page, "img.dash-plot")
     assert len(pictures) == 5 and all(p["w"] > 300 and p["h"] > 80 for p in pictures), pictures
     assert SHIFTED in page.inner_text("table.dash-drift tbody tr:first-child")
@@ -227,8 +250,11 @@ def test_voila_pages_render_and_work_in_a_browser(voila, browser, traffic, api):
     job = PlatformClient(api.url, READ_KEY).jobs(limit=1)["items"][0]
     assert job["parameters"]["x"] == 5 and job["parameters"]["y"] == 2.5, job["parameters"]
     assert job["id"] in page.content()  # the full id is in the page (hover and copy give all of it)
-    other = httpx.post(f"{api.url}/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "parameters": {"x": 9}},
-                       headers={"X-API-Key": WRITE_KEY}).json()
+    other = httpx.post(
+        f"{api.url}/v1/jobs",
+        json={"notebook": "notebooks/ok.ipynb", "parameters": {"x": 9}},
+        headers={"X-API-Key": WRITE_KEY},
+    ).json()
     page.wait_for_function(f"() => document.body.innerHTML.includes('{other['id']}')", timeout=60_000)
     page.screenshot(path=str(SHOTS / "job_board.png"), full_page=True)
     assert "Traceback" not in page.inner_text("body")
@@ -260,8 +286,13 @@ def test_voila_culls_the_kernel_of_a_closed_page(api, model_store, browser, tmp_
     from tests.dashboards.conftest import start_voila
 
     # voila.json (repo root) sets the culling; the short times here only make the test quick.
-    url, proc = start_voila(api.url, model_store.project / model_store.data_path, model_store.project, tmp_path,
-                            ("--MappingKernelManager.cull_idle_timeout=4", "--MappingKernelManager.cull_interval=1"))
+    url, proc = start_voila(
+        api.url,
+        model_store.project / model_store.data_path,
+        model_store.project,
+        tmp_path,
+        ("--MappingKernelManager.cull_idle_timeout=4", "--MappingKernelManager.cull_interval=1"),
+    )
     try:
         page = browser.new_page()
         page.goto(f"{url}/voila/render/prediction_form.ipynb", timeout=120_000)
@@ -291,10 +322,21 @@ def test_job_board_opens_the_executed_notebook_sandboxed_and_links_the_mlflow_ru
         if queued["id"] != job["id"]:
             client.cancel(queued["id"])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_", "JOBRUNNER_"))}
-    env.update({"JOBRUNNER_PROJECT_DIR": str(model_store.project), "MLFLOW_TRACKING_URI": model_store.tracking_uri,
-                "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"})
-    done = subprocess.run([str(Path(sys.executable).parent / "jobrunner"), "worker", "--burst"], env=env,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    env.update(
+        {
+            "JOBRUNNER_PROJECT_DIR": str(model_store.project),
+            "MLFLOW_TRACKING_URI": model_store.tracking_uri,
+            "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+        }
+    )
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "jobrunner"), "worker", "--burst"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     finished = client.jobs(limit=100)["items"]
     ran = next(j for j in finished if j["id"] == job["id"])

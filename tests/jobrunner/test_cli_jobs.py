@@ -105,7 +105,7 @@ def test_idempotency_key_on_the_command_line(cli):
 
 def test_migrate_command_reports_the_revision(cli):
     code, out, _ = cli("migrate")
-    assert code == 0 and "0002_job_timeout" in out
+    assert code == 0 and "0003_schedules" in out
 
 
 def test_embedded_dead_letters_list_and_requeue(cli, project):

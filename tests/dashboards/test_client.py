@@ -53,3 +53,14 @@ def test_a_wrong_setting_is_named(clean_env, monkeypatch):
         load_settings()
     with pytest.raises(ApiError, match="DASHBOARD_REFRESH_SECONDS"):
         PlatformClient.from_env()
+
+
+def test_banners_say_what_is_wrong_and_what_to_do():
+    from dashboards.widgets import api_banner
+
+    no_model = api_banner(ApiError(503, "no model is loaded yet (models:/m@champion): not found"))
+    assert "No champion model is being served yet" in no_model and "make demo" in no_model
+    down = api_banner(ApiError(None, "the API at http://127.0.0.1:1 cannot be reached: refused"))
+    assert "The API cannot be reached" in down and "DASHBOARD_API_URL" in down
+    assert "refused this dashboard's key" in api_banner(ApiError(403, "this API key has scope read"))
+    assert "&lt;script&gt;" in api_banner(ApiError(500, "<script>"))  # the API's text is escaped

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test migrate test-production check lint bench-serve bench-executor lab serve dashboards worker services services-down mlflow-ui clean lock
+.PHONY: install demo test migrate test-production check lint bench-serve bench-executor fuzz-api lab serve dashboards worker services services-down mlflow-ui clean lock
 
 install: $(STAMP)
 
@@ -51,6 +51,10 @@ bench-serve: $(STAMP)
 
 bench-executor: $(STAMP)
 	$(BIN)/python bench/executor_bench.py
+
+## fuzz-api: schemathesis --checks all against the API for 5 minutes (PostgreSQL + RabbitMQ); FUZZ_ARGS="--max-time 60"
+fuzz-api: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/contract_fuzz.py $(FUZZ_ARGS)
 
 ## lab: JupyterLab on the project (the venv's kernel `python3` is the default), as root or as a user.
 ## Prints the URL with its token. LAB_HOST, LAB_PORT, LAB_TOKEN (default: a fresh random one) and LAB_ARGS

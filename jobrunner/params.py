@@ -293,6 +293,8 @@ def _check_type(param: Parameter, value: Any) -> tuple[bool, Any]:
     if t == "bool":
         return isinstance(value, bool), value
     if t == "int":
+        if isinstance(value, float) and value.is_integer():  # JSON 3.0 is the integer 3 (JSON Schema agrees)
+            return True, int(value)
         return isinstance(value, int) and not isinstance(value, bool), value
     if t == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):

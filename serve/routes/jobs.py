@@ -22,7 +22,7 @@ from jobrunner.schemas import JobList, JobRead
 from jobrunner.states import JobState
 from serve.contract import SchemaPart, StrictJSONRoute
 from serve.deps import READ, WRITE, ServicesDep
-from serve.errors import NotFound
+from serve.errors import Conflict
 from serve.schemas import (
     JOB_ID_PATTERN,
     NOTEBOOK_PATH_HELP,
@@ -121,7 +121,8 @@ def cancel_job(job_id: JobId) -> Any:
     dependencies=READ,
     responses={
         200: {"content": {"text/html": {}}},
-        404: {"description": "No such job, or it has no executed notebook yet (it has not run)"},
+        **NO_JOB,
+        409: {"description": "The job has no executed notebook yet (it has not run; GET /v1/jobs/{job_id})"},
     },
 )
 def job_notebook(job_id: JobId) -> HTMLResponse:
@@ -131,7 +132,8 @@ def job_notebook(job_id: JobId) -> HTMLResponse:
     try:
         return HTMLResponse(jobs.job_output_html(job_id))
     except FileNotFoundError as exc:
-        raise NotFound(str(exc)) from exc
+        # The job exists; its notebook does not yet: a state of the job (409), not an unknown resource.
+        raise Conflict(f"{exc} (GET /v1/jobs/{job_id} shows its state)") from exc
 
 
 @router.get("/notebooks", response_model=NotebookList, dependencies=READ)
@@ -221,7 +223,13 @@ def _job_create_component(schema: dict[str, Any]) -> None:
 
 
 def _notebooks_version() -> tuple[Any, ...]:
-    return tuple((label, path.stat().st_mtime_ns) for label, path in _notebook_files())
+    def mtime(path: FsPath) -> int | None:
+        try:
+            return path.stat().st_mtime_ns
+        except OSError:  # removed since it was listed
+            return None
+
+    return tuple((label, mtime(path)) for label, path in _notebook_files())
 
 
 def notebook_schema_part() -> SchemaPart:

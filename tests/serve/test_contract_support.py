@@ -21,6 +21,7 @@ from tests.conftest import AMQP_URL, PG_ADMIN_URL
 from tests.serve.conftest import WRITE_KEY, ModelStore, Server, start_server
 
 SCHEMATHESIS = Path(sys.executable).parent / "st"
+CONFIG = Path(__file__).resolve().parents[2] / "bench" / "schemathesis.toml"
 
 
 @dataclass
@@ -119,7 +120,7 @@ def run_schemathesis(
     report_dir.mkdir(parents=True, exist_ok=True)
     junit = report_dir / "junit.xml"
     command = [
-        str(SCHEMATHESIS), "run", f"{url}/openapi.json",
+        str(SCHEMATHESIS), "--config-file", str(CONFIG), "run", f"{url}/openapi.json",
         "-H", f"X-API-Key: {key}",
         "--checks", "all",
         "--seed", str(seed),

@@ -89,7 +89,9 @@ def test_jobs_rest_lifecycle(jobs_client, amqp_url, queue_prefix):
     missing = c.post("/v1/jobs", json={"notebook": "notebooks/nope.ipynb"}, headers=WRITE)
     assert missing.status_code == 404 and "nope.ipynb" in missing.json()["detail"]
     outside = c.post("/v1/jobs", json={"notebook": "../etc/passwd.ipynb"}, headers=WRITE)
-    assert outside.status_code == 404
+    assert outside.status_code == 422 and outside.json()["problems"][0]["location"] == "body.notebook"
+    other_root = c.post("/v1/jobs", json={"notebook": "data/x.ipynb"}, headers=WRITE)
+    assert other_root.status_code == 404 and "outside the notebook roots" in other_root.json()["detail"]
     for limit in (0, -5, 10**9, "soon"):
         refused = c.post("/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "timeout_seconds": limit},
                          headers=WRITE)
@@ -122,7 +124,7 @@ def test_jobs_rest_lifecycle(jobs_client, amqp_url, queue_prefix):
     assert c.get(f"/v1/jobs/{unknown}", headers=READ).status_code == 404
     assert c.get("/v1/jobs/does-not-exist", headers=READ).status_code == 422  # not a job id at all
     nb = c.get(f"/v1/jobs/{job['id']}/notebook", headers=READ)
-    assert nb.status_code == 404 and "no executed notebook" in nb.json()["detail"]
+    assert nb.status_code == 409 and "no executed notebook" in nb.json()["detail"]  # not run yet
 
     cancelled = c.post(f"/v1/jobs/{job['id']}/cancel", headers=WRITE)
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "CANCELLED"

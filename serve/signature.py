@@ -359,6 +359,13 @@ def _split_form(requests: list[RequestSchema], limit: int) -> dict[str, Any]:
         if cell_types
         else {}
     )
+    # One model whose columns are all required and of one type: the columns are a permutation of all of
+    # its names and each row has one value of that type per column, which the schema can say exactly
+    # (a request that fits it is accepted). Otherwise the row length follows `columns`, which it cannot.
+    exact = len(requests) == 1 and len(cell_types) == 1 and not any(c.optional for c in requests[0].columns)
+    width = {"minItems": len(names), "maxItems": len(names)} if exact else {}
+    if exact:
+        cell = TypeAdapter(FIELD_TYPES[cell_types[0]]).json_schema()
     return {
         "type": "object",
         "title": "Columns and data",
@@ -368,17 +375,18 @@ def _split_form(requests: list[RequestSchema], limit: int) -> dict[str, Any]:
                 "items": {"type": "string", **({"enum": names} if names else {})},
                 "uniqueItems": True,
                 "minItems": 1,
+                **width,
             },
             "data": {
                 "type": "array",
-                "items": {"type": "array", "items": cell},
+                "items": {"type": "array", "items": cell, **width},
                 "minItems": 1,
                 "maxItems": limit,
             },
             "params": {"type": "object"},
         },
         "required": ["columns", "data"],
-        "additionalProperties": False,
+        # no "additionalProperties": False - other keys are ignored in this form, not refused
     }
 
 

@@ -16,7 +16,7 @@ import orjson
 from fastapi import APIRouter, Path, Request, Response
 
 from serve.deps import require_read
-from serve.errors import ServeError, Unprocessable
+from serve.errors import ServeError, Unprocessable, invalid_json_message
 from serve.invocations import parse_invocation, predictions_json
 from serve.model_loader import Answer, Batch, ServingModel
 from serve.model_schemas import InvocationsResponse, ModelPredictResponse
@@ -34,7 +34,7 @@ def decode(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise Unprocessable(f"the body is not valid JSON: {exc}") from exc
+        raise Unprocessable(invalid_json_message(exc, body)) from exc  # names NaN/Infinity
 
 
 def check_size(n_rows: int, limit: int) -> None:

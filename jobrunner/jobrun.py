@@ -140,7 +140,9 @@ class JobRun:
                              timeout=limit,
                              tags={"jobrunner.job_id": job.id, "jobrunner.attempt": str(job.attempt),
                                    "jobrunner.worker": self.worker_id})
-            uris = self._store_outputs(job.id, result) if not self.lost else {}
+            # a run stopped for a requeue or taken over is done again: its partial output is not kept
+            keep = not self.lost and not (result.status == "cancelled" and self.token.reason == "shutdown")
+            uris = self._store_outputs(job.id, result) if keep else {}
         except InfrastructureError as exc:
             if isinstance(exc, KernelStartError):
                 self.metrics.kernel_failures.inc()

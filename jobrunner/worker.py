@@ -18,6 +18,7 @@ connected to the broker or not.
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import logging
 import os
@@ -64,6 +65,7 @@ class Worker:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.request_stop)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: every thread's stack
         self.metrics.serve(self.settings.worker_metrics_port)
         _warm_up()
         pool = self.metrics.start_pool(self.settings)  # warm single-use kernels (jobrunner.pool)

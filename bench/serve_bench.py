@@ -8,6 +8,12 @@ logging (SQLite, background writer) all ON. With `taskset` the servers run on CP
 
     .venv/bin/python bench/serve_bench.py                 # full run (~3 minutes)
     .venv/bin/python bench/serve_bench.py --duration 3    # quicker, noisier
+    .venv/bin/python bench/serve_bench.py --model churn --concurrency 1,16   # the pyfunc path
+
+`--model churn` serves the mixed-type scikit-learn Pipeline of tests/serve/model_factories.py (numbers,
+a long, two categorical strings, a boolean; one-hot encoding in a ColumnTransformer), which our API
+serves on its pyfunc path; ours is measured with JSON records, the columns/data form and MLflow's own
+`/invocations` body (dataframe_split) on /v1/models/churn/invocations.
 
 Prints a Markdown table (paste it into docs/benchmarks.md).
 """
@@ -69,6 +75,19 @@ def build_model(work: Path) -> tuple[str, list[str], list[list[float]]]:
     version = mlflow.register_model(info.model_uri, MODEL)
     MlflowClient(tracking).set_registered_model_alias(MODEL, "champion", version.version)
     return tracking, list(X.columns), X.values.tolist()
+
+
+def build_churn(work: Path) -> tuple[str, list[str], list[list]]:
+    sys.path.insert(0, str(ROOT))
+    from tests.serve.model_factories import build_serving_store, churn_table
+
+    store = build_serving_store(work)
+    X, _ = churn_table(1000, seed=11)
+    rows = [
+        [float(r[0]), float(r[1]), int(r[2]), str(r[3]), str(r[4]), bool(r[5])]
+        for r in X.itertuples(index=False)
+    ]
+    return store.tracking_uri, list(X.columns), rows
 
 
 def pinned(cmd: list[str], cpu: str) -> list[str]:
@@ -146,11 +165,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
     parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--model", choices=("breast-cancer", "churn"), default="breast-cancer")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install -y wrk")
     work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
-    tracking, features, data = build_model(work)
+    churn = args.model == "churn"
+    model = "churn" if churn else MODEL
+    tracking, features, data = build_churn(work) if churn else build_model(work)
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": tracking,
@@ -162,7 +184,8 @@ def main() -> None:
     ours_env = {
         **env,
         "SERVE_API_KEYS": f"{KEY}:read",
-        "SERVE_MODEL_NAME": MODEL,
+        "SERVE_MODEL_NAME": model,
+        "SERVE_MODELS": f"{model}@champion",
         "SERVE_MLFLOW_TRACKING_URI": tracking,
         "SERVE_DATABASE_URL": f"sqlite:///{work / 'serve.db'}",
         "SERVE_BATCH_LIMIT": "10000",
@@ -195,7 +218,7 @@ def main() -> None:
                     "models",
                     "serve",
                     "-m",
-                    f"models:/{MODEL}@champion",
+                    f"models:/{model}@champion",
                     "--env-manager",
                     "local",
                     "--host",
@@ -214,16 +237,15 @@ def main() -> None:
     }
     # "ours-split" is our API with the compact columns/data body, the same shape MLflow is sent
     urls = {
+        "mlflow": f"http://127.0.0.1:{mlflow_port}/invocations",
         "ours": f"http://127.0.0.1:{ours_port}/v1/predict",
         "ours-split": f"http://127.0.0.1:{ours_port}/v1/predict",
-        "mlflow": f"http://127.0.0.1:{mlflow_port}/invocations",
     }
+    if churn:
+        urls["ours-invocations"] = f"http://127.0.0.1:{ours_port}/v1/models/{model}/invocations"
     ours_headers = {"Content-Type": "application/json", "X-API-Key": KEY}
-    headers = {
-        "ours": ours_headers,
-        "ours-split": ours_headers,
-        "mlflow": {"Content-Type": "application/json"},
-    }
+    headers = {name: ours_headers for name in urls}
+    headers["mlflow"] = {"Content-Type": "application/json"}
     levels = [int(x) for x in args.concurrency.split(",")]
     results = []
     try:
@@ -234,6 +256,7 @@ def main() -> None:
                 "ours-split": json.dumps({"columns": features, "data": batch}),
                 "mlflow": json.dumps({"dataframe_split": {"columns": features, "data": batch}}),
             }
+            bodies["ours-invocations"] = bodies["mlflow"]
             for name, url in urls.items():
                 script = wrk_script(work / f"{name}-{rows}.lua", bodies[name], headers[name])
                 check = httpx.post(url, content=bodies[name], headers=headers[name], timeout=30)
@@ -256,24 +279,30 @@ def main() -> None:
         f"\nwrk -t1, {args.duration:g} s per cell; servers on CPU 0, wrk on CPU 1 (taskset); "
         f"prediction batches written by our background writer: {written.group(1) if written else '?'}\n"
     )
+    ours = [n for n in urls if n != "mlflow"]
+    print(f"model: {model}; load average at the end: {os.getloadavg()[0]:.1f}\n")
     print(
-        "| rows | concurrency | mlflow req/s | ours req/s (records) | ours req/s (columns/data) | ratio "
-        "(records / columns) | mlflow p50 / p99 ms | ours p50 / p99 ms (records) | ours p50 / p99 ms "
-        "(columns) | failed (mlflow/ours) |"
+        "| rows | concurrency | mlflow req/s | "
+        + " | ".join(f"{n} req/s (ratio)" for n in ours)
+        + " | mlflow p50 / p99 ms | "
+        + " | ".join(f"{n} p50 / p99 ms" for n in ours)
+        + " | failed (mlflow/ours) |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- " * (4 + 2 * len(ours)) + "|")
     for rows in (1, 1000):
         for c in levels:
-            m, o, t = (
-                next(r for r in results if r["server"] == name and r["rows"] == rows and r["c"] == c)
-                for name in ("mlflow", "ours", "ours-split")
-            )
+            cell = {
+                name: next(r for r in results if r["server"] == name and r["rows"] == rows and r["c"] == c)
+                for name in urls
+            }
+            m = cell["mlflow"]
             base = m["rps"] or float("nan")
             print(
-                f"| {rows} | {c} | {m['rps']:.0f} | {o['rps']:.0f} | {t['rps']:.0f} | "
-                f"{o['rps'] / base:.1f}x / {t['rps'] / base:.1f}x | {m['p50']:.2f} / {m['p99']:.2f} | "
-                f"{o['p50']:.2f} / {o['p99']:.2f} | {t['p50']:.2f} / {t['p99']:.2f} | "
-                f"{m['failed']}/{o['failed'] + t['failed']} |"
+                f"| {rows} | {c} | {m['rps']:.0f} | "
+                + " | ".join(f"{cell[n]['rps']:.0f} ({cell[n]['rps'] / base:.1f}x)" for n in ours)
+                + f" | {m['p50']:.2f} / {m['p99']:.2f} | "
+                + " | ".join(f"{cell[n]['p50']:.2f} / {cell[n]['p99']:.2f}" for n in ours)
+                + f" | {m['failed']}/{sum(cell[n]['failed'] for n in ours)} |"
             )
     shutil.rmtree(work, ignore_errors=True)
 

@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from serve.errors import FeatureError, ModelNotReady, Unprocessable
+from serve.pipeline_plan import verified_plan
 from serve.signature import NUMERIC_TYPES, Column, Param, RequestSchema, columns_of, json_value, params_of
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Batch:
     params: dict[str, Any] | None = None
     logged: Any = None  # rows in signature order (an array, or an object with tolist() for the writer)
     enforce: bool = False  # parsed by MLflow, not validated here: predict with MLflow's schema enforcement
+    arrays: dict[str, np.ndarray] | None = None  # pyfunc path with a column plan: one array per column
 
 
 @dataclass
@@ -104,6 +106,7 @@ class ServingModel:
     classes: list[Any]
     loaded_at: datetime
     batch_limit: int = 10_000
+    plan: Callable[[dict[str, np.ndarray]], Any] | None = None  # serve.pipeline_plan, verified at load
     tags: dict[str, str] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
 
@@ -152,26 +155,27 @@ class ServingModel:
             self.request.records_from_split(data["columns"], rows) if split and self.request else rows,
             params,
             columns=data.get("columns") if split and not self.request else None,
+            frame=False,
         )
 
-    def batch_from_records(self, records: list[Any], params: Any, columns: Any = None) -> Batch:
-        """Records (dicts) -> a validated Batch for either path."""
+    def batch_from_records(
+        self, records: list[Any], params: Any, columns: Any = None, *, frame: bool = True
+    ) -> Batch:
+        """Records (dicts) -> a validated Batch for either path (`frame=False`: arrays for the plan)."""
         import pandas as pd
 
         if self.request is None:  # no named signature: hand the rows to the model as they are
-            frame = pd.DataFrame(records, columns=columns) if columns else pd.DataFrame(records)
-            return Batch(len(frame), frame=frame, params=params or None, logged=frame.to_numpy().tolist())
+            df = pd.DataFrame(records, columns=columns) if columns else pd.DataFrame(records)
+            return Batch(len(df), frame=df, params=params or None, logged=df.to_numpy().tolist())
         p = self.request.validate_params(params)
         if self.path == "sklearn":
             X = self.to_matrix(records)
             return Batch(len(X), X=X, params=p, logged=X)
         validated = self.request.validate(records)
-        return Batch(
-            len(validated),
-            frame=self.request.frame(validated),
-            params=p,
-            logged=LoggedRows(validated, self.features),
-        )
+        logged = LoggedRows(validated, self.features)
+        if not frame and self.plan is not None:
+            return Batch(len(validated), arrays=self.request.arrays(validated), params=p, logged=logged)
+        return Batch(len(validated), frame=self.request.frame(validated), params=p, logged=logged)
 
     # -- the numeric fast path: JSON -> float64 matrix ----------------------------------------------
     def to_matrix(self, rows: list[Any]) -> np.ndarray:
@@ -317,7 +321,7 @@ class ServingModel:
     def answer(self, batch: Batch) -> Answer:
         """The answer that fits the model: label (+ probabilities), value, or the pyfunc output."""
         if self.task == "classification" and self._has_proba:
-            proba = self._guard(lambda: self.estimator.predict_proba(self._input(batch)))
+            proba = self._guard(lambda: self._predict_proba(batch))
             proba = np.asarray(proba, dtype=np.float64)
             if not np.isfinite(proba).all():
                 raise Unprocessable(
@@ -346,6 +350,10 @@ class ServingModel:
         """The model's own predict output (what `mlflow models serve` returns under "predictions")."""
         if batch.X is not None:
             return self._guard(lambda: self.estimator.predict(batch.X))
+        if batch.frame is None and batch.arrays is not None:
+            import pandas as pd
+
+            batch.frame = pd.DataFrame(batch.arrays, columns=list(self.features), copy=False)
         fn = self._predict_fn
         if fn is None or batch.enforce:
             return self._guard(lambda: self.pyfunc.predict(batch.frame, params=batch.params))
@@ -353,8 +361,15 @@ class ServingModel:
             return self._guard(lambda: fn(batch.frame, params=batch.params))
         return self._guard(lambda: fn(batch.frame))
 
-    def _input(self, batch: Batch) -> Any:
-        return batch.X if batch.X is not None else batch.frame
+    def _predict_proba(self, batch: Batch) -> Any:
+        if batch.arrays is not None and self.plan is not None:
+            X, rest = self.plan(batch.arrays)
+            return rest.predict_proba(X)
+        if batch.frame is None and self.request is not None and batch.arrays is not None:
+            import pandas as pd
+
+            batch.frame = pd.DataFrame(batch.arrays, columns=list(self.features), copy=False)
+        return self.estimator.predict_proba(batch.X if batch.X is not None else batch.frame)
 
     @staticmethod
     def _guard(call: Callable[[], Any]) -> Any:
@@ -377,6 +392,7 @@ class ServingModel:
             "model": self.identity,
             "loaded_at": self.loaded_at,
             "path": self.path,
+            "column_plan": self.plan is not None,
             "flavor": self.flavor,
             "task": self.task,
             "classes": self.class_values if self.task == "classification" else None,
@@ -441,6 +457,10 @@ def load_serving_model(name: str, alias: str, tracking_uri: str, batch_limit: in
     params = params_of(meta.signature)
     task = _task(described, estimator)
     classes = _classes(described, estimator, task)
+    path = _path(estimator, columns, params, task)
+    column_plan = None
+    if path == "pyfunc" and task == "classification" and estimator is not None and columns is not None:
+        column_plan = verified_plan(estimator, _example(pyfunc))
     return ServingModel(
         name=name,
         alias=alias,
@@ -448,7 +468,8 @@ def load_serving_model(name: str, alias: str, tracking_uri: str, batch_limit: in
         run_id=mv.run_id or mv.tags.get("source_run_id"),
         pyfunc=pyfunc,
         estimator=estimator,
-        path=_path(estimator, columns, params, task),
+        path=path,
+        plan=column_plan,
         task=task,
         flavor=flavor,
         columns=columns,
@@ -458,6 +479,14 @@ def load_serving_model(name: str, alias: str, tracking_uri: str, batch_limit: in
         batch_limit=batch_limit,
         tags=dict(mv.tags),
     )
+
+
+def _example(pyfunc: Any) -> Any:
+    try:
+        example = pyfunc.input_example
+    except Exception:  # noqa: BLE001 - no (readable) example: the plan is not verified, not used
+        return None
+    return example if hasattr(example, "columns") else None
 
 
 def _task(described: dict[str, Any] | None, estimator: Any) -> Task:

@@ -54,6 +54,11 @@ class ServedModelInfo(BaseModel):
     path: Literal["sklearn", "pyfunc"] = Field(
         description="sklearn: the estimator called directly on a numpy array; pyfunc: through mlflow.pyfunc"
     )
+    column_plan: bool = Field(
+        default=False,
+        description="pyfunc path, scikit-learn Pipeline with a ColumnTransformer: probabilities are computed "
+        "column by column on numpy (verified against the pipeline at load time)",
+    )
     flavor: str = Field(description="The pyfunc loader module, e.g. mlflow.sklearn or mlflow.pyfunc.model")
     task: Literal["classification", "regression", "other"]
     classes: list[Any] | None = None

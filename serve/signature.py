@@ -63,7 +63,7 @@ DTYPES: dict[str, Any] = {
     "boolean": np.bool_,
     "string": object,
     "binary": object,
-    "datetime": "datetime64[ns]",
+    "datetime": object,  # parsed by pandas.to_datetime, then datetime64[ns]
 }
 EXPECTED = {
     "double": "a finite number",
@@ -297,8 +297,8 @@ class RequestSchema:
                 break
         return problems
 
-    def frame(self, rows: list[BaseModel]) -> Any:
-        """Validated rows -> a DataFrame with the signature's column order and MLflow's dtypes."""
+    def arrays(self, rows: list[BaseModel]) -> dict[str, Any]:
+        """Validated rows -> one array per column in signature order, with MLflow's dtypes."""
         import pandas as pd
 
         data: dict[str, Any] = {}
@@ -307,12 +307,19 @@ class RequestSchema:
             if c.type == "datetime":
                 parsed = pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601")
                 data[c.name] = parsed.astype("datetime64[ns]") if parsed.dt.tz is None else parsed
-            elif c.optional and any(v is None for v in values):
-                # missing optional values: NaN in float columns, None in object ones (what MLflow allows)
-                data[c.name] = pd.Series(values, dtype=np.float64 if c.type in NUMERIC_TYPES else object)
+            elif c.optional and c.type in NUMERIC_TYPES and any(v is None for v in values):
+                # a missing optional number is NaN in a float column (what MLflow allows)
+                data[c.name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
             else:
-                data[c.name] = pd.Series(values, dtype=DTYPES[c.type])
-        return pd.DataFrame(data, columns=list(self.names))
+                data[c.name] = np.array(values, dtype=DTYPES[c.type])
+        return data
+
+    def frame(self, rows: list[BaseModel]) -> Any:
+        """Validated rows -> a DataFrame with the signature's column order and MLflow's dtypes."""
+        import pandas as pd
+
+        # from numpy arrays, not Series: building the frame costs a quarter as much
+        return pd.DataFrame(self.arrays(rows), columns=list(self.names), copy=False)
 
     # -- params -----------------------------------------------------------------------------------------
     def validate_params(self, params: Any) -> dict[str, Any] | None:

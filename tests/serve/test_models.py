@@ -100,7 +100,9 @@ def test_model_details_show_types_kinds_categories_and_params(api: Server) -> No
     ]
 
 
-def test_mixed_pipeline_answers_an_unseen_category_and_names_a_wrong_type(api: Server) -> None:
+def test_mixed_pipeline_answers_an_unseen_category_and_names_a_wrong_type(
+    api: Server, store: ServingStore
+) -> None:
     unseen = dict(churn_row(1), plan="enterprise", region="atlantis")
     r = post(api, "/v1/predict", {"rows": [churn_row(0), unseen]})
     assert r.status_code == 200, r.text
@@ -110,6 +112,19 @@ def test_mixed_pipeline_answers_an_unseen_category_and_names_a_wrong_type(api: S
         assert p["label"] in ("no", "yes")  # the classes' own JSON type: strings
         assert set(p["probabilities"]) == {"no", "yes"}
         assert p["probabilities"][p["label"]] >= 0.5
+    # probabilities computed column by column (the verified plan) equal the pipeline's own on a DataFrame
+    import mlflow
+    import pandas as pd
+
+    info = httpx.get(api.url + "/v1/models/churn", headers=READ).json()
+    assert info["path"] == "pyfunc" and info["column_plan"] is True
+    mlflow.set_tracking_uri(store.tracking_uri)
+    mlflow.set_registry_uri(store.tracking_uri)
+    pipeline = mlflow.sklearn.load_model(f"models:/churn/{info['model']['version']}")
+    frame = pd.DataFrame([churn_row(0), unseen])
+    expected = pipeline.predict_proba(frame)
+    got = [[p["probabilities"][c] for c in ("no", "yes")] for p in body["predictions"]]
+    assert got == pytest.approx(expected.tolist(), rel=1e-12, abs=1e-15)
     # the same answers under the model's own name
     again = post(api, "/v1/models/churn/predict", {"rows": [churn_row(0), unseen]}).json()
     assert [p["probabilities"] for p in again["predictions"]] == [

@@ -41,7 +41,7 @@ def parse_parameter_options(
     for path in files:
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, yaml.YAMLError, ValueError) as exc:  # ValueError: an int over 4300 digits
             raise click.BadParameter(f"cannot read parameters file {path}: {exc}") from exc
         if not isinstance(data, dict):
             raise click.BadParameter(f"parameters file {path} must hold a mapping of name: value")
@@ -49,7 +49,7 @@ def parse_parameter_options(
     for text in yaml_texts:
         try:
             data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, ValueError) as exc:  # ValueError: an int over 4300 digits
             raise click.BadParameter(f"-y is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise click.BadParameter("-y must be a YAML mapping of name: value")

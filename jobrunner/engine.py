@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import atexit
 import logging
+import time
 from pathlib import Path
+from typing import Any
 
 from jobrunner.errors import NotebookFailure
 
@@ -47,6 +49,37 @@ def last_started_cell(out: Path) -> NotebookFailure | None:
 
 
 _engine_registered = False
+SAVE_INTERVAL_S = 1.0  # at most one save of the output notebook per second while cells start and end
+
+
+def _throttle_saves(nb_man: Any) -> None:
+    """papermill saves the whole output notebook (with schema validation) when each cell starts and ends:
+    13 writes for a 5-cell notebook, a third of a warm-kernel run. Keep those saves at most one per
+    SAVE_INTERVAL_S; the saves at the start, on a cell error and at the end always happen, so the file
+    on disk is complete whenever execution stops (and a timeout still finds the cell that was running)."""
+    save = nb_man.save
+    state = {"throttled": False, "last": 0.0}
+
+    def throttled_save(**kwargs: Any) -> Any:
+        now = time.monotonic()
+        if state["throttled"] and now - state["last"] < SAVE_INTERVAL_S:
+            return None
+        state["last"] = now
+        return save(**kwargs)
+
+    def during(method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            state["throttled"] = True
+            try:
+                return method(*args, **kwargs)
+            finally:
+                state["throttled"] = False
+
+        return call
+
+    nb_man.save = throttled_save
+    nb_man.cell_start = during(nb_man.cell_start)
+    nb_man.cell_complete = during(nb_man.cell_complete)
 
 
 class _DropUnknownParameterWarning(logging.Filter):
@@ -87,6 +120,7 @@ def register_engine() -> None:
             kc=None,
             **kwargs,
         ):
+            _throttle_saves(nb_man)
             if on_cell is not None:
                 original = nb_man.cell_start
                 total = len(nb_man.nb.cells)

@@ -85,8 +85,20 @@ class AmqpBroker:
             name = f"{self.queue}.worker.{hashlib.sha256(worker_id.encode()).hexdigest()}"
         return name
 
-    def declare_presence(self, channel, worker_id: str) -> None:
-        channel.queue_declare(self.presence_queue(worker_id), exclusive=True, auto_delete=True)
+    def declare_presence(self, connection, worker_id: str) -> bool:
+        """Hold the presence queue of `worker_id` on `connection`; False if another connection holds it
+        (two workers with one JOBRUNNER_WORKER_ID: ids must be unique)."""
+        import pika.exceptions
+
+        channel = connection.channel()  # exclusive queues belong to the connection, not the channel
+        try:
+            channel.queue_declare(self.presence_queue(worker_id), exclusive=True, auto_delete=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 405:  # RESOURCE_LOCKED
+                raise
+            return False
+        channel.close()
+        return True
 
     def is_connected(self, connection, worker_id: str) -> bool:
         """Whether worker `worker_id` holds its presence queue (is connected to this broker) right now."""

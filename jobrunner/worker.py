@@ -221,7 +221,10 @@ class AmqpSource:
         channel = connection.channel()
         self.broker.declare(channel)
         channel.basic_qos(prefetch_count=1)
-        self.broker.declare_presence(channel, w.id)
+        if not self.broker.declare_presence(connection, w.id):
+            log.error("worker %s: another connected worker has the same id; give each worker its own "
+                      "JOBRUNNER_WORKER_ID (jobs of a killed worker with this id are taken over only after "
+                      "JOBRUNNER_HEARTBEAT_TIMEOUT)", w.id)
         publisher = self.broker.publisher(connection)
         presence = functools.partial(self.broker.is_connected, connection)
         tag = None

@@ -52,7 +52,7 @@ def _settings():
 
 
 def _print_schedule(s: Any) -> None:
-    state = "paused" if s.paused else f"next {s.next_run_at:%Y-%m-%d %H:%M:%S}Z"
+    state = "paused" if s.paused else f"next {s.next_run_at:%Y-%m-%d %H:%M:%S}Z" if s.next_run_at else "never fires"
     click.echo(f"{s.id}  {s.name}  {s.cron!r} {s.timezone}  {state}  {s.notebook}")
 
 
@@ -107,6 +107,8 @@ def create(name: str, notebook: str, cron: str, tz: str, files: tuple[str, ...],
         fail(f"{exc}\n(nothing was stored; see: jobrunner params {notebook})")
     except JobrunnerError as exc:
         _handle(exc)
+    if row.next_run_at is None and not row.paused:
+        click.echo(f"warning: the cron expression {row.cron!r} never fires (no such date)", err=True)
     if as_json:
         _echo_json(row.model_dump(mode="json"))
     else:

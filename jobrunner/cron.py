@@ -41,15 +41,18 @@ def _field(atom: str, extra: str = "") -> str:
 _FIELDS = (
     _field(r"[0-5]?\d"),  # minute
     _field(r"[01]?\d|2[0-3]"),  # hour
-    _field(r"0?[1-9]|[12]\d|3[01]", r"\?|L|(?:0?[1-9]|[12]\d|3[01])W"),  # day of month
+    _field(r"0?[1-9]|[12]\d|3[01]", "L"),  # day of month; L = the last day
     _field(rf"0?[1-9]|1[0-2]|{_MONTHS}"),  # month
-    _field(rf"[0-7]|{_DAYS}", rf"\?|(?:[0-7]|{_DAYS})#[1-5]"),  # day of week
+    _field(rf"[0-7]|{_DAYS}"),  # day of week
 )
-# What the API documents: five fields (minute hour day-of-month month day-of-week) with values in range,
-# or an @alias. Random (R) and hashed (H) fields are refused: two schedulers would compute other slots.
+# What the API documents: five fields (minute hour day-of-month month day-of-week) of values in range,
+# ranges, steps, lists and names, or an @alias. croniter's extensions beyond that (`?`, `W`, `#`, which it
+# refuses in many combinations, and the random `R` / hashed `H`, which would give every scheduler other
+# slots) are not accepted, so an expression that fits the pattern is accepted.
 CRON_PATTERN = "^(?:" + "|".join(ALIASES) + "|" + " ".join(f"(?:{f})" for f in _FIELDS) + ")$"
 _CRON_RE = re.compile(CRON_PATTERN)
 _PROBE = datetime(2026, 1, 1)
+NEVER = datetime(9999, 12, 31, tzinfo=UTC)  # the next slot of an expression that never fires
 
 
 class CronError(ValueError):
@@ -69,7 +72,7 @@ def parse_cron(expression: str) -> str:
     if not _CRON_RE.fullmatch(text):
         raise CronError("cron", f"invalid cron expression {expression!r}: {hint}")
     try:
-        croniter(text, _PROBE).get_next(datetime)
+        croniter(text, _PROBE)
     except Exception as exc:  # noqa: BLE001 - croniter raises several unrelated types for bad fields
         raise CronError("cron", f"invalid cron expression {expression!r}: {exc}; {hint}") from None
     return text
@@ -103,14 +106,23 @@ def _local(instant: datetime, zone: ZoneInfo) -> datetime:
     return instant.astimezone(zone).replace(tzinfo=None)
 
 
+def _steady(zone: ZoneInfo, instant: datetime) -> bool:
+    return (instant - MARGIN).astimezone(zone).utcoffset() == (instant + MARGIN).astimezone(zone).utcoffset()
+
+
 def iter_slots(cron: str, timezone: str, after: datetime) -> Iterator[datetime]:
     """The slots (UTC instants) strictly after `after`, ascending, each once."""
     zone = parse_timezone(timezone)
-    matches = croniter(cron, _local(after, zone) - MARGIN)
+    # near an offset change, matches a little before local(after) can map after it: start MARGIN earlier
+    matches = croniter(cron, _local(after, zone) - (timedelta(0) if _steady(zone, after) else MARGIN))
     pending: list[datetime] = []
     last = after
     while True:
         instant = to_instant(matches.get_next(datetime), zone)
+        if not pending and instant > last and _steady(zone, instant):
+            last = instant  # no offset change within MARGIN: nothing later can map before it
+            yield last
+            continue
         if instant > last and instant not in pending:
             heapq.heappush(pending, instant)
         # every later match maps to an instant after `instant - MARGIN`: smaller pending ones are final
@@ -120,14 +132,20 @@ def iter_slots(cron: str, timezone: str, after: datetime) -> Iterator[datetime]:
 
 
 def next_slot(cron: str, timezone: str, after: datetime) -> datetime:
-    """The first slot strictly after `after`."""
-    return next(iter_slots(cron, timezone, after))
+    """The first slot strictly after `after`; NEVER for an expression that cannot fire (30 February)."""
+    try:
+        return next(iter_slots(cron, timezone, after))
+    except CronError:
+        raise
+    except Exception:  # noqa: BLE001 - croniter found no match in its search window
+        return NEVER
 
 
 def latest_slot(cron: str, timezone: str, at: datetime) -> datetime | None:
     """The newest slot at or before `at` (None if the expression never fired before)."""
     zone = parse_timezone(timezone)
-    matches = croniter(cron, _local(at, zone) + MARGIN)
+    steady = _steady(zone, at)
+    matches = croniter(cron, _local(at, zone) + (timedelta(seconds=1) if steady else MARGIN))
     best: datetime | None = None
     for _ in range(100_000):
         try:
@@ -136,6 +154,8 @@ def latest_slot(cron: str, timezone: str, at: datetime) -> datetime | None:
             return best
         if instant <= at and (best is None or instant > best):
             best = instant
+            if steady and _steady(zone, instant):
+                return best
         if best is not None and instant + MARGIN < best:
             return best  # every earlier match maps to an instant before this one + MARGIN
     return best

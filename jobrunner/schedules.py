@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from jobrunner.config import Settings, get_settings
-from jobrunner.cron import CronError, next_slot, parse_cron, parse_timezone
+from jobrunner.cron import NEVER, CronError, next_slot, parse_cron, parse_timezone
 from jobrunner.db import session_scope
 from jobrunner.errors import InfrastructureError, InvalidTimeout, JobrunnerError
 from jobrunner.models import Job, Schedule, ScheduleRun
@@ -96,7 +96,8 @@ class ScheduleRead(BaseModel):
     submitter: str | None = None
     created_at: datetime
     updated_at: datetime
-    next_run_at: datetime | None = Field(description="The next slot (UTC); null while paused")
+    next_run_at: datetime | None = Field(
+        description="The next slot (UTC); null while paused, or when the expression never fires (30 February)")
 
     utc_datetimes = field_validator("created_at", "updated_at", "next_run_at")(_aware)
 
@@ -107,7 +108,7 @@ class ScheduleRead(BaseModel):
                    kernel_name=row.kernel_name, max_concurrent_runs=row.max_concurrent_runs,
                    catchup=row.catchup, submitter=row.submitter,  # type: ignore[arg-type]
                    created_at=row.created_at, updated_at=row.updated_at,
-                   next_run_at=None if row.paused else row.next_slot_at)
+                   next_run_at=None if row.paused or _aware(row.next_slot_at) >= NEVER else row.next_slot_at)
 
 
 class ScheduleRunRead(BaseModel):
@@ -253,10 +254,7 @@ def create_schedule(spec: ScheduleCreate, *, submitter: str | None = None, setti
     settings = settings or get_settings()
     cron, label, values, kernel = _check_spec(spec, settings)
     now = now or utcnow()
-    try:
-        first = next_slot(cron, spec.timezone, now)
-    except Exception as exc:  # noqa: BLE001 - croniter: no future match (e.g. 30 February)
-        raise InvalidSchedule("cron", f"cron expression {spec.cron!r} never fires: {exc}") from None
+    first = next_slot(cron, spec.timezone, now)  # NEVER for 30 February: stored, shown as next_run_at null
     row = Schedule(id=str(uuid.uuid4()), name=spec.name, notebook=label, parameters=values, cron=cron,
                    timezone=spec.timezone, paused=spec.paused, timeout_seconds=spec.timeout_seconds,
                    kernel_name=kernel, max_concurrent_runs=spec.max_concurrent_runs, catchup=spec.catchup,

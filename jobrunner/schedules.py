@@ -108,7 +108,7 @@ class ScheduleRead(BaseModel):
                    kernel_name=row.kernel_name, max_concurrent_runs=row.max_concurrent_runs,
                    catchup=row.catchup, submitter=row.submitter,  # type: ignore[arg-type]
                    created_at=row.created_at, updated_at=row.updated_at,
-                   next_run_at=None if row.paused or _aware(row.next_slot_at) >= NEVER else row.next_slot_at)
+                   next_run_at=None if row.paused or row.next_slot_at.year >= NEVER.year else row.next_slot_at)
 
 
 class ScheduleRunRead(BaseModel):

@@ -288,7 +288,7 @@ def main() -> None:
         + " | ".join(f"{n} p50 / p99 ms" for n in ours)
         + " | failed (mlflow/ours) |"
     )
-    print("| --- " * (4 + 2 * len(ours)) + "|")
+    print("| --- " * (5 + 2 * len(ours)) + "|")
     for rows in (1, 1000):
         for c in levels:
             cell = {

@@ -41,8 +41,12 @@ def _iso_datetime(value: Any) -> Any:
     raise ValueError("must be an ISO 8601 date-time string, e.g. 2024-05-01T12:30:00")
 
 
-Double = Annotated[float, Strict(), AllowInfNan(False)]
-Long = Annotated[int, Strict()]
+# Bounds: beyond them a model's arithmetic (scaling, squares, dot products) overflows float64 to infinity
+# and it cannot answer, and an int64 column cannot hold the value; the schema states them, so a request
+# that fits the schema gets an answer.
+MAX_DOUBLE = 1e150
+Double = Annotated[float, Strict(), AllowInfNan(False), Field(ge=-MAX_DOUBLE, le=MAX_DOUBLE)]
+Long = Annotated[int, Strict(), Field(ge=-(2**63), le=2**63 - 1)]
 # MLflow column type -> pydantic type: the one table validation, the frame and the OpenAPI come from.
 FIELD_TYPES: dict[str, Any] = {
     "double": Double,
@@ -390,10 +394,57 @@ def _split_form(requests: list[RequestSchema], limit: int) -> dict[str, Any]:
                 "minItems": 1,
                 "maxItems": limit,
             },
-            "params": {"type": "object"},
+            "params": _params_schema(requests),
         },
         "required": ["columns", "data"],
         # no "additionalProperties": False - other keys are ignored in this form, not refused
+    }
+
+
+def _params_schema(requests: list[RequestSchema]) -> dict[str, Any]:
+    if len(requests) != 1:
+        return {"type": "object"}
+    model = requests[0].params_model
+    if model is None:
+        return {"type": "object", "maxProperties": 0, "description": "This model takes no params"}
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _invocations(requests: list[RequestSchema], limit: int) -> dict[str, Any]:
+    """MLflow's scoring protocol body: exactly one of the formats; tables as this API's rows or columns/data."""
+    formats = ("dataframe_split", "dataframe_records", "instances", "inputs")
+    if len(requests) == 1:
+        rows: dict[str, Any] = {
+            "type": "array",
+            "items": {"$ref": f"#/components/schemas/{requests[0].row_model.__name__}"},
+            "minItems": 1,
+            "maxItems": limit,
+        }
+        split = _split_form(requests, limit)
+        # MLflow's dataframe_split: `columns` may be left out (then the rows are in signature order)
+        split = {
+            **split,
+            "properties": {k: v for k, v in split["properties"].items() if k != "params"},
+            "required": ["data"],
+        }
+        payload = {"dataframe_split": split, "dataframe_records": rows, "instances": rows, "inputs": rows}
+    else:  # no model or several behind one path: what MLflow's parser takes
+        payload = {"dataframe_split": {"type": "object"}, "dataframe_records": {"type": "array"},
+                   "instances": {}, "inputs": {}}
+    return {
+        "title": "InvocationsRequest",
+        "description": "MLflow's scoring protocol: exactly one of dataframe_split, dataframe_records, "
+        "instances, inputs; optional params",
+        "oneOf": [
+            {
+                "type": "object",
+                "title": key,
+                "required": [key],
+                "properties": {key: payload[key], "params": _params_schema(requests)},
+                "not": {"anyOf": [{"required": [other]} for other in formats if other != key]},
+            }
+            for key in formats
+        ],
     }
 
 
@@ -432,4 +483,5 @@ def request_components(
         out.update(default.openapi_components())
     out["PredictRequest"] = one_of([default] if default is not None else [], "PredictRequest")
     out["ModelPredictRequest"] = one_of(known, "ModelPredictRequest")
+    out["InvocationsRequest"] = _invocations(known, limit)
     return out

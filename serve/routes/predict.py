@@ -198,18 +198,7 @@ async def predict_with(request: Request, name: str = NAME) -> Response:
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "description": "MLflow's scoring protocol: exactly one of dataframe_split, "
-                        "dataframe_records, instances, inputs; optional params",
-                        "properties": {
-                            "dataframe_split": {"type": "object"},
-                            "dataframe_records": {"type": "array", "items": {"type": "object"}},
-                            "instances": {},
-                            "inputs": {},
-                            "params": {"type": "object"},
-                        },
-                    }
+                    "schema": {"$ref": "#/components/schemas/InvocationsRequest"}  # serve/signature.py
                 }
             },
         },

@@ -162,6 +162,12 @@ def test_nan_and_infinity_literals_are_named(api, literal):
     assert "JSON has no NaN or Infinity" in body["detail"]
 
 
+def test_nan_is_named_in_prediction_bodies_too(api):
+    raw = '{"rows": [{"mean_radius": NaN}]}'
+    r = api.post("/v1/predict", content=raw, headers={**READ, "Content-Type": "application/json"})
+    assert f"NaN at line 1 column {raw.index('NaN') + 1} " in _error(r, 422)["detail"]
+
+
 def test_a_5000_digit_integer_is_not_echoed(api):
     digits = "7" * 5000
     raw = '{"notebook": "notebooks/ok.ipynb", "parameters": {"x": ' + digits + "}}"

@@ -131,10 +131,46 @@ def dvc_bench(runs: int, env_off: dict[str, str], env_on: dict[str, str]) -> lis
     return rows
 
 
+def main_table(runs: int, load_before: tuple[float, float, float], pm_cli: Callable[[int], None],
+               pm_inproc: Callable[[int], None], jr: Callable[[int], None], jr_cli: Callable[..., Callable[[int], None]],
+               env_off: dict[str, str], env_on: dict[str, str], work: Path) -> None:
+    from jobrunner.config import get_settings
+    from jobrunner.pool import KernelPool
+
+    rows: list[tuple[str, list[float]]] = []
+    rows.append(("papermill CLI (process per run)", measure(runs, pm_cli)))
+    rows.append(("papermill.execute_notebook (in-process, fresh kernel)", measure(runs, pm_inproc)))
+    with KernelPool("python3", 0).open():
+        rows.append(("jobrunner.execute, recording on, fresh kernel (pool size 0)", measure(runs, jr)))
+    with KernelPool.start(get_settings(), size=1) as pool:
+        rows.append(("jobrunner.execute, recording on, warm pool",
+                     measure(runs, jr, before=lambda: pool.wait_ready(120))))
+    rows.append(("`jobrunner run` CLI, recording on, in-process (service off)",
+                 measure(runs, jr_cli(env_off))))
+    jr_cli(env_on)(-2)  # starts the service
+    rows.append(("`jobrunner run` CLI, recording on, via the warm execution service",
+                 measure(runs, jr_cli(env_on), before=lambda: wait_service_ready(env_on, work))))
+    subprocess.run([str(BIN / "jobrunner"), "service", "stop"], cwd=work, env=env_on, capture_output=True)
+
+    base_cli = statistics.median(rows[0][1])
+    base_inproc = statistics.median(rows[1][1])
+    print(f"\ntrivial notebook (ok.ipynb, x=3), {runs} timed runs per row after a warm-up, "
+          f"{os.cpu_count()} cores, load average before {load_before[0]:.2f}/{load_before[1]:.2f}/"
+          f"{load_before[2]:.2f}, after {os.getloadavg()[0]:.2f}\n")
+    print("| how | median s | min-max s | papermill CLI / this | papermill in-process / this |")
+    print("| --- | --- | --- | --- | --- |")
+    for label, times in rows:
+        med = statistics.median(times)
+        print(f"| {label} | {med:.3f} | {min(times):.3f}-{max(times):.3f} | {base_cli / med:.1f}x | "
+              f"{base_inproc / med:.1f}x |")
+
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--rss", action="store_true", help="also report service and idle kernel memory")
+    parser.add_argument("--skip-main", action="store_true", help="only the --dvc / --rss parts")
     parser.add_argument("--dvc", type=int, default=0, metavar="N",
                         help="also time `dvc repro -f` of the demo N times against a papermill loop")
     args = parser.parse_args()
@@ -151,9 +187,7 @@ def main() -> None:
 
     import papermill
 
-    from jobrunner.config import get_settings
     from jobrunner.executor import execute
-    from jobrunner.pool import KernelPool
 
     def pm_cli(i: int) -> None:
         subprocess.run([str(BIN / "papermill"), str(NOTEBOOK), str(work / f"cli-{i}.ipynb"), "-p", "x", "3",
@@ -173,33 +207,8 @@ def main() -> None:
                            check=True, capture_output=True)
         return run
 
-    rows: list[tuple[str, list[float]]] = []
-    rows.append(("papermill CLI (process per run)", measure(args.runs, pm_cli)))
-    rows.append(("papermill.execute_notebook (in-process, fresh kernel)", measure(args.runs, pm_inproc)))
-    with KernelPool("python3", 0).open():
-        rows.append(("jobrunner.execute, recording on, fresh kernel (pool size 0)", measure(args.runs, jr)))
-    with KernelPool.start(get_settings(), size=1) as pool:
-        rows.append(("jobrunner.execute, recording on, warm pool",
-                     measure(args.runs, jr, before=lambda: pool.wait_ready(120))))
-    rows.append(("`jobrunner run` CLI, recording on, in-process (service off)",
-                 measure(args.runs, jr_cli(env_off))))
-    jr_cli(env_on)(-2)  # starts the service
-    rows.append(("`jobrunner run` CLI, recording on, via the warm execution service",
-                 measure(args.runs, jr_cli(env_on), before=lambda: wait_service_ready(env_on, work))))
-    subprocess.run([str(BIN / "jobrunner"), "service", "stop"], cwd=work, env=env_on, capture_output=True)
-
-    base_cli = statistics.median(rows[0][1])
-    base_inproc = statistics.median(rows[1][1])
-    print(f"\ntrivial notebook (ok.ipynb, x=3), {args.runs} timed runs per row after a warm-up, "
-          f"{os.cpu_count()} cores, load average before {load_before[0]:.2f}/{load_before[1]:.2f}/"
-          f"{load_before[2]:.2f}, after {os.getloadavg()[0]:.2f}\n")
-    print("| how | median s | min-max s | papermill CLI / this | papermill in-process / this |")
-    print("| --- | --- | --- | --- | --- |")
-    for label, times in rows:
-        med = statistics.median(times)
-        print(f"| {label} | {med:.3f} | {min(times):.3f}-{max(times):.3f} | {base_cli / med:.1f}x | "
-              f"{base_inproc / med:.1f}x |")
-
+    if not args.skip_main:
+        main_table(args.runs, load_before, pm_cli, pm_inproc, jr, jr_cli, env_off, env_on, work)
     if args.dvc:
         dvc_rows = dvc_bench(args.dvc, env_off, env_on)
         base = statistics.median(dvc_rows[0][1])

@@ -209,3 +209,38 @@ def test_the_service_stops_when_idle_and_leaves_no_kernel(project: Path, svc) ->
     assert not _alive(service["pid"])
     assert not [k for k in kernels if _alive(k)]
     assert not list(Path(env["XDG_RUNTIME_DIR"]).glob("*/*.sock"))
+
+
+def test_a_dvc_stage_runs_through_the_service_with_the_callers_environment(project: Path, svc) -> None:
+    (project / "dvc.yaml").write_text(
+        "stages:\n  add:\n    cmd: python -m pipelines.stage add\n    params: [add]\n"
+        "    meta:\n      notebook: notebooks/env.ipynb\n")
+    (project / "params.yaml").write_text("add:\n  tag: from-params\n")
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("tag = 'none'", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("import os\nprint(tag, os.environ.get('JR_CALLER'), os.getcwd())")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, project / "notebooks" / "env.ipynb")
+
+    def stage(caller: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pipelines.stage", "add", "--quiet"], cwd=project,
+                              env={**svc, "JR_CALLER": caller}, capture_output=True, text=True, timeout=300)
+
+    first, second = stage("caller-1"), stage("caller-2")
+    for proc, caller in ((first, "caller-1"), (second, "caller-2")):
+        assert proc.returncode == 0, proc.stderr
+        assert "stage add: succeeded" in proc.stderr  # the stage's own prints reach the caller
+        executed = nbformat.read(project / "reports" / "notebooks" / "env.ipynb", as_version=4) \
+            if caller == "caller-2" else None
+        if executed is not None:
+            printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+            assert printed.split()[:2] == ["from-params", "caller-2"]
+            assert Path(printed.split()[2]).resolve() == project.resolve()
+    # served by a service (in-process stages start none); jobrunner's code changing meanwhile (a shared
+    # work tree) may have started a second one, so count them all
+    assert services(svc)
+    bad = subprocess.run([sys.executable, "-m", "pipelines.stage", "nope"], cwd=project, env=svc,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "no stage 'nope' in dvc.yaml; stages: add" in bad.stderr

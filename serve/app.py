@@ -130,10 +130,11 @@ def start_services(app: FastAPI, settings: Settings) -> Services:
         )
     services.models.start_polling()
     log.info(
-        "API ready: model %s@%s version %s, database %s",
-        settings.model_name,
-        settings.model_alias,
+        "API ready: default model %s@%s version %s (%d served), database %s",
+        holder.name,
+        holder.alias,
         holder.current.version if holder.current else None,
+        len(services.models.holders),
         engine.url.render_as_string(hide_password=True),
     )
     return services

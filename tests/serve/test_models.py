@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.serve.conftest import READ, WRITE, Server, start_server
-from tests.serve.model_factories import ServingStore, churn_row, shared_serving_store
+from tests.serve.conftest import READ, WRITE, Server
+from tests.serve.model_factories import ServingStore, churn_row, shared_serving_store, start_api
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 MODELS = "churn@champion,price@champion,greeter@champion"
@@ -26,8 +26,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> ServingStore:
 
 @pytest.fixture(scope="module")
 def api(store: ServingStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(
-        store,  # type: ignore[arg-type]  # start_server needs only tracking_uri and project
+    server = start_api(
+        store,
         tmp_path_factory.mktemp("models-api"),
         {"SERVE_MODELS": MODELS, "SERVE_MODEL_NAME": "churn", "SERVE_MODEL_POLL_INTERVAL": "0"},
     )
@@ -53,7 +53,7 @@ def greeter_row(**overrides: object) -> dict:
 
 
 def test_models_lists_every_served_model_with_its_path_and_task(api: Server) -> None:
-    body = httpx.get(api.url + "/v1/models", headers=READ).json()
+    body = httpx.get(api.url + "/v1/models", headers=READ, timeout=30).json()
     entries = {m["name"]: m for m in body["models"]}
     assert list(entries) == ["churn", "price", "greeter"]
     assert [m["name"] for m in body["models"] if m["default"]] == ["churn"]
@@ -62,13 +62,13 @@ def test_models_lists_every_served_model_with_its_path_and_task(api: Server) -> 
         "price": ("sklearn", "regression", "1"),
         "greeter": ("pyfunc", "other", "1"),
     }
-    assert httpx.get(api.url + "/v1/models").status_code == 401
-    missing = httpx.get(api.url + "/v1/models/nope", headers=READ)
+    assert httpx.get(api.url + "/v1/models", timeout=60).status_code == 401
+    missing = httpx.get(api.url + "/v1/models/nope", headers=READ, timeout=60)
     assert missing.status_code == 404 and "churn, price, greeter" in missing.json()["detail"]
 
 
 def test_model_details_show_types_kinds_categories_and_params(api: Server) -> None:
-    churn = httpx.get(api.url + "/v1/model", headers=READ).json()  # the default model
+    churn = httpx.get(api.url + "/v1/model", headers=READ, timeout=60).json()  # the default model
     assert (
         churn["model"]["name"] == "churn"
         and churn["path"] == "pyfunc"
@@ -84,7 +84,7 @@ def test_model_details_show_types_kinds_categories_and_params(api: Server) -> No
         "categories": ["basic", "plus", "pro"],
     }
     assert (features["support_calls"]["type"], features["paperless"]["type"]) == ("long", "boolean")
-    greeter = httpx.get(api.url + "/v1/models/greeter", headers=READ).json()
+    greeter = httpx.get(api.url + "/v1/models/greeter", headers=READ, timeout=60).json()
     assert greeter["task"] == "other" and greeter["classes"] is None
     assert {f["name"]: (f["type"], f["optional"]) for f in greeter["features"]} == {
         "name": ("string", False),
@@ -116,7 +116,7 @@ def test_mixed_pipeline_answers_an_unseen_category_and_names_a_wrong_type(
     import mlflow
     import pandas as pd
 
-    info = httpx.get(api.url + "/v1/models/churn", headers=READ).json()
+    info = httpx.get(api.url + "/v1/models/churn", headers=READ, timeout=60).json()
     assert info["path"] == "pyfunc" and info["column_plan"] is True
     mlflow.set_tracking_uri(store.tracking_uri)
     mlflow.set_registry_uri(store.tracking_uri)
@@ -124,7 +124,7 @@ def test_mixed_pipeline_answers_an_unseen_category_and_names_a_wrong_type(
     frame = pd.DataFrame([churn_row(0), unseen])
     expected = pipeline.predict_proba(frame)
     got = [[p["probabilities"][c] for c in ("no", "yes")] for p in body["predictions"]]
-    assert got == pytest.approx(expected.tolist(), rel=1e-12, abs=1e-15)
+    assert sum(got, []) == pytest.approx(expected.ravel().tolist(), rel=1e-12, abs=1e-15)
     # the same answers under the model's own name
     again = post(api, "/v1/models/churn/predict", {"rows": [churn_row(0), unseen]}).json()
     assert [p["probabilities"] for p in again["predictions"]] == [
@@ -227,7 +227,7 @@ def test_bad_params_are_a_422_naming_the_param(api: Server) -> None:
 def test_recent_predictions_keep_each_values_json_type(api: Server) -> None:
     post(api, "/v1/predict", {"rows": [dict(churn_row(3), plan="pro")]})
     time.sleep(1.5)  # the background writer flushes every 0.5 s
-    body = httpx.get(api.url + "/v1/predictions", params={"limit": 1}, headers=READ).json()
+    body = httpx.get(api.url + "/v1/predictions", params={"limit": 1}, headers=READ, timeout=60).json()
     assert body["columns"] == [
         "tenure_months",
         "monthly_charges",
@@ -253,7 +253,7 @@ def test_prediction_lineage_of_a_python_model_row(api: Server) -> None:
 
 
 def test_openapi_has_a_request_schema_per_served_version(api: Server) -> None:
-    schema = httpx.get(api.url + "/openapi.json").json()
+    schema = httpx.get(api.url + "/openapi.json", timeout=60).json()
     components = schema["components"]["schemas"]
     greeter_row_schema = components["Row_greeter_v1"]
     assert greeter_row_schema["properties"]["born"] == {
@@ -296,7 +296,10 @@ def _hammer(url: str, path: str, body: dict, stop: threading.Event, seen: Counte
 def _wait_for_version(url: str, name: str, version: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if httpx.get(f"{url}/v1/models/{name}", headers=READ).json()["model"]["version"] == version:
+        if (
+            httpx.get(f"{url}/v1/models/{name}", headers=READ, timeout=60).json()["model"]["version"]
+            == version
+        ):
             return
         time.sleep(0.2)
     raise AssertionError(f"{name} did not swap to version {version} within {timeout}s")
@@ -307,8 +310,8 @@ def test_two_models_swap_on_their_own_alias_under_load_without_failed_requests(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    server = start_server(
-        store,  # type: ignore[arg-type]
+    server = start_api(
+        store,
         tmp_path_factory.mktemp("swap-api"),
         {"SERVE_MODELS": "churn@champion,price@champion", "SERVE_MODEL_POLL_INTERVAL": "0.3"},
     )
@@ -342,7 +345,8 @@ def test_two_models_swap_on_their_own_alias_under_load_without_failed_requests(
             client.set_registered_model_alias("price", "champion", p2)  # now price, churn stays at v2
             _wait_for_version(server.url, "price", p2)
             time.sleep(1)
-            assert httpx.get(f"{server.url}/v1/models/churn", headers=READ).json()["model"]["version"] == c2
+            churn = httpx.get(f"{server.url}/v1/models/churn", headers=READ, timeout=60).json()
+            assert churn["model"]["version"] == c2
             client.set_registered_model_alias("churn", "champion", c1)
             client.set_registered_model_alias("price", "champion", p1)
             _wait_for_version(server.url, "churn", c1)

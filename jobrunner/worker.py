@@ -200,6 +200,7 @@ class AmqpSource:
                     return
             except (pika.exceptions.AMQPError, OSError) as exc:
                 log.warning("worker %s: broker connection lost (%r); reconnecting", w.id, exc)
+                self.wait_disconnected(0.5)  # no busy loop if a fresh connection fails at once again
             finally:
                 self.connection = None
                 try:

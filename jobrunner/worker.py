@@ -200,7 +200,6 @@ class AmqpSource:
                     return
             except (pika.exceptions.AMQPError, OSError) as exc:
                 log.warning("worker %s: broker connection lost (%r); reconnecting", w.id, exc)
-                self.wait_disconnected(0.5)  # no busy loop if a fresh connection fails at once again
             finally:
                 self.connection = None
                 try:
@@ -208,6 +207,7 @@ class AmqpSource:
                         connection.close()
                 except Exception:  # noqa: BLE001 - it is gone either way
                     pass
+            self.wait_disconnected(0.5)  # no busy loop if a fresh connection fails at once again
 
     def wait_disconnected(self, seconds: float) -> None:
         """Sleep between connection attempts, still settling finished jobs and honouring a stop."""

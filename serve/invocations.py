@@ -93,6 +93,8 @@ def _mlflow_parsed(
             parsed = infer_and_parse_data({key: payload}, meta.get_input_schema())
     except MlflowException as exc:
         raise Unprocessable(f"the {key} payload cannot be parsed: {exc.message}") from exc
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # MLflow's parser on a malformed body
+        raise Unprocessable(f"the {key} payload cannot be parsed: {type(exc).__name__}: {exc}") from exc
     n = len(parsed) if hasattr(parsed, "__len__") else 1
     check_size(n, limit)
     return Batch(n, frame=parsed, params=params, logged=_logged(parsed), enforce=True)

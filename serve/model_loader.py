@@ -165,7 +165,10 @@ class ServingModel:
         import pandas as pd
 
         if self.request is None:  # no named signature: hand the rows to the model as they are
-            df = pd.DataFrame(records, columns=columns) if columns else pd.DataFrame(records)
+            try:
+                df = pd.DataFrame(records, columns=columns) if columns else pd.DataFrame(records)
+            except (TypeError, ValueError) as exc:
+                raise Unprocessable(f"the rows cannot be read as a table: {exc}") from exc
             return Batch(len(df), frame=df, params=params or None, logged=df.to_numpy().tolist())
         p = self.request.validate_params(params)
         if self.path == "sklearn":

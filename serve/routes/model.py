@@ -25,7 +25,9 @@ async def model_info(model: ModelDep) -> dict:
     return model.describe()
 
 
-@router.get("/models", response_model=ServedModelList)
+@router.get(
+    "/models", response_model=ServedModelList, responses={401: {"description": "No or an invalid API key"}}
+)
 async def served_models(services: ServicesDep) -> dict:
     """Every served model (SERVE_MODELS): its alias, the version loaded, its path and task."""
     out = []

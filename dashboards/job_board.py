@@ -248,7 +248,7 @@ class JobBoard(w.VBox):
                 description="Open",
                 icon="file",
                 layout=w.Layout(width="80px"),
-                disabled=j["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED") and not j.get("html_uri"),
+                disabled=not (j.get("html_uri") or j["state"] in ("SUCCEEDED", "FAILED")),
                 tooltip="The executed notebook, below the table",
             )
             open_.add_class("dash-open")

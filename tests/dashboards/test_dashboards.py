@@ -173,6 +173,8 @@ def test_job_board_builds_typed_inputs_from_the_schema_and_submits_them(api):
     cancel.click()
     assert "is CANCELLED" in board.message.value, board.message.value
     assert any(job_id in line and "CANCELLED" in line for line in board.lines)
+    index = next(i for i, c in enumerate(board.rows.children) if job_id in getattr(c, "value", ""))
+    assert board.rows.children[index + 7].disabled and board.rows.children[index + 8].disabled  # never ran
 
 
 def test_output_parameters_are_listed_apart_and_optional_ones_take_none():

@@ -59,6 +59,9 @@ def wait_service_ready(env: dict[str, str], cwd: Path) -> None:
             pool = info.get("pool") or {}
             if info.get("ready") and pool.get("idle", 0) >= pool.get("size", 1):
                 return
+        else:  # none for this key: jobrunner's code changed (a shared work tree) and the old one stopped
+            subprocess.run([str(BIN / "jobrunner"), "run", str(NOTEBOOK), "-q", "--no-record"], cwd=cwd, env=env,
+                           capture_output=True)
         time.sleep(0.2)
     raise RuntimeError("the execution service did not become ready")
 

@@ -328,7 +328,7 @@ class RequestSchema:
     # -- params -----------------------------------------------------------------------------------------
     def validate_params(self, params: Any) -> dict[str, Any] | None:
         if self.params_model is None:
-            if params:
+            if params is not None and params != {}:  # null or {} mean none; [] or 0 are not params
                 raise Unprocessable("this model takes no params; leave 'params' out")
             return None
         if params is None:
@@ -402,12 +402,14 @@ def _split_form(requests: list[RequestSchema], limit: int) -> dict[str, Any]:
 
 
 def _params_schema(requests: list[RequestSchema]) -> dict[str, Any]:
+    """`params` as validate_params takes it: null means none."""
     if len(requests) != 1:
-        return {"type": "object"}
+        return {"type": ["object", "null"]}
     model = requests[0].params_model
     if model is None:
-        return {"type": "object", "maxProperties": 0, "description": "This model takes no params"}
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
+        return {"anyOf": [{"type": "object", "maxProperties": 0}, {"type": "null"}],
+                "description": "This model takes no params"}
+    return {"anyOf": [{"$ref": f"#/components/schemas/{model.__name__}"}, {"type": "null"}]}
 
 
 def _invocations(requests: list[RequestSchema], limit: int) -> dict[str, Any]:

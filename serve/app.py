@@ -21,6 +21,7 @@ from serve.contract import install_contract
 from serve.deps import READ, Services
 from serve.docs_pages import install_offline_docs
 from serve.errors import install_error_handlers
+from serve.links import LinkSigner
 from serve.model_loader import ModelHolder, ServingModel, silence_feature_name_warning
 from serve.models import ServedModels, served_refs
 from serve.observability import Metrics, ObservabilityMiddleware, configure_logging, make_tracer_provider
@@ -80,6 +81,7 @@ def start_services(app: FastAPI, settings: Settings) -> Services:
     services = Services(
         settings=settings,
         keyring=keyring,
+        links=LinkSigner([k.key for k in settings.keys()], settings.link_secret, settings.link_ttl),
         metrics=metrics,
         holder=None,  # type: ignore[arg-type]  # set below: its callbacks use `services`
         engine=engine,
@@ -174,7 +176,7 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app; `settings` (tests) or the environment, read when the server starts."""
-    from serve.routes import alerts, feedback, health, jobs, model, monitoring, predict, schedules
+    from serve.routes import alerts, feedback, health, jobs, model, monitoring, pages, predict, schedules
 
     settings_factory = (lambda: settings) if settings is not None else get_settings
     app = FastAPI(
@@ -192,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(predict.router)
     app.include_router(model.router, dependencies=READ)
+    app.include_router(pages.router)  # a read key or a signed link (serve/links.py)
     app.include_router(feedback.router)
     app.include_router(jobs.router)
     app.include_router(alerts.router)

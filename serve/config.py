@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     # Public base URL of the MLflow UI for links in lineage (e.g. https://host/mlflow); optional.
     mlflow_ui_url: str | None = None
+    # Executed-notebook links in lineage answers open in a browser without a key for this many seconds
+    # (signed with a key derived from SERVE_API_KEYS, or with SERVE_LINK_SECRET when replicas hold
+    # different keys); see serve/links.py.
+    link_ttl: float = Field(default=3600.0, gt=0, le=7 * 86400)
+    link_secret: str | None = Field(default=None, repr=False)
     # Database for predictions and feedback; default: jobrunner's job store database.
     database_url: str | None = None
     # Most rows accepted in one prediction request.
@@ -110,6 +115,13 @@ class Settings(BaseSettings):
                         "SERVE_API_KEYS holds a placeholder or short key (<16 characters); production refuses "
                         "it: generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
                     )
+            if self.link_secret is not None and (
+                self.link_secret.lower() in PLACEHOLDERS or len(self.link_secret) < 16
+            ):
+                raise ValueError(
+                    "SERVE_LINK_SECRET holds a placeholder or short secret (<16 characters); production "
+                    "refuses it: generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+                )
         return self
 
     def keys(self) -> list[ApiKey]:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyHeader
 
 from serve.config import KeyRing, Settings
 from serve.errors import Forbidden, Unauthorized
+from serve.links import sign_notebook_links
 from serve.model_loader import ModelHolder, ServingModel
 from serve.observability import Metrics
 
@@ -26,6 +28,7 @@ class Services:
     writer: Any = None
     feedback: Any = None
     lineage: Any = None
+    links: Any = None  # serve.links.LinkSigner: signed executed-notebook links for browsers
     models: Any = None  # serve.models.ServedModels: every served model by name (holder is the default's)
     extra: dict[Any, Any] = field(default_factory=dict)  # per-version caches keyed by tuples
 
@@ -84,6 +87,43 @@ def require_write(services: ServicesDep, key: Annotated[str | None, Depends(writ
     return "write"
 
 
+def require_read_or_link(
+    request: Request,
+    services: ServicesDep,
+    key: Annotated[str | None, Depends(api_key_header)],
+    expires: Annotated[
+        int | None, Query(ge=0, le=10**11, description="Expiry of a signed link (Unix seconds)")
+    ] = None,
+    signature: Annotated[
+        str | None, Query(pattern=r"^[0-9a-f]{64}$", description="Signature of a signed link")
+    ] = None,
+) -> str:
+    """A read key, or a valid signed link to this very page (what a browser opening a link has)."""
+    if key or (expires is None and signature is None):
+        if not key:
+            raise Unauthorized(
+                "an API key (X-API-Key header) or a signed link is required: the lineage answers of "
+                "GET /v1/model carry signed links to executed notebooks that open in a browser"
+            )
+        return _scope(services, key)
+    path = request.scope["path"]
+    root = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    why = services.links.check(path, None if expires is None else str(expires), signature)
+    if why:
+        raise Unauthorized(f"this link is not valid: {why}")
+    return "link"
+
+
+def get_link_signer(request: Request, services: ServicesDep) -> Callable[[Any], Any]:
+    """Signs the notebook links in an answer for this request (its root path, e.g. /api behind nginx)."""
+    root = request.scope.get("root_path", "")
+    return lambda answer: sign_notebook_links(answer, services.links, root)
+
+
+SignLinksDep = Annotated[Callable[[Any], Any], Depends(get_link_signer)]
+ReadOrLinkDep = Annotated[str, Depends(require_read_or_link)]
 ReadKeyDep = Annotated[str, Depends(require_read)]
 WriteKeyDep = Annotated[str, Depends(require_write)]
 READ = [Depends(require_read)]

@@ -16,13 +16,13 @@ from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query
-from fastapi.responses import HTMLResponse
 
 from jobrunner.schemas import JobList, JobRead
 from jobrunner.states import JobState
 from serve.contract import SchemaPart, StrictJSONRoute
-from serve.deps import READ, WRITE, ServicesDep
+from serve.deps import READ, WRITE, ReadOrLinkDep, ServicesDep
 from serve.errors import Conflict
+from serve.links import NotebookHTML
 from serve.schemas import (
     JOB_ID_PATTERN,
     NOTEBOOK_PATH_HELP,
@@ -117,20 +117,20 @@ def cancel_job(job_id: JobId) -> Any:
 
 @router.get(
     "/jobs/{job_id}/notebook",
-    response_class=HTMLResponse,
-    dependencies=READ,
+    response_class=NotebookHTML,
     responses={
         200: {"content": {"text/html": {}}},
         **NO_JOB,
         409: {"description": "The job has no executed notebook yet (it has not run; GET /v1/jobs/{job_id})"},
     },
 )
-def job_notebook(job_id: JobId) -> HTMLResponse:
-    """The executed notebook of a job, rendered as HTML."""
+def job_notebook(job_id: JobId, _: ReadOrLinkDep) -> NotebookHTML:
+    """The executed notebook of a job, rendered as HTML (untrusted: sandboxed, see serve/links.py); a read
+    key or a signed link opens it."""
     from jobrunner import jobs
 
     try:
-        return HTMLResponse(jobs.job_output_html(job_id))
+        return NotebookHTML(jobs.job_output_html(job_id))
     except FileNotFoundError as exc:
         # The job exists; its notebook does not yet: a state of the job (409), not an unknown resource.
         raise Conflict(f"{exc} (GET /v1/jobs/{job_id} shows its state)") from exc

@@ -1,28 +1,25 @@
-"""The served model, its lineage, and the lineage of one stored prediction."""
+"""The served model, its lineage, and the lineage of one stored prediction (executed notebooks: pages.py)."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse
 
 from serve import store
-from serve.deps import ModelDep, ServicesDep
-from serve.errors import NotFound, PredictionNotFound
+from serve.deps import ModelDep, ServicesDep, SignLinksDep
+from serve.errors import PredictionNotFound
 from serve.model_schemas import ServedModelInfo, ServedModelList
-from serve.schemas import PREDICTION_ID_PATTERN, RUN_ID_PATTERN, PredictionLineage, RecentPredictions
+from serve.schemas import PREDICTION_ID_PATTERN, PredictionLineage, RecentPredictions
 
 router = APIRouter(prefix="/v1", tags=["model"])
-RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
 @router.get("/model", response_model=ServedModelInfo, responses={503: {"description": "No model loaded yet"}})
-async def model_info(model: ModelDep) -> dict:
+async def model_info(model: ModelDep, sign: SignLinksDep) -> dict:
     """The default model version: task, classes, input features (MLflow types), the serving path, lineage."""
-    return model.describe()
+    return sign(model.describe())
 
 
 @router.get(
@@ -53,29 +50,9 @@ async def served_models(services: ServicesDep) -> dict:
     response_model=ServedModelInfo,
     responses={404: {"description": "No served model has this name"}, 503: {"description": "Not loaded yet"}},
 )
-async def served_model(services: ServicesDep, name: str = Path(max_length=200)) -> dict:
+async def served_model(services: ServicesDep, sign: SignLinksDep, name: str = Path(max_length=200)) -> dict:
     """One served model version, as GET /v1/model shows the default one."""
-    return services.models.get(name).describe()
-
-
-@router.get(
-    "/runs/{run_id}/notebook",
-    response_class=HTMLResponse,
-    responses={200: {"content": {"text/html": {}}}, 404: {"description": "No such run or no notebook"}},
-)
-def run_notebook(services: ServicesDep, run_id: str = Path(pattern=RUN_ID_PATTERN)) -> HTMLResponse:
-    """The executed notebook of an MLflow run, rendered as HTML."""
-    if not RUN_ID.match(run_id):
-        raise NotFound(f"'{run_id}' is not an MLflow run id (32 hex digits)")
-    try:
-        html = services.lineage.notebook_html(run_id)
-    except Exception as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
-            raise NotFound(f"MLflow run {run_id} not found") from exc
-        raise
-    if html is None:
-        raise NotFound(f"MLflow run {run_id} has no executed notebook (artifact notebook/*.html)")
-    return HTMLResponse(html)
+    return sign(services.models.get(name).describe())
 
 
 @router.get("/predictions", response_model=RecentPredictions)
@@ -102,7 +79,7 @@ def recent_predictions(
 
 @router.get("/predictions/{prediction_id}/lineage", response_model=PredictionLineage)
 async def prediction_lineage(
-    services: ServicesDep, prediction_id: str = Path(pattern=PREDICTION_ID_PATTERN)
+    services: ServicesDep, sign: SignLinksDep, prediction_id: str = Path(pattern=PREDICTION_ID_PATTERN)
 ) -> dict:
     """One stored prediction (features, answer, true label if known) and the lineage of the model that made it."""
     found = await run_in_threadpool(_find_prediction, services, prediction_id)
@@ -131,7 +108,7 @@ async def prediction_lineage(
             "trace_id": found.trace_id,
             "true_label": labels.get(prediction_id),
         },
-        "lineage": lineage,
+        "lineage": sign(lineage),
     }
 
 

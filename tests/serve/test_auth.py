@@ -18,9 +18,12 @@ PUBLIC = {
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
+    ("GET", "/docs/assets/{name}"),  # Swagger UI / ReDoc files (serve/docs_pages.py)
 }
 WRITE_ROUTES = {("POST", "/v1/feedback"), ("POST", "/v1/jobs"), ("POST", "/v1/jobs/{job_id}/cancel"),
-                ("POST", "/v1/alerts/alertmanager")}
+                ("POST", "/v1/alerts/alertmanager"), ("POST", "/v1/schedules"),
+                ("POST", "/v1/schedules/{schedule_id}/pause"), ("POST", "/v1/schedules/{schedule_id}/resume"),
+                ("DELETE", "/v1/schedules/{schedule_id}"), ("POST", "/v1/schedules/{schedule_id}/run-now")}
 
 
 def all_routes(app):

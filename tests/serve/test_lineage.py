@@ -69,4 +69,4 @@ def test_unknown_prediction_and_run_are_404_and_garbage_ids_422(app_client):
     assert app_client.get(f"/v1/predictions/{'a' * 32}-0/lineage", headers=READ).status_code == 404
     assert app_client.get("/v1/predictions/nonsense/lineage", headers=READ).status_code == 422
     assert app_client.get(f"/v1/runs/{'b' * 32}/notebook", headers=READ).status_code == 404
-    assert app_client.get("/v1/runs/not-a-run/notebook", headers=READ).status_code == 404
+    assert app_client.get("/v1/runs/not-a-run/notebook", headers=READ).status_code == 422

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     feedback_window: int = Field(default=200, ge=1)
     feedback_threshold: float = Field(default=0.8, ge=0, le=1)
     feedback_min_samples: int = Field(default=20, ge=1)
+    # Regressors: live MAE over the same window; above this (with min_samples values) a retraining job is
+    # submitted. Unset: regressors report MAE/RMSE but never trigger (the scale is the model's own).
+    feedback_mae_threshold: float | None = Field(default=None, gt=0)
     retrain_notebook: str = "notebooks/03_train.ipynb"
     retrain_parameters: dict = Field(default_factory=dict)
     # /metrics needs a read key when True (Prometheus then sends it as X-API-Key).

@@ -32,9 +32,17 @@ class FeedbackService:
         self._threads: list[threading.Thread] = []
 
     def record(
-        self, prediction: store.StoredPrediction, true_label: str, served: ServingModel | None
+        self,
+        prediction: store.StoredPrediction,
+        true_label: str,
+        served: ServingModel | None,
+        *,
+        regression: bool = False,
     ) -> dict:
-        item = store.record_feedback(self.engine, prediction=prediction, true_label=true_label)
+        correct = None
+        if regression:  # "correct" means the exact value; the live metrics are MAE and RMSE
+            correct = abs(float(prediction.label) - float(true_label)) <= 1e-12 * max(1.0, abs(float(true_label)))
+        item = store.record_feedback(self.engine, prediction=prediction, true_label=true_label, correct=correct)
         self.metrics.feedback.labels(
             prediction.model_name, prediction.model_version, str(item.correct).lower()
         ).inc()
@@ -43,8 +51,13 @@ class FeedbackService:
             prediction.model_version,
             served.alias if served else prediction.model_alias,
             prediction.run_id,
+            task="regression" if regression else "classification",
         )
-        is_served = served is not None and served.version == prediction.model_version
+        is_served = (
+            served is not None
+            and served.name == prediction.model_name
+            and served.version == prediction.model_version
+        )
         if is_served:
             self._check_threshold(prediction.model_name, prediction.model_version, acc)
             acc["retrain"] = self._retrain_state(prediction.model_name, prediction.model_version)
@@ -56,22 +69,36 @@ class FeedbackService:
             "accuracy": acc,
         }
 
-    def accuracy(self, name: str, version: str, alias: str, run_id: str | None = None) -> dict[str, Any]:
+    def accuracy(
+        self, name: str, version: str, alias: str, run_id: str | None = None, *, task: str = "classification"
+    ) -> dict[str, Any]:
+        """The live metric over the feedback window: accuracy for classifiers, MAE/RMSE for regressors."""
         s = self.settings
+        out: dict[str, Any] = {
+            "model": {"name": name, "version": version, "alias": alias, "run_id": run_id},
+            "task": task,
+            "window": s.feedback_window,
+            "min_samples": s.feedback_min_samples,
+            "retrain": self._retrain_state(name, version),
+        }
+        if task == "regression":
+            n, mae, rmse = store.window_errors(
+                self.engine, model_name=name, model_version=version, window=s.feedback_window
+            )
+            limit = s.feedback_mae_threshold
+            worse = mae is not None and limit is not None and n >= s.feedback_min_samples and mae > limit
+            return out | {"labelled": n, "accuracy": None, "mae": mae, "rmse": rmse, "threshold": limit,
+                          "below_threshold": worse}
         n, acc = store.window_accuracy(
             self.engine, model_name=name, model_version=version, window=s.feedback_window
         )
         if acc is not None:
             self.metrics.accuracy.labels(name, version).set(acc)
-        return {
-            "model": {"name": name, "version": version, "alias": alias, "run_id": run_id},
-            "window": s.feedback_window,
+        return out | {
             "labelled": n,
             "accuracy": acc,
             "threshold": s.feedback_threshold,
-            "min_samples": s.feedback_min_samples,
             "below_threshold": acc is not None and n >= s.feedback_min_samples and acc < s.feedback_threshold,
-            "retrain": self._retrain_state(name, version),
         }
 
     def _retrain_state(self, name: str, version: str) -> dict[str, Any] | None:
@@ -81,28 +108,30 @@ class FeedbackService:
         return {k: row[k] for k in ("armed", "crossings", "last_job_id", "last_triggered_at")}
 
     def _check_threshold(self, name: str, version: str, acc: dict[str, Any]) -> None:
-        if acc["accuracy"] is None or acc["labelled"] < self.settings.feedback_min_samples:
+        metric = acc["mae"] if acc["task"] == "regression" else acc["accuracy"]
+        if metric is None or acc["threshold"] is None or acc["labelled"] < self.settings.feedback_min_samples:
             return
         if not acc["below_threshold"]:
             store.rearm_retrain(self.engine, model_name=name, model_version=version)
             return
-        if store.claim_retrain(self.engine, model_name=name, model_version=version, accuracy=acc["accuracy"]):
+        if store.claim_retrain(self.engine, model_name=name, model_version=version, accuracy=metric):
             crossings = (store.get_retrain(self.engine, model_name=name, model_version=version) or {}).get(
                 "crossings", 1
             )
             log.warning(
-                "live accuracy %.3f of %s v%s is below %.3f over %d labels: submitting a retraining job",
-                acc["accuracy"],
+                "live %s %.4g of %s v%s is worse than %.4g over %d labels: submitting a retraining job",
+                "MAE" if acc["task"] == "regression" else "accuracy",
+                metric,
                 name,
                 version,
-                self.settings.feedback_threshold,
+                acc["threshold"],
                 acc["labelled"],
                 extra={"event": "retrain_triggered", "model": name, "version": version},
             )
             # Submitting validates the notebook and writes the job store: do it off the request.
             t = threading.Thread(
                 target=self._submit,
-                args=(name, version, crossings, acc["accuracy"]),
+                args=(name, version, crossings, metric),
                 name="serve-retrain-submit",
                 daemon=True,
             )
@@ -117,7 +146,7 @@ class FeedbackService:
                 self.settings.retrain_notebook,
                 dict(self.settings.retrain_parameters),
                 idempotency_key=f"serve-retrain:{name}:{version}:{crossing}",
-                submitter=f"serve:feedback (accuracy {accuracy:.3f} < {self.settings.feedback_threshold})",
+                submitter=f"serve:feedback (live metric {accuracy:.4g} worse than the threshold)",
             )
         except Exception as exc:  # noqa: BLE001 - reported in metrics and logs; the trigger stays disarmed
             self.metrics.retrains.labels(name, "error").inc()

@@ -148,7 +148,7 @@ class ServingModel:
                 'or {"columns": ["<feature>", ...], "data": [[<value>, ...], ...]}'
             )
         params = data.get("params") if isinstance(data, dict) else None
-        if self.path == "sklearn" and not params:
+        if self.path == "sklearn" and (params is None or params == {}):  # false, 0, [] are validated: 422
             X = self.split_to_matrix(data["columns"], rows) if split else self.to_matrix(rows)
             return Batch(len(X), X=X, logged=X)
         return self.batch_from_records(
@@ -169,6 +169,8 @@ class ServingModel:
                 df = pd.DataFrame(records, columns=columns) if columns else pd.DataFrame(records)
             except (TypeError, ValueError) as exc:
                 raise Unprocessable(f"the rows cannot be read as a table: {exc}") from exc
+            if params is not None and not isinstance(params, dict):
+                raise Unprocessable("params must be an object of parameter name -> value")
             return Batch(len(df), frame=df, params=params or None, logged=df.to_numpy().tolist())
         p = self.request.validate_params(params)
         if self.path == "sklearn":

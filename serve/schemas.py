@@ -125,8 +125,9 @@ class FeedbackIn(BaseModel):
     prediction_id: str = Field(
         pattern=PREDICTION_ID_PATTERN, description="A prediction id returned by POST /v1/predict"
     )
-    label: str | int = Field(
-        description="The true class of that row (one of the served model's classes)",
+    label: str | int | float = Field(
+        description="The true class of that row (one of the served model's classes), or for a regressor "
+        "the true value (a number)",
     )
 
 
@@ -139,12 +140,18 @@ class RetrainState(BaseModel):
 
 class Accuracy(BaseModel):
     model: ModelIdentity
+    task: str = Field(default="classification", description="classification or regression")
     window: int
     labelled: int
-    accuracy: float | None
-    threshold: float
+    accuracy: float | None = Field(description="Share of correct labels (classifiers; null for regressors)")
+    mae: float | None = Field(default=None, description="Mean absolute error of the values (regressors)")
+    rmse: float | None = Field(default=None, description="Root mean squared error of the values (regressors)")
+    threshold: float | None = Field(
+        description="Retraining threshold: accuracy below it (classifiers), MAE above it (regressors; "
+        "null when SERVE_FEEDBACK_MAE_THRESHOLD is unset)"
+    )
     min_samples: int
-    below_threshold: bool
+    below_threshold: bool = Field(description="The live metric is worse than the threshold")
     retrain: RetrainState | None = None
 
 

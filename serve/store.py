@@ -239,7 +239,10 @@ def _aware(value: datetime) -> datetime:
 
 
 # -- feedback -------------------------------------------------------------------------------------------
-def record_feedback(engine: Engine, *, prediction: StoredPrediction, true_label: str) -> Feedback:
+def record_feedback(
+    engine: Engine, *, prediction: StoredPrediction, true_label: str, correct: bool | None = None
+) -> Feedback:
+    """Store the true label (for a regressor: the true value, `correct` meaning an exact value)."""
     item = {
         "prediction_id": prediction.prediction_id,
         "batch_id": prediction.batch_id,
@@ -248,7 +251,7 @@ def record_feedback(engine: Engine, *, prediction: StoredPrediction, true_label:
         "model_version": prediction.model_version,
         "predicted_label": str(prediction.label),
         "true_label": true_label,
-        "correct": str(prediction.label) == true_label,
+        "correct": str(prediction.label) == true_label if correct is None else correct,
         "created_at": datetime.now(UTC),
     }
     try:
@@ -278,6 +281,30 @@ def window_accuracy(
             sa.select(sa.func.count(), sa.func.sum(sa.cast(recent.c.correct, sa.Integer)))
         ).one()
     return int(n), (float(hits) / n if n else None)
+
+
+def window_errors(
+    engine: Engine, *, model_name: str, model_version: str, window: int
+) -> tuple[int, float | None, float | None]:
+    """(values in the window, MAE, RMSE) over the newest `window` feedback rows of a regressor's version."""
+    query = (
+        sa.select(Feedback.predicted_label, Feedback.true_label)
+        .where(Feedback.model_name == model_name, Feedback.model_version == model_version)
+        .order_by(Feedback.id.desc())
+        .limit(window)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    errors = []
+    for predicted, true in rows:
+        try:
+            errors.append(float(predicted) - float(true))
+        except (TypeError, ValueError):  # a row labelled before the model was a regressor
+            continue
+    if not errors:
+        return 0, None, None
+    n = len(errors)
+    return n, sum(abs(e) for e in errors) / n, (sum(e * e for e in errors) / n) ** 0.5
 
 
 def claim_retrain(engine: Engine, *, model_name: str, model_version: str, accuracy: float) -> bool:

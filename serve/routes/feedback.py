@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -31,20 +33,37 @@ def post_feedback(body: FeedbackIn, services: ServicesDep) -> dict:
     from serve.errors import Unprocessable
 
     found = _find_prediction(services, body.prediction_id)
+    holder = services.models.holders.get(found.model_name) if services.models is not None else None
+    model = (holder or services.holder).current  # the served model that made it (SERVE_MODELS), if any
+    served = model is not None and model.version == found.model_version and model.name == found.model_name
+    regression = model.task == "regression" if served and model is not None else _is_value(found.label)
+    if regression:
+        if isinstance(body.label, str) or not math.isfinite(body.label):
+            raise Unprocessable("this prediction is a regressor's value: send the true value as a number")
+        return services.feedback.record(found, repr(float(body.label)), model, regression=True)
     label = str(body.label)
-    model = services.holder.current
-    if model is not None and model.version == found.model_version and label not in model.class_keys:
+    if served and model is not None and label not in model.class_keys:
         raise Unprocessable(
             f"label {label!r} is not a class of the model; classes: {', '.join(model.class_keys)}"
         )
     return services.feedback.record(found, label, model)
 
 
+def _is_value(label: Any) -> bool:
+    """A stored prediction of a model no longer served: a regressor's if its answer is a non-integer number."""
+    try:
+        return not float(label).is_integer()
+    except (TypeError, ValueError):
+        return False
+
+
 @router.get("/accuracy", response_model=Accuracy, dependencies=READ)
 async def accuracy(services: ServicesDep, model: ModelDep) -> dict:
-    """Live accuracy of the served model over the feedback window, the threshold, and the retraining state."""
+    """Live accuracy (classifiers) or MAE/RMSE (regressors) of the served model over the feedback window,
+    the threshold, and the retraining state."""
+    task = "regression" if model.task == "regression" else "classification"
     return await run_in_threadpool(
-        services.feedback.accuracy, model.name, model.version, model.alias, model.run_id
+        partial(services.feedback.accuracy, task=task), model.name, model.version, model.alias, model.run_id
     )
 
 
@@ -59,6 +78,12 @@ def label_schema_part(app: FastAPI) -> SchemaPart:
     def apply(schema: dict[str, Any]) -> None:
         model = served()
         body = schema.get("components", {}).get("schemas", {}).get(FeedbackIn.__name__)
+        if body is not None and getattr(model, "task", None) == "regression":
+            body["properties"]["label"] = {
+                "type": "number",
+                "description": f"The true value of that row ({model.name} v{model.version} is a regressor)",
+            }
+            return
         keys = list(getattr(model, "class_keys", None) or [])
         if body is None or not keys:
             return

@@ -183,7 +183,7 @@ def _timeline(services: Any, model: Any, hours: float) -> dict[str, Any]:
         "model": model.identity,
         "task": task,
         "metric": "mae" if regression else "accuracy",
-        "threshold": None if regression else settings.feedback_threshold,
+        "threshold": settings.feedback_mae_threshold if regression else settings.feedback_threshold,
         "window": settings.feedback_window,
         "since": since,
         "points": metric_points(feedback, settings.feedback_window, regression),

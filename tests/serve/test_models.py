@@ -29,7 +29,13 @@ def api(store: ServingStore, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     server = start_api(
         store,
         tmp_path_factory.mktemp("models-api"),
-        {"SERVE_MODELS": MODELS, "SERVE_MODEL_NAME": "churn", "SERVE_MODEL_POLL_INTERVAL": "0"},
+        {
+            "SERVE_MODELS": MODELS,
+            "SERVE_MODEL_NAME": "churn",
+            "SERVE_MODEL_POLL_INTERVAL": "0",
+            "SERVE_FEEDBACK_MAE_THRESHOLD": "1000",  # regressors: retrain when live MAE is above it
+            "SERVE_FEEDBACK_MIN_SAMPLES": "5",
+        },
     )
     yield server
     server.stop()
@@ -380,3 +386,25 @@ def test_write_key_reads_too_and_feedback_takes_a_string_class(api: Server) -> N
     )
     assert r.status_code == 201, r.text
     assert r.json()["correct"] is True
+
+
+def test_regressor_feedback_takes_true_values_reports_mae_rmse_and_triggers_retraining(api: Server) -> None:
+    rows = [{"area_m2": 40.0 + 10 * i, "rooms": 1 + i % 5} for i in range(6)]
+    predictions = post(api, "/v1/models/price/predict", {"rows": rows}).json()["predictions"]
+    # a class label is no true value for a regressor: named, nothing stored
+    wrong = post(api, "/v1/feedback", {"prediction_id": predictions[0]["prediction_id"], "label": "cheap"}, WRITE)
+    assert wrong.status_code == 422 and "number" in wrong.json()["detail"]
+    answers = []
+    for i, p in enumerate(predictions):
+        off = 2000.0 if i % 2 else -2000.0  # every value 2000 off: MAE 2000, RMSE 2000
+        r = post(api, "/v1/feedback", {"prediction_id": p["prediction_id"], "label": p["value"] + off}, WRITE)
+        assert r.status_code == 201, r.text
+        answers.append(r.json())
+    last = answers[-1]["accuracy"]
+    assert last["task"] == "regression" and last["accuracy"] is None
+    assert last["labelled"] == 6 and last["threshold"] == 1000
+    assert last["mae"] == pytest.approx(2000.0) and last["rmse"] == pytest.approx(2000.0)
+    assert last["below_threshold"] is True  # MAE above SERVE_FEEDBACK_MAE_THRESHOLD after 5 samples
+    # the trigger fired once (disarmed until MAE is back under the threshold)
+    retrain = last["retrain"]
+    assert retrain is not None and retrain["armed"] is False and retrain["crossings"] == 1

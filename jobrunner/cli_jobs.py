@@ -96,12 +96,16 @@ def worker(worker_id: str | None, burst: bool) -> None:
     """Run a worker: take jobs one at a time from the queue (or the database without a broker)."""
     import logging
 
+    from jobrunner.logs import configure_logging
     from jobrunner.worker import run_worker
 
+    settings = _settings()
+    # a long-running process: one line per job event at INFO (JSON by default, as the API's), more with -v
+    configure_logging(min(logging.getLogger().getEffectiveLevel(), logging.INFO), settings.log_json)
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # -vv shows pika's own lines
         _quiet_pika()
     try:
-        run_worker(_settings(), worker_id=worker_id, burst=burst)
+        run_worker(settings, worker_id=worker_id, burst=burst)
     except JobrunnerError as exc:
         _handle(exc)
     _exit_at_once()

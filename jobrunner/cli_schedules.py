@@ -240,8 +240,14 @@ def scheduler(interval: float | None, misfire_grace: float | None, heartbeat_fil
             sys.exit(1)
         click.echo(f"healthy: last tick {age:.0f}s ago")
         return
+    import logging
+
+    from jobrunner.logs import configure_logging
+
+    settings = _settings()
+    configure_logging(min(logging.getLogger().getEffectiveLevel(), logging.INFO), settings.log_json)
     try:
-        run_scheduler(_settings(), options, once=once)
+        run_scheduler(settings, options, once=once)
     except JobrunnerError as exc:
         _handle(exc)
 

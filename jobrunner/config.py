@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     worker_grace_period: float = 30.0
     # Prometheus metrics port of `jobrunner worker` (0 = off).
     worker_metrics_port: int = 0
+    # Long-running processes (worker, scheduler) log one JSON line per event on stderr, as the API does
+    # (jobrunner.logs); false gives plain text. The level is INFO unless -v/-vv asks for more.
+    log_json: bool = True
     # Worker id shown on jobs; default "<hostname>:<pid>".
     worker_id: str | None = None
     # Size limits of submitted parameters, in bytes of their JSON text: each value, and all of a job's

@@ -110,7 +110,10 @@ class JobRun:
         self.metrics.busy.set(1)
         queued_at = job.queued_at if job.queued_at.tzinfo else job.queued_at.replace(tzinfo=utcnow().tzinfo)
         self.metrics.queue_wait.observe(max(0.0, (utcnow() - queued_at).total_seconds()))
-        log.info("job %s: attempt %d of %s", job.id, job.attempt, job.notebook)
+        self._attempt = job.attempt
+        self._started = time.monotonic()
+        log.info("job %s: taken, attempt %d of %s", job.id, job.attempt, job.notebook,
+                 extra=self._event("taken", notebook=job.notebook))
         # The heartbeat goes on until the job's final state is written, also while the store is down after
         # the notebook ended: a reaper must not take a finished job for a dead worker's.
         beat = threading.Thread(target=self._heartbeat_loop, name=f"heartbeat-{job.id[:8]}", daemon=True)
@@ -210,13 +213,15 @@ class JobRun:
     def _retry_or_give_up(self, job: Job, exc: BaseException) -> Outcome:
         if job.attempt < self.settings.max_attempts:
             delay = min(self.settings.retry_backoff * 2 ** (job.attempt - 1), self.settings.retry_backoff_max)
-            log.warning("job %s: infrastructure error (%s); retry in %.1fs", job.id, exc, delay)
+            log.warning("job %s: infrastructure error (%s); retry in %.1fs", job.id, exc, delay,
+                        extra=self._event("retry", delay_s=delay, error=str(exc)[:500]))
             self._requeue(job, f"infrastructure error: {exc}", delay=delay, reason="infrastructure")
             return Outcome("ack")
         message = f"infrastructure error on attempt {job.attempt} (giving up): {exc}"
         self._finish(JobState.FAILED, error_kind="infrastructure", error_ename=type(exc).__name__,
                      error_evalue=str(exc), error_message=message + "; retry with `jobrunner dlq requeue`")
         self.metrics.dead_letters.inc()
+        log.error("job %s: %s", job.id, message, extra=self._event("dead_lettered", error=message[:500]))
         return Outcome("dead", message)
 
     # -- store writes that must happen (retried while the database is down) --------------------------
@@ -237,6 +242,10 @@ class JobRun:
         if self._write_until_done(write):
             self._recorded = True
             self.metrics.finished.labels(state.value).inc()
+            took = time.monotonic() - getattr(self, "_started", time.monotonic())
+            log.info("job %s: %s after %.1fs", self.job_id, state.value, took,
+                     extra=self._event("finished", state=state.value, duration_s=round(took, 3),
+                                       error_kind=fields.get("error_kind")))
 
     def _requeue(self, job: Job, why: str, *, delay: float, reason: str) -> None:
         from jobrunner import store
@@ -279,7 +288,13 @@ class JobRun:
                 delay = min(delay * 2, 4.0)  # write soon after the store is back
 
     # -- progress, heartbeat, cancellation ------------------------------------------------------------
+    def _event(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Fields of a job event log line (JSON keys beside trace_id): event, job_id, attempt, ..."""
+        return {"event": event, "job_id": self.job_id, "attempt": getattr(self, "_attempt", None), **fields}
+
     def _on_progress(self, progress: Any) -> None:
+        log.debug("job %s: cell %d of %d", self.job_id, progress.cells_done, progress.cells_total,
+                  extra=self._event("cell", cells_done=progress.cells_done, cells_total=progress.cells_total))
         self._progress = {"cells_done": progress.cells_done, "cells_total": progress.cells_total,
                           "current_cell": progress.cell_index}
         self._progress_dirty = True

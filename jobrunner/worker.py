@@ -67,6 +67,7 @@ class Worker:
             signal.signal(sig, self.request_stop)
         faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: every thread's stack
         self.metrics.serve(self.settings.worker_metrics_port)
+        _install_tracer_provider()
         _warm_up()
         pool = self.metrics.start_pool(self.settings)  # warm single-use kernels (jobrunner.pool)
         broker = broker_for(self.settings)
@@ -108,7 +109,9 @@ class Worker:
         def target() -> None:
             outcome = Outcome("retry_later", "processing ended without an outcome")
             try:
-                outcome = run.process()
+                # one span per delivery: every log line of the job carries its trace id (jobrunner.logs)
+                with _tracer().start_as_current_span("job", attributes={"job.id": run.job_id}):
+                    outcome = run.process()
             except BaseException as exc:  # noqa: BLE001 - never lose the message on a bug: redeliver it
                 log.exception("job %s: processing crashed", run.job_id)
                 outcome = Outcome("retry_later", repr(exc))
@@ -353,6 +356,21 @@ class EmbeddedSource:
                                      attempt=int(payload.get("attempt", 0)), delay=2.0)
         except InfrastructureError as exc:  # the reaper re-offers orphaned QUEUED jobs later
             log.warning("worker %s: could not settle message %s: %s", self.worker.id, row_id, exc)
+
+
+def _tracer() -> Any:
+    from opentelemetry import trace
+
+    return trace.get_tracer("jobrunner.worker")
+
+
+def _install_tracer_provider() -> None:
+    """An SDK tracer provider (ids for log lines; no exporter) unless the process already has one."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
 
 
 def _warm_up() -> None:

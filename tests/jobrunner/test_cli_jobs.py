@@ -136,3 +136,21 @@ def test_worker_refuses_to_start_on_an_unmigrated_database(cli, project, make_po
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 3
     assert "run `jobrunner migrate`" in result.stderr
+
+
+def test_worker_logs_one_json_line_per_job_event_with_job_id_attempt_and_trace_id(cli, project):
+    code, out, _ = cli("submit", "notebooks/ok.ipynb", "-p", "x", "1", "--json")
+    assert code == 0
+    job_id = json.loads(out)["id"]
+    worker = subprocess.run([PYTHON, "-m", "jobrunner.cli", "worker", "--burst"], env=cli.env, cwd=project,
+                            capture_output=True, text=True, timeout=180)
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    lines = [json.loads(line) for line in worker.stderr.splitlines() if line.startswith("{")]
+    assert lines and len(lines) == len([ln for ln in worker.stderr.splitlines() if ln.strip()]), worker.stderr
+    events = {line["event"]: line for line in lines if line.get("job_id") == job_id and "event" in line}
+    assert {"taken", "finished"} <= set(events), lines
+    taken, finished = events["taken"], events["finished"]
+    assert taken["attempt"] == finished["attempt"] == 1 and taken["level"] == "INFO"
+    assert finished["state"] == "SUCCEEDED" and finished["duration_s"] > 0
+    assert len(taken["trace_id"]) == 32 and taken["trace_id"] == finished["trace_id"]  # one trace per job
+    assert any(line["message"].startswith("worker ") and "started" in line["message"] for line in lines)

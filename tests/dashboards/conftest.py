@@ -20,7 +20,7 @@ import pytest
 
 from dashboards.client import PlatformClient
 from tests.conftest import ROOT, free_port
-from tests.serve.conftest import READ_KEY, WRITE_KEY, ModelStore, Server, model_store  # noqa: F401
+from tests.serve.conftest import READ_KEY, WRITE_KEY, ModelStore, Server, model_store, start_server  # noqa: F401
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHIFTED = "worst_area"  # the feature the tests move far out of its training range
@@ -46,41 +46,8 @@ def start_api(
     env: dict[str, str],
     timeout: float = 300,
 ) -> Server:
-    """Like tests/serve's start_server, with a longer wait: loading a pyfunc model took 30+ s and a start
-    over 90 s on a loaded 2-core machine."""
-    tmp = tmp_path_factory.mktemp(name)
-    port = free_port()
-    database_url = f"sqlite:///{tmp / 'serve.db'}"
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_", "JOBRUNNER_"))}
-    full.update(
-        {
-            "SERVE_API_KEYS": f"{READ_KEY}:read,{WRITE_KEY}:write",
-            "SERVE_MLFLOW_TRACKING_URI": store.tracking_uri,
-            "SERVE_DATABASE_URL": database_url,
-            "JOBRUNNER_PROJECT_DIR": str(store.project),
-            "MLFLOW_TRACKING_URI": store.tracking_uri,
-            "PYTHONPATH": str(ROOT),
-            **env,
-        }
-    )
-    log_path = tmp / "server.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "serve.app:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp,
-        env=full,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path, database_url)
-    try:
-        wait_for(lambda: process.poll() is not None or _answers(server.url + "/ready"), timeout, "the API")
-    except AssertionError:
-        server.stop()
-        raise AssertionError(
-            f"uvicorn did not become ready in {timeout} s:\n{server.log()[-3000:]}"
-        ) from None
-    assert process.poll() is None, f"uvicorn exited with {process.returncode}:\n{server.log()[-3000:]}"
-    return server
+    """tests/serve's start_server in a fresh folder named `name`."""
+    return start_server(store, tmp_path_factory.mktemp(name), env, timeout)
 
 
 @pytest.fixture(scope="module")

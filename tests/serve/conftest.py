@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -220,7 +221,9 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(store: ModelStore, tmp: Path, env_extra: dict[str, str]) -> Server:
+def start_server(store: Any, tmp: Path, env_extra: dict[str, str], deadline_s: float = 300) -> Server:
+    """A real uvicorn serving `store` (anything with `tracking_uri` and `project`), ready on return. The
+    generous deadline is for a loaded 2-core machine, where loading pyfunc models took 30-90 s."""
     port = free_port()
     database_url = f"sqlite:///{tmp / 'serve.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_", "JOBRUNNER_"))}
@@ -244,12 +247,12 @@ def start_server(store: ModelStore, tmp: Path, env_extra: dict[str, str]) -> Ser
         stderr=subprocess.STDOUT,
     )
     server = Server(f"http://127.0.0.1:{port}", process, log_path, database_url)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{server.log()[-3000:]}")
         try:
-            if httpx.get(server.url + "/ready", timeout=2).status_code == 200:
+            if httpx.get(server.url + "/ready", timeout=5).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass

@@ -216,49 +216,7 @@ def shared_serving_store(tmp_path_factory: Any) -> ServingStore:
 
 
 def start_api(store: ServingStore, tmp: Path, env_extra: dict[str, str], deadline_s: float = 300) -> Any:
-    """A real uvicorn serving `store` (like tests/serve/conftest.start_server, with a start-up deadline
-    for a shared, loaded machine: loading three models took up to 90 s there)."""
-    import subprocess
-    import sys
-    import time
+    """A real uvicorn serving `store` (tests/serve/conftest.start_server)."""
+    from tests.serve.conftest import start_server
 
-    import httpx
-
-    from tests.conftest import ROOT, free_port
-    from tests.serve.conftest import READ_KEY, WRITE_KEY, Server
-
-    port = free_port()
-    database_url = f"sqlite:///{tmp / 'serve.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_", "JOBRUNNER_"))}
-    env.update(
-        {
-            "SERVE_API_KEYS": f"{READ_KEY}:read,{WRITE_KEY}:write",
-            "SERVE_MLFLOW_TRACKING_URI": store.tracking_uri,
-            "SERVE_DATABASE_URL": database_url,
-            "JOBRUNNER_PROJECT_DIR": str(store.project),
-            "MLFLOW_TRACKING_URI": store.tracking_uri,
-            "PYTHONPATH": str(ROOT),
-            **env_extra,
-        }
-    )
-    log_path = tmp / "server.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "serve.app:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp,
-        env=env,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path, database_url)
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{server.log()[-3000:]}")
-        try:
-            if httpx.get(server.url + "/ready", timeout=5).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    server.stop()
-    raise RuntimeError(f"uvicorn did not become ready:\n{server.log()[-3000:]}")
+    return start_server(store, tmp, env_extra, deadline_s)

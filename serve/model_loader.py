@@ -36,7 +36,16 @@ import numpy as np
 
 from serve.errors import FeatureError, ModelNotReady, Unprocessable
 from serve.pipeline_plan import verified_plan
-from serve.signature import NUMERIC_TYPES, Column, Param, RequestSchema, columns_of, json_value, params_of
+from serve.signature import (
+    MAX_DOUBLE,
+    NUMERIC_TYPES,
+    Column,
+    Param,
+    RequestSchema,
+    columns_of,
+    json_value,
+    params_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +156,11 @@ class ServingModel:
                 'the body must be {"rows": [{"<feature>": <value>, ...}, ...]} '
                 'or {"columns": ["<feature>", ...], "data": [[<value>, ...], ...]}'
             )
+        if isinstance(data, dict) and not split and not set(data) <= {"rows", "params"}:
+            unknown = sorted(str(k)[:60] for k in set(data) - {"rows", "params"})[:10]
+            raise Unprocessable(
+                f"unknown key(s) in the body: {', '.join(unknown)}; the records form takes 'rows' (and 'params')"
+            )
         params = data.get("params") if isinstance(data, dict) else None
         if self.path == "sklearn" and (params is None or params == {}):  # false, 0, [] are validated: 422
             X = self.split_to_matrix(data["columns"], rows) if split else self.to_matrix(rows)
@@ -190,7 +204,7 @@ class ServingModel:
             flat = list(itertools.chain.from_iterable(map(self._get, rows)))
             if all(len(r) == self._n for r in rows) and set(map(type, flat)) <= {float, int}:
                 X = np.fromiter(flat, dtype=np.float64, count=len(flat)).reshape(len(rows), self._n)
-                if np.isfinite(X).all():
+                if (np.abs(X) <= MAX_DOUBLE).all():  # finite and within the schema's bounds
                     return X
         except (KeyError, TypeError, IndexError):
             pass
@@ -241,7 +255,7 @@ class ServingModel:
             flat = list(itertools.chain.from_iterable(data))
             if all(len(r) == n for r in data) and set(map(type, flat)) <= {float, int}:
                 X = np.fromiter(flat, dtype=np.float64, count=len(flat)).reshape(len(data), n)
-                if np.isfinite(X).all():
+                if (np.abs(X) <= MAX_DOUBLE).all():  # finite and within the schema's bounds
                     if tuple(columns) != self.features:
                         X = np.ascontiguousarray(X[:, [columns.index(f) for f in self.features]])
                     return X
@@ -260,13 +274,13 @@ class ServingModel:
                 )
                 continue
             for name, value in zip(columns, row, strict=True):
-                if isinstance(value, bool) or not isinstance(value, _NUMBER) or not np.isfinite(value):
+                if isinstance(value, bool) or not isinstance(value, _NUMBER) or not abs(value) <= MAX_DOUBLE:
                     bad.append(
                         {
                             "row": i,
                             "feature": name,
                             "problem": "type",
-                            "message": f"row {i}: feature '{name}' must be a finite number, got {value!r:.40}",
+                            "message": f"row {i}: feature '{name}' must be a number within ±1e150, got {value!r:.40}",
                         }
                     )
             if len(bad) >= MAX_PROBLEMS:
@@ -298,13 +312,13 @@ class ServingModel:
                     )
                 else:
                     value = row[name]
-                    if isinstance(value, bool) or not isinstance(value, _NUMBER) or not np.isfinite(value):
+                    if isinstance(value, bool) or not isinstance(value, _NUMBER) or not abs(value) <= MAX_DOUBLE:
                         problems.append(
                             {
                                 "row": i,
                                 "feature": name,
                                 "problem": "type",
-                                "message": f"row {i}: feature '{name}' must be a finite number, got {value!r:.40}",
+                                "message": f"row {i}: feature '{name}' must be a number within ±1e150, got {value!r:.40}",
                             }
                         )
             for name in row:

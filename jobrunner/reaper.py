@@ -13,7 +13,11 @@ back to life, cannot both act on the same job.
 A stale heartbeat only means "dead" if the store was reachable all along: after a store outage every
 heartbeat is stale, while their workers are alive and waiting to write. So a reaper acts only once its
 own store connection has worked without a failure for heartbeat_timeout (also after the worker starts):
-by then every live worker has heartbeated again.
+by then every live worker has heartbeated again. The broker path needs less: a worker that is connected
+to the broker keeps its presence queue through a store outage, and once the store is back every live
+worker heartbeats within heartbeat_interval, so after takeover_after() seconds of a working store a stale
+heartbeat of a worker the broker no longer sees is a dead worker's. A freshly started worker can take a
+SIGKILLed worker's job over within seconds, not after heartbeat_timeout.
 """
 
 from __future__ import annotations
@@ -48,32 +52,41 @@ class Reaper:
     def __init__(self, settings: Settings, worker_id: str):
         self.settings = settings
         self.worker_id = worker_id
-        self.trusted_from = time.monotonic() + settings.heartbeat_timeout
+        self.store_ok_since = time.monotonic()
 
     def store_failed(self) -> None:
-        self.trusted_from = time.monotonic() + self.settings.heartbeat_timeout
+        self.store_ok_since = time.monotonic()
 
     @property
     def trusted(self) -> bool:
         """True when the store has been reachable long enough for stale heartbeats to mean dead workers."""
-        return time.monotonic() >= self.trusted_from
+        return time.monotonic() - self.store_ok_since >= self.settings.heartbeat_timeout
+
+    @property
+    def trusted_with_broker(self) -> bool:
+        """True when a stale heartbeat of a worker gone from the broker means a dead worker (module doc)."""
+        return time.monotonic() - self.store_ok_since >= takeover_after(self.settings)
 
     def run_once(self, presence: Presence | None = None) -> list[str]:
         try:
-            if not self.trusted:
+            if not self.trusted_with_broker:
                 with session_scope(self.settings) as session:  # only notice whether the store works
                     session.execute(text("SELECT 1"))
                 return []
-            return reap_once(self.settings, worker_id=self.worker_id, presence=presence)
+            return reap_once(self.settings, worker_id=self.worker_id, presence=presence,
+                             broker_path_only=not self.trusted)
         except StoreUnavailable:
             self.store_failed()
             raise
 
 
-def reap_once(settings: Settings, *, worker_id: str = "reaper", presence: Presence | None = None) -> list[str]:
+def reap_once(settings: Settings, *, worker_id: str = "reaper", presence: Presence | None = None,
+              broker_path_only: bool = False) -> list[str]:
     """Requeue (or finish cancelling) jobs of dead workers; returns the ids it changed.
 
     Callers outside a worker (tests, scripts) must know the store was not down for heartbeat_timeout.
+    `broker_path_only`: only jobs of workers gone from the broker (the store has been back for less than
+    heartbeat_timeout, so a merely stale heartbeat proves nothing yet).
     """
     from jobrunner import store
 
@@ -88,7 +101,7 @@ def reap_once(settings: Settings, *, worker_id: str = "reaper", presence: Presen
             beat = job.heartbeat_at
             if beat is not None and beat.tzinfo is None:
                 beat = beat.replace(tzinfo=now.tzinfo)
-            if beat is None or beat < cutoff:
+            if (beat is None or beat < cutoff) and not broker_path_only:
                 why, stale = "stopped heartbeating", [Job.heartbeat_at < cutoff]
             elif presence is not None and job.worker_id and presence(job.worker_id) is False:
                 why = "is gone from the broker"
@@ -106,7 +119,7 @@ def reap_once(settings: Settings, *, worker_id: str = "reaper", presence: Presen
                 store.add_outbox(session=session, job_id=job.id, attempt=job.attempt)
                 changed.append(job.id)
                 log.warning("reaper: job %s: worker %s %s; made runnable again", job.id, job.worker_id, why)
-        if settings.embedded:
+        if settings.embedded and not broker_path_only:
             # the outbox is the queue: a worker that died between taking a message and claiming the job
             # leaves a QUEUED job without a deliverable message
             for job_id in store.orphaned_queued(session=session, older_than=cutoff):

@@ -53,15 +53,18 @@ def marks_of(project: Path, job_id: str) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def running(ids: list[str], cells: tuple[int, ...] = (SLEEP_CELL,)) -> list[Any]:
+def running(ids: list[str], cells: tuple[int, ...] | None = (SLEEP_CELL,)) -> list[Any]:
+    """The jobs RUNNING inside one of `cells` (None: RUNNING at all, whichever cell its progress shows)."""
     jobs = [job(i) for i in ids]
-    return [j for j in jobs if j.state.value == "RUNNING" and j.progress.current_cell in cells]
+    return [j for j in jobs
+            if j.state.value == "RUNNING" and (cells is None or j.progress.current_cell in cells)]
 
 
 def wait_busy(ids: list[str], count: int, timeout: float = 240, *, any_cell: bool = False) -> list[Any]:
-    """Wait until `count` of the jobs are inside their sleep cell (or, `any_cell`, in any cell: on a loaded
-    machine two jobs rarely share a few-second sleep)."""
-    cells = (1, 2, SLEEP_CELL, 4) if any_cell else (SLEEP_CELL,)
+    """Wait until `count` of the jobs are inside their sleep cell (or, `any_cell`, RUNNING at all: two jobs
+    rarely share a few-second sleep, and progress is written in batches, so both may never show a cell
+    at the same poll)."""
+    cells = None if any_cell else (SLEEP_CELL,)
     return wait_for(lambda: r if len(r := running(ids, cells)) >= count else None, timeout,
                     f"{count} jobs in {'a' if any_cell else 'their sleep'} cell")
 

@@ -8,9 +8,12 @@ columns in, the `jobrunner` metadata, a prediction for a category never seen in 
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -104,6 +107,15 @@ def test_multiclass_from_a_csv_with_text_bool_date_columns_and_gaps(mixed_projec
     proba = local.predict_proba(row)
     assert proba.shape == (1, 3) and abs(proba.sum() - 1) < 1e-9
 
+    # the API serves the pipeline's champion: an unseen category answered, a wrong type a 422 naming it
+    with _served(project, "penguin-species", tmp=project / "api") as url:
+        body = _predict(url, "penguin-species", [_json_row(row), _json_row(mixed_table(rows=240, seed=0).loc[[5]])])
+        assert body["task"] == "classification" and body["model"]["name"] == "penguin-species"
+        for p in body["predictions"]:
+            assert p["label"] in SPECIES and set(p["probabilities"]) == set(SPECIES)
+            assert abs(sum(p["probabilities"].values()) - 1) < 1e-6
+        _wrong_type_is_named(url, "penguin-species", _json_row(row))
+
 
 def test_regression_lower_rmse_wins_and_another_task_is_refused(mixed_project: Path) -> None:
     project = mixed_project
@@ -125,6 +137,12 @@ def test_regression_lower_rmse_wins_and_another_task_is_refused(mixed_project: P
     model = _champion_model(project, "penguin-gain")
     value = model.predict(unseen_category_row(mixed_table(rows=240, seed=0)))
     assert 50 < float(value[0]) < 200  # a number near the generated gains (about 80-130)
+    with _served(project, "penguin-gain", tmp=project / "api") as url:
+        row = _json_row(unseen_category_row(mixed_table(rows=240, seed=0)))
+        body = _predict(url, "penguin-gain", [row])
+        assert body["task"] == "regression"
+        assert body["predictions"][0]["value"] == pytest.approx(float(value[0]), rel=1e-6)
+        _wrong_type_is_named(url, "penguin-gain", row)
 
     # a much weaker regressor: its RMSE is higher, so the champion stays (lower is better)
     weak = run_stage("train", {"model_type": "gradient_boosting", "n_estimators": 1, "learning_rate": 0.01,
@@ -146,6 +164,48 @@ def test_regression_lower_rmse_wins_and_another_task_is_refused(mixed_project: P
     assert "task is 'regression', the champion's is 'classification'" in tags["promotion.reason"]
     assert "evaluate.model_name" in tags["promotion.reason"]
     assert [int(v.version) for v in client.search_model_versions("name = 'penguin-species'")] == [1]
+
+
+def _json_row(frame: pd.DataFrame) -> dict:
+    """The first row of `frame`'s features as a client sends it: JSON types, ISO dates, null for gaps."""
+    row = json.loads(frame[list(FEATURES)].iloc[[0]].to_json(orient="records", date_format="iso"))[0]
+    return {k: (v.removesuffix("Z").removesuffix(".000") if k == "seen_on" and v else v) for k, v in row.items()}
+
+
+@contextlib.contextmanager
+def _served(project: Path, name: str, tmp: Path) -> Iterator[str]:
+    """A real uvicorn serving `name`@champion from the pipeline's MLflow store."""
+    from types import SimpleNamespace
+
+    from tests.serve.conftest import start_server
+
+    tmp.mkdir(exist_ok=True)
+    store = SimpleNamespace(tracking_uri=f"sqlite:///{project / 'mlflow.db'}", project=project)
+    server = start_server(store, tmp, {"SERVE_MODELS": f"{name}@champion", "SERVE_MODEL_NAME": name,
+                                       "SERVE_MODEL_POLL_INTERVAL": "0"})
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def _predict(url: str, name: str, rows: list[dict]) -> dict:
+    from tests.serve.conftest import READ
+
+    r = httpx.post(f"{url}/v1/models/{name}/predict", json={"rows": rows}, headers=READ, timeout=60)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["predictions"]) == len(rows)
+    return r.json()
+
+
+def _wrong_type_is_named(url: str, name: str, row: dict) -> None:
+    from tests.serve.conftest import READ
+
+    bad = dict(row, bill_length="long", tagged="maybe")
+    r = httpx.post(f"{url}/v1/models/{name}/predict", json={"rows": [row, bad]}, headers=READ, timeout=60)
+    assert r.status_code == 422, r.text
+    problems = {(p["row"], p["feature"], p["problem"]) for p in r.json()["problems"]}
+    assert problems == {(1, "bill_length", "type"), (1, "tagged", "type")}, r.text
 
 
 def _register_classifier_champion(name: str) -> None:

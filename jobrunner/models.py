@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from jobrunner.states import utcnow
@@ -50,8 +50,24 @@ class Job(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     # The submitter's time limit for one attempt; None: the worker's JOBRUNNER_TIMEOUT (the lower one wins).
     timeout_seconds: Mapped[float | None] = mapped_column(Float)
+    # The kernelspec the job runs on; None: the worker's JOBRUNNER_KERNEL_NAME (jobrunner/kernels.py).
+    kernel_name: Mapped[str | None] = mapped_column(String(255))
+    # Webhook notified on a terminal state (jobrunner/notify.py): on "failure", "success" or "both".
+    notify_url: Mapped[str | None] = mapped_column(String(2048))
+    notify_on: Mapped[str | None] = mapped_column(String(8))
 
     __table_args__ = (Index("ix_jobs_notebook_created", "notebook", "created_at"),)
+
+
+class RunCacheClaim(Base):
+    """A cache key being executed by one job: identical jobs submitted meanwhile wait for it (0004)."""
+
+    __tablename__ = "run_cache_claims"
+
+    cache_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    worker_id: Mapped[str | None] = mapped_column(String(255))
+    claimed_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
 
 
 class Outbox(Base):
@@ -84,6 +100,46 @@ class JobEvent(Base):
     to_state: Mapped[str] = mapped_column(String(16))
     worker_id: Mapped[str | None] = mapped_column(String(255))
     message: Mapped[str | None] = mapped_column(Text)
+    # None: a state change; "notify": a webhook delivery (sent / failed); "output": a live-output note.
+    kind: Mapped[str | None] = mapped_column(String(16))
+
+
+class JobOutput(Base):
+    """Cell output of a running job, appended in batches by its worker (jobrunner/live.py)."""
+
+    __tablename__ = "job_output"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    cell_index: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # stream | error | result | rich | note
+    name: Mapped[str | None] = mapped_column(String(16))  # stdout | stderr for streams
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
+
+    __table_args__ = (Index("ix_job_output_job_id_id", "job_id", "id"),)
+
+
+class JobNotification(Base):
+    """A webhook delivery owed for one terminal state of a job (the outbox of jobrunner/notify.py)."""
+
+    __tablename__ = "job_notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(String(2048))
+    created_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
+    available_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[datetime | None] = mapped_column(TZ)
+    failed_at: Mapped[datetime | None] = mapped_column(TZ)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("job_id", "state", "attempt", name="uq_job_notifications_once"),
+                      Index("ix_job_notifications_due", "sent_at", "failed_at", "available_at"))
 
 
 class Schedule(Base):
@@ -107,6 +163,8 @@ class Schedule(Base):
     updated_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
     # The first slot not handled yet: the scheduler's cursor, advanced in the transaction that claims slots.
     next_slot_at: Mapped[datetime] = mapped_column(TZ)
+    notify_url: Mapped[str | None] = mapped_column(String(2048))  # copied to each run (jobrunner/notify.py)
+    notify_on: Mapped[str | None] = mapped_column(String(8))
 
     __table_args__ = (Index("ix_schedules_due", "paused", "next_slot_at"),)
 

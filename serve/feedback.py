@@ -24,6 +24,27 @@ from serve.observability import Metrics
 log = logging.getLogger(__name__)
 
 
+def typed_label(key: str | None, like: Any, classes: list[Any] | None = None) -> Any:
+    """A stored label (kept as text) in the JSON type the model answers with: one of `classes` when they
+    are known, else the type of the prediction's own answer `like` (1 for a model that predicted 0, 1.5 for
+    a regressor's value, "yes" for string classes). One label type in /v1/predict, feedback and lineage."""
+    if key is None:
+        return None
+    for value in classes or ():
+        if str(value) == key:
+            return value.item() if hasattr(value, "item") else value
+    try:
+        if isinstance(like, bool):
+            return {"True": True, "False": False}.get(key, key)
+        if isinstance(like, int):
+            return int(key)
+        if isinstance(like, float):
+            return float(key)
+    except ValueError:
+        pass
+    return key
+
+
 class FeedbackService:
     def __init__(self, engine: Engine, settings: Settings, metrics: Metrics):
         self.engine = engine
@@ -61,10 +82,11 @@ class FeedbackService:
         if is_served:
             self._check_threshold(prediction.model_name, prediction.model_version, acc)
             acc["retrain"] = self._retrain_state(prediction.model_name, prediction.model_version)
+        classes = served.class_values if served is not None and served.version == prediction.model_version else None
         return {
             "prediction_id": prediction.prediction_id,
-            "predicted_label": item.predicted_label,
-            "true_label": item.true_label,
+            "predicted_label": prediction.label,
+            "true_label": typed_label(item.true_label, prediction.label, classes),
             "correct": item.correct,
             "accuracy": acc,
         }

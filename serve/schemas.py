@@ -110,7 +110,8 @@ class StoredPrediction(BaseModel):
     label: Any
     probabilities: dict[str, float] | None = None
     trace_id: str | None = None
-    true_label: str | None = None
+    true_label: Any = Field(default=None, description="The feedback's true label, in the type of `label`; null "
+                            "while none was given")
 
 
 class PredictionLineage(BaseModel):
@@ -169,8 +170,8 @@ class RecentPredictions(BaseModel):
 
 class FeedbackOut(BaseModel):
     prediction_id: str
-    predicted_label: str
-    true_label: str
+    predicted_label: Any = Field(description="The label the model predicted, as /v1/predict returned it")
+    true_label: Any = Field(description="The label given, in the same JSON type as the predicted one")
     correct: bool
     accuracy: Accuracy
 
@@ -201,6 +202,12 @@ class JobCreateIn(BaseModel):
         le=MAX_TIMEOUT,
         description="Time limit of each attempt in seconds; the workers' own limit applies when lower",
     )
+    write_workspace: bool = Field(
+        default=False,
+        description="Write the project's files where the output parameters say, defaults included; without "
+        "it output parameters left at their defaults go to the job's own folder and an output path inside "
+        "the project is a 422",
+    )
 
 
 class NotebookParameter(BaseModel):
@@ -209,6 +216,7 @@ class NotebookParameter(BaseModel):
     default: Any = None
     optional: bool = False
     help: str = ""
+    output: bool = Field(default=False, description="A path the notebook writes (`# output:` in its cell)")
 
 
 class NotebookInfo(BaseModel):

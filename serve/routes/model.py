@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from serve import store
 from serve.deps import ModelDep, ServicesDep, SignLinksDep
 from serve.errors import PredictionNotFound
+from serve.feedback import typed_label
 from serve.model_schemas import ServedModelInfo, ServedModelList
 from serve.schemas import PREDICTION_ID_PATTERN, PredictionLineage, RecentPredictions
 
@@ -106,7 +107,8 @@ async def prediction_lineage(
             "label": found.label,
             "probabilities": probabilities,
             "trace_id": found.trace_id,
-            "true_label": labels.get(prediction_id),
+            "true_label": typed_label(labels.get(prediction_id), found.label,
+                                      model.class_values if model and model.version == found.model_version else None),
         },
         "lineage": sign(lineage),
     }

@@ -59,10 +59,13 @@ def test_prediction_lineage_returns_the_row_the_answer_and_the_chain(app_client,
     # feedback shows up in the prediction's lineage
     fb = app_client.post("/v1/feedback", json={"prediction_id": pid, "label": 1}, headers=WRITE)
     assert fb.status_code == 201, fb.text
-    assert (
-        app_client.get(f"/v1/predictions/{pid}/lineage", headers=READ).json()["prediction"]["true_label"]
-        == "1"
-    )
+    # one label type everywhere: the classes are integers in /v1/predict, so in feedback and lineage too
+    predicted = body["predictions"][1]["label"]
+    assert type(predicted) is int
+    assert fb.json()["predicted_label"] == predicted and type(fb.json()["predicted_label"]) is int
+    assert fb.json()["true_label"] == 1 and type(fb.json()["true_label"]) is int
+    again = app_client.get(f"/v1/predictions/{pid}/lineage", headers=READ).json()["prediction"]
+    assert again["true_label"] == 1 and type(again["true_label"]) is int
 
 
 def test_unknown_prediction_and_run_are_404_and_garbage_ids_422(app_client):

@@ -386,6 +386,7 @@ def test_write_key_reads_too_and_feedback_takes_a_string_class(api: Server) -> N
     )
     assert r.status_code == 201, r.text
     assert r.json()["correct"] is True
+    assert r.json()["true_label"] == r.json()["predicted_label"] == p["label"] and isinstance(p["label"], str)
 
 
 def test_regressor_feedback_takes_true_values_reports_mae_rmse_and_triggers_retraining(api: Server) -> None:
@@ -399,6 +400,7 @@ def test_regressor_feedback_takes_true_values_reports_mae_rmse_and_triggers_retr
         off = 2000.0 if i % 2 else -2000.0  # every value 2000 off: MAE 2000, RMSE 2000
         r = post(api, "/v1/feedback", {"prediction_id": p["prediction_id"], "label": p["value"] + off}, WRITE)
         assert r.status_code == 201, r.text
+        assert r.json()["predicted_label"] == p["value"] and r.json()["true_label"] == p["value"] + off
         answers.append(r.json())
     last = answers[-1]["accuracy"]
     assert last["task"] == "regression" and last["accuracy"] is None

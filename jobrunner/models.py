@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from jobrunner.states import utcnow
@@ -55,6 +66,13 @@ class Job(Base):
     # Webhook notified on a terminal state (jobrunner/notify.py): on "failure", "success" or "both".
     notify_url: Mapped[str | None] = mapped_column(String(2048))
     notify_on: Mapped[str | None] = mapped_column(String(8))
+    # The files the job's output parameters wrote (jobrunner/outputs.py): [{parameter, path, md5, size, uri}]
+    outputs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # The submitter asked this job to write the project's files where its output parameters say (as
+    # `jobrunner run`); otherwise output parameters left at their defaults point into the job's folder.
+    write_workspace: Mapped[bool] = mapped_column(Boolean, default=False)
+    use_cache: Mapped[bool] = mapped_column(Boolean, default=True)
+    cached_from: Mapped[str | None] = mapped_column(String(36), index=True)  # the job whose run a hit reused
 
     __table_args__ = (Index("ix_jobs_notebook_created", "notebook", "created_at"),)
 

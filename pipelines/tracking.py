@@ -7,10 +7,16 @@ produced it. The link survives `dvc checkout`/`dvc pull`/DVC's run cache: the ha
 
 The local copy itself is made stable here: MLflow writes the creation time and a random model uuid
 into `MLmodel`; those stay in the MLflow run's copy only.
+
+The model is saved with cloudpickle, on purpose (skops refuses the tree ensembles unless each type is
+trusted by hand). MLflow warns about that at every save: 03_train saves twice (the MLflow run's copy and
+the local one), so every executed notebook repeated the same paragraph. Importing this module replaces
+MLflow's warning with one line that says what we chose and what it means, once per process.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,38 @@ from jobrunner.lineage import dir_md5
 MODEL_MD5_TAG = "jobrunner.model.md5"  # on the training run: md5 of the local model copy
 MODEL_URI_TAG = "jobrunner.model.uri"  # on the training run: the logged model (models:/m-...)
 VOLATILE_MLMODEL_KEYS = ("utc_time_created", "model_uuid", "run_id", "model_id", "artifact_path")
+
+
+PICKLE_NOTE = (
+    "model saved with cloudpickle (a deliberate choice, see docs/pipeline.md 'Model format'): loading it "
+    "runs code, so load models only from this project's registry"
+)
+
+
+class _PickleWarningOnce(logging.Filter):
+    """MLflow's cloudpickle warning, replaced by PICKLE_NOTE the first time and dropped after that."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Saving scikit-learn models in the pickle or cloudpickle format"):
+            return True
+        if self.shown:
+            return False
+        self.shown = True
+        record.msg, record.args = PICKLE_NOTE, ()
+        return True
+
+
+def _install_pickle_note() -> None:
+    logger = logging.getLogger("mlflow.sklearn")
+    if not any(isinstance(f, _PickleWarningOnce) for f in logger.filters):
+        logger.addFilter(_PickleWarningOnce())
+
+
+_install_pickle_note()
 
 
 class ModelNotTracked(LookupError):

@@ -65,7 +65,9 @@ class AmqpBroker:
         try:
             return pika.BlockingConnection(params)
         except Exception as exc:  # noqa: BLE001 - pika raises a family of AMQP/socket errors
-            raise BrokerUnavailable(f"cannot connect to the broker at {_safe(self.url)}: {exc!r}") from exc
+            from jobrunner.db import masked_url
+
+            raise BrokerUnavailable(f"cannot connect to the broker at {masked_url(self.url)}: {exc!r}") from exc
 
     def declare(self, channel) -> None:
         channel.exchange_declare(self.dlx, exchange_type="direct", durable=True)
@@ -238,10 +240,3 @@ def broker_for(settings: Settings) -> AmqpBroker | None:
         raise ConfigurationError(f"unsupported JOBRUNNER_BROKER_URL scheme {scheme!r}: use amqp://... or "
                                  "unset "
                                  "it for embedded mode") from None
-
-
-def _safe(url: str) -> str:
-    if "@" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url

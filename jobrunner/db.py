@@ -87,7 +87,7 @@ def session_scope(settings: Settings) -> Iterator[Session]:
     except DBAPIError as exc:
         _rollback_quietly(session)
         if isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated:
-            raise StoreUnavailable(f"job store unavailable ({_safe(url)}): {exc.orig or exc}") from exc
+            raise StoreUnavailable(f"job store unavailable ({masked_url(url)}): {exc.orig or exc}") from exc
         raise
     except BaseException:
         _rollback_quietly(session)
@@ -111,7 +111,7 @@ def _ensure_schema(engine: Engine, url: str) -> None:
         if url.startswith("sqlite"):
             migrate_url(url)
         elif not inspect(engine).has_table("jobs"):
-            raise StoreNotMigrated(f"the job store at {_safe(url)} has no tables: run `jobrunner migrate`")
+            raise StoreNotMigrated(f"the job store at {masked_url(url)} has no tables: run `jobrunner migrate`")
         else:
             try:
                 with engine.connect() as conn:
@@ -119,10 +119,10 @@ def _ensure_schema(engine: Engine, url: str) -> None:
             except ProgrammingError:  # tables made by hand, without Alembic's version table
                 current = None
             if current != head_revision():
-                raise StoreNotMigrated(f"the job store at {_safe(url)} is at schema revision {current}; this "
+                raise StoreNotMigrated(f"the job store at {masked_url(url)} is at schema revision {current}; this "
                                        f"version of jobrunner needs {head_revision()}: run `jobrunner migrate`")
     except OperationalError as exc:
-        raise StoreUnavailable(f"job store unavailable ({_safe(url)}): {exc.orig or exc}") from exc
+        raise StoreUnavailable(f"job store unavailable ({masked_url(url)}): {exc.orig or exc}") from exc
     _checked.add(url)
 
 
@@ -159,16 +159,19 @@ def migrate(settings: Settings) -> str:
     try:
         head = migrate_url(settings.database_url or "")
     except OperationalError as exc:
-        raise StoreUnavailable(f"job store unavailable ({_safe(settings.database_url or '')}): "
+        raise StoreUnavailable(f"job store unavailable ({masked_url(settings.database_url or '')}): "
                                f"{exc.orig or exc}") from exc
     _checked.add(settings.database_url or "")
     return head
 
 
-def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
-    return url
+def masked_url(url: str) -> str:
+    """The URL with its password replaced by *** (SQLAlchemy's rendering), for messages and logs. Also for
+    broker URLs (amqp://user:pass@host/vhost): SQLAlchemy parses any scheme://user:pass@host/path."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not URL-shaped: drop everything before an @ rather than guess
+        return "***@" + url.rsplit("@", 1)[1] if "@" in url else url

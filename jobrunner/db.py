@@ -26,10 +26,19 @@ _engines: dict[str, Engine] = {}
 _checked: set[str] = set()
 
 
+def driver_url(url: str) -> str:
+    """`url` with the installed PostgreSQL driver named. SQLAlchemy 2.1 maps a driverless postgresql://
+    to psycopg 3, which is not installed: the project ships psycopg2, so a plain URL (as libpq and most
+    tools write it) means that driver. Used by jobrunner's and serve's engines."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
+
+
 def _postgres_engine(url: str) -> Engine:
     # pre_ping replaces connections killed by a PostgreSQL restart; connect_timeout bounds a hang when
     # the server is unreachable, so workers notice and retry instead of blocking forever.
-    return create_engine(url, pool_pre_ping=True, pool_size=3, max_overflow=5, pool_recycle=1800,
+    return create_engine(driver_url(url), pool_pre_ping=True, pool_size=3, max_overflow=5, pool_recycle=1800,
                          connect_args={"connect_timeout": 5})
 
 
@@ -57,6 +66,7 @@ def get_engine(url: str) -> Engine:
         engine = _engines.get(url)
         if engine is None:
             scheme = url.split(":", 1)[0].split("+", 1)[0]
+            scheme = "postgresql" if scheme == "postgres" else scheme
             try:
                 factory = ENGINE_FACTORIES[scheme]
             except KeyError:

@@ -97,7 +97,9 @@ def make_engine(url: str) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     else:
         kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=5)
-    engine = sa.create_engine(url, **kwargs)
+    from jobrunner.db import driver_url
+
+    engine = sa.create_engine(driver_url(url), **kwargs)
     if url.startswith("sqlite"):
 
         @event.listens_for(engine, "connect")

@@ -31,8 +31,22 @@ def test_unreachable_store_and_broker_do_not_print_the_password() -> None:
     from jobrunner.config import Settings
     from jobrunner.db import session_scope
 
-    settings = Settings(_env_file=None, database_url=f"postgresql://jobs:s3cret@127.0.0.1:{port}/jobs")
+    settings = Settings(_env_file=None, database_url=f"postgresql+psycopg2://jobs:s3cret@127.0.0.1:{port}/jobs")
     with pytest.raises(StoreUnavailable) as store_error:
         with session_scope(settings):
             pass
     assert "s3cret" not in str(store_error.value) and f"jobs:***@127.0.0.1:{port}" in str(store_error.value)
+
+
+def test_a_driverless_postgresql_url_works(postgres_admin_url: str) -> None:
+    """postgresql://... (as psql and most tools write it) uses the installed psycopg2, not psycopg 3."""
+    from jobrunner.db import get_engine
+
+    plain = "postgresql://" + postgres_admin_url.split("://", 1)[1]
+    with get_engine(plain).connect() as conn:
+        assert conn.exec_driver_sql("select 1").scalar() == 1
+        assert conn.dialect.driver == "psycopg2"
+    from serve.store import make_engine
+
+    with make_engine(plain).connect() as conn:  # the API's prediction store takes the same URL
+        assert conn.dialect.driver == "psycopg2"

@@ -1,8 +1,9 @@
 """Where executed notebooks of jobs are stored, picked by JOBRUNNER_ARTIFACT_URI's scheme.
 
 `s3://bucket/prefix` goes through boto3 (endpoint from AWS_ENDPOINT_URL, so MinIO and the moto test
-server work like AWS); anything else is a local folder. Uploads retry briefly: an S3 blip should not
-cost a re-run of the notebook.
+server work like AWS); anything else is a local folder. Calls retry briefly through botocore's own
+"standard" retry mode (connection errors, throttling, 5xx; exponential backoff with jitter): an S3 blip
+should not cost a re-run of the notebook. What still fails is one ArtifactStoreError naming the call.
 """
 
 from __future__ import annotations
@@ -10,16 +11,16 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import urlparse
 
 from jobrunner.errors import ArtifactStoreError
 
 log = logging.getLogger(__name__)
-UPLOAD_TRIES = 4
+T = TypeVar("T")
+UPLOAD_TRIES = 4  # botocore's max_attempts: the first call and three retries
 
 
 class ArtifactStore(Protocol):
@@ -54,8 +55,12 @@ class S3Store:
     def client(self):
         if self._client is None:
             import boto3
+            from botocore.config import Config
 
-            self._client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+            config = Config(retries={"max_attempts": UPLOAD_TRIES, "mode": "standard"}, connect_timeout=5,
+                            read_timeout=60)
+            self._client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+                                        config=config)
         return self._client
 
     def put(self, local: Path, key: str) -> str:
@@ -70,18 +75,12 @@ class S3Store:
                       ["Body"].read(), f"download {uri}")
 
 
-def _retry(func, what: str):
-    delay = 0.5
-    for attempt in range(1, UPLOAD_TRIES + 1):
-        try:
-            return func()
-        except Exception as exc:  # noqa: BLE001 - boto3 raises many unrelated types
-            if attempt == UPLOAD_TRIES:
-                raise ArtifactStoreError(f"{what} failed after {attempt} tries: {exc}") from exc
-            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
+def _retry(func: Callable[[], T], what: str) -> T:
+    """Run one boto3 call (botocore retries inside it); its final failure as an ArtifactStoreError."""
+    try:
+        return func()
+    except Exception as exc:  # noqa: BLE001 - boto3 raises many unrelated types
+        raise ArtifactStoreError(f"{what} failed after {UPLOAD_TRIES} tries: {exc}") from exc
 
 
 STORES: dict[str, Callable[[str], ArtifactStore]] = {"s3": S3Store, "file": LocalStore, "": LocalStore}

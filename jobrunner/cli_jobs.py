@@ -136,11 +136,18 @@ def _exit_at_once(code: int = 0) -> None:
               help="Time limit of each attempt; the worker's JOBRUNNER_TIMEOUT applies if lower.")
 @click.option("--wait", is_flag=True,
               help="Wait for the job to finish, with a progress bar; exit 1 if it fails.")
+@click.option("--write-workspace", is_flag=True,
+              help="Write the project's files where the output parameters say (defaults included), as "
+                   "`jobrunner run` does; without it outputs go to the job's own folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 def submit(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple[str, ...],
            files: tuple[str, ...], idempotency_key: str | None, submitter: str | None,
-           timeout: float | None, wait: bool, as_json: bool) -> None:
-    """Queue NOTEBOOK (a path relative to the project) as a job; prints the job id."""
+           timeout: float | None, wait: bool, write_workspace: bool, as_json: bool) -> None:
+    """Queue NOTEBOOK (a path relative to the project) as a job; prints the job id.
+
+    The job owns its outputs: output parameters (`# output:`) left at their defaults are written into the
+    job's folder and stored with the job (`jobrunner status` lists them); a path inside the project is
+    refused unless --write-workspace."""
     import getpass
 
     from jobrunner.cli import parse_parameter_options
@@ -154,7 +161,8 @@ def submit(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple
         full, label = resolve_notebook(notebook, settings)
         values = parse_parameter_options(read_schema(full, label), params, yaml_texts, files)
         job = do_submit(notebook, values, idempotency_key=idempotency_key,
-                        submitter=submitter or getpass.getuser(), timeout=timeout, settings=settings)
+                        submitter=submitter or getpass.getuser(), timeout=timeout,
+                        write_workspace=write_workspace, settings=settings)
     except (ParameterError, NotebookNotFound) as exc:
         fail(f"{exc}\n(nothing was queued; see: jobrunner params {notebook})")
     except JobrunnerError as exc:
@@ -221,6 +229,11 @@ def status(job_id: str, as_json: bool) -> None:
                          ("MLflow run", job.mlflow_run_id)):
         if value:
             click.echo(f"  {label}: {value}")
+    if job.write_workspace:
+        click.echo("  writes the workspace (--write-workspace)")
+    for f in job.outputs:
+        what = f"md5 {f.md5}, {f.size} bytes" if f.md5 else "not written"
+        click.echo(f"  output {f.parameter}: {f.path} ({what})" + (f" -> {f.uri}" if f.uri else ""))
     if job.error:
         click.echo(f"  error: {job.error.message}")
 

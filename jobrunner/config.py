@@ -103,6 +103,25 @@ class Settings(BaseSettings):
     # values together (a job row, its status output and its MLflow run stay small).
     max_parameter_bytes: int = Field(default=65536, gt=0)
     max_parameters_bytes: int = Field(default=262144, gt=0)
+    # --- live output, notifications (docs/jobs.md) ------------------------------------------------
+    # Cell output of a running job kept for `logs --follow` / the events stream / the job board, in
+    # characters of text per job; past it a note says it was cut (the executed notebook has all of it).
+    live_output_max_bytes: int = Field(default=1_048_576, ge=0)
+    # A worker writes the output gathered meanwhile at most this often (seconds), and at each cell start.
+    live_output_flush_interval: float = Field(default=0.5, gt=0, le=60)
+    # Webhooks (`notify`): signed with HMAC-SHA256 of the body under this secret (X-Jobrunner-Signature);
+    # a secret lives here, never in a job row or a notify URL.
+    notify_secret: str | None = None
+    # Seconds per POST; tries before a delivery is given up (recorded as failed in the job's events);
+    # backoff between rounds of tries: notify_retry_backoff * 2**n seconds, at most 300.
+    notify_timeout: float = Field(default=5.0, gt=0)
+    notify_max_tries: int = Field(default=8, ge=1, le=100)
+    notify_retry_backoff: float = Field(default=2.0, gt=0)
+    # Public base URL of the REST API (https://host/api), for the links in webhook bodies; unset: no links.
+    public_api_url: str | None = None
+    # Kernel names a worker keeps warm pools for (the default kernel's counts); jobs on further kernel
+    # names start a fresh kernel each.
+    kernel_pool_max_names: int = Field(default=3, ge=1, le=32)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -49,6 +49,24 @@ def last_started_cell(out: Path) -> NotebookFailure | None:
 
 
 _engine_registered = False
+
+
+def _report_outputs(client: Any, nb: Any, on_output: Any) -> None:
+    """Hand every output the kernel produces to `on_output(cell index as written, output)` as it arrives
+    (live output, jobrunner/live.py); nbclient calls `process_message` once per IOPub message."""
+    injected = [i for i, c in enumerate(nb.cells) if "injected-parameters" in c.metadata.get("tags", [])]
+    shift = injected[0] if injected else None
+    process = client.process_message
+
+    def process_message(msg: Any, cell: Any, cell_index: int) -> Any:
+        out = process(msg, cell, cell_index)
+        if out is not None:
+            on_output(cell_index - 1 if shift is not None and shift < cell_index else cell_index, out)
+        return out
+
+    client.process_message = process_message
+
+
 SAVE_INTERVAL_S = 1.0  # at most one save of the output notebook per second while cells start and end
 
 
@@ -118,6 +136,7 @@ def register_engine() -> None:
             execution_timeout=None,
             on_cell=None,
             kc=None,
+            on_output=None,
             **kwargs,
         ):
             _throttle_saves(nb_man)
@@ -147,6 +166,8 @@ def register_engine() -> None:
                 # a client already connected to the kernel (jobrunner.kernels): nbclient uses it as is
                 # instead of starting its own, which costs a fixed ~0.2 s wait for the kernel
                 client.kc = kc
+            if on_output is not None:
+                _report_outputs(client, nb_man.nb, on_output)
             try:
                 return client.execute()
             finally:

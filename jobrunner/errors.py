@@ -52,6 +52,16 @@ class ParameterError(JobrunnerError):
         super().__init__("\n".join(lines))
 
 
+class InvalidJobOption(ParameterError):
+    """A job option beside the parameters (kernel, notify) is not valid; nothing was queued (exit 2, 422)."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.notebook = ""
+        self.problems = [ParameterProblem(field, "invalid", message)]
+        JobrunnerError.__init__(self, message)
+
+
 @dataclass
 class NotebookFailure:
     """What went wrong inside an executed notebook, as data."""

@@ -37,6 +37,7 @@ from jobrunner.errors import InfrastructureError, NotebookFailure
 from jobrunner.kernels import KernelHandle, acquire_kernel, release_kernel
 from jobrunner.lineage import DataHash, dvc_lock_digest, git_state, hash_path
 from jobrunner.notebook import METRICS_FILE_ENV
+from jobrunner.outputs import OutputFile, OutputTarget, hash_outputs, input_paths, plan_outputs
 from jobrunner.params import read_notebook, schema_from_notebook
 from jobrunner.progress import Progress
 
@@ -60,6 +61,9 @@ class ExecutionResult:
     failure: NotebookFailure | None = None
     inputs: list[DataHash] = field(default_factory=list)
     outputs: list[DataHash] = field(default_factory=list)
+    # what each output parameter wrote, and where (jobrunner/outputs.py)
+    output_files: list[OutputFile] = field(default_factory=list)
+    output_targets: list[OutputTarget] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -80,6 +84,7 @@ class ExecutionResult:
             "error": self.failure.as_dict() if self.failure else None,
             "inputs": [h.as_dict() for h in self.inputs],
             "outputs": [h.as_dict() for h in self.outputs],
+            "output_files": [f.as_dict() for f in self.output_files],
         }
 
 
@@ -123,12 +128,17 @@ def execute(
     html: bool = True,
     extra_env: Mapping[str, str] | None = None,
     base_env: Mapping[str, str] | None = None,
+    outputs_dir: str | Path | None = None,
+    write_workspace: bool = False,
 ) -> ExecutionResult:
     """Run `notebook` with `parameters` (typed values) and return what happened.
 
     `inputs`/`outputs` name the data files the run reads and writes (for DVC-compatible hashes); when
-    empty, existing files named by string parameters are taken as inputs. The kernel's environment is
-    `base_env` (default: this process's) plus the run's variables plus `extra_env`. Raises ParameterError /
+    empty, existing files named by string parameters are the inputs and the output parameters (`# output:`)
+    the outputs. Without `outputs_dir` outputs are written where the parameters say (the workspace); with
+    it (a job's folder) output parameters left at their defaults are pointed into it and paths inside the
+    project are refused with ParameterError unless `write_workspace` (jobrunner/outputs.py). The kernel's
+    environment is `base_env` (default: this process's) plus the run's variables plus `extra_env`. Raises ParameterError /
     NotebookNotFound / InvalidNotebook before anything runs, InfrastructureError when the kernel or the
     tracking store fails.
     """
@@ -140,6 +150,8 @@ def execute(
     nb = read_notebook(nb_full)
     schema = schema_from_notebook(nb, nb_label)
     params = schema.validate(dict(parameters or {}))
+    folder = Path(outputs_dir) if outputs_dir is not None else None
+    injected, targets = plan_outputs(schema, params, project, folder=folder, write_workspace=write_workspace)
 
     started_at = datetime.now(UTC)
     stamp = started_at.strftime("%Y%m%dT%H%M%S%fZ")
@@ -150,9 +162,10 @@ def execute(
     limit = settings.timeout if timeout is None else timeout
     cancel = cancel or CancelToken()
 
-    # string parameters naming existing files are inputs, defaults included (they are read all the same)
-    input_paths = [Path(p) for p in inputs] or _paths_in({**schema.defaults, **params}, project)
-    input_hashes = [hash_path(p, project) for p in input_paths]
+    # string parameters naming existing files are inputs, defaults included (they are read all the same);
+    # output parameters never are, even when an earlier run left their files
+    read_paths = [Path(p) for p in inputs] or input_paths(schema, params, project)
+    input_hashes = [hash_path(p, project) for p in read_paths]
     git = git_state(project)
 
     recorder = None
@@ -163,6 +176,8 @@ def execute(
         recorder = Recorder(settings.mlflow_tracking_uri or "", settings.mlflow_experiment,
                             settings.mlflow_artifact_root)
         run_tags = {"jobrunner.started_at": started_at.isoformat(), **(tags or {})}
+        if folder is not None and not write_workspace:
+            run_tags["jobrunner.outputs.folder"] = str(folder)
         run_id = recorder.start(notebook=nb_label, run_name=run_name or f"{nb_full.stem}-{stamp}",
                                 tags=run_tags)
 
@@ -179,7 +194,7 @@ def execute(
             if recorder and run_id:
                 recorder.abort(run_id, str(exc))
             raise
-        failure, cancelled = _run(nb_full, out, params, kernel, limit, cancel, on_progress, settings)
+        failure, cancelled = _run(nb_full, out, injected, kernel, limit, cancel, on_progress, settings)
         reported = _read_metrics(metrics_file)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -187,7 +202,10 @@ def execute(
     finished_at = datetime.now(UTC)
 
     html_path = _render_html(out) if html and out.is_file() else None
-    output_hashes = [hash_path(Path(p), project) for p in outputs]
+    output_files = hash_outputs(targets, project)
+    explicit_outputs = list(outputs)
+    output_hashes = ([hash_path(Path(p), project) for p in explicit_outputs] if explicit_outputs
+                     else [f.as_hash() for f in output_files])
     metrics = {m["key"]: float(m["value"]) for m in reported}
     if recorder and run_id:
         metrics = recorder.finish(
@@ -220,6 +238,8 @@ def execute(
         failure=failure,
         inputs=input_hashes,
         outputs=output_hashes,
+        output_files=output_files,
+        output_targets=targets,
     )
 
 
@@ -403,21 +423,6 @@ def _kernel_env(settings: Settings, run_id: str | None, extra: Mapping[str, str]
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.update(extra or {})
     return env
-
-
-def _paths_in(params: Mapping[str, Any], project: Path) -> list[Path]:
-    """Existing files named by string parameters: the inputs of an ad-hoc run."""
-    found = []
-    for value in params.values():
-        if isinstance(value, str) and value and "://" not in value and len(value) < 4096:
-            p = Path(value)
-            full = p if p.is_absolute() else project / p
-            try:
-                if full.is_file():
-                    found.append(full)
-            except OSError:
-                continue
-    return found
 
 
 def _label(path: Path, project: Path) -> str:

@@ -141,6 +141,9 @@ class JobRun:
             result = execute(path, job.parameters, output_path=out_dir / f"attempt-{job.attempt}.ipynb",
                              settings=self.settings, on_progress=self._on_progress, cancel=self.token,
                              timeout=limit,
+                             # the job owns its outputs: defaults point into this attempt's folder
+                             outputs_dir=out_dir / f"attempt-{job.attempt}" / "outputs",
+                             write_workspace=bool(job.write_workspace),
                              tags={"jobrunner.job_id": job.id, "jobrunner.attempt": str(job.attempt),
                                    "jobrunner.worker": self.worker_id})
             # a run stopped for a requeue or taken over is done again: its partial output is not kept
@@ -178,7 +181,7 @@ class JobRun:
                             reason="this attempt's result was not recorded: the job was taken over or "
                                    "changed meanwhile")
 
-    def _conclude(self, job: Job, result: Any, uris: dict[str, str]) -> Outcome:
+    def _conclude(self, job: Job, result: Any, uris: dict[str, Any]) -> Outcome:
         self._recorded = False
         if self.lost:
             log.warning("job %s was taken over by another worker; dropping this run's result", job.id)
@@ -201,13 +204,20 @@ class JobRun:
         self._finish(JobState.SUCCEEDED, **common)
         return Outcome("ack")
 
-    def _store_outputs(self, job_id: str, result: Any) -> dict[str, str]:
+    def _store_outputs(self, job_id: str, result: Any) -> dict[str, Any]:
         from jobrunner.artifacts import store_for
+        from jobrunner.outputs import store_outputs
 
         target = store_for(self.settings.artifact_uri or "")
-        uris = {"output_uri": target.put(result.output_path, f"{job_id}/output.ipynb")}
+        uris: dict[str, Any] = {"output_uri": target.put(result.output_path, f"{job_id}/output.ipynb")}
         if result.html_path:
             uris["html_uri"] = target.put(result.html_path, f"{job_id}/output.html")
+        files = store_outputs(result.output_files, result.output_targets, target, f"{job_id}/outputs")
+        uris["outputs"] = [f.as_dict() for f in files]
+        if result.run_id and files:
+            from jobrunner.recording import tag_outputs
+
+            tag_outputs(self.settings.mlflow_tracking_uri or "", result.run_id, files)
         return uris
 
     def _retry_or_give_up(self, job: Job, exc: BaseException) -> Outcome:

@@ -51,31 +51,39 @@ def resolve_notebook(notebook: str, settings: Settings) -> tuple[Path, str]:
 
 
 def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempotency_key: str | None = None,
-           submitter: str | None = None, timeout: float | None = None,
+           submitter: str | None = None, timeout: float | None = None, write_workspace: bool = False,
            settings: Settings | None = None) -> JobRead:
     """Validate and queue a notebook job; returns it in state QUEUED (or the existing job for the key).
 
     `timeout` (seconds) limits each attempt of this job; the worker's own limit (JOBRUNNER_TIMEOUT) still
     applies when it is lower.
 
+    The job owns its outputs (docs/jobs.md, "Outputs"): output parameters (`# output:` in the parameters
+    cell) left at their defaults are written into the job's own folder and stored with the job. A value
+    naming a path inside the project is refused (ParameterError) unless `write_workspace`, which makes the
+    job write where its output parameters say, defaults included, as `jobrunner run` does.
+
     Raises NotebookNotFound (path outside the roots / missing), ParameterError (values do not fit the
     notebook's parameters cell, or exceed JOBRUNNER_MAX_PARAMETER_BYTES / JOBRUNNER_MAX_PARAMETERS_BYTES),
     StoreUnavailable. A broker that is down does not fail the submission:
     the message stays in the outbox until a relay (every worker runs one) publishes it.
     """
+    from jobrunner.outputs import check_outputs
     from jobrunner.params import check_sizes, read_schema
     from jobrunner.store import create_job_idempotent
 
     settings = settings or get_settings()
     full, label = resolve_notebook(notebook, settings)
-    values = read_schema(full, label).validate(dict(parameters or {}))
+    schema = read_schema(full, label)
+    values = schema.validate(dict(parameters or {}))
+    check_outputs(schema, values, settings.project_dir, write_workspace=write_workspace)
     check_sizes(values, notebook=label, max_value_bytes=settings.max_parameter_bytes,
                 max_total_bytes=settings.max_parameters_bytes)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
                                 or not 0 < timeout <= MAX_TIMEOUT):
         raise InvalidTimeout(timeout)
     job_in = JobCreate(notebook=label, parameters=values, idempotency_key=idempotency_key,
-                       submitter=submitter, timeout_seconds=timeout)
+                       submitter=submitter, timeout_seconds=timeout, write_workspace=write_workspace)
     with session_scope(settings) as session:
         job, created = create_job_idempotent(session=session, job_in=job_in)
         result = JobRead.from_row(job)

@@ -26,7 +26,7 @@ import signal
 import tempfile
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -281,14 +281,52 @@ def installed_pool(kernel_name: str) -> KernelSource | None:
         return _pools.get(kernel_name)
 
 
+_pool_factory: Callable[[str], KernelSource | None] | None = None
+
+
+def install_pool_factory(factory: Callable[[str], KernelSource | None] | None) -> None:
+    """`factory(kernel_name)` is asked for a pool when a job wants a kernel name without one (a worker
+    opens pools for the kernel names its jobs use, up to JOBRUNNER_KERNEL_POOL_MAX_NAMES; None: no pool,
+    a fresh kernel). None uninstalls it."""
+    global _pool_factory
+    with _pools_lock:
+        _pool_factory = factory
+
+
 def acquire_kernel(kernel_name: str, *, env: Mapping[str, str], cwd: Path, transport: str = "ipc",
                    timeout: float = 60.0) -> KernelHandle:
     """A kernel for one execution, with `env` as its environment and `cwd` as its folder.
 
     From this process's warm pool when one is installed for `kernel_name` (its environment and folder
-    applied inside it), else a fresh kernel started with them. Raises KernelStartError.
+    applied inside it), else a fresh kernel started with them. The first job on a kernel name that a
+    pool factory opens a pool for starts its kernel on the spot; the pool keeps one warm for the next.
+    Raises KernelStartError.
     """
     pool = installed_pool(kernel_name)
+    if pool is None and _pool_factory is not None:
+        pool = _pool_factory(kernel_name)
     if pool is not None:
         return pool.take(env=env, cwd=cwd)
     return start_kernel_with_retries(kernel_name, env=env, cwd=cwd, transport=transport, timeout=timeout)
+
+
+def installed_kernel_names() -> list[str]:
+    """Names of the Jupyter kernelspecs installed here (JUPYTER_PATH / JUPYTER_DATA_DIR count)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return sorted(KernelSpecManager().find_kernel_specs())
+
+
+def check_kernel_name(name: str | None) -> str | None:
+    """`name` if it is an installed kernelspec (None stays None: the workers' default); InvalidJobOption
+    naming the installed ones otherwise. Workers run the same image as the submitters, so the kernels
+    installed here are the ones installed on the workers."""
+    from jobrunner.errors import InvalidJobOption
+
+    if name is None:
+        return None
+    names = installed_kernel_names()
+    if name not in names:
+        raise InvalidJobOption("kernel", f"kernel {name!r} is not installed; installed kernels: "
+                                         f"{', '.join(names) or '(none)'} (see: jupyter kernelspec list)")
+    return name

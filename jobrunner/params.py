@@ -9,6 +9,11 @@ Supported cell syntax, one parameter per top-level statement:
     n_estimators = 100                 # type inferred from the literal: int
     max_depth: int | None = None       # an annotation wins; `X | None` / Optional[X] allow None
     source = "sklearn:breast_cancer"   # a trailing comment becomes the parameter's help text
+    model_dir = "models/model"         # output: a comment starting `output:` marks a path the run writes
+
+Output parameters (docs/notebooks.md, "Inputs and outputs") are string paths the notebook writes; every
+other string parameter naming an existing file is an input the run reads. Queued jobs point output
+parameters left at their defaults into the job's own folder (jobrunner/outputs.py).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import re
 import tokenize
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +33,9 @@ import yaml
 from jobrunner.errors import InvalidNotebook, NotebookNotFound, ParameterError, ParameterProblem
 
 PARAMETERS_TAG = "parameters"
+# A trailing comment starting with this word and a colon (`# output: the model`) marks an output parameter.
+OUTPUT_MARKER = "output:"
+_OUTPUT_RE = re.compile(r"^output\s*:", re.IGNORECASE)
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
 
 
@@ -37,6 +46,7 @@ class Parameter:
     default: Any
     optional: bool = False  # None is accepted
     help: str = ""
+    output: bool = False  # a path the notebook writes (its comment starts with `output:`)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +55,7 @@ class Parameter:
             "default": self.default,
             "optional": self.optional,
             "help": self.help,
+            "output": self.output,
         }
 
     @property
@@ -61,6 +72,11 @@ class ParameterSchema:
     @property
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.parameters.values()}
+
+    @property
+    def outputs(self) -> list[str]:
+        """Names of the output parameters (paths the notebook writes), in cell order."""
+        return [p.name for p in self.parameters.values() if p.output]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -242,7 +258,15 @@ def parse_parameters_source(source: str, notebook: str = "<cell>") -> dict[str, 
                 f"list or dict), found: {ast.get_source_segment(source, value_node)}"
             ) from exc
         ptype, optional = _declared_type(annotation, default, name, notebook)
-        params[name] = Parameter(name, ptype, default, optional, comments.get(node.lineno, ""))
+        comment = comments.get(node.lineno, "")
+        output = bool(_OUTPUT_RE.match(comment))
+        if output and ptype != "str":
+            raise InvalidNotebook(
+                f"{notebook}: parameter '{name}' is marked `# {OUTPUT_MARKER}` but is not a string path "
+                f"(its default is {_describe(default)}); an output parameter names the file or folder "
+                "the notebook writes"
+            )
+        params[name] = Parameter(name, ptype, default, optional, comment, output)
     return params
 
 

@@ -300,3 +300,21 @@ def mark_superseded(tracking_uri: str, experiment: str, job_id: str, *, keep: st
     except Exception:  # noqa: BLE001 - bookkeeping must not fail the job
         log.warning("job %s: could not mark superseded MLflow runs", job_id, exc_info=True)
         return []
+
+
+OUTPUT_STORED_TAG = f"{TAG_PREFIX}outputs.stored."
+
+
+def tag_outputs(tracking_uri: str, run_id: str, files: Iterable[Any]) -> None:
+    """Tag the run with where each output was stored (`jobrunner.outputs.stored.<path>` = URI), after the
+    job copied them to its artifact store. Best effort: logs, never raises."""
+    if not tracking_uri:
+        return
+    try:
+        from mlflow.entities import RunTag
+
+        tags = [RunTag(f"{OUTPUT_STORED_TAG}{f.path}"[:250], f.uri) for f in files if f.uri]
+        if tags:
+            _client(tracking_uri).log_batch(run_id, tags=tags)
+    except Exception:  # noqa: BLE001 - bookkeeping must not fail the job
+        log.warning("run %s: could not tag its stored outputs", run_id, exc_info=True)

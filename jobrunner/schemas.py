@@ -20,12 +20,24 @@ class JobCreate(BaseModel):
     idempotency_key: str | None = Field(default=None, max_length=255)
     submitter: str | None = Field(default=None, max_length=255)
     timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT)
+    # write the project's files where the output parameters say (else defaults go to the job's folder)
+    write_workspace: bool = False
 
 
 class JobProgress(BaseModel):
     cells_done: int = 0
     cells_total: int | None = None
     current_cell: int | None = None
+
+
+class JobOutputFile(BaseModel):
+    """A file or folder an output parameter of the job wrote (jobrunner/outputs.py)."""
+
+    parameter: str
+    path: str = Field(description="The path the notebook names (its default, or the value given)")
+    md5: str | None = Field(default=None, description="DVC md5 (a folder's ends in .dir); null: not written")
+    size: int | None = None
+    uri: str | None = Field(default=None, description="Where the job stored it (S3 or a local folder)")
 
 
 class JobError(BaseModel):
@@ -64,6 +76,9 @@ class JobRead(BaseModel):
     mlflow_run_id: str | None = None
     worker_id: str | None = None
     heartbeat_at: datetime | None = None
+    write_workspace: bool = False
+    outputs: list[JobOutputFile] = Field(default_factory=list)
+    cached_from: str | None = None
 
     utc_datetimes = field_validator("created_at", "started_at", "finished_at", "heartbeat_at")(_aware)
 
@@ -82,6 +97,9 @@ class JobRead(BaseModel):
                                  current_cell=job.current_cell),
             error=error, output_uri=job.output_uri, html_uri=job.html_uri, mlflow_run_id=job.mlflow_run_id,
             worker_id=job.worker_id, heartbeat_at=job.heartbeat_at,
+            write_workspace=bool(getattr(job, "write_workspace", False)),
+            outputs=[JobOutputFile(**o) for o in (getattr(job, "outputs", None) or [])],
+            cached_from=getattr(job, "cached_from", None),
         )
 
     @property

@@ -100,4 +100,8 @@ def transition(
             message=event,
         )
     )
+    if to_state.terminal:  # a webhook owed for this state, in the same transaction (jobrunner/notify.py)
+        from jobrunner.notify import enqueue
+
+        enqueue(session, job_id, to_state.value)
     return True

@@ -28,7 +28,8 @@ def create_job(*, session: Session, job_in: JobCreate) -> Job:
     now = utcnow()
     job = Job(id=str(uuid.uuid4()), notebook=job_in.notebook, parameters=job_in.parameters,
               state=JobState.QUEUED.value, attempt=0, idempotency_key=job_in.idempotency_key,
-              submitter=job_in.submitter, timeout_seconds=job_in.timeout_seconds, created_at=now,
+              submitter=job_in.submitter, timeout_seconds=job_in.timeout_seconds,
+              write_workspace=job_in.write_workspace, created_at=now,
               updated_at=now, queued_at=now, cells_done=0)
     session.add(job)
     session.flush()
@@ -58,7 +59,8 @@ def create_job_idempotent(*, session: Session, job_in: JobCreate) -> tuple[Job, 
 def _same_submission(existing: Job, job_in: JobCreate) -> Job:
     """The job of a reused key, if it was submitted with the same notebook and parameters."""
     if (existing.notebook != job_in.notebook or (existing.parameters or {}) != job_in.parameters
-            or existing.timeout_seconds != job_in.timeout_seconds):
+            or existing.timeout_seconds != job_in.timeout_seconds
+            or bool(existing.write_workspace) != job_in.write_workspace):
         raise IdempotencyConflict(job_in.idempotency_key or "", existing.id)
     return existing
 

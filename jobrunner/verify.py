@@ -3,8 +3,9 @@
 The re-execution uses what was recorded, not what the checkout holds now: the code cells of the executed
 notebook stored with the run, the typed parameters from its lineage.json, and the input data the run
 hashed - which must still have the recorded DVC md5 (otherwise verification is refused: `dvc checkout`
-the data of that commit first). It runs in a scratch copy of the project (the notebook's outputs never
-overwrite the workspace), is recorded as a new MLflow run tagged `jobrunner.verifies=<run>`, and the
+the data of that commit first). It runs in a scratch copy of the project, with every output parameter
+pointed into the scratch folder (the notebook's outputs never overwrite the workspace, a job's stored
+outputs or a path outside the project), is recorded as a new MLflow run tagged `jobrunner.verifies=<run>`, and the
 original run gets `jobrunner.verified_by` and `jobrunner.verification` (reproduced | not_reproduced).
 
 Reproduced means: the same outcome, and every metric (timing excepted) equal within `rtol`.
@@ -107,11 +108,13 @@ def verify_run(ref: str, settings: Settings, *, rtol: float = 1e-6, client: Any 
                 )
         scratch = Path(tmp) / "project"
         _scratch_project(project, scratch, [i["path"] for i in inputs], notebook, executed)
+        parameters = _without_outputs(scratch / notebook, lineage.get("parameters", {}))
         result = execute(
             notebook,
-            lineage.get("parameters", {}),
+            parameters,
             settings=settings.model_copy(update={"project_dir": scratch, "runs_dir": scratch / ".runs"}),
             inputs=[i["path"] for i in inputs],
+            outputs_dir=scratch / ".outputs",
             tags={f"{TAG_PREFIX}verifies": run_id},
             run_name=f"verify-{run.info.run_name or run_id[:8]}",
         )
@@ -137,6 +140,15 @@ def verify_run(ref: str, settings: Settings, *, rtol: float = 1e-6, client: Any 
         client.set_tag(run_id, f"{TAG_PREFIX}verified_by", result.run_id)
         client.set_tag(run_id, f"{TAG_PREFIX}verification", "reproduced" if reproduced else "not_reproduced")
     return verification
+
+
+def _without_outputs(notebook: Path, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The recorded parameters minus the output parameters: where the run wrote is not what it computed,
+    and the re-execution writes into its scratch folder."""
+    from jobrunner.params import read_schema
+
+    outputs = set(read_schema(notebook).outputs)
+    return {k: v for k, v in parameters.items() if k not in outputs}
 
 
 def _close(a: float | None, b: float | None, rtol: float) -> bool:

@@ -33,7 +33,9 @@ from typing import Any
 from jobrunner.config import Settings
 from jobrunner.errors import InfrastructureError, StoreUnavailable
 from jobrunner.jobrun import JobRun, Outcome
+from jobrunner.kernels import install_pool_factory
 from jobrunner.metrics_worker import WorkerMetrics
+from jobrunner.notify import Notifier
 from jobrunner.reaper import Presence, Reaper
 
 log = logging.getLogger(__name__)
@@ -70,8 +72,11 @@ class Worker:
         _install_tracer_provider()
         _warm_up()
         pool = self.metrics.start_pool(self.settings)  # warm single-use kernels (jobrunner.pool)
+        pools = KernelPools(self.settings, pool)
+        install_pool_factory(pools.open_for)  # jobs on other kernel names (docs/jobs.md, "Kernels")
         broker = broker_for(self.settings)
         self.check_store()
+        notifier = Notifier(self.settings, self.id).start()  # webhooks, apart from the jobs (jobrunner.notify)
         log.warning("worker %s started (%s)", self.id, "amqp" if broker else "embedded")
         try:
             if broker is None:
@@ -79,7 +84,9 @@ class Worker:
             else:
                 AmqpSource(self, broker).run()
         finally:
-            pool.close()  # no kernel process outlives the worker
+            notifier.close()
+            install_pool_factory(None)
+            pools.close()  # no kernel process outlives the worker
         log.warning("worker %s stopped", self.id)
 
     def check_store(self) -> None:
@@ -156,6 +163,39 @@ class Worker:
             if isinstance(exc, StoreUnavailable):
                 self.reaper.store_failed()
             log.warning("worker %s: housekeeping failed (%s); will retry", self.id, exc)
+
+
+class KernelPools:
+    """The worker's warm pools: the default kernel's, plus one per further kernel name a job asked for,
+    opened on first use (that job starts its kernel cold), up to JOBRUNNER_KERNEL_POOL_MAX_NAMES names in
+    all; jobs on names beyond that start a fresh kernel each."""
+
+    def __init__(self, settings: Settings, default: Any):
+        self.settings = settings
+        self.pools: dict[str, Any] = {default.kernel_name: default}
+        self.lock = threading.Lock()
+
+    def open_for(self, kernel_name: str) -> Any:
+        from jobrunner.pool import KernelPool
+
+        with self.lock:
+            if kernel_name in self.pools:
+                return self.pools[kernel_name]
+            if len(self.pools) >= self.settings.kernel_pool_max_names or self.settings.kernel_pool_size == 0:
+                return None
+            # no preloads: the modules of JOBRUNNER_KERNEL_PRELOAD may be missing in another environment
+            pool = KernelPool(kernel_name, self.settings.kernel_pool_size,
+                              transport=self.settings.kernel_transport,
+                              start_timeout=self.settings.kernel_start_timeout).open()
+            self.pools[kernel_name] = pool
+            log.info("kernel pool opened for kernel %s", kernel_name)
+            return pool
+
+    def close(self) -> None:
+        with self.lock:
+            pools, self.pools = list(self.pools.values()), {}
+        for pool in pools:
+            pool.close()
 
 
 @dataclass

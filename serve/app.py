@@ -176,7 +176,18 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app; `settings` (tests) or the environment, read when the server starts."""
-    from serve.routes import alerts, feedback, health, jobs, model, monitoring, pages, predict, schedules
+    from serve.routes import (
+        alerts,
+        events,
+        feedback,
+        health,
+        jobs,
+        model,
+        monitoring,
+        pages,
+        predict,
+        schedules,
+    )
 
     settings_factory = (lambda: settings) if settings is not None else get_settings
     app = FastAPI(
@@ -200,10 +211,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alerts.router)
     app.include_router(monitoring.router, dependencies=READ)
     app.include_router(schedules.router)  # read/write scopes per route, as jobs
+    app.include_router(events.router)  # GET /v1/jobs/{id}/events: server-sent events (read scope)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     # every error status each operation can answer, with the body it sends: serve/contract.py
     install_contract(
-        app, [jobs.notebook_schema_part(), feedback.label_schema_part(app), schedules.schedule_schema_part()]
+        app, [jobs.notebook_schema_part(), feedback.label_schema_part(app), schedules.schedule_schema_part(),
+              events.stream_schema_part()]
     )
 
     cfg = settings_factory()  # read when the app is built (for uvicorn: at start-up), never at import

@@ -54,7 +54,8 @@ NO_JOB: dict[int | str, dict[str, Any]] = {404: {"description": "No job has this
     responses={
         404: {"description": "No such notebook under the notebook roots"},
         409: {"description": "The Idempotency-Key belongs to a job with another notebook or other parameters"},
-        422: {"description": "Parameters do not fit the notebook's parameters cell (each problem is named)"},
+        422: {"description": "Parameters do not fit the notebook's parameters cell, or an output parameter "
+              "names a path inside the project without write_workspace (each problem is named)"},
         503: {"description": "The job store is unavailable"},
     },
 )
@@ -69,6 +70,7 @@ def submit_job(body: JobCreateIn, services: ServicesDep, idempotency_key: Idempo
             idempotency_key=idempotency_key,
             submitter="serve-api",
             timeout=body.timeout_seconds,
+            write_workspace=body.write_workspace,
         )
     except Exception:
         services.metrics.jobs.labels("refused").inc()

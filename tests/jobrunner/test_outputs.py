@@ -1,0 +1,156 @@
+"""Jobs own their outputs: a queued job never writes the project's files (real worker, PostgreSQL,
+RabbitMQ, S3 on moto, MLflow). Output parameters are marked `# output:` in the parameters cell."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import nbformat
+import pytest
+
+from jobrunner.errors import ParameterError
+from tests.jobrunner.test_jobs_support import (  # noqa: F401
+    ROOT,
+    job_env,
+    mlflow_store,
+    wait_state,
+    workers,
+)
+
+PARAMETERS = '''data_path = "data/in.csv"  # input table
+result_path = "results/out.json"  # output: the result
+model_dir = "models/m"  # output: a folder
+n = 1  # a multiplier
+'''
+CODE = '''import json, time
+from jobrunner.notebook import log_metrics, project_path
+total = n * sum(int(x) for x in project_path(data_path).read_text().split())
+time.sleep(1)  # two jobs overlap
+project_path(result_path).write_text(json.dumps({"total": total}))
+project_path(model_dir).mkdir(parents=True, exist_ok=True)
+(project_path(model_dir) / "weights.txt").write_text(str(total))
+log_metrics({"total": total})
+print("wrote", result_path)
+'''
+
+
+def _notebook(project: Path) -> str:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(PARAMETERS)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(CODE)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, project / "notebooks" / "writes.ipynb")
+    (project / "data").mkdir()
+    (project / "data" / "in.csv").write_text("1 2 3\n")
+    # what an earlier `jobrunner run` / `dvc repro` left in the workspace
+    (project / "results").mkdir()
+    (project / "results" / "out.json").write_text('{"total": "workspace"}')
+    (project / "models" / "m").mkdir(parents=True)
+    (project / "models" / "m" / "weights.txt").write_text("workspace")
+    return "notebooks/writes.ipynb"
+
+
+def _snapshot(project: Path) -> dict[str, str]:
+    """md5 of every file of the project but jobrunner's state folder and what the test set-up puts there:
+    the SQLite MLflow store's artifacts (in the worker's working folder) and the workers' logs."""
+    return {p.relative_to(project).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()  # noqa: S324
+            for p in sorted(project.rglob("*"))
+            if p.is_file() and not {".jobrunner", "mlartifacts"} & set(p.parts)
+            and not (p.parent == project and p.name.startswith("worker-"))}
+
+
+def _s3(uri: str) -> bytes:
+    bucket, key = uri[len("s3://"):].split("/", 1)
+    return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def test_the_parameters_cell_marks_outputs() -> None:
+    from jobrunner.params import read_schema
+
+    schema = read_schema(ROOT / "notebooks" / "03_train.ipynb")
+    assert schema.outputs == ["model_dir", "model_info_path", "metrics_path"]
+    assert schema.parameters["model_dir"].as_dict()["output"] is True
+    assert schema.parameters["train_path"].output is False
+    assert read_schema(ROOT / "notebooks" / "04_evaluate.ipynb").outputs == ["metrics_path", "plots_dir"]
+
+
+@pytest.mark.services
+def test_jobs_with_default_outputs_leave_the_project_unchanged(job_env, workers, mlflow_store) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from jobrunner.jobs import submit
+
+    project = Path(job_env["JOBRUNNER_PROJECT_DIR"])
+    notebook = _notebook(project)
+    before = _snapshot(project)
+    workers.start("a")
+    workers.start("b")
+    # the second passes the defaults explicitly, as the job board does: the same as leaving them out
+    first = submit(notebook, {"n": 1})
+    second = submit(notebook, {"n": 2, "result_path": "results/out.json", "model_dir": "models/m"})
+    done = [wait_state(j.id, {"SUCCEEDED", "FAILED"}, 120) for j in (first, second)]
+    assert [j.state.value for j in done] == ["SUCCEEDED", "SUCCEEDED"], [j.error for j in done]
+    assert _snapshot(project) == before  # byte-identical: no workspace file written, none added
+
+    client = MlflowClient(mlflow_store)
+    uris = set()
+    for job, total in zip(done, (6, 12), strict=True):
+        outputs = {o.parameter: o for o in job.outputs}
+        assert set(outputs) == {"result_path", "model_dir"}
+        result, model = outputs["result_path"], outputs["model_dir"]
+        assert result.path == "results/out.json" and model.path == "models/m"
+        assert json.loads(_s3(result.uri)) == {"total": total}  # stored with the job, in S3
+        assert result.uri.startswith(f"{job_env['JOBRUNNER_ARTIFACT_URI']}/{job.id}/outputs/")
+        assert _s3(f"{model.uri}/weights.txt") == str(total).encode()
+        assert result.md5 == hashlib.md5(json.dumps({"total": total}).encode()).hexdigest()  # noqa: S324
+        assert model.md5.endswith(".dir")
+        uris |= {result.uri, model.uri}
+        tags = client.get_run(job.mlflow_run_id).data.tags
+        assert tags["jobrunner.data.output.results/out.json"] == result.md5
+        assert tags["jobrunner.data.output.models/m"] == model.md5
+        inputs = {k for k in tags if k.startswith("jobrunner.data.input.")}
+        assert inputs == {"jobrunner.data.input.data/in.csv"}  # the data it read, not its outputs
+        assert tags["jobrunner.outputs.stored.results/out.json"] == result.uri
+    assert len(uris) == 4  # two concurrent jobs wrote and stored different files
+
+    # `jobrunner status` lists them
+    proc = subprocess.run([sys.executable, "-m", "jobrunner.cli", "status", done[0].id], env=job_env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"output result_path: results/out.json (md5 {done[0].outputs[0].md5}" in proc.stdout
+
+
+@pytest.mark.services
+def test_an_output_path_inside_the_project_needs_write_workspace(job_env, workers) -> None:
+    from jobrunner.jobs import submit
+
+    project = Path(job_env["JOBRUNNER_PROJECT_DIR"])
+    notebook = _notebook(project)
+    with pytest.raises(ParameterError) as refused:
+        submit(notebook, {"result_path": "metrics/mine.json"})
+    assert refused.value.problems[0].name == "result_path"
+    assert "output parameter 'result_path' = 'metrics/mine.json' is inside the project" in str(refused.value)
+    assert "--write-workspace" in str(refused.value)
+    proc = subprocess.run([sys.executable, "-m", "jobrunner.cli", "submit", notebook, "-p", "result_path",
+                           str(project / "results" / "out.json")], env=job_env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "output parameter 'result_path'" in proc.stderr and "nothing was queued" in proc.stderr
+    from jobrunner.jobs import list_jobs
+
+    assert list_jobs().total == 0
+
+    workers.start()
+    job = submit(notebook, {"result_path": "results/mine.json", "n": 3}, write_workspace=True)
+    assert job.write_workspace
+    done = wait_state(job.id, {"SUCCEEDED", "FAILED"}, 120)
+    assert done.state.value == "SUCCEEDED", done.error
+    assert json.loads((project / "results" / "mine.json").read_text()) == {"total": 18}
+    assert (project / "models" / "m" / "weights.txt").read_text() == "18"  # the default, in the workspace
+    assert {o.path for o in done.outputs} == {"results/mine.json", "models/m"}

@@ -78,10 +78,14 @@ def schedule() -> None:
 @click.option("--catchup", type=click.Choice(["once", "skip"]), default="once", show_default=True,
               help="After downtime: run the missed slots once (the newest), or skip them.")
 @click.option("--paused", is_flag=True, help="Create it paused.")
+@click.option("--notify", "notify_url", metavar="URL", help="Webhook POSTed a JSON body when a run ends.")
+@click.option("--notify-on", type=click.Choice(["failure", "success", "both"]),
+              help="Which run endings --notify is told of (default: failure).")
 @click.option("--json", "as_json", is_flag=True, help="Print the schedule as JSON.")
 def create(name: str, notebook: str, cron: str, tz: str, files: tuple[str, ...], yaml_texts: tuple[str, ...],
            params: tuple[tuple[str, str], ...], timeout: float | None, kernel_name: str | None,
-           max_concurrent_runs: int, catchup: str, paused: bool, as_json: bool) -> None:
+           max_concurrent_runs: int, catchup: str, paused: bool, notify_url: str | None,
+           notify_on: str | None, as_json: bool) -> None:
     """Create schedule NAME running NOTEBOOK (relative to the project); parameters are checked now."""
     from pydantic import ValidationError
 
@@ -97,7 +101,7 @@ def create(name: str, notebook: str, cron: str, tz: str, files: tuple[str, ...],
         spec = ScheduleCreate(name=name, notebook=notebook, parameters=values, cron=cron, timezone=tz,
                               timeout_seconds=timeout, kernel_name=kernel_name,
                               max_concurrent_runs=max_concurrent_runs, catchup=catchup,  # type: ignore[arg-type]
-                              paused=paused)
+                              paused=paused, notify_url=notify_url, notify_on=notify_on)
         row = create_schedule(spec, submitter=getpass.getuser(), settings=settings)
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -154,6 +158,8 @@ def show(ref: str, runs: int, as_json: bool) -> None:
     click.echo(f"  parameters: {json.dumps(detail.parameters)}")
     click.echo(f"  kernel {detail.kernel_name}, timeout {detail.timeout_seconds or 'worker default'}, "
                f"max_concurrent_runs {detail.max_concurrent_runs}, catch-up {detail.catchup}")
+    if detail.notify_url:
+        click.echo(f"  notify on {detail.notify_on}: {detail.notify_url}")
     for r in detail.runs:
         outcome = f"job {r.job_id} {r.job_state.value if r.job_state else ''}" if r.job_id else (r.reason or "")
         click.echo(f"  {r.slot:%Y-%m-%d %H:%M:%S}Z  {r.trigger:<6}  {r.status:<9}  {outcome}")

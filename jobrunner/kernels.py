@@ -139,8 +139,11 @@ class KernelHandle:
             raise KernelStartError(f"kernel set-up failed: {content.get('ename')}: {content.get('evalue')}")
 
     def prepare(self, env: Mapping[str, str], cwd: Path, timeout: float = 10.0) -> None:
-        """Give a pooled kernel its job's environment (replacing the pool's) and working directory."""
-        self.run_silent(_PREPARE.format(env=dict(env), cwd=str(cwd)), timeout)
+        """Give a pooled kernel its job's environment (replacing the pool's) and working directory. The
+        kernelspec's own `env` (kernel.json) stays on top, as in a kernel started fresh for the job."""
+        spec = self.manager.kernel_spec
+        job_env = {**env, **dict(spec.env if spec is not None else {})}
+        self.run_silent(_PREPARE.format(env=job_env, cwd=str(cwd)), timeout)
 
     def shutdown(self) -> None:
         """Stop the kernel at once and release its client, sockets and connection file. Idempotent."""

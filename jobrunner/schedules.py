@@ -27,8 +27,9 @@ from sqlalchemy.orm import Session
 from jobrunner.config import Settings, get_settings
 from jobrunner.cron import NEVER, CronError, next_slot, parse_cron, parse_timezone
 from jobrunner.db import session_scope
-from jobrunner.errors import InfrastructureError, InvalidTimeout, JobrunnerError
+from jobrunner.errors import InfrastructureError, InvalidJobOption, InvalidTimeout, JobrunnerError
 from jobrunner.models import Job, Schedule, ScheduleRun
+from jobrunner.notify import check_notify
 from jobrunner.schemas import MAX_TIMEOUT, _aware
 from jobrunner.states import JobState, utcnow
 
@@ -77,6 +78,8 @@ class ScheduleCreate(BaseModel):
     max_concurrent_runs: int = Field(default=1, ge=1, le=MAX_CONCURRENT)
     catchup: Catchup = "once"
     paused: bool = False
+    notify_url: str | None = Field(default=None, max_length=2048)  # each run's webhook (jobrunner/notify.py)
+    notify_on: str | None = Field(default=None, max_length=8)  # failure (default) | success | both
 
 
 class ScheduleRead(BaseModel):
@@ -98,6 +101,8 @@ class ScheduleRead(BaseModel):
     updated_at: datetime
     next_run_at: datetime | None = Field(
         description="The next slot (UTC); null while paused, or when the expression never fires (30 February)")
+    notify_url: str | None = None
+    notify_on: str | None = None
 
     utc_datetimes = field_validator("created_at", "updated_at", "next_run_at")(_aware)
 
@@ -108,6 +113,7 @@ class ScheduleRead(BaseModel):
                    kernel_name=row.kernel_name, max_concurrent_runs=row.max_concurrent_runs,
                    catchup=row.catchup, submitter=row.submitter,  # type: ignore[arg-type]
                    created_at=row.created_at, updated_at=row.updated_at,
+                   notify_url=row.notify_url, notify_on=row.notify_on,
                    next_run_at=None if row.paused or row.next_slot_at.year >= NEVER.year else row.next_slot_at)
 
 
@@ -253,12 +259,17 @@ def create_schedule(spec: ScheduleCreate, *, submitter: str | None = None, setti
     """
     settings = settings or get_settings()
     cron, label, values, kernel = _check_spec(spec, settings)
+    try:
+        notify_url, notify_on = check_notify(spec.notify_url, spec.notify_on)
+    except InvalidJobOption as exc:
+        raise InvalidSchedule("notify_url" if exc.field == "notify" else exc.field, str(exc)) from None
     now = now or utcnow()
     first = next_slot(cron, spec.timezone, now)  # NEVER for 30 February: stored, shown as next_run_at null
     row = Schedule(id=str(uuid.uuid4()), name=spec.name, notebook=label, parameters=values, cron=cron,
                    timezone=spec.timezone, paused=spec.paused, timeout_seconds=spec.timeout_seconds,
                    kernel_name=kernel, max_concurrent_runs=spec.max_concurrent_runs, catchup=spec.catchup,
-                   submitter=submitter, created_at=now, updated_at=now, next_slot_at=first)
+                   submitter=submitter, created_at=now, updated_at=now, next_slot_at=first,
+                   notify_url=notify_url, notify_on=notify_on)
     try:
         with session_scope(settings) as session:
             session.add(row)
@@ -383,7 +394,9 @@ def submit_claimed(schedule_id: str, slot: datetime, *, settings: Settings) -> S
         state: str | None = None
         try:
             job = submit(row.notebook, row.parameters, idempotency_key=run_key(schedule_id, run.slot),
-                         submitter=f"schedule:{row.name}", timeout=row.timeout_seconds, settings=settings)
+                         submitter=f"schedule:{row.name}", timeout=row.timeout_seconds,
+                         kernel=row.kernel_name, notify=row.notify_url, notify_on=row.notify_on,
+                         settings=settings)
         except InfrastructureError:
             raise
         except JobrunnerError as exc:

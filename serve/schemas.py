@@ -189,6 +189,17 @@ class Ready(BaseModel):
 
 
 # -- jobs -----------------------------------------------------------------------------------------------
+class NotifyIn(BaseModel):
+    """A webhook POSTed a JSON body (job, state, notebook, parameters, error, links) when a job ends."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://",
+                     description="http(s) URL without credentials (bodies are signed with JOBRUNNER_NOTIFY_SECRET)")
+    on: Literal["failure", "success", "both"] = Field(
+        default="failure", description="Which endings to tell (a cancel counts as a failure)")
+
+
 class JobCreateIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented: no "5" or true for 5
 
@@ -202,6 +213,9 @@ class JobCreateIn(BaseModel):
         le=MAX_TIMEOUT,
         description="Time limit of each attempt in seconds; the workers' own limit applies when lower",
     )
+    kernel_name: str | None = Field(default=None, min_length=1, max_length=255,
+                                    description="An installed kernel (default: the workers' kernel)")
+    notify: NotifyIn | None = Field(default=None, description="A webhook told when the job ends")
     write_workspace: bool = Field(
         default=False,
         description="Write the project's files where the output parameters say, defaults included; without "

@@ -70,6 +70,9 @@ def submit_job(body: JobCreateIn, services: ServicesDep, idempotency_key: Idempo
             idempotency_key=idempotency_key,
             submitter="serve-api",
             timeout=body.timeout_seconds,
+            kernel=body.kernel_name,
+            notify=body.notify.url if body.notify else None,
+            notify_on=body.notify.on if body.notify else None,
             write_workspace=body.write_workspace,
         )
     except Exception:

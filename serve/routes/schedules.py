@@ -33,7 +33,7 @@ from jobrunner.schemas import MAX_TIMEOUT
 from serve.contract import SchemaPart, StrictJSONRoute
 from serve.deps import READ, WRITE
 from serve.errors import Conflict, NotFound, Unprocessable
-from serve.schemas import NOTEBOOK_PATH_HELP, NOTEBOOK_PATH_PATTERN
+from serve.schemas import NOTEBOOK_PATH_HELP, NOTEBOOK_PATH_PATTERN, NotifyIn
 
 router = APIRouter(prefix="/v1", tags=["schedules"], route_class=StrictJSONRoute)
 ScheduleId = Annotated[
@@ -72,6 +72,7 @@ class ScheduleCreateIn(BaseModel):
     catchup: Literal["once", "skip"] = Field(
         default="once", description="Slots missed while no scheduler ran: run the newest once, or skip all")
     paused: bool = False
+    notify: NotifyIn | None = Field(default=None, description="A webhook told when a run ends")
 
 
 @contextmanager
@@ -108,7 +109,10 @@ def create_schedule(body: ScheduleCreateIn) -> Any:
     from jobrunner.schedules import create_schedule as create
 
     with _mapped():
-        return create(ScheduleCreate(**body.model_dump()), submitter="serve-api")
+        fields = body.model_dump(exclude={"notify"})
+        if body.notify is not None:
+            fields.update(notify_url=body.notify.url, notify_on=body.notify.on)
+        return create(ScheduleCreate(**fields), submitter="serve-api")
 
 
 @router.get("/schedules", response_model=ScheduleList, dependencies=READ,

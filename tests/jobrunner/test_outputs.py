@@ -154,3 +154,86 @@ def test_an_output_path_inside_the_project_needs_write_workspace(job_env, worker
     assert json.loads((project / "results" / "mine.json").read_text()) == {"total": 18}
     assert (project / "models" / "m" / "weights.txt").read_text() == "18"  # the default, in the workspace
     assert {o.path for o in done.outputs} == {"results/mine.json", "models/m"}
+
+
+def test_a_workspace_run_writes_the_workspace_and_records_outputs_not_inputs(project, mlflow_store,
+                                                                             monkeypatch) -> None:
+    """`jobrunner run` (and DVC stages) keep writing where the parameters say; files an earlier run left
+    at the output paths are outputs of this run, never its inputs."""
+    from mlflow.tracking import MlflowClient
+
+    from jobrunner.config import get_settings
+    from jobrunner.executor import execute
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
+    get_settings.cache_clear()
+    notebook = _notebook(project)
+    result = execute(notebook, {"n": 5}, html=False)
+    assert result.ok, result.failure
+    assert json.loads((project / "results" / "out.json").read_text()) == {"total": 30}
+    assert [h.path for h in result.inputs] == ["data/in.csv"]
+    assert {h.path: h.md5 for h in result.outputs} == {
+        "results/out.json": hashlib.md5(b'{"total": 30}').hexdigest(),  # noqa: S324
+        "models/m": result.outputs[1].md5}
+    tags = MlflowClient(mlflow_store).get_run(result.run_id).data.tags
+    assert {k for k in tags if k.startswith("jobrunner.data.")} == {
+        "jobrunner.data.input.data/in.csv", "jobrunner.data.output.results/out.json",
+        "jobrunner.data.output.models/m"}
+
+
+def _prepared_project(project: Path) -> None:
+    """The pipeline notebooks with ingest and prepare run in the workspace, and what an earlier training
+    left at 03_train's output paths."""
+    import shutil
+
+    from jobrunner.executor import execute
+
+    shutil.copytree(ROOT / "notebooks", project / "notebooks", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("dashboards"))
+    for nb in ("01_ingest", "02_prepare"):
+        result = execute(f"notebooks/{nb}.ipynb", {}, html=False, record=False)
+        assert result.ok, result.failure
+    (project / "models" / "model").mkdir(parents=True)
+    (project / "models" / "model" / "MLmodel").write_text("the served champion's files\n")
+    (project / "models" / "model_info.json").write_text('{"earlier": true}\n')
+    (project / "metrics").mkdir()
+    (project / "metrics" / "train.json").write_text('{"accuracy": 0.5}\n')
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_a_03_train_job_owns_its_model_and_metrics_and_verifies(job_env, workers, mlflow_store) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from jobrunner.config import get_settings
+    from jobrunner.jobs import submit
+    from jobrunner.verify import verify_run
+
+    project = Path(job_env["JOBRUNNER_PROJECT_DIR"])
+    _prepared_project(project)
+    before = _snapshot(project)
+    workers.start()
+    job = submit("notebooks/03_train.ipynb", {"n_estimators": 10, "cv_folds": 2})
+    done = wait_state(job.id, {"SUCCEEDED", "FAILED"}, 240)
+    assert done.state.value == "SUCCEEDED", done.error
+    assert _snapshot(project) == before  # the workspace's model, model info and metrics untouched
+
+    outputs = {o.parameter: o for o in done.outputs}
+    assert {p: o.path for p, o in outputs.items()} == {
+        "model_dir": "models/model", "model_info_path": "models/model_info.json",
+        "metrics_path": "metrics/train.json"}
+    metrics = json.loads(_s3(outputs["metrics_path"].uri))
+    assert 0.5 < metrics["cv_accuracy"] <= 1.0
+    assert b"flavors" in _s3(f"{outputs['model_dir'].uri}/MLmodel")  # the new model, not the placeholder
+
+    client = MlflowClient(mlflow_store)
+    tags = client.get_run(done.mlflow_run_id).data.tags
+    data = {k[len("jobrunner.data."):]: v for k, v in tags.items() if k.startswith("jobrunner.data.")}
+    assert set(data) == {"input.data/prepared/train.parquet", "input.data/prepared/schema.json",
+                         "output.models/model", "output.models/model_info.json",
+                         "output.metrics/train.json"}
+    assert data["output.metrics/train.json"] == outputs["metrics_path"].md5
+
+    verification = verify_run(done.mlflow_run_id, get_settings(), client=client)
+    assert verification.reproduced, verification.render()
+    assert _snapshot(project) == before  # verifying wrote into its scratch folder too

@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     # Seconds per POST; tries before a delivery is given up (recorded as failed in the job's events);
     # backoff between rounds of tries: notify_retry_backoff * 2**n seconds, at most 300.
     notify_timeout: float = Field(default=5.0, gt=0)
-    notify_max_tries: int = Field(default=8, ge=1, le=100)
+    notify_max_tries: int = Field(default=30, ge=1, le=1000)
     notify_retry_backoff: float = Field(default=2.0, gt=0)
     # Public base URL of the REST API (https://host/api), for the links in webhook bodies; unset: no links.
     public_api_url: str | None = None

@@ -209,6 +209,8 @@ class Notifier:
                 message = f"webhook to {host} failed after {tries} tries: {error}"
             else:
                 row.last_error = error
+                # rounds of up to 3 quick tries, then backoff * 2**round: 2, 4, 8 ... 300 s (~13 min in all
+                # with the defaults) before the delivery is given up
                 delay = min(300.0, self.settings.notify_retry_backoff * 2 ** max(0, tries // 3 - 1))
                 row.available_at = now + timedelta(seconds=delay)
                 log.info("job %s: webhook to %s not delivered (%s); next try in %.1fs", job_id, host, error, delay)

@@ -13,8 +13,8 @@ each with a connected client that has already answered, and installs itself behi
   time; one that hangs fails `prepare` within `health_timeout` and is killed: neither is handed out;
 - starts retry with exponential backoff (tenacity); after `size` consecutive failures the filler backs
   off up to 30 s and a take starts a fresh kernel itself (and reports that error if it also fails);
-- `close()` shuts every idle kernel down and waits for starts in flight and for used kernels still
-  being cleaned up, leaving no kernel process;
+- `close()` kills every idle kernel and waits for a start in flight and for used kernels still being
+  cleaned up, all within one deadline, after which it kills what is left: no kernel process remains;
 - every pooled kernel pre-imports `jobrunner.notebook` (what project notebooks import first).
 
 `preload` (JOBRUNNER_KERNEL_PRELOAD=numpy,pandas,sklearn) imports modules in each idle kernel: a job that
@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -84,11 +85,12 @@ class KernelPool:
         self._starting = 0
         self._cond = threading.Condition()
         self._closed = False
+        self._closing = threading.Event()  # set with _closed, for tenacity
         self._failures_in_a_row = 0
         self._taken = self._missed = self._replaced = self._start_failures = 0
         self._scratch = tempfile.mkdtemp(prefix="jobrunner-pool-")
         self._thread: threading.Thread | None = None
-        self._retiring: list[threading.Thread] = []
+        self._retiring: list[tuple[threading.Thread, KernelHandle]] = []
 
     # -- lifecycle -----------------------------------------------------------------------------------
     @classmethod
@@ -110,25 +112,64 @@ class KernelPool:
         return self
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop filling, shut down idle kernels, wait for starts in flight; no kernel process remains."""
+        """Stop filling and leave no kernel process, within ONE deadline (`timeout`, default
+        start_timeout + 5 s): idle kernels are killed at once; a start in flight and used kernels still
+        being cleaned up get until the deadline, then whatever of this pool is left is killed."""
         with self._cond:
             if self._closed:
                 return
             self._closed = True
+            self._closing.set()
             self._cond.notify_all()
         uninstall_pool(self)
         wait = timeout if timeout is not None else self.start_timeout + 5
-        if self._thread is not None:
-            self._thread.join(wait)
-        with self._cond:
+        deadline = time.monotonic() + wait
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        with self._cond:  # final: once closed, the filler shuts a kernel it just started down itself
             idle, self._idle = list(self._idle), deque()
         for handle in idle:
+            handle.kill()  # an idle kernel has nothing to save: no graceful shutdown to wait for
             handle.shutdown()
+        if self._thread is not None:
+            self._thread.join(left())
         with self._cond:
             retiring, self._retiring = self._retiring, []
-        for thread in retiring:
-            thread.join(wait)
+        for thread, _ in retiring:
+            thread.join(left())
+        late = [handle for thread, handle in retiring if thread.is_alive()]
+        for handle in late:
+            handle.kill()
+        starting = self._thread is not None and self._thread.is_alive()
+        if starting or late:
+            killed = self._kill_starting() if starting else 0
+            log.warning("kernel pool %s: not closed within %.0fs; killed %d kernel(s) still starting and %d "
+                        "still being cleaned up", self.kernel_name, wait, killed, len(late))
+            if self._thread is not None:
+                self._thread.join(5.0)  # its start fails at once now, and a closed pool starts no other
         shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def _kill_starting(self) -> int:
+        """Kill this pool's kernels still starting: children of this process whose working folder is the
+        pool's scratch folder (every pooled kernel starts there; a job's kernel works elsewhere)."""
+        import psutil
+
+        scratch = os.path.realpath(self._scratch)
+        killed = 0
+        for child in psutil.Process().children(recursive=True):
+            try:
+                if os.path.realpath(child.cwd()) != scratch:
+                    continue
+                if os.getpgid(child.pid) == child.pid:  # its own session, as kernels are started
+                    os.killpg(child.pid, signal.SIGKILL)
+                else:
+                    child.kill()
+                killed += 1
+            except (psutil.Error, OSError):
+                continue
+        return killed
 
     def __enter__(self) -> KernelPool:
         return self
@@ -190,7 +231,7 @@ class KernelPool:
         """Finish shutting down a used kernel in the background (see kernels.release_kernel)."""
         thread = threading.Thread(target=handle.shutdown, name="kernel-retire", daemon=True)
         with self._cond:
-            self._retiring = [t for t in self._retiring if t.is_alive()] + [thread]
+            self._retiring = [(t, h) for t, h in self._retiring if t.is_alive()] + [(thread, handle)]
         thread.start()
 
     def _discard(self, handle: KernelHandle, why: str) -> None:
@@ -204,7 +245,14 @@ class KernelPool:
     def _start_one(self, *, env: Mapping[str, str], cwd: Path,
                    preload: Sequence[str] | None = None) -> KernelHandle:
         """One kernel with retries; `preload` None: a kernel for a job right now (no preloading)."""
-        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+        from tenacity import (
+            Retrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+            stop_any,
+            stop_when_event_set,
+            wait_exponential,
+        )
 
         def failed(state: object) -> None:
             with self._cond:
@@ -212,7 +260,8 @@ class KernelPool:
             log.warning("kernel pool %s: kernel start failed: %s", self.kernel_name,
                         state.outcome.exception())  # type: ignore[attr-defined]
 
-        for attempt in Retrying(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.5, max=5),
+        stop = stop_any(stop_after_attempt(3), stop_when_event_set(self._closing))  # closing: no other try
+        for attempt in Retrying(stop=stop, wait=wait_exponential(multiplier=0.5, max=5),
                                 retry=retry_if_exception_type(KernelStartError), after=failed, reraise=True):
             with attempt:
                 return start_kernel(self.kernel_name, env=env, cwd=cwd, transport=self.transport,
@@ -254,6 +303,8 @@ class KernelPool:
                 log.error("kernel pool %s: could not start a kernel (%s); next try in %.0fs", self.kernel_name,
                           exc, backoff)
                 with self._cond:
+                    if self._closed:
+                        return
                     self._cond.wait(backoff)
                 continue
             backoff = 0.0

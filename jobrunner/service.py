@@ -15,8 +15,8 @@ their request to it over a Unix socket (jobrunner.service_client is the thin cli
   vanished client cancels a `run`;
 - answers only after the run is recorded: the MLflow run is complete when the client prints "done";
 - stops after JOBRUNNER_SERVICE_IDLE_TIMEOUT seconds without requests (or on `jobrunner service stop`
-  or SIGTERM), letting running requests finish, closing its pool (no kernel left) and removing its
-  socket. It logs to `<runtime dir>/<key>.log` (`jobrunner service status` prints the path).
+  or SIGTERM), letting running requests finish, closing its pool within STOP_TIMEOUT_S (kernels still
+  starting or cleaning up after it are killed: no kernel left) and removing its socket. It logs to `<runtime dir>/<key>.log` (`jobrunner service status` prints the path).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from typing import Any
 from jobrunner.service_client import PROTOCOL, paths
 
 log = logging.getLogger("jobrunner.service")
+STOP_TIMEOUT_S = 20.0  # closing the kernel pool on stop; leftover kernels are killed after it
 
 
 class _ThreadStreams(io.TextIOBase):
@@ -293,8 +294,11 @@ def serve(key: str) -> int:
         except FileNotFoundError:
             pass
         server.server_close()  # waits for running requests
+        service.ready.wait(STOP_TIMEOUT_S)  # stopped while warming up: the pool it starts is closed too
         if service.pool is not None:
-            service.pool.close()
+            # bounded: a kernel start hanging on a loaded machine must not keep the service alive; what
+            # is left after the deadline is killed (no kernel outlives the service)
+            service.pool.close(timeout=STOP_TIMEOUT_S)
         p["info"].unlink(missing_ok=True)
         log.warning("service %s stopped after %d run(s)", key, service.served)
     return 0

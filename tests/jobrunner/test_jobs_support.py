@@ -135,7 +135,7 @@ def job_env(project: Path, make_postgres_db, amqp_url: str, queue_prefix: str, s
 
     values = {
         "JOBRUNNER_PROJECT_DIR": str(project),
-        "JOBRUNNER_DATABASE_URL": make_postgres_db(),
+        "JOBRUNNER_DATABASE_URL": make_postgres_db(migrated=True),
         "JOBRUNNER_BROKER_URL": amqp_url,
         "JOBRUNNER_QUEUE_NAME": queue_prefix,
         "JOBRUNNER_ARTIFACT_URI": f"s3://{s3_bucket}/outputs",

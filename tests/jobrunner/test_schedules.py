@@ -28,7 +28,7 @@ def store(project, make_postgres_db, monkeypatch):
     from jobrunner.config import get_settings
     from jobrunner.db import dispose_engines, migrate
 
-    monkeypatch.setenv("JOBRUNNER_DATABASE_URL", make_postgres_db("jrsched"))
+    monkeypatch.setenv("JOBRUNNER_DATABASE_URL", make_postgres_db("jrsched", migrated=True))
     get_settings.cache_clear()
     settings = get_settings()
     migrate(settings)

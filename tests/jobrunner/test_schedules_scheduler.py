@@ -93,7 +93,7 @@ def sched_env(project, make_postgres_db, mlflow_store, monkeypatch) -> Iterator[
     from jobrunner.config import get_settings
     from jobrunner.db import dispose_engines, migrate
 
-    values = {"JOBRUNNER_PROJECT_DIR": str(project), "JOBRUNNER_DATABASE_URL": make_postgres_db("jrsched"),
+    values = {"JOBRUNNER_PROJECT_DIR": str(project), "JOBRUNNER_DATABASE_URL": make_postgres_db("jrsched", migrated=True),
               "MLFLOW_TRACKING_URI": mlflow_store, "JOBRUNNER_MLFLOW_EXPERIMENT": "schedules", **FAST}
     for key, value in values.items():
         monkeypatch.setenv(key, value)

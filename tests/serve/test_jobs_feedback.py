@@ -27,7 +27,7 @@ def jobs_client(model_store, make_postgres_db, amqp_url, queue_prefix, monkeypat
     from jobrunner.config import get_settings
     from serve.app import create_app
 
-    url = make_postgres_db("serve")
+    url = make_postgres_db("serve", migrated=True)
     monkeypatch.setenv("JOBRUNNER_DATABASE_URL", url)
     monkeypatch.setenv("JOBRUNNER_BROKER_URL", amqp_url)
     monkeypatch.setenv("JOBRUNNER_QUEUE_NAME", queue_prefix)

@@ -137,3 +137,21 @@ def stop_within(proc: Any, seconds: float) -> float:
     took = time.monotonic() - t0
     assert code == 0 and took <= seconds, f"worker exited {code} after {took:.1f}s (limit {seconds:.0f}s)"
     return took
+
+
+def write_long_first_notebook(project: Path) -> str:
+    """notebooks/long_first.ipynb: its sleep cell (progress cell SLEEP_CELL) sleeps `seconds` the first time
+    it runs for a `marker` and `again` seconds on every later run. A kill test kills the first attempt
+    deep inside a long cell (a wide margin on a loaded machine) and waits only briefly for the rerun."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('seconds = 30.0\nagain = 0.5\nmarker = ""')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell("import pathlib\nimport time\nseen = pathlib.Path(marker)"),
+        nbformat.v4.new_code_cell("first = not seen.exists()\nseen.touch()\ntime.sleep(seconds if first else again)"),
+        nbformat.v4.new_code_cell("print('first run' if first else 'a later run')"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, project / "notebooks" / "long_first.ipynb")
+    return "notebooks/long_first.ipynb"

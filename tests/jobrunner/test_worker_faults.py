@@ -8,6 +8,7 @@ import time
 import pytest
 
 from tests.conftest import free_port
+from tests.jobrunner.test_faults_support import SLEEP_CELL, write_long_first_notebook
 from tests.jobrunner.test_jobs_support import (  # noqa: F401
     TcpProxy,
     alive,
@@ -25,18 +26,20 @@ from tests.jobrunner.test_jobs_support import (  # noqa: F401
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 
-def test_kill_9_mid_notebook_five_times_another_worker_completes_each_job_once(job_env, workers):
+def test_kill_9_mid_notebook_five_times_another_worker_completes_each_job_once(job_env, workers, project):
     from jobrunner.jobs import job_events, list_jobs, submit
 
+    # the first attempt sleeps 30 s in its cell (killed 1 s in: a wide margin), the rerun 0.5 s
+    notebook = write_long_first_notebook(project)
     live = [workers.start("k"), workers.start("k")]
     for round_ in range(5):
         wait_consumers(job_env, 2)
-        queued = submit("notebooks/sleeps.ipynb", {"seconds": 10.0})
-        running = wait_for(lambda: (j := job(queued.id)).progress.current_cell == 3 and j, 120,
-                           "the 10-second cell to start")
+        queued = submit(notebook, {"seconds": 30.0, "marker": str(project / f"first-{round_}")})
+        running = wait_for(lambda: (j := job(queued.id)).progress.current_cell == SLEEP_CELL and j, 120,
+                           "the 30-second cell to start")
         victim = next(p for p in live if p.worker_id == running.worker_id)
         kernels = kernel_children(victim.pid)
-        time.sleep(1.0)  # well inside the 10-second cell
+        time.sleep(1.0)  # well inside the 30-second cell
         victim.kill()  # SIGKILL: no cleanup, no ack
         victim.wait(10)
         live.remove(victim)

@@ -11,6 +11,8 @@ is None when the API could not be reached at all.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -135,6 +137,40 @@ class PlatformClient:
             if not (exc.status == 405 or (exc.status == 404 and str(exc).strip() == "Not Found")):
                 raise  # the API's own answer (no such job, already finished)
             return self._call("DELETE", f"/v1/jobs/{job_id}")
+
+    def follow_job(self, job_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
+        """The job's server-sent events (GET /v1/jobs/{id}/events) as dicts with their `type` (state,
+        progress, event, output, end) until the job ends; ApiError if the stream cannot be opened."""
+        timeout = httpx.Timeout(self._http.timeout.connect, read=None)  # the stream idles between outputs
+        try:
+            with self._http.stream("GET", f"/v1/jobs/{job_id}/events", params={"after": after},
+                                   timeout=timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ApiError(response.status_code, _message(response))
+                data: list[str] = []
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        data.append(line[5:].lstrip(" "))
+                    elif line == "" and data:
+                        yield json.loads("\n".join(data))
+                        data = []
+        except httpx.HTTPError as exc:
+            raise ApiError(None, f"the API at {self.base_url} cannot be reached: {exc}") from exc
+
+    # -- schedules --------------------------------------------------------------------------------------
+    def schedules(self, limit: int = 50) -> dict[str, Any]:
+        return self._call("GET", "/v1/schedules", params={"limit": limit})
+
+    def schedule(self, schedule_id: str, runs: int = 1) -> dict[str, Any]:
+        """One schedule with its newest `runs` runs (the job of each slot and its state, or a skip)."""
+        return self._call("GET", f"/v1/schedules/{schedule_id}", params={"runs": runs})
+
+    def pause_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/schedules/{schedule_id}/pause")
+
+    def resume_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/schedules/{schedule_id}/resume")
 
     def job_notebook_html(self, job_id: str) -> str:
         return self._call("GET", f"/v1/jobs/{job_id}/notebook")

@@ -5,7 +5,9 @@ parameters cell's comments). Each becomes a typed input; parameters whose help s
 (where the notebook writes) are listed apart as outputs. No notebook is chosen at first, so nothing
 destructive (01_ingest overwrites the raw data) is one click away. While any job is queued or running the
 table refreshes itself every DASHBOARD_REFRESH_SECONDS, for at most DASHBOARD_REFRESH_FOR_MINUTES after
-the last click, so an abandoned page lets Voila cull its kernel.
+the last click, so an abandoned page lets Voila cull its kernel. A job's live output (Watch, or the job
+just submitted, or else the newest running one) updates below the table as its cells print, and the
+schedules are listed with their next run and last outcome, with Pause / Resume (dashboards/board_parts.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from dashboards.board_parts import LiveOutput, ScheduleList
 from dashboards.client import ApiError, PlatformClient
 from dashboards.settings import Settings, SettingsError, load_settings
 from dashboards.widgets import (
@@ -128,7 +131,7 @@ class JobBoard(w.VBox):
         self.submit = w.Button(description="Submit", button_style="primary", icon="play", disabled=True)
         self.refresh = w.Button(description="Refresh", icon="refresh")
         self.rows = w.GridBox(
-            layout=w.Layout(grid_template_columns="auto " * 9, grid_gap="2px 10px", align_items="center")
+            layout=w.Layout(grid_template_columns="auto " * 10, grid_gap="2px 10px", align_items="center")
         )
         self.table = w.HTML()  # the summary line (and the rows as plain text for scripts and tests)
         self._lock = threading.RLock()
@@ -136,6 +139,8 @@ class JobBoard(w.VBox):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.autorefresh = autorefresh
+        self.live = LiveOutput(api, on_end=self.show_jobs)
+        self.schedules = ScheduleList(api, self.message)
 
         self.notebook.observe(self._build_form, names="value")
         self.submit.on_click(lambda _: self._clicked(lambda: guarded(self.message, self._submit)))
@@ -153,6 +158,9 @@ class JobBoard(w.VBox):
                 w.HBox([self.refresh, self.refresh_note], layout=w.Layout(align_items="center")),
                 self.table,
                 self.rows,
+                self.live,
+                w.HTML("<h3 style='margin:14px 0 4px'>Schedules</h3>"),
+                self.schedules,
                 self.viewer,
             ]
         )
@@ -197,6 +205,7 @@ class JobBoard(w.VBox):
         if not self.notebook.value:
             raise ValueError("choose a notebook first")
         job = self.api.submit(self.notebook.value, self.values(), self.timeout.value or None)
+        self.live.watch(job["id"])
         self.show_jobs()
         return f"<p class='dash-ok'>Queued job {full_id(job['id'])} ({e(job['notebook'])}).</p>"
 
@@ -204,6 +213,10 @@ class JobBoard(w.VBox):
     def _clicked(self, action: Any) -> None:
         self._last_click = time.monotonic()
         action()
+
+    def _refresh_all(self) -> None:
+        self.show_jobs()
+        self.schedules.show()
 
     def show_jobs(self) -> None:
         with self._lock:
@@ -213,6 +226,9 @@ class JobBoard(w.VBox):
                 self.table.value = api_banner(exc) if exc.unreachable else error_html(str(exc))
                 return
             self._render(page)
+        running = [j for j in page["items"] if j["state"] == "RUNNING"]
+        if self.live.job_id is None and running:
+            self.live.watch(running[0]["id"])  # nothing watched yet: the newest running job
         active = any(j["state"] in ACTIVE for j in page["items"])
         self._schedule(active)
 
@@ -254,6 +270,11 @@ class JobBoard(w.VBox):
             open_.add_class("dash-open")
             cancel.on_click(lambda _, jid=j["id"]: self._clicked(lambda: self._cancel(jid)))
             open_.on_click(lambda _, jid=j["id"]: self._clicked(lambda: self._open(jid)))
+            watch = w.Button(description="Watch", icon="eye", layout=w.Layout(width="85px"),
+                             disabled=j["state"] == "CANCELLED" and not j.get("started_at"),
+                             tooltip="Its output below the table, updating while it runs")
+            watch.add_class("dash-watch")
+            watch.on_click(lambda _, jid=j["id"]: self._clicked(lambda: self.live.watch(jid)))
             cells += [
                 w.HTML(full_id(j["id"])),
                 w.HTML(e(j["notebook"])),
@@ -264,6 +285,7 @@ class JobBoard(w.VBox):
                 w.HTML(run_html),
                 cancel,
                 open_,
+                watch,
             ]
             lines.append(f"{j['id']} {j['notebook']} {j['state']}")
         self.rows.children = cells if lines else []
@@ -332,6 +354,7 @@ class JobBoard(w.VBox):
 
     def close(self) -> None:
         self._stop.set()
+        self.live.stop()
         super().close()
 
 

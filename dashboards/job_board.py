@@ -144,7 +144,7 @@ class JobBoard(w.VBox):
 
         self.notebook.observe(self._build_form, names="value")
         self.submit.on_click(lambda _: self._clicked(lambda: guarded(self.message, self._submit)))
-        self.refresh.on_click(lambda _: self._clicked(self.show_jobs))
+        self.refresh.on_click(lambda _: self._clicked(self._refresh_all))
         super().__init__(
             [
                 w.HTML(CSS),
@@ -237,7 +237,7 @@ class JobBoard(w.VBox):
             child.close()
         cells: list[w.Widget] = [
             w.HTML(f"<b>{h}</b>")
-            for h in ("job", "notebook", "state", "cells", "attempt", "created (UTC)", "MLflow run", "", "")
+            for h in ("job", "notebook", "state", "cells", "attempt", "created (UTC)", "MLflow run", "", "", "")
         ]
         lines = []
         for j in page["items"]:

@@ -7,33 +7,8 @@ import os
 import subprocess
 
 import pytest
-from click.testing import CliRunner
 
-from jobrunner.cli import main
-from tests.jobrunner.test_jobs_support import FAST, PYTHON, ROOT, mlflow_store, wait_for  # noqa: F401
-
-
-@pytest.fixture
-def cli(project, mlflow_store, monkeypatch):
-    """Embedded settings: SQLite job store in the project, no broker, local artifact folder."""
-    from jobrunner.config import get_settings
-
-    for key, value in {**FAST, "MLFLOW_TRACKING_URI": mlflow_store,
-                       "JOBRUNNER_MLFLOW_EXPERIMENT": "cli-jobs"}.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    runner = CliRunner()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        return result.exit_code, result.stdout, result.stderr
-
-    run.env = {**os.environ, "PYTHONPATH": str(ROOT)}  # type: ignore[attr-defined]
-    yield run
-    get_settings.cache_clear()
-    from jobrunner.db import dispose_engines
-
-    dispose_engines()
+from tests.jobrunner.test_jobs_support import PYTHON
 
 
 def test_embedded_submit_worker_status_logs_round_trip(cli, project):

@@ -20,15 +20,7 @@ from tests.jobrunner.test_faults_support import (
     wait_all,
     wait_busy,
 )
-from tests.jobrunner.test_jobs_support import (  # noqa: F401
-    job,
-    job_env,
-    mlflow_store,
-    wait_consumers,
-    wait_for,
-    wait_state,
-    workers,
-)
+from tests.jobrunner.test_jobs_support import job, wait_consumers, wait_for, wait_state
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 GRACE = 4.0

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from jobrunner.cli import main
-from tests.jobrunner.test_jobs_support import FAST, job_env, mlflow_store  # noqa: F401
+from tests.jobrunner.test_jobs_support import FAST
 
 
 @pytest.fixture

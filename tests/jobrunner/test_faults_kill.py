@@ -18,15 +18,12 @@ from tests.jobrunner.test_faults_support import (
     wait_all,
     wait_busy,
 )
-from tests.jobrunner.test_jobs_support import (  # noqa: F401
+from tests.jobrunner.test_jobs_support import (
     TcpProxy,
     job,
-    job_env,
     kernel_children,
-    mlflow_store,
     wait_consumers,
     wait_for,
-    workers,
 )
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]

@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from tests.jobrunner.test_cli_jobs import cli  # noqa: F401
-from tests.jobrunner.test_jobs_support import PYTHON, mlflow_store, wait_for  # noqa: F401
+from tests.jobrunner.test_jobs_support import PYTHON, wait_for
 
 
 @pytest.fixture

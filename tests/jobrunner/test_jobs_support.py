@@ -1,9 +1,8 @@
-"""Shared fixtures and helpers of the job tests (no tests here): worker subprocesses, a cuttable TCP proxy
-in front of PostgreSQL, polling helpers. Imported by test_jobs*.py / test_worker*.py / test_cli_jobs.py."""
+"""Helpers of the job tests (no tests, no fixtures here: those are in tests/jobrunner/conftest.py): worker
+subprocesses, a cuttable TCP proxy in front of PostgreSQL, polling helpers."""
 
 from __future__ import annotations
 
-import os
 import selectors
 import signal
 import socket
@@ -11,11 +10,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -45,17 +42,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-@pytest.fixture(scope="session")
-def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One SQLite MLflow tracking store for the session: creating its schema costs seconds, once."""
-    folder = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    from mlflow.tracking import MlflowClient
-
-    MlflowClient(uri).search_experiments()
-    return uri
-
-
 class Workers:
     """Starts `jobrunner worker` subprocesses and stops (or kills) them at the end of the test."""
 
@@ -83,15 +69,20 @@ class Workers:
         return proc.wait(timeout)
 
     def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_all(self.procs, 15)
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    """SIGTERM every live process at once, then wait up to `timeout` s for each; SIGKILL what remains."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def kernel_children(pid: int) -> list[int]:
@@ -124,40 +115,6 @@ def alive(pids: list[int]) -> list[int]:
     import psutil
 
     return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-
-
-@pytest.fixture
-def job_env(project: Path, make_postgres_db, amqp_url: str, queue_prefix: str, s3_bucket: str,
-            mlflow_store: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Production-mode settings (PostgreSQL, RabbitMQ, S3) for this process and for worker subprocesses."""
-    from jobrunner.config import get_settings
-    from jobrunner.db import dispose_engines, migrate
-
-    values = {
-        "JOBRUNNER_PROJECT_DIR": str(project),
-        "JOBRUNNER_DATABASE_URL": make_postgres_db(migrated=True),
-        "JOBRUNNER_BROKER_URL": amqp_url,
-        "JOBRUNNER_QUEUE_NAME": queue_prefix,
-        "JOBRUNNER_ARTIFACT_URI": f"s3://{s3_bucket}/outputs",
-        "MLFLOW_TRACKING_URI": mlflow_store,
-        "JOBRUNNER_MLFLOW_EXPERIMENT": f"jobs-{queue_prefix}",
-        **FAST,
-    }
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    migrate(get_settings())
-    yield {**os.environ, **values, "PYTHONPATH": str(ROOT)}
-    get_settings.cache_clear()
-    dispose_engines()
-    delete_queues(amqp_url, queue_prefix)
-
-
-@pytest.fixture
-def workers(job_env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(job_env, tmp_path)
-    yield pool
-    pool.close()
 
 
 def job(job_id: str) -> Any:
@@ -290,3 +247,16 @@ class TcpProxy:
     @property
     def url_for(self) -> Callable[[str], str]:
         return lambda url: url.replace("127.0.0.1:5432", f"127.0.0.1:{self.port}")
+
+
+_FIXTURES = ("mlflow_store", "job_env", "workers")
+
+
+def __getattr__(name: str) -> Any:
+    """`from tests.jobrunner.test_jobs_support import job_env` (the fixtures' former home) keeps working:
+    they are tests/jobrunner/conftest.py's own functions, found there without any import."""
+    if name in _FIXTURES:
+        from tests.jobrunner import conftest
+
+        return getattr(conftest, name)
+    raise AttributeError(name)

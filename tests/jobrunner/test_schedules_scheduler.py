@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobrunner.test_jobs_support import FAST, PYTHON, ROOT, mlflow_store, wait_for  # noqa: F401
+from tests.jobrunner.test_jobs_support import FAST, PYTHON, ROOT, stop_all, wait_for
 
 T0 = datetime(2026, 12, 1, 12, 0, 5, tzinfo=UTC)  # each slot is found 5 s late: within the 10 s grace
 
@@ -76,15 +76,7 @@ class Schedulers:
         return (self.folder / f"scheduler-{proc.index}.log").read_text(errors="replace")  # type: ignore[attr-defined]
 
     def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_all(self.procs, 20)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import pytest
 
 from jobrunner.errors import InvalidTransition
 from jobrunner.states import ALLOWED, TERMINAL, JobState, transition
-from tests.jobrunner.test_store import pg_settings  # noqa: F401
 
 pytestmark = pytest.mark.services
 

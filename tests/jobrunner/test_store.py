@@ -11,19 +11,6 @@ from jobrunner.errors import InvalidTransition, JobNotFound, NotebookNotFound, P
 pytestmark = pytest.mark.services
 
 
-@pytest.fixture
-def pg_settings(project, make_postgres_db, monkeypatch):
-    from jobrunner.config import get_settings
-    from jobrunner.db import dispose_engines, migrate
-
-    monkeypatch.setenv("JOBRUNNER_DATABASE_URL", make_postgres_db(migrated=True))
-    get_settings.cache_clear()
-    settings = get_settings()
-    migrate(settings)
-    yield settings
-    dispose_engines()
-
-
 def _count(settings, model) -> int:
     from jobrunner.db import session_scope
 

@@ -9,15 +9,12 @@ import boto3
 import nbformat
 import pytest
 
-from tests.jobrunner.test_jobs_support import (  # noqa: F401
+from tests.jobrunner.test_jobs_support import (
     infrastructure_retries,
     job,
-    job_env,
-    mlflow_store,
     wait_consumers,
     wait_for,
     wait_state,
-    workers,
 )
 
 pytestmark = pytest.mark.services

@@ -9,18 +9,15 @@ import pytest
 
 from tests.conftest import free_port
 from tests.jobrunner.test_faults_support import SLEEP_CELL, write_long_first_notebook
-from tests.jobrunner.test_jobs_support import (  # noqa: F401
+from tests.jobrunner.test_jobs_support import (
     TcpProxy,
     alive,
     infrastructure_retries,
     job,
-    job_env,
     kernel_children,
-    mlflow_store,
     wait_consumers,
     wait_for,
     wait_state,
-    workers,
 )
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]

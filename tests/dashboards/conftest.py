@@ -152,77 +152,22 @@ def browser(voila):
 
 
 # -- a model with categorical inputs ---------------------------------------------------------------------
-def _mixed_frame(rows: int = 240):
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(5)
-    species = rng.choice(["Adelie", "Chinstrap", "Gentoo"], rows)
-    island = np.where(species == "Gentoo", "Biscoe", rng.choice(["Dream", "Torgersen"], rows))
-    return pd.DataFrame(
-        {
-            "bill_length": (38 + 6 * (species != "Adelie") + rng.normal(0, 1.5, rows)).round(1),
-            "island": island,
-            "tagged": rng.random(rows) < 0.4,
-            "species": species,
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def mixed_api(
     model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, Path]]:  # noqa: F811
     """A second API serving a Pipeline on raw columns (numeric, categorical, boolean), contract metadata."""
     import mlflow
-    from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
-    from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    frame = _mixed_frame()
-    X, y = frame.drop(columns=["species"]), frame["species"]
-    model = make_pipeline(
-        ColumnTransformer(
-            [
-                ("num", StandardScaler(), ["bill_length"]),
-                ("cat", OneHotEncoder(handle_unknown="ignore"), ["island", "tagged"]),
-            ]
-        ),
-        LogisticRegression(max_iter=1000),
-    ).fit(X, y)
+    from tests.serve.model_factories import log_penguin_classifier, penguin_frame
+
+    frame = penguin_frame()
     tmp = tmp_path_factory.mktemp("dash-mixed")
     data = tmp / "penguins.parquet"
     frame.to_parquet(data)
     mlflow.set_tracking_uri(model_store.tracking_uri)
-    with mlflow.start_run(run_name="dashboard-mixed"):
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(X, model.predict(X)),
-            input_example=X.head(3),
-            serialization_format="cloudpickle",
-            pip_requirements=["scikit-learn", "cloudpickle"],
-            metadata={
-                "jobrunner": {
-                    "task": "classification",
-                    "target": "species",
-                    "classes": sorted(y.unique().tolist()),
-                    "features": [
-                        {"name": "bill_length", "kind": "numeric"},
-                        {
-                            "name": "island",
-                            "kind": "categorical",
-                            "categories": sorted(X["island"].unique().tolist()),
-                        },
-                        {"name": "tagged", "kind": "boolean"},
-                    ],
-                }
-            },
-        )
-    version = mlflow.register_model(info.model_uri, MIXED_MODEL)
+    version = mlflow.register_model(log_penguin_classifier(frame), MIXED_MODEL)
     MlflowClient(model_store.tracking_uri).set_registered_model_alias(
         MIXED_MODEL, "champion", version.version
     )

@@ -259,3 +259,49 @@ def start_server(store: Any, tmp: Path, env_extra: dict[str, str], deadline_s: f
         time.sleep(0.3)
     server.stop()
     raise RuntimeError(f"uvicorn did not become ready:\n{server.log()[-3000:]}")
+
+
+# -- the contract target: one uvicorn on PostgreSQL + RabbitMQ for the whole session ----------------------
+@pytest.fixture(scope="session")
+def fuzz_target(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory, postgres_admin_url: str,
+                amqp_url: str) -> Iterator[Any]:
+    """The API of test_contract.py and test_schedules.py (tests/serve/test_contract_support.py): started
+    once, as a user's server lives on; tests that need a fresh state create their own objects."""
+    from tests.serve.test_contract_support import start_fuzz_target, stop_fuzz_target
+
+    target = start_fuzz_target(model_store, tmp_path_factory.mktemp("contract"), amqp_url)
+    yield target
+    stop_fuzz_target(target, amqp_url)
+
+
+@pytest.fixture(scope="session")
+def fuzz_api(fuzz_target: Any) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=fuzz_target.server.url, timeout=30) as client:
+        yield client
+
+
+# -- the registry of several model types (tests/serve/model_factories.py) and one API serving them ----------
+MODELS_API_ENV = {
+    "SERVE_MODELS": "churn@champion,price@champion,greeter@champion",
+    "SERVE_MODEL_NAME": "churn",
+    "SERVE_MODEL_POLL_INTERVAL": "0",
+    "SERVE_FEEDBACK_MAE_THRESHOLD": "1000",  # regressors: retrain when live MAE is above it
+    "SERVE_FEEDBACK_MIN_SAMPLES": "5",
+}
+
+
+@pytest.fixture(scope="session")
+def serving_store(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tests.serve.model_factories import shared_serving_store
+
+    return shared_serving_store(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def models_api(serving_store: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One uvicorn serving churn (mixed-type Pipeline, the default), price (regressor) and greeter
+    (PythonModel) for test_models.py and test_invocations.py: loading three pyfunc models takes 30-90 s
+    on a loaded machine, once."""
+    server = start_server(serving_store, tmp_path_factory.mktemp("models-api"), MODELS_API_ENV)
+    yield server
+    server.stop()

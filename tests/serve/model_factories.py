@@ -7,7 +7,8 @@
 - `greeter`: a `mlflow.pyfunc.PythonModel` taking a string, a datetime, an optional string, binary, float
   and integer columns and `params`; it answers a string per row (anything-else models).
 Each registered model has two versions (different fits) and alias `champion` on version 1.
-Also used by bench/serve_bench.py.
+`log_penguin_classifier` is the dashboards' mixed-type model (tests/dashboards/conftest.py), logged by the
+same `log_classifier` as churn. Also used by bench/serve_bench.py.
 """
 
 from __future__ import annotations
@@ -81,7 +82,6 @@ def churn_row(i: int = 0) -> dict[str, Any]:
 
 
 def _log_churn(C: float) -> str:
-    from mlflow.models import infer_signature
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
@@ -104,7 +104,16 @@ def _log_churn(C: float) -> str:
         {"name": "region", "kind": "categorical", "categories": sorted(REGIONS)},
         {"name": "paperless", "kind": "boolean"},
     ]
-    with mlflow.start_run(run_name=f"churn-C{C}"):
+    return log_classifier(model, X, y, target="churned", features=features, run_name=f"churn-C{C}")
+
+
+def log_classifier(model: Any, X: pd.DataFrame, y: pd.Series, *, target: str, features: list[dict[str, Any]],
+                   run_name: str) -> str:
+    """Log a fitted scikit-learn classifier as 03_train does: cloudpickle, signature from the raw columns,
+    input example, the jobrunner contract (`metadata={"jobrunner": ...}`); returns its model URI."""
+    from mlflow.models import infer_signature
+
+    with mlflow.start_run(run_name=run_name):
         info = mlflow.sklearn.log_model(
             model,
             name="model",
@@ -115,13 +124,54 @@ def _log_churn(C: float) -> str:
             metadata={
                 "jobrunner": {
                     "task": "classification",
-                    "target": "churned",
+                    "target": target,
                     "classes": sorted(set(y)),
                     "features": features,
                 }
             },
         )
     return info.model_uri
+
+
+def penguin_frame(rows: int = 240) -> pd.DataFrame:
+    """A small penguin table: a number, a categorical and a boolean column, and the species to predict."""
+    rng = np.random.default_rng(5)
+    species = rng.choice(["Adelie", "Chinstrap", "Gentoo"], rows)
+    island = np.where(species == "Gentoo", "Biscoe", rng.choice(["Dream", "Torgersen"], rows))
+    return pd.DataFrame(
+        {
+            "bill_length": (38 + 6 * (species != "Adelie") + rng.normal(0, 1.5, rows)).round(1),
+            "island": island,
+            "tagged": rng.random(rows) < 0.4,
+            "species": species,
+        }
+    )
+
+
+def log_penguin_classifier(frame: pd.DataFrame) -> str:
+    """A Pipeline on raw columns (numeric, categorical, boolean) fitted on `frame`, logged with
+    `log_classifier`; returns its model URI (the dashboards' mixed-type model)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    X, y = frame.drop(columns=["species"]), frame["species"]
+    model = make_pipeline(
+        ColumnTransformer(
+            [
+                ("num", StandardScaler(), ["bill_length"]),
+                ("cat", OneHotEncoder(handle_unknown="ignore"), ["island", "tagged"]),
+            ]
+        ),
+        LogisticRegression(max_iter=1000),
+    ).fit(X, y)
+    features = [
+        {"name": "bill_length", "kind": "numeric"},
+        {"name": "island", "kind": "categorical", "categories": sorted(X["island"].unique().tolist())},
+        {"name": "tagged", "kind": "boolean"},
+    ]
+    return log_classifier(model, X, y, target="species", features=features, run_name="dashboard-mixed")
 
 
 def _log_price(alpha: float) -> str:

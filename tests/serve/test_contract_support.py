@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import AMQP_URL, PG_ADMIN_URL
@@ -97,6 +97,7 @@ class FuzzRun:
     operations: int  # operations tested (JUnit test cases)
     failures: int  # failing operations (JUnit)
     cases: int | None  # test cases generated, from the summary
+    tested: list[str] = field(default_factory=list)  # the operations tested ("POST /v1/jobs"), from JUnit
 
     def summary(self) -> str:
         return (
@@ -115,12 +116,13 @@ def run_schemathesis(
     workers: int = 1,
     key: str = WRITE_KEY,
     timeout: float = 900,
+    config: Path = CONFIG,
 ) -> FuzzRun:
     """`st run URL/openapi.json --checks all` with the write key; the outcome from its JUnit report."""
     report_dir.mkdir(parents=True, exist_ok=True)
     junit = report_dir / "junit.xml"
     command = [
-        str(SCHEMATHESIS), "--config-file", str(CONFIG), "run", f"{url}/openapi.json",
+        str(SCHEMATHESIS), "--config-file", str(config), "run", f"{url}/openapi.json",
         "-H", f"X-API-Key: {key}",
         "--checks", "all",
         "--seed", str(seed),
@@ -138,10 +140,13 @@ def run_schemathesis(
     seconds = time.monotonic() - started
     output = done.stdout + done.stderr
     operations = failures = 0
+    tested: list[str] = []
     if junit.is_file():
         suite = ET.parse(junit).getroot()
         operations = int(suite.get("tests", 0))
         failures = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        tested = [case.get("name", "") for case in suite.iter("testcase")]
     found = re.search(r"(\d+) generated", output)
     safe = [c if not c.startswith("X-API-Key") else "X-API-Key: <write key>" for c in command]
-    return FuzzRun(safe, done.returncode, output, seconds, operations, failures, int(found[1]) if found else None)
+    return FuzzRun(safe, done.returncode, output, seconds, operations, failures, int(found[1]) if found else None,
+                   tested)

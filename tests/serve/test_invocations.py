@@ -15,39 +15,23 @@ import pytest
 
 from tests.conftest import free_port
 from tests.serve.conftest import READ, Server
-from tests.serve.model_factories import ServingStore, churn_row, shared_serving_store, start_api
+from tests.serve.model_factories import ServingStore, churn_row
 from tests.serve.test_models import greeter_row
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 NAMES = ("churn", "price", "greeter")
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> ServingStore:
-    return shared_serving_store(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def api(store: ServingStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_api(
-        store,
-        tmp_path_factory.mktemp("invocations-api"),
-        {"SERVE_MODELS": ",".join(f"{n}@champion" for n in NAMES), "SERVE_MODEL_POLL_INTERVAL": "0"},
-    )
-    yield server
-    server.stop()
-
-
-def start_mlflow_serve(store: ServingStore, name: str, log: Path) -> tuple[subprocess.Popen, str]:
+def start_mlflow_serve(serving_store: ServingStore, name: str, log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = dict(os.environ)
     env.update(
         {
-            "MLFLOW_TRACKING_URI": store.tracking_uri,
+            "MLFLOW_TRACKING_URI": serving_store.tracking_uri,
             "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",  # it execs uvicorn
         }
     )
-    uri = f"models:/{name}/{store.versions[name][0]}"
+    uri = f"models:/{name}/{serving_store.versions[name][0]}"
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local"]
     process = subprocess.Popen(
         [*cmd, "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
@@ -68,9 +52,9 @@ def start_mlflow_serve(store: ServingStore, name: str, log: Path) -> tuple[subpr
 
 
 @pytest.fixture(scope="module")
-def mlflow_servers(store: ServingStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def mlflow_servers(serving_store: ServingStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     tmp = tmp_path_factory.mktemp("mlflow-serve")
-    started = {name: start_mlflow_serve(store, name, tmp / f"{name}.log") for name in NAMES}
+    started = {name: start_mlflow_serve(serving_store, name, tmp / f"{name}.log") for name in NAMES}
     yield {name: url for name, (_, url) in started.items()}
     for process, _ in started.values():
         process.terminate()
@@ -104,14 +88,14 @@ def bodies(rows: list[dict]) -> dict[str, dict]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_invocations_answer_exactly_like_mlflow_models_serve(
-    api: Server, mlflow_servers: dict[str, str], name: str
+    models_api: Server, mlflow_servers: dict[str, str], name: str
 ) -> None:
     rows = tables()[name]
     for form, body in bodies(rows).items():
         if name == "greeter":
             body = {**body, "params": {"greeting": "hey", "times": 3}}
         theirs = httpx.post(mlflow_servers[name] + "/invocations", json=body, timeout=60)
-        ours = httpx.post(f"{api.url}/v1/models/{name}/invocations", json=body, headers=READ, timeout=60)
+        ours = httpx.post(f"{models_api.url}/v1/models/{name}/invocations", json=body, headers=READ, timeout=60)
         assert theirs.status_code == 200, (form, theirs.text[:500])
         assert ours.status_code == 200, (form, ours.text[:500])
         if name == "price":  # float64 through numpy (our fast path) vs a DataFrame: equal to the last bits
@@ -123,33 +107,33 @@ def test_invocations_answer_exactly_like_mlflow_models_serve(
         assert ours.json()["predictions"][0].startswith("hey ANN!!! born 1990")
 
 
-def test_invocations_need_an_api_key_and_are_logged(api: Server) -> None:
+def test_invocations_need_an_api_key_and_are_logged(models_api: Server) -> None:
     body = {"dataframe_records": [churn_row(0)]}
-    assert httpx.post(f"{api.url}/v1/models/churn/invocations", json=body).status_code == 401
-    before = predicted_rows(api, "churn")
-    r = httpx.post(f"{api.url}/v1/models/churn/invocations", json=body, headers=READ)
+    assert httpx.post(f"{models_api.url}/v1/models/churn/invocations", json=body).status_code == 401
+    before = predicted_rows(models_api, "churn")
+    r = httpx.post(f"{models_api.url}/v1/models/churn/invocations", json=body, headers=READ)
     assert r.status_code == 200 and len(r.headers["x-trace-id"]) == 32
     time.sleep(1.5)  # the prediction log writes in the background
-    recent = httpx.get(f"{api.url}/v1/predictions", params={"limit": 1}, headers=READ, timeout=60).json()
-    assert recent["model"]["name"] == "churn"  # the default model: the first of SERVE_MODELS
+    recent = httpx.get(f"{models_api.url}/v1/predictions", params={"limit": 1}, headers=READ, timeout=60).json()
+    assert recent["model"]["name"] == "churn"  # the default model (SERVE_MODEL_NAME)
     assert recent["labels"] == r.json()["predictions"]
     assert recent["rows"][0][3] == churn_row(0)["plan"]
     (label,) = r.json()["predictions"]
-    assert predicted_rows(api, "churn").get(label, 0) == before.get(label, 0) + 1
+    assert predicted_rows(models_api, "churn").get(label, 0) == before.get(label, 0) + 1
 
 
-def predicted_rows(api: Server, model: str) -> dict[str, float]:
+def predicted_rows(models_api: Server, model: str) -> dict[str, float]:
     """serve_predictions_total of one model by label, from /metrics."""
     out: dict[str, float] = {}
-    for line in httpx.get(api.url + "/metrics", timeout=60).text.splitlines():
+    for line in httpx.get(models_api.url + "/metrics", timeout=60).text.splitlines():
         if line.startswith("serve_predictions_total{") and f'model="{model}"' in line:
             labels, value = line.rsplit(" ", 1)
             out[labels.split('label="', 1)[1].split('"', 1)[0]] = float(value)
     return out
 
 
-def test_invocations_errors_name_the_problem(api: Server) -> None:
-    url = f"{api.url}/v1/models/churn/invocations"
+def test_invocations_errors_name_the_problem(models_api: Server) -> None:
+    url = f"{models_api.url}/v1/models/churn/invocations"
     both = {"dataframe_records": [churn_row(0)], "instances": [churn_row(0)]}
     r = httpx.post(url, json=both, headers=READ)
     assert r.status_code == 422 and "exactly one of" in r.json()["detail"]
@@ -158,5 +142,5 @@ def test_invocations_errors_name_the_problem(api: Server) -> None:
     r = httpx.post(url, json={"dataframe_records": [dict(churn_row(0), paperless="no")]}, headers=READ)
     assert r.status_code == 422
     assert [(p["row"], p["feature"]) for p in r.json()["problems"]] == [(0, "paperless")]
-    r = httpx.post(f"{api.url}/v1/models/nope/invocations", json={"inputs": {}}, headers=READ)
+    r = httpx.post(f"{models_api.url}/v1/models/nope/invocations", json={"inputs": {}}, headers=READ)
     assert r.status_code == 404

@@ -7,42 +7,18 @@ import base64
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.serve.conftest import READ, WRITE, Server
-from tests.serve.model_factories import ServingStore, churn_row, shared_serving_store, start_api
+from tests.serve.model_factories import ServingStore, churn_row, start_api
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-MODELS = "churn@champion,price@champion,greeter@champion"
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> ServingStore:
-    return shared_serving_store(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def api(store: ServingStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_api(
-        store,
-        tmp_path_factory.mktemp("models-api"),
-        {
-            "SERVE_MODELS": MODELS,
-            "SERVE_MODEL_NAME": "churn",
-            "SERVE_MODEL_POLL_INTERVAL": "0",
-            "SERVE_FEEDBACK_MAE_THRESHOLD": "1000",  # regressors: retrain when live MAE is above it
-            "SERVE_FEEDBACK_MIN_SAMPLES": "5",
-        },
-    )
-    yield server
-    server.stop()
-
-
-def post(api: Server, path: str, body: dict, headers: dict = READ) -> httpx.Response:
-    return httpx.post(api.url + path, json=body, headers=headers, timeout=30)
+def post(models_api: Server, path: str, body: dict, headers: dict = READ) -> httpx.Response:
+    return httpx.post(models_api.url + path, json=body, headers=headers, timeout=30)
 
 
 def greeter_row(**overrides: object) -> dict:
@@ -58,8 +34,8 @@ def greeter_row(**overrides: object) -> dict:
     return {k: v for k, v in row.items() if v is not ...}
 
 
-def test_models_lists_every_served_model_with_its_path_and_task(api: Server) -> None:
-    body = httpx.get(api.url + "/v1/models", headers=READ, timeout=30).json()
+def test_models_lists_every_served_model_with_its_path_and_task(models_api: Server) -> None:
+    body = httpx.get(models_api.url + "/v1/models", headers=READ, timeout=30).json()
     entries = {m["name"]: m for m in body["models"]}
     assert list(entries) == ["churn", "price", "greeter"]
     assert [m["name"] for m in body["models"] if m["default"]] == ["churn"]
@@ -68,13 +44,13 @@ def test_models_lists_every_served_model_with_its_path_and_task(api: Server) -> 
         "price": ("sklearn", "regression", "1"),
         "greeter": ("pyfunc", "other", "1"),
     }
-    assert httpx.get(api.url + "/v1/models", timeout=60).status_code == 401
-    missing = httpx.get(api.url + "/v1/models/nope", headers=READ, timeout=60)
+    assert httpx.get(models_api.url + "/v1/models", timeout=60).status_code == 401
+    missing = httpx.get(models_api.url + "/v1/models/nope", headers=READ, timeout=60)
     assert missing.status_code == 404 and "churn, price, greeter" in missing.json()["detail"]
 
 
-def test_model_details_show_types_kinds_categories_and_params(api: Server) -> None:
-    churn = httpx.get(api.url + "/v1/model", headers=READ, timeout=60).json()  # the default model
+def test_model_details_show_types_kinds_categories_and_params(models_api: Server) -> None:
+    churn = httpx.get(models_api.url + "/v1/model", headers=READ, timeout=60).json()  # the default model
     assert (
         churn["model"]["name"] == "churn"
         and churn["path"] == "pyfunc"
@@ -90,7 +66,7 @@ def test_model_details_show_types_kinds_categories_and_params(api: Server) -> No
         "categories": ["basic", "plus", "pro"],
     }
     assert (features["support_calls"]["type"], features["paperless"]["type"]) == ("long", "boolean")
-    greeter = httpx.get(api.url + "/v1/models/greeter", headers=READ, timeout=60).json()
+    greeter = httpx.get(models_api.url + "/v1/models/greeter", headers=READ, timeout=60).json()
     assert greeter["task"] == "other" and greeter["classes"] is None
     assert {f["name"]: (f["type"], f["optional"]) for f in greeter["features"]} == {
         "name": ("string", False),
@@ -107,10 +83,10 @@ def test_model_details_show_types_kinds_categories_and_params(api: Server) -> No
 
 
 def test_mixed_pipeline_answers_an_unseen_category_and_names_a_wrong_type(
-    api: Server, store: ServingStore
+    models_api: Server, serving_store: ServingStore
 ) -> None:
     unseen = dict(churn_row(1), plan="enterprise", region="atlantis")
-    r = post(api, "/v1/predict", {"rows": [churn_row(0), unseen]})
+    r = post(models_api, "/v1/predict", {"rows": [churn_row(0), unseen]})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"]["name"] == "churn" and body["task"] == "classification"
@@ -122,22 +98,22 @@ def test_mixed_pipeline_answers_an_unseen_category_and_names_a_wrong_type(
     import mlflow
     import pandas as pd
 
-    info = httpx.get(api.url + "/v1/models/churn", headers=READ, timeout=60).json()
+    info = httpx.get(models_api.url + "/v1/models/churn", headers=READ, timeout=60).json()
     assert info["path"] == "pyfunc" and info["column_plan"] is True
-    mlflow.set_tracking_uri(store.tracking_uri)
-    mlflow.set_registry_uri(store.tracking_uri)
+    mlflow.set_tracking_uri(serving_store.tracking_uri)
+    mlflow.set_registry_uri(serving_store.tracking_uri)
     pipeline = mlflow.sklearn.load_model(f"models:/churn/{info['model']['version']}")
     frame = pd.DataFrame([churn_row(0), unseen])
     expected = pipeline.predict_proba(frame)
     got = [[p["probabilities"][c] for c in ("no", "yes")] for p in body["predictions"]]
     assert sum(got, []) == pytest.approx(expected.ravel().tolist(), rel=1e-12, abs=1e-15)
     # the same answers under the model's own name
-    again = post(api, "/v1/models/churn/predict", {"rows": [churn_row(0), unseen]}).json()
+    again = post(models_api, "/v1/models/churn/predict", {"rows": [churn_row(0), unseen]}).json()
     assert [p["probabilities"] for p in again["predictions"]] == [
         p["probabilities"] for p in body["predictions"]
     ]
     wrong = post(
-        api, "/v1/predict", {"rows": [churn_row(0), dict(churn_row(2), support_calls="many", plan=3)]}
+        models_api, "/v1/predict", {"rows": [churn_row(0), dict(churn_row(2), support_calls="many", plan=3)]}
     )
     assert wrong.status_code == 422
     problems = {(p["row"], p["feature"], p["problem"]) for p in wrong.json()["problems"]}
@@ -158,20 +134,20 @@ def test_mixed_pipeline_answers_an_unseen_category_and_names_a_wrong_type(
     ],
 )
 def test_each_column_type_refuses_other_json_types(
-    api: Server, feature: str, value: object, expected: str
+    models_api: Server, feature: str, value: object, expected: str
 ) -> None:
-    r = post(api, "/v1/models/churn/predict", {"rows": [dict(churn_row(0), **{feature: value})]})
+    r = post(models_api, "/v1/models/churn/predict", {"rows": [dict(churn_row(0), **{feature: value})]})
     assert r.status_code == 422, r.text
     (problem,) = r.json()["problems"]
     assert (problem["row"], problem["feature"], problem["problem"]) == (0, feature, "type")
     assert expected in problem["message"]
 
 
-def test_missing_and_unknown_features_are_named(api: Server) -> None:
+def test_missing_and_unknown_features_are_named(models_api: Server) -> None:
     row = churn_row(0)
     del row["region"]
     row["regoin"] = "north"
-    r = post(api, "/v1/predict", {"rows": [row]})
+    r = post(models_api, "/v1/predict", {"rows": [row]})
     assert r.status_code == 422
     assert {(p["feature"], p["problem"]) for p in r.json()["problems"]} == {
         ("region", "missing"),
@@ -179,9 +155,9 @@ def test_missing_and_unknown_features_are_named(api: Server) -> None:
     }
 
 
-def test_regressor_answers_a_value_per_row(api: Server) -> None:
+def test_regressor_answers_a_value_per_row(models_api: Server) -> None:
     rows = [{"area_m2": 50.0, "rooms": 2}, {"area_m2": 150.0, "rooms": 5}]
-    r = post(api, "/v1/models/price/predict", {"rows": rows})
+    r = post(models_api, "/v1/models/price/predict", {"rows": rows})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["task"] == "regression" and body["model"]["name"] == "price"
@@ -190,14 +166,14 @@ def test_regressor_answers_a_value_per_row(api: Server) -> None:
     assert 150_000 < small < 190_000 and 460_000 < big < 510_000
     assert all("label" not in p and "probabilities" not in p for p in body["predictions"])
     split = post(
-        api, "/v1/models/price/predict", {"columns": ["rooms", "area_m2"], "data": [[2, 50.0]]}
+        models_api, "/v1/models/price/predict", {"columns": ["rooms", "area_m2"], "data": [[2, 50.0]]}
     ).json()
     assert split["predictions"][0]["value"] == pytest.approx(small)
 
 
-def test_python_model_takes_every_column_type_optional_columns_and_params(api: Server) -> None:
+def test_python_model_takes_every_column_type_optional_columns_and_params(models_api: Server) -> None:
     rows = [greeter_row(), greeter_row(name="bob", nickname=None), greeter_row(name="cy", nickname=...)]
-    r = post(api, "/v1/models/greeter/predict", {"rows": rows, "params": {"greeting": "hi", "times": 2}})
+    r = post(models_api, "/v1/models/greeter/predict", {"rows": rows, "params": {"greeting": "hi", "times": 2}})
     assert r.status_code == 200, r.text
     outputs = [p["output"] for p in r.json()["predictions"]]
     assert outputs == [
@@ -205,7 +181,7 @@ def test_python_model_takes_every_column_type_optional_columns_and_params(api: S
         "hi BOB!! born 1990 nick=- photo=10B score=0.25 visits=3",
         "hi CY!! born 1990 nick=- photo=10B score=0.25 visits=3",
     ]
-    defaults = post(api, "/v1/models/greeter/predict", {"rows": rows[:1]}).json()
+    defaults = post(models_api, "/v1/models/greeter/predict", {"rows": rows[:1]}).json()
     assert defaults["predictions"][0]["output"].startswith("hello ANN! born")
 
 
@@ -214,26 +190,26 @@ def test_python_model_takes_every_column_type_optional_columns_and_params(api: S
     [("born", "yesterday"), ("born", 1700000000), ("photo", "not base64!"), ("visits", "3"), ("name", 5)],
 )
 def test_python_model_wrong_types_are_a_422_naming_the_feature(
-    api: Server, feature: str, value: object
+    models_api: Server, feature: str, value: object
 ) -> None:
-    r = post(api, "/v1/models/greeter/predict", {"rows": [greeter_row(), greeter_row(**{feature: value})]})
+    r = post(models_api, "/v1/models/greeter/predict", {"rows": [greeter_row(), greeter_row(**{feature: value})]})
     assert r.status_code == 422, r.text
     assert [(p["row"], p["feature"]) for p in r.json()["problems"]] == [(1, feature)]
 
 
-def test_bad_params_are_a_422_naming_the_param(api: Server) -> None:
-    r = post(api, "/v1/models/greeter/predict", {"rows": [greeter_row()], "params": {"times": "twice"}})
+def test_bad_params_are_a_422_naming_the_param(models_api: Server) -> None:
+    r = post(models_api, "/v1/models/greeter/predict", {"rows": [greeter_row()], "params": {"times": "twice"}})
     assert r.status_code == 422 and "times" in r.json()["detail"]
-    r = post(api, "/v1/models/greeter/predict", {"rows": [greeter_row()], "params": {"volume": 3}})
+    r = post(models_api, "/v1/models/greeter/predict", {"rows": [greeter_row()], "params": {"volume": 3}})
     assert r.status_code == 422 and "volume" in r.json()["detail"]
-    r = post(api, "/v1/models/price/predict", {"rows": [{"area_m2": 1.0, "rooms": 1.0}], "params": {"x": 1}})
+    r = post(models_api, "/v1/models/price/predict", {"rows": [{"area_m2": 1.0, "rooms": 1.0}], "params": {"x": 1}})
     assert r.status_code == 422 and "no params" in r.json()["detail"]
 
 
-def test_recent_predictions_keep_each_values_json_type(api: Server) -> None:
-    post(api, "/v1/predict", {"rows": [dict(churn_row(3), plan="pro")]})
+def test_recent_predictions_keep_each_values_json_type(models_api: Server) -> None:
+    post(models_api, "/v1/predict", {"rows": [dict(churn_row(3), plan="pro")]})
     time.sleep(1.5)  # the background writer flushes every 0.5 s
-    body = httpx.get(api.url + "/v1/predictions", params={"limit": 1}, headers=READ, timeout=60).json()
+    body = httpx.get(models_api.url + "/v1/predictions", params={"limit": 1}, headers=READ, timeout=60).json()
     assert body["columns"] == [
         "tenure_months",
         "monthly_charges",
@@ -249,17 +225,17 @@ def test_recent_predictions_keep_each_values_json_type(api: Server) -> None:
     assert body["labels"][0] in ("no", "yes")
 
 
-def test_prediction_lineage_of_a_python_model_row(api: Server) -> None:
-    pid = post(api, "/v1/models/greeter/predict", {"rows": [greeter_row()]}).json()["predictions"][0]
-    r = httpx.get(api.url + f"/v1/predictions/{pid['prediction_id']}/lineage", headers=READ, timeout=30)
+def test_prediction_lineage_of_a_python_model_row(models_api: Server) -> None:
+    pid = post(models_api, "/v1/models/greeter/predict", {"rows": [greeter_row()]}).json()["predictions"][0]
+    r = httpx.get(models_api.url + f"/v1/predictions/{pid['prediction_id']}/lineage", headers=READ, timeout=30)
     assert r.status_code == 200, r.text
     stored = r.json()["prediction"]
     assert stored["label"] == pid["output"] and stored["probabilities"] is None
     assert stored["features"]["born"] == "1990-05-01T08:30:00" and stored["features"]["visits"] == 3
 
 
-def test_openapi_has_a_request_schema_per_served_version(api: Server) -> None:
-    schema = httpx.get(api.url + "/openapi.json", timeout=60).json()
+def test_openapi_has_a_request_schema_per_served_version(models_api: Server) -> None:
+    schema = httpx.get(models_api.url + "/openapi.json", timeout=60).json()
     components = schema["components"]["schemas"]
     greeter_row_schema = components["Row_greeter_v1"]
     assert greeter_row_schema["properties"]["born"] == {
@@ -312,16 +288,16 @@ def _wait_for_version(url: str, name: str, version: str, timeout: float = 60) ->
 
 
 def test_two_models_swap_on_their_own_alias_under_load_without_failed_requests(
-    store: ServingStore, tmp_path_factory: pytest.TempPathFactory
+    serving_store: ServingStore, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     from mlflow.tracking import MlflowClient
 
     server = start_api(
-        store,
+        serving_store,
         tmp_path_factory.mktemp("swap-api"),
         {"SERVE_MODELS": "churn@champion,price@champion", "SERVE_MODEL_POLL_INTERVAL": "0.3"},
     )
-    client = MlflowClient(store.tracking_uri)
+    client = MlflowClient(serving_store.tracking_uri)
     stop, failures = threading.Event(), []
     seen = {"churn": Counter(), "price": Counter()}
     bodies = {
@@ -339,8 +315,8 @@ def test_two_models_swap_on_their_own_alias_under_load_without_failed_requests(
         for t in threads:
             t.start()
         time.sleep(1)
-        c1, c2 = store.versions["churn"]
-        p1, p2 = store.versions["price"]
+        c1, c2 = serving_store.versions["churn"]
+        p1, p2 = serving_store.versions["price"]
         for _ in range(2):
             client.set_registered_model_alias("churn", "champion", c2)  # only churn moves
             _wait_for_version(server.url, "churn", c2)
@@ -362,8 +338,8 @@ def test_two_models_swap_on_their_own_alias_under_load_without_failed_requests(
         stop.set()
         for t in threads:
             t.join(30)
-        client.set_registered_model_alias("churn", "champion", store.versions["churn"][0])
-        client.set_registered_model_alias("price", "champion", store.versions["price"][0])
+        client.set_registered_model_alias("churn", "champion", serving_store.versions["churn"][0])
+        client.set_registered_model_alias("price", "champion", serving_store.versions["price"][0])
         server.stop()
     assert failures == []
     assert set(seen["churn"]) == {c1, c2} and min(seen["churn"].values()) > 5, seen
@@ -376,10 +352,10 @@ def test_two_models_swap_on_their_own_alias_under_load_without_failed_requests(
     assert len(reloads) >= 2 + 8  # the first loads and every swap, each model on its own
 
 
-def test_write_key_reads_too_and_feedback_takes_a_string_class(api: Server) -> None:
-    p = post(api, "/v1/predict", {"rows": [churn_row(5)]}, headers=WRITE).json()["predictions"][0]
+def test_write_key_reads_too_and_feedback_takes_a_string_class(models_api: Server) -> None:
+    p = post(models_api, "/v1/predict", {"rows": [churn_row(5)]}, headers=WRITE).json()["predictions"][0]
     r = httpx.post(
-        api.url + "/v1/feedback",
+        models_api.url + "/v1/feedback",
         json={"prediction_id": p["prediction_id"], "label": p["label"]},
         headers=WRITE,
         timeout=30,
@@ -389,16 +365,16 @@ def test_write_key_reads_too_and_feedback_takes_a_string_class(api: Server) -> N
     assert r.json()["true_label"] == r.json()["predicted_label"] == p["label"] and isinstance(p["label"], str)
 
 
-def test_regressor_feedback_takes_true_values_reports_mae_rmse_and_triggers_retraining(api: Server) -> None:
+def test_regressor_feedback_takes_true_values_reports_mae_rmse_and_triggers_retraining(models_api: Server) -> None:
     rows = [{"area_m2": 40.0 + 10 * i, "rooms": 1 + i % 5} for i in range(6)]
-    predictions = post(api, "/v1/models/price/predict", {"rows": rows}).json()["predictions"]
+    predictions = post(models_api, "/v1/models/price/predict", {"rows": rows}).json()["predictions"]
     # a class label is no true value for a regressor: named, nothing stored
-    wrong = post(api, "/v1/feedback", {"prediction_id": predictions[0]["prediction_id"], "label": "cheap"}, WRITE)
+    wrong = post(models_api, "/v1/feedback", {"prediction_id": predictions[0]["prediction_id"], "label": "cheap"}, WRITE)
     assert wrong.status_code == 422 and "number" in wrong.json()["detail"]
     answers = []
     for i, p in enumerate(predictions):
         off = 2000.0 if i % 2 else -2000.0  # every value 2000 off: MAE 2000, RMSE 2000
-        r = post(api, "/v1/feedback", {"prediction_id": p["prediction_id"], "label": p["value"] + off}, WRITE)
+        r = post(models_api, "/v1/feedback", {"prediction_id": p["prediction_id"], "label": p["value"] + off}, WRITE)
         assert r.status_code == 201, r.text
         assert r.json()["predicted_label"] == p["value"] and r.json()["true_label"] == p["value"] + off
         answers.append(r.json())

@@ -130,6 +130,8 @@ def execute(
     base_env: Mapping[str, str] | None = None,
     outputs_dir: str | Path | None = None,
     write_workspace: bool = False,
+    kernel_name: str | None = None,
+    on_output: Callable[[int, Mapping[str, Any]], None] | None = None,
 ) -> ExecutionResult:
     """Run `notebook` with `parameters` (typed values) and return what happened.
 
@@ -138,7 +140,9 @@ def execute(
     the outputs. Without `outputs_dir` outputs are written where the parameters say (the workspace); with
     it (a job's folder) output parameters left at their defaults are pointed into it and paths inside the
     project are refused with ParameterError unless `write_workspace` (jobrunner/outputs.py). The kernel's
-    environment is `base_env` (default: this process's) plus the run's variables plus `extra_env`. Raises ParameterError /
+    environment is `base_env` (default: this process's) plus the run's variables plus `extra_env`. `kernel_name` picks
+    the kernelspec (default: JOBRUNNER_KERNEL_NAME); `on_output(cell_index, output)` sees each cell output
+    as the kernel produces it (live output, jobrunner/live.py). Raises ParameterError /
     NotebookNotFound / InvalidNotebook before anything runs, InfrastructureError when the kernel or the
     tracking store fails.
     """
@@ -188,13 +192,14 @@ def execute(
     t0 = time.monotonic()
     try:
         try:
-            kernel = acquire_kernel(settings.kernel_name, env=env, cwd=project,
+            kernel = acquire_kernel(kernel_name or settings.kernel_name, env=env, cwd=project,
                                     transport=settings.kernel_transport, timeout=settings.kernel_start_timeout)
         except InfrastructureError as exc:
             if recorder and run_id:
                 recorder.abort(run_id, str(exc))
             raise
-        failure, cancelled = _run(nb_full, out, injected, kernel, limit, cancel, on_progress, settings)
+        failure, cancelled = _run(nb_full, out, injected, kernel, limit, cancel, on_progress, settings,
+                                  on_output)
         reported = _read_metrics(metrics_file)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -252,6 +257,7 @@ def _run(
     cancel: CancelToken,
     on_progress: Callable[[Progress], None] | None,
     settings: Settings,
+    on_output: Callable[[int, Mapping[str, Any]], None] | None = None,
 ) -> tuple[NotebookFailure | None, bool]:
     """Execute with papermill on `kernel`; returns (failure or None, cancelled?)."""
     import papermill
@@ -297,10 +303,11 @@ def _run(
             str(out),
             parameters=params,
             engine_name=ENGINE_NAME,
-            kernel_name=settings.kernel_name,
+            kernel_name=kernel.manager.kernel_name,
             km=kernel.manager,
             kc=kernel.client,
             on_cell=on_cell,
+            on_output=on_output,
             progress_bar=False,
             log_output=False,
             request_save_on_cell_execute=True,

@@ -22,6 +22,9 @@ class JobCreate(BaseModel):
     timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT)
     # write the project's files where the output parameters say (else defaults go to the job's folder)
     write_workspace: bool = False
+    kernel_name: str | None = Field(default=None, max_length=255)  # None: the workers' kernel
+    notify_url: str | None = Field(default=None, max_length=2048)  # webhook (jobrunner/notify.py)
+    notify_on: str | None = Field(default=None, max_length=8)  # failure | success | both
 
 
 class JobProgress(BaseModel):
@@ -79,6 +82,9 @@ class JobRead(BaseModel):
     write_workspace: bool = False
     outputs: list[JobOutputFile] = Field(default_factory=list)
     cached_from: str | None = None
+    kernel_name: str | None = None
+    notify_url: str | None = None
+    notify_on: str | None = None
 
     utc_datetimes = field_validator("created_at", "started_at", "finished_at", "heartbeat_at")(_aware)
 
@@ -100,6 +106,8 @@ class JobRead(BaseModel):
             write_workspace=bool(getattr(job, "write_workspace", False)),
             outputs=[JobOutputFile(**o) for o in (getattr(job, "outputs", None) or [])],
             cached_from=getattr(job, "cached_from", None),
+            kernel_name=getattr(job, "kernel_name", None), notify_url=getattr(job, "notify_url", None),
+            notify_on=getattr(job, "notify_on", None),
         )
 
     @property
@@ -122,5 +130,6 @@ class JobEventRead(BaseModel):
     to_state: str
     worker_id: str | None = None
     message: str | None = None
+    kind: str | None = None  # None: a state change; "notify": a webhook delivery; "output": output cut
 
     utc_datetimes = field_validator("at")(_aware)

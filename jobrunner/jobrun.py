@@ -130,28 +130,24 @@ class JobRun:
     def _run_and_conclude(self, job: Job) -> Outcome:
         from jobrunner.executor import execute
         from jobrunner.jobs import resolve_notebook
-        from jobrunner.live import OutputRecorder
 
         out_dir = (self.settings.runs_dir or self.settings.project_dir) / "jobs" / job.id
         t0 = time.monotonic()
         try:
             path, _ = resolve_notebook(job.notebook, self.settings)
+            if job.cache_key:  # the key of what runs now (the notebook or its data may have changed)
+                self._cache_key = _current_key(path, job, self.settings)
             limit = self.settings.timeout
             if job.timeout_seconds is not None:
                 limit = min(limit, job.timeout_seconds)  # the operator's limit caps the submitter's
-            live = OutputRecorder(self.settings, job.id, job.attempt).start()  # live output (jobrunner/live.py)
-            try:
-                result = execute(path, job.parameters, output_path=out_dir / f"attempt-{job.attempt}.ipynb",
-                                 settings=self.settings, on_progress=self._progress_hook(live),
-                                 cancel=self.token, timeout=limit, kernel_name=job.kernel_name,
-                                 on_output=live.add,
-                                 # the job owns its outputs: defaults point into this attempt's folder
-                                 outputs_dir=out_dir / f"attempt-{job.attempt}" / "outputs",
-                                 write_workspace=bool(job.write_workspace),
-                                 tags={"jobrunner.job_id": job.id, "jobrunner.attempt": str(job.attempt),
-                                       "jobrunner.worker": self.worker_id})
-            finally:
-                live.close()
+            result = execute(path, job.parameters, output_path=out_dir / f"attempt-{job.attempt}.ipynb",
+                             settings=self.settings, on_progress=self._on_progress, cancel=self.token,
+                             timeout=limit,
+                             # the job owns its outputs: defaults point into this attempt's folder
+                             outputs_dir=out_dir / f"attempt-{job.attempt}" / "outputs",
+                             write_workspace=bool(job.write_workspace),
+                             tags={"jobrunner.job_id": job.id, "jobrunner.attempt": str(job.attempt),
+                                   "jobrunner.worker": self.worker_id})
             # a run stopped for a requeue or taken over is done again: its partial output is not kept
             keep = not self.lost and not (result.status == "cancelled" and self.token.reason == "shutdown")
             uris = self._store_outputs(job.id, result) if keep else {}
@@ -193,6 +189,8 @@ class JobRun:
             log.warning("job %s was taken over by another worker; dropping this run's result", job.id)
             return Outcome("ack")
         common = dict(mlflow_run_id=result.run_id, **uris)
+        if hasattr(self, "_cache_key"):  # a key recomputed at execution (None: opted out since)
+            common["cache_key"] = self._cache_key
         if result.status == "cancelled" and self.token.reason == "shutdown":
             self._requeue(job, "worker shut down before the job finished", delay=0.0, reason="shutdown")
             return Outcome("ack")
@@ -308,13 +306,6 @@ class JobRun:
         """Fields of a job event log line (JSON keys beside trace_id): event, job_id, attempt, ..."""
         return {"event": event, "job_id": self.job_id, "attempt": getattr(self, "_attempt", None), **fields}
 
-    def _progress_hook(self, live: Any) -> Any:
-        def on_progress(progress: Any) -> None:
-            live.cell_started()  # the previous cell's output is written now
-            self._on_progress(progress)
-
-        return on_progress
-
     def _on_progress(self, progress: Any) -> None:
         log.debug("job %s: cell %d of %d", self.job_id, progress.cells_done, progress.cells_total,
                   extra=self._event("cell", cells_done=progress.cells_done, cells_total=progress.cells_total))
@@ -348,3 +339,16 @@ class JobRun:
             elif state is None or state not in (JobState.RUNNING.value, JobState.CANCELLING.value):
                 self.lost = True
                 self.token.cancel("lost")
+
+
+def _current_key(path: Any, job: Job, settings: Settings) -> str | None:
+    """The run-cache key of the notebook and data as they are now (jobrunner/runcache.py); None if the
+    notebook opted out since the submission."""
+    from jobrunner import runcache
+    from jobrunner.params import read_notebook, schema_from_notebook
+
+    nb = read_notebook(path, job.notebook)
+    if runcache.opted_out(nb):
+        return None
+    schema = schema_from_notebook(nb, job.notebook)
+    return runcache.cache_key(nb, schema, schema.validate(dict(job.parameters or {})), settings.project_dir).key

@@ -52,19 +52,21 @@ def resolve_notebook(notebook: str, settings: Settings) -> tuple[Path, str]:
 
 def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempotency_key: str | None = None,
            submitter: str | None = None, timeout: float | None = None, write_workspace: bool = False,
-           kernel: str | None = None, notify: str | None = None, notify_on: str | None = None,
-           settings: Settings | None = None) -> JobRead:
+           cache: bool = True, settings: Settings | None = None) -> JobRead:
     """Validate and queue a notebook job; returns it in state QUEUED (or the existing job for the key).
 
     `timeout` (seconds) limits each attempt of this job; the worker's own limit (JOBRUNNER_TIMEOUT) still
-    applies when it is lower. `kernel` names an installed kernelspec (default: the workers' kernel);
-    `notify` is a webhook URL told of the job's end on `notify_on` ("failure" by default, "success",
-    "both"; jobrunner/notify.py). Either wrong is an InvalidJobOption (a ParameterError), nothing queued.
+    applies when it is lower.
 
     The job owns its outputs (docs/jobs.md, "Outputs"): output parameters (`# output:` in the parameters
     cell) left at their defaults are written into the job's own folder and stored with the job. A value
     naming a path inside the project is refused (ParameterError) unless `write_workspace`, which makes the
     job write where its output parameters say, defaults included, as `jobrunner run` does.
+
+    Run cache (docs/jobs.md, "Run cache"): unless `cache` is False, the job writes the workspace or the
+    notebook opts out, an earlier SUCCEEDED execution with the same code, parameters, input data and
+    environment whose outputs are still stored is reused: the job is returned SUCCEEDED at once with
+    `cached_from` naming that execution, and nothing runs.
 
     Raises NotebookNotFound (path outside the roots / missing), ParameterError (values do not fit the
     notebook's parameters cell, or exceed JOBRUNNER_MAX_PARAMETER_BYTES / JOBRUNNER_MAX_PARAMETERS_BYTES),
@@ -85,21 +87,49 @@ def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempoten
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
                                 or not 0 < timeout <= MAX_TIMEOUT):
         raise InvalidTimeout(timeout)
-    from jobrunner.kernels import check_kernel_name
-    from jobrunner.notify import check_notify
-
-    kernel = check_kernel_name(kernel)
-    notify, notify_on = check_notify(notify, notify_on)
     job_in = JobCreate(notebook=label, parameters=values, idempotency_key=idempotency_key,
-                       submitter=submitter, timeout_seconds=timeout, write_workspace=write_workspace,
-                       kernel_name=kernel, notify_url=notify, notify_on=notify_on)
+                       submitter=submitter, timeout_seconds=timeout, write_workspace=write_workspace)
+    job_in.use_cache = cache
+    source = _cache_lookup(job_in, full, schema, values, settings) if cache and not write_workspace else None
     with session_scope(settings) as session:
-        job, created = create_job_idempotent(session=session, job_in=job_in)
+        job, created = create_job_idempotent(session=session, job_in=job_in, cached_from=source)
         result = JobRead.from_row(job)
-    if created:
+    if created and result.cached_from:
+        log.info("job %s: run cache hit, reusing job %s: %s", result.id, result.cached_from, label)
+        import threading
+
+        from jobrunner.recording import tag_cache_hit
+
+        # the hit is in the job store now; tagging the reused MLflow run (importing MLflow in a fresh
+        # process takes a second) happens beside the caller, in a thread the interpreter waits for at exit
+        threading.Thread(target=tag_cache_hit, name=f"cache-hit-{result.id[:8]}",
+                         args=(settings.mlflow_tracking_uri or "", result.mlflow_run_id, result.id,
+                               result.cached_from)).start()
+    elif created:
         log.info("job %s queued: %s", result.id, label)
         _publish_now(settings)
     return result
+
+
+def _cache_lookup(job_in: JobCreate, path: Path, schema: Any, values: dict[str, Any],
+                  settings: Settings) -> Any:
+    """Set `job_in.cache_key`; return a reusable earlier execution (a Job row), or None: a miss."""
+    from jobrunner import runcache, store
+    from jobrunner.params import read_notebook
+
+    nb = read_notebook(path, job_in.notebook)
+    if runcache.opted_out(nb):
+        return None
+    job_in.cache_key = runcache.cache_key(nb, schema, values, settings.project_dir).key
+    with session_scope(settings) as session:
+        candidates = store.cached_executions(session=session, key=job_in.cache_key)
+        session.expunge_all()
+    for candidate in candidates:
+        if runcache.reusable(candidate):
+            return candidate
+        log.info("run cache: job %s has the key but its stored outputs changed or are gone; a miss",
+                 candidate.id)
+    return None
 
 
 def _publish_now(settings: Settings) -> None:
@@ -267,6 +297,23 @@ def cancel_job(job_id: str, *, settings: Settings | None = None) -> JobRead:
         if not changed and job.state != JobState.CANCELLING.value:
             raise InvalidTransition(job_id, job.state, JobState.CANCELLED.value)
         return JobRead.from_row(job)
+
+
+def cache_stats(*, settings: Settings | None = None) -> dict[str, int]:
+    """The run cache: `entries` (reusable executions), `hits` (jobs that reused one), `misses` (cacheable
+    jobs that executed)."""
+    from jobrunner import store
+
+    with session_scope(settings or get_settings()) as session:
+        return store.cache_stats(session=session)
+
+
+def clear_cache(*, settings: Settings | None = None) -> int:
+    """Forget every run-cache entry; returns how many. Jobs keep their results; hits keep `cached_from`."""
+    from jobrunner import store
+
+    with session_scope(settings or get_settings()) as session:
+        return store.cache_clear(session=session)
 
 
 def job_output_notebook(job_id: str, *, settings: Settings | None = None) -> bytes:

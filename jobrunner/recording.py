@@ -318,3 +318,13 @@ def tag_outputs(tracking_uri: str, run_id: str, files: Iterable[Any]) -> None:
             _client(tracking_uri).log_batch(run_id, tags=tags)
     except Exception:  # noqa: BLE001 - bookkeeping must not fail the job
         log.warning("run %s: could not tag its stored outputs", run_id, exc_info=True)
+
+
+def tag_cache_hit(tracking_uri: str, run_id: str | None, job_id: str, source_job_id: str) -> None:
+    """Tag the reused run `jobrunner.cache.hit.<job id>` = the job whose execution it is. Best effort."""
+    if not tracking_uri or not run_id:
+        return
+    try:
+        _client(tracking_uri).set_tag(run_id, f"{TAG_PREFIX}cache.hit.{job_id}", source_job_id)
+    except Exception:  # noqa: BLE001 - the hit is recorded in the job store; the tag is a convenience
+        log.warning("run %s: could not tag the cache hit of job %s", run_id, job_id, exc_info=True)

@@ -22,9 +22,8 @@ class JobCreate(BaseModel):
     timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT)
     # write the project's files where the output parameters say (else defaults go to the job's folder)
     write_workspace: bool = False
-    kernel_name: str | None = Field(default=None, max_length=255)  # None: the workers' kernel
-    notify_url: str | None = Field(default=None, max_length=2048)  # webhook (jobrunner/notify.py)
-    notify_on: str | None = Field(default=None, max_length=8)  # failure | success | both
+    use_cache: bool = True  # False: --no-cache, always execute (jobrunner/runcache.py)
+    cache_key: str | None = Field(default=None, max_length=128)
 
 
 class JobProgress(BaseModel):
@@ -81,10 +80,10 @@ class JobRead(BaseModel):
     heartbeat_at: datetime | None = None
     write_workspace: bool = False
     outputs: list[JobOutputFile] = Field(default_factory=list)
-    cached_from: str | None = None
-    kernel_name: str | None = None
-    notify_url: str | None = None
-    notify_on: str | None = None
+    cached_from: str | None = Field(default=None, description="A run-cache hit: the job whose execution "
+                                    "this one reuses (its notebook, MLflow run and outputs)")
+    use_cache: bool = True
+    cache_key: str | None = None
 
     utc_datetimes = field_validator("created_at", "started_at", "finished_at", "heartbeat_at")(_aware)
 
@@ -106,8 +105,7 @@ class JobRead(BaseModel):
             write_workspace=bool(getattr(job, "write_workspace", False)),
             outputs=[JobOutputFile(**o) for o in (getattr(job, "outputs", None) or [])],
             cached_from=getattr(job, "cached_from", None),
-            kernel_name=getattr(job, "kernel_name", None), notify_url=getattr(job, "notify_url", None),
-            notify_on=getattr(job, "notify_on", None),
+            use_cache=bool(getattr(job, "use_cache", True)), cache_key=getattr(job, "cache_key", None),
         )
 
     @property
@@ -130,6 +128,5 @@ class JobEventRead(BaseModel):
     to_state: str
     worker_id: str | None = None
     message: str | None = None
-    kind: str | None = None  # None: a state change; "notify": a webhook delivery; "output": output cut
 
     utc_datetimes = field_validator("at")(_aware)

@@ -23,15 +23,18 @@ def message_for(job_id: str, attempt: int) -> dict[str, Any]:
     return {"job_id": job_id, "schema_version": MESSAGE_SCHEMA_VERSION, "attempt": attempt}
 
 
-def create_job(*, session: Session, job_in: JobCreate) -> Job:
-    """Insert a QUEUED job and its outbox message (the caller's transaction makes them atomic)."""
+def create_job(*, session: Session, job_in: JobCreate, cached_from: Job | None = None) -> Job:
+    """Insert a QUEUED job and its outbox message (the caller's transaction makes them atomic); with
+    `cached_from` (a run-cache hit), a job SUCCEEDED at once with that job's results and no message."""
+    if cached_from is not None:
+        return _create_cached(session=session, job_in=job_in, source=cached_from)
     now = utcnow()
     job = Job(id=str(uuid.uuid4()), notebook=job_in.notebook, parameters=job_in.parameters,
               state=JobState.QUEUED.value, attempt=0, idempotency_key=job_in.idempotency_key,
               submitter=job_in.submitter, timeout_seconds=job_in.timeout_seconds,
-              write_workspace=job_in.write_workspace, created_at=now,
-              updated_at=now, queued_at=now, cells_done=0, kernel_name=job_in.kernel_name,
-              notify_url=job_in.notify_url, notify_on=job_in.notify_on)
+              write_workspace=job_in.write_workspace, use_cache=job_in.use_cache, cache_key=job_in.cache_key,
+              created_at=now,
+              updated_at=now, queued_at=now, cells_done=0)
     session.add(job)
     session.flush()
     session.add(JobEvent(job_id=job.id, at=now, to_state=JobState.QUEUED.value, message="submitted"))
@@ -39,7 +42,50 @@ def create_job(*, session: Session, job_in: JobCreate) -> Job:
     return job
 
 
-def create_job_idempotent(*, session: Session, job_in: JobCreate) -> tuple[Job, bool]:
+def _create_cached(*, session: Session, job_in: JobCreate, source: Job) -> Job:
+    now = utcnow()
+    job = Job(id=str(uuid.uuid4()), notebook=job_in.notebook, parameters=job_in.parameters,
+              state=JobState.SUCCEEDED.value, attempt=0, idempotency_key=job_in.idempotency_key,
+              submitter=job_in.submitter, timeout_seconds=job_in.timeout_seconds,
+              write_workspace=False, use_cache=True, cache_key=job_in.cache_key, cached_from=source.id,
+              created_at=now, updated_at=now, queued_at=now, started_at=now, finished_at=now,
+              cells_done=source.cells_done or 0, cells_total=source.cells_total, output_uri=source.output_uri,
+              html_uri=source.html_uri, mlflow_run_id=source.mlflow_run_id, outputs=source.outputs)
+    session.add(job)
+    session.flush()
+    session.add(JobEvent(job_id=job.id, at=now, to_state=JobState.SUCCEEDED.value,
+                         message=f"served from the run cache: the execution of job {source.id}"))
+    return job
+
+
+def cached_executions(*, session: Session, key: str, limit: int = 5) -> list[Job]:
+    """SUCCEEDED executions (not hits themselves) with this run-cache key, newest first."""
+    return list(session.scalars(
+        select(Job).where(Job.cache_key == key, Job.state == JobState.SUCCEEDED.value,
+                          Job.cached_from.is_(None))
+        .order_by(Job.finished_at.desc()).limit(limit)))
+
+
+def cache_stats(*, session: Session) -> dict[str, int]:
+    entries = session.scalar(select(func.count()).select_from(Job).where(
+        Job.cache_key.is_not(None), Job.state == JobState.SUCCEEDED.value, Job.cached_from.is_(None))) or 0
+    hits = session.scalar(select(func.count()).select_from(Job).where(Job.cached_from.is_not(None))) or 0
+    misses = session.scalar(select(func.count()).select_from(Job).where(
+        Job.cache_key.is_not(None), Job.cached_from.is_(None))) or 0
+    return {"entries": entries, "hits": hits, "misses": misses}
+
+
+def cache_clear(*, session: Session) -> int:
+    """Forget every cache entry (executions keep their results; later submissions run again), also the
+    keys of jobs still queued or running; returns how many reusable entries were forgotten."""
+    entries = cache_stats(session=session)["entries"]
+    session.execute(update(Job).where(Job.cache_key.is_not(None), Job.cached_from.is_(None))
+                    .values(cache_key=None).execution_options(synchronize_session=False))
+    return entries
+
+
+def create_job_idempotent(*, session: Session, job_in: JobCreate,
+                          cached_from: Job | None = None) -> tuple[Job, bool]:
     """create_job, or the existing job with the same idempotency key; returns (job, created)."""
     if job_in.idempotency_key:
         existing = get_job_by_key(session=session, key=job_in.idempotency_key)
@@ -47,14 +93,14 @@ def create_job_idempotent(*, session: Session, job_in: JobCreate) -> tuple[Job, 
             return _same_submission(existing, job_in), False
         try:
             with session.begin_nested():
-                return create_job(session=session, job_in=job_in), True
+                return create_job(session=session, job_in=job_in, cached_from=cached_from), True
         except IntegrityError:
             # a concurrent submission with the same key won the unique index
             existing = get_job_by_key(session=session, key=job_in.idempotency_key)
             if existing is None:
                 raise
             return _same_submission(existing, job_in), False
-    return create_job(session=session, job_in=job_in), True
+    return create_job(session=session, job_in=job_in, cached_from=cached_from), True
 
 
 def _same_submission(existing: Job, job_in: JobCreate) -> Job:

@@ -216,6 +216,11 @@ class JobCreateIn(BaseModel):
     kernel_name: str | None = Field(default=None, min_length=1, max_length=255,
                                     description="An installed kernel (default: the workers' kernel)")
     notify: NotifyIn | None = Field(default=None, description="A webhook told when the job ends")
+    cache: bool = Field(
+        default=True,
+        description="false: execute even if an identical earlier job (same code, parameters, input data and "
+        "environment) could be reused",
+    )
     write_workspace: bool = Field(
         default=False,
         description="Write the project's files where the output parameters say, defaults included; without "

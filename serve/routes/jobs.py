@@ -74,6 +74,7 @@ def submit_job(body: JobCreateIn, services: ServicesDep, idempotency_key: Idempo
             notify=body.notify.url if body.notify else None,
             notify_on=body.notify.on if body.notify else None,
             write_workspace=body.write_workspace,
+            cache=body.cache,
         )
     except Exception:
         services.metrics.jobs.labels("refused").inc()

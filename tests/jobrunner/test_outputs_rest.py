@@ -53,6 +53,10 @@ def test_rest_refuses_an_output_path_inside_the_project_unless_write_workspace(j
 
     defaults = c.post("/v1/jobs", json={"notebook": writes_notebook, "parameters": {"n": 2}}, headers=WRITE)
     assert defaults.status_code == 201 and defaults.json()["write_workspace"] is False
+    assert defaults.json()["use_cache"] is True and len(defaults.json()["cache_key"]) == 64
+    forced = c.post("/v1/jobs", json={"notebook": writes_notebook, "parameters": {"n": 2}, "cache": False},
+                    headers=WRITE)
+    assert forced.status_code == 201 and forced.json()["use_cache"] is False, forced.text
 
     listed = {n["notebook"]: n for n in c.get("/v1/notebooks", headers=READ).json()["notebooks"]}
     flags = {p["name"]: p["output"] for p in listed[writes_notebook]["parameters"]}

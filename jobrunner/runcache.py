@@ -1,0 +1,162 @@
+"""The run cache of queued jobs: an identical submission reuses an earlier execution instead of a kernel.
+
+The key (docs/jobs.md, "Run cache") is the SHA-256 of the canonical JSON of
+
+- `code`: the SHA-256 of the notebook's code - the source of every code cell, in order, and the
+  kernelspec name; outputs, execution counts, cell and notebook metadata and markdown cells are ignored,
+  so opening and re-saving a notebook in JupyterLab does not change it;
+- `parameters`: the validated parameters with the defaults resolved, output parameters left out (where
+  a run writes is not what it computes);
+- `inputs`: the DVC md5 of each input file (string parameters naming existing files, outputs excepted);
+- `environment`: the md5 of the project's `requirements.lock` and the jobrunner version.
+
+A submission is a hit when a job with the same key SUCCEEDED (an execution, not itself a hit) and every
+output it stored still exists with its recorded hash; the new job is then recorded SUCCEEDED at once with
+`cached_from` naming that job, its executed notebook, MLflow run and outputs. Otherwise it is queued as
+usual, with its key, for later submissions to reuse.
+
+Never cached: `--no-cache` / `cache=False` / `"cache": false`, jobs that write the workspace
+(`write_workspace`), and notebooks that opt out with a `no-cache` cell tag or a `# jobrunner: no-cache`
+line in their parameters cell (notebooks that read clocks, networks or unseeded random state).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from jobrunner import __version__
+from jobrunner.lineage import file_md5, hash_path
+from jobrunner.outputs import input_paths
+from jobrunner.params import PARAMETERS_TAG, ParameterSchema
+
+log = logging.getLogger(__name__)
+
+NO_CACHE_TAG = "no-cache"
+_NO_CACHE_LINE = re.compile(r"^\s*#\s*jobrunner\s*:\s*no-cache\s*$", re.MULTILINE | re.IGNORECASE)
+LOCK_FILE = "requirements.lock"
+
+
+def code_digest(nb: nbformat.NotebookNode) -> str:
+    """SHA-256 of the code cells' sources in order and the kernel name; nothing else of the file."""
+    kernel = (nb.metadata.get("kernelspec") or {}).get("name") or ""
+    cells = [c.source for c in nb.cells if c.cell_type == "code"]
+    return hashlib.sha256(json.dumps({"kernel": kernel, "cells": cells}).encode()).hexdigest()
+
+
+def opted_out(nb: nbformat.NotebookNode) -> bool:
+    """A `no-cache` cell tag anywhere, or `# jobrunner: no-cache` in the parameters cell."""
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if NO_CACHE_TAG in tags:
+            return True
+        if PARAMETERS_TAG in tags and _NO_CACHE_LINE.search(cell.source or ""):
+            return True
+    return False
+
+
+def environment_digest(project: Path) -> dict[str, str | None]:
+    lock = project / LOCK_FILE
+    return {"lock_md5": file_md5(lock) if lock.is_file() else None, "jobrunner": __version__}
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    key: str
+    parts: dict[str, Any]
+
+
+def cache_key(nb: nbformat.NotebookNode, schema: ParameterSchema, values: Mapping[str, Any],
+              project: Path) -> CacheKey:
+    outputs = set(schema.outputs)
+    params = {k: v for k, v in {**schema.defaults, **values}.items() if k not in outputs}
+    inputs = {}
+    for path in input_paths(schema, values, project):
+        h = hash_path(path, project)
+        inputs[h.path] = h.md5
+    parts = {"code": code_digest(nb), "parameters": params, "inputs": inputs,
+             "environment": environment_digest(project)}
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return CacheKey(hashlib.sha256(text.encode()).hexdigest(), parts)
+
+
+# -- are the cached outputs still there? ----------------------------------------------------------------
+def output_intact(item: Mapping[str, Any]) -> bool:
+    """The stored copy of one recorded output exists and has the recorded md5 (a folder: its `.dir` md5
+    rebuilt from its files). An output the run did not write (md5 None) has nothing to check."""
+    md5, uri = item.get("md5"), item.get("uri")
+    if md5 is None:
+        return True
+    if not uri:
+        return False
+    try:
+        return (_s3_md5(uri, dir_=md5.endswith(".dir")) if uri.startswith("s3://")
+                else hash_path(Path(uri), Path("/")).md5) == md5
+    except Exception:  # noqa: BLE001 - a store that cannot answer is a miss, not a broken hit
+        log.info("cached output %s not readable; a miss", uri, exc_info=True)
+        return False
+
+
+_s3_clients: dict[str, Any] = {}
+
+
+def _s3_client(uri: str) -> Any:
+    """One S3 client per bucket per process: building one costs far more than the HEAD requests of a
+    lookup (a hit must take milliseconds)."""
+    from jobrunner.artifacts import store_for
+
+    bucket = uri[len("s3://"):].partition("/")[0]
+    client = _s3_clients.get(bucket)
+    if client is None:
+        client = _s3_clients[bucket] = store_for(uri).client  # type: ignore[attr-defined]
+    return client
+
+
+def _s3_md5(uri: str, *, dir_: bool) -> str | None:
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    client = _s3_client(uri)
+    if not dir_:
+        etag = _etag(client, bucket, key)
+        return etag if etag is not None else None
+    entries, token = [], None
+    while True:
+        kwargs = {"Bucket": bucket, "Prefix": key + "/", **({"ContinuationToken": token} if token else {})}
+        page = client.list_objects_v2(**kwargs)
+        for obj in page.get("Contents", []):
+            md5 = obj["ETag"].strip('"')
+            if "-" in md5:  # a multipart upload's ETag is not the md5: read the object
+                md5 = hashlib.md5(client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()).hexdigest()  # noqa: S324
+            entries.append({"md5": md5, "relpath": obj["Key"][len(key) + 1:]})
+        if not page.get("IsTruncated"):
+            break
+        token = page["NextContinuationToken"]
+    if not entries:
+        return None
+    entries.sort(key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"  # noqa: S324
+
+
+def _etag(client: Any, bucket: str, key: str) -> str | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+    except ClientError:
+        return None
+    md5 = str(head["ETag"]).strip('"')
+    if "-" in md5:
+        md5 = hashlib.md5(client.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest()  # noqa: S324
+    return md5
+
+
+def reusable(job: Any) -> bool:
+    """A SUCCEEDED execution whose executed notebook and outputs are all still stored as recorded."""
+    return bool(job.output_uri) and all(output_intact(o) for o in (job.outputs or []))

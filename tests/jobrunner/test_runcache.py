@@ -1,0 +1,143 @@
+"""The run cache of jobs (real worker, PostgreSQL, RabbitMQ, S3 on moto, MLflow): an identical submission
+is SUCCEEDED at once with `cached_from`; a change of code, parameter, input data or lock file is a miss;
+re-saving a notebook with other outputs, metadata or markdown is not."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import nbformat
+import pytest
+
+from tests.jobrunner.test_jobs_support import (  # noqa: F401
+    job_env,
+    mlflow_store,
+    wait_for,
+    wait_state,
+    workers,
+)
+from tests.jobrunner.test_outputs import _notebook
+
+
+def test_the_code_digest_ignores_outputs_metadata_and_markdown(tmp_path: Path) -> None:
+    from jobrunner.runcache import code_digest, opted_out
+
+    (tmp_path / "notebooks").mkdir()
+    nb = nbformat.read(tmp_path / _notebook(tmp_path), as_version=4)
+    digest = code_digest(nb)
+    resaved = nbformat.from_dict(json.loads(json.dumps(nb)))
+    resaved.cells[1].outputs = [nbformat.v4.new_output("stream", text="wrote results/out.json\n")]
+    resaved.cells[1].execution_count = 7
+    resaved.cells[1].metadata["collapsed"] = True
+    resaved.metadata["kernelspec"]["display_name"] = "Python 3 (ipykernel)"  # what JupyterLab rewrites
+    resaved.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
+    resaved.cells.insert(1, nbformat.v4.new_markdown_cell("# Notes"))
+    assert code_digest(resaved) == digest
+    changed = nbformat.from_dict(json.loads(json.dumps(nb)))
+    changed.cells[1].source += "\nprint('one more line')"
+    assert code_digest(changed) != digest
+    other_kernel = nbformat.from_dict(json.loads(json.dumps(nb)))
+    other_kernel.metadata["kernelspec"]["name"] = "python-gpu"
+    assert code_digest(other_kernel) != digest
+
+    assert not opted_out(nb)
+    nb.cells[0].source += "# jobrunner: no-cache\n"
+    assert opted_out(nb)
+    nb.cells[0].source = nb.cells[0].source.replace("# jobrunner: no-cache\n", "")
+    nb.cells[1].metadata["tags"] = ["no-cache"]
+    assert opted_out(nb)
+
+
+def _edit(project: Path, notebook: str, change) -> None:  # noqa: ANN001
+    path = project / notebook
+    nb = nbformat.read(path, as_version=4)
+    change(nb)
+    nbformat.write(nb, path)
+
+
+@pytest.mark.services
+def test_identical_submissions_hit_and_changes_miss(job_env, workers, mlflow_store) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from jobrunner.jobs import cache_stats, cancel_job, get_job, submit
+
+    project = Path(job_env["JOBRUNNER_PROJECT_DIR"])
+    notebook = _notebook(project)
+    (project / "requirements.lock").write_text("pandas==2.3.3\n")
+    worker = workers.start()
+    first = wait_state(submit(notebook, {"n": 2}).id, {"SUCCEEDED", "FAILED"}, 120)
+    assert first.state.value == "SUCCEEDED" and first.cached_from is None, first.error
+    assert first.cache_key
+    workers.stop(worker)  # from here on nothing executes: a miss stays QUEUED
+
+    warm = submit(notebook, {"n": 2})  # warm this process (imports, connections) before timing
+    wait_for(lambda: MlflowClient(mlflow_store).get_run(first.mlflow_run_id).data.tags
+             .get(f"jobrunner.cache.hit.{warm.id}"), 30, "the warm-up hit's tag")
+    started = time.perf_counter()
+    hit = submit(notebook, {"n": 2})
+    took = time.perf_counter() - started
+    assert hit.state.value == "SUCCEEDED" and hit.cached_from == first.id
+    assert took < 0.1, f"a hit took {took * 1000:.0f} ms from submit to SUCCEEDED"
+    assert hit.mlflow_run_id == first.mlflow_run_id and hit.output_uri == first.output_uri
+    assert [o.model_dump() for o in hit.outputs] == [o.model_dump() for o in first.outputs]
+    assert get_job(hit.id).cached_from == first.id
+    tags = wait_for(lambda: (t := MlflowClient(mlflow_store).get_run(first.mlflow_run_id).data.tags)
+                    .get(f"jobrunner.cache.hit.{hit.id}") and t, 30, "the cache-hit tag")
+    assert tags[f"jobrunner.cache.hit.{hit.id}"] == first.id
+    proc = subprocess.run([sys.executable, "-m", "jobrunner.cli", "status", hit.id], env=job_env,
+                          capture_output=True, text=True, timeout=60)
+    assert f"cached from: job {first.id}" in proc.stdout, proc.stdout + proc.stderr
+
+    # re-saved as JupyterLab does: outputs, execution counts, metadata, a markdown cell - still a hit
+    def resave(nb: nbformat.NotebookNode) -> None:
+        nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="wrote results/out.json\n")]
+        nb.cells[1].execution_count = 3
+        nb.metadata["kernelspec"]["display_name"] = "Python 3 (ipykernel)"
+        nb.cells.append(nbformat.v4.new_markdown_cell("A note."))
+
+    _edit(project, notebook, resave)
+    assert submit(notebook, {"n": 2}).cached_from == first.id
+    assert submit(notebook, {"n": 2, "result_path": "results/out.json"}).cached_from == first.id  # a default
+
+    def missed(why: str, **kwargs) -> None:  # noqa: ANN003
+        job = submit(notebook, **kwargs)
+        assert job.state.value == "QUEUED" and job.cached_from is None, why
+        cancel_job(job.id)
+
+    missed("a changed parameter", parameters={"n": 3})
+    missed("--no-cache", parameters={"n": 2}, cache=False)
+    (project / "data" / "in.csv").write_text("1 2 4\n")
+    missed("changed input data", parameters={"n": 2})
+    (project / "data" / "in.csv").write_text("1 2 3\n")
+    assert submit(notebook, {"n": 2}).cached_from == first.id  # the same data again
+    (project / "requirements.lock").write_text("pandas==2.3.4\n")
+    missed("a changed lock file", parameters={"n": 2})
+    (project / "requirements.lock").write_text("pandas==2.3.3\n")
+    _edit(project, notebook, lambda nb: setattr(nb.cells[1], "source", nb.cells[1].source + "\n# v2"))
+    missed("a changed code cell", parameters={"n": 2})
+    _edit(project, notebook, lambda nb: setattr(nb.cells[1], "source", nb.cells[1].source[: -len("\n# v2")]))
+    assert submit(notebook, {"n": 2}).cached_from == first.id
+    _edit(project, notebook, lambda nb: nb.cells[1].metadata.__setitem__("tags", ["no-cache"]))
+    missed("a notebook that opts out", parameters={"n": 2})
+    _edit(project, notebook, lambda nb: nb.cells[1].metadata.pop("tags"))
+
+    # a cached output deleted from S3: a miss, not a broken hit
+    result = next(o for o in first.outputs if o.parameter == "result_path")
+    bucket, key = result.uri[len("s3://"):].split("/", 1)
+    boto3.client("s3").delete_object(Bucket=bucket, Key=key)
+    missed("a stored output deleted", parameters={"n": 2})
+
+    stats = cache_stats()
+    assert stats["entries"] == 1 and stats["hits"] == 6, stats
+    proc = subprocess.run([sys.executable, "-m", "jobrunner.cli", "cache", "stats", "--json"], env=job_env,
+                          capture_output=True, text=True, timeout=60)
+    assert json.loads(proc.stdout) == stats, proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "jobrunner.cli", "cache", "clear"], env=job_env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "1 cache entry cleared", proc.stdout + proc.stderr
+    assert cache_stats()["entries"] == 0

@@ -141,10 +141,16 @@ def _exit_at_once(code: int = 0) -> None:
 @click.option("--write-workspace", is_flag=True,
               help="Write the project's files where the output parameters say (defaults included), as "
                    "`jobrunner run` does; without it outputs go to the job's own folder.")
+@click.option("--kernel", metavar="NAME",
+              help="Kernelspec to run on (default: the workers' JOBRUNNER_KERNEL_NAME); must be installed.")
+@click.option("--notify", metavar="URL", help="Webhook POSTed a JSON body when the job ends (see --notify-on).")
+@click.option("--notify-on", type=click.Choice(["failure", "success", "both"]),
+              help="When --notify is told (default: failure; a cancel counts as a failure).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 def submit(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple[str, ...],
            files: tuple[str, ...], idempotency_key: str | None, submitter: str | None,
-           timeout: float | None, wait: bool, no_cache: bool, write_workspace: bool, as_json: bool) -> None:
+           timeout: float | None, wait: bool, no_cache: bool, write_workspace: bool, kernel: str | None,
+           notify: str | None, notify_on: str | None, as_json: bool) -> None:
     """Queue NOTEBOOK (a path relative to the project) as a job; prints the job id.
 
     The job owns its outputs: output parameters (`# output:`) left at their defaults are written into the
@@ -164,7 +170,8 @@ def submit(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple
         values = parse_parameter_options(read_schema(full, label), params, yaml_texts, files)
         job = do_submit(notebook, values, idempotency_key=idempotency_key,
                         submitter=submitter or getpass.getuser(), timeout=timeout,
-                        write_workspace=write_workspace, cache=not no_cache, settings=settings)
+                        write_workspace=write_workspace, cache=not no_cache, kernel=kernel, notify=notify,
+                        notify_on=notify_on, settings=settings)
     except (ParameterError, NotebookNotFound) as exc:
         fail(f"{exc}\n(nothing was queued; see: jobrunner params {notebook})")
     except JobrunnerError as exc:
@@ -268,11 +275,18 @@ def list_(state: str | None, notebook: str | None, limit: int, offset: int, as_j
 
 @click.command()
 @click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True)
-def logs(job_id: str, as_json: bool) -> None:
-    """Show a job's history (state changes, retries) and the text output of its executed notebook."""
+@click.option("-f", "--follow", is_flag=True,
+              help="Print events and cell output as they happen until the job ends; exit 0 if it "
+                   "SUCCEEDED, 1 if it FAILED or was CANCELLED.")
+@click.option("--json", "as_json", is_flag=True, help="With --follow: one JSON object per line.")
+def logs(job_id: str, follow: bool, as_json: bool) -> None:
+    """Show a job's history (state changes, retries, webhooks) and the text output of its executed
+    notebook; with --follow, its live output while it runs."""
     from jobrunner.jobs import get_job, job_events, job_output_notebook
 
+    if follow:
+        _follow(job_id, as_json)
+        return
     try:
         job = get_job(job_id)
         events = job_events(job_id)
@@ -284,6 +298,8 @@ def logs(job_id: str, as_json: bool) -> None:
             outputs = _cell_outputs(job_output_notebook(job_id))
         except (OSError, InfrastructureError) as exc:
             click.echo(f"warning: executed notebook not readable: {exc}", err=True)
+    else:  # running, or its worker died: the live output stored so far (jobrunner/live.py)
+        outputs = _live_outputs(job_id)
     if as_json:
         _echo_json({"id": job.id, "state": job.state.value,
                     "events": [e.model_dump(mode="json") for e in events], "outputs": outputs})
@@ -294,6 +310,50 @@ def logs(job_id: str, as_json: bool) -> None:
     for out in outputs:
         click.echo(f"--- cell {out['cell_index']}")
         click.echo(out["text"].rstrip("\n"))
+
+
+def _live_outputs(job_id: str) -> list[dict[str, Any]]:
+    """The latest attempt's live output per cell, as _cell_outputs gives the executed notebook's."""
+    from jobrunner.live import read_output
+
+    chunks = read_output(job_id, limit=10_000)
+    latest = max((c.attempt for c in chunks), default=None)
+    found: dict[int | None, list[str]] = {}
+    for c in chunks:
+        if c.attempt == latest:
+            found.setdefault(c.cell_index, []).append(c.text)
+    return [{"cell_index": i, "text": "".join(t), "live": True, "attempt": latest} for i, t in found.items()]
+
+
+def _follow(job_id: str, as_json: bool) -> None:
+    """`logs --follow`: stream jobrunner.live.follow until the job ends; the exit code is its outcome."""
+    from jobrunner.live import follow
+
+    cell: tuple[int, int | None] | None = None
+    state = None
+    try:
+        for item in follow(job_id):
+            if as_json:
+                click.echo(json.dumps({"type": item.type, **item.data}, default=str))
+            elif item.type == "event":
+                click.echo(f"{item.data['at'][:19].replace('T', ' ')}  {item.data['to_state']:<10}  "
+                           f"{item.data['message'] or ''}", err=True)
+            elif item.type == "output":
+                here = (item.data["attempt"], item.data["cell_index"])
+                if here != cell:
+                    cell = here
+                    click.echo(f"--- cell {here[1]} (attempt {here[0]})", err=True)
+                click.echo(item.data["text"], nl=False, err=item.data["name"] == "stderr")
+            elif item.type == "end":
+                state = item.data["state"]
+                error = (item.data.get("error") or {}).get("message")
+                click.echo(f"{state}" + (f": {error}" if error else ""), err=True)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        fail(f"stopped following; job {job_id} keeps running", EXIT_FAILED)
+    except JobrunnerError as exc:
+        _handle(exc)
+    sys.exit(0 if state == JobState.SUCCEEDED.value else EXIT_FAILED)
 
 
 def _cell_outputs(raw: bytes) -> list[dict[str, Any]]:

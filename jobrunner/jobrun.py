@@ -130,6 +130,7 @@ class JobRun:
     def _run_and_conclude(self, job: Job) -> Outcome:
         from jobrunner.executor import execute
         from jobrunner.jobs import resolve_notebook
+        from jobrunner.live import OutputRecorder
 
         out_dir = (self.settings.runs_dir or self.settings.project_dir) / "jobs" / job.id
         t0 = time.monotonic()
@@ -140,14 +141,19 @@ class JobRun:
             limit = self.settings.timeout
             if job.timeout_seconds is not None:
                 limit = min(limit, job.timeout_seconds)  # the operator's limit caps the submitter's
-            result = execute(path, job.parameters, output_path=out_dir / f"attempt-{job.attempt}.ipynb",
-                             settings=self.settings, on_progress=self._on_progress, cancel=self.token,
-                             timeout=limit,
-                             # the job owns its outputs: defaults point into this attempt's folder
-                             outputs_dir=out_dir / f"attempt-{job.attempt}" / "outputs",
-                             write_workspace=bool(job.write_workspace),
-                             tags={"jobrunner.job_id": job.id, "jobrunner.attempt": str(job.attempt),
-                                   "jobrunner.worker": self.worker_id})
+            live = OutputRecorder(self.settings, job.id, job.attempt).start()  # live output (jobrunner/live.py)
+            try:
+                result = execute(path, job.parameters, output_path=out_dir / f"attempt-{job.attempt}.ipynb",
+                                 settings=self.settings, on_progress=self._progress_hook(live),
+                                 cancel=self.token, timeout=limit, kernel_name=job.kernel_name,
+                                 on_output=live.add,
+                                 # the job owns its outputs: defaults point into this attempt's folder
+                                 outputs_dir=out_dir / f"attempt-{job.attempt}" / "outputs",
+                                 write_workspace=bool(job.write_workspace),
+                                 tags={"jobrunner.job_id": job.id, "jobrunner.attempt": str(job.attempt),
+                                       "jobrunner.worker": self.worker_id})
+            finally:
+                live.close()
             # a run stopped for a requeue or taken over is done again: its partial output is not kept
             keep = not self.lost and not (result.status == "cancelled" and self.token.reason == "shutdown")
             uris = self._store_outputs(job.id, result) if keep else {}
@@ -305,6 +311,13 @@ class JobRun:
     def _event(self, event: str, **fields: Any) -> dict[str, Any]:
         """Fields of a job event log line (JSON keys beside trace_id): event, job_id, attempt, ..."""
         return {"event": event, "job_id": self.job_id, "attempt": getattr(self, "_attempt", None), **fields}
+
+    def _progress_hook(self, live: Any) -> Any:
+        def on_progress(progress: Any) -> None:
+            live.cell_started()  # the previous cell's output is written now
+            self._on_progress(progress)
+
+        return on_progress
 
     def _on_progress(self, progress: Any) -> None:
         log.debug("job %s: cell %d of %d", self.job_id, progress.cells_done, progress.cells_total,

@@ -51,12 +51,15 @@ def resolve_notebook(notebook: str, settings: Settings) -> tuple[Path, str]:
 
 
 def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempotency_key: str | None = None,
-           submitter: str | None = None, timeout: float | None = None, write_workspace: bool = False,
+           submitter: str | None = None, timeout: float | None = None, kernel: str | None = None,
+           notify: str | None = None, notify_on: str | None = None, write_workspace: bool = False,
            cache: bool = True, settings: Settings | None = None) -> JobRead:
     """Validate and queue a notebook job; returns it in state QUEUED (or the existing job for the key).
 
     `timeout` (seconds) limits each attempt of this job; the worker's own limit (JOBRUNNER_TIMEOUT) still
-    applies when it is lower.
+    applies when it is lower. `kernel` names an installed kernelspec (default: the workers' kernel);
+    `notify` is a webhook URL told of the job's end on `notify_on` ("failure" by default, "success",
+    "both"; jobrunner/notify.py). Either wrong is an InvalidJobOption (a ParameterError), nothing queued.
 
     The job owns its outputs (docs/jobs.md, "Outputs"): output parameters (`# output:` in the parameters
     cell) left at their defaults are written into the job's own folder and stored with the job. A value
@@ -87,8 +90,14 @@ def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempoten
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
                                 or not 0 < timeout <= MAX_TIMEOUT):
         raise InvalidTimeout(timeout)
+    from jobrunner.kernels import check_kernel_name
+    from jobrunner.notify import check_notify
+
+    kernel = check_kernel_name(kernel)
+    notify, notify_on = check_notify(notify, notify_on)
     job_in = JobCreate(notebook=label, parameters=values, idempotency_key=idempotency_key,
-                       submitter=submitter, timeout_seconds=timeout, write_workspace=write_workspace)
+                       submitter=submitter, timeout_seconds=timeout, kernel_name=kernel, notify_url=notify,
+                       notify_on=notify_on, write_workspace=write_workspace)
     job_in.use_cache = cache
     source = _cache_lookup(job_in, full, schema, values, settings) if cache and not write_workspace else None
     with session_scope(settings) as session:

@@ -24,6 +24,9 @@ class JobCreate(BaseModel):
     write_workspace: bool = False
     use_cache: bool = True  # False: --no-cache, always execute (jobrunner/runcache.py)
     cache_key: str | None = Field(default=None, max_length=128)
+    kernel_name: str | None = Field(default=None, max_length=255)  # None: the workers' kernel
+    notify_url: str | None = Field(default=None, max_length=2048)  # webhook (jobrunner/notify.py)
+    notify_on: str | None = Field(default=None, max_length=8)  # failure | success | both
 
 
 class JobProgress(BaseModel):
@@ -84,6 +87,9 @@ class JobRead(BaseModel):
                                     "this one reuses (its notebook, MLflow run and outputs)")
     use_cache: bool = True
     cache_key: str | None = None
+    kernel_name: str | None = None
+    notify_url: str | None = None
+    notify_on: str | None = None
 
     utc_datetimes = field_validator("created_at", "started_at", "finished_at", "heartbeat_at")(_aware)
 
@@ -106,6 +112,8 @@ class JobRead(BaseModel):
             outputs=[JobOutputFile(**o) for o in (getattr(job, "outputs", None) or [])],
             cached_from=getattr(job, "cached_from", None),
             use_cache=bool(getattr(job, "use_cache", True)), cache_key=getattr(job, "cache_key", None),
+            kernel_name=getattr(job, "kernel_name", None), notify_url=getattr(job, "notify_url", None),
+            notify_on=getattr(job, "notify_on", None),
         )
 
     @property
@@ -128,5 +136,6 @@ class JobEventRead(BaseModel):
     to_state: str
     worker_id: str | None = None
     message: str | None = None
+    kind: str | None = None  # None: a state change; "notify": a webhook delivery; "output": output cut
 
     utc_datetimes = field_validator("at")(_aware)

@@ -14,17 +14,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from tests.jobrunner.test_jobs_support import (  # noqa: F401
-    PYTHON,
-    alive,
-    job,
-    job_env,
-    kernel_children,
-    mlflow_store,
-    wait_for,
-    wait_state,
-    workers,
-)
+from tests.jobrunner.test_jobs_support import PYTHON, alive, job, kernel_children, wait_for, wait_state
 from tests.serve.conftest import model_store  # noqa: F401
 
 pytestmark = pytest.mark.services

@@ -13,13 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.jobrunner.test_jobs_support import (  # noqa: F401
-    PYTHON,
-    job_env,
-    mlflow_store,
-    wait_state,
-    workers,
-)
+from tests.jobrunner.test_jobs_support import PYTHON, wait_state
 
 pytestmark = pytest.mark.services
 KERNEL = "py-marked"

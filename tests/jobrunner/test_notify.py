@@ -14,13 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.conftest import free_port
-from tests.jobrunner.test_jobs_support import (  # noqa: F401
-    job_env,
-    mlflow_store,
-    wait_for,
-    wait_state,
-    workers,
-)
+from tests.jobrunner.test_jobs_support import wait_for, wait_state
 
 pytestmark = pytest.mark.services
 SECRET = "webhook-secret-for-tests"

@@ -128,10 +128,10 @@ def execute(
     html: bool = True,
     extra_env: Mapping[str, str] | None = None,
     base_env: Mapping[str, str] | None = None,
-    outputs_dir: str | Path | None = None,
-    write_workspace: bool = False,
     kernel_name: str | None = None,
     on_output: Callable[[int, Mapping[str, Any]], None] | None = None,
+    outputs_dir: str | Path | None = None,
+    write_workspace: bool = False,
 ) -> ExecutionResult:
     """Run `notebook` with `parameters` (typed values) and return what happened.
 
@@ -140,11 +140,11 @@ def execute(
     the outputs. Without `outputs_dir` outputs are written where the parameters say (the workspace); with
     it (a job's folder) output parameters left at their defaults are pointed into it and paths inside the
     project are refused with ParameterError unless `write_workspace` (jobrunner/outputs.py). The kernel's
-    environment is `base_env` (default: this process's) plus the run's variables plus `extra_env`. `kernel_name` picks
-    the kernelspec (default: JOBRUNNER_KERNEL_NAME); `on_output(cell_index, output)` sees each cell output
-    as the kernel produces it (live output, jobrunner/live.py). Raises ParameterError /
-    NotebookNotFound / InvalidNotebook before anything runs, InfrastructureError when the kernel or the
-    tracking store fails.
+    environment is `base_env` (default: this process's) plus the run's variables plus `extra_env`.
+    `kernel_name` picks the kernelspec (default: JOBRUNNER_KERNEL_NAME); `on_output(cell_index, output)`
+    sees each cell output as the kernel produces it (live output, jobrunner/live.py). Raises
+    ParameterError / NotebookNotFound / InvalidNotebook before anything runs, InfrastructureError when the
+    kernel or the tracking store fails.
     """
     settings = settings or get_settings()
     project = settings.project_dir

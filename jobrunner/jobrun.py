@@ -123,6 +123,7 @@ class JobRun:
         try:
             return self._run_and_conclude(job)
         finally:
+            self._release_key()  # a waiting identical job is now a hit, or (this one failed) takes over
             finished.set()
             beat.join(timeout=5)
             self.metrics.busy.set(0)
@@ -138,6 +139,10 @@ class JobRun:
             path, _ = resolve_notebook(job.notebook, self.settings)
             if job.cache_key:  # the key of what runs now (the notebook or its data may have changed)
                 self._cache_key = _current_key(path, job, self.settings)
+                if self._cache_key and job.use_cache and not job.write_workspace:
+                    coalesced = self._coalesce(job, self._cache_key)
+                    if coalesced is not None:
+                        return coalesced
             limit = self.settings.timeout
             if job.timeout_seconds is not None:
                 limit = min(limit, job.timeout_seconds)  # the operator's limit caps the submitter's
@@ -173,6 +178,64 @@ class JobRun:
         if self._recorded or result.status != "cancelled":  # a run stopped for a requeue is KILLED anyway
             self._settle_mlflow(result.run_id)
         return outcome
+
+    # -- the run cache: identical jobs in flight execute once (docs/jobs.md, "Run cache") ---------------
+    def _coalesce(self, job: Job, key: str) -> Outcome | None:
+        """Reuse an identical execution that SUCCEEDED since the submission; else claim the key in the
+        store (None: this job executes). While another live job holds the key, this one goes back to the
+        queue to wait (its attempt not counted) and is a hit once that job succeeds; if that job ends
+        otherwise, the first waiter to come back takes the key over - one, not all of them."""
+        from jobrunner import runcache, store
+
+        with session_scope(self.settings) as session:
+            candidates = store.cached_executions(session=session, key=key)
+            session.expunge_all()
+        source = next((c for c in candidates if runcache.reusable(c)), None)
+        if source is not None:
+            self._finish(JobState.SUCCEEDED, cached_from=source.id, cache_key=key, output_uri=source.output_uri,
+                         html_uri=source.html_uri, mlflow_run_id=source.mlflow_run_id, outputs=source.outputs,
+                         cells_done=source.cells_done or 0, cells_total=source.cells_total,
+                         error_message=f"served from the run cache: the execution of job {source.id}")
+            if self._recorded:
+                from jobrunner.recording import tag_cache_hit
+
+                tag_cache_hit(self.settings.mlflow_tracking_uri or "", source.mlflow_run_id, job.id, source.id)
+            return Outcome("ack")
+        with session_scope(self.settings) as session:
+            holder = store.claim_cache_key(session=session, key=key, job_id=job.id, worker_id=self.worker_id)
+        if holder == job.id:
+            self._claimed_key = key
+            return None
+        self._wait_for_identical(job, holder)
+        return Outcome("ack")
+
+    def _wait_for_identical(self, job: Job, holder: str) -> None:
+        from jobrunner import store
+
+        why = f"waiting for the identical job {holder} (run cache)"
+
+        def write(session: Any) -> bool:
+            if transition(session, self.job_id, [JobState.RUNNING], JobState.QUEUED,
+                          where=[Job.worker_id == self.worker_id], actor=self.worker_id, event=why,
+                          queued_at=utcnow(), attempt=Job.attempt - 1, error_message=None):
+                store.add_outbox(session=session, job_id=self.job_id, attempt=job.attempt - 1,
+                                 delay=self.settings.worker_poll_interval)
+                return True
+            return transition(session, self.job_id, [JobState.CANCELLING], JobState.CANCELLED,
+                              where=[Job.worker_id == self.worker_id], actor=self.worker_id,
+                              event="cancelled", finished_at=utcnow(), error_kind="cancelled",
+                              error_message="cancelled")
+
+        self._write_until_done(write)
+
+    def _release_key(self) -> None:
+        from jobrunner import store
+
+        key = getattr(self, "_claimed_key", None)
+        if key is None or self.lost:  # lost: the attempt that took this job over holds the claim now
+            return
+        self._write_until_done(lambda session: store.release_cache_key(session=session, key=key,
+                                                                        job_id=self.job_id))
 
     def _settle_mlflow(self, run_id: str | None) -> None:
         """One job, one authoritative MLflow run: the attempt whose result the store took marks every other

@@ -6,12 +6,12 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from jobrunner.errors import IdempotencyConflict
-from jobrunner.models import Job, JobEvent, Outbox
+from jobrunner.models import Job, JobEvent, Outbox, RunCacheClaim
 from jobrunner.schemas import JobCreate
 from jobrunner.states import JobState, transition, utcnow
 
@@ -65,6 +65,41 @@ def cached_executions(*, session: Session, key: str, limit: int = 5) -> list[Job
         select(Job).where(Job.cache_key == key, Job.state == JobState.SUCCEEDED.value,
                           Job.cached_from.is_(None))
         .order_by(Job.finished_at.desc()).limit(limit)))
+
+
+def claim_cache_key(*, session: Session, key: str, job_id: str, worker_id: str) -> str:
+    """Claim run-cache key `key` for job `job_id`; returns the job that holds it afterwards (`job_id`: this
+    job executes). A claim whose job ended (failed, cancelled: it released nothing) is taken over by one
+    conditional UPDATE, so of several waiters exactly one takes it."""
+    for _ in range(3):
+        held = session.get(RunCacheClaim, key, populate_existing=True)
+        if held is None:
+            try:
+                with session.begin_nested():
+                    session.add(RunCacheClaim(cache_key=key, job_id=job_id, worker_id=worker_id,
+                                              claimed_at=utcnow()))
+                return job_id
+            except IntegrityError:  # another job claimed it first
+                continue
+        if held.job_id == job_id:
+            return job_id
+        state = session.scalar(select(Job.state).where(Job.id == held.job_id))
+        if state is not None and not JobState(state).terminal:
+            return held.job_id
+        taken = session.execute(
+            update(RunCacheClaim).where(RunCacheClaim.cache_key == key, RunCacheClaim.job_id == held.job_id)
+            .values(job_id=job_id, worker_id=worker_id, claimed_at=utcnow())
+            .execution_options(synchronize_session=False))
+        if taken.rowcount == 1:  # type: ignore[attr-defined]
+            return job_id
+    held = session.get(RunCacheClaim, key, populate_existing=True)
+    return held.job_id if held is not None else job_id
+
+
+def release_cache_key(*, session: Session, key: str, job_id: str) -> bool:
+    """Drop the claim of `job_id` on `key` (done or not, it no longer executes); True."""
+    session.execute(delete(RunCacheClaim).where(RunCacheClaim.cache_key == key, RunCacheClaim.job_id == job_id))
+    return True
 
 
 def cache_stats(*, session: Session) -> dict[str, int]:

@@ -141,3 +141,29 @@ def test_identical_submissions_hit_and_changes_miss(job_env, workers, mlflow_sto
                           capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "1 cache entry cleared", proc.stdout + proc.stderr
     assert cache_stats()["entries"] == 0
+
+
+@pytest.mark.services
+def test_ten_identical_jobs_in_flight_across_two_workers_execute_once(job_env, workers, mlflow_store) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from jobrunner.jobs import cache_stats, job_events, submit
+
+    project = Path(job_env["JOBRUNNER_PROJECT_DIR"])
+    notebook = _notebook(project)
+    workers.start("a")
+    workers.start("b")
+    ids = [submit(notebook, {"n": 4}).id for _ in range(10)]  # all before any ran: ten misses at submit
+    done = [wait_state(i, {"SUCCEEDED", "FAILED", "CANCELLED"}, 180) for i in ids]
+    assert {j.state.value for j in done} == {"SUCCEEDED"}, [j.error for j in done]
+    executed = [j for j in done if j.cached_from is None]
+    assert len(executed) == 1, [(j.id, j.cached_from) for j in done]
+    assert {j.cached_from for j in done if j.cached_from} == {executed[0].id}
+    assert {j.mlflow_run_id for j in done} == {executed[0].mlflow_run_id}
+    exp = MlflowClient(mlflow_store).get_experiment_by_name(job_env["JOBRUNNER_MLFLOW_EXPERIMENT"])
+    runs = MlflowClient(mlflow_store).search_runs([exp.experiment_id])
+    assert len(runs) == 1  # one kernel, one MLflow run for the ten jobs
+    waited = [e for i in ids for e in job_events(i) if "waiting for the identical job" in (e.message or "")]
+    assert waited, "the identical jobs waited for the one executing"
+    assert all(j.attempt <= 1 for j in done)  # waiting is not an attempt
+    assert cache_stats()["hits"] == 9

@@ -8,13 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.jobrunner.test_jobs_support import (  # noqa: F401
-    job_env,
-    mlflow_store,
-    wait_consumers,
-    wait_state,
-    workers,
-)
+from tests.jobrunner.test_jobs_support import wait_consumers, wait_state
 
 pytestmark = pytest.mark.services
 
@@ -25,7 +19,8 @@ def test_two_workers_ten_concurrent_jobs_all_succeed_on_attempt_one(job_env, wor
     a = workers.start("a", JOBRUNNER_KERNEL_POOL_SIZE="2")
     b = workers.start("b", JOBRUNNER_KERNEL_POOL_SIZE="2")
     wait_consumers(job_env, 2)
-    ids = [submit("notebooks/sleeps.ipynb", {"seconds": 0.3}).id for _ in range(10)]
+    # distinct parameters: identical submissions would be coalesced by the run cache (one execution)
+    ids = [submit("notebooks/sleeps.ipynb", {"seconds": 0.3 + i / 100}).id for i in range(10)]
     done = [wait_state(i, {"SUCCEEDED", "FAILED"}, 180) for i in ids]
     assert [d.state.value for d in done] == ["SUCCEEDED"] * 10
     assert [d.attempt for d in done] == [1] * 10

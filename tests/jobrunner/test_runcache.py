@@ -167,3 +167,29 @@ def test_ten_identical_jobs_in_flight_across_two_workers_execute_once(job_env, w
     assert waited, "the identical jobs waited for the one executing"
     assert all(j.attempt <= 1 for j in done)  # waiting is not an attempt
     assert cache_stats()["hits"] == 9
+
+
+@pytest.mark.services
+def test_when_the_executing_job_fails_exactly_one_waiter_takes_over(job_env, workers) -> None:
+    from jobrunner.jobs import submit
+
+    project = Path(job_env["JOBRUNNER_PROJECT_DIR"])
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('n = 1  # a number\n')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "import time\nfrom jobrunner.notebook import project_path\nflag = project_path('fail-once')\n"
+        "if flag.exists():\n    flag.unlink()\n    time.sleep(2)\n    raise RuntimeError('the first execution fails')\n"
+        "print('ok', n)\n")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, project / "notebooks" / "flaky.ipynb")
+    (project / "fail-once").write_text("")
+    workers.start("a")
+    workers.start("b")
+    ids = [submit("notebooks/flaky.ipynb", {"n": 7}).id for _ in range(5)]
+    done = [wait_state(i, {"SUCCEEDED", "FAILED", "CANCELLED"}, 180) for i in ids]
+    failed = [j for j in done if j.state.value == "FAILED"]
+    assert len(failed) == 1 and failed[0].error.evalue == "the first execution fails", [j.error for j in done]
+    executed = [j for j in done if j.state.value == "SUCCEEDED" and j.cached_from is None]
+    assert len(executed) == 1, [(j.state.value, j.cached_from) for j in done]  # one waiter took over
+    assert [j.cached_from for j in done if j.cached_from] == [executed[0].id] * 3

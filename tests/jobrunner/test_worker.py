@@ -133,7 +133,8 @@ def test_two_workers_share_the_queue_and_no_job_runs_twice(job_env, workers):
 
     a, b = workers.start("a"), workers.start("b")
     wait_consumers(job_env, 2)
-    ids = [submit("notebooks/sleeps.ipynb", {"seconds": 1.0}).id for _ in range(4)]
+    # identical jobs: cache=False, or the run cache would execute one and reuse it (test_runcache.py)
+    ids = [submit("notebooks/sleeps.ipynb", {"seconds": 1.0}, cache=False).id for _ in range(4)]
     done = [wait_state(i, {"SUCCEEDED", "FAILED"}, 120) for i in ids]
     assert {d.state.value for d in done} == {"SUCCEEDED"}
     assert {d.worker_id for d in done} == {a.worker_id, b.worker_id}  # both consumed

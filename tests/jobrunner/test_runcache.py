@@ -193,3 +193,47 @@ def test_when_the_executing_job_fails_exactly_one_waiter_takes_over(job_env, wor
     executed = [j for j in done if j.state.value == "SUCCEEDED" and j.cached_from is None]
     assert len(executed) == 1, [(j.state.value, j.cached_from) for j in done]  # one waiter took over
     assert [j.cached_from for j in done if j.cached_from] == [executed[0].id] * 3
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_sigkill_of_the_executing_worker_one_execution_resumes_and_all_ten_succeed(job_env, workers) -> None:
+    from sqlalchemy import select
+
+    from jobrunner.config import get_settings
+    from jobrunner.db import session_scope
+    from jobrunner.jobs import get_job, submit
+    from jobrunner.models import RunCacheClaim
+    from tests.jobrunner.test_jobs_support import wait_consumers
+
+    project = Path(job_env["JOBRUNNER_PROJECT_DIR"])
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('n = 1  # a number\n')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "import time\nfrom jobrunner.notebook import project_path\nflag = project_path('slow-once')\n"
+        "if flag.exists():\n    flag.unlink()\n    time.sleep(30)\nprint('ok', n)\n")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, project / "notebooks" / "slow_once.ipynb")
+    (project / "slow-once").write_text("")
+    slow = {"JOBRUNNER_HEARTBEAT_TIMEOUT": "60", "JOBRUNNER_TAKEOVER_TIMEOUT": "2"}
+    procs = [workers.start("k1", **slow), workers.start("k2", **slow)]
+    wait_consumers(job_env, 2, timeout=240)
+    ids = [submit("notebooks/slow_once.ipynb", {"n": 3}).id for _ in range(10)]
+
+    def holder() -> str | None:
+        with session_scope(get_settings()) as session:
+            return session.scalar(select(RunCacheClaim.job_id))
+
+    held = wait_for(lambda: (h := holder()) and get_job(h).progress.cells_done >= 1 and h, 120,
+                    "the executing job")
+    busy = next(p for p in procs if p.worker_id == get_job(held).worker_id)
+    time.sleep(1.0)
+    busy.kill()  # SIGKILL, mid-cell
+    busy.wait(10)
+    done = [wait_state(i, {"SUCCEEDED", "FAILED", "CANCELLED"}, 180) for i in ids]
+    assert {j.state.value for j in done} == {"SUCCEEDED"}, [j.error for j in done]
+    executed = [j for j in done if j.cached_from is None]
+    assert [j.id for j in executed] == [held]  # one execution took the work over
+    assert executed[0].attempt == 2 and executed[0].worker_id != busy.worker_id
+    assert sorted(j.cached_from for j in done if j.cached_from) == [held] * 9

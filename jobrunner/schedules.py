@@ -168,10 +168,13 @@ def check_kernel(name: str) -> str:
 def check_run_parameters(notebook: str, parameters: dict[str, Any], settings: Settings) -> tuple[str, dict]:
     """(project-relative notebook, validated parameters): the contract `jobrunner.jobs.submit` enforces."""
     from jobrunner.jobs import resolve_notebook
+    from jobrunner.outputs import check_outputs
     from jobrunner.params import check_sizes, read_schema
 
     full, label = resolve_notebook(notebook, settings)
-    values = read_schema(full, label).validate(dict(parameters))
+    schema = read_schema(full, label)
+    values = schema.validate(dict(parameters))
+    check_outputs(schema, values, settings.project_dir, write_workspace=False)  # its runs own their outputs
     check_sizes(values, notebook=label, max_value_bytes=settings.max_parameter_bytes,
                 max_total_bytes=settings.max_parameters_bytes)
     return label, values

@@ -237,3 +237,17 @@ def test_a_03_train_job_owns_its_model_and_metrics_and_verifies(job_env, workers
     verification = verify_run(done.mlflow_run_id, get_settings(), client=client)
     assert verification.reproduced, verification.render()
     assert _snapshot(project) == before  # verifying wrote into its scratch folder too
+
+
+def test_a_schedule_with_an_output_path_inside_the_project_is_refused(project) -> None:
+    from jobrunner.schedules import ScheduleCreate, create_schedule, list_schedules
+
+    notebook = _notebook(project)
+    with pytest.raises(ParameterError) as refused:
+        create_schedule(ScheduleCreate(name="nightly", notebook=notebook, cron="0 3 * * *",
+                                       parameters={"model_dir": "models/nightly"}))
+    assert [p.name for p in refused.value.problems] == ["model_dir"]
+    assert "inside the project" in str(refused.value)
+    assert list_schedules().total == 0
+    # the defaults are fine: each run writes into its job's folder
+    assert create_schedule(ScheduleCreate(name="nightly", notebook=notebook, cron="0 3 * * *")).name == "nightly"

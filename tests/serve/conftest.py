@@ -199,6 +199,39 @@ def app_client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
         yield client
 
 
+@pytest.fixture
+def jobs_client(model_store, make_postgres_db, amqp_url, queue_prefix, monkeypatch) -> Iterator:
+    """An in-process app whose jobs go to a migrated PostgreSQL job store and a RabbitMQ queue of the test's
+    own, with feedback-driven retraining set up (test_jobs_feedback.py, test_alerts.py)."""
+    from fastapi.testclient import TestClient
+
+    from jobrunner import db
+    from jobrunner.config import get_settings
+    from serve.app import create_app
+    from tests.jobrunner.test_jobs_support import delete_queues
+
+    url = make_postgres_db("serve", migrated=True)
+    monkeypatch.setenv("JOBRUNNER_DATABASE_URL", url)
+    monkeypatch.setenv("JOBRUNNER_BROKER_URL", amqp_url)
+    monkeypatch.setenv("JOBRUNNER_QUEUE_NAME", queue_prefix)
+    get_settings.cache_clear()
+    db.migrate(get_settings())
+    settings = serve_settings(
+        model_store,
+        url,
+        feedback_window=10,
+        feedback_min_samples=5,
+        feedback_threshold=0.8,
+        retrain_notebook="notebooks/ok.ipynb",
+        retrain_parameters={"label": "retrain"},
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+    db.dispose_engines()
+    get_settings.cache_clear()
+    delete_queues(amqp_url, queue_prefix)
+
+
 # -- a real uvicorn process ----------------------------------------------------------------------------
 @dataclass
 class Server:

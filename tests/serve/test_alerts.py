@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from tests.serve.conftest import READ, READ_KEY, WRITE_KEY
-from tests.serve.test_jobs_feedback import jobs_client  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.services
 

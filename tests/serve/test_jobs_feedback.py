@@ -9,44 +9,23 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from tests.jobrunner.test_jobs_support import delete_queues
-from tests.serve.conftest import READ, WRITE, serve_settings
+from tests.serve.conftest import READ, WRITE
 
 pytestmark = pytest.mark.services
 
 
-@pytest.fixture
-def jobs_client(model_store, make_postgres_db, amqp_url, queue_prefix, monkeypatch) -> Iterator:
-    from fastapi.testclient import TestClient
+def __getattr__(name: str) -> Any:
+    """`from tests.serve.test_jobs_feedback import jobs_client` (its former home) keeps working: the fixture
+    is tests/serve/conftest.py's."""
+    if name == "jobs_client":
+        from tests.serve import conftest
 
-    from jobrunner import db
-    from jobrunner.config import get_settings
-    from serve.app import create_app
-
-    url = make_postgres_db("serve", migrated=True)
-    monkeypatch.setenv("JOBRUNNER_DATABASE_URL", url)
-    monkeypatch.setenv("JOBRUNNER_BROKER_URL", amqp_url)
-    monkeypatch.setenv("JOBRUNNER_QUEUE_NAME", queue_prefix)
-    get_settings.cache_clear()
-    db.migrate(get_settings())
-    settings = serve_settings(
-        model_store,
-        url,
-        feedback_window=10,
-        feedback_min_samples=5,
-        feedback_threshold=0.8,
-        retrain_notebook="notebooks/ok.ipynb",
-        retrain_parameters={"label": "retrain"},
-    )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
-    db.dispose_engines()
-    get_settings.cache_clear()
-    delete_queues(amqp_url, queue_prefix)
+        return conftest.jobs_client
+    raise AttributeError(name)
 
 
 def _queued_messages(amqp_url: str, queue: str) -> list[dict]:

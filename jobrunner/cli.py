@@ -100,11 +100,14 @@ def main(verbose: int) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Executed notebook path (.ipynb).")
 @click.option("--timeout", type=float, help="Whole-notebook time limit in seconds (default: settings).")
 @click.option("--no-record", is_flag=True, help="Do not record the run in MLflow.")
+@click.option("--cache", is_flag=True,
+              help="Reuse a recorded run with the same code, parameters, input data and environment: its "
+                   "outputs are restored into the workspace and nothing runs (docs/cli.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def run(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple[str, ...],
         files: tuple[str, ...], output: str | None, timeout: float | None, no_record: bool,
-        as_json: bool, quiet: bool) -> None:
+        cache: bool, as_json: bool, quiet: bool) -> None:
     """Execute NOTEBOOK now in a fresh kernel and record it in MLflow.
 
     Parameters are checked against the notebook's `parameters` cell before anything runs. The run goes
@@ -115,7 +118,7 @@ def run(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple[st
     from jobrunner.progress import Progress, ProgressBar
 
     args = {"notebook": notebook, "params": [list(p) for p in params], "yaml_texts": list(yaml_texts),
-            "files": list(files), "output": output, "timeout": timeout, "no_record": no_record,
+            "files": list(files), "output": output, "timeout": timeout, "no_record": no_record, "cache": cache,
             "as_json": as_json, "quiet": quiet}
     code: int | None = None
     if service_client.enabled():
@@ -179,7 +182,7 @@ def run_notebook_command(args: dict[str, Any], *, cwd: Path, env: dict[str, str]
     try:
         result = execute(nb_path.resolve(), values, output_path=out_path, timeout=args.get("timeout"),
                          record=not args.get("no_record"), on_progress=on_progress, cancel=cancel,
-                         base_env=env)
+                         base_env=env, cache=bool(args.get("cache")))
     except KeyboardInterrupt:
         _err("error: interrupted")
         return EXIT_FAILED
@@ -194,6 +197,8 @@ def run_notebook_command(args: dict[str, Any], *, cwd: Path, env: dict[str, str]
         _out(json.dumps(result.as_dict(), indent=2, default=str))
     else:
         _err(f"{result.status}: {result.notebook} in {result.duration:.1f}s")
+        if result.cached_from:
+            _err(f"  run cache hit: outputs restored from MLflow run {result.cached_from}; nothing was executed")
         _err(f"  executed notebook: {result.output_path}")
         if result.html_path:
             _err(f"  html: {result.html_path}")

@@ -64,6 +64,7 @@ class ExecutionResult:
     # what each output parameter wrote, and where (jobrunner/outputs.py)
     output_files: list[OutputFile] = field(default_factory=list)
     output_targets: list[OutputTarget] = field(default_factory=list)
+    cached_from: str | None = None  # `cache=True` hit: the MLflow run whose outputs were restored
 
     @property
     def ok(self) -> bool:
@@ -85,6 +86,7 @@ class ExecutionResult:
             "inputs": [h.as_dict() for h in self.inputs],
             "outputs": [h.as_dict() for h in self.outputs],
             "output_files": [f.as_dict() for f in self.output_files],
+            "cached_from": self.cached_from,
         }
 
 
@@ -132,6 +134,7 @@ def execute(
     on_output: Callable[[int, Mapping[str, Any]], None] | None = None,
     outputs_dir: str | Path | None = None,
     write_workspace: bool = False,
+    cache: bool = False,
 ) -> ExecutionResult:
     """Run `notebook` with `parameters` (typed values) and return what happened.
 
@@ -144,7 +147,9 @@ def execute(
     `kernel_name` picks the kernelspec (default: JOBRUNNER_KERNEL_NAME); `on_output(cell_index, output)`
     sees each cell output as the kernel produces it (live output, jobrunner/live.py). Raises
     ParameterError / NotebookNotFound / InvalidNotebook before anything runs, InfrastructureError when the
-    kernel or the tracking store fails.
+    kernel or the tracking store fails. With `cache` (`jobrunner run --cache`), a recorded run with the
+    same run-cache key whose logged outputs still match is reused: its outputs are restored where the
+    parameters say and no kernel starts (`cached_from` names that run); a miss logs its outputs for later.
     """
     settings = settings or get_settings()
     project = settings.project_dir
@@ -171,6 +176,15 @@ def execute(
     read_paths = [Path(p) for p in inputs] or input_paths(schema, params, project)
     input_hashes = [hash_path(p, project) for p in read_paths]
     git = git_state(project)
+    key = None
+    if cache and record and folder is None:
+        from jobrunner import runcache
+
+        if not runcache.opted_out(nb):
+            key = runcache.cache_key(nb, schema, params, project).key
+            hit = _cache_hit(settings, key, targets, out, nb_label, params, input_hashes, started_at)
+            if hit is not None:
+                return hit
 
     recorder = None
     run_id = None
@@ -229,6 +243,13 @@ def execute(
     status: Literal["succeeded", "failed", "cancelled"] = (
         "cancelled" if cancelled else ("failed" if failure else "succeeded")
     )
+    if key and recorder and run_id and status == "succeeded":
+        from jobrunner import runcache
+
+        try:
+            runcache.store_run(recorder.client, run_id, key, targets)
+        except Exception:  # noqa: BLE001 - the run happened; only its reuse is lost
+            log.warning("run %s: could not store its outputs for the run cache", run_id, exc_info=True)
     return ExecutionResult(
         notebook=nb_label,
         parameters=params,
@@ -246,6 +267,33 @@ def execute(
         output_files=output_files,
         output_targets=targets,
     )
+
+
+def _cache_hit(settings: Settings, key: str, targets: list[OutputTarget], out: Path, nb_label: str,
+               params: dict[str, Any], input_hashes: list[DataHash], started_at: datetime) -> ExecutionResult | None:
+    """The result of a recorded run with `key`, its outputs restored into the workspace; None: a miss."""
+    from jobrunner import runcache
+    from jobrunner.recording import Recorder
+
+    t0 = time.monotonic()
+    recorder = Recorder(settings.mlflow_tracking_uri or "", settings.mlflow_experiment,
+                        settings.mlflow_artifact_root)
+    scratch = Path(tempfile.mkdtemp(prefix="jobrunner-cache-"))
+    try:
+        hit = runcache.restore_run(recorder.client, recorder.experiment_id(), key, targets,
+                                   settings.project_dir, scratch)
+        if hit is None:
+            return None
+        if hit.notebook is not None:
+            shutil.copyfile(hit.notebook, out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    files = hash_outputs(targets, settings.project_dir)
+    return ExecutionResult(notebook=nb_label, parameters=params, status="succeeded", output_path=out,
+                           html_path=None, run_id=hit.run_id, metrics=hit.metrics,
+                           duration=time.monotonic() - t0, started_at=started_at, finished_at=datetime.now(UTC),
+                           inputs=input_hashes, outputs=[f.as_hash() for f in files], output_files=files,
+                           output_targets=targets, cached_from=hit.run_id)
 
 
 def _run(

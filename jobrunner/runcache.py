@@ -160,3 +160,72 @@ def _etag(client: Any, bucket: str, key: str) -> str | None:
 def reusable(job: Any) -> bool:
     """A SUCCEEDED execution whose executed notebook and outputs are all still stored as recorded."""
     return bool(job.output_uri) and all(output_intact(o) for o in (job.outputs or []))
+
+
+# -- `jobrunner run --cache`: the cache of workspace runs, kept in MLflow ----------------------------------
+RUN_KEY_TAG = "jobrunner.cache_key"
+RUN_OUTPUTS_TAG = "jobrunner.cache.outputs"  # "stored": the run logged its outputs under outputs/
+
+
+@dataclass(frozen=True)
+class RunHit:
+    run_id: str
+    metrics: dict[str, float]
+    notebook: Path | None  # the executed notebook of that run, downloaded
+
+
+def _output_artifact(target: Any) -> str:
+    from jobrunner.outputs import _relative_key
+
+    return f"outputs/{_relative_key(target.parameter, target.path)}"
+
+
+def restore_run(client: Any, experiment_id: str, key: str, targets: list[Any], project: Path,
+                scratch: Path) -> RunHit | None:
+    """A succeeded run with `key` whose logged outputs still have their recorded md5: its outputs are put
+    at `targets`' locations (the workspace) and it is returned; None: a miss."""
+    import shutil
+
+    runs = client.search_runs([experiment_id], filter_string=(
+        f"tags.`{RUN_KEY_TAG}` = '{key}' and tags.`{RUN_OUTPUTS_TAG}` = 'stored' "
+        "and tags.`jobrunner.outcome` = 'succeeded'"), order_by=["attributes.start_time DESC"], max_results=5)
+    for run in runs:
+        fetched: list[tuple[Any, Path]] = []
+        for t in targets:
+            want = run.data.tags.get(f"jobrunner.data.output.{t.path}")
+            if want in (None, "missing"):
+                continue
+            try:
+                local = Path(client.download_artifacts(run.info.run_id, _output_artifact(t), str(scratch)))
+            except Exception:  # noqa: BLE001 - an artifact gone from the store: a miss
+                break
+            if hash_path(local, project).md5 != want:
+                break
+            fetched.append((t, local))
+        else:
+            for t, local in fetched:
+                if t.location.is_dir():
+                    shutil.rmtree(t.location)
+                t.location.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(local), str(t.location))
+            notebook = None
+            try:
+                names = [f.path for f in client.list_artifacts(run.info.run_id, "notebook")
+                         if f.path.endswith(".ipynb")]
+                notebook = Path(client.download_artifacts(run.info.run_id, names[0], str(scratch)))
+            except Exception:  # noqa: BLE001 - the outputs are what a hit restores
+                log.info("run %s: executed notebook not downloadable", run.info.run_id, exc_info=True)
+            return RunHit(run.info.run_id, dict(run.data.metrics), notebook)
+    return None
+
+
+def store_run(client: Any, run_id: str, key: str, targets: list[Any]) -> None:
+    """Log a succeeded workspace run's outputs as artifacts and tag its key, for later `--cache` runs."""
+    for t in targets:
+        if t.location.is_dir():
+            client.log_artifacts(run_id, str(t.location), artifact_path=_output_artifact(t))
+        elif t.location.is_file():
+            parent = str(Path(_output_artifact(t)).parent)
+            client.log_artifact(run_id, str(t.location), artifact_path=parent)
+    client.set_tag(run_id, RUN_KEY_TAG, key)
+    client.set_tag(run_id, RUN_OUTPUTS_TAG, "stored")

@@ -237,3 +237,38 @@ def test_sigkill_of_the_executing_worker_one_execution_resumes_and_all_ten_succe
     assert [j.id for j in executed] == [held]  # one execution took the work over
     assert executed[0].attempt == 2 and executed[0].worker_id != busy.worker_id
     assert sorted(j.cached_from for j in done if j.cached_from) == [held] * 9
+
+
+def test_jobrunner_run_with_cache_restores_a_recorded_runs_outputs(project, mlflow_store, monkeypatch) -> None:
+    """`jobrunner run --cache`: a run with the same key restores the recorded outputs into the workspace
+    without a kernel; a changed parameter executes."""
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    from jobrunner.config import get_settings
+    from jobrunner.executor import execute
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
+    monkeypatch.setenv("JOBRUNNER_MLFLOW_EXPERIMENT", f"run-cache-{project.name}")
+    get_settings.cache_clear()
+    notebook = _notebook(project)
+    first = execute(notebook, {"n": 5}, html=False, cache=True)
+    assert first.ok and first.cached_from is None, first.failure
+    written = {p: (project / p).read_bytes() for p in ("results/out.json", "models/m/weights.txt")}
+    (project / "results" / "out.json").unlink()
+    (project / "models" / "m" / "weights.txt").write_text("edited by hand")
+
+    env = {**os.environ, "JOBRUNNER_SERVICE": "off", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run([sys.executable, "-m", "jobrunner.cli", "run", notebook, "-p", "n", "5", "--cache"],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"run cache hit: outputs restored from MLflow run {first.run_id}" in proc.stderr
+    assert {p: (project / p).read_bytes() for p in written} == written  # restored byte for byte
+    client = MlflowClient(mlflow_store)
+    exp = client.get_experiment_by_name(f"run-cache-{project.name}")
+    assert len(client.search_runs([exp.experiment_id])) == 1  # nothing executed, nothing recorded
+
+    other = execute(notebook, {"n": 6}, html=False, cache=True)
+    assert other.ok and other.cached_from is None  # a changed parameter is a miss
+    assert json.loads((project / "results" / "out.json").read_text()) == {"total": 36}

@@ -194,6 +194,11 @@ def _parameter_schema(param: Any) -> dict[str, Any]:
         schema = {"anyOf": [schema, {"type": "null"}]}
     if param.help:
         schema["description"] = param.help
+    if param.output:  # jobrunner/outputs.py
+        schema["x-jobrunner-output"] = True
+        schema["description"] = (schema.get("description", "") + " (an output path: left at its default it "
+                                 "goes to the job's own folder; a path inside the project needs write_workspace, "
+                                 "else 422)").lstrip()
     if param.default is not None or param.optional:
         schema["default"] = param.default
     return schema

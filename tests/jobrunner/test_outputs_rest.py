@@ -66,3 +66,6 @@ def test_rest_refuses_an_output_path_inside_the_project_unless_write_workspace(j
     read = doc["components"]["schemas"]["JobRead"]["properties"]
     assert {"outputs", "write_workspace", "cached_from"} <= set(read)
     assert "JobOutputFile" in doc["components"]["schemas"]
+    variant = next(v for v in doc["components"]["schemas"]["JobCreateIn"]["oneOf"] if v["title"] == writes_notebook)
+    result_path = variant["properties"]["parameters"]["properties"]["result_path"]
+    assert result_path["x-jobrunner-output"] is True and "needs write_workspace" in result_path["description"]

@@ -181,7 +181,7 @@ def execute(
         from jobrunner import runcache
 
         if not runcache.opted_out(nb):
-            key = runcache.cache_key(nb, schema, params, project).key
+            key = runcache.cache_key(nb, schema, params, project, read_paths).key
             hit = _cache_hit(settings, key, targets, out, nb_label, params, input_hashes, started_at)
             if hit is not None:
                 return hit

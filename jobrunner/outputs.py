@@ -133,8 +133,8 @@ def plan_outputs(schema: ParameterSchema, values: Mapping[str, Any], project: Pa
 
 
 def input_paths(schema: ParameterSchema, values: Mapping[str, Any], project: Path) -> list[Path]:
-    """Existing files named by string parameters that are not outputs, defaults included: what the run
-    reads."""
+    """Existing files and folders (a model directory) named by string parameters that are not outputs,
+    defaults included: what the run reads. The project folder itself is never one."""
     found = []
     merged = {**schema.defaults, **values}
     outputs = set(schema.outputs)
@@ -143,7 +143,7 @@ def input_paths(schema: ParameterSchema, values: Mapping[str, Any], project: Pat
             continue
         full = Path(value) if Path(value).is_absolute() else project / value
         try:
-            if full.is_file():
+            if full.is_file() or (full.is_dir() and full.resolve() != project.resolve()):
                 found.append(full)
         except OSError:
             continue

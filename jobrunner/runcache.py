@@ -8,7 +8,9 @@ The key (docs/jobs.md, "Run cache") is the SHA-256 of the canonical JSON of
 - `parameters`: the validated parameters with the defaults resolved, output parameters left out (where
   a run writes is not what it computes);
 - `inputs`: the DVC md5 of each input file (string parameters naming existing files, outputs excepted);
-- `environment`: the md5 of the project's `requirements.lock` and the jobrunner version.
+- `environment`: the md5 of the project's `requirements.lock`, the jobrunner version and the md5 of the
+  project's own Python packages (every `*.py` of its top-level packages but `tests`: code the notebook
+  imports, such as `pipelines/features.py`).
 
 A submission is a hit when a job with the same key SUCCEEDED (an execution, not itself a hit) and every
 output it stored still exists with its recorded hash; the new job is then recorded SUCCEEDED at once with
@@ -65,7 +67,20 @@ def opted_out(nb: nbformat.NotebookNode) -> bool:
 
 def environment_digest(project: Path) -> dict[str, str | None]:
     lock = project / LOCK_FILE
-    return {"lock_md5": file_md5(lock) if lock.is_file() else None, "jobrunner": __version__}
+    return {"lock_md5": file_md5(lock) if lock.is_file() else None, "jobrunner": __version__,
+            "packages_md5": packages_digest(project)}
+
+
+def packages_digest(project: Path) -> str:
+    """md5 of (path, md5) of every .py file in the project's top-level packages (folders with an
+    __init__.py), tests excepted."""
+    entries = []
+    for package in sorted(p for p in project.iterdir() if p.is_dir() and (p / "__init__.py").is_file()
+                          and p.name != "tests"):
+        for f in sorted(package.rglob("*.py")):
+            if "__pycache__" not in f.parts:
+                entries.append([f.relative_to(project).as_posix(), file_md5(f)])
+    return hashlib.md5(json.dumps(entries).encode()).hexdigest()  # noqa: S324
 
 
 @dataclass(frozen=True)
@@ -75,11 +90,13 @@ class CacheKey:
 
 
 def cache_key(nb: nbformat.NotebookNode, schema: ParameterSchema, values: Mapping[str, Any],
-              project: Path) -> CacheKey:
+              project: Path, inputs_given: list[Path] | None = None) -> CacheKey:
+    """The key of running `nb` with `values`; `inputs_given` (a DVC stage's deps) replaces the inputs
+    found from the parameters."""
     outputs = set(schema.outputs)
     params = {k: v for k, v in {**schema.defaults, **values}.items() if k not in outputs}
     inputs = {}
-    for path in input_paths(schema, values, project):
+    for path in inputs_given if inputs_given is not None else input_paths(schema, values, project):
         h = hash_path(path, project)
         inputs[h.path] = h.md5
     parts = {"code": code_digest(nb), "parameters": params, "inputs": inputs,

@@ -98,7 +98,7 @@ def stage_plan(name: str, project: Path, profile: str | None = None) -> dict[str
             "output_path": str(executed)}
 
 
-def run_stage(name: str, *, profile: str | None = None, quiet: bool = False) -> int:
+def run_stage(name: str, *, profile: str | None = None, quiet: bool = False, cache: bool = True) -> int:
     from jobrunner.executor import execute
 
     settings = get_settings()
@@ -118,8 +118,15 @@ def run_stage(name: str, *, profile: str | None = None, quiet: bool = False) -> 
             tags={"jobrunner.stage": name, "jobrunner.trigger": "dvc"},
             run_name=f"{name}",
             on_progress=bar.update,
+            # a notebook re-saved with other outputs or metadata is a changed dep for DVC, not for the run
+            # cache: the recorded run's outputs are restored instead of executing (docs/jobs.md)
+            cache=cache,
         )
     where = f"executed notebook: {result.output_path.relative_to(project)}"
+    if result.ok and result.cached_from:
+        print(f"stage {name}: run cache hit - same code, parameters, data and environment as MLflow run "
+              f"{result.cached_from}; its outputs restored, nothing executed", file=sys.stderr)
+        return 0
     if result.ok:
         print(f"stage {name}: succeeded in {result.duration:.1f}s (MLflow run {result.run_id}); {where}",
               file=sys.stderr)
@@ -141,9 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=os.environ.get("JOBRUNNER_PARAMS_PROFILE") or None,
                         help="params.yaml profile to overlay (default: $JOBRUNNER_PARAMS_PROFILE)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--no-cache", action="store_true",
+                        default=os.environ.get("JOBRUNNER_STAGE_CACHE", "on").lower() in ("off", "0", "false"),
+                        help="execute even if a recorded run has the same run-cache key "
+                             "(default: $JOBRUNNER_STAGE_CACHE=off)")
     args = parser.parse_args(argv)
     try:
-        return run_stage(args.stage, profile=args.profile, quiet=args.quiet)
+        return run_stage(args.stage, profile=args.profile, quiet=args.quiet, cache=not args.no_cache)
     except (StageError, ParameterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

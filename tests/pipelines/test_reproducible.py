@@ -29,6 +29,7 @@ def _run(cmd: list[str], cwd: Path, profile: str | None) -> subprocess.Completed
     env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
     if profile:
         env["JOBRUNNER_PARAMS_PROFILE"] = profile
+    env["JOBRUNNER_STAGE_CACHE"] = "off"  # `dvc repro -f` here must execute again, not restore (run cache)
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
 
 

@@ -140,23 +140,32 @@ class PlatformClient:
 
     def follow_job(self, job_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
         """The job's server-sent events (GET /v1/jobs/{id}/events) as dicts with their `type` (state,
-        progress, event, output, end) until the job ends; ApiError if the stream cannot be opened."""
+        progress, event, output, end) until the job ends; a stream the API closes while the job runs (idle)
+        is reopened where it left off (Last-Event-ID). ApiError if the stream cannot be opened."""
         timeout = httpx.Timeout(self._http.timeout.connect, read=None)  # the stream idles between outputs
-        try:
-            with self._http.stream("GET", f"/v1/jobs/{job_id}/events", params={"after": after},
-                                   timeout=timeout) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise ApiError(response.status_code, _message(response))
-                data: list[str] = []
-                for line in response.iter_lines():
-                    if line.startswith("data:"):
-                        data.append(line[5:].lstrip(" "))
-                    elif line == "" and data:
-                        yield json.loads("\n".join(data))
-                        data = []
-        except httpx.HTTPError as exc:
-            raise ApiError(None, f"the API at {self.base_url} cannot be reached: {exc}") from exc
+        cursor: str | None = None
+        while True:
+            headers = {"Last-Event-ID": cursor} if cursor else {}
+            try:
+                with self._http.stream("GET", f"/v1/jobs/{job_id}/events", params={"after": after},
+                                       headers=headers, timeout=timeout) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise ApiError(response.status_code, _message(response))
+                    data: list[str] = []
+                    for line in response.iter_lines():
+                        if line.startswith("data:"):
+                            data.append(line[5:].lstrip(" "))
+                        elif line.startswith("id:"):
+                            cursor = line[3:].strip()
+                        elif line == "" and data:
+                            event = json.loads("\n".join(data))
+                            data = []
+                            yield event
+                            if event.get("type") == "end":
+                                return
+            except httpx.HTTPError as exc:
+                raise ApiError(None, f"the API at {self.base_url} cannot be reached: {exc}") from exc
 
     # -- schedules --------------------------------------------------------------------------------------
     def schedules(self, limit: int = 50) -> dict[str, Any]:

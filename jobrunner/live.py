@@ -209,14 +209,18 @@ class LiveEvent:
     id: str | None = None
 
 
-def follow(job_id: str, *, after: int = 0, poll: float = 0.5, settings: Settings | None = None,
-           should_stop: Any = None) -> Iterator[LiveEvent]:
+def follow(job_id: str, *, after: int = 0, after_event: int = 0, poll: float = 0.5,
+           settings: Settings | None = None, should_stop: Any = None,
+           idle: float | None = None) -> Iterator[LiveEvent]:
     """Yield a job's state, progress, events and output as they happen, ending with `end` once the job is
     SUCCEEDED, FAILED or CANCELLED (its last output included). JobNotFound before anything is yielded for
-    an unknown job. `should_stop()` (a disconnected client) ends it early. A store that is briefly down is
-    waited out."""
+    an unknown job. Output and events after ids `after` / `after_event` only; each output and event
+    carries the cursor "<output id>.<event id>" to resume from (`parse_cursor`). `should_stop()` (a
+    disconnected client) ends it early, and so do `idle` seconds without anything new (a stream's client
+    reconnects with the cursor). A store that is briefly down is waited out."""
     settings = settings or get_settings()
-    last_output, last_event = after, 0
+    last_output, last_event = after, after_event
+    quiet_since = time.monotonic()
     seen_state: str | None = None
     seen_progress: tuple[Any, ...] | None = None
     first = True
@@ -249,8 +253,8 @@ def follow(job_id: str, *, after: int = 0, poll: float = 0.5, settings: Settings
             time.sleep(poll)
             continue
         first = False
-        if events:
-            last_event = events[-1].id
+        if events or chunks or state != seen_state or progress != seen_progress:
+            quiet_since = time.monotonic()
         if state != seen_state:
             seen_state = state
             yield LiveEvent("state", {"state": state, "attempt": progress[3]})
@@ -258,11 +262,12 @@ def follow(job_id: str, *, after: int = 0, poll: float = 0.5, settings: Settings
             seen_progress = progress
             yield LiveEvent("progress", {"cells_done": progress[0], "cells_total": progress[1],
                                          "current_cell": progress[2], "attempt": progress[3]})
-        for item in event_data:
-            yield LiveEvent("event", item)
+        for row, item in zip(events, event_data, strict=True):
+            last_event = row.id
+            yield LiveEvent("event", item, id=f"{last_output}.{last_event}")
         for chunk in chunks:
             last_output = chunk.id
-            yield LiveEvent("output", chunk.as_dict(), id=str(chunk.id))
+            yield LiveEvent("output", chunk.as_dict(), id=f"{last_output}.{last_event}")
         if len(chunks) >= 1000:
             continue  # more to read at once
         if JobState(state).terminal:
@@ -270,4 +275,17 @@ def follow(job_id: str, *, after: int = 0, poll: float = 0.5, settings: Settings
             return
         if should_stop is not None and should_stop():
             return
+        if idle is not None and time.monotonic() - quiet_since >= idle:
+            return
         time.sleep(poll)
+
+
+def parse_cursor(value: str | None) -> tuple[int, int]:
+    """(output id, event id) of a cursor from `follow` ("12.7"; a bare "12" is an output id); (0, 0) when
+    missing or malformed."""
+    if not value:
+        return 0, 0
+    head, _, tail = value.partition(".")
+    if not head.isdigit() or (tail and not tail.isdigit()) or len(value) > 40:
+        return 0, 0
+    return int(head), int(tail or 0)

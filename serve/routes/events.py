@@ -2,9 +2,12 @@
 
 A thin shell over `jobrunner.live.follow` (the same stream as `jobrunner logs --follow`), run in the
 thread pool because it polls the job store; the stream ends with an `end` event once the job is
-SUCCEEDED, FAILED or CANCELLED. Output events carry their output id as the SSE `id`, so a client that
-reconnects with `Last-Event-ID` (browsers' EventSource do) or `?after=` gets only what it missed. An
-unknown job is a 404 before the stream starts. Idle streams get a comment line every 15 s (proxies).
+SUCCEEDED, FAILED or CANCELLED. Output and event events carry a cursor as the SSE `id`, so a client that
+reconnects with `Last-Event-ID` (browsers' EventSource do) gets only what it missed (`?after=` an
+output id does the same by hand). A stream with nothing new for IDLE_S seconds (a queued job, a long
+silent cell) is closed without `end`, with `retry:` telling EventSource to reconnect after a second:
+no connection is held open indefinitely, and proxies that cut long requests lose nothing. An unknown
+job is a 404 before the stream starts.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from serve.schemas import JOB_ID_PATTERN
 router = APIRouter(prefix="/v1", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="A job id, as POST /v1/jobs returns it")]
 POLL_S = 0.5
+IDLE_S = 15.0  # a stream with nothing new this long is closed; the client reconnects (Last-Event-ID)
+RETRY_MS = 1000
 
 
 class JobStreamEvent(BaseModel):
@@ -47,12 +52,33 @@ class JobStreamEvent(BaseModel):
     text: str | None = None
     message: str | None = None
     error: dict[str, Any] | None = None
+    at: str | None = Field(default=None, description="output, event: when (ISO 8601, UTC)")
+    from_state: str | None = None
+    to_state: str | None = None
+    worker_id: str | None = None
+
+
+EVENT_TYPES = ["state", "progress", "event", "output", "end"]
+# One server-sent event (OpenAPI 3.1: the `schema` of text/event-stream describes each event): its
+# `event:` type, `data:` a JobStreamEvent as JSON text, `id:` the output id of output events.
+SERVER_SENT_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": EVENT_TYPES},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": {"$ref": "#/components/schemas/JobStreamEvent"}},
+        "id": {"type": "string", "description": "output and event events: the cursor to resume from "
+                                                  "(Last-Event-ID)"},
+        "retry": {"type": "integer", "description": "milliseconds before a client reconnects"},
+    },
+}
 
 
 STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "A text/event-stream of JobStreamEvent objects, ending with an `end` event",
-        "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/JobStreamEvent"}}},
+        "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/JobServerSentEvent"}}},
     },
     404: {"description": "No job has this id"},
 }
@@ -64,24 +90,28 @@ async def job_events(
     job_id: JobId,
     request: Request,
     after: Annotated[int, Query(ge=0, le=2**62, description="Only output after this output id")] = 0,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40,
                                                 description="Set by EventSource on reconnect")] = None,
 ) -> EventSourceResponse:
-    """Follow a job: state, progress, events and live cell output as server-sent events until it ends."""
+    """Follow a job: state, progress, events and live cell output as server-sent events until it ends
+    (a stream idle for 15 s closes; reconnecting with Last-Event-ID resumes)."""
     from jobrunner import jobs
-    from jobrunner.live import follow
+    from jobrunner.live import follow, parse_cursor
 
     await run_in_threadpool(jobs.get_job, job_id)  # JobNotFound: a 404 before any byte is streamed
-    if last_event_id and last_event_id.isdigit():
-        after = max(after, int(last_event_id))
+    output_id, event_id = parse_cursor(last_event_id)
+    after = max(after, output_id)
     disconnected = {"yes": False}
 
     async def stream() -> Any:
         try:
-            items = follow(job_id, after=after, poll=POLL_S, should_stop=lambda: disconnected["yes"])
+            items = follow(job_id, after=after, after_event=event_id, poll=POLL_S, idle=IDLE_S,
+                           should_stop=lambda: disconnected["yes"])
+            first = True
             async for item in iterate_in_threadpool(items):
                 yield ServerSentEvent(data=json.dumps({"type": item.type, **item.data}, default=str),
-                                      event=item.type, id=item.id)
+                                      event=item.type, id=item.id, retry=RETRY_MS if first else None)
+                first = False
                 if await request.is_disconnected():
                     return
         finally:
@@ -93,8 +123,26 @@ async def job_events(
 def _add_stream_event(schema: dict[str, Any]) -> None:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components["JobStreamEvent"] = JobStreamEvent.model_json_schema(ref_template="#/components/schemas/{model}")
+    components["JobServerSentEvent"] = SERVER_SENT_EVENT
+    # POST /v1/jobs: kernel_name is one of the installed kernels (as for schedules), in every variant of
+    # the per-notebook body that serve/routes/jobs.py builds before this part runs
+    from jobrunner.kernels import installed_kernel_names
+
+    kernels = {"anyOf": [{"type": "string", "enum": installed_kernel_names()}, {"type": "null"}],
+               "default": None, "description": "An installed kernel (default: the workers' kernel)"}
+    body = components.get("JobCreateIn", {})
+    for variant in body.get("oneOf", [body]):
+        if "kernel_name" in variant.get("properties", {}):
+            variant["properties"]["kernel_name"] = kernels
+
+
+def _version() -> Any:
+    from jobrunner.kernels import installed_kernel_names
+
+    return tuple(installed_kernel_names())
 
 
 def stream_schema_part() -> SchemaPart:
-    """JobStreamEvent in the OpenAPI components (it is no response_model, so FastAPI leaves it out)."""
-    return SchemaPart(apply=_add_stream_event, version=lambda: 1)
+    """The stream's event schemas in the OpenAPI components (no response_model, so FastAPI leaves them
+    out), and the installed kernels as the enum of POST /v1/jobs' kernel_name."""
+    return SchemaPart(apply=_add_stream_event, version=_version)

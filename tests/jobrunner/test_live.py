@@ -107,11 +107,18 @@ def test_output_of_a_sigkilled_worker_stays_readable(job_env, workers):
     assert outputs[0]["text"].startswith("tick 0\ntick 1\ntick 2\ntick 3\ntick 4\n")
 
 
+def _last_id(response: httpx.Response) -> str:
+    return response.last_sse_id  # type: ignore[attr-defined]
+
+
 def _sse(response: httpx.Response) -> list[tuple[str, dict, float]]:
-    """(event type, data, arrival time) of each server-sent event of a streaming response."""
+    """(event type, data, arrival time) of each server-sent event of a streaming response; the last SSE
+    id seen is kept on the response as `last_sse_id`."""
     events = []
     kind, data = None, []
     for line in response.iter_lines():
+        if line.startswith("id: "):
+            response.last_sse_id = line[len("id: "):]  # type: ignore[attr-defined]
         if line.startswith("event: "):
             kind = line[len("event: "):]
         elif line.startswith("data: "):
@@ -155,8 +162,13 @@ def test_events_stream_delivers_output_in_order_through_uvicorn(model_store, job
                           timeout=httpx.Timeout(30, read=60)) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
-            events = _sse(response)
+            events, last_id = _sse(response), _last_id(response)
         watcher.join(30)
+        # a client that reconnects with the last id (EventSource does) gets no output or event twice
+        again = httpx.get(f"{url}/v1/jobs/{queued.id}/events", timeout=30,
+                          headers={"X-API-Key": READ_KEY, "Last-Event-ID": last_id})
+        resumed = [line[len("event: "):] for line in again.text.splitlines() if line.startswith("event: ")]
+        assert resumed == ["state", "progress", "end"], again.text[:2000]
     finally:
         server.stop()
     kinds = [k for k, _, _ in events]

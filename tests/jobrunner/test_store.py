@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from jobrunner.errors import InvalidTransition, JobNotFound, NotebookNotFound, ParameterError
+from tests.jobrunner.test_jobs_support import LATEST_MIGRATION as LATEST
 
 pytestmark = pytest.mark.services
 
@@ -29,8 +30,8 @@ def test_migrate_is_idempotent_and_unmigrated_postgres_is_a_clear_error(project,
     get_settings.cache_clear()
     with pytest.raises(StoreUnavailable, match="jobrunner migrate"):
         submit("notebooks/ok.ipynb", {"x": 1})
-    assert migrate(get_settings()) == "0003_schedules"
-    assert migrate(get_settings()) == "0003_schedules"
+    assert migrate(get_settings()) == LATEST
+    assert migrate(get_settings()) == LATEST
     assert submit("notebooks/ok.ipynb", {"x": 1}).state.value == "QUEUED"
     dispose_engines()
 
@@ -55,9 +56,9 @@ def test_a_store_at_an_older_revision_is_refused_until_migrated_and_keeps_its_jo
         conn.execute(text("INSERT INTO jobs (id, notebook, parameters, state, attempt, created_at, updated_at, "
                           "queued_at, cells_done) VALUES ('old-job', 'notebooks/ok.ipynb', '{\"x\": 1}', "
                           "'QUEUED', 0, now(), now(), now(), 0)"))
-    with pytest.raises(StoreNotMigrated, match="revision 0001_jobs.*needs 0003_schedules.*jobrunner migrate"):
+    with pytest.raises(StoreNotMigrated, match=f"revision 0001_jobs.*needs {LATEST}.*jobrunner migrate"):
         submit("notebooks/ok.ipynb", {"x": 1})
-    assert migrate(get_settings()) == "0003_schedules"
+    assert migrate(get_settings()) == LATEST
     old = get_job("old-job")
     assert old.state.value == "QUEUED" and old.parameters == {"x": 1} and old.timeout_seconds is None
     assert submit("notebooks/ok.ipynb", {"x": 2}, timeout=30).timeout_seconds == 30

@@ -117,7 +117,7 @@ def test_notebooks_lists_parameter_schemas(jobs_client):
     by_name = {n["notebook"]: n for n in body["notebooks"]}
     assert set(by_name) >= {"notebooks/ok.ipynb", "notebooks/sleeps.ipynb", "notebooks/no_parameters.ipynb"}
     x = next(p for p in by_name["notebooks/ok.ipynb"]["parameters"] if p["name"] == "x")
-    assert x == {"name": "x", "type": "int", "default": 1, "optional": False, "help": "first addend"}
+    assert x == {"name": "x", "type": "int", "default": 1, "optional": False, "help": "first addend", "output": False}
     assert by_name["notebooks/no_parameters.ipynb"]["has_parameters_cell"] is False
 
 

@@ -225,7 +225,9 @@ def test_a_dvc_stage_runs_through_the_service_with_the_callers_environment(proje
     nbformat.write(nb, project / "notebooks" / "env.ipynb")
 
     def stage(caller: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pipelines.stage", "add", "--quiet"], cwd=project,
+        # --no-cache: the second call has the same code and parameters, which the stage cache would reuse;
+        # this test is about each caller's environment reaching the execution
+        return subprocess.run([sys.executable, "-m", "pipelines.stage", "add", "--quiet", "--no-cache"], cwd=project,
                               env={**svc, "JR_CALLER": caller}, capture_output=True, text=True, timeout=300)
 
     first, second = stage("caller-1"), stage("caller-2")

@@ -201,8 +201,10 @@ def restore_run(client: Any, experiment_id: str, key: str, targets: list[Any], p
                 scratch: Path) -> RunHit | None:
     """A succeeded run with `key` whose logged outputs still have their recorded md5: its outputs are put
     at `targets`' locations (the workspace) and it is returned; None: a miss."""
+    import os
     import shutil
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in a stage's output
     runs = client.search_runs([experiment_id], filter_string=(
         f"tags.`{RUN_KEY_TAG}` = '{key}' and tags.`{RUN_OUTPUTS_TAG}` = 'stored' "
         "and tags.`jobrunner.outcome` = 'succeeded'"), order_by=["attributes.start_time DESC"], max_results=5)

@@ -456,10 +456,11 @@ def load_serving_model(name: str, alias: str, tracking_uri: str, batch_limit: in
             f"no model version has alias '{alias}' on registered model '{name}': {exc.message}"
         ) from exc
     uri = f"models:/{name}/{mv.version}"
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    # Explicit URIs, no process-wide state: mlflow.set_registry_uri also exports MLFLOW_REGISTRY_URI, which
+    # every child process (and, in tests, every later subprocess) would inherit and use as its registry.
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri,
+                                                    registry_uri=tracking_uri)
         pyfunc = mlflow.pyfunc.load_model(local)
     except Exception as exc:
         raise ModelNotReady(f"cannot load {uri}: {exc}") from exc

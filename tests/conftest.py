@@ -47,6 +47,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_process_state() -> Iterator[None]:
+    """MLflow's process-wide URIs come back as they were after every test. mlflow.set_tracking_uri and
+    mlflow.set_registry_uri also EXPORT them (MLFLOW_TRACKING_URI, MLFLOW_REGISTRY_URI): one in-process
+    call in one test made every later subprocess (kernels, dvc repro, uvicorn) register and look up
+    models in that test's long-gone store. Session and module fixtures that build stores restore it
+    themselves (tests/fixtures/mlflow_state.py)."""
+    from tests.fixtures.mlflow_state import restore, snapshot
+
+    saved = snapshot()
+    yield
+    restore(saved)
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty project folder with its own MLflow store and settings; fixture notebooks copied in."""

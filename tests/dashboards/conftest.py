@@ -166,8 +166,10 @@ def mixed_api(
     tmp = tmp_path_factory.mktemp("dash-mixed")
     data = tmp / "penguins.parquet"
     frame.to_parquet(data)
-    mlflow.set_tracking_uri(model_store.tracking_uri)
-    version = mlflow.register_model(log_penguin_classifier(frame), MIXED_MODEL)
+    from tests.fixtures.mlflow_state import mlflow_store
+
+    with mlflow_store(model_store.tracking_uri):  # no MLflow URI exported to later tests
+        version = mlflow.register_model(log_penguin_classifier(frame), MIXED_MODEL)
     MlflowClient(model_store.tracking_uri).set_registered_model_alias(
         MIXED_MODEL, "champion", version.version
     )

@@ -137,19 +137,19 @@ def model_store_at(project: Path) -> Iterator[ModelStore]:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     get_settings.cache_clear()
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_experiment("serve-tests")
-    client = MlflowClient(tracking)
+    from tests.fixtures.mlflow_state import mlflow_store
 
-    uri_a, run_a = _train_and_log(X, y, 1.0, project, data_rel, data_md5, commit)
-    uri_b, _ = _train_and_log(X, y, 0.01, project, data_rel, data_md5, commit)
-    v = mlflow.register_model(uri_a, MODEL)
-    client.set_model_version_tag(MODEL, v.version, "source_run_id", run_a)
-    client.set_registered_model_alias(MODEL, "champion", v.version)
-    s1 = mlflow.register_model(uri_a, SWAP_MODEL)
-    s2 = mlflow.register_model(uri_b, SWAP_MODEL)
-    client.set_registered_model_alias(SWAP_MODEL, "champion", s1.version)
-    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # set_experiment exports it; later tests have other stores
+    client = MlflowClient(tracking, registry_uri=tracking)
+    with mlflow_store(tracking):  # logged and registered here; no MLflow URI exported to later tests
+        mlflow.set_experiment("serve-tests")
+        uri_a, run_a = _train_and_log(X, y, 1.0, project, data_rel, data_md5, commit)
+        uri_b, _ = _train_and_log(X, y, 0.01, project, data_rel, data_md5, commit)
+        v = mlflow.register_model(uri_a, MODEL)
+        client.set_model_version_tag(MODEL, v.version, "source_run_id", run_a)
+        client.set_registered_model_alias(MODEL, "champion", v.version)
+        s1 = mlflow.register_model(uri_a, SWAP_MODEL)
+        s2 = mlflow.register_model(uri_b, SWAP_MODEL)
+        client.set_registered_model_alias(SWAP_MODEL, "champion", s1.version)
 
     yield ModelStore(
         project=project,

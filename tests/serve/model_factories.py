@@ -237,21 +237,21 @@ def build_serving_store(project: Path) -> ServingStore:
     project.mkdir(parents=True, exist_ok=True)
     (project / "dvc.yaml").write_text("stages: {}\n")
     tracking = f"sqlite:///{project / 'mlflow.db'}"
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(tracking)  # an earlier test in this process may have set another one
-    mlflow.set_experiment("serve-models-tests")
-    client = MlflowClient(tracking)
-    uris = {
-        "churn": (_log_churn(1.0), _log_churn(0.001)),
-        "price": (_log_price(1.0), _log_price(5000.0)),
-        "greeter": (_log_greeter(), _log_greeter()),
-    }
+    from tests.fixtures.mlflow_state import mlflow_store
+
+    client = MlflowClient(tracking, registry_uri=tracking)
     versions = {}
-    for name, (a, b) in uris.items():
-        v1, v2 = mlflow.register_model(a, name), mlflow.register_model(b, name)
-        client.set_registered_model_alias(name, "champion", v1.version)
-        versions[name] = (str(v1.version), str(v2.version))
-    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # set_experiment exports it; other tests use other stores
+    with mlflow_store(tracking):  # logged and registered here; no MLflow URI exported to later tests
+        mlflow.set_experiment("serve-models-tests")
+        uris = {
+            "churn": (_log_churn(1.0), _log_churn(0.001)),
+            "price": (_log_price(1.0), _log_price(5000.0)),
+            "greeter": (_log_greeter(), _log_greeter()),
+        }
+        for name, (a, b) in uris.items():
+            v1, v2 = mlflow.register_model(a, name), mlflow.register_model(b, name)
+            client.set_registered_model_alias(name, "champion", v1.version)
+            versions[name] = (str(v1.version), str(v2.version))
     return ServingStore(project, tracking, versions)
 
 

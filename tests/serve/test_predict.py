@@ -201,3 +201,20 @@ def test_columns_and_data_errors_name_the_feature(app_client, model_store):
     assert r.status_code == 422 and "empty" in r.json()["detail"]
     r = app_client.post("/v1/predict", json={"columns": cols, "data": [[1.0] * 30] * 101}, headers=READ)
     assert r.status_code == 413
+
+
+def test_loading_a_model_leaves_mlflows_process_state_alone(model_store):
+    """The loader passes URIs explicitly: mlflow.set_registry_uri would export MLFLOW_REGISTRY_URI, and every
+    later child process (in CI: every later test's kernels, dvc repro, uvicorn) used that store's registry."""
+    import os
+
+    import mlflow
+
+    from serve.model_loader import load_serving_model
+
+    before = (os.environ.get("MLFLOW_REGISTRY_URI"), os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_registry_uri())
+    loaded = load_serving_model(MODEL, "champion", model_store.tracking_uri)
+    assert loaded.version == "1"
+    assert (os.environ.get("MLFLOW_REGISTRY_URI"), os.environ.get("MLFLOW_TRACKING_URI"),
+            mlflow.get_registry_uri()) == before
+    assert "MLFLOW_REGISTRY_URI" not in os.environ  # nor did building the test store export one

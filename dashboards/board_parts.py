@@ -20,6 +20,20 @@ from dashboards.widgets import STATE_COLOURS, api_banner, e, error_html, full_id
 MAX_SHOWN = 20_000  # characters of live output kept on the page
 
 
+def job_notes(job: dict[str, Any]) -> str:
+    """Under a job's state: the job it reused (a run-cache hit) and the outputs it wrote (hover: paths,
+    md5s and where they are stored)."""
+    notes = ""
+    if job.get("cached_from"):
+        notes += (f"<div class='dash-muted dash-cached'>cached from "
+                  f"{full_id(job['cached_from'], 'reuses the execution of job ' + job['cached_from'])}</div>")
+    written = [o for o in job.get("outputs") or [] if o.get("md5")]
+    if written:
+        listing = "\n".join(f"{o['parameter']}: {o['path']} ({o['md5']}) -> {o.get('uri') or '?'}" for o in written)
+        notes += f"<div class='dash-muted dash-outputs' title='{e(listing)}'>{len(written)} output(s)</div>"
+    return notes
+
+
 def last_outcome(detail: dict[str, Any]) -> str:
     """The newest run of a schedule as HTML: its job's state, or why the slot was skipped or failed."""
     runs = detail.get("runs") or []

@@ -19,7 +19,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from dashboards.board_parts import LiveOutput, ScheduleList
+from dashboards.board_parts import LiveOutput, ScheduleList, job_notes
 from dashboards.client import ApiError, PlatformClient
 from dashboards.settings import Settings, SettingsError, load_settings
 from dashboards.widgets import (
@@ -278,7 +278,8 @@ class JobBoard(w.VBox):
             cells += [
                 w.HTML(full_id(j["id"])),
                 w.HTML(e(j["notebook"])),
-                w.HTML(state + (f"<div class='dash-muted'>{e(error[:80])}</div>" if error else "")),
+                w.HTML(state + (f"<div class='dash-muted'>{e(error[:80])}</div>" if error else "")
+                       + job_notes(j)),
                 w.HTML(progress),
                 w.HTML(e(j["attempt"])),
                 w.HTML(e(short_time(j["created_at"]))),

@@ -140,3 +140,45 @@ def test_job_board_page_shows_live_output_and_schedules_in_a_browser(voila, brow
     finally:
         page.close()
         client.cancel(job["id"])
+
+
+def _output_notebook(project: Path) -> str:
+    """A notebook with an output parameter (`# output:`), in the API's project."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('result_path = "results/board.txt"  # output: the result\nn = 1')
+    params.metadata["tags"] = ["parameters"]
+    code = nbformat.v4.new_code_cell(
+        "from jobrunner.notebook import project_path\n"
+        "project_path(result_path).parent.mkdir(parents=True, exist_ok=True)\n"
+        "project_path(result_path).write_text(str(n * 21))")
+    nb.cells = [params, code]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    (project / "notebooks").mkdir(exist_ok=True)
+    nbformat.write(nb, project / "notebooks" / "board_output.ipynb")
+    return "notebooks/board_output.ipynb"
+
+
+def test_job_board_shows_a_jobs_outputs_and_a_cache_hit(api, worker, model_store):
+    from dashboards.job_board import JobBoard
+    from dashboards.settings import Settings
+
+    client = PlatformClient(api.url, WRITE_KEY)
+    notebook = _output_notebook(model_store.project)
+    n = int(uuid.uuid4().int % 1000) + 2  # parameters no earlier run had: the first job executes
+    first = client.submit(notebook, {"n": n})
+    wait_for(lambda: client._call("GET", f"/v1/jobs/{first['id']}")["state"] == "SUCCEEDED", 120, "the job")
+    second = client.submit(notebook, {"n": n})  # the same code, parameters and inputs: a cache hit
+    done = client._call("GET", f"/v1/jobs/{second['id']}")
+    assert done["state"] == "SUCCEEDED" and done["cached_from"] == first["id"]
+    assert not (model_store.project / "results" / "board.txt").exists()  # the job's own folder, not ours
+
+    board = JobBoard(client, Settings(_env_file=None), autorefresh=False)
+    cells = board.rows.children
+    row = {jid: cells[i:i + 10] for i, c in enumerate(cells) for jid in (first["id"], second["id"])
+           if jid in getattr(c, "value", "") and "dash-id" in c.value and i % 10 == 0}
+    state_cell = html.unescape(row[second["id"]][2].value)
+    assert "cached from" in state_cell and first["id"] in state_cell
+    assert "1 output(s)" in html.unescape(row[first["id"]][2].value)
+    assert "result_path: results/board.txt" in html.unescape(row[first["id"]][2].value)  # the hover

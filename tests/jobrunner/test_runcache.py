@@ -169,20 +169,26 @@ def test_ten_identical_jobs_in_flight_across_two_workers_execute_once(job_env, w
     assert cache_stats()["hits"] == 9
 
 
+def _once_notebook(project: Path, name: str, flag: str, first_run: str) -> None:
+    """notebooks/`name`: runs `first_run` (indented code) only while the file `flag` exists, which it
+    deletes, so the first execution differs from every later one; then prints ok and its `n`."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("n = 1  # a number\n")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        f"import time\nfrom jobrunner.notebook import project_path\nflag = project_path({flag!r})\n"
+        f"if flag.exists():\n    flag.unlink()\n{first_run}print('ok', n)\n")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, project / "notebooks" / name)
+
+
 @pytest.mark.services
 def test_when_the_executing_job_fails_exactly_one_waiter_takes_over(job_env, workers) -> None:
     from jobrunner.jobs import submit
 
     project = Path(job_env["JOBRUNNER_PROJECT_DIR"])
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('n = 1  # a number\n')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(
-        "import time\nfrom jobrunner.notebook import project_path\nflag = project_path('fail-once')\n"
-        "if flag.exists():\n    flag.unlink()\n    time.sleep(2)\n    raise RuntimeError('the first execution fails')\n"
-        "print('ok', n)\n")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, project / "notebooks" / "flaky.ipynb")
+    _once_notebook(project, "flaky.ipynb", "fail-once",
+                   "    time.sleep(2)\n    raise RuntimeError('the first execution fails')\n")
     (project / "fail-once").write_text("")
     workers.start("a")
     workers.start("b")
@@ -207,14 +213,7 @@ def test_sigkill_of_the_executing_worker_one_execution_resumes_and_all_ten_succe
     from tests.jobrunner.test_jobs_support import wait_consumers
 
     project = Path(job_env["JOBRUNNER_PROJECT_DIR"])
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('n = 1  # a number\n')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(
-        "import time\nfrom jobrunner.notebook import project_path\nflag = project_path('slow-once')\n"
-        "if flag.exists():\n    flag.unlink()\n    time.sleep(30)\nprint('ok', n)\n")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, project / "notebooks" / "slow_once.ipynb")
+    _once_notebook(project, "slow_once.ipynb", "slow-once", "    time.sleep(30)\n")
     (project / "slow-once").write_text("")
     slow = {"JOBRUNNER_HEARTBEAT_TIMEOUT": "60", "JOBRUNNER_TAKEOVER_TIMEOUT": "2"}
     procs = [workers.start("k1", **slow), workers.start("k2", **slow)]

@@ -187,10 +187,27 @@ class JobRun:
         otherwise, the first waiter to come back takes the key over - one, not all of them."""
         from jobrunner import runcache, store
 
-        with session_scope(self.settings) as session:
-            candidates = store.cached_executions(session=session, key=key)
-            session.expunge_all()
-        source = next((c for c in candidates if runcache.reusable(c)), None)
+        def reusable() -> Any:
+            with session_scope(self.settings) as session:
+                candidates = store.cached_executions(session=session, key=key)
+                session.expunge_all()
+            return next((c for c in candidates if runcache.reusable(c)), None)
+
+        source = reusable()
+        if source is None:
+            with session_scope(self.settings) as session:
+                holder = store.claim_cache_key(session=session, key=key, job_id=job.id, worker_id=self.worker_id)
+            if holder != job.id:
+                self._wait_for_identical(job, holder)
+                return Outcome("ack")
+            # The holder may have SUCCEEDED between the look-up above and the claim (its claim then
+            # looked ended and was taken over): look again before executing a second time.
+            source = reusable()
+            if source is None:
+                self._claimed_key = key
+                return None
+            self._write_until_done(lambda session: store.release_cache_key(session=session, key=key,
+                                                                            job_id=job.id))
         if source is not None:
             self._finish(JobState.SUCCEEDED, cached_from=source.id, cache_key=key, output_uri=source.output_uri,
                          html_uri=source.html_uri, mlflow_run_id=source.mlflow_run_id, outputs=source.outputs,
@@ -200,13 +217,6 @@ class JobRun:
                 from jobrunner.recording import tag_cache_hit
 
                 tag_cache_hit(self.settings.mlflow_tracking_uri or "", source.mlflow_run_id, job.id, source.id)
-            return Outcome("ack")
-        with session_scope(self.settings) as session:
-            holder = store.claim_cache_key(session=session, key=key, job_id=job.id, worker_id=self.worker_id)
-        if holder == job.id:
-            self._claimed_key = key
-            return None
-        self._wait_for_identical(job, holder)
         return Outcome("ack")
 
     def _wait_for_identical(self, job: Job, holder: str) -> None:

@@ -30,11 +30,15 @@ def test_store_outage_longer_than_heartbeat_timeout_keeps_finished_work(job_env,
         procs = [workers.start(name, JOBRUNNER_DATABASE_URL=url,
                                JOBRUNNER_HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT)) for name in ("s1", "s2")]
         wait_consumers(job_env, 2, timeout=240)
-        ids = submit_marked(project, 2, 4.0, "pg")  # both workers busy (their reapers run all the same)
-        wait_busy(ids, 2, any_cell=True)
+        # both workers busy (their reapers run all the same), held in their sleep cell by a gate file: the
+        # notebooks end during the outage however slowly kernels start on a loaded machine
+        gate = project / "gate"
+        ids = submit_marked(project, 2, 0.5, "pg", gate=gate)
+        wait_busy(ids, 2)
         later = submit_marked(project, 2, 0.5, "after")  # wait in the queue through the outage
         proxy.cut()
         t0 = time.monotonic()
+        gate.write_text("")
         time.sleep(OUTAGE)
         proxy.restore()
         print(f"store away {time.monotonic() - t0:.1f}s (heartbeat timeout {HEARTBEAT_TIMEOUT:.0f}s)")

@@ -22,14 +22,17 @@ SLEEP_CELL = 3  # progress.current_cell of the sleep cell (papermill's injected 
 
 
 def write_marks_notebook(project: Path) -> str:
-    """notebooks/marks.ipynb: sleeps `seconds`, then appends a line to <marks>/<tag>.txt (its last cell)."""
+    """notebooks/marks.ipynb: waits for the file `gate` (if given), sleeps `seconds`, then appends a line to
+    <marks>/<tag>.txt (its last cell)."""
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('seconds = 1.0\nmarks = ""\ntag = ""')
+    params = nbformat.v4.new_code_cell('seconds = 1.0\nmarks = ""\ntag = ""\ngate = ""')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [
         params,
         nbformat.v4.new_code_cell("import pathlib\nimport time"),
-        nbformat.v4.new_code_cell("time.sleep(seconds)"),
+        # with a gate: wait until that file exists (the test decides when the cell ends), then sleep
+        nbformat.v4.new_code_cell("while gate and not pathlib.Path(gate).exists():\n    time.sleep(0.05)\n"
+                                  "time.sleep(seconds)"),
         nbformat.v4.new_code_cell('folder = pathlib.Path(marks)\nfolder.mkdir(parents=True, exist_ok=True)\n'
                                   'with open(folder / f"{tag}.txt", "a") as f:\n    f.write("finished\\n")'),
     ]
@@ -38,12 +41,14 @@ def write_marks_notebook(project: Path) -> str:
     return "notebooks/marks.ipynb"
 
 
-def submit_marked(project: Path, n: int, seconds: float, prefix: str) -> list[str]:
+def submit_marked(project: Path, n: int, seconds: float, prefix: str, gate: Path | None = None) -> list[str]:
     from jobrunner.jobs import submit
 
     notebook = write_marks_notebook(project)
     marks = str(project / "marks")
-    return [submit(notebook, {"seconds": seconds, "marks": marks, "tag": f"{prefix}{i}"}).id for i in range(n)]
+    extra = {"gate": str(gate)} if gate is not None else {}
+    return [submit(notebook, {"seconds": seconds, "marks": marks, "tag": f"{prefix}{i}", **extra}).id
+            for i in range(n)]
 
 
 def marks_of(project: Path, job_id: str) -> int:

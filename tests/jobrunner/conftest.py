@@ -28,9 +28,6 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> str:
 def job_env(project: Path, make_postgres_db, amqp_url: str, queue_prefix: str, s3_bucket: str,
             mlflow_store: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Production-mode settings (PostgreSQL, RabbitMQ, S3) for this process and for worker subprocesses."""
-    from jobrunner.config import get_settings
-    from jobrunner.db import dispose_engines, migrate
-
     values = {
         "JOBRUNNER_PROJECT_DIR": str(project),
         "JOBRUNNER_DATABASE_URL": make_postgres_db(migrated=True),
@@ -41,6 +38,25 @@ def job_env(project: Path, make_postgres_db, amqp_url: str, queue_prefix: str, s
         "JOBRUNNER_MLFLOW_EXPERIMENT": f"jobs-{queue_prefix}",
         **FAST,
     }
+    yield from migrated_env(values, monkeypatch)
+    delete_queues(amqp_url, queue_prefix)
+
+
+@pytest.fixture
+def sched_env(project, make_postgres_db, mlflow_store, monkeypatch) -> Iterator[dict[str, str]]:
+    """PostgreSQL job store (migrated), no broker: the queued jobs wait in the outbox (embedded workers)."""
+    yield from migrated_env({"JOBRUNNER_PROJECT_DIR": str(project),
+                             "JOBRUNNER_DATABASE_URL": make_postgres_db("jrsched", migrated=True),
+                             "MLFLOW_TRACKING_URI": mlflow_store, "JOBRUNNER_MLFLOW_EXPERIMENT": "schedules",
+                             **FAST}, monkeypatch)
+
+
+def migrated_env(values: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Set `values` for this process (settings re-read) and migrate its job store; yields the environment
+    for subprocesses; afterwards drops cached settings and engines."""
+    from jobrunner.config import get_settings
+    from jobrunner.db import dispose_engines, migrate
+
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
@@ -48,7 +64,6 @@ def job_env(project: Path, make_postgres_db, amqp_url: str, queue_prefix: str, s
     yield {**os.environ, **values, "PYTHONPATH": str(ROOT)}
     get_settings.cache_clear()
     dispose_engines()
-    delete_queues(amqp_url, queue_prefix)
 
 
 @pytest.fixture
@@ -86,6 +101,7 @@ def cli(project, mlflow_store, monkeypatch):
     runner = CliRunner()
 
     def run(*args: str) -> tuple[int, str, str]:
+        get_settings.cache_clear()  # a test may change the environment between calls
         result = runner.invoke(main, list(args), catch_exceptions=False)
         return result.exit_code, result.stdout, result.stderr
 

@@ -13,28 +13,6 @@ import pytest
 from click.testing import CliRunner
 
 from jobrunner.cli import main
-from tests.jobrunner.test_jobs_support import FAST
-
-
-@pytest.fixture
-def cli(project, mlflow_store, monkeypatch):
-    from jobrunner.config import get_settings
-
-    for key, value in {**FAST, "MLFLOW_TRACKING_URI": mlflow_store,
-                       "JOBRUNNER_MLFLOW_EXPERIMENT": "faults-input"}.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        get_settings.cache_clear()
-        result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-        return result.exit_code, result.stdout, result.stderr
-
-    yield run
-    get_settings.cache_clear()
-    from jobrunner.db import dispose_engines
-
-    dispose_engines()
 
 
 def test_oversized_parameter_value_is_refused_naming_parameter_limit_and_setting(cli, project):

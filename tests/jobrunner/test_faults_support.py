@@ -21,24 +21,27 @@ AMQP_HOSTPORT = "127.0.0.1:5672"
 SLEEP_CELL = 3  # progress.current_cell of the sleep cell (papermill's injected parameters cell counts)
 
 
+def _write_notebook(project: Path, name: str, parameters: str, cells: list[str]) -> str:
+    """notebooks/`name`: a parameters cell with `parameters`, then one code cell per source, python3."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(parameters)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, *(nbformat.v4.new_code_cell(source) for source in cells)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, project / "notebooks" / name)
+    return f"notebooks/{name}"
+
+
 def write_marks_notebook(project: Path) -> str:
     """notebooks/marks.ipynb: waits for the file `gate` (if given), sleeps `seconds`, then appends a line to
     <marks>/<tag>.txt (its last cell)."""
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('seconds = 1.0\nmarks = ""\ntag = ""\ngate = ""')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [
-        params,
-        nbformat.v4.new_code_cell("import pathlib\nimport time"),
+    return _write_notebook(project, "marks.ipynb", 'seconds = 1.0\nmarks = ""\ntag = ""\ngate = ""', [
+        "import pathlib\nimport time",
         # with a gate: wait until that file exists (the test decides when the cell ends), then sleep
-        nbformat.v4.new_code_cell("while gate and not pathlib.Path(gate).exists():\n    time.sleep(0.05)\n"
-                                  "time.sleep(seconds)"),
-        nbformat.v4.new_code_cell('folder = pathlib.Path(marks)\nfolder.mkdir(parents=True, exist_ok=True)\n'
-                                  'with open(folder / f"{tag}.txt", "a") as f:\n    f.write("finished\\n")'),
-    ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, project / "notebooks" / "marks.ipynb")
-    return "notebooks/marks.ipynb"
+        "while gate and not pathlib.Path(gate).exists():\n    time.sleep(0.05)\ntime.sleep(seconds)",
+        'folder = pathlib.Path(marks)\nfolder.mkdir(parents=True, exist_ok=True)\n'
+        'with open(folder / f"{tag}.txt", "a") as f:\n    f.write("finished\\n")',
+    ])
 
 
 def submit_marked(project: Path, n: int, seconds: float, prefix: str, gate: Path | None = None) -> list[str]:
@@ -148,15 +151,8 @@ def write_long_first_notebook(project: Path) -> str:
     """notebooks/long_first.ipynb: its sleep cell (progress cell SLEEP_CELL) sleeps `seconds` the first time
     it runs for a `marker` and `again` seconds on every later run. A kill test kills the first attempt
     deep inside a long cell (a wide margin on a loaded machine) and waits only briefly for the rerun."""
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('seconds = 30.0\nagain = 0.5\nmarker = ""')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [
-        params,
-        nbformat.v4.new_code_cell("import pathlib\nimport time\nseen = pathlib.Path(marker)"),
-        nbformat.v4.new_code_cell("first = not seen.exists()\nseen.touch()\ntime.sleep(seconds if first else again)"),
-        nbformat.v4.new_code_cell("print('first run' if first else 'a later run')"),
-    ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, project / "notebooks" / "long_first.ipynb")
-    return "notebooks/long_first.ipynb"
+    return _write_notebook(project, "long_first.ipynb", 'seconds = 30.0\nagain = 0.5\nmarker = ""', [
+        "import pathlib\nimport time\nseen = pathlib.Path(marker)",
+        "first = not seen.exists()\nseen.touch()\ntime.sleep(seconds if first else again)",
+        "print('first run' if first else 'a later run')",
+    ])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobrunner.test_jobs_support import FAST, PYTHON, ROOT, stop_all, wait_for
+from tests.jobrunner.test_jobs_support import PYTHON, stop_all, wait_for
 
 T0 = datetime(2026, 12, 1, 12, 0, 5, tzinfo=UTC)  # each slot is found 5 s late: within the 10 s grace
 
@@ -77,23 +77,6 @@ class Schedulers:
 
     def close(self) -> None:
         stop_all(self.procs, 20)
-
-
-@pytest.fixture
-def sched_env(project, make_postgres_db, mlflow_store, monkeypatch) -> Iterator[dict[str, str]]:  # noqa: F811
-    """PostgreSQL job store (migrated), no broker: the queued jobs wait in the outbox (embedded workers)."""
-    from jobrunner.config import get_settings
-    from jobrunner.db import dispose_engines, migrate
-
-    values = {"JOBRUNNER_PROJECT_DIR": str(project), "JOBRUNNER_DATABASE_URL": make_postgres_db("jrsched", migrated=True),
-              "MLFLOW_TRACKING_URI": mlflow_store, "JOBRUNNER_MLFLOW_EXPERIMENT": "schedules", **FAST}
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    migrate(get_settings())
-    yield {**os.environ, **values, "PYTHONPATH": str(ROOT)}
-    get_settings.cache_clear()
-    dispose_engines()
 
 
 @pytest.fixture

@@ -95,11 +95,24 @@ class CancelToken:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._wakers: list[threading.Event] = []
         self.reason = ""
 
     def cancel(self, reason: str = "cancelled") -> None:
         self.reason = reason
         self._event.set()
+        for waker in list(self._wakers):
+            waker.set()
+
+    def wake_on_cancel(self, event: threading.Event) -> None:
+        """Set `event` as well when this token is cancelled (at once if it already is)."""
+        self._wakers.append(event)
+        if self._event.is_set():
+            event.set()
+
+    def forget(self, event: threading.Event) -> None:
+        if event in self._wakers:
+            self._wakers.remove(event)
 
     @property
     def cancelled(self) -> bool:
@@ -193,7 +206,7 @@ def execute(
 
         recorder = Recorder(settings.mlflow_tracking_uri or "", settings.mlflow_experiment,
                             settings.mlflow_artifact_root)
-        run_tags = {"jobrunner.started_at": started_at.isoformat(), **(tags or {})}
+        run_tags = {**environment_tags(project), "jobrunner.started_at": started_at.isoformat(), **(tags or {})}
         if folder is not None and not write_workspace:
             run_tags["jobrunner.outputs.folder"] = str(folder)
         run_id = recorder.start(notebook=nb_label, run_name=run_name or f"{nb_full.stem}-{stamp}",
@@ -269,6 +282,14 @@ def execute(
     )
 
 
+def environment_tags(project: Path) -> dict[str, str]:
+    """The environment digest of the run-cache key as tags (`jobrunner diff` compares them)."""
+    from jobrunner import runcache
+    from jobrunner.recording import ENV_TAG_PREFIX
+
+    return {f"{ENV_TAG_PREFIX}{k}": str(v) for k, v in runcache.environment_digest(project).items() if v}
+
+
 def _cache_hit(settings: Settings, key: str, targets: list[OutputTarget], out: Path, nb_label: str,
                params: dict[str, Any], input_hashes: list[DataHash], started_at: datetime) -> ExecutionResult | None:
     """The result of a recorded run with `key`, its outputs restored into the workspace; None: a miss."""
@@ -314,6 +335,8 @@ def _run(
 
     register_engine()
     done = threading.Event()
+    wake = threading.Event()  # the watchdog's: set when the run ends or is cancelled, so it never lags
+    cancel.wake_on_cancel(wake)
     why: dict[str, str] = {}
 
     def stop(reason: str) -> None:
@@ -332,7 +355,10 @@ def _run(
             if remaining is not None and remaining <= 0:
                 stop("timeout")
                 return
-            if cancel.wait(0.2 if remaining is None else min(0.2, remaining)):
+            wake.wait(None if remaining is None else remaining)
+            if done.is_set():
+                return
+            if cancel.cancelled:
                 stop("cancelled")
                 return
 
@@ -383,8 +409,10 @@ def _run(
             raise InfrastructureError(f"executing {nb_path.name} failed outside the notebook: {exc}") from exc
     finally:
         done.set()
+        wake.set()
         release_kernel(kernel)
         guard.join(timeout=KILL_GRACE_S + 1)
+        cancel.forget(wake)
 
     if failure is None and "reason" in why:
         failure = last_started_cell(out)

@@ -138,6 +138,27 @@ class KernelHandle:
         if content.get("status") != "ok":
             raise KernelStartError(f"kernel set-up failed: {content.get('ename')}: {content.get('evalue')}")
 
+    def reconnect(self, timeout: float) -> None:
+        """Replace the client with one whose sockets belong to the calling thread, and wait until the
+        kernel answers on it. A pooled kernel is started (and its client connected) by the pool's filler
+        thread but used by the job's thread: ZeroMQ's file descriptors signal edges, so an asyncio loop in
+        another thread than the one that first polled the socket misses wake-ups and each wait ran to its
+        timeout (10 s stalls before a job's first cell, 1 s between cells). KernelStartError."""
+        old = self.client
+        self.client = None
+        if old is not None:
+            try:
+                old.stop_channels()
+            except Exception:  # noqa: BLE001 - the old client's sockets are discarded either way
+                log.debug("stopping the filler's kernel client raised", exc_info=True)
+        client = self.manager.client()
+        client.start_channels()
+        self.client = client
+        try:
+            run_sync(_handshake)(client, timeout)
+        except Exception as exc:
+            raise KernelStartError(f"kernel did not answer within {timeout:g}s: {exc}") from exc
+
     def prepare(self, env: Mapping[str, str], cwd: Path, timeout: float = 10.0) -> None:
         """Give a pooled kernel its job's environment (replacing the pool's) and working directory. The
         kernelspec's own `env` (kernel.json) stays on top, as in a kernel started fresh for the job."""
@@ -169,6 +190,31 @@ class KernelHandle:
                 log.debug("kernel cleanup raised", exc_info=True)
             if self.alive():  # shutdown_kernel gave up: never leave a process behind
                 self.kill()
+
+
+async def _handshake(client: Any, timeout: float) -> None:
+    """Wait until a newly connected client hears the kernel on shell AND on IOPub (a SUB socket misses
+    what is published before its subscription lands): send kernel_info until its status message arrives.
+    jupyter_client's wait_for_ready does the same and then drains IOPub for 0.2 s, which a job does not
+    need (every reader filters IOPub by its request's msg_id)."""
+    import queue
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        msg_id = client.kernel_info()
+        while True:
+            reply = await client.get_shell_msg(timeout=max(0.0, deadline - time.monotonic()))
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        try:
+            while True:
+                msg = await client.get_iopub_msg(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
+                if msg["parent_header"].get("msg_id") == msg_id:
+                    return
+        except queue.Empty:
+            if time.monotonic() >= deadline:
+                raise TimeoutError("no IOPub message from the kernel") from None
 
 
 def start_kernel(kernel_name: str, *, env: Mapping[str, str], cwd: Path, transport: str = "ipc",

@@ -216,6 +216,7 @@ class KernelPool:
                 self._discard(handle, "died while idle")
                 continue
             try:
+                handle.reconnect(self.health_timeout)  # sockets of this thread (see reconnect)
                 handle.prepare(env, cwd, timeout=self.health_timeout)
             except KernelStartError as exc:
                 self._discard(handle, f"did not take its job's set-up ({exc})")

@@ -77,6 +77,28 @@ def test_each_job_gets_a_fresh_kernel_and_never_sees_another_jobs_variables(proj
     assert not psutil.pid_exists(int(seen1[2])) or psutil.Process(int(seen1[2])).status() == "zombie"
 
 
+def test_a_kernel_started_by_the_filler_answers_the_job_thread_without_waiting_for_a_timeout(
+        project: Path) -> None:
+    """The filler thread starts and connects each kernel; the job's thread uses it. With the filler's
+    client kept, ZeroMQ's edge-triggered sockets made the job thread's waits miss replies and run to their
+    timeout (a take then lasted the whole health timeout, 10 s by default, in about every second job)."""
+    health = 40.0
+    pool = KernelPool("python3", 1, health_timeout=health).open()
+    try:
+        nb = _notebook(project / "notebooks" / "quick.ipynb", "print('ran', tag)")
+        for i in range(4):
+            assert pool.wait_ready(READY_S), pool.stats()
+            t0 = time.monotonic()
+            result = execute(nb, {"tag": f"job-{i}"}, record=False, html=False)
+            took = time.monotonic() - t0
+            assert result.ok, result.failure
+            assert _printed(result).split() == ["ran", f"job-{i}"]
+            assert took < health / 2, f"job {i} took {took:.1f}s: a wait ran to its timeout"
+        assert pool.stats().replaced == 0
+    finally:
+        pool.close(timeout=15)
+
+
 def test_a_notebook_sees_exactly_its_own_environment_and_folder(project: Path, tmp_path_factory,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # set before the pool starts: the idle kernels carry these, the jobs must not

@@ -31,6 +31,13 @@ def job_notes(job: dict[str, Any]) -> str:
     if written:
         listing = "\n".join(f"{o['parameter']}: {o['path']} ({o['md5']}) -> {o.get('uri') or '?'}" for o in written)
         notes += f"<div class='dash-muted dash-outputs' title='{e(listing)}'>{len(written)} output(s)</div>"
+    if job.get("kind") == "verify":  # a verification job (jobrunner/verify_job.py)
+        result = job.get("verification") or {}
+        verdict = ("pending" if "reproduced" not in result else
+                   "reproduced" if result["reproduced"] else "NOT reproduced")
+        differences = "\n".join(result.get("differences") or [])
+        notes += (f"<div class='dash-muted dash-verify' title='{e(differences)}'>verifies "
+                  f"{full_id(job.get('verifies') or '')}: {e(verdict)}</div>")
     return notes
 
 
@@ -174,3 +181,20 @@ class LiveOutput(w.VBox):
         self.output.value = (
             "<pre class='dash-live' style='max-height:320px;overflow:auto;background:#0f172a;color:#e2e8f0;"
             f"padding:8px 10px;border-radius:6px;font-size:12px;white-space:pre-wrap'>{e(shown)}</pre>")
+
+
+def previous_runs(jobs: list[dict[str, Any]]) -> dict[str, str]:
+    """For each job with an MLflow run, the run of the next older job of the same notebook (jobs come
+    newest first) with another run: what the board's "Diff" compares it with. A cache hit shares its
+    source's run, so it is skipped as a partner."""
+    before: dict[str, str] = {}
+    for i, job in enumerate(jobs):
+        run = job.get("mlflow_run_id")
+        if not run:
+            continue
+        for older in jobs[i + 1 :]:
+            other = older.get("mlflow_run_id")
+            if older["notebook"] == job["notebook"] and other and other != run:
+                before[job["id"]] = other
+                break
+    return before

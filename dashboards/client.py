@@ -186,3 +186,6 @@ class PlatformClient:
 
     def run_notebook_html(self, run_id: str) -> str:
         return self._call("GET", f"/v1/runs/{run_id}/notebook")
+
+    def run_diff_html(self, run_a: str, run_b: str) -> str:
+        return self._call("GET", f"/v1/runs/{run_a}/diff/{run_b}/html")

@@ -19,7 +19,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from dashboards.board_parts import LiveOutput, ScheduleList, job_notes
+from dashboards.board_parts import LiveOutput, ScheduleList, job_notes, previous_runs
 from dashboards.client import ApiError, PlatformClient
 from dashboards.settings import Settings, SettingsError, load_settings
 from dashboards.widgets import (
@@ -131,7 +131,7 @@ class JobBoard(w.VBox):
         self.submit = w.Button(description="Submit", button_style="primary", icon="play", disabled=True)
         self.refresh = w.Button(description="Refresh", icon="refresh")
         self.rows = w.GridBox(
-            layout=w.Layout(grid_template_columns="auto " * 10, grid_gap="2px 10px", align_items="center")
+            layout=w.Layout(grid_template_columns="auto " * 11, grid_gap="2px 10px", align_items="center")
         )
         self.table = w.HTML()  # the summary line (and the rows as plain text for scripts and tests)
         self._lock = threading.RLock()
@@ -237,9 +237,10 @@ class JobBoard(w.VBox):
             child.close()
         cells: list[w.Widget] = [
             w.HTML(f"<b>{h}</b>")
-            for h in ("job", "notebook", "state", "cells", "attempt", "created (UTC)", "MLflow run", "", "", "")
+            for h in ("job", "notebook", "state", "cells", "attempt", "created (UTC)", "MLflow run", "", "", "", "")
         ]
         lines = []
+        previous = previous_runs(page["items"])
         for j in page["items"]:
             p = j["progress"]
             progress = f"{p['cells_done']}/{p['cells_total']}" if p.get("cells_total") else "-"
@@ -275,6 +276,12 @@ class JobBoard(w.VBox):
                              tooltip="Its output below the table, updating while it runs")
             watch.add_class("dash-watch")
             watch.on_click(lambda _, jid=j["id"]: self._clicked(lambda: self.live.watch(jid)))
+            before = previous.get(j["id"])
+            diff = w.Button(description="Diff", icon="columns", layout=w.Layout(width="75px"),
+                            disabled=before is None,
+                            tooltip="What changed since the previous run of this notebook, below the table")
+            diff.add_class("dash-diff")
+            diff.on_click(lambda _, a=before, b=run: self._clicked(lambda: self._diff(a, b)))
             cells += [
                 w.HTML(full_id(j["id"])),
                 w.HTML(e(j["notebook"])),
@@ -287,6 +294,7 @@ class JobBoard(w.VBox):
                 cancel,
                 open_,
                 watch,
+                diff,
             ]
             lines.append(f"{j['id']} {j['notebook']} {j['state']}")
         self.rows.children = cells if lines else []
@@ -313,6 +321,17 @@ class JobBoard(w.VBox):
             return (
                 f"<h3>Executed notebook of job {full_id(job_id)}</h3>"
                 f"<iframe class='dash-notebook' sandbox='' referrerpolicy='no-referrer' srcdoc='{e(page)}' "
+                "style='width:100%;height:640px;border:1px solid #e5e7eb;border-radius:6px'></iframe>"
+            )
+
+        guarded(self.viewer, action)
+
+    def _diff(self, run_a: str | None, run_b: str | None) -> None:
+        def action() -> str:
+            page = self.api.run_diff_html(run_a or "", run_b or "")  # GET /v1/runs/{a}/diff/{b}/html
+            return (
+                f"<h3>Run {full_id(run_a or '')} &rarr; run {full_id(run_b or '')}</h3>"
+                f"<iframe class='dash-diff-page' sandbox='' referrerpolicy='no-referrer' srcdoc='{e(page)}' "
                 "style='width:100%;height:640px;border:1px solid #e5e7eb;border-radius:6px'></iframe>"
             )
 

@@ -220,6 +220,7 @@ def _print_outcome(job: Any) -> None:
 def status(job_id: str, as_json: bool) -> None:
     """Show a job: state, progress, error, output location."""
     from jobrunner.jobs import get_job
+    from jobrunner.verify_job import verification_lines
 
     try:
         job = get_job(job_id)
@@ -245,6 +246,8 @@ def status(job_id: str, as_json: bool) -> None:
     for f in job.outputs:
         what = f"md5 {f.md5}, {f.size} bytes" if f.md5 else "not written"
         click.echo(f"  output {f.parameter}: {f.path} ({what})" + (f" -> {f.uri}" if f.uri else ""))
+    for line in verification_lines(job):
+        click.echo(line)
     if job.error:
         click.echo(f"  error: {job.error.message}")
 

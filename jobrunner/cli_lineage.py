@@ -4,7 +4,7 @@
     jobrunner lineage breast-cancer-classifier/3 [--json]
     jobrunner check [--json] [--no-dvc]
     jobrunner diff RUN_A RUN_B [--json]       (run ids or MODEL@ALIAS / MODEL/VERSION)
-    jobrunner verify RUN [--rtol R] [--json]
+    jobrunner verify RUN [--rtol R] [--json] [--queue]
 
 Exit codes as in jobrunner.cli: 0 ok, 2 bad reference, 3 a service is unreachable or misconfigured,
 4 no such model, version or alias.
@@ -134,13 +134,16 @@ def diff(run_a: str, run_b: str, as_json: bool) -> None:
 @click.argument("run_ref", metavar="RUN")
 @click.option("--rtol", type=click.FloatRange(0, 1), default=1e-6, show_default=True,
               help="Relative tolerance when comparing metrics.")
-@click.option("--json", "as_json", is_flag=True, help="Print the verification as JSON.")
-def verify(run_ref: str, rtol: float, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the verification (with --queue: the job) as JSON.")
+@click.option("--queue", is_flag=True,
+              help="Run the verification as a job on any worker; `jobrunner status JOB` shows the result.")
+def verify(run_ref: str, rtol: float, as_json: bool, queue: bool) -> None:
     """Re-execute a recorded run (its recorded code, parameters and input data) and check that it reproduces.
 
     RUN is an MLflow run id or a model version (MODEL@ALIAS, MODEL/VERSION). The re-execution runs in a
-    scratch copy of the project and is recorded as a new MLflow run. Exit 0 when it reproduces, 1 when it
-    does not or cannot be verified (e.g. the input data changed), 4 for an unknown run.
+    scratch copy of the project and is recorded as a new MLflow run; metrics, declared outputs (DVC md5)
+    and each cell's text outputs are compared. Exit 0 when it reproduces (with --queue: when queued), 1
+    when it does not or cannot be verified (e.g. the input data is nowhere to be found), 4 for an unknown run.
     """
     from jobrunner.cli import EXIT_FAILED, EXIT_INFRA, EXIT_NOT_FOUND, fail
     from jobrunner.config import get_settings
@@ -150,6 +153,16 @@ def verify(run_ref: str, rtol: float, as_json: bool) -> None:
     settings = get_settings()
     _fail_fast_on_tracking(settings.mlflow_tracking_uri or "")
     try:
+        if queue:
+            from jobrunner.verify_job import submit_verification
+
+            job = submit_verification(run_ref, rtol=rtol, submitter="cli")
+            if as_json:
+                click.echo(job.model_dump_json(indent=2))
+            else:
+                click.echo(f"{job.id}  queued: verify run {job.verifies} ({job.notebook}); "
+                           f"`jobrunner status {job.id}` shows the result")
+            return
         result = verify_run(run_ref, settings, rtol=rtol)
     except RunNotFound as exc:
         fail(str(exc), EXIT_NOT_FOUND)

@@ -22,6 +22,7 @@ from jobrunner.errors import InfrastructureError, JobrunnerError, KernelStartErr
 from jobrunner.metrics_worker import WorkerMetrics
 from jobrunner.models import Job
 from jobrunner.states import JobState, transition, utcnow
+from jobrunner.verify_job import VERIFY_KIND, execute_verification
 
 log = logging.getLogger(__name__)
 Verdict = Literal["ack", "dead", "retry_later"]
@@ -133,6 +134,8 @@ class JobRun:
         from jobrunner.jobs import resolve_notebook
         from jobrunner.live import OutputRecorder
 
+        if job.kind == VERIFY_KIND:  # re-execute a recorded run and compare (jobrunner/verify_job.py)
+            return execute_verification(self, job) or Outcome("ack")
         out_dir = (self.settings.runs_dir or self.settings.project_dir) / "jobs" / job.id
         t0 = time.monotonic()
         try:

@@ -73,6 +73,10 @@ class Job(Base):
     write_workspace: Mapped[bool] = mapped_column(Boolean, default=False)
     use_cache: Mapped[bool] = mapped_column(Boolean, default=True)
     cached_from: Mapped[str | None] = mapped_column(String(36), index=True)  # the job whose run a hit reused
+    # None: a notebook job; "verify": re-execute the MLflow run `verifies` and compare (jobrunner/verify_job.py)
+    kind: Mapped[str | None] = mapped_column(String(16))
+    verifies: Mapped[str | None] = mapped_column(String(64), index=True)
+    verification: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the request (rtol), then the result
 
     __table_args__ = (Index("ix_jobs_notebook_created", "notebook", "created_at"),)
 

@@ -24,6 +24,7 @@ from jobrunner.lineage import DataHash, GitState
 log = logging.getLogger(__name__)
 
 TAG_PREFIX = "jobrunner."
+ENV_TAG_PREFIX = f"{TAG_PREFIX}env."  # the environment digest of an execution (runcache.environment_digest)
 # MLflow 3's UI opens an experiment without this tag on its GenAI traces page; ours are model training.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"

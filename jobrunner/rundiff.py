@@ -2,8 +2,13 @@
 
 A and B are MLflow run ids, or registered model versions (`name@alias`, `name/version`) standing for the
 run that produced them. The comparison covers what the executor records: parameters, metrics, the git
-commit and dirty flag, the DVC md5 of every input and output, the notebook, outcome and duration, and the
-code cells of the two executed notebooks (outputs and the injected parameters cell left out).
+commit and dirty flag, the DVC md5 of every input and output, the notebook, outcome and duration, the
+code cells of the two executed notebooks (the injected parameters cell left out), their text outputs cell
+by cell and their images by hash (jobrunner/cell_outputs.py: numbers rounded to 6 significant digits),
+and the environment digest (`jobrunner.env.*` tags: the lock file's md5, the jobrunner version and the
+md5 of the project's own packages, as in the run-cache key). `RunDiff.changes` lists every difference
+most relevant first: outcome, notebook, metrics, parameters, data, code, text outputs, images,
+environment, git. GET /v1/runs/{a}/diff/{b} answers `as_dict()`; `render_html` is its page.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobrunner.errors import JobrunnerError
-from jobrunner.recording import TAG_PREFIX
+from jobrunner.recording import ENV_TAG_PREFIX, TAG_PREFIX
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 TIMING_METRICS = frozenset({"duration_s"})  # differs on every run: shown, never counted as a difference
@@ -41,6 +46,8 @@ class RunSide:
     data: dict[str, str]  # "input <path>" / "output <path>" -> md5
     code: list[str] | None  # code cells of the executed notebook, None when it was not recorded
     defaults: dict[str, str] = field(default_factory=dict)  # its parameters cell, as MLflow param text
+    cells: list[Any] | None = None  # CellOutputs of the executed notebook, None when it was not recorded
+    environment: dict[str, str] = field(default_factory=dict)  # the jobrunner.env.* tags
 
     def param(self, name: str) -> str | None:
         """The value the run used: recorded when passed, else the notebook's default."""
@@ -57,6 +64,9 @@ class RunDiff:
     data: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     code: list[str] = field(default_factory=list)  # unified diff lines of the code cells
     code_compared: bool = False
+    text_outputs: list[dict[str, Any]] = field(default_factory=list)  # cells whose text outputs differ
+    images: list[dict[str, Any]] = field(default_factory=list)  # cells whose images differ by hash
+    environment: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
     @property
     def same_code_commit(self) -> bool:
@@ -66,10 +76,44 @@ class RunDiff:
     def identical(self) -> bool:
         """Same parameters, data, code (commit and cells), notebook and metrics."""
         return (
-            not (self.params or self.metrics or self.data or self.code)
+            not (self.params or self.metrics or self.data or self.code or self.text_outputs or self.images
+                 or self.environment)
             and self.same_code_commit
             and self.a.notebook == self.b.notebook
         )
+
+    @property
+    def changes(self) -> list[dict[str, Any]]:
+        """Every difference, most relevant first: what came out (outcome, metrics), what went in
+        (parameters, data, code), what the cells showed, then where it ran (environment, git)."""
+        out: list[dict[str, Any]] = []
+
+        def add(kind: str, name: str, a: Any, b: Any) -> None:
+            out.append({"kind": kind, "name": name, "a": a, "b": b})
+
+        if self.a.outcome != self.b.outcome:
+            add("outcome", "outcome", self.a.outcome, self.b.outcome)
+        if self.a.notebook != self.b.notebook:
+            add("notebook", "notebook", self.a.notebook, self.b.notebook)
+        for k, (ma, mb) in self.metrics.items():
+            add("metric", k, ma, mb)
+        for k, (pa, pb) in self.params.items():
+            add("parameter", k, pa, pb)
+        for k, (da, db) in self.data.items():
+            add("data", k, da, db)
+        if self.code:
+            changed = [line for line in self.code if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+            add("code", "code cells", "\n".join(x for x in changed if x.startswith("-")),
+                "\n".join(x for x in changed if x.startswith("+")))
+        for c in self.text_outputs:
+            add("text_output", c["cell"], c["a"], c["b"])
+        for c in self.images:
+            add("image", c["cell"], c["a"], c["b"])
+        for k, (ea, eb) in self.environment.items():
+            add("environment", k, ea, eb)
+        if not self.same_code_commit:
+            add("git", "commit", f"{self.a.commit} (dirty {self.a.dirty})", f"{self.b.commit} (dirty {self.b.dirty})")
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         def side(s: RunSide) -> dict[str, Any]:
@@ -81,10 +125,12 @@ class RunDiff:
                 "started": s.started,
                 "git_commit": s.commit,
                 "git_dirty": s.dirty,
+                "environment": s.environment,
             }
 
         return {
             "identical": self.identical,
+            "changes": self.changes,
             "a": side(self.a),
             "b": side(self.b),
             "parameters": {k: {"a": a, "b": b} for k, (a, b) in self.params.items()},
@@ -93,6 +139,9 @@ class RunDiff:
             "data": {k: {"a": a, "b": b} for k, (a, b) in self.data.items()},
             "code_compared": self.code_compared,
             "code_diff": self.code,
+            "text_outputs": self.text_outputs,
+            "images": self.images,
+            "environment": {k: {"a": a, "b": b} for k, (a, b) in self.environment.items()},
         }
 
 
@@ -126,6 +175,7 @@ def load_side(ref: str, client: Any) -> RunSide:
         raise RunNotFound(f"no MLflow run {run_id}: {exc.message}") from exc
     tags = run.data.tags
     data = {}
+    environment = {k[len(ENV_TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(ENV_TAG_PREFIX)}
     for key, md5 in tags.items():
         for kind in ("input", "output"):
             prefix = f"{TAG_PREFIX}data.{kind}."
@@ -143,17 +193,19 @@ def load_side(ref: str, client: Any) -> RunSide:
         commit=tags.get(f"{TAG_PREFIX}git.commit"),
         dirty=tags.get(f"{TAG_PREFIX}git.dirty"),
         data=data,
-        **_executed_notebook(client, run_id),
+        environment=environment,
+        **_executed_notebook(client, run_id, tags.get(f"{TAG_PREFIX}outputs.folder")),
     )
 
 
-def _executed_notebook(client: Any, run_id: str) -> dict[str, Any]:
+def _executed_notebook(client: Any, run_id: str, outputs_folder: str | None = None) -> dict[str, Any]:
     """From the executed notebook recorded with the run: its code cells (papermill's injected parameters
-    left out: they are compared as parameters) and the defaults of its parameters cell."""
+    left out: they are compared as parameters), their outputs and the defaults of its parameters cell."""
     import os
 
     import nbformat
 
+    from jobrunner.cell_outputs import cell_outputs
     from jobrunner.params import schema_from_notebook
     from jobrunner.recording import flatten
 
@@ -176,7 +228,8 @@ def _executed_notebook(client: Any, run_id: str) -> dict[str, Any]:
         for c in nb.cells
         if c.cell_type == "code" and "injected-parameters" not in c.get("metadata", {}).get("tags", [])
     ]
-    return {"code": code, "defaults": defaults}
+    cells = cell_outputs(nb, folders=[(outputs_folder or "", "<outputs>")])
+    return {"code": code, "defaults": defaults, "cells": cells}
 
 
 def _changed(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -206,6 +259,13 @@ def diff_runs(ref_a: str, ref_b: str, client: Any) -> RunDiff:
                 lineterm="",
             )
         )
+    if a.cells is not None and b.cells is not None:
+        from jobrunner.cell_outputs import changed_cells, changed_images
+
+        result.text_outputs = changed_cells(a.cells, b.cells)
+        result.images = changed_images(a.cells, b.cells)
+    if a.environment and b.environment:  # runs recorded before the env tags compare as unknown, not changed
+        result.environment = _changed(a.environment, b.environment)
     return result
 
 
@@ -245,7 +305,25 @@ def render(d: RunDiff) -> str:
         lines += [f"  {line}" for line in d.code]
     else:
         lines.append("code cells: identical")
+    if d.text_outputs:
+        lines.append("text outputs:")
+        for c in d.text_outputs:
+            lines.append(f"  {c['cell']}: {_show(_one_line(c['a']))} -> {_show(_one_line(c['b']))}")
+    for c in d.images:
+        lines.append(f"images of {c['cell']}: {', '.join(c['a']) or '(none)'} -> {', '.join(c['b']) or '(none)'}")
+    if d.environment:
+        lines.append("environment:")
+        lines += [f"  {k}: {_show(ea)} -> {_show(eb)}" for k, (ea, eb) in d.environment.items()]
+    elif not (d.a.environment and d.b.environment):
+        lines.append("environment: not compared (a run predates the environment tags)")
     return "\n".join(lines)
+
+
+def _one_line(text: str | None, limit: int = 80) -> str | None:
+    if text is None:
+        return None
+    one = " ".join(text.split())
+    return one if len(one) <= limit else one[:limit] + "..."
 
 
 def _default(side: RunSide, name: str) -> str:

@@ -27,6 +27,9 @@ class JobCreate(BaseModel):
     kernel_name: str | None = Field(default=None, max_length=255)  # None: the workers' kernel
     notify_url: str | None = Field(default=None, max_length=2048)  # webhook (jobrunner/notify.py)
     notify_on: str | None = Field(default=None, max_length=8)  # failure | success | both
+    kind: str | None = Field(default=None, max_length=16)  # None: a notebook; "verify" (jobrunner/verify_job.py)
+    verifies: str | None = Field(default=None, max_length=64)
+    verification: dict[str, Any] | None = None
 
 
 class JobProgress(BaseModel):
@@ -90,6 +93,12 @@ class JobRead(BaseModel):
     kernel_name: str | None = None
     notify_url: str | None = None
     notify_on: str | None = None
+    kind: str | None = Field(default=None, description='null: a notebook job; "verify": a verification job '
+                             "re-executing the MLflow run `verifies`")
+    verifies: str | None = Field(default=None, description="A verification job: the MLflow run it re-executes")
+    verification: dict[str, Any] | None = Field(
+        default=None, description="A verification job: its request ({rtol}), once done the result: reproduced, "
+        "differences, verification_run_id, metrics, outputs, cells")
 
     utc_datetimes = field_validator("created_at", "started_at", "finished_at", "heartbeat_at")(_aware)
 
@@ -113,7 +122,8 @@ class JobRead(BaseModel):
             cached_from=getattr(job, "cached_from", None),
             use_cache=bool(getattr(job, "use_cache", True)), cache_key=getattr(job, "cache_key", None),
             kernel_name=getattr(job, "kernel_name", None), notify_url=getattr(job, "notify_url", None),
-            notify_on=getattr(job, "notify_on", None),
+            notify_on=getattr(job, "notify_on", None), kind=getattr(job, "kind", None),
+            verifies=getattr(job, "verifies", None), verification=getattr(job, "verification", None),
         )
 
     @property

@@ -35,7 +35,8 @@ def create_job(*, session: Session, job_in: JobCreate, cached_from: Job | None =
               write_workspace=job_in.write_workspace, use_cache=job_in.use_cache, cache_key=job_in.cache_key,
               created_at=now,
               updated_at=now, queued_at=now, cells_done=0, kernel_name=job_in.kernel_name,
-              notify_url=job_in.notify_url, notify_on=job_in.notify_on)
+              notify_url=job_in.notify_url, notify_on=job_in.notify_on, kind=job_in.kind,
+              verifies=job_in.verifies, verification=job_in.verification)
     session.add(job)
     session.flush()
     session.add(JobEvent(job_id=job.id, at=now, to_state=JobState.QUEUED.value, message="submitted"))

@@ -186,6 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         monitoring,
         pages,
         predict,
+        runs,
         schedules,
     )
 
@@ -212,6 +213,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(monitoring.router, dependencies=READ)
     app.include_router(schedules.router)  # read/write scopes per route, as jobs
     app.include_router(events.router)  # GET /v1/jobs/{id}/events: server-sent events (read scope)
+    app.include_router(runs.router)  # verify a run on a worker, diff two runs
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     # every error status each operation can answer, with the body it sends: serve/contract.py
     install_contract(

@@ -186,7 +186,8 @@ def _jobrunner_statuses() -> dict[type[BaseException], int]:
     table[IntegrityError] = 409
     # A value the database column cannot hold (too long, out of range): the input, not the server.
     table[DataError] = 422
-    for module_name in ("jobrunner.errors", "jobrunner.jobs", "jobrunner.store", "jobrunner.states"):
+    for module_name in ("jobrunner.errors", "jobrunner.jobs", "jobrunner.store", "jobrunner.states",
+                        "jobrunner.rundiff", "jobrunner.verify"):
         try:
             module = __import__(module_name, fromlist=["_"])
         except ImportError:
@@ -197,6 +198,8 @@ def _jobrunner_statuses() -> dict[type[BaseException], int]:
             ("IdempotencyConflict", 409),
             ("BrokerUnavailable", 503),
             ("StoreUnavailable", 503),
+            ("RunNotFound", 404),
+            ("CannotVerify", 409),  # a run jobrunner did not record: nothing to re-execute
         ):
             cls = getattr(module, attr, None)
             if isinstance(cls, type) and issubclass(cls, BaseException):

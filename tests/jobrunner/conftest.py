@@ -111,3 +111,18 @@ def cli(project, mlflow_store, monkeypatch):
     from jobrunner.db import dispose_engines
 
     dispose_engines()
+
+
+@pytest.fixture
+def runs_api(job_env: dict[str, str]) -> Iterator:
+    """The API in-process (TestClient) on job_env's job store, broker and MLflow store: what a worker
+    started with `workers` records is what the API reads (test_verify_rest.py)."""
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+    from tests.serve.conftest import serve_settings
+
+    store = type("Store", (), {"tracking_uri": job_env["MLFLOW_TRACKING_URI"]})()
+    db = Path(job_env["JOBRUNNER_PROJECT_DIR"]) / "serve.db"
+    with TestClient(create_app(serve_settings(store, f"sqlite:///{db}")), raise_server_exceptions=False) as client:
+        yield client

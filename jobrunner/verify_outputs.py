@@ -1,10 +1,11 @@
 """Output artifacts that differ by md5 only in what changes on every save: MLflow's model metadata.
 
 An MLflow model folder's `MLmodel` records when and as which id it was saved (`utc_time_created`,
-`model_uuid`, the run and MLflow version): a re-execution that computes the very same model still writes
+`model_uuid`, the run and MLflow version), and zip archives in it (the `skops` format) carry each entry's
+time of writing: a re-execution that computes the very same model still writes
 another md5. When a declared output's md5 differs, verification looks for the recorded bytes - the
 workspace file if it still has the recorded md5, the copy stored with the job (`jobrunner.outputs.stored.*`:
-S3 or a local folder), the DVC cache or remote - and compares both with those `MLmodel` lines left out.
+S3 or a local folder), the DVC cache or remote - and compares both with those `MLmodel` lines left out and zip archives compared by their entries' contents.
 Equal then, the output counts as reproduced and the report lists it under `volatile_outputs`.
 """
 
@@ -14,6 +15,7 @@ import hashlib
 import json
 import logging
 import re
+import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -33,9 +35,17 @@ def stable_digest(path: Path) -> str:
         rel = f.relative_to(path).as_posix() if path.is_dir() else f.name
         if f.name == MLMODEL:
             digest = hashlib.md5(_VOLATILE.sub("", f.read_text(errors="replace")).encode()).hexdigest()
+        elif zipfile.is_zipfile(f):  # e.g. MLflow's skops format: the entries, not their timestamps
+            digest = _zip_digest(f)
         else:
             digest = file_md5(f)
         entries.append((rel, digest))
+    return hashlib.md5(json.dumps(entries).encode()).hexdigest()
+
+
+def _zip_digest(path: Path) -> str:
+    with zipfile.ZipFile(path) as z:
+        entries = sorted((i.filename, hashlib.md5(z.read(i)).hexdigest()) for i in z.infolist() if not i.is_dir())
     return hashlib.md5(json.dumps(entries).encode()).hexdigest()
 
 

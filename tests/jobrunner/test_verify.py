@@ -85,3 +85,21 @@ def test_a_random_result_does_not_reproduce_and_changed_data_is_refused(project:
 
     code, out, err = verify("0" * 32)
     assert code == 4 and "no MLflow run" in err
+
+
+def test_verify_queue_queues_a_verification_job_and_status_shows_it(project: Path) -> None:
+    code, out, err = verify("0" * 32, "--queue")
+    assert code == 4 and f"no MLflow run {'0' * 32}" in err
+    code, out, err = verify("not-a-model-ref!", "--queue")
+    assert code == 4 and "neither an MLflow run id" in err
+
+    original = execute("notebooks/ok.ipynb", {"x": 2})
+    code, out, err = verify(original.run_id, "--queue", "--rtol", "0.001")
+    assert code == 0, out + err
+    job_id = out.split()[0]
+    assert f"queued: verify run {original.run_id} (notebooks/ok.ipynb)" in out
+    status = CliRunner().invoke(main, ["status", job_id])
+    assert status.exit_code == 0, status.output
+    assert "QUEUED  notebooks/ok.ipynb" in status.output
+    assert f"verifies: MLflow run {original.run_id}" in status.output
+    assert "verification: pending (rtol 0.001)" in status.output

@@ -12,6 +12,7 @@ import base64
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
+from operator import itemgetter
 from typing import Annotated, Any
 
 import numpy as np
@@ -79,6 +80,33 @@ EXPECTED = {
     "datetime": "an ISO 8601 date-time string",
     "binary": "a base64 string",
 }
+
+
+# MLflow column type -> the Python types (as orjson decodes JSON) that need no further validation: a column
+# whose every value has one of them is converted column-wise (RequestSchema.fast_arrays); any other value,
+# a missing key or a datetime/binary column takes the per-row pydantic validation, whose 422s name the
+# row and the feature. Strict as the row model is: no bool for a number, no int for a bool.
+_FAST_TYPES: dict[str, frozenset[type]] = {
+    "double": frozenset({float, int}),
+    "float": frozenset({float, int}),
+    "long": frozenset({int}),
+    "integer": frozenset({int}),
+    "boolean": frozenset({bool}),
+    "string": frozenset({str}),
+}
+
+
+class ColumnRows:
+    """Rows kept as the columns they were validated in (signature order), turned into JSON lists only
+    when the prediction log's writer serialises them. Every value is already a JSON value."""
+
+    __slots__ = ("cols",)
+
+    def __init__(self, cols: list[tuple[Any, ...]]):
+        self.cols = cols
+
+    def tolist(self) -> list[list[Any]]:
+        return [list(r) for r in zip(*self.cols, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -201,6 +229,54 @@ class RequestSchema:
         )
         self._rows = TypeAdapter(list[self.row_model])  # type: ignore[name-defined]
         self._by_name = {c.name: c for c in columns}
+        self._name_set = frozenset(self.names)
+        self._getter = itemgetter(*self.names) if self.names else None
+
+    # -- rows, column-wise (the common case: every value already of its column's type) --------------------
+    def columns_from_records(self, rows: list[Any]) -> list[tuple[Any, ...]] | None:
+        """JSON records -> one tuple per column in signature order; None unless every row is an object
+        with exactly the signature's keys (then the per-row validation says what is wrong)."""
+        n = len(self.names)
+        if not rows or n == 0 or not all(type(r) is dict and len(r) == n for r in rows):
+            return None
+        try:
+            if n == 1:
+                name = self.names[0]
+                return [tuple(r[name] for r in rows)]
+            return list(zip(*map(self._getter, rows), strict=True))
+        except KeyError:
+            return None
+
+    def columns_from_split(self, columns: Any, data: Any) -> list[tuple[Any, ...]] | None:
+        """The compact form -> one tuple per column in signature order; None unless `columns` names every
+        feature once and every row is a list of that many values."""
+        n = len(self.names)
+        if (not isinstance(columns, list) or len(columns) != n or set(columns) != self._name_set
+                or not isinstance(data, list) or not data or not all(type(r) is list and len(r) == n for r in data)):
+            return None
+        cols = list(zip(*data, strict=True))
+        at = {name: i for i, name in enumerate(columns)}
+        return [cols[at[name]] for name in self.names]
+
+    def fast_arrays(self, cols: list[tuple[Any, ...]]) -> dict[str, np.ndarray] | None:
+        """Columns whose every value has its column's JSON type -> arrays with MLflow's dtypes (what
+        `arrays` gives for validated rows); None when any column needs the per-row validation."""
+        data: dict[str, np.ndarray] = {}
+        for c, values in zip(self.columns, cols, strict=True):
+            allowed = _FAST_TYPES.get(c.type)
+            if allowed is None or not set(map(type, values)) <= allowed:
+                return None
+            try:
+                if c.type in ("double", "float"):
+                    arr = np.array(values, dtype=np.float64)
+                    if not (np.abs(arr) <= MAX_DOUBLE).all():  # the schema's bounds (and no NaN/inf)
+                        return None
+                    data[c.name] = arr if c.type == "double" else arr.astype(np.float32)
+                else:
+                    data[c.name] = np.array(values, dtype=DTYPES[c.type])
+            except (OverflowError, ValueError):  # an integer beyond the column's width
+                return None
+        return data
 
     # -- rows -------------------------------------------------------------------------------------------
     def validate(self, rows: list[Any]) -> list[BaseModel]:

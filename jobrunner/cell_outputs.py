@@ -7,9 +7,11 @@ out (warnings and progress bars are not results, and name the machine's folders)
 
 - floating-point numbers are rounded to the significant digits the tolerance allows (rtol 1e-6: 6 digits),
   so `0.9649122807017544` and `0.9649122807017545` agree;
-- object addresses (`at 0x7f3a...`) become `0x?`;
+- object addresses (`at 0x7f3a...`) become `0x?`, MLflow logged-model ids (`m-<32 hex>`) `m-?` and UUIDs
+  `<uuid>`: each execution draws new ones;
 - the folders an execution ran in (the project, the outputs folder) become `<project>` / `<outputs>`,
-  so a model saved "to /tmp/jobrunner-verify-x/.outputs/model" matches one saved to the job's folder.
+  so a model saved "to /tmp/jobrunner-verify-x/.outputs/model" matches one saved to the job's folder,
+  and the execution's own MLflow run id becomes `<run>`.
 
 Cells are numbered as in the notebook the user wrote: papermill's injected parameters cell is left out.
 """
@@ -27,6 +29,8 @@ INJECTED_TAG = "injected-parameters"
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/svg+xml")
 _FLOAT = re.compile(r"(?<![\w.])-?(?:\d+\.\d*|\.\d+|\d+(?=[eE]))(?:[eE][-+]?\d+)?(?![\w.])")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
+_MODEL_ID = re.compile(r"\bm-[0-9a-f]{32}\b")  # an MLflow logged model, new on every execution
+_UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 
 
 @dataclass
@@ -59,6 +63,7 @@ def normalise(text: str, *, digits: int, folders: Iterable[tuple[str, str]] = ()
         if folder:
             text = text.replace(folder, name)
     text = _ADDRESS.sub("0x?", text)
+    text = _UUID.sub("<uuid>", _MODEL_ID.sub("m-?", text))
 
     def rounded(m: re.Match[str]) -> str:
         try:

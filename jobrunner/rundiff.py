@@ -228,7 +228,7 @@ def _executed_notebook(client: Any, run_id: str, outputs_folder: str | None = No
         for c in nb.cells
         if c.cell_type == "code" and "injected-parameters" not in c.get("metadata", {}).get("tags", [])
     ]
-    cells = cell_outputs(nb, folders=[(outputs_folder or "", "<outputs>")])
+    cells = cell_outputs(nb, folders=[(outputs_folder or "", "<outputs>"), (run_id, "<run>")])
     return {"code": code, "defaults": defaults, "cells": cells}
 
 

@@ -185,8 +185,9 @@ def verify_run(ref: str, settings: Settings, *, rtol: float = 1e-6, client: Any 
         volatile = _volatile_only(outputs, result, project, tags_then, Path(tmp))
         recorded_folder = tags_then.get(f"{TAG_PREFIX}outputs.folder")
         then_cells, now_cells = _cells(executed, result.output_path, rtol, [
-            [(str(project.resolve()), "<project>"), (str(project), "<project>"), (recorded_folder or "", "<outputs>")],
-            [(str(scratch.resolve()), "<project>"), (str(scratch), "<project>"),
+            [(str(project.resolve()), "<project>"), (str(project), "<project>"), (recorded_folder or "", "<outputs>"),
+             (run_id, "<run>")],
+            [(str(scratch.resolve()), "<project>"), (str(scratch), "<project>"), (result.run_id or "", "<run>"),
              (str((scratch / ".outputs").resolve()), "<outputs>" if recorded_folder else "<project>")],
         ])
     recorded_outcome = tags_then.get(f"{TAG_PREFIX}outcome")

@@ -53,3 +53,14 @@ def test_the_diff_button_shows_what_changed_since_the_previous_run(api, model_st
     assert "Differences, most relevant first" in page
     assert f"before-{tag} 7.5" in page and f"after-{tag} 8.5" in page  # the text output of the print cell
     assert "parameter" in page and "metric" in page
+
+
+def test_a_verification_job_shows_its_verdict_under_its_state() -> None:
+    from dashboards.board_parts import job_notes
+
+    pending = {"kind": "verify", "verifies": "a" * 32, "verification": {"rtol": 1e-6}}
+    assert "dash-verify" in job_notes(pending) and ": pending</div>" in job_notes(pending)
+    done = {**pending, "verification": {"reproduced": False, "differences": ["metric value: 0.1 -> 0.7"]}}
+    note = job_notes(done)
+    assert ": NOT reproduced</div>" in note and "title='metric value: 0.1 -&gt; 0.7'" in note
+    assert "dash-verify" not in job_notes({"kind": None})

@@ -236,14 +236,14 @@ class RequestSchema:
     def columns_from_records(self, rows: list[Any]) -> list[tuple[Any, ...]] | None:
         """JSON records -> one tuple per column in signature order; None unless every row is an object
         with exactly the signature's keys (then the per-row validation says what is wrong)."""
-        n = len(self.names)
-        if not rows or n == 0 or not all(type(r) is dict and len(r) == n for r in rows):
+        n, getter = len(self.names), self._getter
+        if not rows or getter is None or not all(type(r) is dict and len(r) == n for r in rows):
             return None
         try:
             if n == 1:
                 name = self.names[0]
                 return [tuple(r[name] for r in rows)]
-            return list(zip(*map(self._getter, rows), strict=True))
+            return list(zip(*map(getter, rows), strict=True))
         except KeyError:
             return None
 

@@ -23,7 +23,8 @@ PUBLIC = {
 WRITE_ROUTES = {("POST", "/v1/feedback"), ("POST", "/v1/jobs"), ("POST", "/v1/jobs/{job_id}/cancel"),
                 ("POST", "/v1/alerts/alertmanager"), ("POST", "/v1/schedules"),
                 ("POST", "/v1/schedules/{schedule_id}/pause"), ("POST", "/v1/schedules/{schedule_id}/resume"),
-                ("DELETE", "/v1/schedules/{schedule_id}"), ("POST", "/v1/schedules/{schedule_id}/run-now")}
+                ("DELETE", "/v1/schedules/{schedule_id}"), ("POST", "/v1/schedules/{schedule_id}/run-now"),
+                ("POST", "/v1/runs/{run_id}/verify")}
 
 
 def all_routes(app):

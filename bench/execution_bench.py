@@ -14,6 +14,17 @@ script on the same machine, one after another (never two at once):
 Each row: a warm-up call, then --runs timed calls; prints medians, min-max and ratios. With --rss it
 also reports the resident memory of the service process and of its idle kernels, without and with
 JOBRUNNER_KERNEL_PRELOAD=numpy,pandas,sklearn. Prints the load average before and after.
+
+With --jobs N it also measures queued jobs end to end, in production mode: the job store in a fresh
+PostgreSQL database, RabbitMQ, outputs uploaded to an S3 server (moto, started here) and an MLflow store,
+with `jobrunner worker` processes whose pools are warm:
+  - latency: N trivial jobs one after another through one worker, submit -> SUCCEEDED (the MLflow run
+    and the S3 upload are done before the worker commits SUCCEEDED), against the papermill CLI's time
+    for the notebook alone;
+  - throughput: 40 trivial jobs submitted at once to two workers (pool size 2 each), jobs per minute
+    from the first submit to the last SUCCEEDED, against a loop of the papermill CLI;
+  - the resident memory of a worker with its pool, and of each idle kernel.
+Every job has distinct parameters, so the run cache never answers for an execution.
 """
 
 from __future__ import annotations
@@ -116,7 +127,9 @@ def dvc_bench(runs: int, env_off: dict[str, str], env_on: dict[str, str]) -> lis
 
     def timed(cmd: list[str], environ: dict[str, str]) -> float:
         t0 = time.perf_counter()
-        subprocess.run(cmd, cwd=clone, env=environ, check=True, capture_output=True)
+        proc = subprocess.run(cmd, cwd=clone, env=environ, capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return time.perf_counter() - t0
 
     rows: list[tuple[str, list[float]]] = [("shell loop of papermill over the notebooks", []),
@@ -132,6 +145,218 @@ def dvc_bench(runs: int, env_off: dict[str, str], env_on: dict[str, str]) -> lis
         rows[2][1].append(timed(["dvc", "repro", "-f"], on))
     subprocess.run([str(BIN / "jobrunner"), "service", "stop"], cwd=clone, env=on, capture_output=True)
     return rows
+
+
+def _job_services(work: Path) -> tuple[dict[str, str], Callable[[], None]]:
+    """Production-mode settings for queued jobs: a new PostgreSQL database (migrated), a unique RabbitMQ
+    queue, an S3 bucket on a moto server started here, and an SQLite MLflow store. Returns the environment
+    and a clean-up function."""
+    import uuid
+
+    import boto3
+    import psycopg2
+    from moto.server import ThreadedMotoServer
+
+    admin = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    amqp = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+    name = f"jrbench_{uuid.uuid4().hex[:8]}"
+
+    def admin_sql(sql: str) -> None:
+        conn = psycopg2.connect(admin)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql)
+        conn.close()
+
+    admin_sql(f'CREATE DATABASE "{name}"')
+    port = _free_port()
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    s3.start()
+    s3_env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+              "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    os.environ.update(s3_env)
+    boto3.client("s3").create_bucket(Bucket=name.replace("_", "-"))
+    (work / "notebooks").mkdir(exist_ok=True)
+    (work / "notebooks" / "ok.ipynb").write_bytes(NOTEBOOK.read_bytes())
+    env = {**os.environ, **s3_env,
+           "JOBRUNNER_PROJECT_DIR": str(work),
+           "JOBRUNNER_DATABASE_URL": f"{admin.rsplit('/', 1)[0]}/{name}",
+           "JOBRUNNER_BROKER_URL": amqp,
+           "JOBRUNNER_QUEUE_NAME": name,
+           "JOBRUNNER_ARTIFACT_URI": f"s3://{name.replace('_', '-')}/outputs",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'jobs-mlflow.db'}",
+           "JOBRUNNER_MLFLOW_EXPERIMENT": "bench-jobs",
+           "JOBRUNNER_WORKER_POLL_INTERVAL": "0.05"}
+    os.environ.update(env)
+    from jobrunner.config import get_settings
+    from jobrunner.db import dispose_engines, migrate
+
+    get_settings.cache_clear()
+    migrate(get_settings())
+
+    def cleanup() -> None:
+        import pika
+
+        dispose_engines()
+        s3.stop()
+        conn = pika.BlockingConnection(pika.URLParameters(amqp))
+        ch = conn.channel()
+        ch.queue_delete(name)
+        ch.queue_delete(f"{name}.dlq")
+        ch.exchange_delete(f"{name}.dlx")
+        conn.close()
+        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return env, cleanup
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_worker(env: dict[str, str], name: str, pool: int, logdir: Path) -> subprocess.Popen[bytes]:
+    port = _free_port()
+    log = open(logdir / f"worker-{name}.log", "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen([str(BIN / "jobrunner"), "worker"], cwd=env["JOBRUNNER_PROJECT_DIR"],
+                            env={**env, "JOBRUNNER_WORKER_ID": name, "JOBRUNNER_KERNEL_POOL_SIZE": str(pool),
+                                 "JOBRUNNER_WORKER_METRICS_PORT": str(port)},
+                            stdout=log, stderr=subprocess.STDOUT)
+    proc.metrics_port = port  # type: ignore[attr-defined]
+    return proc
+
+
+def _wait_idle_kernels(proc: subprocess.Popen[bytes], count: int, timeout: float = 120) -> None:
+    """Until the worker's pool reports `count` idle kernels on its /metrics (a worker between jobs)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            url = f"http://127.0.0.1:{proc.metrics_port}/metrics"  # type: ignore[attr-defined]
+            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - our own worker
+                text = resp.read().decode()
+        except OSError:
+            text = ""
+        idle = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("jobrunner_kernel_pool_idle{")]
+        if idle and sum(idle) >= count:
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"worker {proc.pid} did not have {count} idle kernels in {timeout:.0f} s")
+
+
+def _wait_consumers(env: dict[str, str], count: int, timeout: float = 120) -> None:
+    import pika
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = pika.BlockingConnection(pika.URLParameters(env["JOBRUNNER_BROKER_URL"]))
+        try:
+            n = conn.channel().queue_declare(env["JOBRUNNER_QUEUE_NAME"], passive=True).method.consumer_count
+        except Exception:  # noqa: BLE001 - not declared yet
+            n = 0
+        finally:
+            if conn.is_open:
+                conn.close()
+        if n >= count:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{count} workers did not consume the queue in {timeout:.0f} s")
+
+
+def _wait_done(ids: list[str], timeout: float = 300) -> float:
+    """Poll the job store until every job in `ids` is SUCCEEDED; returns the monotonic time it happened."""
+    from jobrunner.jobs import get_job
+
+    pending = set(ids)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for job_id in list(pending):
+            job = get_job(job_id)
+            if job.state.value == "SUCCEEDED":
+                if not (job.mlflow_run_id and job.output_uri and job.output_uri.startswith("s3://")):
+                    raise RuntimeError(f"job {job_id} SUCCEEDED without its MLflow run or S3 upload: {job}")
+                pending.discard(job_id)
+            elif job.state.value in ("FAILED", "CANCELLED", "KILLED"):
+                raise RuntimeError(f"job {job_id} ended {job.state.value}: {job.error}")
+        if pending:
+            time.sleep(0.005)
+    if pending:
+        raise RuntimeError(f"{len(pending)} jobs not SUCCEEDED after {timeout:.0f} s")
+    return time.monotonic()
+
+
+def jobs_bench(runs: int, work: Path, pm_cli: Callable[[int], None]) -> None:
+    import psutil
+
+    from jobrunner.jobs import submit
+
+    env, cleanup = _job_services(work)
+    procs: list[subprocess.Popen[bytes]] = []
+    seq = iter(range(10**6))
+    try:
+        pm = measure(runs, pm_cli)
+        one = _start_worker(env, "bench-1", 1, work)
+        procs.append(one)
+        _wait_consumers(env, 1)
+        _wait_idle_kernels(one, 1)
+
+        def job(i: int) -> None:
+            _wait_idle_kernels(one, 1)  # the pool refilled: a worker between jobs
+            t0 = time.monotonic()
+            _wait_done([submit("notebooks/ok.ipynb", {"x": next(seq)}).id])
+            latency.append(time.monotonic() - t0)
+
+        latency: list[float] = []
+        measure(runs, job)
+        latency = latency[1:]  # the warm-up
+        rss_worker = psutil.Process(one.pid).memory_info().rss / 2**20
+        rss_kernels = [k.memory_info().rss / 2**20 for k in psutil.Process(one.pid).children(recursive=True)
+                       if "ipykernel" in " ".join(k.cmdline())]
+        one.terminate()
+        one.wait(60)
+
+        pair = [_start_worker(env, f"bench-{n}", 2, work) for n in ("a", "b")]
+        procs.extend(pair)
+        _wait_consumers(env, 2)
+        for proc in pair:
+            _wait_idle_kernels(proc, 2)
+        _wait_done([submit("notebooks/ok.ipynb", {"x": next(seq)}).id for _ in range(4)])  # warm-up
+        for proc in pair:
+            _wait_idle_kernels(proc, 2)
+        t0 = time.monotonic()
+        ids = [submit("notebooks/ok.ipynb", {"x": next(seq)}).id for _ in range(40)]
+        per_min_jobs = 40 / ((_wait_done(ids) - t0) / 60)
+        loop_t0 = time.perf_counter()
+        for i in range(10):
+            pm_cli(1000 + i)
+        per_min_pm = 10 / ((time.perf_counter() - loop_t0) / 60)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        cleanup()
+
+    pm_med, lat_med = statistics.median(pm), statistics.median(latency)
+    print(f"\nqueued jobs through RabbitMQ (PostgreSQL store, S3 outputs, MLflow run), trivial notebook; load "
+          f"average now {os.getloadavg()[0]:.2f}\n")
+    print("| work | median | min-max | anchor | ratio |\n| --- | --- | --- | --- | --- |")
+    print(f"| end-to-end job, submit -> SUCCEEDED, one warm worker ({len(latency)} jobs) | {lat_med:.3f} s | "
+          f"{min(latency):.3f}-{max(latency):.3f} s | papermill CLI {pm_med:.3f} s | "
+          f"{lat_med / pm_med:.2f}x the CLI's time |")
+    print(f"| throughput, 2 workers with pools of 2, 40 jobs at once | {per_min_jobs:.0f} jobs/min | | "
+          f"papermill CLI loop {per_min_pm:.0f} runs/min | {per_min_jobs / per_min_pm:.1f}x |")
+    print(f"| memory of a worker with a pool of 1 | worker {rss_worker:.0f} MB | idle kernel "
+          f"{', '.join(f'{k:.0f}' for k in rss_kernels)} MB | | |")
 
 
 def main_table(runs: int, load_before: tuple[float, float, float], pm_cli: Callable[[int], None],
@@ -174,6 +399,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--rss", action="store_true", help="also report service and idle kernel memory")
     parser.add_argument("--skip-main", action="store_true", help="only the --dvc / --rss parts")
+    parser.add_argument("--jobs", type=int, default=0, metavar="N",
+                        help="also time N queued jobs end to end and 40 on two workers (PostgreSQL, RabbitMQ)")
     parser.add_argument("--dvc", type=int, default=0, metavar="N",
                         help="also time `dvc repro -f` of the demo N times against a papermill loop")
     args = parser.parse_args()
@@ -212,6 +439,8 @@ def main() -> None:
 
     if not args.skip_main:
         main_table(args.runs, load_before, pm_cli, pm_inproc, jr, jr_cli, env_off, env_on, work)
+    if args.jobs:
+        jobs_bench(args.jobs, work, pm_cli)
     if args.dvc:
         dvc_rows = dvc_bench(args.dvc, env_off, env_on)
         base = statistics.median(dvc_rows[0][1])

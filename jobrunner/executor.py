@@ -40,6 +40,7 @@ from jobrunner.notebook import METRICS_FILE_ENV
 from jobrunner.outputs import OutputFile, OutputTarget, hash_outputs, input_paths, plan_outputs
 from jobrunner.params import read_notebook, schema_from_notebook
 from jobrunner.progress import Progress
+from jobrunner.tags import ENV_PREFIX, OUTPUTS_FOLDER_TAG, STARTED_AT_TAG
 
 log = logging.getLogger(__name__)
 
@@ -206,9 +207,9 @@ def execute(
 
         recorder = Recorder(settings.mlflow_tracking_uri or "", settings.mlflow_experiment,
                             settings.mlflow_artifact_root)
-        run_tags = {**environment_tags(project), "jobrunner.started_at": started_at.isoformat(), **(tags or {})}
+        run_tags = {**environment_tags(project), STARTED_AT_TAG: started_at.isoformat(), **(tags or {})}
         if folder is not None and not write_workspace:
-            run_tags["jobrunner.outputs.folder"] = str(folder)
+            run_tags[OUTPUTS_FOLDER_TAG] = str(folder)
         run_id = recorder.start(notebook=nb_label, run_name=run_name or f"{nb_full.stem}-{stamp}",
                                 tags=run_tags)
 
@@ -285,9 +286,8 @@ def execute(
 def environment_tags(project: Path) -> dict[str, str]:
     """The environment digest of the run-cache key as tags (`jobrunner diff` compares them)."""
     from jobrunner import runcache
-    from jobrunner.recording import ENV_TAG_PREFIX
 
-    return {f"{ENV_TAG_PREFIX}{k}": str(v) for k, v in runcache.environment_digest(project).items() if v}
+    return {f"{ENV_PREFIX}{k}": str(v) for k, v in runcache.environment_digest(project).items() if v}
 
 
 def _cache_hit(settings: Settings, key: str, targets: list[OutputTarget], out: Path, nb_label: str,

@@ -22,6 +22,7 @@ from jobrunner.errors import InfrastructureError, JobrunnerError, KernelStartErr
 from jobrunner.metrics_worker import WorkerMetrics
 from jobrunner.models import Job
 from jobrunner.states import JobState, transition, utcnow
+from jobrunner.tags import job_run_tags
 from jobrunner.verify_job import VERIFY_KIND, execute_verification
 
 log = logging.getLogger(__name__)
@@ -158,8 +159,7 @@ class JobRun:
                                  # the job owns its outputs: defaults point into this attempt's folder
                                  outputs_dir=out_dir / f"attempt-{job.attempt}" / "outputs",
                                  write_workspace=bool(job.write_workspace),
-                                 tags={"jobrunner.job_id": job.id, "jobrunner.attempt": str(job.attempt),
-                                       "jobrunner.worker": self.worker_id})
+                                 tags=job_run_tags(job.id, job.attempt, self.worker_id))
             finally:
                 live.close()
             # a run stopped for a requeue or taken over is done again: its partial output is not kept

@@ -22,9 +22,17 @@ from typing import Any
 import yaml
 
 from jobrunner.errors import JobrunnerError
+from jobrunner.tags import (
+    DATA_INPUT_PREFIX,
+    DATA_OUTPUT_PREFIX,
+    DVC_LOCK_MD5_TAG,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    NOTEBOOK_TAG,
+    OUTCOME_TAG,
+    STAGE_TAG,
+)
 
-INPUT_TAG = "jobrunner.data.input."
-OUTPUT_TAG = "jobrunner.data.output."
 MAX_DEPTH = 20
 
 
@@ -186,18 +194,18 @@ class _Walker:
             run_id=run_id,
             experiment_id=run.info.experiment_id,
             run_name=tags.get("mlflow.runName") or getattr(run.info, "run_name", None),
-            stage=tags.get("jobrunner.stage"),
-            notebook=tags.get("jobrunner.notebook") or tags.get("mlflow.source.name"),
+            stage=tags.get(STAGE_TAG),
+            notebook=tags.get(NOTEBOOK_TAG) or tags.get("mlflow.source.name"),
             status=run.info.status,
-            outcome=tags.get("jobrunner.outcome"),
+            outcome=tags.get(OUTCOME_TAG),
             started_at=_iso(run.info.start_time),
-            git_commit=tags.get("jobrunner.git.commit"),
-            git_dirty=tags.get("jobrunner.git.dirty"),
-            dvc_lock_md5=tags.get("jobrunner.dvc.lock_md5"),
+            git_commit=tags.get(GIT_COMMIT_TAG),
+            git_dirty=tags.get(GIT_DIRTY_TAG),
+            dvc_lock_md5=tags.get(DVC_LOCK_MD5_TAG),
             parameters=dict(sorted(run.data.params.items())),
             executed_notebooks=self._notebooks(run_id),
-            inputs=self._refs(tags, INPUT_TAG),
-            outputs=self._refs(tags, OUTPUT_TAG),
+            inputs=self._refs(tags, DATA_INPUT_PREFIX),
+            outputs=self._refs(tags, DATA_OUTPUT_PREFIX),
         )
         self.cache[run_id] = result
         if depth < self.max_depth:
@@ -223,7 +231,7 @@ class _Walker:
 
     def producer(self, consumer: Any, data: DataRef) -> str | None:
         """The latest successful run that wrote `data.path` with this md5 before `consumer` started."""
-        key = f"{OUTPUT_TAG}{data.path}".replace("`", "")
+        key = f"{DATA_OUTPUT_PREFIX}{data.path}".replace("`", "")
         runs = self.client.search_runs(
             [consumer.info.experiment_id],
             filter_string=f"tags.`{key}` = '{data.md5}'",

@@ -20,11 +20,31 @@ from typing import Any
 from jobrunner import __version__
 from jobrunner.errors import NotebookFailure, RecordingError
 from jobrunner.lineage import DataHash, GitState
+from jobrunner.tags import (
+    CACHE_HIT_PREFIX,
+    DATA_INPUT_PREFIX,
+    DATA_OUTPUT_PREFIX,
+    DURATION_TAG,
+    DVC_LOCK_MD5_TAG,
+    ERROR_CELL_INDEX_TAG,
+    ERROR_ENAME_TAG,
+    ERROR_KIND_TAG,
+    ERROR_MESSAGE_TAG,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    JOB_ID_TAG,
+    NOTEBOOK_TAG,
+    OUTCOME_TAG,
+    OUTPUTS_STORED_PREFIX,
+    PARAMS_TRUNCATED_TAG,
+    SUPERSEDED_BY_TAG,
+    SUPERSEDED_REASON_TAG,
+    SUPERSEDED_TAG,
+    VERSION_TAG,
+)
 
 log = logging.getLogger(__name__)
 
-TAG_PREFIX = "jobrunner."
-ENV_TAG_PREFIX = f"{TAG_PREFIX}env."  # the environment digest of an execution (runcache.environment_digest)
 # MLflow 3's UI opens an experiment without this tag on its GenAI traces page; ours are model training.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
@@ -119,9 +139,9 @@ class Recorder:
         all_tags = {
             "mlflow.source.name": notebook,
             "mlflow.source.type": "NOTEBOOK",
-            f"{TAG_PREFIX}notebook": notebook,
-            f"{TAG_PREFIX}version": __version__,
-            f"{TAG_PREFIX}outcome": "running",
+            NOTEBOOK_TAG: notebook,
+            VERSION_TAG: __version__,
+            OUTCOME_TAG: "running",
             **tags,
         }
         try:
@@ -162,25 +182,25 @@ class Recorder:
         inputs, outputs = list(inputs), list(outputs)
         outcome = "cancelled" if cancelled else ("failed" if failure else "succeeded")
         tags = {
-            f"{TAG_PREFIX}outcome": outcome,
-            f"{TAG_PREFIX}duration_s": f"{duration:.3f}",
+            OUTCOME_TAG: outcome,
+            DURATION_TAG: f"{duration:.3f}",
         }
         if git.commit:
             tags["mlflow.source.git.commit"] = git.commit
-            tags[f"{TAG_PREFIX}git.commit"] = git.commit
-            tags[f"{TAG_PREFIX}git.dirty"] = str(git.dirty).lower()
+            tags[GIT_COMMIT_TAG] = git.commit
+            tags[GIT_DIRTY_TAG] = str(git.dirty).lower()
         if dvc_lock_md5:
-            tags[f"{TAG_PREFIX}dvc.lock_md5"] = dvc_lock_md5
-        for kind, hashes in (("input", inputs), ("output", outputs)):
+            tags[DVC_LOCK_MD5_TAG] = dvc_lock_md5
+        for prefix, hashes in ((DATA_INPUT_PREFIX, inputs), (DATA_OUTPUT_PREFIX, outputs)):
             for h in hashes:
-                tags[f"{TAG_PREFIX}data.{kind}.{h.path}"] = h.md5 or "missing"
+                tags[f"{prefix}{h.path}"] = h.md5 or "missing"
         if failure is not None:
-            tags[f"{TAG_PREFIX}error.kind"] = failure.kind
-            tags[f"{TAG_PREFIX}error.message"] = failure.message[:5000]
+            tags[ERROR_KIND_TAG] = failure.kind
+            tags[ERROR_MESSAGE_TAG] = failure.message[:5000]
             if failure.cell_index is not None:
-                tags[f"{TAG_PREFIX}error.cell_index"] = str(failure.cell_index)
+                tags[ERROR_CELL_INDEX_TAG] = str(failure.cell_index)
             if failure.ename:
-                tags[f"{TAG_PREFIX}error.ename"] = failure.ename
+                tags[ERROR_ENAME_TAG] = failure.ename
         lineage = {
             "git": {"commit": git.commit, "dirty": git.dirty, "branch": git.branch},
             "dvc_lock_md5": dvc_lock_md5,
@@ -194,7 +214,7 @@ class Recorder:
         whole = flatten(parameters, limit=None)
         truncated = sorted(k for k, v in whole.items() if len(v) > _MAX_PARAM)
         if truncated:  # MLflow keeps 6000 characters of a value: say so, and keep the values as an artifact
-            tags[f"{TAG_PREFIX}params.truncated"] = ",".join(truncated)[:5000]
+            tags[PARAMS_TRUNCATED_TAG] = ",".join(truncated)[:5000]
         try:
             params = [Param(k, v) for k, v in flatten(parameters).items()]
             metrics = [Metric("duration_s", duration, now, 0)] + [
@@ -223,8 +243,8 @@ class Recorder:
     def abort(self, run_id: str, reason: str) -> None:
         """Mark a run FAILED when execution never got going (kernel failed to start)."""
         try:
-            self.client.set_tag(run_id, f"{TAG_PREFIX}outcome", "infrastructure_error")
-            self.client.set_tag(run_id, f"{TAG_PREFIX}error.message", reason[:5000])
+            self.client.set_tag(run_id, OUTCOME_TAG, "infrastructure_error")
+            self.client.set_tag(run_id, ERROR_MESSAGE_TAG, reason[:5000])
             self.client.set_terminated(run_id, status="FAILED")
         except Exception:  # noqa: BLE001 - best effort; the original error is what matters
             log.warning("could not mark MLflow run %s as failed", run_id, exc_info=True)
@@ -246,13 +266,13 @@ def close_lost_attempts(tracking_uri: str, experiment: str, job_id: str, reason:
             return []
         runs = client.search_runs(
             [exp.experiment_id],
-            filter_string=f"tags.`{TAG_PREFIX}job_id` = '{job_id}' and attributes.status = 'RUNNING'",
+            filter_string=f"tags.`{JOB_ID_TAG}` = '{job_id}' and attributes.status = 'RUNNING'",
             max_results=100,
         )
         closed = []
         for run in runs:
-            client.set_tag(run.info.run_id, f"{TAG_PREFIX}outcome", "worker_lost")
-            client.set_tag(run.info.run_id, f"{TAG_PREFIX}error.message", reason[:5000])
+            client.set_tag(run.info.run_id, OUTCOME_TAG, "worker_lost")
+            client.set_tag(run.info.run_id, ERROR_MESSAGE_TAG, reason[:5000])
             client.set_terminated(run.info.run_id, status="KILLED")
             closed.append(run.info.run_id)
         if closed:
@@ -261,9 +281,6 @@ def close_lost_attempts(tracking_uri: str, experiment: str, job_id: str, reason:
     except Exception:  # noqa: BLE001 - bookkeeping of a dead attempt must not stop the job
         log.warning("job %s: could not close the MLflow runs of lost attempts", job_id, exc_info=True)
         return []
-
-
-SUPERSEDED_TAG = f"{TAG_PREFIX}superseded"
 
 
 def mark_superseded(tracking_uri: str, experiment: str, job_id: str, *, keep: str | None = None,
@@ -286,24 +303,21 @@ def mark_superseded(tracking_uri: str, experiment: str, job_id: str, *, keep: st
             if exp is None:
                 return []
             runs = client.search_runs([exp.experiment_id],
-                                      filter_string=f"tags.`{TAG_PREFIX}job_id` = '{job_id}'", max_results=1000)
+                                      filter_string=f"tags.`{JOB_ID_TAG}` = '{job_id}'", max_results=1000)
             targets = [r.info.run_id for r in runs
                        if r.info.run_id != keep and r.data.tags.get(SUPERSEDED_TAG) != "true"]
             why = reason or f"superseded by run {keep}, whose result the job store recorded"
         for run_id in targets:
             client.set_tag(run_id, SUPERSEDED_TAG, "true")
-            client.set_tag(run_id, f"{TAG_PREFIX}superseded_reason", why[:5000])
+            client.set_tag(run_id, SUPERSEDED_REASON_TAG, why[:5000])
             if keep:
-                client.set_tag(run_id, f"{TAG_PREFIX}superseded_by", keep)
+                client.set_tag(run_id, SUPERSEDED_BY_TAG, keep)
         if targets:
             log.info("job %s: marked %d MLflow run(s) superseded: %s", job_id, len(targets), targets)
         return targets
     except Exception:  # noqa: BLE001 - bookkeeping must not fail the job
         log.warning("job %s: could not mark superseded MLflow runs", job_id, exc_info=True)
         return []
-
-
-OUTPUT_STORED_TAG = f"{TAG_PREFIX}outputs.stored."
 
 
 def tag_outputs(tracking_uri: str, run_id: str, files: Iterable[Any]) -> None:
@@ -314,7 +328,7 @@ def tag_outputs(tracking_uri: str, run_id: str, files: Iterable[Any]) -> None:
     try:
         from mlflow.entities import RunTag
 
-        tags = [RunTag(f"{OUTPUT_STORED_TAG}{f.path}"[:250], f.uri) for f in files if f.uri]
+        tags = [RunTag(f"{OUTPUTS_STORED_PREFIX}{f.path}"[:250], f.uri) for f in files if f.uri]
         if tags:
             _client(tracking_uri).log_batch(run_id, tags=tags)
     except Exception:  # noqa: BLE001 - bookkeeping must not fail the job
@@ -326,6 +340,6 @@ def tag_cache_hit(tracking_uri: str, run_id: str | None, job_id: str, source_job
     if not tracking_uri or not run_id:
         return
     try:
-        _client(tracking_uri).set_tag(run_id, f"{TAG_PREFIX}cache.hit.{job_id}", source_job_id)
+        _client(tracking_uri).set_tag(run_id, f"{CACHE_HIT_PREFIX}{job_id}", source_job_id)
     except Exception:  # noqa: BLE001 - the hit is recorded in the job store; the tag is a convenience
         log.warning("run %s: could not tag the cache hit of job %s", run_id, job_id, exc_info=True)

@@ -39,6 +39,7 @@ from jobrunner import __version__
 from jobrunner.lineage import file_md5, hash_path
 from jobrunner.outputs import input_paths
 from jobrunner.params import PARAMETERS_TAG, ParameterSchema
+from jobrunner.tags import CACHE_KEY_TAG, CACHE_OUTPUTS_TAG, DATA_OUTPUT_PREFIX, OUTCOME_TAG
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +181,6 @@ def reusable(job: Any) -> bool:
 
 
 # -- `jobrunner run --cache`: the cache of workspace runs, kept in MLflow ----------------------------------
-RUN_KEY_TAG = "jobrunner.cache_key"
-RUN_OUTPUTS_TAG = "jobrunner.cache.outputs"  # "stored": the run logged its outputs under outputs/
 
 
 @dataclass(frozen=True)
@@ -206,12 +205,12 @@ def restore_run(client: Any, experiment_id: str, key: str, targets: list[Any], p
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in a stage's output
     runs = client.search_runs([experiment_id], filter_string=(
-        f"tags.`{RUN_KEY_TAG}` = '{key}' and tags.`{RUN_OUTPUTS_TAG}` = 'stored' "
-        "and tags.`jobrunner.outcome` = 'succeeded'"), order_by=["attributes.start_time DESC"], max_results=5)
+        f"tags.`{CACHE_KEY_TAG}` = '{key}' and tags.`{CACHE_OUTPUTS_TAG}` = 'stored' "
+        f"and tags.`{OUTCOME_TAG}` = 'succeeded'"), order_by=["attributes.start_time DESC"], max_results=5)
     for run in runs:
         fetched: list[tuple[Any, Path]] = []
         for t in targets:
-            want = run.data.tags.get(f"jobrunner.data.output.{t.path}")
+            want = run.data.tags.get(f"{DATA_OUTPUT_PREFIX}{t.path}")
             if want in (None, "missing"):
                 continue
             try:
@@ -246,5 +245,5 @@ def store_run(client: Any, run_id: str, key: str, targets: list[Any]) -> None:
         elif t.location.is_file():
             parent = str(Path(_output_artifact(t)).parent)
             client.log_artifact(run_id, str(t.location), artifact_path=parent)
-    client.set_tag(run_id, RUN_KEY_TAG, key)
-    client.set_tag(run_id, RUN_OUTPUTS_TAG, "stored")
+    client.set_tag(run_id, CACHE_KEY_TAG, key)
+    client.set_tag(run_id, CACHE_OUTPUTS_TAG, "stored")

@@ -22,7 +22,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobrunner.errors import JobrunnerError
-from jobrunner.recording import ENV_TAG_PREFIX, TAG_PREFIX
+from jobrunner.tags import (
+    DATA_INPUT_PREFIX,
+    DATA_OUTPUT_PREFIX,
+    ENV_PREFIX,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    NOTEBOOK_TAG,
+    OUTCOME_TAG,
+    OUTPUTS_FOLDER_TAG,
+)
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 TIMING_METRICS = frozenset({"duration_s"})  # differs on every run: shown, never counted as a difference
@@ -175,26 +184,25 @@ def load_side(ref: str, client: Any) -> RunSide:
         raise RunNotFound(f"no MLflow run {run_id}: {exc.message}") from exc
     tags = run.data.tags
     data = {}
-    environment = {k[len(ENV_TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(ENV_TAG_PREFIX)}
+    environment = {k[len(ENV_PREFIX):]: v for k, v in tags.items() if k.startswith(ENV_PREFIX)}
     for key, md5 in tags.items():
-        for kind in ("input", "output"):
-            prefix = f"{TAG_PREFIX}data.{kind}."
+        for kind, prefix in (("input", DATA_INPUT_PREFIX), ("output", DATA_OUTPUT_PREFIX)):
             if key.startswith(prefix):
                 data[f"{kind} {key[len(prefix) :]}"] = md5
     started = datetime.fromtimestamp(run.info.start_time / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return RunSide(
         ref=ref,
         run_id=run_id,
-        notebook=tags.get(f"{TAG_PREFIX}notebook"),
-        outcome=tags.get(f"{TAG_PREFIX}outcome"),
+        notebook=tags.get(NOTEBOOK_TAG),
+        outcome=tags.get(OUTCOME_TAG),
         started=started,
         params=dict(run.data.params),
         metrics=dict(run.data.metrics),
-        commit=tags.get(f"{TAG_PREFIX}git.commit"),
-        dirty=tags.get(f"{TAG_PREFIX}git.dirty"),
+        commit=tags.get(GIT_COMMIT_TAG),
+        dirty=tags.get(GIT_DIRTY_TAG),
         data=data,
         environment=environment,
-        **_executed_notebook(client, run_id, tags.get(f"{TAG_PREFIX}outputs.folder")),
+        **_executed_notebook(client, run_id, tags.get(OUTPUTS_FOLDER_TAG)),
     )
 
 

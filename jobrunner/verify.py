@@ -30,8 +30,17 @@ from typing import Any
 
 from jobrunner.config import Settings
 from jobrunner.errors import JobrunnerError
-from jobrunner.recording import TAG_PREFIX
 from jobrunner.rundiff import TIMING_METRICS, RunNotFound, resolve
+from jobrunner.tags import (
+    GIT_COMMIT_TAG,
+    NOTEBOOK_TAG,
+    OUTCOME_TAG,
+    OUTPUTS_FOLDER_TAG,
+    OUTPUTS_STORED_PREFIX,
+    VERIFICATION_TAG,
+    VERIFIED_BY_TAG,
+    VERIFIES_TAG,
+)
 
 __all__ = ["CannotVerify", "Verification", "RunNotFound", "verify_run"]
 log = logging.getLogger(__name__)
@@ -152,9 +161,9 @@ def verify_run(ref: str, settings: Settings, *, rtol: float = 1e-6, client: Any 
     except Exception as exc:  # noqa: BLE001 - MlflowException for an unknown id
         raise RunNotFound(f"no MLflow run {run_id}: {getattr(exc, 'message', exc)}") from exc
     tags_then = run.data.tags
-    notebook = tags_then.get(f"{TAG_PREFIX}notebook")
+    notebook = tags_then.get(NOTEBOOK_TAG)
     if not notebook:
-        raise CannotVerify(f"run {run_id} was not recorded by jobrunner (no {TAG_PREFIX}notebook tag)")
+        raise CannotVerify(f"run {run_id} was not recorded by jobrunner (no {NOTEBOOK_TAG} tag)")
 
     project = settings.project_dir
     with tempfile.TemporaryDirectory(prefix="jobrunner-verify-") as tmp:
@@ -174,7 +183,7 @@ def verify_run(ref: str, settings: Settings, *, rtol: float = 1e-6, client: Any 
             inputs=[i["path"] for i in inputs],
             outputs_dir=scratch / ".outputs",
             # the environment is the worker's, not the scratch copy's (which holds no lock file or packages)
-            tags={**environment_tags(project), **(tags or {}), f"{TAG_PREFIX}verifies": run_id},
+            tags={**environment_tags(project), **(tags or {}), VERIFIES_TAG: run_id},
             run_name=f"verify-{run.info.run_name or run_id[:8]}",
             **execution,
         )
@@ -183,14 +192,14 @@ def verify_run(ref: str, settings: Settings, *, rtol: float = 1e-6, client: Any 
         outputs = {k: (then_outputs.get(k), now_outputs.get(k))
                    for k in sorted(set(then_outputs) | set(now_outputs))}
         volatile = _volatile_only(outputs, result, project, tags_then, Path(tmp))
-        recorded_folder = tags_then.get(f"{TAG_PREFIX}outputs.folder")
+        recorded_folder = tags_then.get(OUTPUTS_FOLDER_TAG)
         then_cells, now_cells = _cells(executed, result.output_path, rtol, [
             [(str(project.resolve()), "<project>"), (str(project), "<project>"), (recorded_folder or "", "<outputs>"),
              (run_id, "<run>")],
             [(str(scratch.resolve()), "<project>"), (str(scratch), "<project>"), (result.run_id or "", "<run>"),
              (str((scratch / ".outputs").resolve()), "<outputs>" if recorded_folder else "<project>")],
         ])
-    recorded_outcome = tags_then.get(f"{TAG_PREFIX}outcome")
+    recorded_outcome = tags_then.get(OUTCOME_TAG)
     rerun = client.get_run(result.run_id) if result.run_id else None
     new_metrics = dict(rerun.data.metrics) if rerun else dict(result.metrics)
     old_metrics = dict(run.data.metrics)
@@ -221,8 +230,8 @@ def verify_run(ref: str, settings: Settings, *, rtol: float = 1e-6, client: Any 
     if result.run_id and result.status != "cancelled":  # a stopped re-execution proves nothing either way
         from jobrunner.verify_report import publish
 
-        client.set_tag(run_id, f"{TAG_PREFIX}verified_by", result.run_id)
-        client.set_tag(run_id, f"{TAG_PREFIX}verification",
+        client.set_tag(run_id, VERIFIED_BY_TAG, result.run_id)
+        client.set_tag(run_id, VERIFICATION_TAG,
                        "reproduced" if verification.reproduced else "not_reproduced")
         publish(verification, client)
     return verification
@@ -243,7 +252,7 @@ def _fetch(item: dict[str, Any], project: Path, scratch: Path, run_id: str, tags
     raise CannotVerify(
         f"input {path} is not the data run {run_id} read ({state}, recorded {md5}), and neither the DVC "
         f"cache nor the DVC remote has md5 {md5}: check out that data first (e.g. `git checkout "
-        f"{tags.get(f'{TAG_PREFIX}git.commit', '<commit>')[:12]} && dvc checkout`), or `dvc push` it"
+        f"{tags.get(GIT_COMMIT_TAG, '<commit>')[:12]} && dvc checkout`), or `dvc push` it"
     )
 
 
@@ -251,7 +260,6 @@ def _volatile_only(outputs: dict[str, tuple[str | None, str | None]], result: An
                    tags: dict[str, str], tmp: Path) -> list[str]:
     """Outputs whose md5 differs but whose content is the recorded one except for MLflow model metadata
     (jobrunner/verify_outputs.py)."""
-    from jobrunner.recording import OUTPUT_STORED_TAG
     from jobrunner.verify_outputs import recorded_copy, stable_digest
 
     where = {t.path: t.location for t in result.output_targets}
@@ -260,7 +268,7 @@ def _volatile_only(outputs: dict[str, tuple[str | None, str | None]], result: An
         location = where.get(path)
         if then is None or now is None or then == now or location is None or not location.exists():
             continue
-        recorded = recorded_copy(path, then, project, tags.get(f"{OUTPUT_STORED_TAG}{path}"[:250]),
+        recorded = recorded_copy(path, then, project, tags.get(f"{OUTPUTS_STORED_PREFIX}{path}"[:250]),
                                  tmp / "recorded" / str(i))
         if recorded is not None and stable_digest(recorded) == stable_digest(location):
             same.append(path)

@@ -21,6 +21,7 @@ from jobrunner.db import session_scope
 from jobrunner.errors import InfrastructureError, InvalidJobOption, JobrunnerError
 from jobrunner.schemas import MAX_TIMEOUT, JobCreate, JobRead
 from jobrunner.states import JobState
+from jobrunner.tags import NOTEBOOK_TAG, job_run_tags
 
 if TYPE_CHECKING:
     from jobrunner.jobrun import JobRun, Outcome
@@ -42,7 +43,6 @@ def submit_verification(ref: str, *, rtol: float = DEFAULT_RTOL, submitter: str 
     (rtol outside [0, 1], a bad timeout), InfrastructureError (MLflow or the job store unreachable).
     """
     from jobrunner.jobs import _publish_now
-    from jobrunner.recording import TAG_PREFIX
     from jobrunner.rundiff import resolve
     from jobrunner.store import create_job_idempotent
     from jobrunner.verify import CannotVerify
@@ -60,9 +60,9 @@ def submit_verification(ref: str, *, rtol: float = DEFAULT_RTOL, submitter: str 
         client = MlflowClient(tracking_uri=uri)
     run_id = resolve(ref, client)
     run = _get_run(client, run_id, uri)
-    notebook = run.data.tags.get(f"{TAG_PREFIX}notebook")
+    notebook = run.data.tags.get(NOTEBOOK_TAG)
     if not notebook:
-        raise CannotVerify(f"run {run_id} was not recorded by jobrunner (no {TAG_PREFIX}notebook tag): "
+        raise CannotVerify(f"run {run_id} was not recorded by jobrunner (no {NOTEBOOK_TAG} tag): "
                            "only executions of notebooks can be verified")
     job_in = JobCreate(notebook=notebook, parameters={}, idempotency_key=idempotency_key, submitter=submitter,
                        timeout_seconds=timeout, kind=VERIFY_KIND, verifies=run_id,
@@ -106,8 +106,7 @@ def execute_verification(run: JobRun, job: Job) -> Outcome | None:
         live = OutputRecorder(settings, job.id, job.attempt).start()
         try:
             result = verify_run(job.verifies or "", settings, rtol=rtol, output_path=notebook_path,
-                                tags={"jobrunner.job_id": job.id, "jobrunner.attempt": str(job.attempt),
-                                      "jobrunner.worker": run.worker_id},
+                                tags=job_run_tags(job.id, job.attempt, run.worker_id),
                                 cancel=run.token, timeout=limit, on_progress=run._progress_hook(live),
                                 on_output=live.add, kernel_name=job.kernel_name)
         finally:

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from jobrunner.recording import TAG_PREFIX
+from jobrunner.tags import VERIFICATION_TAG
 
 log = logging.getLogger(__name__)
 REPRODUCED_TAG = "reproduced"
@@ -40,7 +40,7 @@ def publish(verification: Any, client: Any) -> None:
             client.set_model_version_tag(v.name, v.version, key, _clip(value))
         verification.model_versions.append(f"{v.name}/{v.version}")
     run_id = verification.new_run_id
-    client.set_tag(run_id, f"{TAG_PREFIX}verification", "reproduced" if verification.reproduced else
+    client.set_tag(run_id, VERIFICATION_TAG, "reproduced" if verification.reproduced else
                    "not_reproduced")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "verification.json").write_text(json.dumps(verification.as_dict(), indent=2, default=str))

@@ -26,6 +26,7 @@ import yaml
 from jobrunner.config import get_settings
 from jobrunner.errors import InfrastructureError, JobrunnerError, ParameterError
 from jobrunner.progress import ProgressBar
+from jobrunner.tags import STAGE_TAG, TRIGGER_TAG
 
 REPORTS_DIR = Path("reports/notebooks")
 
@@ -115,7 +116,7 @@ def run_stage(name: str, *, profile: str | None = None, quiet: bool = False, cac
             settings=settings,
             inputs=plan["inputs"],
             outputs=plan["outputs"],
-            tags={"jobrunner.stage": name, "jobrunner.trigger": "dvc"},
+            tags={STAGE_TAG: name, TRIGGER_TAG: "dvc"},
             run_name=f"{name}",
             on_progress=bar.update,
             # a notebook re-saved with other outputs or metadata is a changed dep for DVC, not for the run

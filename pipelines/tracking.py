@@ -24,9 +24,8 @@ from typing import Any
 import yaml
 
 from jobrunner.lineage import dir_md5
+from jobrunner.tags import MODEL_MD5_TAG, MODEL_URI_TAG
 
-MODEL_MD5_TAG = "jobrunner.model.md5"  # on the training run: md5 of the local model copy
-MODEL_URI_TAG = "jobrunner.model.uri"  # on the training run: the logged model (models:/m-...)
 VOLATILE_MLMODEL_KEYS = ("utc_time_created", "model_uuid", "run_id", "model_id", "artifact_path")
 
 

@@ -13,11 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from jobrunner.lineage import dir_md5, file_md5
+from jobrunner.tags import (
+    DATA_INPUT_PREFIX,
+    DATA_OUTPUT_PREFIX,
+    DVC_LOCK_MD5_TAG,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    NOTEBOOK_TAG,
+    STAGE_TAG,
+)
 
 log = logging.getLogger(__name__)
 
-TAG = "jobrunner."
-DATA_PREFIXES = {f"{TAG}data.input.": "input", f"{TAG}data.output.": "output"}
+DATA_PREFIXES = {DATA_INPUT_PREFIX: "input", DATA_OUTPUT_PREFIX: "output"}
 
 
 class HashResolver:
@@ -121,7 +129,7 @@ def build_lineage(
                         "location": location,
                     }
                 )
-    dirty = tags.get(f"{TAG}git.dirty")
+    dirty = tags.get(GIT_DIRTY_TAG)
     ui = None
     if mlflow_ui_url:
         ui = f"{mlflow_ui_url.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
@@ -130,18 +138,18 @@ def build_lineage(
         "experiment_id": run.info.experiment_id,
         "run_name": run.info.run_name,
         "status": run.info.status,
-        "stage": tags.get(f"{TAG}stage"),
+        "stage": tags.get(STAGE_TAG),
         "started_at": datetime.fromtimestamp(run.info.start_time / 1000, UTC)
         if run.info.start_time
         else None,
-        "git_commit": tags.get(f"{TAG}git.commit") or tags.get("mlflow.source.git.commit"),
+        "git_commit": tags.get(GIT_COMMIT_TAG) or tags.get("mlflow.source.git.commit"),
         "git_dirty": None if dirty is None else dirty == "true",
-        "dvc_lock_md5": tags.get(f"{TAG}dvc.lock_md5"),
+        "dvc_lock_md5": tags.get(DVC_LOCK_MD5_TAG),
         "parameters": {k: _parse_param(v) for k, v in run.data.params.items()},
         "metrics": dict(run.data.metrics),
         "mlflow_url": ui,
         "notebook": {
-            "path": tags.get(f"{TAG}notebook") or tags.get("mlflow.source.name"),
+            "path": tags.get(NOTEBOOK_TAG) or tags.get("mlflow.source.name"),
             "html_url": f"{api_prefix}/runs/{run_id}/notebook" if html else None,
             "ipynb_artifact": ipynb,
         },

@@ -13,6 +13,15 @@ import pytest
 from jobrunner.config import get_settings
 from jobrunner.errors import ParameterError
 from jobrunner.executor import CancelToken, execute
+from jobrunner.tags import (
+    DATA_INPUT_PREFIX,
+    ERROR_CELL_INDEX_TAG,
+    ERROR_ENAME_TAG,
+    ERROR_KIND_TAG,
+    GIT_DIRTY_TAG,
+    NOTEBOOK_TAG,
+    OUTCOME_TAG,
+)
 
 
 def _client():
@@ -44,13 +53,13 @@ def test_success_injects_parameters_reports_progress_and_records_the_run(project
     assert run.data.params["x"] == "5" and run.data.params["label"] == "data/in.csv"
     assert run.data.metrics["total"] == 7.5 and "duration_s" in run.data.metrics
     tags = run.data.tags
-    assert tags["jobrunner.outcome"] == "succeeded"
-    assert tags["jobrunner.notebook"] == "notebooks/ok.ipynb"
+    assert tags[OUTCOME_TAG] == "succeeded"
+    assert tags[NOTEBOOK_TAG] == "notebooks/ok.ipynb"
     # the CSV named by a parameter is an input; its DVC-compatible md5 is recorded
     import hashlib
 
     md5 = hashlib.md5(b"a,b\n1,2\n").hexdigest()
-    assert tags["jobrunner.data.input.data/in.csv"] == md5
+    assert tags[f"{DATA_INPUT_PREFIX}data/in.csv"] == md5
     artifacts = {a.path for a in _client().list_artifacts(result.run_id, "notebook")}
     assert artifacts == {f"notebook/{result.output_path.name}", f"notebook/{result.html_path.name}"}
     lineage_file = _client().download_artifacts(result.run_id, "lineage.json", str(project))
@@ -69,7 +78,7 @@ def test_git_commit_is_recorded(project: Path) -> None:
     result = execute("notebooks/ok.ipynb", {}, html=False)
     tags = _client().get_run(result.run_id).data.tags
     assert tags["mlflow.source.git.commit"] == commit
-    assert tags["jobrunner.git.dirty"] in ("true", "false")
+    assert tags[GIT_DIRTY_TAG] in ("true", "false")
 
 
 def test_raising_notebook_is_a_failed_result_with_the_cell(project: Path) -> None:
@@ -89,8 +98,8 @@ def test_raising_notebook_is_a_failed_result_with_the_cell(project: Path) -> Non
     assert executed.cells[-1].get("execution_count") is None
     run = _client().get_run(result.run_id)
     assert run.info.status == "FAILED"
-    assert run.data.tags["jobrunner.error.cell_index"] == str(failure.cell_index)
-    assert run.data.tags["jobrunner.error.ename"] == "ValueError"
+    assert run.data.tags[ERROR_CELL_INDEX_TAG] == str(failure.cell_index)
+    assert run.data.tags[ERROR_ENAME_TAG] == "ValueError"
 
 
 def test_timeout_stops_the_notebook(project: Path) -> None:
@@ -100,7 +109,7 @@ def test_timeout_stops_the_notebook(project: Path) -> None:
     assert result.status == "failed" and result.failure.kind == "timeout"
     assert "timed out after 5s in cell 2" in result.failure.message  # the time.sleep cell
     assert elapsed < 60  # 5 s limit + kill + recording, on a loaded 2-core machine
-    assert _client().get_run(result.run_id).data.tags["jobrunner.error.kind"] == "timeout"
+    assert _client().get_run(result.run_id).data.tags[ERROR_KIND_TAG] == "timeout"
 
 
 def test_cancel_interrupts_a_running_cell(project: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from jobrunner.cli import main
+from jobrunner.tags import PARAMS_TRUNCATED_TAG
 
 
 def test_oversized_parameter_value_is_refused_naming_parameter_limit_and_setting(cli, project):
@@ -98,7 +99,7 @@ def test_mlflow_keeps_6000_characters_of_a_value_and_the_whole_value_as_an_artif
     assert result.ok, result.failure
     client = MlflowClient(mlflow_store)
     run = client.get_run(result.run_id)
-    assert len(run.data.params["label"]) == 6000 and run.data.tags["jobrunner.params.truncated"] == "label"
+    assert len(run.data.params["label"]) == 6000 and run.data.tags[PARAMS_TRUNCATED_TAG] == "label"
     path = client.download_artifacts(result.run_id, "parameters.json", str(project))
     with open(path) as f:
         assert json.load(f)["label"] == label

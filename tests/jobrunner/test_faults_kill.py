@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from jobrunner.tags import ATTEMPT_TAG, OUTCOME_TAG, SUPERSEDED_BY_TAG, SUPERSEDED_TAG
 from tests.jobrunner.test_faults_support import (
     assert_exactly_once,
     marks_of,
@@ -58,8 +59,8 @@ def test_sigkill_of_a_busy_worker_its_job_starts_again_within_10_seconds(job_env
     done = job(job_id)
     assert done.attempt == 2 and done.worker_id != first.worker_id
     assert any("gone from the broker" in (e.message or "") for e in job_events(job_id))
-    runs = {r.data.tags["jobrunner.attempt"]: r for r in mlflow_runs(job_env, job_id)}
-    assert runs["1"].info.status == "KILLED" and runs["1"].data.tags["jobrunner.outcome"] == "worker_lost"
+    runs = {r.data.tags[ATTEMPT_TAG]: r for r in mlflow_runs(job_env, job_id)}
+    assert runs["1"].info.status == "KILLED" and runs["1"].data.tags[OUTCOME_TAG] == "worker_lost"
 
 
 def test_worker_killed_after_mlflow_finished_before_the_store_committed_one_successful_run(
@@ -79,10 +80,10 @@ def test_worker_killed_after_mlflow_finished_before_the_store_committed_one_succ
         wait_all([job_id], 120)
         done = job(job_id)
         assert done.attempt == 2  # the first attempt's result never reached the store
-        runs = {r.data.tags["jobrunner.attempt"]: r for r in mlflow_runs(job_env, job_id)}
-        assert runs["1"].info.status == "FINISHED" and runs["1"].data.tags["jobrunner.superseded"] == "true"
-        assert runs["1"].data.tags["jobrunner.superseded_by"] == done.mlflow_run_id
-        assert "jobrunner.superseded" not in runs["2"].data.tags
+        runs = {r.data.tags[ATTEMPT_TAG]: r for r in mlflow_runs(job_env, job_id)}
+        assert runs["1"].info.status == "FINISHED" and runs["1"].data.tags[SUPERSEDED_TAG] == "true"
+        assert runs["1"].data.tags[SUPERSEDED_BY_TAG] == done.mlflow_run_id
+        assert SUPERSEDED_TAG not in runs["2"].data.tags
         # the notebook did run to its end twice here (the first result was lost with its worker): that is
         # the at-least-once execution docs/jobs.md states; the store and MLflow each show one success
         assert [r.info.run_id for r in successful_runs(job_env, job_id)] == [done.mlflow_run_id]

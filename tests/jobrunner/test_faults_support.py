@@ -15,6 +15,7 @@ from typing import Any
 
 import nbformat
 
+from jobrunner.tags import ATTEMPT_TAG, JOB_ID_TAG, OUTCOME_TAG, SUPERSEDED_TAG
 from tests.jobrunner.test_jobs_support import TcpProxy, infrastructure_retries, job, wait_for
 
 AMQP_HOSTPORT = "127.0.0.1:5672"
@@ -89,13 +90,13 @@ def mlflow_runs(env: dict[str, str], job_id: str) -> list[Any]:
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name(env["JOBRUNNER_MLFLOW_EXPERIMENT"])
-    return client.search_runs([exp.experiment_id], filter_string=f"tags.`jobrunner.job_id` = '{job_id}'")
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.`{JOB_ID_TAG}` = '{job_id}'")
 
 
 def successful_runs(env: dict[str, str], job_id: str) -> list[Any]:
     return [r for r in mlflow_runs(env, job_id) if r.info.status == "FINISHED"
-            and r.data.tags.get("jobrunner.outcome") == "succeeded"
-            and r.data.tags.get("jobrunner.superseded") != "true"]
+            and r.data.tags.get(OUTCOME_TAG) == "succeeded"
+            and r.data.tags.get(SUPERSEDED_TAG) != "true"]
 
 
 def assert_exactly_once(env: dict[str, str], project: Path, ids: list[str], *, requeues_allowed: bool = False
@@ -115,7 +116,7 @@ def assert_exactly_once(env: dict[str, str], project: Path, ids: list[str], *, r
         assert marks_of(project, job_id) == 1, f"job {job_id}'s notebook ran to its end more than once"
         good = successful_runs(env, job_id)
         assert [r.info.run_id for r in good] == [done.mlflow_run_id], [
-            (r.info.status, r.data.tags.get("jobrunner.attempt"), r.data.tags.get("jobrunner.superseded"))
+            (r.info.status, r.data.tags.get(ATTEMPT_TAG), r.data.tags.get(SUPERSEDED_TAG))
             for r in mlflow_runs(env, job_id)]
 
 

@@ -14,6 +14,7 @@ import nbformat
 import pytest
 
 from jobrunner.errors import ParameterError
+from jobrunner.tags import DATA_INPUT_PREFIX, DATA_OUTPUT_PREFIX, DATA_PREFIX, OUTPUTS_STORED_PREFIX
 from tests.jobrunner.test_jobs_support import (  # noqa: F401
     ROOT,
     job_env,
@@ -112,11 +113,11 @@ def test_jobs_with_default_outputs_leave_the_project_unchanged(job_env, workers,
         assert model.md5.endswith(".dir")
         uris |= {result.uri, model.uri}
         tags = client.get_run(job.mlflow_run_id).data.tags
-        assert tags["jobrunner.data.output.results/out.json"] == result.md5
-        assert tags["jobrunner.data.output.models/m"] == model.md5
-        inputs = {k for k in tags if k.startswith("jobrunner.data.input.")}
-        assert inputs == {"jobrunner.data.input.data/in.csv"}  # the data it read, not its outputs
-        assert tags["jobrunner.outputs.stored.results/out.json"] == result.uri
+        assert tags[f"{DATA_OUTPUT_PREFIX}results/out.json"] == result.md5
+        assert tags[f"{DATA_OUTPUT_PREFIX}models/m"] == model.md5
+        inputs = {k for k in tags if k.startswith(DATA_INPUT_PREFIX)}
+        assert inputs == {f"{DATA_INPUT_PREFIX}data/in.csv"}  # the data it read, not its outputs
+        assert tags[f"{OUTPUTS_STORED_PREFIX}results/out.json"] == result.uri
     assert len(uris) == 4  # two concurrent jobs wrote and stored different files
 
     # `jobrunner status` lists them
@@ -176,9 +177,9 @@ def test_a_workspace_run_writes_the_workspace_and_records_outputs_not_inputs(pro
         "results/out.json": hashlib.md5(b'{"total": 30}').hexdigest(),  # noqa: S324
         "models/m": result.outputs[1].md5}
     tags = MlflowClient(mlflow_store).get_run(result.run_id).data.tags
-    assert {k for k in tags if k.startswith("jobrunner.data.")} == {
-        "jobrunner.data.input.data/in.csv", "jobrunner.data.output.results/out.json",
-        "jobrunner.data.output.models/m"}
+    assert {k for k in tags if k.startswith(DATA_PREFIX)} == {
+        f"{DATA_INPUT_PREFIX}data/in.csv", f"{DATA_OUTPUT_PREFIX}results/out.json",
+        f"{DATA_OUTPUT_PREFIX}models/m"}
 
 
 def _prepared_project(project: Path) -> None:
@@ -228,7 +229,7 @@ def test_a_03_train_job_owns_its_model_and_metrics_and_verifies(job_env, workers
 
     client = MlflowClient(mlflow_store)
     tags = client.get_run(done.mlflow_run_id).data.tags
-    data = {k[len("jobrunner.data."):]: v for k, v in tags.items() if k.startswith("jobrunner.data.")}
+    data = {k[len(DATA_PREFIX):]: v for k, v in tags.items() if k.startswith(DATA_PREFIX)}
     assert set(data) == {"input.data/prepared/train.parquet", "input.data/prepared/schema.json",
                          "output.models/model", "output.models/model_info.json",
                          "output.metrics/train.json"}

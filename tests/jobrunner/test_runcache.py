@@ -14,6 +14,7 @@ import boto3
 import nbformat
 import pytest
 
+from jobrunner.tags import CACHE_HIT_PREFIX
 from tests.jobrunner.test_jobs_support import (  # noqa: F401
     job_env,
     mlflow_store,
@@ -77,7 +78,7 @@ def test_identical_submissions_hit_and_changes_miss(job_env, workers, mlflow_sto
 
     warm = submit(notebook, {"n": 2})  # warm this process (imports, connections) before timing
     wait_for(lambda: MlflowClient(mlflow_store).get_run(first.mlflow_run_id).data.tags
-             .get(f"jobrunner.cache.hit.{warm.id}"), 30, "the warm-up hit's tag")
+             .get(f"{CACHE_HIT_PREFIX}{warm.id}"), 30, "the warm-up hit's tag")
     started = time.perf_counter()
     hit = submit(notebook, {"n": 2})
     took = time.perf_counter() - started
@@ -87,8 +88,8 @@ def test_identical_submissions_hit_and_changes_miss(job_env, workers, mlflow_sto
     assert [o.model_dump() for o in hit.outputs] == [o.model_dump() for o in first.outputs]
     assert get_job(hit.id).cached_from == first.id
     tags = wait_for(lambda: (t := MlflowClient(mlflow_store).get_run(first.mlflow_run_id).data.tags)
-                    .get(f"jobrunner.cache.hit.{hit.id}") and t, 30, "the cache-hit tag")
-    assert tags[f"jobrunner.cache.hit.{hit.id}"] == first.id
+                    .get(f"{CACHE_HIT_PREFIX}{hit.id}") and t, 30, "the cache-hit tag")
+    assert tags[f"{CACHE_HIT_PREFIX}{hit.id}"] == first.id
     proc = subprocess.run([sys.executable, "-m", "jobrunner.cli", "status", hit.id], env=job_env,
                           capture_output=True, text=True, timeout=60)
     assert f"cached from: job {first.id}" in proc.stdout, proc.stdout + proc.stderr

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from jobrunner.cli import main
 from jobrunner.config import get_settings
 from jobrunner.executor import execute
+from jobrunner.tags import VERIFICATION_TAG, VERIFIED_BY_TAG, VERIFIES_TAG
 
 
 def verify(*args: str) -> tuple[int, str, str]:
@@ -57,9 +58,9 @@ def test_a_deterministic_run_reproduces_from_what_was_recorded(project: Path) ->
     assert not (project / "out.txt").exists()  # the re-execution wrote into a scratch copy
 
     tags = _client().get_run(original.run_id).data.tags
-    assert tags["jobrunner.verification"] == "reproduced"
-    rerun = _client().get_run(tags["jobrunner.verified_by"])
-    assert rerun.data.tags["jobrunner.verifies"] == original.run_id
+    assert tags[VERIFICATION_TAG] == "reproduced"
+    rerun = _client().get_run(tags[VERIFIED_BY_TAG])
+    assert rerun.data.tags[VERIFIES_TAG] == original.run_id
     assert rerun.data.params["scale"] == "2.0" and rerun.data.metrics["mean"] == 4.0
 
     result = CliRunner().invoke(main, ["verify", original.run_id, "--json"])
@@ -76,7 +77,7 @@ def test_a_random_result_does_not_reproduce_and_changed_data_is_refused(project:
     noisy = execute(notebook, {})
     code, out, err = verify(noisy.run_id)
     assert code == 1 and out.startswith("NOT REPRODUCED") and "score:" in out and "differs" in out
-    assert _client().get_run(noisy.run_id).data.tags["jobrunner.verification"] == "not_reproduced"
+    assert _client().get_run(noisy.run_id).data.tags[VERIFICATION_TAG] == "not_reproduced"
 
     (project / "data" / "in.csv").write_text("v\n2\n")  # the input the run read has changed since
     code, out, err = verify(noisy.run_id)

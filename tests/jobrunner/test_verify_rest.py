@@ -15,6 +15,7 @@ import nbformat
 import pytest
 from click.testing import CliRunner
 
+from jobrunner.tags import VERIFICATION_TAG
 from tests.jobrunner.test_jobs_support import wait_state
 from tests.serve.conftest import READ, WRITE
 
@@ -111,7 +112,7 @@ def test_a_seeded_training_run_reproduces_on_a_worker_with_data_from_the_dvc_rem
     report = client.download_artifacts(v["verification_run_id"], "verification", str(tmp_path / "report"))
     assert json.loads((Path(report) / "verification.json").read_text())["reproduced"] is True
     assert "<h1 style=\"color:#15803d\">Reproduced</h1>" in (Path(report) / "verification.html").read_text()
-    assert client.get_run(run_id).data.tags["jobrunner.verification"] == "reproduced"
+    assert client.get_run(run_id).data.tags[VERIFICATION_TAG] == "reproduced"
 
     from jobrunner.cli import main
 

@@ -9,6 +9,7 @@ import boto3
 import nbformat
 import pytest
 
+from jobrunner.tags import JOB_ID_TAG
 from tests.jobrunner.test_jobs_support import (
     infrastructure_retries,
     job,
@@ -49,7 +50,7 @@ def test_submitted_job_succeeds_with_output_in_s3_and_an_mlflow_run(job_env, wor
     run = MlflowClient(mlflow_store).get_run(done.mlflow_run_id)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["total"] == 42.5
-    assert run.data.tags["jobrunner.job_id"] == done.id
+    assert run.data.tags[JOB_ID_TAG] == done.id
 
     def scrape() -> str:
         import urllib.request

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from jobrunner.tags import ATTEMPT_TAG, ERROR_MESSAGE_TAG, OUTCOME_TAG
 from tests.conftest import free_port
 from tests.jobrunner.test_faults_support import SLEEP_CELL, write_long_first_notebook
 from tests.jobrunner.test_jobs_support import (
@@ -60,12 +61,12 @@ def assert_lost_attempt_run_closed(env: dict[str, str], job_id: str) -> None:
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name(env["JOBRUNNER_MLFLOW_EXPERIMENT"])
     runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`jobrunner.job_id` = '{job_id}'")
-    by_attempt = {r.data.tags["jobrunner.attempt"]: r for r in runs}
+    by_attempt = {r.data.tags[ATTEMPT_TAG]: r for r in runs}
     assert sorted(by_attempt) == ["1", "2"], [r.data.tags for r in runs]
     lost, done = by_attempt["1"], by_attempt["2"]
-    assert lost.info.status == "KILLED" and lost.data.tags["jobrunner.outcome"] == "worker_lost"
-    assert "its worker stopped" in lost.data.tags["jobrunner.error.message"]
-    assert done.info.status == "FINISHED" and done.data.tags["jobrunner.outcome"] == "succeeded"
+    assert lost.info.status == "KILLED" and lost.data.tags[OUTCOME_TAG] == "worker_lost"
+    assert "its worker stopped" in lost.data.tags[ERROR_MESSAGE_TAG]
+    assert done.info.status == "FINISHED" and done.data.tags[OUTCOME_TAG] == "succeeded"
 
 
 def test_broker_unreachable_during_50_submissions_all_accepted_and_all_complete(job_env, workers,

@@ -12,6 +12,15 @@ import pytest
 import yaml
 from prodkit import BIN, MODEL_NAME, Pipeline, Services, base_env, configure_s3_remote, run
 
+from jobrunner.tags import (
+    DATA_OUTPUT_PREFIX,
+    DVC_LOCK_MD5_TAG,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    STAGE_TAG,
+    TRIGGER_TAG,
+)
+
 pytestmark = [pytest.mark.production, pytest.mark.services, pytest.mark.slow]
 
 DATA = (
@@ -97,7 +106,7 @@ def test_executed_notebook_downloads_and_is_a_valid_notebook(
 ) -> None:
     client, version = _champion(services)
     run_ = client.get_run(version.run_id)
-    assert run_.data.tags["jobrunner.stage"] == "train"
+    assert run_.data.tags[STAGE_TAG] == "train"
     assert run_.info.artifact_uri.startswith("mlflow-artifacts:/")  # proxied by the server into S3
     names = sorted(f.path for f in client.list_artifacts(version.run_id, "notebook"))
     assert names == ["notebook/03_train.html", "notebook/03_train.ipynb"]
@@ -120,16 +129,16 @@ def test_runs_record_hashes_that_match_dvc_lock(pipeline: Pipeline, services: Se
     client = MlflowClient(tracking_uri=services.tracking_uri)
     runs = client.search_runs(
         [client.get_experiment_by_name("notebooks").experiment_id],
-        filter_string="tags.`jobrunner.trigger` = 'dvc'",
+        filter_string=f"tags.`{TRIGGER_TAG}` = 'dvc'",
     )
-    by_stage = {r.data.tags["jobrunner.stage"]: r for r in runs}
+    by_stage = {r.data.tags[STAGE_TAG]: r for r in runs}
     assert set(by_stage) == {"ingest", "prepare", "train", "evaluate"}
     outs = lock_outs(pipeline.clone)
     recorded = {
-        k.removeprefix("jobrunner.data.output."): v
+        k.removeprefix(DATA_OUTPUT_PREFIX): v
         for r in runs
         for k, v in r.data.tags.items()
-        if k.startswith("jobrunner.data.output.")
+        if k.startswith(DATA_OUTPUT_PREFIX)
     }
     assert recorded["models/model"].endswith(".dir")
     for path, md5 in recorded.items():
@@ -137,7 +146,7 @@ def test_runs_record_hashes_that_match_dvc_lock(pipeline: Pipeline, services: Se
             assert md5 == outs[path], path
     assert {"data/raw/dataset.parquet", "models/model", "data/prepared/train.parquet"} <= recorded.keys()
     for run_ in runs:
-        assert run_.data.tags["jobrunner.git.commit"] == pipeline.start_commit
+        assert run_.data.tags[GIT_COMMIT_TAG] == pipeline.start_commit
         # a clean checkout stays clean while `dvc repro` rewrites dvc.lock and metrics between stages
-        assert run_.data.tags["jobrunner.git.dirty"] == "false", run_.data.tags["jobrunner.stage"]
-        assert run_.data.tags["jobrunner.dvc.lock_md5"]
+        assert run_.data.tags[GIT_DIRTY_TAG] == "false", run_.data.tags[STAGE_TAG]
+        assert run_.data.tags[DVC_LOCK_MD5_TAG]

@@ -13,6 +13,7 @@ import yaml
 from prodkit import Services
 
 from jobrunner.provenance import render, trace
+from jobrunner.tags import DATA_PREFIX, OUTCOME_TAG, STAGE_TAG
 
 pytestmark = [pytest.mark.production, pytest.mark.services]
 
@@ -31,10 +32,10 @@ def test_producer_is_the_latest_successful_writer_before_the_consumer(
 
     def make_run(minute: int, stage: str, status: str = "FINISHED", **data: str) -> str:
         tags = {
-            "jobrunner.stage": stage,
-            "jobrunner.outcome": "succeeded" if status == "FINISHED" else "failed",
+            STAGE_TAG: stage,
+            OUTCOME_TAG: "succeeded" if status == "FINISHED" else "failed",
         }
-        tags.update({f"jobrunner.data.{k.replace('__', '.')}": v for k, v in data.items()})
+        tags.update({f"{DATA_PREFIX}{k.replace('__', '.')}": v for k, v in data.items()})
         run = client.create_run(exp, start_time=T0 + minute * MINUTE, tags=tags, run_name=f"{stage}-{minute}")
         client.set_terminated(run.info.run_id, status=status, end_time=T0 + minute * MINUTE + 1000)
         return run.info.run_id

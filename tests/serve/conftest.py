@@ -24,6 +24,14 @@ from typing import Any
 import httpx
 import pytest
 
+from jobrunner.tags import (
+    DATA_INPUT_PREFIX,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    NOTEBOOK_TAG,
+    OUTCOME_TAG,
+    STAGE_TAG,
+)
 from tests.conftest import FIXTURE_NOTEBOOKS, ROOT, free_port
 
 READ_KEY = "read-key-for-tests-0001"
@@ -61,12 +69,12 @@ def _train_and_log(
     with mlflow.start_run(run_name=f"train-C{C}") as run:
         mlflow.set_tags(
             {
-                "jobrunner.notebook": "notebooks/03_train.ipynb",
-                "jobrunner.stage": "train",
-                "jobrunner.git.commit": commit,
-                "jobrunner.git.dirty": "false",
-                f"jobrunner.data.input.{data_rel}": data_md5,
-                "jobrunner.outcome": "succeeded",
+                NOTEBOOK_TAG: "notebooks/03_train.ipynb",
+                STAGE_TAG: "train",
+                GIT_COMMIT_TAG: commit,
+                GIT_DIRTY_TAG: "false",
+                f"{DATA_INPUT_PREFIX}{data_rel}": data_md5,
+                OUTCOME_TAG: "succeeded",
             }
         )
         mlflow.log_params({"model_type": "logistic_regression", "C": C, "seed": 42})

@@ -191,7 +191,7 @@ def execute(
     input_hashes = [hash_path(p, project) for p in read_paths]
     git = git_state(project)
     key = None
-    if cache and record and folder is None:
+    if cache and record and folder is None and _outputs_covered(list(outputs), targets, project):
         from jobrunner import runcache
 
         if not runcache.opted_out(nb):
@@ -261,7 +261,7 @@ def execute(
         from jobrunner import runcache
 
         try:
-            runcache.store_run(recorder.client, run_id, key, targets)
+            runcache.store_run(recorder.client, run_id, key, targets, project)
         except Exception:  # noqa: BLE001 - the run happened; only its reuse is lost
             log.warning("run %s: could not store its outputs for the run cache", run_id, exc_info=True)
     return ExecutionResult(
@@ -288,6 +288,19 @@ def environment_tags(project: Path) -> dict[str, str]:
     from jobrunner import runcache
 
     return {f"{ENV_PREFIX}{k}": str(v) for k, v in runcache.environment_digest(project).items() if v}
+
+
+def _outputs_covered(explicit: list[str | Path], targets: list[OutputTarget], project: Path) -> bool:
+    """Every declared output (a DVC stage's outs) is an output parameter's file or inside its folder, so a
+    run-cache hit can restore it; otherwise the run cache is not used for this execution."""
+    locations = [t.location.resolve() for t in targets]
+    for out in explicit:
+        path = Path(out) if Path(out).is_absolute() else project / out
+        path = path.resolve()
+        if not any(path == loc or loc in path.parents for loc in locations):
+            log.info("run cache not used: output %s is not written through an output parameter (# output:)", out)
+            return False
+    return True
 
 
 def _cache_hit(settings: Settings, key: str, targets: list[OutputTarget], out: Path, nb_label: str,

@@ -39,7 +39,7 @@ from jobrunner import __version__
 from jobrunner.lineage import file_md5, hash_path
 from jobrunner.outputs import input_paths
 from jobrunner.params import PARAMETERS_TAG, ParameterSchema
-from jobrunner.tags import CACHE_KEY_TAG, CACHE_OUTPUTS_TAG, DATA_OUTPUT_PREFIX, OUTCOME_TAG
+from jobrunner.tags import CACHE_KEY_TAG, CACHE_OUTPUT_PREFIX, CACHE_OUTPUTS_TAG, OUTCOME_TAG
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +210,12 @@ def restore_run(client: Any, experiment_id: str, key: str, targets: list[Any], p
     for run in runs:
         fetched: list[tuple[Any, Path]] = []
         for t in targets:
-            want = run.data.tags.get(f"{DATA_OUTPUT_PREFIX}{t.path}")
-            if want in (None, "missing"):
+            # the md5 of what that run stored for this output parameter (not its lineage tags: a DVC stage
+            # records its dvc.yaml outs there, e.g. plots/evaluation.png for the output folder plots)
+            want = run.data.tags.get(f"{CACHE_OUTPUT_PREFIX}{t.parameter}")
+            if want is None:  # stored before the digests were recorded: it cannot vouch for this output
+                break
+            if want == "missing":  # that run did not write it either
                 continue
             try:
                 local = Path(client.download_artifacts(run.info.run_id, _output_artifact(t), str(scratch)))
@@ -237,9 +241,11 @@ def restore_run(client: Any, experiment_id: str, key: str, targets: list[Any], p
     return None
 
 
-def store_run(client: Any, run_id: str, key: str, targets: list[Any]) -> None:
-    """Log a succeeded workspace run's outputs as artifacts and tag its key, for later `--cache` runs."""
+def store_run(client: Any, run_id: str, key: str, targets: list[Any], project: Path) -> None:
+    """Log a succeeded workspace run's outputs as artifacts with their md5s and tag its key, for later
+    `--cache` runs (and DVC stages)."""
     for t in targets:
+        client.set_tag(run_id, f"{CACHE_OUTPUT_PREFIX}{t.parameter}", hash_path(t.location, project).md5 or "missing")
         if t.location.is_dir():
             client.log_artifacts(run_id, str(t.location), artifact_path=_output_artifact(t))
         elif t.location.is_file():

@@ -53,6 +53,9 @@ OUTPUTS_STORED_PREFIX = "jobrunner.outputs.stored."  # + path = URI of the store
 # Run cache
 CACHE_KEY_TAG = "jobrunner.cache_key"
 CACHE_OUTPUTS_TAG = "jobrunner.cache.outputs"  # "stored": the run logged its outputs under outputs/
+# + output parameter = DVC md5 of what the run logged for it under outputs/ ("missing": not written); a
+# run-cache hit restores an output only when the download has this md5
+CACHE_OUTPUT_PREFIX = "jobrunner.cache.output."
 CACHE_HIT_PREFIX = "jobrunner.cache.hit."  # + job id = the id of the job whose run was reused
 
 # Verification

@@ -15,6 +15,7 @@ from jobrunner.lineage import hash_path
 from tests.jobrunner.test_jobs_support import ROOT, mlflow_store  # noqa: F401
 
 OUTS = ["models/model", "models/model_info.json", "metrics/train.json"]
+EVALUATE_OUTS = ["plots/evaluation.png", "plots/roc.csv", "plots/confusion.csv", "metrics/evaluate.json"]
 
 
 @pytest.mark.slow
@@ -60,3 +61,18 @@ def test_a_resaved_pipeline_notebook_restores_its_stage_outputs_without_executin
 
     assert run_stage("train", profile="ci", quiet=True, cache=False) == 0  # --no-cache executes
     assert len(client.search_runs([exp.experiment_id])) == runs + 1
+
+    # A directory output (04_evaluate's plots_dir) and the stage's dvc.yaml outs inside it: `dvc repro`
+    # deletes a stage's outs before running it, and a hit must put every one of them back (it restored
+    # nothing for the directory, and DVC then failed: "output 'plots/evaluation.png' does not exist").
+    capsys.readouterr()
+    assert run_stage("evaluate", profile="ci", quiet=True) == 0, capsys.readouterr().err
+    evaluated = {p: hash_path(Path(p), project).md5 for p in EVALUATE_OUTS}
+    assert all(evaluated.values()), evaluated
+    for rel in EVALUATE_OUTS:
+        (project / rel).unlink()
+    capsys.readouterr()
+    assert run_stage("evaluate", profile="ci", quiet=True) == 0
+    err = capsys.readouterr().err
+    assert "stage evaluate: run cache hit" in err, err
+    assert {p: hash_path(Path(p), project).md5 for p in EVALUATE_OUTS} == evaluated

@@ -129,6 +129,10 @@ class Service:
             if idle:
                 log.warning("idle for %.0fs: stopping", self.settings.service_idle_timeout)
                 self.stop()
+            elif quiet and not self.settings.project_dir.is_dir():
+                # the project folder is gone (a removed clone or temporary checkout): nobody can call again
+                log.warning("project %s no longer exists: stopping", self.settings.project_dir)
+                self.stop()
             elif quiet and _code_stamp() != stamp:
                 # jobrunner's code changed: new clients compute another key and start a new service
                 log.warning("jobrunner's code changed: stopping (clients start a service on the new code)")

@@ -211,6 +211,24 @@ def test_the_service_stops_when_idle_and_leaves_no_kernel(project: Path, svc) ->
     assert not list(Path(env["XDG_RUNTIME_DIR"]).glob("*/*.sock"))
 
 
+def test_the_service_stops_when_its_project_folder_is_removed(tmp_path: Path, svc) -> None:
+    """A service of a temporary clone (CI's `dvc repro` tests, a removed checkout) would otherwise hold a
+    kernel and ~300 MB for its whole idle timeout (10 minutes by default) after nobody can call it."""
+    clone = tmp_path / "clone"
+    shutil.copytree(Path(svc["JOBRUNNER_PROJECT_DIR"]), clone)
+    env = {**svc, "JOBRUNNER_PROJECT_DIR": str(clone)}  # the default idle timeout: 600 s
+    ok = cli(env, "run", "notebooks/ok.ipynb", "--no-record", cwd=clone)
+    assert ok.returncode == 0, ok.stderr
+    [service] = services(env)
+    kernels = [p.pid for p in psutil.Process(service["pid"]).children(recursive=True)]
+    shutil.rmtree(clone)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _alive(service["pid"]):
+        time.sleep(0.3)
+    assert not _alive(service["pid"]), "the service outlived its project folder"
+    assert not [k for k in kernels if _alive(k)]
+
+
 def test_a_dvc_stage_runs_through_the_service_with_the_callers_environment(project: Path, svc) -> None:
     (project / "dvc.yaml").write_text(
         "stages:\n  add:\n    cmd: python -m pipelines.stage add\n    params: [add]\n"

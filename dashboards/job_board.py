@@ -33,6 +33,7 @@ from dashboards.widgets import (
     guarded,
     short_time,
 )
+from jobrunner.limits import MAX_TIMEOUT
 
 ACTIVE = ("QUEUED", "RUNNING", "CANCELLING")
 CHOOSE = "(choose a notebook)"
@@ -122,7 +123,7 @@ class JobBoard(w.VBox):
         self.timeout = w.BoundedFloatText(
             value=0,
             min=0,
-            max=604800,
+            max=MAX_TIMEOUT,
             description="Time limit (s)",
             style=_STYLE,
             layout=_LAYOUT,

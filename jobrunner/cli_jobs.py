@@ -23,6 +23,7 @@ from jobrunner.errors import (
     NotebookNotFound,
     ParameterError,
 )
+from jobrunner.limits import MAX_TIMEOUT
 from jobrunner.states import JobState
 
 # Same codes as jobrunner.cli (not imported at module level: cli imports this module while it loads).
@@ -132,7 +133,7 @@ def _exit_at_once(code: int = 0) -> None:
 @parameter_options
 @click.option("--idempotency-key", help="Submitting again with the same key returns the first job.")
 @click.option("--submitter", help="Who submitted (default: $USER).")
-@click.option("--timeout", type=click.FloatRange(0, 604800, min_open=True), metavar="SECONDS",
+@click.option("--timeout", type=click.FloatRange(0, MAX_TIMEOUT, min_open=True), metavar="SECONDS",
               help="Time limit of each attempt; the worker's JOBRUNNER_TIMEOUT applies if lower.")
 @click.option("--wait", is_flag=True,
               help="Wait for the job to finish, with a progress bar; exit 1 if it fails.")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobrunner.limits import MAX_TIMEOUT
+
 
 class JobrunnerError(Exception):
     """Root of every error jobrunner raises on purpose."""
@@ -165,7 +167,7 @@ class InvalidTimeout(JobrunnerError):
 
     def __init__(self, value: object):
         self.value = value
-        super().__init__(f"timeout must be a number of seconds above 0 and at most 604800 (a week), "
+        super().__init__(f"timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:g} (a week), "
                          f"got {value!r}; nothing was queued")
 
 

@@ -30,7 +30,7 @@ from jobrunner.db import session_scope
 from jobrunner.errors import InfrastructureError, InvalidJobOption, InvalidTimeout, JobrunnerError
 from jobrunner.models import Job, Schedule, ScheduleRun
 from jobrunner.notify import check_notify
-from jobrunner.schemas import MAX_TIMEOUT, _aware
+from jobrunner.schemas import MAX_NOTEBOOK_PATH, MAX_TIMEOUT, _aware
 from jobrunner.states import JobState, utcnow
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class ScheduleCreate(BaseModel):
     """A new schedule. `kernel_name` defaults to the setting JOBRUNNER_KERNEL_NAME."""
 
     name: str = Field(pattern=NAME_PATTERN)
-    notebook: str = Field(min_length=1, max_length=1024)
+    notebook: str = Field(min_length=1, max_length=MAX_NOTEBOOK_PATH)
     parameters: dict[str, Any] = Field(default_factory=dict)
     cron: str = Field(min_length=1, max_length=255)
     timezone: str = Field(default="UTC", min_length=1, max_length=64)

@@ -7,15 +7,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from jobrunner.limits import MAX_NOTEBOOK_PATH, MAX_TIMEOUT
 from jobrunner.states import JobState
 
-MAX_TIMEOUT = 7 * 24 * 3600.0  # a week: a longer per-job limit is a typo, not a plan
+__all__ = ["MAX_NOTEBOOK_PATH", "MAX_TIMEOUT"]  # re-exported: defined in jobrunner/limits.py
 
 
 class JobCreate(BaseModel):
     """A submission: notebook path relative to the project, typed JSON parameter values."""
 
-    notebook: str = Field(min_length=1, max_length=1024)
+    notebook: str = Field(min_length=1, max_length=MAX_NOTEBOOK_PATH)
     parameters: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = Field(default=None, max_length=255)
     submitter: str | None = Field(default=None, max_length=255)

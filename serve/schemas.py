@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobrunner.schemas import MAX_TIMEOUT
+from jobrunner.limits import MAX_NOTEBOOK_PATH, MAX_TIMEOUT
 
 # -- ids and paths: the formats the API checks, stated in the schema -----------------------------------
 JOB_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"  # str(uuid4())
@@ -210,7 +210,7 @@ class JobCreateIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented: no "5" or true for 5
 
     notebook: str = Field(
-        min_length=1, max_length=500, pattern=NOTEBOOK_PATH_PATTERN, description=NOTEBOOK_PATH_HELP
+        min_length=1, max_length=MAX_NOTEBOOK_PATH, pattern=NOTEBOOK_PATH_PATTERN, description=NOTEBOOK_PATH_HELP
     )
     parameters: dict[str, Any] = Field(default_factory=dict)
     timeout_seconds: float | None = Field(

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query
 
+from jobrunner.limits import MAX_NOTEBOOK_PATH
 from jobrunner.schemas import JobList, JobRead
 from jobrunner.states import JobState
 from serve.contract import SchemaPart, StrictJSONRoute
@@ -88,7 +89,7 @@ def list_jobs(
     state: Annotated[JobState | None, Query(description="Only jobs in this state")] = None,
     notebook: Annotated[
         str | None,
-        Query(max_length=500, pattern=NOTEBOOK_PATH_PATTERN, description="Only jobs of this notebook"),
+        Query(max_length=MAX_NOTEBOOK_PATH, pattern=NOTEBOOK_PATH_PATTERN, description="Only jobs of this notebook"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from jobrunner.cron import CRON_PATTERN
+from jobrunner.limits import MAX_NOTEBOOK_PATH, MAX_TIMEOUT
 from jobrunner.schedules import (
     MAX_CONCURRENT,
     NAME_PATTERN,
@@ -29,7 +30,6 @@ from jobrunner.schedules import (
     ScheduleRead,
     ScheduleRunRead,
 )
-from jobrunner.schemas import MAX_TIMEOUT
 from serve.contract import SchemaPart, StrictJSONRoute
 from serve.deps import READ, WRITE
 from serve.errors import Conflict, NotFound, Unprocessable
@@ -56,7 +56,7 @@ class ScheduleCreateIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented
 
     name: str = Field(pattern=NAME_PATTERN, description="Unique name: letters, digits, '.', '_', '-'")
-    notebook: str = Field(min_length=1, max_length=500, pattern=NOTEBOOK_PATH_PATTERN,
+    notebook: str = Field(min_length=1, max_length=MAX_NOTEBOOK_PATH, pattern=NOTEBOOK_PATH_PATTERN,
                           description=NOTEBOOK_PATH_HELP)
     parameters: dict[str, Any] = Field(default_factory=dict)
     cron: str = Field(max_length=255, pattern=CRON_PATTERN,

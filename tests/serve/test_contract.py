@@ -143,6 +143,31 @@ def test_path_oddities_are_4xx_naming_the_field(fuzz_api, notebook):
     assert listed["problems"][0]["location"] == "query.notebook"
 
 
+def _path_of_length(n: int) -> str:
+    """A well-formed project-relative path of n characters (segments under the file system's 255)."""
+    stem = "notebooks/"
+    while len(stem) + 200 + len(".ipynb") < n:
+        stem += "d" * 199 + "/"
+    return stem + "n" * (n - len(stem) - len(".ipynb")) + ".ipynb"
+
+
+def test_notebook_path_length_is_the_job_stores_limit(fuzz_api):
+    from jobrunner.limits import MAX_NOTEBOOK_PATH
+
+    too_long = _path_of_length(MAX_NOTEBOOK_PATH + 1)
+    body = _error(fuzz_api.post("/v1/jobs", json={"notebook": too_long}, headers=WRITE), 422)
+    assert body["problems"][0]["location"] == "body.notebook"
+    listed = _error(fuzz_api.get("/v1/jobs", params={"notebook": too_long}, headers=READ), 422)
+    assert listed["problems"][0]["location"] == "query.notebook"
+    schedule = {"name": "long-path", "notebook": too_long, "cron": "30 2 * * *"}
+    body = _error(fuzz_api.post("/v1/schedules", json=schedule, headers=WRITE), 422)
+    assert "body.notebook" in [p.get("location") for p in body["problems"]]
+    # the longest allowed path is looked up (it does not exist), not refused for its length
+    longest = _path_of_length(MAX_NOTEBOOK_PATH)
+    _error(fuzz_api.post("/v1/jobs", json={"notebook": longest}, headers=WRITE), 404)
+    assert fuzz_api.get("/v1/jobs", params={"notebook": longest}, headers=READ).status_code == 200
+
+
 def test_nul_byte_is_refused_by_jobrunner_itself(project):
     from jobrunner.config import get_settings
     from jobrunner.errors import NotebookNotFound

@@ -40,10 +40,11 @@ test-production: $(STAMP)
 check: $(STAMP)
 	$(BIN)/jobrunner check
 
-## lint: ruff on the Python packages and tests
+## lint: ruff on the Python packages and tests, mypy, and the import layering (lint-imports; docs/index.md)
 lint: $(STAMP)
 	$(BIN)/ruff check dashboards jobrunner pipelines serve tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## bench-serve / bench-executor: benchmarks (not tests); results and commands in docs/benchmarks.md
 bench-serve: $(STAMP)

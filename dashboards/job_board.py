@@ -102,6 +102,8 @@ def _help(param: dict[str, Any]) -> str:
 class JobBoard(w.VBox):
     """The board as a widget; its parts are attributes so tests and scripts can drive it."""
 
+    COLUMNS = 11  # cells per job row of the grid (header row the same)
+
     def __init__(self, api: PlatformClient, settings: Settings, autorefresh: bool = True):
         self.api, self.settings = api, settings
         self.banner, self.message, self.viewer, self.refresh_note = w.HTML(), w.HTML(), w.HTML(), w.HTML()
@@ -132,7 +134,7 @@ class JobBoard(w.VBox):
         self.submit = w.Button(description="Submit", button_style="primary", icon="play", disabled=True)
         self.refresh = w.Button(description="Refresh", icon="refresh")
         self.rows = w.GridBox(
-            layout=w.Layout(grid_template_columns="auto " * 11, grid_gap="2px 10px", align_items="center")
+            layout=w.Layout(grid_template_columns="auto " * self.COLUMNS, grid_gap="2px 10px", align_items="center")
         )
         self.table = w.HTML()  # the summary line (and the rows as plain text for scripts and tests)
         self._lock = threading.RLock()

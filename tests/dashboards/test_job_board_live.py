@@ -176,8 +176,9 @@ def test_job_board_shows_a_jobs_outputs_and_a_cache_hit(api, worker, model_store
 
     board = JobBoard(client, Settings(_env_file=None), autorefresh=False)
     cells = board.rows.children
-    row = {jid: cells[i:i + 10] for i, c in enumerate(cells) for jid in (first["id"], second["id"])
-           if jid in getattr(c, "value", "") and "dash-id" in c.value and i % 10 == 0}
+    width = board.COLUMNS  # cells per row of the board's grid
+    row = {jid: cells[i:i + width] for i, c in enumerate(cells) for jid in (first["id"], second["id"])
+           if jid in getattr(c, "value", "") and "dash-id" in c.value and i % width == 0}
     state_cell = html.unescape(row[second["id"]][2].value)
     assert "cached from" in state_cell and first["id"] in state_cell
     assert "1 output(s)" in html.unescape(row[first["id"]][2].value)

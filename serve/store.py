@@ -114,28 +114,23 @@ def make_engine(url: str) -> Engine:
 
 def migrate(engine: Engine) -> None:
     """Bring the API's tables to the newest revision (idempotent; safe with several workers starting)."""
-    import time
-
     from alembic import command
     from alembic.config import Config
     from sqlalchemy.exc import OperationalError
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    for attempt in range(5):
-        try:
-            with engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(742917001)"))  # one worker at a time
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-            return
-        except OperationalError:
-            # SQLite has no advisory lock: another worker starting at the same moment may have created
-            # the tables between our check and our CREATE; the next attempt sees them at head.
-            if engine.dialect.name != "sqlite" or attempt == 4:
-                raise
-            time.sleep(0.2 * (attempt + 1))
+    # SQLite has no advisory lock: another worker starting at the same moment may have created the tables
+    # between our check and our CREATE; the next attempt sees them at head. PostgreSQL errors are final.
+    sqlite = engine.dialect.name == "sqlite"
+    for attempt in Retrying(retry=retry_if_exception_type(OperationalError) if sqlite else lambda _: False,
+                            stop=stop_after_attempt(5), wait=wait_incrementing(0.2, 0.2), reraise=True):
+        with attempt, engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(742917001)"))  # one worker at a time
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
 
 
 def ping(engine: Engine) -> None:

@@ -33,3 +33,23 @@ def test_close_drains_everything_and_a_bad_record_is_dropped_alone(tmp_path):
     assert writer.dropped == 1 and writer.pending == 0
     stored = store.get_prediction(engine, f"{1:032x}-0")
     assert stored.features == list(good_matrix[0]) and stored.probabilities == [0.2, 0.8]
+
+
+def test_api_workers_starting_together_on_one_sqlite_file_all_migrate_it(tmp_path):
+    """Several uvicorn worker processes migrate the same SQLite database at the same moment (SQLite has
+    no advisory lock: SQLite's busy timeout and migrate's retry on OperationalError keep it safe)."""
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    go = time.time() + 3  # every process imports first, then all migrate at this moment
+    code = (f"import time; from serve import store; e = store.make_engine({url!r}); "
+            f"time.sleep(max(0, {go} - time.time())); store.migrate(e); print('migrated')")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-800:] for _, err in results]
+    assert all(out.strip() == "migrated" for out, _ in results)
+    engine = store.make_engine(url)
+    assert store.count_rows(engine, store.PredictionBatch) == 0  # the table exists, at head

@@ -324,9 +324,16 @@ class JobRun:
     def _finish(self, state: JobState, **fields: Any) -> None:
         fields.setdefault("finished_at", utcnow())
         fields.setdefault("heartbeat_at", utcnow())
-        if self._progress.get("cells_total") is not None and state is JobState.SUCCEEDED:
-            fields.setdefault("cells_done", self._progress["cells_total"])
-            fields.setdefault("current_cell", None)
+        # the last progress goes with the final state: a run shorter than one heartbeat poll (a warm
+        # kernel runs a small notebook in ~0.2 s) never had its progress written otherwise
+        total = self._progress.get("cells_total")
+        if total is not None:
+            fields.setdefault("cells_total", total)
+            if state is JobState.SUCCEEDED:
+                fields.setdefault("cells_done", total)
+                fields.setdefault("current_cell", None)
+            else:
+                fields.setdefault("cells_done", self._progress.get("cells_done"))
 
         def write(session: Any) -> bool:
             sources = [JobState.CANCELLING] if state is JobState.CANCELLED else [JobState.RUNNING,

@@ -83,7 +83,8 @@ def rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
-def service_rss(work: Path, env: dict[str, str], preload: str) -> tuple[float, list[float]]:
+def service_rss(work: Path, env: dict[str, str], preload: str) -> tuple[float, list[float], list[tuple[float, float]]]:
+    """RSS of the service, of its kernel template (if any), and (RSS, USS) of each idle kernel."""
     import json
 
     import psutil
@@ -95,8 +96,12 @@ def service_rss(work: Path, env: dict[str, str], preload: str) -> tuple[float, l
     info = json.loads(subprocess.run([str(BIN / "jobrunner"), "service", "status", "--json"], cwd=work, env=env,
                                      capture_output=True, text=True, check=True).stdout)
     pid = info["pid"]
-    kernels = [p.pid for p in psutil.Process(pid).children() if "ipykernel" in " ".join(p.cmdline())]
-    result = rss_mb(pid), [rss_mb(k) for k in kernels]
+    service = psutil.Process(pid)
+    templates = [p for p in service.children() if "jobrunner.forkserver" in " ".join(p.cmdline())]
+    kernels = [p for p in service.children(recursive=True)
+               if "ipykernel" in " ".join(p.cmdline()) and p not in templates]
+    result = (rss_mb(pid), [rss_mb(t.pid) for t in templates],
+              [(k.memory_info().rss / 2**20, k.memory_full_info().uss / 2**20) for k in kernels])
     subprocess.run([str(BIN / "jobrunner"), "service", "stop"], cwd=work, env=env, capture_output=True)
     return result
 
@@ -218,12 +223,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_worker(env: dict[str, str], name: str, pool: int, logdir: Path) -> subprocess.Popen[bytes]:
+def _start_worker(env: dict[str, str], name: str, pool: int, logdir: Path, fork: bool = True) -> subprocess.Popen[bytes]:
     port = _free_port()
     log = open(logdir / f"worker-{name}.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([str(BIN / "jobrunner"), "worker"], cwd=env["JOBRUNNER_PROJECT_DIR"],
                             env={**env, "JOBRUNNER_WORKER_ID": name, "JOBRUNNER_KERNEL_POOL_SIZE": str(pool),
-                                 "JOBRUNNER_WORKER_METRICS_PORT": str(port)},
+                                 "JOBRUNNER_WORKER_METRICS_PORT": str(port),
+                                 "JOBRUNNER_KERNEL_FORK": "true" if fork else "false"},
                             stdout=log, stderr=subprocess.STDOUT)
     proc.metrics_port = port  # type: ignore[attr-defined]
     return proc
@@ -314,27 +320,47 @@ def jobs_bench(runs: int, work: Path, pm_cli: Callable[[int], None]) -> None:
         latency: list[float] = []
         measure(runs, job)
         latency = latency[1:]  # the warm-up
-        rss_worker = psutil.Process(one.pid).memory_info().rss / 2**20
-        rss_kernels = [k.memory_info().rss / 2**20 for k in psutil.Process(one.pid).children(recursive=True)
-                       if "ipykernel" in " ".join(k.cmdline())]
+        worker = psutil.Process(one.pid)
+        rss_worker = worker.memory_info().rss / 2**20
+        # the worker's children: the pool's kernel template (forked kernels are ITS children), or kernels
+        template = [k for k in worker.children() if "jobrunner.forkserver" in " ".join(k.cmdline())]
+        kernels = [k for k in worker.children(recursive=True)
+                   if "ipykernel" in " ".join(k.cmdline()) and k not in template]
+        rss_template = [t.memory_info().rss / 2**20 for t in template]
+        mem_kernels = [(k.memory_info().rss / 2**20, k.memory_full_info().uss / 2**20) for k in kernels]
         one.terminate()
         one.wait(60)
 
-        pair = [_start_worker(env, f"bench-{n}", 2, work) for n in ("a", "b")]
-        procs.extend(pair)
-        _wait_consumers(env, 2)
-        for proc in pair:
-            _wait_idle_kernels(proc, 2)
-        _wait_done([submit("notebooks/ok.ipynb", {"x": next(seq)}).id for _ in range(4)])  # warm-up
-        for proc in pair:
-            _wait_idle_kernels(proc, 2)
-        t0 = time.monotonic()
-        ids = [submit("notebooks/ok.ipynb", {"x": next(seq)}).id for _ in range(40)]
-        per_min_jobs = 40 / ((_wait_done(ids) - t0) / 60)
+        def burst(fork: bool) -> tuple[float, float]:
+            """40 jobs at once on two workers: (jobs per minute, CPU-s of the whole machine per job)."""
+            pair = [_start_worker(env, f"bench-{n}-{fork}", 2, work, fork=fork) for n in ("a", "b")]
+            procs.extend(pair)
+            _wait_consumers(env, 2)
+            for proc in pair:
+                _wait_idle_kernels(proc, 2)
+            _wait_done([submit("notebooks/ok.ipynb", {"x": next(seq)}).id for _ in range(4)])  # warm-up
+            for proc in pair:
+                _wait_idle_kernels(proc, 2)
+            cpu0 = psutil.cpu_times()
+            t0 = time.monotonic()
+            ids = [submit("notebooks/ok.ipynb", {"x": next(seq)}).id for _ in range(40)]
+            per_min = 40 / ((_wait_done(ids) - t0) / 60)
+            cpu1 = psutil.cpu_times()
+            busy = (cpu1.user + cpu1.system + cpu1.nice) - (cpu0.user + cpu0.system + cpu0.nice)
+            for proc in pair:
+                proc.terminate()
+            for proc in pair:
+                proc.wait(60)
+            return per_min, busy / 40
+
+        bursts = {False: burst(False), True: burst(True)}
         loop_t0 = time.perf_counter()
+        cpu0 = psutil.cpu_times()
         for i in range(10):
             pm_cli(1000 + i)
         per_min_pm = 10 / ((time.perf_counter() - loop_t0) / 60)
+        cpu1 = psutil.cpu_times()
+        cpu_pm = ((cpu1.user + cpu1.system + cpu1.nice) - (cpu0.user + cpu0.system + cpu0.nice)) / 10
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -353,10 +379,15 @@ def jobs_bench(runs: int, work: Path, pm_cli: Callable[[int], None]) -> None:
     print(f"| end-to-end job, submit -> SUCCEEDED, one warm worker ({len(latency)} jobs) | {lat_med:.3f} s | "
           f"{min(latency):.3f}-{max(latency):.3f} s | papermill CLI {pm_med:.3f} s | "
           f"{lat_med / pm_med:.2f}x the CLI's time |")
-    print(f"| throughput, 2 workers with pools of 2, 40 jobs at once | {per_min_jobs:.0f} jobs/min | | "
-          f"papermill CLI loop {per_min_pm:.0f} runs/min | {per_min_jobs / per_min_pm:.1f}x |")
-    print(f"| memory of a worker with a pool of 1 | worker {rss_worker:.0f} MB | idle kernel "
-          f"{', '.join(f'{k:.0f}' for k in rss_kernels)} MB | | |")
+    for fork, label in ((False, "kernels started one by one (JOBRUNNER_KERNEL_FORK=false)"),
+                        (True, "kernels forked from the pool's template (default)")):
+        per_min, cpu = bursts[fork]
+        print(f"| throughput, 2 workers with pools of 2, 40 jobs at once, {label} | {per_min:.0f} jobs/min, "
+              f"{cpu:.2f} CPU-s per job | | papermill CLI loop {per_min_pm:.0f} runs/min, {cpu_pm:.2f} CPU-s per run | "
+              f"{per_min / per_min_pm:.1f}x |")
+    print(f"| memory of a worker with a pool of 1 | worker {rss_worker:.0f} MB, kernel template "
+          f"{', '.join(f'{t:.0f}' for t in rss_template) or '(none)'} MB | idle kernel "
+          f"{', '.join(f'{r:.0f} MB RSS / {u:.0f} MB own (USS)' for r, u in mem_kernels)} | | |")
 
 
 def main_table(runs: int, load_before: tuple[float, float, float], pm_cli: Callable[[int], None],
@@ -452,12 +483,15 @@ def main() -> None:
             print(f"| {label} | {med:.2f} | {min(times):.2f}-{max(times):.2f} | {med / base:.2f}x |")
 
     if args.rss:
-        print("\n| service process with a pool of 2 | service RSS MB | idle kernel RSS MB (each) |")
-        print("| --- | --- | --- |")
-        for preload in ("", "numpy,pandas,sklearn"):
-            svc, kernels = service_rss(work, env_on, preload)
-            print(f"| preload: {preload or '(none; jobrunner.notebook only)'} | {svc:.0f} | "
-                  f"{', '.join(f'{k:.0f}' for k in kernels)} |")
+        print("\n| service process with a pool of 2 | service RSS MB | kernel template RSS MB | idle kernel RSS / "
+              "own (USS) MB, each |")
+        print("| --- | --- | --- | --- |")
+        for fork in ("true", "false"):
+            for preload in ("", "numpy,pandas,sklearn"):
+                svc, templates, kernels = service_rss(work, {**env_on, "JOBRUNNER_KERNEL_FORK": fork}, preload)
+                print(f"| fork {fork}, preload: {preload or '(none; jobrunner.notebook only)'} | {svc:.0f} | "
+                      f"{', '.join(f'{t:.0f}' for t in templates) or '-'} | "
+                      f"{', '.join(f'{r:.0f} / {u:.0f}' for r, u in kernels)} |")
 
 
 if __name__ == "__main__":

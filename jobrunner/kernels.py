@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning import LocalProvisioner
 from jupyter_core.utils import run_sync
 
 from jobrunner.errors import KernelStartError
+from jobrunner.forkserver import ForkServer, ForkServerError
 
 log = logging.getLogger(__name__)
 
@@ -217,10 +219,49 @@ async def _handshake(client: Any, timeout: float) -> None:
                 raise TimeoutError("no IOPub message from the kernel") from None
 
 
+class _ForkProvisioner(LocalProvisioner):
+    """jupyter_client's local provisioner, except that the kernel process is forked from a template
+    (jobrunner.forkserver) instead of started with Popen. Everything else (connection file, signals to
+    the process group, shutdown) is the local provisioner's."""
+
+    forkserver: ForkServer | None = None
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        assert self.forkserver is not None
+        env = dict(kwargs.get("env") or os.environ)
+        cwd = str(kwargs.get("cwd") or os.getcwd())
+        try:
+            process = self.forkserver.spawn(cmd[3:], env, cwd)  # the arguments after -m ipykernel_launcher
+        except ForkServerError as exc:
+            raise KernelStartError(str(exc)) from exc
+        self.process = process  # type: ignore[assignment]  # Popen's interface, for a process not our child
+        self.pid = self.pgid = process.pid  # its own session
+        self.cwd = cwd
+        return self.connection_info
+
+
+def fork_template_command(kernel_name: str) -> list[str] | None:
+    """The command of a template process that kernels named `kernel_name` can be forked from, or None
+    (not an ipykernel started as `<python> -m ipykernel_launcher`)."""
+    from jobrunner.forkserver import template_command
+
+    try:
+        spec = AsyncKernelManager(kernel_name=kernel_name).kernel_spec
+    except Exception:  # noqa: BLE001 - an unknown kernel name fails where it is started, with its own error
+        return None
+    return template_command(list(spec.argv)) if spec is not None else None
+
+
+def kernelspec_env(kernel_name: str) -> dict[str, str]:
+    spec = AsyncKernelManager(kernel_name=kernel_name).kernel_spec
+    return dict(spec.env) if spec is not None and spec.env else {}
+
+
 def start_kernel(kernel_name: str, *, env: Mapping[str, str], cwd: Path, transport: str = "ipc",
                  timeout: float = 60.0, preload: Sequence[str] = (),
-                 optional_preload: Sequence[str] = ()) -> KernelHandle:
-    """Start one kernel, connect a client and wait until it answers (one attempt; KernelStartError)."""
+                 optional_preload: Sequence[str] = (), forkserver: ForkServer | None = None) -> KernelHandle:
+    """Start one kernel, connect a client and wait until it answers (one attempt; KernelStartError).
+    With `forkserver` (a running template of this kernel name) the kernel is forked from it."""
     import time
 
     if transport not in TRANSPORTS:
@@ -230,6 +271,11 @@ def start_kernel(kernel_name: str, *, env: Mapping[str, str], cwd: Path, transpo
                                      ip=os.path.join(_ipc_root(), uuid.uuid4().hex[:12]))
     else:
         manager = AsyncKernelManager(kernel_name=kernel_name)
+    if forkserver is not None:
+        manager.kernel_id = str(uuid.uuid4())
+        forking = _ForkProvisioner(kernel_id=manager.kernel_id, kernel_spec=manager.kernel_spec, parent=manager)
+        forking.forkserver = forkserver
+        manager.provisioner = forking
     # ipykernel warns on every start that local TCP is unencrypted; keep its log to errors so that
     # `dvc repro` and job logs show the notebook's progress, not that banner.
     extra = ["--IPKernelApp.log_level=ERROR"] if manager.ipykernel else []

@@ -41,6 +41,10 @@ class _PoolCollector:
             ("jobrunner_kernel_pool_replaced", "Idle kernels found dead or hung and replaced", s.replaced),
             ("jobrunner_kernel_pool_start_failures", "Kernel starts that failed (each is retried)",
              s.start_failures),
+            ("jobrunner_kernel_pool_forked", "Kernels forked from the pool's pre-imported template process",
+             s.forked),
+            ("jobrunner_kernel_pool_template_starts", "Kernel template processes started (more than one: one died)",
+             s.template_starts),
         ):
             c = CounterMetricFamily(name, doc, labels=labels)
             c.add_metric([s.kernel_name], value)

@@ -38,7 +38,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jobrunner.errors import KernelStartError
-from jobrunner.kernels import BASE_PRELOAD, KernelHandle, install_pool, start_kernel, uninstall_pool
+from jobrunner.forkserver import ForkServer, ForkServerError
+from jobrunner.kernels import (
+    BASE_PRELOAD,
+    KernelHandle,
+    fork_template_command,
+    install_pool,
+    kernelspec_env,
+    start_kernel,
+    uninstall_pool,
+)
 
 if TYPE_CHECKING:
     from jobrunner.config import Settings
@@ -60,6 +69,8 @@ class PoolStats:
     missed: int  # takes that found no idle kernel and started one on the spot
     replaced: int  # idle kernels found dead or hung and discarded
     start_failures: int
+    forked: int = 0  # kernels forked from the pool's template process (jobrunner.forkserver)
+    template_starts: int = 0  # template processes started (more than 1: one died and was replaced)
 
 
 class KernelPool:
@@ -67,7 +78,8 @@ class KernelPool:
 
     def __init__(self, kernel_name: str = "python3", size: int = 1, *, preload: Sequence[str] = (),
                  transport: str = "ipc", start_timeout: float = 60.0, health_timeout: float = 10.0,
-                 env: Mapping[str, str] | None = None, on_take: Callable[[float], None] | None = None):
+                 env: Mapping[str, str] | None = None, on_take: Callable[[float], None] | None = None,
+                 fork: bool = True):
         if size < 0:
             raise ValueError(f"kernel pool size must be >= 0, got {size}")
         self.kernel_name = kernel_name
@@ -89,6 +101,12 @@ class KernelPool:
         self._failures_in_a_row = 0
         self._taken = self._missed = self._replaced = self._start_failures = 0
         self._scratch = tempfile.mkdtemp(prefix="jobrunner-pool-")
+        self.fork = fork and size > 0  # size 0: the fresh-kernel behaviour, no template either
+        self._forkserver: ForkServer | None = None
+        self._fork_lock = threading.Lock()
+        self._fork_retry_at = 0.0  # after a template failed to start: not before this (monotonic)
+        self._fork_command: list[str] | None = None
+        self._forked = self._template_starts = 0
         self._thread: threading.Thread | None = None
         self._retiring: list[tuple[threading.Thread, KernelHandle]] = []
 
@@ -99,7 +117,8 @@ class KernelPool:
         """A pool configured by `settings`, filling in the background and installed for this process."""
         pool = cls(settings.kernel_name, settings.kernel_pool_size if size is None else size,
                    preload=settings.kernel_preload_modules, transport=settings.kernel_transport,
-                   start_timeout=settings.kernel_start_timeout, on_take=on_take)
+                   start_timeout=settings.kernel_start_timeout, on_take=on_take,
+                   fork=settings.kernel_fork)
         pool.open()
         return pool
 
@@ -149,6 +168,10 @@ class KernelPool:
                         "still being cleaned up", self.kernel_name, wait, killed, len(late))
             if self._thread is not None:
                 self._thread.join(5.0)  # its start fails at once now, and a closed pool starts no other
+        with self._fork_lock:
+            if self._forkserver is not None:  # last: kernels of jobs still running end with their template
+                self._forkserver.close()
+                self._forkserver = None
         shutil.rmtree(self._scratch, ignore_errors=True)
 
     def _kill_starting(self) -> int:
@@ -191,7 +214,8 @@ class KernelPool:
     def stats(self) -> PoolStats:
         with self._cond:
             return PoolStats(self.kernel_name, self.size, len(self._idle), self._starting, self._taken,
-                             self._missed, self._replaced, self._start_failures)
+                             self._missed, self._replaced, self._start_failures, self._forked,
+                             self._template_starts)
 
     def idle_pids(self) -> list[int]:
         with self._cond:
@@ -205,12 +229,15 @@ class KernelPool:
             with self._cond:
                 if self._closed:
                     raise KernelStartError("the kernel pool is closed")
-                handle = self._idle.popleft() if self._idle else None
+                own_seed = env.get("PYTHONHASHSEED") != self._env.get("PYTHONHASHSEED")
+                handle = self._idle.popleft() if self._idle and not own_seed else None
                 self._cond.notify_all()  # the filler starts a replacement
             if handle is None:
                 with self._cond:
                     self._missed += 1
-                handle = self._start_one(env=env, cwd=cwd)  # no idle kernel: a fresh one, as without a pool
+                # no idle kernel (or the job sets its own str hash seed, which a kernel gets only at its start,
+                # never from the pool's template): a kernel started for the job, as without a pool
+                handle = self._start_one(env=env, cwd=cwd, fork=not own_seed)
                 break
             if not handle.alive():
                 self._discard(handle, "died while idle")
@@ -243,9 +270,53 @@ class KernelPool:
         handle.shutdown()
 
     # -- filling -------------------------------------------------------------------------------------
+    def _template(self) -> ForkServer | None:
+        """The pool's running template process (jobrunner.forkserver), started on first use and again if
+        it died; None when this kernel cannot be forked or the template failed to start within the last
+        30 s (kernels then start the usual way)."""
+        if not self.fork:
+            return None
+        with self._fork_lock:
+            server = self._forkserver
+            if server is not None and server.alive():
+                return server
+            if server is not None:
+                log.warning("kernel pool %s: the kernel template (pid %s) ended; starting another", self.kernel_name,
+                            server.pid)
+                server.close(0.5)
+                self._forkserver = None
+            if self._closing.is_set() or time.monotonic() < self._fork_retry_at:
+                return None
+            if self._fork_command is None:
+                self._fork_command = fork_template_command(self.kernel_name) or []
+                if not self._fork_command:
+                    log.info("kernel pool %s: its kernelspec is not `python -m ipykernel_launcher`; kernels start "
+                             "one by one", self.kernel_name)
+            if not self._fork_command:
+                self.fork = False
+                return None
+            folder = os.path.join(self._scratch, ".template")  # not the kernels' folder: see _kill_starting
+            os.makedirs(folder, exist_ok=True)
+            env = {**self._env, **kernelspec_env(self.kernel_name), "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+            server = ForkServer(self._fork_command, env=env, cwd=folder, modules=self.preload,
+                                optional=BASE_PRELOAD, timeout=self.start_timeout)
+            try:
+                server.start()
+            except (ForkServerError, OSError) as exc:
+                self._fork_retry_at = time.monotonic() + 30.0
+                log.warning("kernel pool %s: the kernel template did not start (%s); kernels start the usual way",
+                            self.kernel_name, exc)
+                return None
+            self._forkserver = server
+            self._template_starts += 1
+            log.info("kernel pool %s: kernel template pid %s ready", self.kernel_name, server.pid)
+            return server
+
     def _start_one(self, *, env: Mapping[str, str], cwd: Path,
-                   preload: Sequence[str] | None = None) -> KernelHandle:
-        """One kernel with retries; `preload` None: a kernel for a job right now (no preloading)."""
+                   preload: Sequence[str] | None = None, fork: bool = True) -> KernelHandle:
+        """One kernel with retries; `preload` None: a kernel for a job right now (no preloading). Forked
+        from the pool's template when there is one (the template has imported the preloads); an attempt
+        after a failed one starts the usual way."""
         from tenacity import (
             Retrying,
             retry_if_exception_type,
@@ -265,6 +336,13 @@ class KernelPool:
         for attempt in Retrying(stop=stop, wait=wait_exponential(multiplier=0.5, max=5),
                                 retry=retry_if_exception_type(KernelStartError), after=failed, reraise=True):
             with attempt:
+                template = self._template() if fork and attempt.retry_state.attempt_number == 1 else None
+                if template is not None:
+                    handle = start_kernel(self.kernel_name, env=env, cwd=cwd, transport=self.transport,
+                                          timeout=self.start_timeout, forkserver=template)
+                    with self._cond:
+                        self._forked += 1
+                    return handle
                 return start_kernel(self.kernel_name, env=env, cwd=cwd, transport=self.transport,
                                     timeout=self.start_timeout, preload=preload or (),
                                     optional_preload=BASE_PRELOAD if preload is not None else ())

@@ -186,7 +186,8 @@ class KernelPools:
             # no preloads: the modules of JOBRUNNER_KERNEL_PRELOAD may be missing in another environment
             pool = KernelPool(kernel_name, self.settings.kernel_pool_size,
                               transport=self.settings.kernel_transport,
-                              start_timeout=self.settings.kernel_start_timeout).open()
+                              start_timeout=self.settings.kernel_start_timeout,
+                              fork=self.settings.kernel_fork).open()
             self.pools[kernel_name] = pool
             log.info("kernel pool opened for kernel %s", kernel_name)
             return pool

@@ -231,6 +231,9 @@ def test_the_workers_metrics_show_the_pool(project: Path) -> None:
     assert values['jobrunner_kernel_pool_taken_total{kernel="python3"}'] + \
         values['jobrunner_kernel_pool_missed_total{kernel="python3"}'] == 1
     assert values['jobrunner_kernel_pool_start_failures_total{kernel="python3"}'] == 0
+    # the first kernel, its replacement and the taken one's replacement, all from one template
+    assert values['jobrunner_kernel_pool_forked_total{kernel="python3"}'] >= 2
+    assert values['jobrunner_kernel_pool_template_starts_total{kernel="python3"}'] == 1
     assert values["jobrunner_kernel_pool_take_seconds_count"] == 1
 
 

@@ -274,8 +274,9 @@ def _wait_consumers(env: dict[str, str], count: int, timeout: float = 120) -> No
     raise RuntimeError(f"{count} workers did not consume the queue in {timeout:.0f} s")
 
 
-def _wait_done(ids: list[str], timeout: float = 300) -> float:
-    """Poll the job store until every job in `ids` is SUCCEEDED; returns the monotonic time it happened."""
+def _wait_done(ids: list[str], timeout: float = 300, poll: float = 0.005) -> float:
+    """Poll the job store until every job in `ids` is SUCCEEDED; returns the monotonic time it happened
+    (within `poll`)."""
     from jobrunner.jobs import get_job
 
     pending = set(ids)
@@ -290,16 +291,47 @@ def _wait_done(ids: list[str], timeout: float = 300) -> float:
             elif job.state.value in ("FAILED", "CANCELLED", "KILLED"):
                 raise RuntimeError(f"job {job_id} ended {job.state.value}: {job.error}")
         if pending:
-            time.sleep(0.005)
+            time.sleep(poll)
     if pending:
         raise RuntimeError(f"{len(pending)} jobs not SUCCEEDED after {timeout:.0f} s")
     return time.monotonic()
 
 
+def _cpu_by_part(workers: list[subprocess.Popen[bytes]]) -> dict[str, float]:
+    """CPU seconds used so far, summed by part: the workers themselves, their kernels (started or forked;
+    ended ones count through their parent's reaped-children times), PostgreSQL, RabbitMQ, this process."""
+    import psutil
+
+    worker_pids = {w.pid for w in workers}
+    out: dict[str, float] = {}
+    for proc in psutil.process_iter(["pid", "ppid", "name", "cmdline"]):
+        try:
+            t = proc.cpu_times()
+            own = t.user + t.system
+            reaped = t.children_user + t.children_system
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if proc.pid in worker_pids:
+                out["worker"] = out.get("worker", 0.0) + own
+                out["kernels"] = out.get("kernels", 0.0) + reaped  # kernels it reaped (no template)
+            elif "ipykernel" in cmd:  # a template (+ the kernels it reaped) or a kernel still running
+                out["kernels"] = out.get("kernels", 0.0) + own + reaped
+            elif proc.pid == os.getpid():
+                out["bench (S3, polling)"] = out.get("bench (S3, polling)", 0.0) + own
+            elif proc.info["name"] in ("postgres", "postmaster"):
+                out["postgres"] = out.get("postgres", 0.0) + own
+            elif proc.info["name"] in ("beam.smp", "epmd", "erl_child_setup") or "rabbit" in cmd:
+                out["rabbitmq"] = out.get("rabbitmq", 0.0) + own
+            else:
+                out["other"] = out.get("other", 0.0) + own
+        except (psutil.Error, OSError):
+            continue
+    return out
+
+
 def jobs_bench(runs: int, work: Path, pm_cli: Callable[[int], None]) -> None:
     import psutil
 
-    from jobrunner.jobs import submit
+    from jobrunner.jobs import get_job, submit
 
     env, cleanup = _job_services(work)
     procs: list[subprocess.Popen[bytes]] = []
@@ -341,18 +373,24 @@ def jobs_bench(runs: int, work: Path, pm_cli: Callable[[int], None]) -> None:
             _wait_done([submit("notebooks/ok.ipynb", {"x": next(seq)}).id for _ in range(4)])  # warm-up
             for proc in pair:
                 _wait_idle_kernels(proc, 2)
-            cpu0 = psutil.cpu_times()
-            t0 = time.monotonic()
+            cpu0, by0 = psutil.cpu_times(), _cpu_by_part(pair)
+            t0 = time.time()
             ids = [submit("notebooks/ok.ipynb", {"x": next(seq)}).id for _ in range(40)]
-            per_min = 40 / ((_wait_done(ids) - t0) / 60)
-            cpu1 = psutil.cpu_times()
+            # polled slowly (the bench's own queries must not take CPU from the workers); the end is the
+            # last job's finished_at, which the worker writes when the job is SUCCEEDED
+            _wait_done(ids, poll=0.25)
+            end = max(get_job(i).finished_at.timestamp() for i in ids)
+            per_min = 40 / ((end - t0) / 60)
+            cpu1, by1 = psutil.cpu_times(), _cpu_by_part(pair)
             busy = (cpu1.user + cpu1.system + cpu1.nice) - (cpu0.user + cpu0.system + cpu0.nice)
+            parts[fork] = {k: (by1.get(k, 0.0) - by0.get(k, 0.0)) / 40 for k in by1}
             for proc in pair:
                 proc.terminate()
             for proc in pair:
                 proc.wait(60)
             return per_min, busy / 40
 
+        parts: dict[bool, dict[str, float]] = {}
         bursts = {False: burst(False), True: burst(True)}
         loop_t0 = time.perf_counter()
         cpu0 = psutil.cpu_times()
@@ -385,6 +423,13 @@ def jobs_bench(runs: int, work: Path, pm_cli: Callable[[int], None]) -> None:
         print(f"| throughput, 2 workers with pools of 2, 40 jobs at once, {label} | {per_min:.0f} jobs/min, "
               f"{cpu:.2f} CPU-s per job | | papermill CLI loop {per_min_pm:.0f} runs/min, {cpu_pm:.2f} CPU-s per run | "
               f"{per_min / per_min_pm:.1f}x |")
+    print("\nCPU-s per job during the 40-job bursts, by process (kernels: the template and the kernels it "
+          "reaped, or the worker's reaped kernels; bench: this process, with its S3 server and job polling)\n")
+    names = sorted({k for p in parts.values() for k in p})
+    print("| kernels | " + " | ".join(names) + " |\n| --- |" + " --- |" * len(names))
+    for fork in (False, True):
+        print(f"| {'forked' if fork else 'started one by one'} | "
+              + " | ".join(f"{parts[fork].get(k, 0.0):.3f}" for k in names) + " |")
     print(f"| memory of a worker with a pool of 1 | worker {rss_worker:.0f} MB, kernel template "
           f"{', '.join(f'{t:.0f}' for t in rss_template) or '(none)'} MB | idle kernel "
           f"{', '.join(f'{r:.0f} MB RSS / {u:.0f} MB own (USS)' for r, u in mem_kernels)} | | |")

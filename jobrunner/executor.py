@@ -455,13 +455,56 @@ _html_exporter: Any = None
 _html_lock = threading.Lock()
 
 
+_CACHED_MAX = 100_000  # characters: longer inputs are rendered every time, not kept
+
+
+def _cached_html_filters() -> dict[str, Any]:
+    """nbconvert's `highlight_code` and `clean_html` filters, memoised. Jobs of one notebook render the
+    same code cells again and again (only the parameters cell differs), and syntax highlighting plus
+    bleach's sanitising of every cell's input were ~40% of a job's HTML rendering. Both are pure
+    functions of what is cached on: the source, the language and the one metadata key highlighting reads
+    (`magics_language`)."""
+    from functools import lru_cache
+
+    from nbconvert.filters.highlight import Highlight2HTML
+    from nbconvert.filters.strings import clean_html
+
+    clean_cached = lru_cache(maxsize=2048)(clean_html)
+    highlighters: dict[str | None, Any] = {}
+
+    @lru_cache(maxsize=2048)
+    def highlight_cached(source: str, language: str | None, lexer: str | None, magics: str | None) -> str:
+        if lexer not in highlighters:
+            highlighters[lexer] = Highlight2HTML(pygments_lexer=lexer)
+        metadata = {"magics_language": magics} if magics is not None else {}
+        return str(highlighters[lexer](source, language, metadata))
+
+    def clean(element: Any) -> Any:
+        return clean_cached(element) if isinstance(element, str) and len(element) < _CACHED_MAX else \
+            clean_html(element)
+
+    def highlight(source: str, language: str | None = None, metadata: Any = None) -> str:
+        magics = metadata.get("magics_language") if metadata else None
+        lexer = _html_lexer.get("lexer")
+        if len(source) >= _CACHED_MAX:
+            return highlight_cached.__wrapped__(source, language, lexer, magics)
+        return highlight_cached(source, language, lexer, magics)
+
+    return {"highlight_code": highlight, "clean_html": clean}
+
+
+_html_lexer: dict[str, str | None] = {}  # the notebook being rendered (under _html_lock)
+
+
 def _render_html_text(nb: Any) -> str:
     global _html_exporter
     from nbconvert import HTMLExporter
 
     with _html_lock:  # one exporter per process: building it (templates, Jinja) costs most of a render
         if _html_exporter is None:
-            _html_exporter = HTMLExporter(template_name="lab")
+            _html_exporter = HTMLExporter(template_name="lab", filters=_cached_html_filters())
+        langinfo = nb.metadata.get("language_info", {})
+        _html_lexer["lexer"] = langinfo.get("pygments_lexer", langinfo.get("name", None))
         body, _ = _html_exporter.from_notebook_node(nb)
     return str(body)
 

@@ -10,8 +10,9 @@ Two things every kernel start here does, pooled or not:
   pick, so two processes starting kernels at once cannot race for the same port (papermill #511,
   jupyter_client #487). With JOBRUNNER_KERNEL_TRANSPORT=tcp, starts are serialised per process until the
   kernel has bound its ports;
-- it connects one kernel client and waits until the kernel answers, so the executor never pays
-  nbclient's own client start (a fixed ~0.2 s IOPub drain) on the job's clock when the kernel is pooled.
+- it connects one kernel client and waits until the kernel answers on shell and IOPub (`_handshake`:
+  jupyter_client's wait_for_ready without its fixed 0.2 s IOPub drain), so the executor never pays
+  nbclient's own client start on the job's clock, and a pool refills 0.2 s sooner.
 
 A pooled kernel was started before its job was known, so its job's environment and working directory
 are applied inside it, before the first cell, by `KernelHandle.prepare` - the one place that does it.
@@ -194,11 +195,12 @@ class KernelHandle:
                 self.kill()
 
 
-async def _handshake(client: Any, timeout: float) -> None:
+async def _handshake(client: Any, timeout: float, alive: Callable[[], Any] | None = None) -> None:
     """Wait until a newly connected client hears the kernel on shell AND on IOPub (a SUB socket misses
     what is published before its subscription lands): send kernel_info until its status message arrives.
     jupyter_client's wait_for_ready does the same and then drains IOPub for 0.2 s, which a job does not
-    need (every reader filters IOPub by its request's msg_id)."""
+    need (every reader filters IOPub by its request's msg_id). `alive` (async, e.g. the manager's
+    is_alive): checked every second while no reply came, so a kernel that died fails at once."""
     import queue
     import time
 
@@ -206,7 +208,14 @@ async def _handshake(client: Any, timeout: float) -> None:
     while True:
         msg_id = client.kernel_info()
         while True:
-            reply = await client.get_shell_msg(timeout=max(0.0, deadline - time.monotonic()))
+            try:
+                reply = await client.get_shell_msg(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                if alive is not None and not await alive():
+                    raise RuntimeError("the kernel died before replying to kernel_info") from None
+                if time.monotonic() >= deadline:
+                    raise TimeoutError("no reply from the kernel") from None
+                continue
             if reply["parent_header"].get("msg_id") == msg_id:
                 break
         try:
@@ -293,7 +302,7 @@ def start_kernel(kernel_name: str, *, env: Mapping[str, str], cwd: Path, transpo
             client = manager.client()
             client.start_channels()
             handle.client = client
-            run_sync(client.wait_for_ready)(timeout=timeout)
+            run_sync(_handshake)(client, timeout, manager.is_alive)
         finally:
             if lock:
                 lock.release()

@@ -107,7 +107,8 @@ class KernelPool:
         self._fork_retry_at = 0.0  # after a template failed to start: not before this (monotonic)
         self._fork_command: list[str] | None = None
         self._forked = self._template_starts = 0
-        self._thread: threading.Thread | None = None
+        self._fork_failures = 0  # template starts that failed in a row
+        self._threads: list[threading.Thread] = []
         self._retiring: list[tuple[threading.Thread, KernelHandle]] = []
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -125,9 +126,14 @@ class KernelPool:
     def open(self) -> KernelPool:
         install_pool(self)
         if self.size > 0:
-            self._thread = threading.Thread(target=self._fill_loop, name=f"kernel-pool-{self.kernel_name}",
-                                            daemon=True)
-            self._thread.start()
+            # one start at a time per filler: a new process's start is CPU-bound (a loaded 2-core machine
+            # starts two in sequence no slower than both at once); a forked kernel's start is mostly waiting
+            # for it to answer, so two fillers keep a pool full while jobs take kernels back to back
+            fillers = 2 if self.fork and self.size >= 2 else 1
+            self._threads = [threading.Thread(target=self._fill_loop, name=f"kernel-pool-{self.kernel_name}-{n}",
+                                              daemon=True) for n in range(fillers)]
+            for thread in self._threads:
+                thread.start()
         return self
 
     def close(self, timeout: float | None = None) -> None:
@@ -152,8 +158,8 @@ class KernelPool:
         for handle in idle:
             handle.kill()  # an idle kernel has nothing to save: no graceful shutdown to wait for
             handle.shutdown()
-        if self._thread is not None:
-            self._thread.join(left())
+        for thread in self._threads:
+            thread.join(left())
         with self._cond:
             retiring, self._retiring = self._retiring, []
         for thread, _ in retiring:
@@ -161,13 +167,13 @@ class KernelPool:
         late = [handle for thread, handle in retiring if thread.is_alive()]
         for handle in late:
             handle.kill()
-        starting = self._thread is not None and self._thread.is_alive()
+        starting = any(thread.is_alive() for thread in self._threads)
         if starting or late:
             killed = self._kill_starting() if starting else 0
             log.warning("kernel pool %s: not closed within %.0fs; killed %d kernel(s) still starting and %d "
                         "still being cleaned up", self.kernel_name, wait, killed, len(late))
-            if self._thread is not None:
-                self._thread.join(5.0)  # its start fails at once now, and a closed pool starts no other
+            for thread in self._threads:
+                thread.join(5.0)  # its start fails at once now, and a closed pool starts no other
         with self._fork_lock:
             if self._forkserver is not None:  # last: kernels of jobs still running end with their template
                 self._forkserver.close()
@@ -303,10 +309,14 @@ class KernelPool:
             try:
                 server.start()
             except (ForkServerError, OSError) as exc:
+                self._fork_failures += 1
                 self._fork_retry_at = time.monotonic() + 30.0
-                log.warning("kernel pool %s: the kernel template did not start (%s); kernels start the usual way",
-                            self.kernel_name, exc)
+                if self._fork_failures >= 3:  # e.g. a kernelspec's Python without jobrunner: not transient
+                    self.fork = False
+                log.warning("kernel pool %s: the kernel template did not start (%s); kernels start the usual way%s",
+                            self.kernel_name, exc, " from now on" if not self.fork else ", template again in 30 s")
                 return None
+            self._fork_failures = 0
             self._forkserver = server
             self._template_starts += 1
             log.info("kernel pool %s: kernel template pid %s ready", self.kernel_name, server.pid)
@@ -371,8 +381,7 @@ class KernelPool:
             if not need:
                 continue
             try:
-                # one start at a time per pool: starting kernels is CPU-bound, and a loaded 2-core machine
-                # starts two in sequence no slower than both at once
+                # one start at a time per filler thread (see open)
                 handle = self._start_one(env=self._env, cwd=Path(self._scratch), preload=self.preload)
             except KernelStartError as exc:
                 with self._cond:

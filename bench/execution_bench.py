@@ -426,7 +426,7 @@ def jobs_bench(runs: int, work: Path, pm_cli: Callable[[int], None]) -> None:
     print("\nCPU-s per job during the 40-job bursts, by process (kernels: the template and the kernels it "
           "reaped, or the worker's reaped kernels; bench: this process, with its S3 server and job polling)\n")
     names = sorted({k for p in parts.values() for k in p})
-    print("| kernels | " + " | ".join(names) + " |\n| --- |" + " --- |" * len(names))
+    print("| how kernels start | " + " | ".join(names) + " |\n| --- |" + " --- |" * len(names))
     for fork in (False, True):
         print(f"| {'forked' if fork else 'started one by one'} | "
               + " | ".join(f"{parts[fork].get(k, 0.0):.3f}" for k in names) + " |")

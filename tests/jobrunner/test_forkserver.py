@@ -203,3 +203,25 @@ def test_when_the_pools_process_is_killed_its_template_and_kernels_end(tmp_path:
         holder.wait(10)
     # the template sees the end of its input at once; its kernels see their parent gone within a second
     assert _wait_gone(pids, 15) == []
+
+
+def test_a_forked_kernel_is_interrupted_on_timeout_and_on_cancel(project: Path) -> None:
+    """The executor stops a cell by signalling the kernel's process group: a forked kernel (its own
+    session, the template's child) must stop as a started one does."""
+    import threading
+
+    from jobrunner.executor import CancelToken, execute
+
+    with KernelPool("python3", 1).open() as pool:
+        assert pool.wait_ready(READY_S), pool.stats()
+        started = time.monotonic()
+        result = execute("notebooks/sleeps.ipynb", {"seconds": 60.0}, timeout=3, record=False, html=False)
+        assert result.status == "failed" and result.failure.kind == "timeout", result.failure
+        assert time.monotonic() - started < 30
+        assert pool.wait_ready(READY_S), pool.stats()
+        token = CancelToken()
+        threading.Timer(1.5, token.cancel).start()
+        result = execute("notebooks/sleeps.ipynb", {"seconds": 60.0}, cancel=token, record=False, html=False)
+        assert result.status == "cancelled"
+        stats = pool.stats()
+        assert stats.taken == 2 and stats.forked >= 3  # both jobs ran in forked kernels

@@ -13,6 +13,7 @@ so the user sees whether `dvc pull`/`dvc checkout` at that commit restores exact
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +35,9 @@ from jobrunner.tags import (
 )
 
 MAX_DEPTH = 20
+# MLflow's own tag: the commit of a run jobrunner did not record
+MLFLOW_GIT_COMMIT_TAG = "mlflow.source.git.commit"
+log = logging.getLogger(__name__)
 
 
 class LineageError(JobrunnerError):
@@ -106,6 +110,7 @@ class StageRun:
     executed_notebooks: list[str]  # runs:/<id>/notebook/<file> URIs
     inputs: list[DataRef] = field(default_factory=list)
     outputs: list[DataRef] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)  # the run's last values (serve shows them)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -199,13 +204,14 @@ class _Walker:
             status=run.info.status,
             outcome=tags.get(OUTCOME_TAG),
             started_at=_iso(run.info.start_time),
-            git_commit=tags.get(GIT_COMMIT_TAG),
+            git_commit=tags.get(GIT_COMMIT_TAG) or tags.get(MLFLOW_GIT_COMMIT_TAG),
             git_dirty=tags.get(GIT_DIRTY_TAG),
             dvc_lock_md5=tags.get(DVC_LOCK_MD5_TAG),
             parameters=dict(sorted(run.data.params.items())),
             executed_notebooks=self._notebooks(run_id),
             inputs=self._refs(tags, DATA_INPUT_PREFIX),
             outputs=self._refs(tags, DATA_OUTPUT_PREFIX),
+            metrics=dict(run.data.metrics),
         )
         self.cache[run_id] = result
         if depth < self.max_depth:
@@ -225,7 +231,8 @@ class _Walker:
     def _notebooks(self, run_id: str) -> list[str]:
         try:
             files = self.client.list_artifacts(run_id, "notebook")
-        except Exception:  # noqa: BLE001 - a run without artifacts still has lineage
+        except Exception as exc:  # noqa: BLE001 - a run without artifacts still has lineage
+            log.warning("lineage: artifacts of run %s cannot be listed: %s", run_id, exc)
             return []
         return [f"runs:/{run_id}/{f.path}" for f in files if not f.is_dir]
 
@@ -290,6 +297,13 @@ def trace(
         run=run,
         evaluated_by=[r.info.run_id for r in evaluated],
     )
+
+
+def read_run(client: Any, run_id: str, *, project_dir: Path | None = None) -> StageRun:
+    """The lineage record of one run (tags, parameters, metrics, executed notebooks, data hashes), without
+    walking to the runs that produced its inputs (`inputs[*].produced_by` stay None). serve's lineage
+    answers are built from it."""
+    return _Walker(client, read_dvc_lock(project_dir), max_depth=0).stage_run(run_id)
 
 
 def find_version(client: Any, model: ModelRef) -> Any:

@@ -1,11 +1,13 @@
 """The chain behind a model version: registry version -> MLflow run (a notebook execution) -> executed
-notebook, parameters, git commit, DVC data hashes. Read from the tags and artifacts jobrunner records.
+notebook, parameters, git commit, DVC data hashes. Read from the tags and artifacts jobrunner records,
+by jobrunner's own lineage reader (jobrunner.provenance); this module adds where each data hash is found.
 
 Built off the request path (when a version is loaded, or once per other version asked for) and cached.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from datetime import UTC, datetime
@@ -13,19 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from jobrunner.lineage import dir_md5, file_md5
-from jobrunner.tags import (
-    DATA_INPUT_PREFIX,
-    DATA_OUTPUT_PREFIX,
-    DVC_LOCK_MD5_TAG,
-    GIT_COMMIT_TAG,
-    GIT_DIRTY_TAG,
-    NOTEBOOK_TAG,
-    STAGE_TAG,
-)
+from jobrunner.provenance import read_run
 
 log = logging.getLogger(__name__)
-
-DATA_PREFIXES = {DATA_INPUT_PREFIX: "input", DATA_OUTPUT_PREFIX: "output"}
 
 
 class HashResolver:
@@ -67,8 +59,6 @@ class HashResolver:
 
 
 def _parse_param(text: str) -> Any:
-    import json
-
     try:
         return json.loads(text)
     except ValueError:
@@ -85,7 +75,8 @@ def build_lineage(
     api_prefix: str = "/v1",
     mlflow_ui_url: str | None = None,
 ) -> dict[str, Any]:
-    """A dict matching schemas.Lineage for one registered version."""
+    """A dict matching schemas.Lineage for one registered version: the registry's version, then the run
+    as jobrunner's provenance reads it (jobrunner.provenance.read_run), each data hash located."""
     mv = client.get_model_version(name, version)
     run_id = mv.run_id or mv.tags.get("source_run_id")
     out: dict[str, Any] = {
@@ -100,56 +91,49 @@ def build_lineage(
     if not run_id:
         return out
     try:
-        run = client.get_run(run_id)
+        run = read_run(client, run_id)
     except Exception as exc:  # noqa: BLE001 - a deleted run leaves the rest of the lineage useful
         log.warning("lineage: run %s of %s v%s cannot be read: %s", run_id, name, version, exc)
         return out
-    tags = run.data.tags
     html = ipynb = None
-    try:
-        for art in client.list_artifacts(run_id, "notebook"):
-            if art.path.endswith(".html"):
-                html = art.path
-            elif art.path.endswith(".ipynb"):
-                ipynb = art.path
-    except Exception as exc:  # noqa: BLE001
-        log.warning("lineage: artifacts of run %s cannot be listed: %s", run_id, exc)
+    for uri in run.executed_notebooks:  # runs:/<run id>/notebook/<file>
+        path = uri.removeprefix(f"runs:/{run_id}/")
+        if path.endswith(".html"):
+            html = path
+        elif path.endswith(".ipynb"):
+            ipynb = path
     data = []
-    for key, md5 in sorted(tags.items()):
-        for prefix, direction in DATA_PREFIXES.items():
-            if key.startswith(prefix) and md5 and md5 != "missing":
-                path = key[len(prefix) :]
-                location = resolver.resolve(path, md5)
+    for direction, refs in (("input", run.inputs), ("output", run.outputs)):
+        for ref in refs:
+            if ref.md5:  # a path the run recorded as missing has no hash to find
+                location = resolver.resolve(ref.path, ref.md5)
                 data.append(
                     {
-                        "path": path,
-                        "md5": md5,
+                        "path": ref.path,
+                        "md5": ref.md5,
                         "direction": direction,
                         "resolved": location is not None,
                         "location": location,
                     }
                 )
-    dirty = tags.get(GIT_DIRTY_TAG)
     ui = None
     if mlflow_ui_url:
-        ui = f"{mlflow_ui_url.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+        ui = f"{mlflow_ui_url.rstrip('/')}/#/experiments/{run.experiment_id}/runs/{run_id}"
     out["run"] = {
         "run_id": run_id,
-        "experiment_id": run.info.experiment_id,
-        "run_name": run.info.run_name,
-        "status": run.info.status,
-        "stage": tags.get(STAGE_TAG),
-        "started_at": datetime.fromtimestamp(run.info.start_time / 1000, UTC)
-        if run.info.start_time
-        else None,
-        "git_commit": tags.get(GIT_COMMIT_TAG) or tags.get("mlflow.source.git.commit"),
-        "git_dirty": None if dirty is None else dirty == "true",
-        "dvc_lock_md5": tags.get(DVC_LOCK_MD5_TAG),
-        "parameters": {k: _parse_param(v) for k, v in run.data.params.items()},
-        "metrics": dict(run.data.metrics),
+        "experiment_id": run.experiment_id,
+        "run_name": run.run_name,
+        "status": run.status,
+        "stage": run.stage,
+        "started_at": datetime.fromisoformat(run.started_at) if run.started_at else None,
+        "git_commit": run.git_commit,
+        "git_dirty": None if run.git_dirty is None else run.git_dirty == "true",
+        "dvc_lock_md5": run.dvc_lock_md5,
+        "parameters": {k: _parse_param(v) for k, v in run.parameters.items()},
+        "metrics": run.metrics,
         "mlflow_url": ui,
         "notebook": {
-            "path": tags.get(NOTEBOOK_TAG) or tags.get("mlflow.source.name"),
+            "path": run.notebook,
             "html_url": f"{api_prefix}/runs/{run_id}/notebook" if html else None,
             "ipynb_artifact": ipynb,
         },

@@ -73,3 +73,65 @@ def test_unknown_prediction_and_run_are_404_and_garbage_ids_422(app_client):
     assert app_client.get("/v1/predictions/nonsense/lineage", headers=READ).status_code == 422
     assert app_client.get(f"/v1/runs/{'b' * 32}/notebook", headers=READ).status_code == 404
     assert app_client.get("/v1/runs/not-a-run/notebook", headers=READ).status_code == 422
+
+
+def test_lineage_reads_the_run_through_jobrunner_provenance(tmp_path):
+    """serve's answer is jobrunner.provenance's reading of the run (the tag names of jobrunner.tags), with
+    each hash located; a path recorded as missing has no entry, a run without jobrunner's commit tag shows
+    MLflow's."""
+    from types import SimpleNamespace as NS
+
+    from jobrunner.lineage import file_md5
+    from jobrunner.tags import DATA_INPUT_PREFIX, DATA_OUTPUT_PREFIX, GIT_DIRTY_TAG, NOTEBOOK_TAG, STAGE_TAG
+    from serve.lineage import HashResolver, build_lineage
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "in.csv").write_text("a,b\n1,2\n")
+    md5 = file_md5(tmp_path / "data" / "in.csv")
+    tags = {
+        f"{DATA_OUTPUT_PREFIX}models/model.pkl": "0" * 32,
+        f"{DATA_INPUT_PREFIX}data/in.csv": md5,
+        f"{DATA_INPUT_PREFIX}data/gone.csv": "missing",
+        GIT_DIRTY_TAG: "false",
+        NOTEBOOK_TAG: "notebooks/03_train.ipynb",
+        STAGE_TAG: "train",
+        "mlflow.source.git.commit": "c" * 40,
+    }
+    run = NS(
+        info=NS(
+            run_id="r" * 32,
+            experiment_id="7",
+            run_name="train-1",
+            status="FINISHED",
+            start_time=1_700_000_000_000,
+        ),
+        data=NS(
+            tags=tags, params={"C": "1.0", "model_type": "logistic_regression"}, metrics={"accuracy": 0.9}
+        ),
+    )
+    artifacts = [
+        NS(path="notebook/03_train.html", is_dir=False),
+        NS(path="notebook/03_train.ipynb", is_dir=False),
+    ]
+    client = NS(
+        get_model_version=lambda name, version: NS(
+            version=1, run_id=run.info.run_id, tags={}, creation_timestamp=0
+        ),
+        get_run=lambda run_id: run,
+        list_artifacts=lambda run_id, path: artifacts,
+    )
+    out = build_lineage(client, name="m", version="1", alias="champion", resolver=HashResolver(tmp_path))
+    got = out["run"]
+    assert got["git_commit"] == "c" * 40 and got["git_dirty"] is False and got["stage"] == "train"
+    assert got["parameters"] == {"C": 1.0, "model_type": "logistic_regression"}
+    assert got["metrics"] == {"accuracy": 0.9} and got["run_name"] == "train-1"
+    assert got["started_at"].timestamp() == 1_700_000_000
+    assert got["notebook"] == {
+        "path": "notebooks/03_train.ipynb",
+        "html_url": f"/v1/runs/{'r' * 32}/notebook",
+        "ipynb_artifact": "notebook/03_train.ipynb",
+    }
+    assert [(d["direction"], d["path"], d["resolved"]) for d in got["data"]] == [
+        ("input", "data/in.csv", True),
+        ("output", "models/model.pkl", False),
+    ]

@@ -164,6 +164,50 @@ def queue_prefix() -> str:
     return f"jrtest-{uuid.uuid4().hex[:8]}"
 
 
+# -- the API's model store and a jobs API: used by tests/serve, tests/jobrunner and tests/dashboards ----
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """The example model's MLflow store, built once per session (tests/serve/conftest.py, model_store_at)."""
+    from tests.serve.conftest import model_store_at
+
+    yield from model_store_at(tmp_path_factory.mktemp("serve-project"))
+
+
+@pytest.fixture
+def jobs_client(model_store, make_postgres_db, amqp_url, queue_prefix, monkeypatch) -> Iterator:
+    """An in-process app whose jobs go to a migrated PostgreSQL job store and a RabbitMQ queue of the test's
+    own, with feedback-driven retraining set up (tests/serve/test_jobs_feedback.py, test_alerts.py,
+    tests/jobrunner/test_outputs_rest.py)."""
+    from fastapi.testclient import TestClient
+
+    from jobrunner import db
+    from jobrunner.config import get_settings
+    from serve.app import create_app
+    from tests.jobrunner.support import delete_queues
+    from tests.serve.conftest import serve_settings
+
+    url = make_postgres_db("serve", migrated=True)
+    monkeypatch.setenv("JOBRUNNER_DATABASE_URL", url)
+    monkeypatch.setenv("JOBRUNNER_BROKER_URL", amqp_url)
+    monkeypatch.setenv("JOBRUNNER_QUEUE_NAME", queue_prefix)
+    get_settings.cache_clear()
+    db.migrate(get_settings())  # a template copy is at the newest revision already: a no-op check
+    settings = serve_settings(
+        model_store,
+        url,
+        feedback_window=10,
+        feedback_min_samples=5,
+        feedback_threshold=0.8,
+        retrain_notebook="notebooks/ok.ipynb",
+        retrain_parameters={"label": "retrain"},
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+    db.dispose_engines()
+    get_settings.cache_clear()
+    delete_queues(amqp_url, queue_prefix)
+
+
 # -- S3 (moto's standalone server; MinIO in docker-compose) ----------------------------------------------
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:

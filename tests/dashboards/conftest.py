@@ -20,7 +20,7 @@ import pytest
 
 from dashboards.client import PlatformClient
 from tests.conftest import ROOT, free_port
-from tests.serve.conftest import READ_KEY, WRITE_KEY, ModelStore, Server, model_store, start_server  # noqa: F401
+from tests.serve.conftest import READ_KEY, WRITE_KEY, ModelStore, Server, start_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHIFTED = "worst_area"  # the feature the tests move far out of its training range
@@ -40,7 +40,7 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 def start_api(
-    store: ModelStore,  # noqa: F811
+    store: ModelStore,
     tmp_path_factory: pytest.TempPathFactory,
     name: str,
     env: dict[str, str],
@@ -51,21 +51,21 @@ def start_api(
 
 
 @pytest.fixture(scope="module")
-def api(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:  # noqa: F811
+def api(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_api(model_store, tmp_path_factory, "dash-api", {"SERVE_LOG_FLUSH_INTERVAL": "0.2"})
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def reference(model_store: ModelStore):  # noqa: F811
+def reference(model_store: ModelStore):
     import pandas as pd
 
     return pd.read_csv(model_store.project / model_store.data_path)
 
 
 @pytest.fixture(scope="module")
-def traffic(api: Server, model_store: ModelStore, reference) -> int:  # noqa: F811
+def traffic(api: Server, model_store: ModelStore, reference) -> int:
     """300 rows drawn at random from the training data, with SHIFTED at 10x its value: one drifted feature."""
     sample = reference[model_store.features].sample(300, random_state=7)
     sample[SHIFTED] *= 10
@@ -129,7 +129,7 @@ def start_voila(
 
 
 @pytest.fixture(scope="module")
-def voila(api: Server, model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # noqa: F811
+def voila(api: Server, model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url, proc = start_voila(
         api.url,
         model_store.project / model_store.data_path,
@@ -155,7 +155,7 @@ def browser(voila):
 @pytest.fixture(scope="module")
 def mixed_api(
     model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Server, Path]]:  # noqa: F811
+) -> Iterator[tuple[Server, Path]]:
     """A second API serving a Pipeline on raw columns (numeric, categorical, boolean), contract metadata."""
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -181,7 +181,7 @@ def mixed_api(
 @pytest.fixture(scope="module")
 def voila_mixed(
     mixed_api, model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:  # noqa: F811
+) -> Iterator[str]:
     server, data = mixed_api
     url, proc = start_voila(server.url, data, model_store.project, tmp_path_factory.mktemp("voila-mixed"))
     yield url

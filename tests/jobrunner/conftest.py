@@ -1,4 +1,4 @@
-"""Fixtures of the job tests (helpers in test_jobs_support.py and test_faults_support.py): the session's
+"""Fixtures of the job tests (helpers in support.py and faults_support.py): the session's
 MLflow store, production-mode settings (PostgreSQL, RabbitMQ, S3) for this process and worker
 subprocesses, the workers themselves, a migrated PostgreSQL job store, and the CLI in embedded mode."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobrunner.test_jobs_support import FAST, ROOT, Workers, delete_queues
+from tests.jobrunner.support import FAST, ROOT, Workers, delete_queues
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.jobrunner.test_jobs_support import TcpProxy
+from tests.jobrunner.support import TcpProxy
 
 pytestmark = pytest.mark.services
 

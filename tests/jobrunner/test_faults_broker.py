@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.jobrunner.test_faults_support import (
+from tests.jobrunner.faults_support import (
     amqp_proxy,
     assert_exactly_once,
     consumers,
@@ -20,7 +20,7 @@ from tests.jobrunner.test_faults_support import (
     wait_all,
     wait_busy,
 )
-from tests.jobrunner.test_jobs_support import job, wait_consumers, wait_for, wait_state
+from tests.jobrunner.support import job, wait_consumers, wait_for, wait_state
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 GRACE = 4.0

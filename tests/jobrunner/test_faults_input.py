@@ -72,7 +72,7 @@ def test_submit_with_the_broker_down_prints_one_warning_and_no_traceback(cli, pr
     import subprocess
 
     from tests.conftest import free_port
-    from tests.jobrunner.test_jobs_support import PYTHON, ROOT
+    from tests.jobrunner.support import PYTHON, ROOT
 
     env = {**os.environ, "PYTHONPATH": str(ROOT),
            "JOBRUNNER_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"}

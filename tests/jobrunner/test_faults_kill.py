@@ -10,7 +10,7 @@ import time
 import pytest
 
 from jobrunner.tags import ATTEMPT_TAG, OUTCOME_TAG, SUPERSEDED_BY_TAG, SUPERSEDED_TAG
-from tests.jobrunner.test_faults_support import (
+from tests.jobrunner.faults_support import (
     assert_exactly_once,
     marks_of,
     mlflow_runs,
@@ -19,7 +19,7 @@ from tests.jobrunner.test_faults_support import (
     wait_all,
     wait_busy,
 )
-from tests.jobrunner.test_jobs_support import (
+from tests.jobrunner.support import (
     TcpProxy,
     job,
     kernel_children,

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from tests.jobrunner.test_faults_support import assert_exactly_once, submit_marked, wait_all, wait_busy
-from tests.jobrunner.test_jobs_support import TcpProxy, wait_consumers
+from tests.jobrunner.faults_support import assert_exactly_once, submit_marked, wait_all, wait_busy
+from tests.jobrunner.support import TcpProxy, wait_consumers
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 HEARTBEAT_TIMEOUT = 8.0

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.jobrunner.test_jobs_support import PYTHON, wait_for
+from tests.jobrunner.support import PYTHON, wait_for
 
 
 @pytest.fixture

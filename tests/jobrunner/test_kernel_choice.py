@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.jobrunner.test_jobs_support import PYTHON, wait_state
+from tests.jobrunner.support import PYTHON, wait_state
 
 pytestmark = pytest.mark.services
 KERNEL = "py-marked"

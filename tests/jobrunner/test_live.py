@@ -14,8 +14,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from tests.jobrunner.test_jobs_support import PYTHON, alive, job, kernel_children, wait_for, wait_state
-from tests.serve.conftest import model_store  # noqa: F401
+from tests.jobrunner.support import PYTHON, alive, job, kernel_children, wait_for, wait_state
 
 pytestmark = pytest.mark.services
 

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.conftest import free_port
-from tests.jobrunner.test_jobs_support import wait_for, wait_state
+from tests.jobrunner.support import wait_for, wait_state
 
 pytestmark = pytest.mark.services
 SECRET = "webhook-secret-for-tests"

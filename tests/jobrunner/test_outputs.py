@@ -15,13 +15,7 @@ import pytest
 
 from jobrunner.errors import ParameterError
 from jobrunner.tags import DATA_INPUT_PREFIX, DATA_OUTPUT_PREFIX, DATA_PREFIX, OUTPUTS_STORED_PREFIX
-from tests.jobrunner.test_jobs_support import (  # noqa: F401
-    ROOT,
-    job_env,
-    mlflow_store,
-    wait_state,
-    workers,
-)
+from tests.jobrunner.support import ROOT, wait_state
 
 PARAMETERS = '''data_path = "data/in.csv"  # input table
 result_path = "results/out.json"  # output: the result

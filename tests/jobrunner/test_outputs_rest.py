@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 
 from tests.jobrunner.test_outputs import _notebook
-from tests.serve.conftest import READ, WRITE, model_store  # noqa: F401
-from tests.serve.test_jobs_feedback import jobs_client  # noqa: F401
+from tests.serve.conftest import READ, WRITE
 
 pytestmark = pytest.mark.services
 
 
 @pytest.fixture
-def writes_notebook(jobs_client) -> Iterator[str]:  # noqa: F811
+def writes_notebook(jobs_client) -> Iterator[str]:
     """tests/jobrunner/test_outputs.py's notebook in the app's project, removed afterwards."""
     import shutil
     import tempfile
@@ -34,7 +33,7 @@ def writes_notebook(jobs_client) -> Iterator[str]:  # noqa: F811
     target.unlink()
 
 
-def test_rest_refuses_an_output_path_inside_the_project_unless_write_workspace(jobs_client,  # noqa: F811
+def test_rest_refuses_an_output_path_inside_the_project_unless_write_workspace(jobs_client,
                                                                                 writes_notebook) -> None:
     c = jobs_client
     r = c.post("/v1/jobs", json={"notebook": writes_notebook, "parameters": {"result_path": "metrics/x.json"}},

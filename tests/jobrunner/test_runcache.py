@@ -15,13 +15,7 @@ import nbformat
 import pytest
 
 from jobrunner.tags import CACHE_HIT_PREFIX
-from tests.jobrunner.test_jobs_support import (  # noqa: F401
-    job_env,
-    mlflow_store,
-    wait_for,
-    wait_state,
-    workers,
-)
+from tests.jobrunner.support import wait_for, wait_state
 from tests.jobrunner.test_outputs import _notebook
 
 
@@ -211,7 +205,7 @@ def test_sigkill_of_the_executing_worker_one_execution_resumes_and_all_ten_succe
     from jobrunner.db import session_scope
     from jobrunner.jobs import get_job, submit
     from jobrunner.models import RunCacheClaim
-    from tests.jobrunner.test_jobs_support import wait_consumers
+    from tests.jobrunner.support import wait_consumers
 
     project = Path(job_env["JOBRUNNER_PROJECT_DIR"])
     _once_notebook(project, "slow_once.ipynb", "slow-once", "    time.sleep(30)\n")

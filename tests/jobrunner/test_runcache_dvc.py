@@ -12,7 +12,7 @@ import nbformat
 import pytest
 
 from jobrunner.lineage import hash_path
-from tests.jobrunner.test_jobs_support import ROOT, mlflow_store  # noqa: F401
+from tests.jobrunner.support import ROOT
 
 OUTS = ["models/model", "models/model_info.json", "metrics/train.json"]
 EVALUATE_OUTS = ["plots/evaluation.png", "plots/roc.csv", "plots/confusion.csv", "metrics/evaluate.json"]
@@ -20,7 +20,7 @@ EVALUATE_OUTS = ["plots/evaluation.png", "plots/roc.csv", "plots/confusion.csv",
 
 @pytest.mark.slow
 def test_a_resaved_pipeline_notebook_restores_its_stage_outputs_without_executing(
-        project, mlflow_store, monkeypatch, capsys) -> None:  # noqa: F811
+        project, mlflow_store, monkeypatch, capsys) -> None:
     from mlflow.tracking import MlflowClient
 
     from jobrunner.config import get_settings

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobrunner.test_jobs_support import PYTHON, stop_all, wait_for
+from tests.jobrunner.support import PYTHON, stop_all, wait_for
 
 T0 = datetime(2026, 12, 1, 12, 0, 5, tzinfo=UTC)  # each slot is found 5 s late: within the 10 s grace
 
@@ -222,7 +222,7 @@ def test_sigterm_stops_the_scheduler_cleanly_and_the_health_check_follows_the_he
 
 
 def test_a_scheduler_without_its_database_is_unhealthy_and_recovers(schedulers, sched_env, tmp_path):
-    from tests.jobrunner.test_jobs_support import TcpProxy
+    from tests.jobrunner.support import TcpProxy
 
     proxy = TcpProxy(("127.0.0.1", 5432)).start()
     env = {**sched_env, "JOBRUNNER_DATABASE_URL": proxy.url_for(sched_env["JOBRUNNER_DATABASE_URL"])}

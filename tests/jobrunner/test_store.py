@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from jobrunner.errors import InvalidTransition, JobNotFound, NotebookNotFound, ParameterError
-from tests.jobrunner.test_jobs_support import LATEST_MIGRATION as LATEST
+from tests.jobrunner.support import LATEST_MIGRATION as LATEST
 
 pytestmark = pytest.mark.services
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.jobrunner.test_jobs_support import wait_consumers, wait_state
+from tests.jobrunner.support import wait_consumers, wait_state
 
 pytestmark = pytest.mark.services
 

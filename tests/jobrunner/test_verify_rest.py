@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from jobrunner.tags import VERIFICATION_TAG
-from tests.jobrunner.test_jobs_support import wait_state
+from tests.jobrunner.support import wait_state
 from tests.serve.conftest import READ, WRITE
 
 pytestmark = pytest.mark.services

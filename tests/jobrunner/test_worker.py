@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from jobrunner.tags import JOB_ID_TAG
-from tests.jobrunner.test_jobs_support import (
+from tests.jobrunner.support import (
     infrastructure_retries,
     job,
     wait_consumers,
@@ -99,7 +99,7 @@ def test_notebook_over_its_time_limit_fails_with_timeout(job_env, workers):
 
 def test_cancel_running_job_stops_its_kernel_within_5_seconds(job_env, workers):
     from jobrunner.jobs import cancel_job, submit
-    from tests.jobrunner.test_jobs_support import alive, job_kernels
+    from tests.jobrunner.support import alive, job_kernels
 
     proc = workers.start()
     queued = submit("notebooks/sleeps.ipynb", {"seconds": 120.0})
@@ -202,7 +202,7 @@ def test_infrastructure_failures_retry_then_dead_letter_then_requeue_succeeds(jo
 
 def test_sigterm_lets_the_running_job_finish_and_stops(job_env, workers):
     from jobrunner.jobs import submit
-    from tests.jobrunner.test_jobs_support import alive, kernel_children
+    from tests.jobrunner.support import alive, kernel_children
 
     proc = workers.start()
     queued = submit("notebooks/sleeps.ipynb", {"seconds": 3.0})
@@ -216,7 +216,7 @@ def test_sigterm_lets_the_running_job_finish_and_stops(job_env, workers):
 
 def test_sigterm_after_grace_period_requeues_the_job_and_leaves_no_kernel(job_env, workers):
     from jobrunner.jobs import job_events, submit
-    from tests.jobrunner.test_jobs_support import alive, kernel_children
+    from tests.jobrunner.support import alive, kernel_children
 
     proc = workers.start("short-grace", JOBRUNNER_WORKER_GRACE_PERIOD="1")
     queued = submit("notebooks/sleeps.ipynb", {"seconds": 4.0})

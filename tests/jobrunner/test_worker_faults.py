@@ -9,8 +9,8 @@ import pytest
 
 from jobrunner.tags import ATTEMPT_TAG, ERROR_MESSAGE_TAG, OUTCOME_TAG
 from tests.conftest import free_port
-from tests.jobrunner.test_faults_support import SLEEP_CELL, write_long_first_notebook
-from tests.jobrunner.test_jobs_support import (
+from tests.jobrunner.faults_support import SLEEP_CELL, write_long_first_notebook
+from tests.jobrunner.support import (
     TcpProxy,
     alive,
     infrastructure_retries,

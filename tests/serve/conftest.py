@@ -108,11 +108,6 @@ def _train_and_log(
     return info.model_uri, run.info.run_id
 
 
-@pytest.fixture(scope="session")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStore]:
-    yield from model_store_at(tmp_path_factory.mktemp("serve-project"))
-
-
 def model_store_at(project: Path) -> Iterator[ModelStore]:
     """Build the model store in `project` (an empty folder); yields it, then restores the environment.
 
@@ -205,39 +200,6 @@ def app_client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
     app = create_app(serve_settings(model_store, f"sqlite:///{db}", batch_limit=100))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
-
-
-@pytest.fixture
-def jobs_client(model_store, make_postgres_db, amqp_url, queue_prefix, monkeypatch) -> Iterator:
-    """An in-process app whose jobs go to a migrated PostgreSQL job store and a RabbitMQ queue of the test's
-    own, with feedback-driven retraining set up (test_jobs_feedback.py, test_alerts.py)."""
-    from fastapi.testclient import TestClient
-
-    from jobrunner import db
-    from jobrunner.config import get_settings
-    from serve.app import create_app
-    from tests.jobrunner.test_jobs_support import delete_queues
-
-    url = make_postgres_db("serve", migrated=True)
-    monkeypatch.setenv("JOBRUNNER_DATABASE_URL", url)
-    monkeypatch.setenv("JOBRUNNER_BROKER_URL", amqp_url)
-    monkeypatch.setenv("JOBRUNNER_QUEUE_NAME", queue_prefix)
-    get_settings.cache_clear()
-    db.migrate(get_settings())
-    settings = serve_settings(
-        model_store,
-        url,
-        feedback_window=10,
-        feedback_min_samples=5,
-        feedback_threshold=0.8,
-        retrain_notebook="notebooks/ok.ipynb",
-        retrain_parameters={"label": "retrain"},
-    )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
-    db.dispose_engines()
-    get_settings.cache_clear()
-    delete_queues(amqp_url, queue_prefix)
 
 
 # -- a real uvicorn process ----------------------------------------------------------------------------

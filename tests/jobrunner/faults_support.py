@@ -16,7 +16,7 @@ from typing import Any
 import nbformat
 
 from jobrunner.tags import ATTEMPT_TAG, JOB_ID_TAG, OUTCOME_TAG, SUPERSEDED_TAG
-from tests.jobrunner.test_jobs_support import TcpProxy, infrastructure_retries, job, wait_for
+from tests.jobrunner.support import TcpProxy, infrastructure_retries, job, wait_for
 
 AMQP_HOSTPORT = "127.0.0.1:5672"
 SLEEP_CELL = 3  # progress.current_cell of the sleep cell (papermill's injected parameters cell counts)

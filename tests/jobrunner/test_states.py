@@ -7,16 +7,38 @@ import threading
 import pytest
 
 from jobrunner.errors import InvalidTransition
-from jobrunner.states import ALLOWED, TERMINAL, JobState, transition
+from jobrunner.states import JobState, transition
 
 pytestmark = pytest.mark.services
 
 
-def test_terminal_states_allow_nothing_but_dlq_requeue_of_failed():
-    assert ALLOWED[JobState.SUCCEEDED] == ALLOWED[JobState.CANCELLED] == frozenset()
-    assert ALLOWED[JobState.FAILED] == {JobState.QUEUED}
-    assert TERMINAL == {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
-    assert JobState.QUEUED not in ALLOWED[JobState.QUEUED]  # a queued job cannot be "queued again"
+def test_terminal_states_allow_nothing_but_dlq_requeue_of_failed(pg_settings):
+    """A job driven to each terminal state through transition() can leave it only FAILED -> QUEUED (what
+    `dlq requeue` does); every other move is refused and leaves the row as it was. A QUEUED job cannot be
+    queued again. (Was a restatement of the ALLOWED table; this drives real rows.)"""
+    from jobrunner.db import session_scope
+    from jobrunner.jobs import get_job, submit
+
+    def move(job_id: str, *path: JobState) -> None:
+        with session_scope(pg_settings) as session:
+            for source, target in zip(path, path[1:], strict=False):
+                assert transition(session, job_id, [source], target), (source, target)
+
+    with pytest.raises(InvalidTransition):
+        move(submit("notebooks/ok.ipynb", {"x": 1}, settings=pg_settings).id, JobState.QUEUED, JobState.QUEUED)
+    for end in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
+        job_id = submit("notebooks/ok.ipynb", {"x": 1}, settings=pg_settings).id
+        move(job_id, JobState.QUEUED, *(() if end is JobState.CANCELLED else (JobState.RUNNING,)), end)
+        assert get_job(job_id, settings=pg_settings).state is end
+        for target in JobState:
+            if (end, target) == (JobState.FAILED, JobState.QUEUED):
+                continue
+            with pytest.raises(InvalidTransition):
+                move(job_id, end, target)
+            assert get_job(job_id, settings=pg_settings).state is end, (end, target)
+        if end is JobState.FAILED:
+            move(job_id, end, JobState.QUEUED)
+            assert get_job(job_id, settings=pg_settings).state is JobState.QUEUED
 
 
 def test_illegal_transition_is_refused_before_touching_the_store(pg_settings):

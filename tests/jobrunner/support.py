@@ -252,3 +252,42 @@ class TcpProxy:
     def url_for(self) -> Callable[[str], str]:
         return lambda url: url.replace("127.0.0.1:5432", f"127.0.0.1:{self.port}")
 
+
+# -- the outputs notebook (test_outputs.py, test_runcache.py, test_outputs_rest.py) --------------------------
+OUTPUTS_PARAMETERS = '''data_path = "data/in.csv"  # input table
+result_path = "results/out.json"  # output: the result
+model_dir = "models/m"  # output: a folder
+n = 1  # a multiplier
+'''
+OUTPUTS_CODE = '''import json, time
+from jobrunner.notebook import log_metrics, project_path
+total = n * sum(int(x) for x in project_path(data_path).read_text().split())
+time.sleep(1)  # two jobs overlap
+project_path(result_path).write_text(json.dumps({"total": total}))
+project_path(model_dir).mkdir(parents=True, exist_ok=True)
+(project_path(model_dir) / "weights.txt").write_text(str(total))
+log_metrics({"total": total})
+print("wrote", result_path)
+'''
+
+
+def write_outputs_notebook(project: Path) -> str:
+    """notebooks/writes.ipynb: reads data/in.csv, writes the outputs `result_path` (a file) and `model_dir`
+    (a folder); plus the workspace files an earlier run left (test_outputs.py, test_runcache.py,
+    test_outputs_rest.py)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(OUTPUTS_PARAMETERS)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(OUTPUTS_CODE)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, project / "notebooks" / "writes.ipynb")
+    (project / "data").mkdir()
+    (project / "data" / "in.csv").write_text("1 2 3\n")
+    # what an earlier `jobrunner run` / `dvc repro` left in the workspace
+    (project / "results").mkdir()
+    (project / "results" / "out.json").write_text('{"total": "workspace"}')
+    (project / "models" / "m").mkdir(parents=True)
+    (project / "models" / "m" / "weights.txt").write_text("workspace")
+    return "notebooks/writes.ipynb"

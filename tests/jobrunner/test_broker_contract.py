@@ -29,6 +29,9 @@ from tests.jobrunner.support import FAST, TcpProxy, delete_queues
 
 Script = Callable[[dict[str, Any]], Outcome | None]  # None: hold the delivery unsettled
 ACK = Outcome("ack")
+# How long "no further delivery" is watched: a wrong redelivery comes at once on AMQP and after the retry
+# delay (2 s) plus a poll interval in embedded mode.
+QUIET = 2.5
 
 
 class ScriptedWorker(Worker):
@@ -213,10 +216,10 @@ def test_a_published_job_is_delivered_once_and_an_ack_removes_it(broker: Contrac
     job_id = broker.submit()
     consumer = broker.consumer()
     assert consumer.next()["job_id"] == job_id
-    consumer.nothing_within(3)
+    consumer.nothing_within(QUIET)
     consumer.stop()
     again = broker.consumer()  # a fresh consumer finds nothing left either
-    again.nothing_within(2)
+    again.nothing_within(1)
     assert broker.dead_letters() == []
 
 
@@ -237,7 +240,7 @@ def test_retry_later_delivers_the_message_again(broker: Contract) -> None:
     consumer = broker.consumer(retry_once)
     assert consumer.next()["job_id"] == job_id
     assert consumer.next(timeout=30)["job_id"] == job_id
-    consumer.nothing_within(3)
+    consumer.nothing_within(QUIET)
     assert broker.dead_letters() == []
 
 
@@ -245,7 +248,7 @@ def test_a_dead_verdict_dead_letters_the_message_and_it_is_not_redelivered(broke
     job_id = broker.submit()
     consumer = broker.consumer(lambda p: Outcome("dead", "poisoned job") if p["job_id"] == job_id else ACK)
     assert consumer.next()["job_id"] == job_id
-    consumer.nothing_within(3)
+    consumer.nothing_within(QUIET)
     assert [letter.job_id for letter in broker.dead_letters()] == [job_id]
     after = broker.submit()  # the consumer carries on
     assert consumer.next()["job_id"] == after
@@ -258,8 +261,10 @@ def test_a_dead_verdict_dead_letters_the_message_and_it_is_not_redelivered(broke
 def test_a_poison_message_is_dead_lettered_unprocessed_and_consuming_goes_on(
         broker: Contract, poison: dict[str, Any], request: pytest.FixtureRequest) -> None:
     if broker.kind == "embedded":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "embedded: EmbeddedSource hands an outbox payload to the job without broker.decode, so a "
+        # Not strict: the fix (EmbeddedSource decoding the payload) is in progress in jobrunner/worker.py;
+        # once it is committed this XPASSes - then drop the marker.
+        request.applymarker(pytest.mark.xfail(strict=False, reason=(
+            "embedded: EmbeddedSource hands an outbox payload to the job without decoding it, so a "
             "payload of an unknown schema is processed (without job_id, JobRun's KeyError ends the "
             "worker) instead of being parked as a dead letter (reported; jobrunner/worker.py)")))
     carrier = broker.submit()  # a real job the poison names (an outbox row must belong to a job)
@@ -268,7 +273,7 @@ def test_a_poison_message_is_dead_lettered_unprocessed_and_consuming_goes_on(
     good = broker.submit()
     consumer = broker.consumer()
     got = [consumer.next(), consumer.next()]
-    consumer.nothing_within(2)
+    consumer.nothing_within(1)
     assert [p.get("job_id") for p in got] == [carrier, good], got  # the poison never reached a job
     assert consumer.error is None
     assert [letter.job_id for letter in broker.dead_letters()] in ([None], [carrier])
@@ -283,7 +288,7 @@ def test_a_message_held_by_a_consumer_that_dies_is_delivered_again(broker: Contr
     broker.after_consumer_death()
     assert survivor.next(timeout=60)["job_id"] == job_id
     dying.release(ACK)  # a late ack on the dead connection changes nothing
-    survivor.nothing_within(3)
+    survivor.nothing_within(QUIET)
 
 
 def test_a_consumer_whose_connection_is_cut_and_restored_goes_on_consuming(broker: Contract) -> None:
@@ -293,7 +298,7 @@ def test_a_consumer_whose_connection_is_cut_and_restored_goes_on_consuming(broke
     consumer.wait_idle()  # its ack is on the wire
     broker.proxy.cut()
     during = broker.submit()  # published (or stored) while the consumer is cut off
-    consumer.nothing_within(2)
+    consumer.nothing_within(1)
     broker.proxy.restore()
     got = [consumer.next(timeout=60)["job_id"]]
     while got[-1] != during:  # at least once: an ack the cut swallowed brings `first` back, nothing else

@@ -16,39 +16,7 @@ import pytest
 from jobrunner.errors import ParameterError
 from jobrunner.tags import DATA_INPUT_PREFIX, DATA_OUTPUT_PREFIX, DATA_PREFIX, OUTPUTS_STORED_PREFIX
 from tests.jobrunner.support import ROOT, wait_state
-
-PARAMETERS = '''data_path = "data/in.csv"  # input table
-result_path = "results/out.json"  # output: the result
-model_dir = "models/m"  # output: a folder
-n = 1  # a multiplier
-'''
-CODE = '''import json, time
-from jobrunner.notebook import log_metrics, project_path
-total = n * sum(int(x) for x in project_path(data_path).read_text().split())
-time.sleep(1)  # two jobs overlap
-project_path(result_path).write_text(json.dumps({"total": total}))
-project_path(model_dir).mkdir(parents=True, exist_ok=True)
-(project_path(model_dir) / "weights.txt").write_text(str(total))
-log_metrics({"total": total})
-print("wrote", result_path)
-'''
-
-
-def _notebook(project: Path) -> str:
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell(PARAMETERS)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbformat.v4.new_code_cell(CODE)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, project / "notebooks" / "writes.ipynb")
-    (project / "data").mkdir()
-    (project / "data" / "in.csv").write_text("1 2 3\n")
-    # what an earlier `jobrunner run` / `dvc repro` left in the workspace
-    (project / "results").mkdir()
-    (project / "results" / "out.json").write_text('{"total": "workspace"}')
-    (project / "models" / "m").mkdir(parents=True)
-    (project / "models" / "m" / "weights.txt").write_text("workspace")
-    return "notebooks/writes.ipynb"
+from tests.jobrunner.support import write_outputs_notebook as _notebook
 
 
 def _snapshot(project: Path) -> dict[str, str]:

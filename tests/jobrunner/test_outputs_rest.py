@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobrunner.test_outputs import _notebook
+from tests.jobrunner.support import write_outputs_notebook as _notebook
 from tests.serve.conftest import READ, WRITE
 
 pytestmark = pytest.mark.services

@@ -16,7 +16,7 @@ import pytest
 
 from jobrunner.tags import CACHE_HIT_PREFIX
 from tests.jobrunner.support import wait_for, wait_state
-from tests.jobrunner.test_outputs import _notebook
+from tests.jobrunner.support import write_outputs_notebook as _notebook
 
 
 def test_the_code_digest_ignores_outputs_metadata_and_markdown(tmp_path: Path) -> None:

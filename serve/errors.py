@@ -169,42 +169,32 @@ class Forbidden(ServeError):
 
 
 def _jobrunner_statuses() -> dict[type[BaseException], int]:
-    """jobrunner's exception classes by status; the jobs module's classes only where it exists."""
-    from jobrunner import errors as jr
+    """The status of each jobrunner (and SQLAlchemy) exception class an endpoint can raise."""
+    from sqlalchemy.exc import DataError, IntegrityError
 
-    table: dict[type[BaseException], int] = {
+    from jobrunner import errors as jr
+    from jobrunner.rundiff import RunNotFound
+    from jobrunner.verify import CannotVerify
+
+    return {
         jr.NotebookNotFound: 404,
         jr.ParameterError: 422,
         jr.InvalidNotebook: 422,
         jr.InvalidTimeout: 422,
         jr.ConfigurationError: 503,
         jr.InfrastructureError: 503,
+        jr.JobNotFound: 404,
+        jr.InvalidTransition: 409,
+        jr.IdempotencyConflict: 409,
+        jr.BrokerUnavailable: 503,
+        jr.StoreUnavailable: 503,
+        RunNotFound: 404,
+        CannotVerify: 409,  # a run jobrunner did not record: nothing to re-execute
+        # A unique key taken by a concurrent request (two submissions with one idempotency key): retry.
+        IntegrityError: 409,
+        # A value the database column cannot hold (too long, out of range): the input, not the server.
+        DataError: 422,
     }
-    from sqlalchemy.exc import DataError, IntegrityError
-
-    # A unique key taken by a concurrent request (two submissions with one idempotency key): retry.
-    table[IntegrityError] = 409
-    # A value the database column cannot hold (too long, out of range): the input, not the server.
-    table[DataError] = 422
-    for module_name in ("jobrunner.errors", "jobrunner.jobs", "jobrunner.store", "jobrunner.states",
-                        "jobrunner.rundiff", "jobrunner.verify"):
-        try:
-            module = __import__(module_name, fromlist=["_"])
-        except ImportError:
-            continue
-        for attr, status in (
-            ("JobNotFound", 404),
-            ("InvalidTransition", 409),
-            ("IdempotencyConflict", 409),
-            ("BrokerUnavailable", 503),
-            ("StoreUnavailable", 503),
-            ("RunNotFound", 404),
-            ("CannotVerify", 409),  # a run jobrunner did not record: nothing to re-execute
-        ):
-            cls = getattr(module, attr, None)
-            if isinstance(cls, type) and issubclass(cls, BaseException):
-                table.setdefault(cls, status)
-    return table
 
 
 def status_for(exc: BaseException, table: dict[type[BaseException], int]) -> int:

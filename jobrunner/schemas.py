@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -12,20 +12,42 @@ from jobrunner.states import JobState
 
 __all__ = ["MAX_NOTEBOOK_PATH", "MAX_TIMEOUT"]  # re-exported: defined in jobrunner/limits.py
 
+# The limits of what a submitter chooses, stated once: JobSpec (so JobCreate) and serve's request bodies
+# (jobs, schedules, verifications) take these types; a subclass adds a pattern or a description with its
+# own Field(), the limits stay these.
+NotebookPath = Annotated[str, Field(min_length=1, max_length=MAX_NOTEBOOK_PATH)]
+TimeoutSeconds = Annotated[float, Field(gt=0, le=MAX_TIMEOUT)]
+KernelName = Annotated[str, Field(min_length=1, max_length=255)]  # an installed kernelspec's name
 
-class JobCreate(BaseModel):
+
+class JobSpec(BaseModel):
+    """What a submitter chooses about a job: the notebook, its parameters and how it runs. JobCreate adds
+    what jobrunner fills in; serve's JobCreateIn (POST /v1/jobs) extends it with the API's own fields."""
+
+    notebook: NotebookPath
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    timeout_seconds: TimeoutSeconds | None = Field(
+        default=None,
+        description="Time limit of each attempt in seconds; the workers' own limit applies when lower",
+    )
+    kernel_name: KernelName | None = Field(
+        default=None, description="An installed kernel (default: the workers' kernel)"
+    )
+    write_workspace: bool = Field(
+        default=False,
+        description="Write the project's files where the output parameters say, defaults included; without "
+        "it output parameters left at their defaults go to the job's own folder and an output path inside "
+        "the project is a 422",
+    )
+
+
+class JobCreate(JobSpec):
     """A submission: notebook path relative to the project, typed JSON parameter values."""
 
-    notebook: str = Field(min_length=1, max_length=MAX_NOTEBOOK_PATH)
-    parameters: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = Field(default=None, max_length=255)
     submitter: str | None = Field(default=None, max_length=255)
-    timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT)
-    # write the project's files where the output parameters say (else defaults go to the job's folder)
-    write_workspace: bool = False
     use_cache: bool = True  # False: --no-cache, always execute (jobrunner/runcache.py)
     cache_key: str | None = Field(default=None, max_length=128)
-    kernel_name: str | None = Field(default=None, max_length=255)  # None: the workers' kernel
     notify_url: str | None = Field(default=None, max_length=2048)  # webhook (jobrunner/notify.py)
     notify_on: str | None = Field(default=None, max_length=8)  # failure | success | both
     kind: str | None = Field(default=None, max_length=16)  # None: a notebook; "verify" (jobrunner/verify_job.py)

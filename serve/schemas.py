@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobrunner.limits import MAX_NOTEBOOK_PATH, MAX_TIMEOUT
+from jobrunner.schemas import JobSpec, NotebookPath
 
 # -- ids and paths: the formats the API checks, stated in the schema -----------------------------------
 JOB_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"  # str(uuid4())
@@ -206,32 +206,18 @@ class NotifyIn(BaseModel):
         default="failure", description="Which endings to tell (a cancel counts as a failure)")
 
 
-class JobCreateIn(BaseModel):
+# jobrunner's JobSpec (its limits: jobrunner/limits.py) as the API takes it: JSON types as documented, no
+# unknown fields, a project-relative notebook path, and the API's webhook and cache switch. (A comment, not
+# a docstring: the OpenAPI description is the per-notebook one of serve/routes/jobs.py.)
+class JobCreateIn(JobSpec):
     model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented: no "5" or true for 5
 
-    notebook: str = Field(
-        min_length=1, max_length=MAX_NOTEBOOK_PATH, pattern=NOTEBOOK_PATH_PATTERN, description=NOTEBOOK_PATH_HELP
-    )
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    timeout_seconds: float | None = Field(
-        default=None,
-        gt=0,
-        le=MAX_TIMEOUT,
-        description="Time limit of each attempt in seconds; the workers' own limit applies when lower",
-    )
-    kernel_name: str | None = Field(default=None, min_length=1, max_length=255,
-                                    description="An installed kernel (default: the workers' kernel)")
+    notebook: NotebookPath = Field(pattern=NOTEBOOK_PATH_PATTERN, description=NOTEBOOK_PATH_HELP)
     notify: NotifyIn | None = Field(default=None, description="A webhook told when the job ends")
     cache: bool = Field(
         default=True,
         description="false: execute even if an identical earlier job (same code, parameters, input data and "
         "environment) could be reused",
-    )
-    write_workspace: bool = Field(
-        default=False,
-        description="Write the project's files where the output parameters say, defaults included; without "
-        "it output parameters left at their defaults go to the job's own folder and an output path inside "
-        "the project is a 422",
     )
 
 

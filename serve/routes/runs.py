@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel, Field
 
-from jobrunner.schemas import MAX_TIMEOUT, JobRead
+from jobrunner.schemas import JobRead, TimeoutSeconds
 from serve.contract import StrictJSONRoute
 from serve.deps import READ, WRITE
 from serve.links import NotebookHTML
@@ -28,8 +28,7 @@ NO_RUN: dict[int | str, dict[str, Any]] = {404: {"description": "No MLflow run h
 class VerifyIn(BaseModel):
     rtol: float = Field(default=1e-6, ge=0, le=1, description="Relative tolerance for metrics and for "
                         "numbers in text outputs (1e-6: 6 significant digits)")
-    timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT,
-                                          description="Time limit of the re-execution")
+    timeout_seconds: TimeoutSeconds | None = Field(default=None, description="Time limit of the re-execution")
 
 
 class RunDiffRead(BaseModel):

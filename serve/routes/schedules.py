@@ -20,7 +20,6 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from jobrunner.cron import CRON_PATTERN
-from jobrunner.limits import MAX_NOTEBOOK_PATH, MAX_TIMEOUT
 from jobrunner.schedules import (
     MAX_CONCURRENT,
     NAME_PATTERN,
@@ -30,6 +29,7 @@ from jobrunner.schedules import (
     ScheduleRead,
     ScheduleRunRead,
 )
+from jobrunner.schemas import KernelName, NotebookPath, TimeoutSeconds
 from serve.contract import SchemaPart, StrictJSONRoute
 from serve.deps import READ, WRITE
 from serve.errors import Conflict, NotFound, Unprocessable
@@ -56,17 +56,16 @@ class ScheduleCreateIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented
 
     name: str = Field(pattern=NAME_PATTERN, description="Unique name: letters, digits, '.', '_', '-'")
-    notebook: str = Field(min_length=1, max_length=MAX_NOTEBOOK_PATH, pattern=NOTEBOOK_PATH_PATTERN,
-                          description=NOTEBOOK_PATH_HELP)
+    notebook: NotebookPath = Field(pattern=NOTEBOOK_PATH_PATTERN, description=NOTEBOOK_PATH_HELP)
     parameters: dict[str, Any] = Field(default_factory=dict)
     cron: str = Field(max_length=255, pattern=CRON_PATTERN,
                       description="minute hour day-of-month month day-of-week, e.g. '30 2 * * *', or @daily")
     timezone: str = Field(default="UTC", min_length=1, max_length=64,
                           description="IANA time zone of the cron times, e.g. Europe/Berlin")
-    timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT,
-                                          description="Time limit of each run in seconds")
-    kernel_name: str | None = Field(default=None, min_length=1, max_length=255,
-                                    description="An installed kernel (default: the workers' kernel)")
+    timeout_seconds: TimeoutSeconds | None = Field(default=None,
+                                                   description="Time limit of each run in seconds")
+    kernel_name: KernelName | None = Field(default=None,
+                                           description="An installed kernel (default: the workers' kernel)")
     max_concurrent_runs: JsonInt = Field(default=1, ge=1, le=MAX_CONCURRENT,
                                      description="A slot due while this many runs are unfinished is skipped")
     catchup: Literal["once", "skip"] = Field(

@@ -29,12 +29,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from jobrunner.config import Settings, get_settings
 from jobrunner.engine import ENGINE_NAME, last_started_cell, register_engine, source_cell_index
 from jobrunner.errors import InfrastructureError, NotebookFailure
 from jobrunner.kernels import KernelHandle, acquire_kernel, release_kernel
+from jobrunner.kinds import FailureKind, RunStatus
 from jobrunner.lineage import DataHash, dvc_lock_digest, git_state, hash_path
 from jobrunner.notebook import METRICS_FILE_ENV
 from jobrunner.outputs import OutputFile, OutputTarget, hash_outputs, input_paths, plan_outputs
@@ -51,7 +52,7 @@ KILL_GRACE_S = 2.0  # after an interrupt, how long a cell may take to stop befor
 class ExecutionResult:
     notebook: str
     parameters: dict[str, Any]
-    status: Literal["succeeded", "failed", "cancelled"]
+    status: RunStatus
     output_path: Path
     html_path: Path | None
     run_id: str | None
@@ -69,7 +70,7 @@ class ExecutionResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "succeeded"
+        return self.status == RunStatus.SUCCEEDED
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -254,10 +255,10 @@ def execute(
             cancelled=cancelled,
             reported=reported,
         )
-    status: Literal["succeeded", "failed", "cancelled"] = (
-        "cancelled" if cancelled else ("failed" if failure else "succeeded")
+    status = (
+        RunStatus.CANCELLED if cancelled else (RunStatus.FAILED if failure else RunStatus.SUCCEEDED)
     )
-    if key and recorder and run_id and status == "succeeded":
+    if key and recorder and run_id and status == RunStatus.SUCCEEDED:
         from jobrunner import runcache
 
         try:
@@ -323,7 +324,7 @@ def _cache_hit(settings: Settings, key: str, targets: list[OutputTarget], out: P
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     files = hash_outputs(targets, settings.project_dir)
-    return ExecutionResult(notebook=nb_label, parameters=params, status="succeeded", output_path=out,
+    return ExecutionResult(notebook=nb_label, parameters=params, status=RunStatus.SUCCEEDED, output_path=out,
                            html_path=None, run_id=hit.run_id, metrics=hit.metrics,
                            duration=time.monotonic() - t0, started_at=started_at, finished_at=datetime.now(UTC),
                            inputs=input_hashes, outputs=[f.as_hash() for f in files], output_files=files,
@@ -404,7 +405,7 @@ def _run(
     except PapermillExecutionError as exc:
         cell: int | None = source_cell_index(out, exc.cell_index)
         failure = NotebookFailure(
-            kind="error",
+            kind=FailureKind.ERROR,
             message=f"cell {cell} (In [{exc.exec_count}]) raised {exc.ename}: {exc.evalue}",
             cell_index=cell,
             execution_count=exc.exec_count,
@@ -415,7 +416,7 @@ def _run(
     except _Stop:
         pass  # classified below from `why`
     except (DeadKernelError, CellTimeoutError) as exc:
-        failure = NotebookFailure(kind="kernel_died", message=f"the kernel died: {exc}")
+        failure = NotebookFailure(kind=FailureKind.KERNEL_DIED, message=f"the kernel died: {exc}")
     except Exception as exc:
         if "reason" not in why:
             kernel.shutdown()
@@ -433,7 +434,7 @@ def _run(
     if reason == "timeout":
         cell = failure.cell_index if failure else None
         return NotebookFailure(
-            kind="timeout",
+            kind=FailureKind.TIMEOUT,
             message=f"timed out after {limit:g}s" + (f" in cell {cell}" if cell is not None else ""),
             cell_index=cell,
             execution_count=failure.execution_count if failure else None,
@@ -443,7 +444,7 @@ def _run(
     if reason == "cancelled":
         cell = failure.cell_index if failure else None
         return NotebookFailure(
-            kind="cancelled",
+            kind=FailureKind.CANCELLED,
             message="cancelled" + (f": {cancel.reason}" if cancel.reason not in ("", "cancelled") else ""),
             cell_index=cell,
             execution_count=failure.execution_count if failure else None,

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from jobrunner.config import Settings
 from jobrunner.db import session_scope
 from jobrunner.errors import InfrastructureError, JobrunnerError, KernelStartError, StoreUnavailable
+from jobrunner.kinds import FailureKind
 from jobrunner.metrics_worker import WorkerMetrics
 from jobrunner.models import Job
 from jobrunner.states import JobState, transition, utcnow
@@ -70,7 +71,7 @@ class JobRun:
         if job.attempt > self.settings.max_attempts:
             reason = (f"gave up after {job.attempt - 1} attempts (its workers died or infrastructure failed "
                       f"each time); inspect with `jobrunner dlq list`, retry with `jobrunner dlq requeue`")
-            self._finish(JobState.FAILED, error_kind="dead_lettered", error_message=reason,
+            self._finish(JobState.FAILED, error_kind=FailureKind.DEAD_LETTERED, error_message=reason,
                          error_ename="DeadLettered")
             self.metrics.dead_letters.inc()
             return Outcome("dead", reason)
@@ -98,7 +99,7 @@ class JobRun:
             if job.state == JobState.CANCELLING.value:
                 transition(session, job.id, [JobState.CANCELLING], JobState.CANCELLED,
                            where=[Job.heartbeat_at < stale_before], finished_at=utcnow(),
-                           error_kind="cancelled", error_message="cancelled", actor=self.worker_id,
+                           error_kind=FailureKind.CANCELLED, error_message="cancelled", actor=self.worker_id,
                            event="cancelled (its worker was gone)")
                 return Outcome("ack")
             if not store.claim(session=session, job_id=job.id, worker_id=self.worker_id,
@@ -170,7 +171,7 @@ class JobRun:
                 self.metrics.kernel_failures.inc()
             return self._retry_or_give_up(job, exc)
         except JobrunnerError as exc:  # the notebook or its parameters changed since submission
-            self._finish(JobState.FAILED, error_kind="invalid", error_ename=type(exc).__name__,
+            self._finish(JobState.FAILED, error_kind=FailureKind.INVALID, error_ename=type(exc).__name__,
                          error_evalue=str(exc), error_message=str(exc))
             return Outcome("ack")
         except Exception as exc:  # noqa: BLE001 - unknown failures outside the notebook: retry
@@ -236,7 +237,7 @@ class JobRun:
                 return True
             return transition(session, self.job_id, [JobState.CANCELLING], JobState.CANCELLED,
                               where=[Job.worker_id == self.worker_id], actor=self.worker_id,
-                              event="cancelled", finished_at=utcnow(), error_kind="cancelled",
+                              event="cancelled", finished_at=utcnow(), error_kind=FailureKind.CANCELLED,
                               error_message="cancelled")
 
         self._write_until_done(write)
@@ -277,12 +278,12 @@ class JobRun:
             self._requeue(job, "worker shut down before the job finished", delay=0.0, reason="shutdown")
             return Outcome("ack")
         if result.status == "cancelled":
-            self._finish(JobState.CANCELLED, error_kind="cancelled", error_message=result.failure.message,
+            self._finish(JobState.CANCELLED, error_kind=FailureKind.CANCELLED, error_message=result.failure.message,
                          error_cell_index=result.failure.cell_index, **common)
             return Outcome("ack")
         if result.status == "failed":
             f = result.failure
-            if f.kind == "kernel_died":
+            if f.kind == FailureKind.KERNEL_DIED:
                 self.metrics.kernel_failures.inc()
             self._finish(JobState.FAILED, error_kind=f.kind, error_cell_index=f.cell_index,
                          error_ename=f.ename, error_evalue=f.evalue, error_message=f.message, **common)
@@ -314,7 +315,7 @@ class JobRun:
             self._requeue(job, f"infrastructure error: {exc}", delay=delay, reason="infrastructure")
             return Outcome("ack")
         message = f"infrastructure error on attempt {job.attempt} (giving up): {exc}"
-        self._finish(JobState.FAILED, error_kind="infrastructure", error_ename=type(exc).__name__,
+        self._finish(JobState.FAILED, error_kind=FailureKind.INFRASTRUCTURE, error_ename=type(exc).__name__,
                      error_evalue=str(exc), error_message=message + "; retry with `jobrunner dlq requeue`")
         self.metrics.dead_letters.inc()
         log.error("job %s: %s", job.id, message, extra=self._event("dead_lettered", error=message[:500]))
@@ -362,7 +363,7 @@ class JobRun:
             # cancelled meanwhile: finish the cancel instead of requeueing
             return transition(session, self.job_id, [JobState.CANCELLING], JobState.CANCELLED,
                               where=[Job.worker_id == self.worker_id], actor=self.worker_id,
-                              event="cancelled", finished_at=utcnow(), error_kind="cancelled",
+                              event="cancelled", finished_at=utcnow(), error_kind=FailureKind.CANCELLED,
                               error_message="cancelled")
 
         if self._write_until_done(write):

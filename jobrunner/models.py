@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -19,7 +19,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from jobrunner.states import utcnow
+
+def utcnow() -> datetime:
+    """The time stamps of the job store: timezone-aware UTC (jobrunner.states re-exports it)."""
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):

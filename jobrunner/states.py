@@ -1,4 +1,4 @@
-"""Job states and the one function that changes them.
+"""Job states (jobrunner.kinds.JobState) and the one function that changes them.
 
 Every state change of a job - by submitters, workers, the reaper, `cancel` and `dlq requeue` - goes
 through `transition()`, a conditional `UPDATE jobs SET state = :to WHERE id = :id AND state IN (:from)`.
@@ -9,31 +9,17 @@ what makes redelivery safe.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, update
 from sqlalchemy.orm import Session
 
 from jobrunner.errors import InvalidTransition
+from jobrunner.kinds import TERMINAL, JobState
+from jobrunner.models import Job, JobEvent, utcnow
 
-
-class JobState(enum.StrEnum):  # str() and f-strings give the bare name: "SUCCEEDED"
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLING = "CANCELLING"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL
-
-
-TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+__all__ = ["ALLOWED", "TERMINAL", "JobState", "check_allowed", "transition", "utcnow"]
 
 # from -> allowed targets. RUNNING -> RUNNING is a takeover of a job whose worker's heartbeat is stale;
 # RUNNING -> QUEUED is a retry (infrastructure error, SIGTERM, reaper); FAILED -> QUEUED only for
@@ -48,10 +34,6 @@ ALLOWED: dict[JobState, frozenset[JobState]] = {
     JobState.SUCCEEDED: frozenset(),
     JobState.CANCELLED: frozenset(),
 }
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def check_allowed(job_id: str, from_states: Iterable[JobState], to_state: JobState) -> None:
@@ -76,8 +58,6 @@ def transition(
     Returns True when this call made the change, False when the job was not in a matching state (someone
     else changed it first). Records a job event (by `actor`) in the same transaction; the caller commits.
     """
-    from jobrunner.models import Job, JobEvent
-
     sources = tuple(from_states)
     check_allowed(job_id, sources, to_state)
     now = utcnow()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,44 +35,64 @@ def driver_url(url: str) -> str:
     return url
 
 
-def _postgres_engine(url: str) -> Engine:
-    # pre_ping replaces connections killed by a PostgreSQL restart; connect_timeout bounds a hang when
-    # the server is unreachable, so workers notice and retry instead of blocking forever.
-    return create_engine(driver_url(url), pool_pre_ping=True, pool_size=3, max_overflow=5, pool_recycle=1800,
-                         connect_args={"connect_timeout": 5})
+def scheme_of(url: str) -> str:
+    """`postgresql` or `sqlite` (or whatever else the URL names), without the driver: `postgres` is
+    `postgresql`."""
+    scheme = url.split(":", 1)[0].split("+", 1)[0]
+    return "postgresql" if scheme == "postgres" else scheme
 
 
-def _sqlite_engine(url: str) -> Engine:
+def new_engine(
+    url: str,
+    *,
+    pool_size: int = 3,
+    max_overflow: int = 5,
+    pool_recycle: int = 1800,
+    connect_timeout: int | None = 5,
+    sqlite_pragmas: Sequence[str] = ("journal_mode=WAL", "foreign_keys=ON"),
+    setting: str = "JOBRUNNER_DATABASE_URL",
+    **engine_args: Any,
+) -> Engine:
+    """A new engine for a PostgreSQL or SQLite URL: the one place either kind is configured, for the job
+    store (`get_engine`, the defaults) and serve's prediction store (its own pool and pragmas).
+
+    PostgreSQL: the installed driver (`driver_url`), pool_pre_ping (replaces connections a server restart
+    killed), `pool_size`/`max_overflow`, `pool_recycle` seconds (-1: never), and `connect_timeout` seconds
+    bounding a hang on an unreachable server, so workers notice and retry instead of blocking forever.
+    SQLite: the file's folder is created, connections are shared across threads and wait 30 s for a lock,
+    and each new connection runs `PRAGMA <p>` for each of `sqlite_pragmas`. `engine_args` go to
+    create_engine as they are (serve's JSON serialiser). Another scheme is StoreUnavailable naming `setting`.
+    """
+    scheme = scheme_of(url)
+    if scheme == "postgresql":
+        connect_args = {} if connect_timeout is None else {"connect_timeout": connect_timeout}
+        return create_engine(driver_url(url), pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow,
+                             pool_recycle=pool_recycle, connect_args=connect_args, **engine_args)
+    if scheme != "sqlite":
+        raise StoreUnavailable(f"unsupported {setting} scheme {scheme!r}; "
+                               "use postgresql+psycopg2://... or sqlite:///...")
     path = url.split(":///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **engine_args)
+    pragmas = tuple(sqlite_pragmas)
 
     @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn, _record):
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA foreign_keys=ON")
+        for pragma in pragmas:
+            cur.execute(f"PRAGMA {pragma}")
         cur.close()
 
     return engine
 
 
-ENGINE_FACTORIES = {"postgresql": _postgres_engine, "sqlite": _sqlite_engine}
-
-
 def get_engine(url: str) -> Engine:
+    """The job store's engine for `url` (one per URL, made on first use)."""
     with _lock:
         engine = _engines.get(url)
         if engine is None:
-            scheme = url.split(":", 1)[0].split("+", 1)[0]
-            scheme = "postgresql" if scheme == "postgres" else scheme
-            try:
-                factory = ENGINE_FACTORIES[scheme]
-            except KeyError:
-                raise StoreUnavailable(f"unsupported JOBRUNNER_DATABASE_URL scheme {scheme!r}; "
-                                       "use postgresql+psycopg2://... or sqlite:///...") from None
-            engine = _engines[url] = factory(url)
+            engine = _engines[url] = new_engine(url)
         return engine
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -89,27 +89,22 @@ def _json_dumps(value: Any) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    kwargs: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
-    if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-    else:
-        kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=5)
-    from jobrunner.db import driver_url
+    """The prediction store's engine, from jobrunner's one engine factory with the API's settings: a bigger
+    pool, no connect timeout or recycling, WAL (readers do not block the background writer) and a 30 s busy
+    timeout on SQLite, orjson for the JSON columns."""
+    from jobrunner.db import new_engine
 
-    engine = sa.create_engine(driver_url(url), **kwargs)
-    if url.startswith("sqlite"):
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the background writer
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-    return engine
+    return new_engine(
+        url,
+        pool_size=5,
+        max_overflow=5,
+        pool_recycle=-1,
+        connect_timeout=None,
+        sqlite_pragmas=("journal_mode=WAL", "busy_timeout=30000"),
+        setting="SERVE_DATABASE_URL",
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
+    )
 
 
 def migrate(engine: Engine) -> None:

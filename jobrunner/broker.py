@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from jobrunner.config import Settings
 from jobrunner.errors import BrokerUnavailable, ConfigurationError
+from jobrunner.messages import JobMessage, MessageError
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +33,6 @@ class DeadLetter:
 
     def as_dict(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "reason": self.reason, "body": self.body}
-
-
-def decode(body: bytes) -> dict[str, Any]:
-    """A message's payload; ValueError when it is not a job message of a schema this worker knows."""
-    data = json.loads(body.decode("utf-8"))
-    if not isinstance(data, dict) or not isinstance(data.get("job_id"), str):
-        raise ValueError("not a job message: no job_id")
-    if data.get("schema_version") != 1:
-        raise ValueError(f"unknown message schema_version {data.get('schema_version')!r}")
-    return data
 
 
 class AmqpBroker:
@@ -123,15 +115,23 @@ class AmqpBroker:
         channel.confirm_delivery()
         return channel
 
-    def publish(self, channel, payload: dict[str, Any]) -> None:
-        """Publish persistently and wait for the broker's confirm (raises on nack or unroutable)."""
+    def publish(self, channel, message: JobMessage | Mapping[str, Any]) -> None:
+        """Publish persistently and wait for the broker's confirm (raises on nack or unroutable).
+
+        `message` is a JobMessage, or an outbox row's payload (JobMessage.as_payload when it was stored),
+        published as stored: the worker decodes it, and dead-letters it if it is not a job message.
+        """
         import pika
 
+        if isinstance(message, JobMessage):
+            body, job_id = message.encode(), message.job_id
+        else:
+            body, job_id = json.dumps(dict(message)).encode(), str(message.get("job_id", ""))
         channel.basic_publish(
-            exchange="", routing_key=self.queue, body=json.dumps(payload).encode(), mandatory=True,
+            exchange="", routing_key=self.queue, body=body, mandatory=True,
             properties=pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent,
                                             content_type="application/json",
-                                            message_id=_shortstr(str(payload.get("job_id", "")))),
+                                            message_id=_shortstr(job_id)),
         )
 
     # -- dead letters --------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ class AmqpBroker:
                         channel.basic_ack(method.delivery_tag)
                     continue
                 assert letter.job_id is not None
-                self.publish(channel, decode(body))
+                self.publish(channel, JobMessage.decode(body))
                 channel.basic_ack(method.delivery_tag)
                 report.requeued.append(letter.job_id)
             return report
@@ -214,10 +214,8 @@ def _shortstr(text: str) -> str:
 
 def _dead_letter(props, body: bytes) -> DeadLetter:
     try:
-        job_id: str | None = decode(body)["job_id"]
-    except ValueError:
-        job_id = None
-    except Exception:  # noqa: BLE001 - undecodable bytes
+        job_id: str | None = JobMessage.decode(body).job_id
+    except MessageError:
         job_id = None
     deaths = (props.headers or {}).get("x-death") or []
     reason = props.headers.get("x-jobrunner-reason") if props.headers else None

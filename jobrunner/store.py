@@ -11,16 +11,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from jobrunner.errors import IdempotencyConflict
+from jobrunner.messages import JobMessage
 from jobrunner.models import Job, JobEvent, Outbox, RunCacheClaim
 from jobrunner.schemas import JobCreate
 from jobrunner.states import JobState, transition, utcnow
-
-MESSAGE_SCHEMA_VERSION = 1
-
-
-def message_for(job_id: str, attempt: int) -> dict[str, Any]:
-    """The broker message of a job: small, versioned; the database row is the source of truth."""
-    return {"job_id": job_id, "schema_version": MESSAGE_SCHEMA_VERSION, "attempt": attempt}
 
 
 def create_job(*, session: Session, job_in: JobCreate, cached_from: Job | None = None) -> Job:
@@ -151,7 +145,7 @@ def _same_submission(existing: Job, job_in: JobCreate) -> Job:
 
 def add_outbox(*, session: Session, job_id: str, attempt: int, delay: float = 0.0) -> None:
     now = utcnow()
-    session.add(Outbox(job_id=job_id, payload=message_for(job_id, attempt), created_at=now,
+    session.add(Outbox(job_id=job_id, payload=JobMessage(job_id, attempt).as_payload(), created_at=now,
                        available_at=now + timedelta(seconds=delay)))
 
 

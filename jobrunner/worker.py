@@ -34,6 +34,7 @@ from jobrunner.config import Settings
 from jobrunner.errors import InfrastructureError, StoreUnavailable
 from jobrunner.jobrun import JobRun, Outcome
 from jobrunner.kernels import install_pool_factory
+from jobrunner.messages import JobMessage, MessageError
 from jobrunner.metrics_worker import WorkerMetrics
 from jobrunner.notify import Notifier
 from jobrunner.reaper import Presence, Reaper
@@ -306,13 +307,11 @@ class AmqpSource:
         return queued == 0 and pending == 0
 
     def on_message(self, connection: Any, channel: Any, method: Any, props: Any, body: bytes) -> None:
-        from jobrunner.broker import decode
-
         if self.worker.current is not None:  # never two jobs at once (cannot happen with prefetch 1)
             channel.basic_nack(method.delivery_tag, requeue=True)
             return
         try:
-            payload = decode(body)
+            payload = JobMessage.decode(body).as_payload()
         except Exception as exc:  # noqa: BLE001 - any undecodable payload is a poison message
             log.error("worker %s: undecodable message dead-lettered: %s", self.worker.id, exc)
             self.worker.metrics.dead_letters.inc()
@@ -365,6 +364,13 @@ class EmbeddedSource:
                 w.stopping.wait(w.settings.worker_poll_interval)
                 continue
             row_id, payload = taken
+            try:
+                payload = JobMessage.from_payload(payload).as_payload()
+            except MessageError as exc:  # a poison message, parked unprocessed (as AMQP dead-letters it)
+                log.error("worker %s: undecodable message dead-lettered: %s", w.id, exc)
+                w.metrics.dead_letters.inc()
+                self.settle(row_id, payload, Outcome("dead", str(exc)))
+                continue
             result: list[Outcome] = []
             w.start_job(payload, result.append)
             while not result:
@@ -393,8 +399,8 @@ class EmbeddedSource:
                 if outcome.verdict == "dead":
                     store.mark_dead(session=session, outbox_id=row_id, reason=outcome.reason)
                 elif outcome.verdict == "retry_later":
-                    store.add_outbox(session=session, job_id=payload["job_id"],
-                                     attempt=int(payload.get("attempt", 0)), delay=2.0)
+                    message = JobMessage.from_payload(payload)
+                    store.add_outbox(session=session, job_id=message.job_id, attempt=message.attempt, delay=2.0)
         except InfrastructureError as exc:  # the reaper re-offers orphaned QUEUED jobs later
             log.warning("worker %s: could not settle message %s: %s", self.worker.id, row_id, exc)
 

@@ -10,7 +10,7 @@ their request to it over a Unix socket (jobrunner.service_client is the thin cli
 - binds its socket at once and warms up in the background (imports, the HTML exporter, a kernel pool of
   max(1, JOBRUNNER_KERNEL_POOL_SIZE) kernels); requests that arrive meanwhile wait for it;
 - runs each request in its own thread, through the same code as an in-process `jobrunner run`
-  (cli.run_notebook_command) or DVC stage (pipelines.stage.main), with the caller's environment as the
+  (cli.run.run_notebook_command) or DVC stage (pipelines.stage.main), with the caller's environment as the
   kernel's; output, progress and the exit code stream back line by line; a cancel message or a
   vanished client cancels a `run`;
 - answers only after the run is recorded: the MLflow run is complete when the client prints "done";
@@ -198,7 +198,7 @@ class _Handler(socketserver.StreamRequestHandler):
             if service.failed:
                 return  # closed without "accepted": the client runs in-process and shows the real error
             from jobrunner import executor
-            from jobrunner.cli import run_notebook_command
+            from jobrunner.cli.run import run_notebook_command
             from jobrunner.executor import CancelToken
 
             token = CancelToken()

@@ -14,6 +14,15 @@ from typing import Any
 
 import click
 
+from jobrunner.cli.common import (
+    ExitCode,
+    echo_json,
+    fail,
+    parameter_options,
+    parse_parameter_options,
+    quiet_pika,
+)
+from jobrunner.cli.common import settings as _settings
 from jobrunner.errors import (
     IdempotencyConflict,
     InfrastructureError,
@@ -23,59 +32,22 @@ from jobrunner.errors import (
     NotebookNotFound,
     ParameterError,
 )
+from jobrunner.kinds import JobState
 from jobrunner.limits import MAX_TIMEOUT
-from jobrunner.states import JobState
-
-# Same codes as jobrunner.cli (not imported at module level: cli imports this module while it loads).
-EXIT_FAILED, EXIT_USAGE, EXIT_INFRA, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 2, 3, 4, 5
-
-
-def fail(message: str, code: int = EXIT_USAGE) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def parameter_options(func: Any) -> Any:
-    """papermill-style -f FILE / -y YAML / -p NAME VALUE options (as `jobrunner run`)."""
-    func = click.option("-f", "--parameters-file", "files", multiple=True, type=click.Path(dir_okay=False),
-                        help="YAML file of parameters (name: value).")(func)
-    func = click.option("-y", "--parameters-yaml", "yaml_texts", multiple=True,
-                        help="Parameters as a YAML mapping string.")(func)
-    func = click.option("-p", "--parameter", "params", multiple=True, type=(str, str), metavar="NAME VALUE",
-                        help="A parameter; the value is converted to the declared type.")(func)
-    return func
 
 
 def _handle(exc: Exception) -> None:
     if isinstance(exc, JobNotFound):
-        fail(str(exc), EXIT_NOT_FOUND)
+        fail(str(exc), ExitCode.NOT_FOUND)
     if isinstance(exc, (InvalidTransition, IdempotencyConflict)):
-        fail(str(exc), EXIT_CONFLICT)
+        fail(str(exc), ExitCode.CONFLICT)
     if isinstance(exc, InfrastructureError):
-        fail(str(exc), EXIT_INFRA)
-    fail(str(exc), EXIT_USAGE)
-
-
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+        fail(str(exc), ExitCode.INFRA)
+    fail(str(exc), ExitCode.USAGE)
 
 
 def _job_dict(job: Any) -> dict[str, Any]:
     return job.model_dump(mode="json")
-
-
-def _quiet_pika() -> None:
-    """pika logs every failed connection attempt as ERROR with a traceback; the commands report the
-    outcome themselves in one line (e.g. submit: the job waits in the outbox)."""
-    import logging
-
-    logging.getLogger("pika").setLevel(logging.CRITICAL)
-
-
-def _settings():
-    from jobrunner.config import get_settings
-
-    return get_settings()
 
 
 @click.command()
@@ -104,7 +76,7 @@ def worker(worker_id: str | None, burst: bool) -> None:
     # a long-running process: one line per job event at INFO (JSON by default, as the API's), more with -v
     configure_logging(min(logging.getLogger().getEffectiveLevel(), logging.INFO), settings.log_json)
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # -vv shows pika's own lines
-        _quiet_pika()
+        quiet_pika()
     try:
         run_worker(settings, worker_id=worker_id, burst=burst)
     except JobrunnerError as exc:
@@ -159,13 +131,12 @@ def submit(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple
     refused unless --write-workspace."""
     import getpass
 
-    from jobrunner.cli import parse_parameter_options
     from jobrunner.jobs import resolve_notebook
     from jobrunner.jobs import submit as do_submit
     from jobrunner.params import read_schema
 
     settings = _settings()
-    _quiet_pika()
+    quiet_pika()
     try:
         full, label = resolve_notebook(notebook, settings)
         values = parse_parameter_options(read_schema(full, label), params, yaml_texts, files)
@@ -182,13 +153,13 @@ def submit(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple
             click.echo(job.id, err=True)
         job = _wait(job.id, quiet=as_json)
     if as_json:
-        _echo_json(_job_dict(job))
+        echo_json(_job_dict(job))
     else:
         click.echo(job.id)
         if wait:
             _print_outcome(job)
     if wait and job.state.value != "SUCCEEDED":
-        sys.exit(EXIT_FAILED)
+        sys.exit(ExitCode.FAILED)
 
 
 def _wait(job_id: str, *, quiet: bool) -> Any:
@@ -199,7 +170,7 @@ def _wait(job_id: str, *, quiet: bool) -> Any:
         return wait_for_job(job_id, on_update=bar.update if bar else None)
     except KeyboardInterrupt:
         fail(f"stopped waiting; job {job_id} keeps running (jobrunner cancel {job_id} to stop it)",
-             EXIT_FAILED)
+             ExitCode.FAILED)
     finally:
         if bar is not None:
             bar.close()
@@ -228,7 +199,7 @@ def status(job_id: str, as_json: bool) -> None:
     except JobrunnerError as exc:
         _handle(exc)
     if as_json:
-        _echo_json(_job_dict(job))
+        echo_json(_job_dict(job))
         return
     p = job.progress
     click.echo(f"{job.id}  {job.state.value}  {job.notebook}  attempt {job.attempt}")
@@ -268,7 +239,7 @@ def list_(state: str | None, notebook: str | None, limit: int, offset: int, as_j
     except JobrunnerError as exc:
         _handle(exc)
     if as_json:
-        _echo_json(page.model_dump(mode="json"))
+        echo_json(page.model_dump(mode="json"))
         return
     for job in page.items:
         p = job.progress
@@ -305,7 +276,7 @@ def logs(job_id: str, follow: bool, as_json: bool) -> None:
     else:  # running, or its worker died: the live output stored so far (jobrunner/live.py)
         outputs = _live_outputs(job_id)
     if as_json:
-        _echo_json({"id": job.id, "state": job.state.value,
+        echo_json({"id": job.id, "state": job.state.value,
                     "events": [e.model_dump(mode="json") for e in events], "outputs": outputs})
         return
     for e in events:
@@ -354,10 +325,10 @@ def _follow(job_id: str, as_json: bool) -> None:
                 click.echo(f"{state}" + (f": {error}" if error else ""), err=True)
             sys.stdout.flush()
     except KeyboardInterrupt:
-        fail(f"stopped following; job {job_id} keeps running", EXIT_FAILED)
+        fail(f"stopped following; job {job_id} keeps running", ExitCode.FAILED)
     except JobrunnerError as exc:
         _handle(exc)
-    sys.exit(0 if state == JobState.SUCCEEDED.value else EXIT_FAILED)
+    sys.exit(0 if state == JobState.SUCCEEDED.value else ExitCode.FAILED)
 
 
 def _cell_outputs(raw: bytes) -> list[dict[str, Any]]:
@@ -391,7 +362,7 @@ def cancel(job_id: str, as_json: bool) -> None:
     except JobrunnerError as exc:
         _handle(exc)
     if as_json:
-        _echo_json(_job_dict(job))
+        echo_json(_job_dict(job))
     else:
         click.echo(f"{job.id} {job.state.value}")
 
@@ -408,13 +379,13 @@ def dlq_list(as_json: bool) -> None:
     from jobrunner.broker import short_label
     from jobrunner.jobs import list_dead_letters as list_dead
 
-    _quiet_pika()
+    quiet_pika()
     try:
         letters = list_dead(_settings())
     except JobrunnerError as exc:
         _handle(exc)
     if as_json:
-        _echo_json([{**d.as_dict(), "job_id": short_label(d.job_id, 255) if d.job_id else None}
+        echo_json([{**d.as_dict(), "job_id": short_label(d.job_id, 255) if d.job_id else None}
                     for d in letters])
         return
     for d in letters:
@@ -438,13 +409,13 @@ def dlq_requeue(job_ids: tuple[str, ...], all_: bool, discard: bool, as_json: bo
 
     if not job_ids and not all_:
         fail("name job ids to requeue, or pass --all")
-    _quiet_pika()
+    quiet_pika()
     try:
         report = requeue_dead(_settings(), None if all_ else set(job_ids), discard=discard)
     except JobrunnerError as exc:
         _handle(exc)
     if as_json:
-        _echo_json({"requeued": report.requeued, "skipped": report.skipped})
+        echo_json({"requeued": report.requeued, "skipped": report.skipped})
         return
     for job_id in report.requeued:
         click.echo(job_id)
@@ -474,7 +445,7 @@ def cache_stats(as_json: bool) -> None:
     except JobrunnerError as exc:
         _handle(exc)
     if as_json:
-        _echo_json(found)
+        echo_json(found)
         return
     click.echo(f"entries {found['entries']}  hits {found['hits']}  misses {found['misses']}")
 
@@ -489,8 +460,3 @@ def cache_clear() -> None:
     except JobrunnerError as exc:
         _handle(exc)
     click.echo(f"{cleared} cache entr{'y' if cleared == 1 else 'ies'} cleared")
-
-
-def register(main: click.Group) -> None:
-    for command in (migrate, worker, submit, status, list_, logs, cancel, dlq, cache):
-        main.add_command(command)

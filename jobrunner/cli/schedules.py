@@ -8,7 +8,6 @@ schedule; 5 conflict (name taken, max_concurrent_runs reached for run-now).
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 from pathlib import Path
@@ -16,39 +15,31 @@ from typing import Any
 
 import click
 
+from jobrunner.cli.common import (
+    ExitCode,
+    echo_json,
+    fail,
+    parameter_option,
+    parameters_file_option,
+    parameters_yaml_option,
+    parse_parameter_options,
+)
+from jobrunner.cli.common import settings as _settings
 from jobrunner.errors import InfrastructureError, JobrunnerError, NotebookNotFound, ParameterError
-
-# Same codes as jobrunner.cli / cli_jobs (cli imports this module while it loads).
-EXIT_USAGE, EXIT_INFRA, EXIT_NOT_FOUND, EXIT_CONFLICT = 2, 3, 4, 5
-
-
-def fail(message: str, code: int = EXIT_USAGE) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def _handle(exc: Exception) -> None:
     from jobrunner.schedules import InvalidSchedule, ScheduleConflict, ScheduleNotFound
 
     if isinstance(exc, ScheduleNotFound):
-        fail(str(exc), EXIT_NOT_FOUND)
+        fail(str(exc), ExitCode.NOT_FOUND)
     if isinstance(exc, ScheduleConflict):
-        fail(str(exc), EXIT_CONFLICT)
+        fail(str(exc), ExitCode.CONFLICT)
     if isinstance(exc, InfrastructureError):
-        fail(str(exc), EXIT_INFRA)
+        fail(str(exc), ExitCode.INFRA)
     if isinstance(exc, InvalidSchedule):
         fail(f"{exc.field}: {exc}")
-    fail(str(exc), EXIT_USAGE)
-
-
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def _settings():
-    from jobrunner.config import get_settings
-
-    return get_settings()
+    fail(str(exc), ExitCode.USAGE)
 
 
 def _print_schedule(s: Any) -> None:
@@ -66,11 +57,9 @@ def schedule() -> None:
 @click.argument("notebook")
 @click.option("--cron", required=True, help="Five fields: minute hour day-of-month month day-of-week.")
 @click.option("--timezone", "tz", default="UTC", show_default=True, help="IANA time zone of the cron times.")
-@click.option("-f", "--parameters-file", "files", multiple=True, type=click.Path(dir_okay=False),
-              help="YAML file of parameters (name: value).")
-@click.option("-y", "--parameters-yaml", "yaml_texts", multiple=True, help="Parameters as a YAML mapping.")
-@click.option("-p", "--parameter", "params", multiple=True, type=(str, str), metavar="NAME VALUE",
-              help="A parameter; the value is converted to the declared type.")
+@parameters_file_option
+@parameters_yaml_option("Parameters as a YAML mapping.")
+@parameter_option
 @click.option("--timeout", type=float, metavar="SECONDS", help="Time limit of each run.")
 @click.option("--kernel", "kernel_name", help="Kernel name (default: JOBRUNNER_KERNEL_NAME).")
 @click.option("--max-concurrent-runs", type=int, default=1, show_default=True,
@@ -87,9 +76,10 @@ def create(name: str, notebook: str, cron: str, tz: str, files: tuple[str, ...],
            max_concurrent_runs: int, catchup: str, paused: bool, notify_url: str | None,
            notify_on: str | None, as_json: bool) -> None:
     """Create schedule NAME running NOTEBOOK (relative to the project); parameters are checked now."""
+    import getpass
+
     from pydantic import ValidationError
 
-    from jobrunner.cli import parse_parameter_options
     from jobrunner.jobs import resolve_notebook
     from jobrunner.params import read_schema
     from jobrunner.schedules import ScheduleCreate, create_schedule
@@ -114,7 +104,7 @@ def create(name: str, notebook: str, cron: str, tz: str, files: tuple[str, ...],
     if row.next_run_at is None and not row.paused:
         click.echo(f"warning: the cron expression {row.cron!r} never fires (no such date)", err=True)
     if as_json:
-        _echo_json(row.model_dump(mode="json"))
+        echo_json(row.model_dump(mode="json"))
     else:
         _print_schedule(row)
 
@@ -132,7 +122,7 @@ def list_(limit: int, offset: int, as_json: bool) -> None:
     except JobrunnerError as exc:
         _handle(exc)
     if as_json:
-        _echo_json(page.model_dump(mode="json"))
+        echo_json(page.model_dump(mode="json"))
         return
     for s in page.items:
         _print_schedule(s)
@@ -152,7 +142,7 @@ def show(ref: str, runs: int, as_json: bool) -> None:
     except JobrunnerError as exc:
         _handle(exc)
     if as_json:
-        _echo_json(detail.model_dump(mode="json"))
+        echo_json(detail.model_dump(mode="json"))
         return
     _print_schedule(detail)
     click.echo(f"  parameters: {json.dumps(detail.parameters)}")
@@ -179,7 +169,7 @@ def _simple(action: str, help_text: str) -> click.Command:
         except JobrunnerError as exc:
             _handle(exc)
         if as_json:
-            _echo_json(row.model_dump(mode="json"))
+            echo_json(row.model_dump(mode="json"))
         else:
             click.echo(f"{row.id} {action}d" if action != "pause" else f"{row.id} paused")
 
@@ -203,7 +193,7 @@ def run_now(ref: str, as_json: bool) -> None:
     except JobrunnerError as exc:
         _handle(exc)
     if as_json:
-        _echo_json(run.model_dump(mode="json"))
+        echo_json(run.model_dump(mode="json"))
     elif run.job_id:
         click.echo(run.job_id)
     else:
@@ -256,8 +246,3 @@ def scheduler(interval: float | None, misfire_grace: float | None, heartbeat_fil
         run_scheduler(settings, options, once=once)
     except JobrunnerError as exc:
         _handle(exc)
-
-
-def register(main: click.Group) -> None:
-    for command in (schedule, scheduler):
-        main.add_command(command)

@@ -1,100 +1,22 @@
-"""The `jobrunner` command line.
-
-Exit codes (documented in docs/cli.md):
-    0  success
-    1  the notebook ran and failed (or a job ended FAILED/CANCELLED with --wait)
-    2  usage error: bad parameters, unknown notebook, invalid input - nothing was run
-    3  infrastructure error: kernel, tracking store, database or broker unavailable
-    4  not found (job id, model)
+"""`jobrunner run`, `jobrunner params` and `jobrunner service`: run a notebook now, show its parameters,
+and the local execution service `run` goes through.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
+from jobrunner.cli.common import ExitCode, fail, parameter_options, parse_parameter_options
 from jobrunner.errors import InfrastructureError, JobrunnerError, ParameterError
 
-EXIT_FAILED, EXIT_USAGE, EXIT_INFRA, EXIT_NOT_FOUND = 1, 2, 3, 4
 
-
-def fail(message: str, code: int = EXIT_USAGE) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def parse_parameter_options(
-    schema: Any, params: tuple[tuple[str, str], ...], yaml_texts: tuple[str, ...], files: tuple[str, ...]
-) -> dict[str, Any]:
-    """Merge -f files, -y YAML and -p NAME VALUE (in that order; later wins) into validated values.
-
-    Raises ParameterError (exit 2) naming every bad parameter.
-    """
-    typed: dict[str, Any] = {}
-    for path in files:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError, ValueError) as exc:  # ValueError: an int over 4300 digits
-            raise click.BadParameter(f"cannot read parameters file {path}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise click.BadParameter(f"parameters file {path} must hold a mapping of name: value")
-        typed.update(data)
-    for text in yaml_texts:
-        try:
-            data = yaml.safe_load(text) or {}
-        except (yaml.YAMLError, ValueError) as exc:  # ValueError: an int over 4300 digits
-            raise click.BadParameter(f"-y is not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise click.BadParameter("-y must be a YAML mapping of name: value")
-        typed.update(data)
-    values = schema.validate(typed)
-    values.update(schema.coerce_strings(dict(params)))
-    return values
-
-
-def parameter_options(func: Any) -> Any:
-    func = click.option("-f", "--parameters-file", "files", multiple=True, type=click.Path(dir_okay=False),
-                        help="YAML file of parameters (name: value).")(func)
-    func = click.option("-y", "--parameters-yaml", "yaml_texts", multiple=True,
-                        help="Parameters as a YAML mapping string.")(func)
-    func = click.option("-p", "--parameter", "params", multiple=True, type=(str, str),
-                        metavar="NAME VALUE", help="A parameter; the value is converted to the declared type.")(func)
-    return func
-
-
-class _Group(click.Group):
-    """Loads the command groups of other modules (jobs, lineage) only when they are asked for, so that
-    `jobrunner run` does not import the job store (SQLAlchemy) it never uses."""
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        command = super().get_command(ctx, cmd_name)
-        if command is None:
-            _register_plugins()
-            command = super().get_command(ctx, cmd_name)
-        return command
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        _register_plugins()
-        return super().list_commands(ctx)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.version_option(package_name="notebook-jobs")
-def main(verbose: int) -> None:
-    """Run parameterised notebooks: now (`run`), as queued jobs (`submit`), or as DVC stages."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-@main.command()
+@click.command()
 @click.argument("notebook", type=click.Path())
 @parameter_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Executed notebook path (.ipynb).")
@@ -172,10 +94,10 @@ def run_notebook_command(args: dict[str, Any], *, cwd: Path, env: dict[str, str]
                                          tuple(args.get("yaml_texts") or ()), tuple(files))
     except ParameterError as exc:
         _err(f"error: {str(exc).replace(str(nb_path), notebook)}\n(see: jobrunner params {notebook})")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except (JobrunnerError, click.BadParameter) as exc:
         _err(f"error: {exc.format_message() if isinstance(exc, click.BadParameter) else exc}")
-        return EXIT_USAGE
+        return ExitCode.USAGE
 
     output = args.get("output")
     out_path = (Path(output) if Path(output).is_absolute() else cwd / output) if output else None
@@ -185,13 +107,13 @@ def run_notebook_command(args: dict[str, Any], *, cwd: Path, env: dict[str, str]
                          base_env=env, cache=bool(args.get("cache")))
     except KeyboardInterrupt:
         _err("error: interrupted")
-        return EXIT_FAILED
+        return ExitCode.FAILED
     except InfrastructureError as exc:
         _err(f"error: {exc}")
-        return EXIT_INFRA
+        return ExitCode.INFRA
     except JobrunnerError as exc:
         _err(f"error: {exc}")
-        return EXIT_USAGE
+        return ExitCode.USAGE
 
     if args.get("as_json"):
         _out(json.dumps(result.as_dict(), indent=2, default=str))
@@ -208,10 +130,10 @@ def run_notebook_command(args: dict[str, Any], *, cwd: Path, env: dict[str, str]
             _err(f"  {key} = {value:.6g}")
         if result.failure:
             _err(f"  error: {result.failure.message}")
-    return 0 if result.ok else EXIT_FAILED
+    return 0 if result.ok else ExitCode.FAILED
 
 
-@main.group()
+@click.group()
 def service() -> None:
     """The local execution service that `jobrunner run` uses (warm kernels, MLflow kept imported)."""
 
@@ -227,7 +149,7 @@ def service_status(as_json: bool) -> None:
         key = service_client.service_key()
         click.echo(f"no execution service runs for this configuration (log: {service_client.paths(key)['log']})",
                    err=True)
-        sys.exit(EXIT_FAILED)
+        sys.exit(ExitCode.FAILED)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -245,7 +167,7 @@ def service_stop() -> None:
     click.echo("stopped" if service_client.stop() else "no execution service was running", err=True)
 
 
-@main.command()
+@click.command()
 @click.argument("notebook", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the schema as JSON.")
 def params(notebook: str, as_json: bool) -> None:
@@ -266,29 +188,3 @@ def params(notebook: str, as_json: bool) -> None:
     for p in schema.parameters.values():
         click.echo(f"{p.name:<{width}}  {p.type_label:<14} default={json.dumps(p.default)}"
                    + (f"  # {p.help}" if p.help else ""))
-
-
-_plugins_registered = False
-
-
-def _register_plugins() -> None:
-    """Attach command groups defined in other modules (jobs, lineage) when they are present."""
-    import importlib
-
-    global _plugins_registered
-    if _plugins_registered:
-        return
-    _plugins_registered = True
-
-    for module_name in ("jobrunner.cli_jobs", "jobrunner.cli_lineage", "jobrunner.cli_schedules"):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        module.register(main)
-
-
-if __name__ == "__main__":
-    main()

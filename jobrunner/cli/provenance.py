@@ -1,4 +1,5 @@
-"""`jobrunner lineage` and `jobrunner check`: where a model came from, and whether production is reachable.
+"""`jobrunner lineage`, `diff`, `verify` and `check`: where a model came from, how two runs differ, whether
+a run reproduces, and whether production is reachable.
 
     jobrunner lineage breast-cancer-classifier@champion [--json]
     jobrunner lineage breast-cancer-classifier/3 [--json]
@@ -6,8 +7,8 @@
     jobrunner diff RUN_A RUN_B [--json]       (run ids or MODEL@ALIAS / MODEL/VERSION)
     jobrunner verify RUN [--rtol R] [--json] [--queue]
 
-Exit codes as in jobrunner.cli: 0 ok, 2 bad reference, 3 a service is unreachable or misconfigured,
-4 no such model, version or alias.
+Exit codes (jobrunner.cli.common.ExitCode): 0 ok, 2 bad reference, 3 a service is unreachable or
+misconfigured, 4 no such model, version or alias.
 """
 
 from __future__ import annotations
@@ -17,12 +18,7 @@ import sys
 
 import click
 
-
-def register(main: click.Group) -> None:
-    main.add_command(lineage)
-    main.add_command(check)
-    main.add_command(diff)
-    main.add_command(verify)
+from jobrunner.cli.common import ExitCode, fail
 
 
 @click.command()
@@ -36,7 +32,6 @@ def lineage(model_ref: str, as_json: bool, max_depth: int) -> None:
 
     Each data hash is compared with dvc.lock of the project in the working directory.
     """
-    from jobrunner.cli import EXIT_INFRA, EXIT_NOT_FOUND, EXIT_USAGE, fail
     from jobrunner.config import get_settings
     from jobrunner.provenance import LineageError, LineageNotFound, parse_ref, render, trace
 
@@ -45,7 +40,7 @@ def lineage(model_ref: str, as_json: bool, max_depth: int) -> None:
     try:
         ref = parse_ref(model_ref)
     except LineageError as exc:
-        fail(str(exc), EXIT_USAGE)
+        fail(str(exc), ExitCode.USAGE)
     _fail_fast_on_tracking(uri)
     from mlflow.tracking import MlflowClient
 
@@ -58,9 +53,9 @@ def lineage(model_ref: str, as_json: bool, max_depth: int) -> None:
             max_depth=max_depth,
         )
     except LineageNotFound as exc:
-        fail(f"{exc} at {uri}", EXIT_NOT_FOUND)
+        fail(f"{exc} at {uri}", ExitCode.NOT_FOUND)
     except LineageError as exc:
-        fail(str(exc), EXIT_INFRA)
+        fail(str(exc), ExitCode.INFRA)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
@@ -70,11 +65,10 @@ def lineage(model_ref: str, as_json: bool, max_depth: int) -> None:
 def _fail_fast_on_tracking(uri: str) -> None:
     """MLflow's client retries an unreachable server for minutes; say at once which setting is wrong."""
     from jobrunner.checks import check_mlflow
-    from jobrunner.cli import EXIT_INFRA, fail
 
     result = check_mlflow(uri)
     if not result.ok:
-        fail(result.message, EXIT_INFRA)
+        fail(result.message, ExitCode.INFRA)
 
 
 @click.command()
@@ -86,7 +80,6 @@ def check(as_json: bool, no_dvc: bool) -> None:
     Each failure names the setting to fix. Exit 0 when all pass, 3 otherwise.
     """
     from jobrunner.checks import run_checks
-    from jobrunner.cli import EXIT_INFRA
     from jobrunner.config import get_settings
 
     results = run_checks(get_settings(), dvc=not no_dvc)
@@ -99,7 +92,7 @@ def check(as_json: bool, no_dvc: bool) -> None:
         if failed:
             settings = ", ".join(dict.fromkeys(str(r.setting) for r in failed))
             click.echo(f"error: {len(failed)} check(s) failed; settings to fix: {settings}", err=True)
-    sys.exit(EXIT_INFRA if failed else 0)
+    sys.exit(ExitCode.INFRA if failed else 0)
 
 
 @click.command()
@@ -112,7 +105,6 @@ def diff(run_a: str, run_b: str, as_json: bool) -> None:
     A and B are MLflow run ids, or model versions (MODEL@ALIAS, MODEL/VERSION) standing for the runs that
     produced them. Exit 0 when nothing differs, 1 when something does (as `diff`).
     """
-    from jobrunner.cli import EXIT_INFRA, EXIT_NOT_FOUND, fail
     from jobrunner.config import get_settings
     from jobrunner.rundiff import RunNotFound, diff_json, diff_runs, render
 
@@ -123,9 +115,9 @@ def diff(run_a: str, run_b: str, as_json: bool) -> None:
     try:
         result = diff_runs(run_a, run_b, MlflowClient(tracking_uri=uri))
     except RunNotFound as exc:
-        fail(f"{exc} (MLflow at {uri})", EXIT_NOT_FOUND)
+        fail(f"{exc} (MLflow at {uri})", ExitCode.NOT_FOUND)
     except Exception as exc:  # noqa: BLE001 - the store answered with something unexpected
-        fail(f"cannot compare the runs at {uri}: {exc}", EXIT_INFRA)
+        fail(f"cannot compare the runs at {uri}: {exc}", ExitCode.INFRA)
     click.echo(diff_json(result) if as_json else render(result))
     sys.exit(0 if result.identical else 1)
 
@@ -145,7 +137,6 @@ def verify(run_ref: str, rtol: float, as_json: bool, queue: bool) -> None:
     and each cell's text outputs are compared. Exit 0 when it reproduces (with --queue: when queued), 1
     when it does not or cannot be verified (e.g. the input data is nowhere to be found), 4 for an unknown run.
     """
-    from jobrunner.cli import EXIT_FAILED, EXIT_INFRA, EXIT_NOT_FOUND, fail
     from jobrunner.config import get_settings
     from jobrunner.errors import InfrastructureError
     from jobrunner.verify import CannotVerify, RunNotFound, verify_run
@@ -165,10 +156,10 @@ def verify(run_ref: str, rtol: float, as_json: bool, queue: bool) -> None:
             return
         result = verify_run(run_ref, settings, rtol=rtol)
     except RunNotFound as exc:
-        fail(str(exc), EXIT_NOT_FOUND)
+        fail(str(exc), ExitCode.NOT_FOUND)
     except CannotVerify as exc:
-        fail(f"cannot verify: {exc}", EXIT_FAILED)
+        fail(f"cannot verify: {exc}", ExitCode.FAILED)
     except InfrastructureError as exc:
-        fail(str(exc), EXIT_INFRA)
+        fail(str(exc), ExitCode.INFRA)
     click.echo(json.dumps(result.as_dict(), indent=2) if as_json else result.render())
-    sys.exit(0 if result.reproduced else EXIT_FAILED)
+    sys.exit(0 if result.reproduced else ExitCode.FAILED)

@@ -2,7 +2,7 @@
 
 Workers reach the real RabbitMQ through a TCP proxy the test cuts (refuses and drops connections, as a
 stopped broker would); the database and MLflow are reached directly. Strict invariants after each fault:
-test_faults_support.assert_exactly_once.
+faults_support.assert_exactly_once.
 """
 
 from __future__ import annotations

@@ -78,17 +78,7 @@ def start_services(app: FastAPI, settings: Settings) -> Services:
     writer.start()
     tracking_uri = settings.resolved_tracking_uri()
     lineage = LineageService(tracking_uri, settings.project_dir(), settings.mlflow_ui_url)
-    services = Services(
-        settings=settings,
-        keyring=keyring,
-        links=LinkSigner([k.key for k in settings.keys()], settings.link_secret, settings.link_ttl),
-        metrics=metrics,
-        holder=None,  # type: ignore[arg-type]  # set below: its callbacks use `services`
-        engine=engine,
-        writer=writer,
-        lineage=lineage,
-    )
-    services.feedback = FeedbackService(engine, settings, metrics)
+    extra: dict[tuple[Any, ...], Any] = {}  # the services' per-version caches
 
     def enrich(model: ServingModel) -> None:
         try:
@@ -100,18 +90,18 @@ def start_services(app: FastAPI, settings: Settings) -> Services:
                 "model_uri": f"models:/{model.name}/{model.version}",
                 "run": None,
             }
-        services.extra[("features", model.name, model.version)] = [{"name": f} for f in model.features]
+        extra[("features", model.name, model.version)] = [{"name": f} for f in model.features]
 
     def on_reload(outcome: str, model: ServingModel | None) -> None:
         metrics.reloads.labels(outcome).inc()
         if model is not None:
             metrics.model_version.clear()
-            for m in services.models.loaded():  # every served model (each swaps on its own alias)
+            for m in models.loaded():  # every served model (each swaps on its own alias)
                 metrics.model_version.labels(m.name, m.version, m.alias).set(1)
             app.openapi_schema = None  # the request schema shows the new version's features
 
     refs, default = served_refs(settings.models, settings.model_name, settings.model_alias)
-    services.models = ServedModels.build(
+    models = ServedModels.build(
         refs,
         default,
         lambda ref: ModelHolder(
@@ -124,7 +114,20 @@ def start_services(app: FastAPI, settings: Settings) -> Services:
             batch_limit=settings.batch_limit,
         ),
     )
-    holder = services.holder = services.models.default  # POST /v1/predict, GET /v1/model
+    holder = models.default  # POST /v1/predict, GET /v1/model
+    services = Services(
+        settings=settings,
+        keyring=keyring,
+        metrics=metrics,
+        engine=engine,
+        writer=writer,
+        feedback=FeedbackService(engine, settings, metrics),
+        lineage=lineage,
+        links=LinkSigner([k.key for k in settings.keys()], settings.link_secret, settings.link_ttl),
+        models=models,
+        holder=holder,
+        extra=extra,
+    )
     services.models.refresh_all()
     if holder.current is None and not settings.allow_start_without_model:
         raise RuntimeError(

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyHeader
 
 from serve.config import KeyRing, Settings
 from serve.errors import Forbidden, Unauthorized
-from serve.links import sign_notebook_links
+from serve.links import LinkSigner, sign_notebook_links
 from serve.model_loader import ModelHolder, ServingModel
 from serve.observability import Metrics
+
+if TYPE_CHECKING:  # the services' modules import MLflow, SQLAlchemy's ORM...: the app's lifespan loads them
+    from sqlalchemy import Engine
+
+    from serve.feedback import FeedbackService
+    from serve.lineage import LineageService
+    from serve.models import ServedModels
+    from serve.prediction_log import PredictionWriter
 
 
 @dataclass
@@ -23,14 +31,14 @@ class Services:
     settings: Settings
     keyring: KeyRing
     metrics: Metrics
-    holder: ModelHolder
-    engine: Any = None
-    writer: Any = None
-    feedback: Any = None
-    lineage: Any = None
-    links: Any = None  # serve.links.LinkSigner: signed executed-notebook links for browsers
-    models: Any = None  # serve.models.ServedModels: every served model by name (holder is the default's)
-    extra: dict[Any, Any] = field(default_factory=dict)  # per-version caches keyed by tuples
+    engine: Engine  # the prediction store (serve/store.py)
+    writer: PredictionWriter  # stores predictions in the background
+    feedback: FeedbackService
+    lineage: LineageService
+    links: LinkSigner  # signed executed-notebook links for browsers
+    models: ServedModels  # every served model by name
+    holder: ModelHolder  # the default model's (POST /v1/predict, GET /v1/model)
+    extra: dict[tuple[Any, ...], Any] = field(default_factory=dict)  # per-version caches keyed by tuples
 
 
 def get_services(request: Request) -> Services:

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.pipelines.test_pipeline_e2e import BIN, ROOT
+from tests.conftest import ROOT
+
+BIN = Path(sys.executable).parent  # the venv's dvc (was imported from the test module test_pipeline_e2e.py)
 
 pytestmark = pytest.mark.slow
 

@@ -34,7 +34,6 @@ KEY_ENV_PREFIXES = ("JOBRUNNER_", "MLFLOW_", "AWS_")
 # Variables that differ per call and do not configure the service (they reach the kernel per request).
 KEY_ENV_IGNORED = ("MLFLOW_RUN_ID", "JOBRUNNER_SERVICE_WAIT")
 START_WAIT_S = 60.0  # first use: MLflow import and a kernel start on a loaded machine
-EXIT_INFRA = 3
 
 
 def enabled(environ: dict[str, str] | None = None) -> bool:
@@ -185,7 +184,9 @@ def run_command(op: str, args: dict[str, Any], *, on_progress: Callable[[dict[st
         if not accepted:
             return None  # closed before it started anything (stopping for idleness): run here instead
         write_err(f"error: the execution service stopped during the run; see its log {paths(key)['log']}\n")
-        return EXIT_INFRA
+        from jobrunner.cli.common import ExitCode  # here: the client stays light on its normal path
+
+        return ExitCode.INFRA
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

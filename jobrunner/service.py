@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from jobrunner.cli.common import ExitCode
 from jobrunner.service_client import PROTOCOL, paths
 
 log = logging.getLogger("jobrunner.service")
@@ -173,12 +174,12 @@ class _Handler(socketserver.StreamRequestHandler):
             message = json.loads(self.rfile.readline() or b"{}")
         except json.JSONDecodeError:
             send({"event": "err", "text": "error: malformed request to the execution service\n"})
-            send({"event": "exit", "code": 2})
+            send({"event": "exit", "code": int(ExitCode.USAGE)})
             return
         op = message.get("op")
         if message.get("protocol") != PROTOCOL:
             send({"event": "err", "text": "error: execution service protocol mismatch\n"})
-            send({"event": "exit", "code": 3})
+            send({"event": "exit", "code": int(ExitCode.INFRA)})
             return
         if op == "status":
             send({"event": "status", "status": service.status()})
@@ -189,7 +190,7 @@ class _Handler(socketserver.StreamRequestHandler):
             self.run(service, message, send)
         else:
             send({"event": "err", "text": f"error: unknown request {op!r}\n"})
-            send({"event": "exit", "code": 2})
+            send({"event": "exit", "code": int(ExitCode.USAGE)})
 
     def run(self, service: Service, message: dict[str, Any], send: Any) -> None:
         service.touch(+1)
@@ -235,7 +236,7 @@ class _Handler(socketserver.StreamRequestHandler):
         except Exception as exc:  # noqa: BLE001 - a bug must reach the caller as an infrastructure error
             log.exception("request failed")
             send({"event": "err", "text": f"error: the execution service failed: {exc}\n"})
-            send({"event": "exit", "code": 3})
+            send({"event": "exit", "code": int(ExitCode.INFRA)})
         finally:
             service.touch(-1)
 

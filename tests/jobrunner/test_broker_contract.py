@@ -259,14 +259,7 @@ def test_a_dead_verdict_dead_letters_the_message_and_it_is_not_redelivered(broke
     pytest.param({"job_id": "CARRIER", "schema_version": 99, "attempt": 0}, id="unknown-schema-version"),
 ])
 def test_a_poison_message_is_dead_lettered_unprocessed_and_consuming_goes_on(
-        broker: Contract, poison: dict[str, Any], request: pytest.FixtureRequest) -> None:
-    if broker.kind == "embedded":
-        # Not strict: the fix (EmbeddedSource decoding the payload) is in progress in jobrunner/worker.py;
-        # once it is committed this XPASSes - then drop the marker.
-        request.applymarker(pytest.mark.xfail(strict=False, reason=(
-            "embedded: EmbeddedSource hands an outbox payload to the job without decoding it, so a "
-            "payload of an unknown schema is processed (without job_id, JobRun's KeyError ends the "
-            "worker) instead of being parked as a dead letter (reported; jobrunner/worker.py)")))
+        broker: Contract, poison: dict[str, Any]) -> None:
     carrier = broker.submit()  # a real job the poison names (an outbox row must belong to a job)
     payload = {**poison, "job_id": carrier} if "job_id" in poison else poison
     broker.publish_poison(payload, carrier)

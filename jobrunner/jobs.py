@@ -18,6 +18,7 @@ from jobrunner.broker import RequeueReport
 from jobrunner.config import Settings, get_settings
 from jobrunner.db import session_scope
 from jobrunner.errors import InvalidTimeout, InvalidTransition, JobNotFound, NotebookNotFound
+from jobrunner.kinds import FailureKind
 from jobrunner.schemas import MAX_TIMEOUT, JobCreate, JobEventRead, JobList, JobRead
 from jobrunner.states import JobState, transition, utcnow
 
@@ -297,7 +298,7 @@ def cancel_job(job_id: str, *, settings: Settings | None = None) -> JobRead:
     settings = settings or get_settings()
     with session_scope(settings) as session:
         changed = transition(session, job_id, [JobState.QUEUED], JobState.CANCELLED,
-                             event="cancelled while queued", finished_at=utcnow(), error_kind="cancelled",
+                             event="cancelled while queued", finished_at=utcnow(), error_kind=FailureKind.CANCELLED,
                              error_message="cancelled before it started") or transition(
             session, job_id, [JobState.RUNNING], JobState.CANCELLING, event="cancel requested")
         job = store.get_job(session=session, job_id=job_id)
@@ -409,7 +410,7 @@ def _reopen(settings: Settings, job_id: str) -> str | None:
 
     with session_scope(settings) as session:
         if transition(session, job_id, [JobState.FAILED], JobState.QUEUED,
-                      where=[Job.error_kind.in_(["dead_lettered", "infrastructure"])],
+                      where=[Job.error_kind.in_([FailureKind.DEAD_LETTERED, FailureKind.INFRASTRUCTURE])],
                       event="requeued from the dead-letter queue", attempt=0, queued_at=utcnow(),
                       finished_at=None, error_kind=None, error_cell_index=None, error_ename=None,
                       error_evalue=None, error_message=None):

@@ -32,6 +32,7 @@ from sqlalchemy import text
 from jobrunner.config import Settings
 from jobrunner.db import session_scope
 from jobrunner.errors import StoreUnavailable
+from jobrunner.kinds import FailureKind
 from jobrunner.models import Job
 from jobrunner.states import JobState, transition, utcnow
 
@@ -111,7 +112,7 @@ def reap_once(settings: Settings, *, worker_id: str = "reaper", presence: Presen
             if job.state == JobState.CANCELLING.value:
                 if transition(session, job.id, [JobState.CANCELLING], JobState.CANCELLED, where=stale,
                               actor=worker_id, event=f"worker {job.worker_id} {why} while cancelling",
-                              finished_at=utcnow(), error_kind="cancelled", error_message="cancelled"):
+                              finished_at=utcnow(), error_kind=FailureKind.CANCELLED, error_message="cancelled"):
                     changed.append(job.id)
             elif transition(session, job.id, [JobState.RUNNING], JobState.QUEUED, where=stale,
                             actor=worker_id, queued_at=utcnow(),

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from jobrunner.config import Settings, get_settings
 from jobrunner.db import session_scope
 from jobrunner.errors import InfrastructureError, InvalidJobOption, JobrunnerError
+from jobrunner.kinds import FailureKind
 from jobrunner.schemas import MAX_TIMEOUT, JobCreate, JobRead
 from jobrunner.states import JobState
 from jobrunner.tags import NOTEBOOK_TAG, job_run_tags
@@ -116,7 +117,7 @@ def execute_verification(run: JobRun, job: Job) -> Outcome | None:
             run.metrics.kernel_failures.inc()
         return run._retry_or_give_up(job, exc)
     except JobrunnerError as exc:  # RunNotFound, CannotVerify, a recorded notebook that no longer parses
-        run._finish(JobState.FAILED, error_kind="invalid", error_ename=type(exc).__name__,
+        run._finish(JobState.FAILED, error_kind=FailureKind.INVALID, error_ename=type(exc).__name__,
                     error_evalue=str(exc), error_message=f"cannot verify: {exc}")
         return None
     except Exception as exc:  # noqa: BLE001 - unknown failures outside the notebook: retry
@@ -131,7 +132,7 @@ def execute_verification(run: JobRun, job: Job) -> Outcome | None:
         return None
     common: dict[str, Any] = {"mlflow_run_id": result.new_run_id, **_store_notebook(settings, job.id, notebook_path)}
     if now == "cancelled":
-        run._finish(JobState.CANCELLED, error_kind="cancelled", error_message="cancelled during verification",
+        run._finish(JobState.CANCELLED, error_kind=FailureKind.CANCELLED, error_message="cancelled during verification",
                     **common)
     else:
         run._finish(JobState.SUCCEEDED, verification={**result.as_dict(), "rtol": rtol}, **common)

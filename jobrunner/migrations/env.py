@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
 
 from jobrunner.models import Base
 
@@ -22,7 +21,8 @@ if connection is not None:
     _run(connection)
 else:
     from jobrunner.config import get_settings
+    from jobrunner.db import new_engine
 
-    engine = create_engine(get_settings().database_url or "")
+    engine = new_engine(get_settings().database_url or "")
     with engine.begin() as conn:
         _run(conn)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import enum
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class ExitCode(enum.IntEnum):
@@ -39,6 +40,26 @@ def fail(message: str, code: int = ExitCode.USAGE) -> NoReturn:
     """Print `error: message` on stderr and exit with `code`."""
     click.echo(f"error: {message}", err=True)
     sys.exit(int(code))
+
+
+def fail_for(exc: Exception, codes: Sequence[tuple[type[Exception] | tuple[type[Exception], ...], ExitCode]]
+             ) -> NoReturn:
+    """Exit with the code of the first entry of `codes` whose class `exc` is an instance of; USAGE for
+    any other error. Each command group lists its own classes (jobs, schedules)."""
+    for classes, code in codes:
+        if isinstance(exc, classes):
+            fail(str(exc), code)
+    fail(str(exc), ExitCode.USAGE)
+
+
+def or_fail(call: Callable[[], T], handle: Callable[[Exception], NoReturn]) -> T:
+    """`call()`'s result; a JobrunnerError it raises goes to `handle`, which exits with its code."""
+    from jobrunner.errors import JobrunnerError
+
+    try:
+        return call()
+    except JobrunnerError as exc:
+        handle(exc)
 
 
 def echo_json(data: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -18,6 +18,8 @@ from jobrunner.cli.common import (
     ExitCode,
     echo_json,
     fail,
+    fail_for,
+    or_fail,
     parameter_options,
     parse_parameter_options,
     quiet_pika,
@@ -36,14 +38,9 @@ from jobrunner.kinds import JobState
 from jobrunner.limits import MAX_TIMEOUT
 
 
-def _handle(exc: Exception) -> None:
-    if isinstance(exc, JobNotFound):
-        fail(str(exc), ExitCode.NOT_FOUND)
-    if isinstance(exc, (InvalidTransition, IdempotencyConflict)):
-        fail(str(exc), ExitCode.CONFLICT)
-    if isinstance(exc, InfrastructureError):
-        fail(str(exc), ExitCode.INFRA)
-    fail(str(exc), ExitCode.USAGE)
+def _handle(exc: Exception) -> NoReturn:
+    fail_for(exc, [(JobNotFound, ExitCode.NOT_FOUND), ((InvalidTransition, IdempotencyConflict), ExitCode.CONFLICT),
+                   (InfrastructureError, ExitCode.INFRA)])
 
 
 def _job_dict(job: Any) -> dict[str, Any]:
@@ -55,10 +52,7 @@ def migrate() -> None:
     """Create or upgrade the job store's schema (JOBRUNNER_DATABASE_URL)."""
     from jobrunner.db import migrate as do_migrate
 
-    try:
-        head = do_migrate(_settings())
-    except JobrunnerError as exc:
-        _handle(exc)
+    head = or_fail(lambda: do_migrate(_settings()), _handle)
     click.echo(f"job store at revision {head}")
 
 
@@ -77,10 +71,7 @@ def worker(worker_id: str | None, burst: bool) -> None:
     configure_logging(min(logging.getLogger().getEffectiveLevel(), logging.INFO), settings.log_json)
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # -vv shows pika's own lines
         quiet_pika()
-    try:
-        run_worker(settings, worker_id=worker_id, burst=burst)
-    except JobrunnerError as exc:
-        _handle(exc)
+    or_fail(lambda: run_worker(settings, worker_id=worker_id, burst=burst), _handle)
     _exit_at_once()
 
 
@@ -194,10 +185,7 @@ def status(job_id: str, as_json: bool) -> None:
     from jobrunner.jobs import get_job
     from jobrunner.verify_job import verification_lines
 
-    try:
-        job = get_job(job_id)
-    except JobrunnerError as exc:
-        _handle(exc)
+    job = or_fail(lambda: get_job(job_id), _handle)
     if as_json:
         echo_json(_job_dict(job))
         return
@@ -234,10 +222,7 @@ def list_(state: str | None, notebook: str | None, limit: int, offset: int, as_j
     """List jobs, newest first."""
     from jobrunner.jobs import list_jobs
 
-    try:
-        page = list_jobs(state=state, notebook=notebook, limit=limit, offset=offset)
-    except JobrunnerError as exc:
-        _handle(exc)
+    page = or_fail(lambda: list_jobs(state=state, notebook=notebook, limit=limit, offset=offset), _handle)
     if as_json:
         echo_json(page.model_dump(mode="json"))
         return
@@ -357,10 +342,7 @@ def cancel(job_id: str, as_json: bool) -> None:
     """Cancel a job: a queued job never starts; a running one is stopped within seconds."""
     from jobrunner.jobs import cancel_job
 
-    try:
-        job = cancel_job(job_id)
-    except JobrunnerError as exc:
-        _handle(exc)
+    job = or_fail(lambda: cancel_job(job_id), _handle)
     if as_json:
         echo_json(_job_dict(job))
     else:
@@ -380,10 +362,7 @@ def dlq_list(as_json: bool) -> None:
     from jobrunner.jobs import list_dead_letters as list_dead
 
     quiet_pika()
-    try:
-        letters = list_dead(_settings())
-    except JobrunnerError as exc:
-        _handle(exc)
+    letters = or_fail(lambda: list_dead(_settings()), _handle)
     if as_json:
         echo_json([{**d.as_dict(), "job_id": short_label(d.job_id, 255) if d.job_id else None}
                     for d in letters])
@@ -410,10 +389,7 @@ def dlq_requeue(job_ids: tuple[str, ...], all_: bool, discard: bool, as_json: bo
     if not job_ids and not all_:
         fail("name job ids to requeue, or pass --all")
     quiet_pika()
-    try:
-        report = requeue_dead(_settings(), None if all_ else set(job_ids), discard=discard)
-    except JobrunnerError as exc:
-        _handle(exc)
+    report = or_fail(lambda: requeue_dead(_settings(), None if all_ else set(job_ids), discard=discard), _handle)
     if as_json:
         echo_json({"requeued": report.requeued, "skipped": report.skipped})
         return
@@ -440,10 +416,7 @@ def cache_stats(as_json: bool) -> None:
     """Entries (reusable executions), hits (jobs served from the cache) and misses (jobs executed)."""
     from jobrunner.jobs import cache_stats as stats
 
-    try:
-        found = stats(settings=_settings())
-    except JobrunnerError as exc:
-        _handle(exc)
+    found = or_fail(lambda: stats(settings=_settings()), _handle)
     if as_json:
         echo_json(found)
         return
@@ -455,8 +428,5 @@ def cache_clear() -> None:
     """Forget every entry: the next identical submissions execute again (jobs keep their results)."""
     from jobrunner.jobs import clear_cache
 
-    try:
-        cleared = clear_cache(settings=_settings())
-    except JobrunnerError as exc:
-        _handle(exc)
+    cleared = or_fail(lambda: clear_cache(settings=_settings()), _handle)
     click.echo(f"{cleared} cache entr{'y' if cleared == 1 else 'ies'} cleared")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -19,6 +19,8 @@ from jobrunner.cli.common import (
     ExitCode,
     echo_json,
     fail,
+    fail_for,
+    or_fail,
     parameter_option,
     parameters_file_option,
     parameters_yaml_option,
@@ -28,18 +30,13 @@ from jobrunner.cli.common import settings as _settings
 from jobrunner.errors import InfrastructureError, JobrunnerError, NotebookNotFound, ParameterError
 
 
-def _handle(exc: Exception) -> None:
+def _handle(exc: Exception) -> NoReturn:
     from jobrunner.schedules import InvalidSchedule, ScheduleConflict, ScheduleNotFound
 
-    if isinstance(exc, ScheduleNotFound):
-        fail(str(exc), ExitCode.NOT_FOUND)
-    if isinstance(exc, ScheduleConflict):
-        fail(str(exc), ExitCode.CONFLICT)
-    if isinstance(exc, InfrastructureError):
-        fail(str(exc), ExitCode.INFRA)
     if isinstance(exc, InvalidSchedule):
         fail(f"{exc.field}: {exc}")
-    fail(str(exc), ExitCode.USAGE)
+    fail_for(exc, [(ScheduleNotFound, ExitCode.NOT_FOUND), (ScheduleConflict, ExitCode.CONFLICT),
+                   (InfrastructureError, ExitCode.INFRA)])
 
 
 def _print_schedule(s: Any) -> None:
@@ -117,10 +114,7 @@ def list_(limit: int, offset: int, as_json: bool) -> None:
     """List schedules by name."""
     from jobrunner.schedules import list_schedules
 
-    try:
-        page = list_schedules(limit=limit, offset=offset, settings=_settings())
-    except JobrunnerError as exc:
-        _handle(exc)
+    page = or_fail(lambda: list_schedules(limit=limit, offset=offset, settings=_settings()), _handle)
     if as_json:
         echo_json(page.model_dump(mode="json"))
         return
@@ -137,10 +131,7 @@ def show(ref: str, runs: int, as_json: bool) -> None:
     """Show a schedule and its recent runs (job and state, or why a slot was skipped)."""
     from jobrunner.schedules import get_schedule
 
-    try:
-        detail = get_schedule(ref, runs=runs, settings=_settings())
-    except JobrunnerError as exc:
-        _handle(exc)
+    detail = or_fail(lambda: get_schedule(ref, runs=runs, settings=_settings()), _handle)
     if as_json:
         echo_json(detail.model_dump(mode="json"))
         return
@@ -164,10 +155,7 @@ def _simple(action: str, help_text: str) -> click.Command:
 
         func = {"pause": schedules.pause_schedule, "resume": schedules.resume_schedule,
                 "delete": schedules.delete_schedule}[action]
-        try:
-            row = func(ref, settings=_settings())
-        except JobrunnerError as exc:
-            _handle(exc)
+        row = or_fail(lambda: func(ref, settings=_settings()), _handle)
         if as_json:
             echo_json(row.model_dump(mode="json"))
         else:
@@ -188,10 +176,7 @@ def run_now(ref: str, as_json: bool) -> None:
     """Submit a run of the schedule now (also while paused); prints the job id."""
     from jobrunner.schedules import run_now as do_run_now
 
-    try:
-        run = do_run_now(ref, settings=_settings())
-    except JobrunnerError as exc:
-        _handle(exc)
+    run = or_fail(lambda: do_run_now(ref, settings=_settings()), _handle)
     if as_json:
         echo_json(run.model_dump(mode="json"))
     elif run.job_id:
@@ -242,7 +227,4 @@ def scheduler(interval: float | None, misfire_grace: float | None, heartbeat_fil
 
     settings = _settings()
     configure_logging(min(logging.getLogger().getEffectiveLevel(), logging.INFO), settings.log_json)
-    try:
-        run_scheduler(settings, options, once=once)
-    except JobrunnerError as exc:
-        _handle(exc)
+    or_fail(lambda: run_scheduler(settings, options, once=once), _handle)

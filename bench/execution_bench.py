@@ -97,7 +97,7 @@ def service_rss(work: Path, env: dict[str, str], preload: str) -> tuple[float, l
                                      capture_output=True, text=True, check=True).stdout)
     pid = info["pid"]
     service = psutil.Process(pid)
-    templates = [p for p in service.children() if "jobrunner.forkserver" in " ".join(p.cmdline())]
+    templates = [p for p in service.children() if "jobrunner.execution.forkserver" in " ".join(p.cmdline())]
     kernels = [p for p in service.children(recursive=True)
                if "ipykernel" in " ".join(p.cmdline()) and p not in templates]
     result = (rss_mb(pid), [rss_mb(t.pid) for t in templates],
@@ -194,7 +194,7 @@ def _job_services(work: Path) -> tuple[dict[str, str], Callable[[], None]]:
            "JOBRUNNER_WORKER_POLL_INTERVAL": "0.05"}
     os.environ.update(env)
     from jobrunner.config import get_settings
-    from jobrunner.db import dispose_engines, migrate
+    from jobrunner.store.db import dispose_engines, migrate
 
     get_settings.cache_clear()
     migrate(get_settings())
@@ -355,7 +355,7 @@ def jobs_bench(runs: int, work: Path, pm_cli: Callable[[int], None]) -> None:
         worker = psutil.Process(one.pid)
         rss_worker = worker.memory_info().rss / 2**20
         # the worker's children: the pool's kernel template (forked kernels are ITS children), or kernels
-        template = [k for k in worker.children() if "jobrunner.forkserver" in " ".join(k.cmdline())]
+        template = [k for k in worker.children() if "jobrunner.execution.forkserver" in " ".join(k.cmdline())]
         kernels = [k for k in worker.children(recursive=True)
                    if "ipykernel" in " ".join(k.cmdline()) and k not in template]
         rss_template = [t.memory_info().rss / 2**20 for t in template]
@@ -439,7 +439,7 @@ def main_table(runs: int, load_before: tuple[float, float, float], pm_cli: Calla
                pm_inproc: Callable[[int], None], jr: Callable[[int], None], jr_cli: Callable[..., Callable[[int], None]],
                env_off: dict[str, str], env_on: dict[str, str], work: Path) -> None:
     from jobrunner.config import get_settings
-    from jobrunner.pool import KernelPool
+    from jobrunner.execution.pool import KernelPool
 
     rows: list[tuple[str, list[float]]] = []
     rows.append(("papermill CLI (process per run)", measure(runs, pm_cli)))
@@ -493,7 +493,7 @@ def main() -> None:
 
     import papermill
 
-    from jobrunner.executor import execute
+    from jobrunner.execution.executor import execute
 
     def pm_cli(i: int) -> None:
         subprocess.run([str(BIN / "papermill"), str(NOTEBOOK), str(work / f"cli-{i}.ipynb"), "-p", "x", "3",

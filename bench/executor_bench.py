@@ -48,7 +48,7 @@ def main() -> None:
 
     import papermill
 
-    from jobrunner.executor import execute
+    from jobrunner.execution.executor import execute
 
     def pm_cli(i: int) -> None:
         subprocess.run([str(papermill_bin), str(NOTEBOOK), str(work / f"cli-{i}.ipynb"), "-p", "x", "3",

@@ -31,7 +31,7 @@ def job_notes(job: dict[str, Any]) -> str:
     if written:
         listing = "\n".join(f"{o['parameter']}: {o['path']} ({o['md5']}) -> {o.get('uri') or '?'}" for o in written)
         notes += f"<div class='dash-muted dash-outputs' title='{e(listing)}'>{len(written)} output(s)</div>"
-    if job.get("kind") == "verify":  # a verification job (jobrunner/verify_job.py)
+    if job.get("kind") == "verify":  # a verification job (jobrunner/worker/verify.py)
         result = job.get("verification") or {}
         verdict = ("pending" if "reproduced" not in result else
                    "reproduced" if result["reproduced"] else "NOT reproduced")

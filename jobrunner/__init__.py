@@ -16,18 +16,18 @@ __all__ = ["__version__", "execute", "get_settings", "read_schema"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from jobrunner.config import get_settings
-    from jobrunner.executor import execute
-    from jobrunner.params import read_schema
+    from jobrunner.execution.executor import execute
+    from jobrunner.execution.params import read_schema
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: `import jobrunner` inside a notebook kernel must stay cheap (no papermill, no MLflow).
     if name == "execute":
-        from jobrunner.executor import execute
+        from jobrunner.execution.executor import execute
 
         return execute
     if name == "read_schema":
-        from jobrunner.params import read_schema
+        from jobrunner.execution.params import read_schema
 
         return read_schema
     if name == "get_settings":

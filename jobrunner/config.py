@@ -15,6 +15,8 @@ from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_MARKERS = ("dvc.yaml", "pyproject.toml")
+# The file a kernel appends jobrunner.notebook.log_metrics calls to (set by the executor for each run)
+METRICS_FILE_ENV = "JOBRUNNER_METRICS_FILE"
 
 
 def find_project_dir(start: Path | None = None) -> Path:
@@ -59,7 +61,7 @@ class Settings(BaseSettings):
     # "ipc" (Unix sockets: no TCP port race between processes) or "tcp".
     kernel_transport: Literal["ipc", "tcp"] = "ipc"
     # Pooled kernels are forked from one template process per pool that has imported ipykernel and the
-    # preloads once (~0.07 instead of ~0.5 CPU-s per kernel; jobrunner/forkserver.py). False: every kernel
+    # preloads once (~0.07 instead of ~0.5 CPU-s per kernel; jobrunner/execution/forkserver.py). False: every kernel
     # is a new process that imports everything itself.
     kernel_fork: bool = True
     # Local execution service for one-shot runs (`jobrunner run`, DVC stages): "auto" starts it on first

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from jobrunner.broker import RequeueReport
 from jobrunner.config import Settings, get_settings
-from jobrunner.db import session_scope
 from jobrunner.errors import InvalidTimeout, InvalidTransition, JobNotFound, NotebookNotFound
 from jobrunner.kinds import FailureKind
-from jobrunner.schemas import MAX_TIMEOUT, JobCreate, JobEventRead, JobList, JobRead
-from jobrunner.states import JobState, transition, utcnow
+from jobrunner.queue.broker import RequeueReport
+from jobrunner.store.db import session_scope
+from jobrunner.store.schemas import MAX_TIMEOUT, JobCreate, JobEventRead, JobList, JobRead
+from jobrunner.store.states import JobState, transition, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempoten
     `timeout` (seconds) limits each attempt of this job; the worker's own limit (JOBRUNNER_TIMEOUT) still
     applies when it is lower. `kernel` names an installed kernelspec (default: the workers' kernel);
     `notify` is a webhook URL told of the job's end on `notify_on` ("failure" by default, "success",
-    "both"; jobrunner/notify.py). Either wrong is an InvalidJobOption (a ParameterError), nothing queued.
+    "both"; jobrunner/store/notify.py). Either wrong is an InvalidJobOption (a ParameterError), nothing queued.
 
     The job owns its outputs (docs/jobs.md, "Outputs"): output parameters (`# output:` in the parameters
     cell) left at their defaults are written into the job's own folder and stored with the job. A value
@@ -77,9 +77,9 @@ def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempoten
     StoreUnavailable. A broker that is down does not fail the submission:
     the message stays in the outbox until a relay (every worker runs one) publishes it.
     """
-    from jobrunner.outputs import check_outputs
-    from jobrunner.params import check_sizes, read_schema
-    from jobrunner.store import create_job_idempotent
+    from jobrunner.execution.outputs import check_outputs
+    from jobrunner.execution.params import check_sizes, read_schema
+    from jobrunner.store.queries import create_job_idempotent
 
     settings = settings or get_settings()
     full, label = resolve_notebook(notebook, settings)
@@ -91,8 +91,8 @@ def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempoten
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
                                 or not 0 < timeout <= MAX_TIMEOUT):
         raise InvalidTimeout(timeout)
-    from jobrunner.kernels import check_kernel_name
-    from jobrunner.notify import check_notify
+    from jobrunner.execution.kernels import check_kernel_name
+    from jobrunner.store.notify import check_notify
 
     kernel = check_kernel_name(kernel)
     notify, notify_on = check_notify(notify, notify_on)
@@ -108,7 +108,7 @@ def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempoten
         log.info("job %s: run cache hit, reusing job %s: %s", result.id, result.cached_from, label)
         import threading
 
-        from jobrunner.recording import tag_cache_hit
+        from jobrunner.execution.recording import tag_cache_hit
 
         # the hit is in the job store now; tagging the reused MLflow run (importing MLflow in a fresh
         # process takes a second) happens beside the caller, in a thread the interpreter waits for at exit
@@ -124,8 +124,9 @@ def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempoten
 def _cache_lookup(job_in: JobCreate, path: Path, schema: Any, values: dict[str, Any],
                   settings: Settings) -> Any:
     """Set `job_in.cache_key`; return a reusable earlier execution (a Job row), or None: a miss."""
-    from jobrunner import runcache, store
-    from jobrunner.params import read_notebook
+    from jobrunner.execution import runcache
+    from jobrunner.execution.params import read_notebook
+    from jobrunner.store import queries as store
 
     nb = read_notebook(path, job_in.notebook)
     if runcache.opted_out(nb):
@@ -146,7 +147,7 @@ def _publish_now(settings: Settings) -> None:
     """Try to publish fresh outbox rows at once; leave them for the workers' relays if the broker is down."""
     if settings.embedded:
         return
-    from jobrunner.relay import relay_once
+    from jobrunner.queue.relay import relay_once
 
     try:
         relay_once(settings, connect_attempts=1)
@@ -156,7 +157,7 @@ def _publish_now(settings: Settings) -> None:
 
 
 def get_job(job_id: str, *, settings: Settings | None = None) -> JobRead:
-    from jobrunner import store
+    from jobrunner.store import queries as store
 
     with session_scope(settings or get_settings()) as session:
         job = store.get_job(session=session, job_id=job_id)
@@ -269,7 +270,7 @@ class JobProgressBar:
 
 def list_jobs(*, state: str | None = None, notebook: str | None = None, limit: int = 50, offset: int = 0,
               settings: Settings | None = None) -> JobList:
-    from jobrunner import store
+    from jobrunner.store import queries as store
 
     if state is not None:
         state = JobState(state.upper()).value  # ValueError names the bad state
@@ -282,7 +283,7 @@ def list_jobs(*, state: str | None = None, notebook: str | None = None, limit: i
 
 
 def job_events(job_id: str, *, settings: Settings | None = None) -> list[JobEventRead]:
-    from jobrunner import store
+    from jobrunner.store import queries as store
 
     with session_scope(settings or get_settings()) as session:
         if store.get_job(session=session, job_id=job_id) is None:
@@ -293,7 +294,7 @@ def job_events(job_id: str, *, settings: Settings | None = None) -> list[JobEven
 def cancel_job(job_id: str, *, settings: Settings | None = None) -> JobRead:
     """QUEUED -> CANCELLED at once (it never starts); RUNNING -> CANCELLING, and the worker stops the
     kernel within seconds and sets CANCELLED. Raises JobNotFound, InvalidTransition (already finished)."""
-    from jobrunner import store
+    from jobrunner.store import queries as store
 
     settings = settings or get_settings()
     with session_scope(settings) as session:
@@ -312,7 +313,7 @@ def cancel_job(job_id: str, *, settings: Settings | None = None) -> JobRead:
 def cache_stats(*, settings: Settings | None = None) -> dict[str, int]:
     """The run cache: `entries` (reusable executions), `hits` (jobs that reused one), `misses` (cacheable
     jobs that executed)."""
-    from jobrunner import store
+    from jobrunner.store import queries as store
 
     with session_scope(settings or get_settings()) as session:
         return store.cache_stats(session=session)
@@ -320,7 +321,7 @@ def cache_stats(*, settings: Settings | None = None) -> dict[str, int]:
 
 def clear_cache(*, settings: Settings | None = None) -> int:
     """Forget every run-cache entry; returns how many. Jobs keep their results; hits keep `cached_from`."""
-    from jobrunner import store
+    from jobrunner.store import queries as store
 
     with session_scope(settings or get_settings()) as session:
         return store.cache_clear(session=session)
@@ -328,7 +329,7 @@ def clear_cache(*, settings: Settings | None = None) -> int:
 
 def job_output_notebook(job_id: str, *, settings: Settings | None = None) -> bytes:
     """The executed notebook (.ipynb bytes) of a job; JobNotFound / FileNotFoundError if none yet."""
-    from jobrunner.artifacts import read_uri
+    from jobrunner.execution.artifacts import read_uri
 
     job = get_job(job_id, settings=settings)
     if not job.output_uri:
@@ -338,7 +339,7 @@ def job_output_notebook(job_id: str, *, settings: Settings | None = None) -> byt
 
 def job_output_html(job_id: str, *, settings: Settings | None = None) -> str:
     """The executed notebook of a job rendered as HTML (str); FileNotFoundError if it has none yet."""
-    from jobrunner.artifacts import read_uri
+    from jobrunner.execution.artifacts import read_uri
 
     job = get_job(job_id, settings=settings)
     if job.html_uri:
@@ -354,8 +355,8 @@ def job_output_html(job_id: str, *, settings: Settings | None = None) -> str:
 # -- dead letters ---------------------------------------------------------------------------------------
 def list_dead_letters(settings: Settings | None = None, limit: int = 100) -> list[Any]:
     """Dead-lettered messages (RabbitMQ's `<queue>.dlq`, or parked outbox rows without a broker)."""
-    from jobrunner import store
-    from jobrunner.broker import DeadLetter, broker_for
+    from jobrunner.queue.broker import DeadLetter, broker_for
+    from jobrunner.store import queries as store
 
     settings = settings or get_settings()
     broker = broker_for(settings)
@@ -376,9 +377,9 @@ def requeue_dead_letters(settings: Settings | None, job_ids: set[str] | None, *,
     """
     from sqlalchemy import delete
 
-    from jobrunner import store
-    from jobrunner.broker import broker_for
-    from jobrunner.models import Outbox
+    from jobrunner.queue.broker import broker_for
+    from jobrunner.store import queries as store
+    from jobrunner.store.models import Outbox
 
     settings = settings or get_settings()
     broker = broker_for(settings)
@@ -405,8 +406,8 @@ def requeue_dead_letters(settings: Settings | None, job_ids: set[str] | None, *,
 def _reopen(settings: Settings, job_id: str) -> str | None:
     """FAILED (given up by the worker) -> QUEUED with the attempt counter reset; None when the job is
     QUEUED now, else why it cannot be requeued."""
-    from jobrunner import store
-    from jobrunner.models import Job
+    from jobrunner.store import queries as store
+    from jobrunner.store.models import Job
 
     with session_scope(settings) as session:
         if transition(session, job_id, [JobState.FAILED], JobState.QUEUED,

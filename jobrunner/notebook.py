@@ -19,9 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jobrunner.config import find_project_dir
-
-METRICS_FILE_ENV = "JOBRUNNER_METRICS_FILE"
+from jobrunner.config import METRICS_FILE_ENV, find_project_dir
 
 
 def project_dir() -> Path:

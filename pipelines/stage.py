@@ -5,7 +5,7 @@ dvc.yaml is the single source of truth. For stage NAME this reads
   - `meta.parameters`    path parameters (where the notebook reads and writes),
   - `params`             the params.yaml sections whose keys become notebook parameters,
   - `deps` / `outs`      the data the run reads and writes (hashed into the MLflow run),
-and executes the notebook with `jobrunner.executor.execute`, writing the executed notebook to
+and executes the notebook with `jobrunner.execution.executor.execute`, writing the executed notebook to
 `reports/notebooks/<notebook>.ipynb` (+ .html), which dvc.yaml declares as outputs.
 
 Set JOBRUNNER_PARAMS_PROFILE=ci to overlay the `profiles.ci` block of params.yaml (small, fast runs for
@@ -25,7 +25,7 @@ import yaml
 
 from jobrunner.config import get_settings
 from jobrunner.errors import InfrastructureError, JobrunnerError, ParameterError
-from jobrunner.progress import ProgressBar
+from jobrunner.execution.progress import ProgressBar
 from jobrunner.tags import STAGE_TAG, TRIGGER_TAG
 
 REPORTS_DIR = Path("reports/notebooks")
@@ -100,7 +100,7 @@ def stage_plan(name: str, project: Path, profile: str | None = None) -> dict[str
 
 
 def run_stage(name: str, *, profile: str | None = None, quiet: bool = False, cache: bool = True) -> int:
-    from jobrunner.executor import execute
+    from jobrunner.execution.executor import execute
 
     settings = get_settings()
     project = settings.project_dir
@@ -138,7 +138,7 @@ def run_stage(name: str, *, profile: str | None = None, quiet: bool = False, cac
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobrunner import service_client
+    from jobrunner.cli import service_client
 
     # through the warm local execution service when it can (docs/cli.md); None: run in this process
     code = service_client.run_command("stage", {"argv": list(sys.argv[1:] if argv is None else argv)})

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from jobrunner.lineage import dir_md5
+from jobrunner.execution.hashing import dir_md5
 from jobrunner.tags import MODEL_MD5_TAG, MODEL_URI_TAG
 
 VOLATILE_MLMODEL_KEYS = ("utc_time_created", "model_uuid", "run_id", "model_id", "artifact_path")

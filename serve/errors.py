@@ -173,8 +173,8 @@ def _jobrunner_statuses() -> dict[type[BaseException], int]:
     from sqlalchemy.exc import DataError, IntegrityError
 
     from jobrunner import errors as jr
-    from jobrunner.rundiff import RunNotFound
-    from jobrunner.verify import CannotVerify
+    from jobrunner.provenance.diff import RunNotFound
+    from jobrunner.provenance.verify import CannotVerify
 
     return {
         jr.NotebookNotFound: 404,

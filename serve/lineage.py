@@ -1,6 +1,6 @@
 """The chain behind a model version: registry version -> MLflow run (a notebook execution) -> executed
 notebook, parameters, git commit, DVC data hashes. Read from the tags and artifacts jobrunner records,
-by jobrunner's own lineage reader (jobrunner.provenance); this module adds where each data hash is found.
+by jobrunner's own lineage reader (jobrunner.provenance.lineage); this module adds where each data hash is found.
 
 Built off the request path (when a version is loaded, or once per other version asked for) and cached.
 """
@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jobrunner.lineage import dir_md5, file_md5
-from jobrunner.provenance import read_run
+from jobrunner.execution.hashing import dir_md5, file_md5
+from jobrunner.provenance.lineage import read_run
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def build_lineage(
     mlflow_ui_url: str | None = None,
 ) -> dict[str, Any]:
     """A dict matching schemas.Lineage for one registered version: the registry's version, then the run
-    as jobrunner's provenance reads it (jobrunner.provenance.read_run), each data hash located."""
+    as jobrunner's provenance reads it (jobrunner.provenance.lineage.read_run), each data hash located."""
     mv = client.get_model_version(name, version)
     run_id = mv.run_id or mv.tags.get("source_run_id")
     out: dict[str, Any] = {

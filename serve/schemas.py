@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobrunner.schemas import JobSpec, NotebookPath
+from jobrunner.store.schemas import JobSpec, NotebookPath
 
 # -- ids and paths: the formats the API checks, stated in the schema -----------------------------------
 JOB_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"  # str(uuid4())

@@ -92,7 +92,7 @@ def make_engine(url: str) -> Engine:
     """The prediction store's engine, from jobrunner's one engine factory with the API's settings: a bigger
     pool, no connect timeout or recycling, WAL (readers do not block the background writer) and a 30 s busy
     timeout on SQLite, orjson for the JSON columns."""
-    from jobrunner.db import new_engine
+    from jobrunner.store.db import new_engine
 
     return new_engine(
         url,

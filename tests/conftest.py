@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_NOTEBOOKS = ROOT / "tests" / "fixtures" / "notebooks"
-# The local execution service (jobrunner.service) is off in tests unless a test is about it: a service
+# The local execution service (jobrunner.cli.service) is off in tests unless a test is about it: a service
 # started by a CLI call under test would outlive the test. Subprocesses inherit this.
 os.environ["JOBRUNNER_SERVICE"] = "off"
 
@@ -115,7 +115,7 @@ def migrated_template(postgres_admin_url: str) -> Iterator[str]:
     """Name of a database migrated to the newest revision ONCE per session: a test's migrated database is
     a copy of it (CREATE DATABASE ... TEMPLATE, tens of milliseconds) instead of a run of every
     migration. Nothing connects to it after the migration (PostgreSQL copies only idle templates)."""
-    from jobrunner.db import get_engine, migrate_url
+    from jobrunner.store.db import get_engine, migrate_url
 
     name = f"jrtmpl_{uuid.uuid4().hex[:10]}"
     _admin(postgres_admin_url, f'CREATE DATABASE "{name}"')
@@ -180,8 +180,8 @@ def jobs_client(model_store, make_postgres_db, amqp_url, queue_prefix, monkeypat
     tests/jobrunner/test_outputs_rest.py)."""
     from fastapi.testclient import TestClient
 
-    from jobrunner import db
     from jobrunner.config import get_settings
+    from jobrunner.store import db
     from serve.app import create_app
     from tests.jobrunner.support import delete_queues
     from tests.serve.conftest import serve_settings

@@ -50,7 +50,7 @@ def _job_dict(job: Any) -> dict[str, Any]:
 @click.command()
 def migrate() -> None:
     """Create or upgrade the job store's schema (JOBRUNNER_DATABASE_URL)."""
-    from jobrunner.db import migrate as do_migrate
+    from jobrunner.store.db import migrate as do_migrate
 
     head = or_fail(lambda: do_migrate(_settings()), _handle)
     click.echo(f"job store at revision {head}")
@@ -64,7 +64,7 @@ def worker(worker_id: str | None, burst: bool) -> None:
     import logging
 
     from jobrunner.logs import configure_logging
-    from jobrunner.worker import run_worker
+    from jobrunner.worker.loop import run_worker
 
     settings = _settings()
     # a long-running process: one line per job event at INFO (JSON by default, as the API's), more with -v
@@ -122,9 +122,9 @@ def submit(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple
     refused unless --write-workspace."""
     import getpass
 
+    from jobrunner.execution.params import read_schema
     from jobrunner.jobs import resolve_notebook
     from jobrunner.jobs import submit as do_submit
-    from jobrunner.params import read_schema
 
     settings = _settings()
     quiet_pika()
@@ -183,7 +183,7 @@ def _print_outcome(job: Any) -> None:
 def status(job_id: str, as_json: bool) -> None:
     """Show a job: state, progress, error, output location."""
     from jobrunner.jobs import get_job
-    from jobrunner.verify_job import verification_lines
+    from jobrunner.worker.verify import verification_lines
 
     job = or_fail(lambda: get_job(job_id), _handle)
     if as_json:
@@ -258,7 +258,7 @@ def logs(job_id: str, follow: bool, as_json: bool) -> None:
             outputs = _cell_outputs(job_output_notebook(job_id))
         except (OSError, InfrastructureError) as exc:
             click.echo(f"warning: executed notebook not readable: {exc}", err=True)
-    else:  # running, or its worker died: the live output stored so far (jobrunner/live.py)
+    else:  # running, or its worker died: the live output stored so far (jobrunner/store/live.py)
         outputs = _live_outputs(job_id)
     if as_json:
         echo_json({"id": job.id, "state": job.state.value,
@@ -274,7 +274,7 @@ def logs(job_id: str, follow: bool, as_json: bool) -> None:
 
 def _live_outputs(job_id: str) -> list[dict[str, Any]]:
     """The latest attempt's live output per cell, as _cell_outputs gives the executed notebook's."""
-    from jobrunner.live import read_output
+    from jobrunner.store.live import read_output
 
     chunks = read_output(job_id, limit=10_000)
     latest = max((c.attempt for c in chunks), default=None)
@@ -286,8 +286,8 @@ def _live_outputs(job_id: str) -> list[dict[str, Any]]:
 
 
 def _follow(job_id: str, as_json: bool) -> None:
-    """`logs --follow`: stream jobrunner.live.follow until the job ends; the exit code is its outcome."""
-    from jobrunner.live import follow
+    """`logs --follow`: stream jobrunner.store.live.follow until the job ends; the exit code is its outcome."""
+    from jobrunner.store.live import follow
 
     cell: tuple[int, int | None] | None = None
     state = None
@@ -358,8 +358,8 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def dlq_list(as_json: bool) -> None:
     """List dead-lettered messages (they stay in the dead-letter queue)."""
-    from jobrunner.broker import short_label
     from jobrunner.jobs import list_dead_letters as list_dead
+    from jobrunner.queue.broker import short_label
 
     quiet_pika()
     letters = or_fail(lambda: list_dead(_settings()), _handle)

@@ -33,7 +33,7 @@ def lineage(model_ref: str, as_json: bool, max_depth: int) -> None:
     Each data hash is compared with dvc.lock of the project in the working directory.
     """
     from jobrunner.config import get_settings
-    from jobrunner.provenance import LineageError, LineageNotFound, parse_ref, render, trace
+    from jobrunner.provenance.lineage import LineageError, LineageNotFound, parse_ref, render, trace
 
     settings = get_settings()
     uri = settings.mlflow_tracking_uri or ""
@@ -64,7 +64,7 @@ def lineage(model_ref: str, as_json: bool, max_depth: int) -> None:
 
 def _fail_fast_on_tracking(uri: str) -> None:
     """MLflow's client retries an unreachable server for minutes; say at once which setting is wrong."""
-    from jobrunner.checks import check_mlflow
+    from jobrunner.execution.checks import check_mlflow
 
     result = check_mlflow(uri)
     if not result.ok:
@@ -79,8 +79,8 @@ def check(as_json: bool, no_dvc: bool) -> None:
 
     Each failure names the setting to fix. Exit 0 when all pass, 3 otherwise.
     """
-    from jobrunner.checks import run_checks
     from jobrunner.config import get_settings
+    from jobrunner.execution.checks import run_checks
 
     results = run_checks(get_settings(), dvc=not no_dvc)
     failed = [r for r in results if not r.ok]
@@ -106,7 +106,7 @@ def diff(run_a: str, run_b: str, as_json: bool) -> None:
     produced them. Exit 0 when nothing differs, 1 when something does (as `diff`).
     """
     from jobrunner.config import get_settings
-    from jobrunner.rundiff import RunNotFound, diff_json, diff_runs, render
+    from jobrunner.provenance.diff import RunNotFound, diff_json, diff_runs, render
 
     uri = get_settings().mlflow_tracking_uri or ""
     _fail_fast_on_tracking(uri)
@@ -139,13 +139,13 @@ def verify(run_ref: str, rtol: float, as_json: bool, queue: bool) -> None:
     """
     from jobrunner.config import get_settings
     from jobrunner.errors import InfrastructureError
-    from jobrunner.verify import CannotVerify, RunNotFound, verify_run
+    from jobrunner.provenance.verify import CannotVerify, RunNotFound, verify_run
 
     settings = get_settings()
     _fail_fast_on_tracking(settings.mlflow_tracking_uri or "")
     try:
         if queue:
-            from jobrunner.verify_job import submit_verification
+            from jobrunner.worker.verify import submit_verification
 
             job = submit_verification(run_ref, rtol=rtol, submitter="cli")
             if as_json:

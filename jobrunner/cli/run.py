@@ -36,8 +36,8 @@ def run(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple[st
     through the local execution service when it can (warm kernels, MLflow already imported; started on
     first use, JOBRUNNER_SERVICE=off to run in this process), with the same output and exit codes.
     """
-    from jobrunner import service_client
-    from jobrunner.progress import Progress, ProgressBar
+    from jobrunner.cli import service_client
+    from jobrunner.execution.progress import Progress, ProgressBar
 
     args = {"notebook": notebook, "params": [list(p) for p in params], "yaml_texts": list(yaml_texts),
             "files": list(files), "output": output, "timeout": timeout, "no_record": no_record, "cache": cache,
@@ -54,8 +54,8 @@ def run(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple[st
 
 
 def _run_here(args: dict[str, Any]) -> int:
-    from jobrunner.executor import CancelToken
-    from jobrunner.progress import ProgressBar
+    from jobrunner.execution.executor import CancelToken
+    from jobrunner.execution.progress import ProgressBar
 
     token = CancelToken()
     previous = signal.signal(signal.SIGTERM, lambda *_: token.cancel("SIGTERM received"))
@@ -73,8 +73,8 @@ def run_notebook_command(args: dict[str, Any], *, cwd: Path, env: dict[str, str]
     `args` are the command's options as given; relative paths are taken from `cwd`; `env` is the
     caller's environment (the kernel's base), None for this process's. Output goes to `out`/`err`.
     """
-    from jobrunner.executor import execute
-    from jobrunner.params import read_schema
+    from jobrunner.execution.executor import execute
+    from jobrunner.execution.params import read_schema
 
     def _out(text: str) -> None:
         (out or (lambda t: click.echo(t, nl=False)))(text + "\n")
@@ -142,7 +142,7 @@ def service() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def service_status(as_json: bool) -> None:
     """Show the service of this folder and configuration (exit 1 if none runs)."""
-    from jobrunner import service_client
+    from jobrunner.cli import service_client
 
     info = service_client.status()
     if info is None:
@@ -162,7 +162,7 @@ def service_status(as_json: bool) -> None:
 @service.command("stop")
 def service_stop() -> None:
     """Stop the service of this folder and configuration (running requests finish first)."""
-    from jobrunner import service_client
+    from jobrunner.cli import service_client
 
     click.echo("stopped" if service_client.stop() else "no execution service was running", err=True)
 
@@ -172,7 +172,7 @@ def service_stop() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the schema as JSON.")
 def params(notebook: str, as_json: bool) -> None:
     """Show NOTEBOOK's parameters: name, type, default and help text."""
-    from jobrunner.params import read_schema
+    from jobrunner.execution.params import read_schema
 
     try:
         schema = read_schema(notebook)

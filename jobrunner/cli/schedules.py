@@ -31,7 +31,7 @@ from jobrunner.errors import InfrastructureError, JobrunnerError, NotebookNotFou
 
 
 def _handle(exc: Exception) -> NoReturn:
-    from jobrunner.schedules import InvalidSchedule, ScheduleConflict, ScheduleNotFound
+    from jobrunner.scheduling.schedules import InvalidSchedule, ScheduleConflict, ScheduleNotFound
 
     if isinstance(exc, InvalidSchedule):
         fail(f"{exc.field}: {exc}")
@@ -77,9 +77,9 @@ def create(name: str, notebook: str, cron: str, tz: str, files: tuple[str, ...],
 
     from pydantic import ValidationError
 
+    from jobrunner.execution.params import read_schema
     from jobrunner.jobs import resolve_notebook
-    from jobrunner.params import read_schema
-    from jobrunner.schedules import ScheduleCreate, create_schedule
+    from jobrunner.scheduling.schedules import ScheduleCreate, create_schedule
 
     settings = _settings()
     try:
@@ -112,7 +112,7 @@ def create(name: str, notebook: str, cron: str, tz: str, files: tuple[str, ...],
 @click.option("--json", "as_json", is_flag=True)
 def list_(limit: int, offset: int, as_json: bool) -> None:
     """List schedules by name."""
-    from jobrunner.schedules import list_schedules
+    from jobrunner.scheduling.schedules import list_schedules
 
     page = or_fail(lambda: list_schedules(limit=limit, offset=offset, settings=_settings()), _handle)
     if as_json:
@@ -129,7 +129,7 @@ def list_(limit: int, offset: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def show(ref: str, runs: int, as_json: bool) -> None:
     """Show a schedule and its recent runs (job and state, or why a slot was skipped)."""
-    from jobrunner.schedules import get_schedule
+    from jobrunner.scheduling.schedules import get_schedule
 
     detail = or_fail(lambda: get_schedule(ref, runs=runs, settings=_settings()), _handle)
     if as_json:
@@ -151,7 +151,7 @@ def _simple(action: str, help_text: str) -> click.Command:
     @click.argument("ref", metavar="ID_OR_NAME")
     @click.option("--json", "as_json", is_flag=True)
     def command(ref: str, as_json: bool) -> None:
-        from jobrunner import schedules
+        from jobrunner.scheduling import schedules
 
         func = {"pause": schedules.pause_schedule, "resume": schedules.resume_schedule,
                 "delete": schedules.delete_schedule}[action]
@@ -174,7 +174,7 @@ schedule.add_command(_simple("delete", "Delete a schedule and its run records (i
 @click.option("--json", "as_json", is_flag=True)
 def run_now(ref: str, as_json: bool) -> None:
     """Submit a run of the schedule now (also while paused); prints the job id."""
-    from jobrunner.schedules import run_now as do_run_now
+    from jobrunner.scheduling.schedules import run_now as do_run_now
 
     run = or_fail(lambda: do_run_now(ref, settings=_settings()), _handle)
     if as_json:
@@ -202,7 +202,7 @@ def scheduler(interval: float | None, misfire_grace: float | None, heartbeat_fil
     of schedulers. SIGTERM stops it after the tick in progress."""
     from pydantic import ValidationError
 
-    from jobrunner.scheduler import SchedulerSettings, heartbeat_age, run_scheduler
+    from jobrunner.scheduling.scheduler import SchedulerSettings, heartbeat_age, run_scheduler
 
     overrides: dict[str, Any] = {k: v for k, v in {"interval": interval, "misfire_grace": misfire_grace,
                                    "heartbeat_file": heartbeat_file, "now_file": now_file}.items()

@@ -1,6 +1,6 @@
 """GET /v1/jobs/{job_id}/events: a job's progress, events and live cell output as server-sent events.
 
-A thin shell over `jobrunner.live.follow` (the same stream as `jobrunner logs --follow`), run in the
+A thin shell over `jobrunner.store.live.follow` (the same stream as `jobrunner logs --follow`), run in the
 thread pool because it polls the job store; the stream ends with an `end` event once the job is
 SUCCEEDED, FAILED or CANCELLED. Output and event events carry a cursor as the SSE `id`, so a client that
 reconnects with `Last-Event-ID` (browsers' EventSource do) gets only what it missed (`?after=` an
@@ -96,7 +96,7 @@ async def job_events(
     """Follow a job: state, progress, events and live cell output as server-sent events until it ends
     (a stream idle for 15 s closes; reconnecting with Last-Event-ID resumes)."""
     from jobrunner import jobs
-    from jobrunner.live import follow, parse_cursor
+    from jobrunner.store.live import follow, parse_cursor
 
     await run_in_threadpool(jobs.get_job, job_id)  # JobNotFound: a 404 before any byte is streamed
     output_id, event_id = parse_cursor(last_event_id)
@@ -126,7 +126,7 @@ def _add_stream_event(schema: dict[str, Any]) -> None:
     components["JobServerSentEvent"] = SERVER_SENT_EVENT
     # POST /v1/jobs: kernel_name is one of the installed kernels (as for schedules), in every variant of
     # the per-notebook body that serve/routes/jobs.py builds before this part runs
-    from jobrunner.kernels import installed_kernel_names
+    from jobrunner.execution.kernels import installed_kernel_names
 
     kernels = {"anyOf": [{"type": "string", "enum": installed_kernel_names()}, {"type": "null"}],
                "default": None, "description": "An installed kernel (default: the workers' kernel)"}
@@ -137,7 +137,7 @@ def _add_stream_event(schema: dict[str, Any]) -> None:
 
 
 def _version() -> Any:
-    from jobrunner.kernels import installed_kernel_names
+    from jobrunner.execution.kernels import installed_kernel_names
 
     return tuple(installed_kernel_names())
 

@@ -18,8 +18,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query
 
 from jobrunner.limits import MAX_NOTEBOOK_PATH
-from jobrunner.schemas import JobList, JobRead
-from jobrunner.states import JobState
+from jobrunner.store.schemas import JobList, JobRead
+from jobrunner.store.states import JobState
 from serve.contract import SchemaPart, StrictJSONRoute
 from serve.deps import READ, WRITE, ReadOrLinkDep, ServicesDep
 from serve.errors import Conflict
@@ -173,7 +173,7 @@ def _notebook_files() -> list[tuple[str, FsPath]]:
 def notebook_catalog() -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
     """(label, ParameterSchema) of each runnable notebook, and (label, problem) of each invalid one."""
     from jobrunner.errors import JobrunnerError
-    from jobrunner.params import read_schema
+    from jobrunner.execution.params import read_schema
 
     found, invalid = [], []
     for label, path in _notebook_files():
@@ -195,7 +195,7 @@ def _parameter_schema(param: Any) -> dict[str, Any]:
         schema = {"anyOf": [schema, {"type": "null"}]}
     if param.help:
         schema["description"] = param.help
-    if param.output:  # jobrunner/outputs.py
+    if param.output:  # jobrunner/execution/outputs.py
         schema["x-jobrunner-output"] = True
         schema["description"] = (schema.get("description", "") + " (an output path: left at its default it "
                                  "goes to the job's own folder; a path inside the project needs write_workspace, "

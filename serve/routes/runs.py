@@ -1,6 +1,6 @@
 """Recorded runs over REST: verify one on a worker, compare two.
 
-`POST /v1/runs/{run_id}/verify` queues a verification job (jobrunner/verify_job.py) and answers it (202);
+`POST /v1/runs/{run_id}/verify` queues a verification job (jobrunner/worker/verify.py) and answers it (202);
 GET /v1/jobs/{id} shows its `verification` once a worker has re-executed the run. `GET
 /v1/runs/{a}/diff/{b}` is `jobrunner diff --json`, `/html` its page. The runs are read from jobrunner's
 MLflow tracking server (MLFLOW_TRACKING_URI of the job side, where jobs record their runs). An unknown run
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel, Field
 
-from jobrunner.schemas import JobRead, TimeoutSeconds
+from jobrunner.store.schemas import JobRead, TimeoutSeconds
 from serve.contract import StrictJSONRoute
 from serve.deps import READ, WRITE
 from serve.links import NotebookHTML
@@ -68,7 +68,7 @@ def _client() -> Any:
 )
 def verify_run(run_id: RunId, body: Annotated[VerifyIn | None, Body()] = None) -> Any:
     """Re-execute a recorded run on a worker and check that it reproduces (a verification job)."""
-    from jobrunner.verify_job import submit_verification
+    from jobrunner.worker.verify import submit_verification
 
     body = body or VerifyIn()
     return submit_verification(run_id, rtol=body.rtol, timeout=body.timeout_seconds, submitter="serve-api",
@@ -78,7 +78,7 @@ def verify_run(run_id: RunId, body: Annotated[VerifyIn | None, Body()] = None) -
 @router.get("/runs/{run_a}/diff/{run_b}", response_model=RunDiffRead, dependencies=READ, responses=NO_RUN)
 def diff_runs(run_a: RunId, run_b: RunId) -> Any:
     """What differs between two recorded runs, most relevant first."""
-    from jobrunner.rundiff import diff_runs as diff
+    from jobrunner.provenance.diff import diff_runs as diff
 
     return diff(run_a, run_b, _client()).as_dict()
 
@@ -91,7 +91,7 @@ def diff_runs(run_a: RunId, run_b: RunId) -> Any:
 )
 def diff_page(run_a: RunId, run_b: RunId) -> NotebookHTML:
     """The diff of two recorded runs as a page (what the job board shows)."""
-    from jobrunner.rundiff import diff_runs as diff
-    from jobrunner.rundiff_html import render_html
+    from jobrunner.provenance.diff import diff_runs as diff
+    from jobrunner.provenance.diff_html import render_html
 
     return NotebookHTML(render_html(diff(run_a, run_b, _client())))

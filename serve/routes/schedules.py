@@ -1,6 +1,6 @@
 """Scheduled notebooks over REST: create, list, show (with recent runs), pause, resume, delete, run now.
 
-Every operation calls `jobrunner.schedules` (validation of the cron expression, time zone, kernel and the
+Every operation calls `jobrunner.scheduling.schedules` (validation of the cron expression, time zone, kernel and the
 notebook's parameter contract, the queries); the `jobrunner scheduler` process submits the due slots.
 Read scope lists and shows, write scope changes. An invalid cron expression or time zone is a 422 whose
 `problems` name the field (`body.cron`, `body.timezone`).
@@ -19,8 +19,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from jobrunner.cron import CRON_PATTERN
-from jobrunner.schedules import (
+from jobrunner.scheduling.cron import CRON_PATTERN
+from jobrunner.scheduling.schedules import (
     MAX_CONCURRENT,
     NAME_PATTERN,
     SCHEDULE_ID_PATTERN,
@@ -29,7 +29,7 @@ from jobrunner.schedules import (
     ScheduleRead,
     ScheduleRunRead,
 )
-from jobrunner.schemas import KernelName, NotebookPath, TimeoutSeconds
+from jobrunner.store.schemas import KernelName, NotebookPath, TimeoutSeconds
 from serve.contract import SchemaPart, StrictJSONRoute
 from serve.deps import READ, WRITE
 from serve.errors import Conflict, NotFound, Unprocessable
@@ -77,7 +77,7 @@ class ScheduleCreateIn(BaseModel):
 @contextmanager
 def _mapped() -> Iterator[None]:
     """jobrunner's schedule errors as the API's: 422 naming the field, 404, 409."""
-    from jobrunner.schedules import InvalidSchedule, ScheduleConflict, ScheduleNotFound
+    from jobrunner.scheduling.schedules import InvalidSchedule, ScheduleConflict, ScheduleNotFound
 
     try:
         yield
@@ -104,8 +104,8 @@ def _mapped() -> Iterator[None]:
 )
 def create_schedule(body: ScheduleCreateIn) -> Any:
     """Create a schedule; its first run is the next slot after now (unless paused)."""
-    from jobrunner.schedules import ScheduleCreate
-    from jobrunner.schedules import create_schedule as create
+    from jobrunner.scheduling.schedules import ScheduleCreate
+    from jobrunner.scheduling.schedules import create_schedule as create
 
     with _mapped():
         fields = body.model_dump(exclude={"notify"})
@@ -121,7 +121,7 @@ def list_schedules(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Any:
     """Schedules by name, with paging."""
-    from jobrunner import schedules
+    from jobrunner.scheduling import schedules
 
     return schedules.list_schedules(limit=limit, offset=offset)
 
@@ -133,7 +133,7 @@ def get_schedule(
     runs: Annotated[int, Query(ge=0, le=1000, description="How many recent runs to include")] = 20,
 ) -> Any:
     """One schedule and its newest runs: the job of each slot and its state, or why it was skipped."""
-    from jobrunner import schedules
+    from jobrunner.scheduling import schedules
 
     with _mapped():
         return schedules.get_schedule(schedule_id, runs=runs)
@@ -143,7 +143,7 @@ def get_schedule(
              responses={**NO_SCHEDULE, 503: {"description": "The job store is unavailable"}})
 def pause_schedule(schedule_id: ScheduleId) -> Any:
     """Pause: no slot fires until it is resumed (runs already submitted go on)."""
-    from jobrunner import schedules
+    from jobrunner.scheduling import schedules
 
     with _mapped():
         return schedules.pause_schedule(schedule_id)
@@ -153,7 +153,7 @@ def pause_schedule(schedule_id: ScheduleId) -> Any:
              responses={**NO_SCHEDULE, 503: {"description": "The job store is unavailable"}})
 def resume_schedule(schedule_id: ScheduleId) -> Any:
     """Resume from the next slot after now; slots that passed while paused are not caught up."""
-    from jobrunner import schedules
+    from jobrunner.scheduling import schedules
 
     with _mapped():
         return schedules.resume_schedule(schedule_id)
@@ -163,7 +163,7 @@ def resume_schedule(schedule_id: ScheduleId) -> Any:
                responses={**NO_SCHEDULE, 503: {"description": "The job store is unavailable"}})
 def delete_schedule(schedule_id: ScheduleId) -> Any:
     """Delete a schedule and its run records (the jobs it submitted stay); returns what was deleted."""
-    from jobrunner import schedules
+    from jobrunner.scheduling import schedules
 
     with _mapped():
         return schedules.delete_schedule(schedule_id)
@@ -183,7 +183,7 @@ def delete_schedule(schedule_id: ScheduleId) -> Any:
 def run_now(schedule_id: ScheduleId) -> Any:
     """Submit a run now (also while paused). The run's `status` is submitted (see `job_id`), or failed
     with the `reason` when the notebook no longer accepts the schedule's parameters."""
-    from jobrunner import schedules
+    from jobrunner.scheduling import schedules
 
     with _mapped():
         return schedules.run_now(schedule_id)
@@ -191,8 +191,8 @@ def run_now(schedule_id: ScheduleId) -> Any:
 
 # -- the request body of POST /v1/schedules, per notebook ------------------------------------------------
 def _schedule_create_component(schema: dict[str, Any]) -> None:
-    from jobrunner.cron import timezone_names
-    from jobrunner.schedules import installed_kernels
+    from jobrunner.scheduling.cron import timezone_names
+    from jobrunner.scheduling.schedules import installed_kernels
     from serve.routes.jobs import _parameter_schema, notebook_catalog
 
     components = schema.get("components", {}).get("schemas", {})
@@ -227,7 +227,7 @@ def _schedule_create_component(schema: dict[str, Any]) -> None:
 
 
 def _version() -> tuple[Any, ...]:
-    from jobrunner.schedules import installed_kernels
+    from jobrunner.scheduling.schedules import installed_kernels
     from serve.routes.jobs import _notebooks_version
 
     return _notebooks_version(), tuple(installed_kernels())

@@ -55,7 +55,7 @@ def migrated_env(values: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Ite
     """Set `values` for this process (settings re-read) and migrate its job store; yields the environment
     for subprocesses; afterwards drops cached settings and engines."""
     from jobrunner.config import get_settings
-    from jobrunner.db import dispose_engines, migrate
+    from jobrunner.store.db import dispose_engines, migrate
 
     for key, value in values.items():
         monkeypatch.setenv(key, value)
@@ -76,7 +76,7 @@ def workers(job_env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
 @pytest.fixture
 def pg_settings(project, make_postgres_db, monkeypatch):
     from jobrunner.config import get_settings
-    from jobrunner.db import dispose_engines, migrate
+    from jobrunner.store.db import dispose_engines, migrate
 
     monkeypatch.setenv("JOBRUNNER_DATABASE_URL", make_postgres_db(migrated=True))
     get_settings.cache_clear()
@@ -108,7 +108,7 @@ def cli(project, mlflow_store, monkeypatch):
     run.env = {**os.environ, "PYTHONPATH": str(ROOT)}  # type: ignore[attr-defined]
     yield run
     get_settings.cache_clear()
-    from jobrunner.db import dispose_engines
+    from jobrunner.store.db import dispose_engines
 
     dispose_engines()
 

@@ -32,7 +32,7 @@ FAST = {
 
 # The newest migration file: what `jobrunner migrate` must bring a store to (read from the folder, not
 # from alembic, so a broken revision chain fails the tests that compare the two).
-LATEST_MIGRATION = sorted((ROOT / "jobrunner/migrations/versions").glob("0*.py"))[-1].stem
+LATEST_MIGRATION = sorted((ROOT / "jobrunner/store/migrations/versions").glob("0*.py"))[-1].stem
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.services
 
 
 def _store_behind(proxy: TcpProxy, bucket: str, monkeypatch: pytest.MonkeyPatch):
-    from jobrunner.artifacts import store_for
+    from jobrunner.execution.artifacts import store_for
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
     return store_for(f"s3://{bucket}/jobs")

@@ -1,5 +1,5 @@
 """One contract, two brokers: what a worker relies on from its message source, asserted the same way for
-RabbitMQ (JOBRUNNER_BROKER_URL=amqp://..., jobrunner.broker.AmqpBroker + worker.AmqpSource) and for the
+RabbitMQ (JOBRUNNER_BROKER_URL=amqp://..., jobrunner.queue.broker.AmqpBroker + worker.AmqpSource) and for the
 embedded broker (no broker URL: the job_outbox table, worker.EmbeddedSource).
 
 Messages are published the public way (jobs.submit) and consumed by the worker's real source; only the
@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from jobrunner.jobrun import Outcome
-from jobrunner.worker import AmqpSource, EmbeddedSource, Worker
+from jobrunner.worker.attempt import Outcome
+from jobrunner.worker.loop import AmqpSource, EmbeddedSource, Worker
 from tests.jobrunner.support import FAST, TcpProxy, delete_queues
 
 Script = Callable[[dict[str, Any]], Outcome | None]  # None: hold the delivery unsettled
@@ -59,7 +59,7 @@ class ScriptedWorker(Worker):
         """Only the relay (AMQP: publishes outbox rows, e.g. a retry's next message); no reaper, which
         would act on the scripted jobs (they are never claimed) - the tests that need it call it."""
         if channel is not None:
-            from jobrunner.relay import relay_once
+            from jobrunner.queue.relay import relay_once
 
             relay_once(self.settings, channel=channel)
 
@@ -68,7 +68,7 @@ class Consumer:
     """The worker's real source for these settings, consuming in a thread until stopped."""
 
     def __init__(self, settings: Any, script: Script):
-        from jobrunner.broker import broker_for
+        from jobrunner.queue.broker import broker_for
 
         self.worker = ScriptedWorker(settings, script)
         broker = broker_for(settings)
@@ -146,10 +146,10 @@ class Contract:
         """A message that is not a job message of a schema this version knows, published by hand."""
         import json
 
-        from jobrunner.broker import broker_for
-        from jobrunner.db import session_scope
-        from jobrunner.models import Outbox
-        from jobrunner.states import utcnow
+        from jobrunner.queue.broker import broker_for
+        from jobrunner.store.db import session_scope
+        from jobrunner.store.models import Outbox
+        from jobrunner.store.states import utcnow
 
         broker = broker_for(self.settings)
         if broker is None:
@@ -177,7 +177,7 @@ class Contract:
         connection returns its unacked messages. Embedded: the reaper, once the taken row is older than
         heartbeat_timeout, offers the QUEUED job again (the worker's housekeeping does this)."""
         if self.kind == "embedded":
-            from jobrunner.reaper import reap_once
+            from jobrunner.worker.reaper import reap_once
 
             time.sleep(self.settings.heartbeat_timeout + 0.5)
             reap_once(self.settings)
@@ -193,7 +193,7 @@ class Contract:
 def broker(request: pytest.FixtureRequest, project, make_postgres_db, queue_prefix: str,
            monkeypatch: pytest.MonkeyPatch) -> Iterator[Contract]:
     from jobrunner.config import get_settings
-    from jobrunner.db import dispose_engines
+    from jobrunner.store.db import dispose_engines
 
     env = {**FAST, "JOBRUNNER_HEARTBEAT_TIMEOUT": "1", "JOBRUNNER_TAKEOVER_TIMEOUT": "1",
            "JOBRUNNER_DATABASE_URL": make_postgres_db("jrbroker", migrated=True)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import nbformat
 
-from jobrunner.cell_outputs import cell_outputs, changed_cells, changed_images, significant_digits
+from jobrunner.execution.cell_outputs import cell_outputs, changed_cells, changed_images, significant_digits
 
 
 def _executed(printed: str, png: str, *, stderr: str = "") -> nbformat.NotebookNode:

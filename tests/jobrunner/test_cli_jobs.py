@@ -87,8 +87,8 @@ def test_migrate_command_reports_the_revision(cli):
 
 def test_embedded_dead_letters_list_and_requeue(cli, project):
     from jobrunner.config import get_settings
-    from jobrunner.db import session_scope
-    from jobrunner.models import Outbox
+    from jobrunner.store.db import session_scope
+    from jobrunner.store.models import Outbox
 
     code, out, _ = cli("submit", "notebooks/no_parameters.ipynb")
     job_id = out.strip()

@@ -1,4 +1,4 @@
-"""One engine factory (jobrunner.db.new_engine) for the job store and serve's prediction store, each with
+"""One engine factory (jobrunner.store.db.new_engine) for the job store and serve's prediction store, each with
 its own settings."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ def _pragma(engine, name: str):
 
 
 def test_sqlite_engines_keep_each_sides_pragmas(tmp_path):
-    from jobrunner.db import new_engine
+    from jobrunner.store.db import new_engine
     from serve.store import make_engine
 
     jobs = new_engine(f"sqlite:///{tmp_path / 'nested' / 'jobs.db'}")  # the folder is made
@@ -26,7 +26,7 @@ def test_sqlite_engines_keep_each_sides_pragmas(tmp_path):
 
 
 def test_postgres_engines_keep_each_sides_pool():
-    from jobrunner.db import new_engine
+    from jobrunner.store.db import new_engine
     from serve.store import make_engine
 
     url = "postgresql://user:secret@127.0.0.1:1/none"  # nothing connects: engines are lazy
@@ -40,8 +40,8 @@ def test_postgres_engines_keep_each_sides_pool():
 
 
 def test_an_unsupported_scheme_names_the_setting():
-    from jobrunner.db import get_engine
     from jobrunner.errors import StoreUnavailable
+    from jobrunner.store.db import get_engine
     from serve.store import make_engine
 
     with pytest.raises(StoreUnavailable, match="JOBRUNNER_DATABASE_URL scheme 'mysql'"):

@@ -12,7 +12,7 @@ import pytest
 
 from jobrunner.config import get_settings
 from jobrunner.errors import ParameterError
-from jobrunner.executor import CancelToken, execute
+from jobrunner.execution.executor import CancelToken, execute
 from jobrunner.tags import (
     DATA_INPUT_PREFIX,
     ERROR_CELL_INDEX_TAG,

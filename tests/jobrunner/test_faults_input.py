@@ -89,7 +89,7 @@ def test_mlflow_keeps_6000_characters_of_a_value_and_the_whole_value_as_an_artif
     from mlflow.tracking import MlflowClient
 
     from jobrunner.config import get_settings
-    from jobrunner.executor import execute
+    from jobrunner.execution.executor import execute
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
     monkeypatch.setenv("JOBRUNNER_MLFLOW_EXPERIMENT", "faults-input-params")
@@ -110,11 +110,11 @@ def test_mlflow_keeps_6000_characters_of_a_value_and_the_whole_value_as_an_artif
 def test_dlq_requeue_all_skips_letters_it_cannot_requeue_and_discard_drops_them(job_env, amqp_url):
     import pika
 
-    from jobrunner.broker import broker_for
     from jobrunner.config import get_settings
-    from jobrunner.db import session_scope
     from jobrunner.jobs import get_job, submit
-    from jobrunner.states import JobState, transition
+    from jobrunner.queue.broker import broker_for
+    from jobrunner.store.db import session_scope
+    from jobrunner.store.states import JobState, transition
 
     settings = get_settings()
     broker = broker_for(settings)

@@ -1,4 +1,4 @@
-"""Kernels forked from a pool's template process (jobrunner/forkserver.py): each is the kernel a fresh
+"""Kernels forked from a pool's template process (jobrunner/execution/forkserver.py): each is the kernel a fresh
 start would give (its own environment, folder, sys.path, random state, process group), the template
 is replaced when it dies, nothing outlives the pool or its process, and kernels that cannot be forked
 (a job's own hash seed, a kernelspec that is not `python -m ipykernel_launcher`) start the usual way.
@@ -22,9 +22,9 @@ import pytest
 from jupyter_core.utils import run_sync
 
 from jobrunner.errors import KernelStartError
-from jobrunner.forkserver import ForkServer, template_command
-from jobrunner.kernels import KernelHandle, release_kernel, start_kernel
-from jobrunner.pool import KernelPool
+from jobrunner.execution.forkserver import ForkServer, template_command
+from jobrunner.execution.kernels import KernelHandle, release_kernel, start_kernel
+from jobrunner.execution.pool import KernelPool
 
 READY_S = 90  # a loaded 2-core machine
 
@@ -187,7 +187,7 @@ def test_when_the_pools_process_is_killed_its_template_and_kernels_end(tmp_path:
     script = tmp_path / "holder.py"
     script.write_text(textwrap.dedent("""
         import json, sys, time
-        from jobrunner.pool import KernelPool
+        from jobrunner.execution.pool import KernelPool
         pool = KernelPool("python3", 2).open()
         assert pool.wait_ready(90)
         print(json.dumps([pool._forkserver.pid, *pool.idle_pids()]), flush=True)
@@ -210,7 +210,7 @@ def test_a_forked_kernel_is_interrupted_on_timeout_and_on_cancel(project: Path) 
     session, the template's child) must stop as a started one does."""
     import threading
 
-    from jobrunner.executor import CancelToken, execute
+    from jobrunner.execution.executor import CancelToken, execute
 
     with KernelPool("python3", 1).open() as pool:
         assert pool.wait_ready(READY_S), pool.stats()

@@ -48,7 +48,7 @@ def _marker_notebook(project: Path) -> str:
 
 
 def _printed(job_id: str) -> str:
-    from jobrunner.live import read_output
+    from jobrunner.store.live import read_output
 
     return "".join(c.text for c in read_output(job_id))
 

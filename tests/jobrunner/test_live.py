@@ -79,7 +79,7 @@ def test_logs_follow_of_a_failing_job_exits_1_and_output_past_the_bound_is_cut(j
 
 def test_output_of_a_sigkilled_worker_stays_readable(job_env, workers):
     from jobrunner.jobs import submit
-    from jobrunner.live import read_output
+    from jobrunner.store.live import read_output
 
     worker = workers.start()
     queued = submit("notebooks/ticks.ipynb", {"n": 200, "interval": 0.3})

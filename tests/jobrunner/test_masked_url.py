@@ -14,14 +14,14 @@ from tests.conftest import free_port
     ("not-a-url:s3cret@host", "***@host"),
 ])
 def test_masked_url(url: str, shown: str) -> None:
-    from jobrunner.db import masked_url
+    from jobrunner.store.db import masked_url
 
     assert masked_url(url) == shown
 
 
 def test_unreachable_store_and_broker_do_not_print_the_password() -> None:
-    from jobrunner.broker import AmqpBroker
     from jobrunner.errors import BrokerUnavailable, StoreUnavailable
+    from jobrunner.queue.broker import AmqpBroker
 
     port = free_port()  # nothing listens there
     with pytest.raises(BrokerUnavailable) as broker_error:
@@ -29,7 +29,7 @@ def test_unreachable_store_and_broker_do_not_print_the_password() -> None:
     assert "s3cret" not in str(broker_error.value) and f"guest:***@127.0.0.1:{port}" in str(broker_error.value)
 
     from jobrunner.config import Settings
-    from jobrunner.db import session_scope
+    from jobrunner.store.db import session_scope
 
     settings = Settings(_env_file=None, database_url=f"postgresql+psycopg2://jobs:s3cret@127.0.0.1:{port}/jobs")
     with pytest.raises(StoreUnavailable) as store_error:
@@ -40,7 +40,7 @@ def test_unreachable_store_and_broker_do_not_print_the_password() -> None:
 
 def test_a_driverless_postgresql_url_works(postgres_admin_url: str) -> None:
     """postgresql://... (as psql and most tools write it) uses the installed psycopg2, not psycopg 3."""
-    from jobrunner.db import get_engine
+    from jobrunner.store.db import get_engine
 
     plain = "postgresql://" + postgres_admin_url.split("://", 1)[1]
     with get_engine(plain).connect() as conn:

@@ -1,4 +1,4 @@
-"""The job message (jobrunner.messages): one format, versioned; bad bodies are named errors."""
+"""The job message (jobrunner.store.messages): one format, versioned; bad bodies are named errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from jobrunner.messages import SCHEMA_VERSION, JobMessage, MessageError
+from jobrunner.store.messages import SCHEMA_VERSION, JobMessage, MessageError
 
 
 def test_a_message_round_trips_through_its_body_and_its_payload() -> None:
@@ -54,8 +54,8 @@ def test_a_malformed_body_is_refused_saying_what_is_wrong(body: bytes, what: str
 
 
 def test_the_outbox_stores_the_messages_payload() -> None:
-    from jobrunner.models import Outbox
-    from jobrunner.store import add_outbox
+    from jobrunner.store.models import Outbox
+    from jobrunner.store.queries import add_outbox
 
     class Session:
         def __init__(self) -> None:

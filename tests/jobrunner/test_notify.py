@@ -105,8 +105,8 @@ def test_a_receiver_that_is_down_at_first_gets_the_post_once_it_is_back(job_env,
         from sqlalchemy import select
 
         from jobrunner.config import get_settings
-        from jobrunner.db import session_scope
-        from jobrunner.models import JobNotification
+        from jobrunner.store.db import session_scope
+        from jobrunner.store.models import JobNotification
 
         with session_scope(get_settings()) as session:
             return session.scalar(select(JobNotification.tries).where(JobNotification.job_id == queued.id)) or 0
@@ -143,7 +143,13 @@ def test_bad_notify_requests_are_refused_before_queueing(job_env):
 
 def test_a_schedules_runs_carry_its_notify_settings_and_kernel(job_env):
     from jobrunner.jobs import get_job
-    from jobrunner.schedules import InvalidSchedule, ScheduleCreate, create_schedule, get_schedule, run_now
+    from jobrunner.scheduling.schedules import (
+        InvalidSchedule,
+        ScheduleCreate,
+        create_schedule,
+        get_schedule,
+        run_now,
+    )
 
     url = "https://hooks.example.org/nightly"
     spec = ScheduleCreate(name="nightly-notify", notebook="notebooks/ok.ipynb", cron="0 3 * * *",

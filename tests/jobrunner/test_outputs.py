@@ -34,7 +34,7 @@ def _s3(uri: str) -> bytes:
 
 
 def test_the_parameters_cell_marks_outputs() -> None:
-    from jobrunner.params import read_schema
+    from jobrunner.execution.params import read_schema
 
     schema = read_schema(ROOT / "notebooks" / "03_train.ipynb")
     assert schema.outputs == ["model_dir", "model_info_path", "metrics_path"]
@@ -126,7 +126,7 @@ def test_a_workspace_run_writes_the_workspace_and_records_outputs_not_inputs(pro
     from mlflow.tracking import MlflowClient
 
     from jobrunner.config import get_settings
-    from jobrunner.executor import execute
+    from jobrunner.execution.executor import execute
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
     get_settings.cache_clear()
@@ -149,7 +149,7 @@ def _prepared_project(project: Path) -> None:
     left at 03_train's output paths."""
     import shutil
 
-    from jobrunner.executor import execute
+    from jobrunner.execution.executor import execute
 
     shutil.copytree(ROOT / "notebooks", project / "notebooks", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("dashboards"))
@@ -170,7 +170,7 @@ def test_a_03_train_job_owns_its_model_and_metrics_and_verifies(job_env, workers
 
     from jobrunner.config import get_settings
     from jobrunner.jobs import submit
-    from jobrunner.verify import verify_run
+    from jobrunner.provenance.verify import verify_run
 
     project = Path(job_env["JOBRUNNER_PROJECT_DIR"])
     _prepared_project(project)
@@ -203,7 +203,7 @@ def test_a_03_train_job_owns_its_model_and_metrics_and_verifies(job_env, workers
 
 
 def test_a_schedule_with_an_output_path_inside_the_project_is_refused(project) -> None:
-    from jobrunner.schedules import ScheduleCreate, create_schedule, list_schedules
+    from jobrunner.scheduling.schedules import ScheduleCreate, create_schedule, list_schedules
 
     notebook = _notebook(project)
     with pytest.raises(ParameterError) as refused:

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from jobrunner.errors import InvalidNotebook, NotebookNotFound, ParameterError
-from jobrunner.params import parse_parameters_source, read_schema
+from jobrunner.execution.params import parse_parameters_source, read_schema
 
 from ..conftest import FIXTURE_NOTEBOOKS
 

@@ -15,9 +15,9 @@ import psutil
 import pytest
 
 from jobrunner.config import get_settings
-from jobrunner.executor import execute
-from jobrunner.kernels import installed_pool
-from jobrunner.pool import KernelPool
+from jobrunner.execution.executor import execute
+from jobrunner.execution.kernels import installed_pool
+from jobrunner.execution.pool import KernelPool
 
 READY_S = 90  # generous: a loaded 2-core machine starts a kernel in 0.6-10 s
 
@@ -211,7 +211,7 @@ def test_preloaded_modules_are_imported_but_not_bound_in_the_notebook(project: P
 def test_the_workers_metrics_show_the_pool(project: Path) -> None:
     from prometheus_client import generate_latest
 
-    from jobrunner.metrics_worker import WorkerMetrics
+    from jobrunner.worker.metrics import WorkerMetrics
 
     metrics = WorkerMetrics()
     pool = metrics.start_pool(get_settings())

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from jobrunner.config import get_settings
-from jobrunner.executor import execute
-from jobrunner.recording import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+from jobrunner.execution.executor import execute
+from jobrunner.execution.recording import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
 
 def test_experiment_is_created_as_model_training_and_an_old_one_is_tagged(project: Path) -> None:
@@ -22,7 +22,7 @@ def test_experiment_is_created_as_model_training_and_an_old_one_is_tagged(projec
 
     # an experiment made before this existed (or by hand) gets the tag on the next run
     client.delete_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG)
-    from jobrunner import recording
+    from jobrunner.execution import recording
 
     recording._experiment_ids.clear()  # a new process: the id is looked up again
     assert execute("notebooks/ok.ipynb", {"x": 2}).ok

@@ -20,7 +20,7 @@ from tests.jobrunner.support import write_outputs_notebook as _notebook
 
 
 def test_the_code_digest_ignores_outputs_metadata_and_markdown(tmp_path: Path) -> None:
-    from jobrunner.runcache import code_digest, opted_out
+    from jobrunner.execution.runcache import code_digest, opted_out
 
     (tmp_path / "notebooks").mkdir()
     nb = nbformat.read(tmp_path / _notebook(tmp_path), as_version=4)
@@ -202,9 +202,9 @@ def test_sigkill_of_the_executing_worker_one_execution_resumes_and_all_ten_succe
     from sqlalchemy import select
 
     from jobrunner.config import get_settings
-    from jobrunner.db import session_scope
     from jobrunner.jobs import get_job, submit
-    from jobrunner.models import RunCacheClaim
+    from jobrunner.store.db import session_scope
+    from jobrunner.store.models import RunCacheClaim
     from tests.jobrunner.support import wait_consumers
 
     project = Path(job_env["JOBRUNNER_PROJECT_DIR"])
@@ -241,7 +241,7 @@ def test_jobrunner_run_with_cache_restores_a_recorded_runs_outputs(project, mlfl
     from mlflow.tracking import MlflowClient
 
     from jobrunner.config import get_settings
-    from jobrunner.executor import execute
+    from jobrunner.execution.executor import execute
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
     monkeypatch.setenv("JOBRUNNER_MLFLOW_EXPERIMENT", f"run-cache-{project.name}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from jobrunner.lineage import hash_path
+from jobrunner.execution.hashing import hash_path
 from tests.jobrunner.support import ROOT
 
 OUTS = ["models/model", "models/model_info.json", "metrics/train.json"]

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from jobrunner.cli import main
 from jobrunner.config import get_settings
-from jobrunner.executor import execute
+from jobrunner.execution.executor import execute
 
 
 def diff(*args: str) -> tuple[int, str]:

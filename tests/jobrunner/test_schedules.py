@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from jobrunner.cli import main
-from jobrunner.cron import CronError, iter_slots, latest_slot, parse_cron, parse_timezone
+from jobrunner.scheduling.cron import CronError, iter_slots, latest_slot, parse_cron, parse_timezone
 
 T0 = datetime(2026, 12, 1, 12, 0, 30, tzinfo=UTC)
 
@@ -26,7 +26,7 @@ def utc(*args: int) -> datetime:
 def store(project, make_postgres_db, monkeypatch):
     """Settings on a fresh PostgreSQL database, migrated; no broker (jobs stay QUEUED in the outbox)."""
     from jobrunner.config import get_settings
-    from jobrunner.db import dispose_engines, migrate
+    from jobrunner.store.db import dispose_engines, migrate
 
     monkeypatch.setenv("JOBRUNNER_DATABASE_URL", make_postgres_db("jrsched", migrated=True))
     get_settings.cache_clear()
@@ -38,21 +38,21 @@ def store(project, make_postgres_db, monkeypatch):
 
 
 def make(store, name="s", cron="* * * * *", now=T0, **kw):
-    from jobrunner.schedules import ScheduleCreate, create_schedule
+    from jobrunner.scheduling.schedules import ScheduleCreate, create_schedule
 
     spec = ScheduleCreate(name=name, notebook=kw.pop("notebook", "notebooks/ok.ipynb"), cron=cron, **kw)
     return create_schedule(spec, settings=store, now=now)
 
 
 def runs(store, name="s"):
-    from jobrunner.schedules import get_schedule
+    from jobrunner.scheduling.schedules import get_schedule
 
     return sorted(get_schedule(name, runs=1000, settings=store).runs, key=lambda r: r.slot)
 
 
 def job_count(store) -> int:
-    from jobrunner.db import session_scope
-    from jobrunner.models import Job
+    from jobrunner.store.db import session_scope
+    from jobrunner.store.models import Job
 
     with session_scope(store) as session:
         return session.scalar(select(func.count()).select_from(Job))
@@ -106,7 +106,7 @@ def test_valid_cron_and_timezones():
     (utc(2026, 10, 23, 12), [utc(2026, 10, 24, 0, 30), utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)]),
 ])
 def test_ticks_across_a_dst_transition_submit_each_day_once(store, start, expected):
-    from jobrunner.scheduler import tick
+    from jobrunner.scheduling.scheduler import tick
 
     make(store, cron="30 2 * * *", timezone="Europe/Berlin", max_concurrent_runs=100, now=start)
     now = start
@@ -122,7 +122,7 @@ def test_ticks_across_a_dst_transition_submit_each_day_once(store, start, expect
 # -- validation at creation ------------------------------------------------------------------------------
 def test_create_validates_every_field(store):
     from jobrunner.errors import NotebookNotFound, ParameterError
-    from jobrunner.schedules import InvalidSchedule, ScheduleConflict
+    from jobrunner.scheduling.schedules import InvalidSchedule, ScheduleConflict
 
     with pytest.raises(InvalidSchedule) as err:
         make(store, cron="5 4 * * FUNDAY")
@@ -150,7 +150,7 @@ def test_create_validates_every_field(store):
 # -- the tick's decisions -----------------------------------------------------------------------------------
 def test_max_concurrent_runs_skips_and_records_while_a_run_is_unfinished(store):
     from jobrunner.jobs import cancel_job
-    from jobrunner.scheduler import tick
+    from jobrunner.scheduling.scheduler import tick
 
     make(store, max_concurrent_runs=1)
     first = tick(store, utc(2026, 12, 1, 12, 1, 2))
@@ -169,7 +169,7 @@ def test_max_concurrent_runs_skips_and_records_while_a_run_is_unfinished(store):
     ("skip", ["submitted", "skipped", "skipped", "skipped"]),
 ])
 def test_catchup_after_downtime(store, catchup, expected):
-    from jobrunner.scheduler import tick
+    from jobrunner.scheduling.scheduler import tick
 
     make(store, catchup=catchup, max_concurrent_runs=10)
     tick(store, utc(2026, 12, 1, 12, 1, 1), grace=10)
@@ -183,8 +183,8 @@ def test_catchup_after_downtime(store, catchup, expected):
 
 
 def test_paused_schedules_do_not_fire_and_resume_from_the_next_slot(store):
-    from jobrunner.scheduler import tick
-    from jobrunner.schedules import pause_schedule, resume_schedule
+    from jobrunner.scheduling.scheduler import tick
+    from jobrunner.scheduling.schedules import pause_schedule, resume_schedule
 
     make(store, max_concurrent_runs=10)
     pause_schedule("s", settings=store)
@@ -200,10 +200,10 @@ def test_paused_schedules_do_not_fire_and_resume_from_the_next_slot(store):
 def test_a_claim_left_by_a_dead_scheduler_is_submitted_once(store):
     """Crash after the claim committed (no job yet), and crash after the job was created (run still
     claimed): the next tick completes both, and the idempotency key prevents a second job."""
-    from jobrunner.db import session_scope
     from jobrunner.jobs import submit
-    from jobrunner.scheduler import tick
-    from jobrunner.schedules import insert_run, run_key
+    from jobrunner.scheduling.scheduler import tick
+    from jobrunner.scheduling.schedules import insert_run, run_key
+    from jobrunner.store.db import session_scope
 
     sched = make(store, max_concurrent_runs=10)
     a, b = utc(2026, 12, 1, 11, 58), utc(2026, 12, 1, 11, 59)
@@ -222,7 +222,7 @@ def test_a_claim_left_by_a_dead_scheduler_is_submitted_once(store):
 def test_a_run_whose_parameters_no_longer_fit_is_recorded_as_failed(store, project):
     import json
 
-    from jobrunner.scheduler import tick
+    from jobrunner.scheduling.scheduler import tick
 
     make(store, parameters={"x": 3}, max_concurrent_runs=10)
     path = project / "notebooks" / "ok.ipynb"
@@ -239,7 +239,7 @@ def test_a_run_whose_parameters_no_longer_fit_is_recorded_as_failed(store, proje
 
 
 def test_concurrent_ticks_claim_each_slot_once(store):
-    from jobrunner.scheduler import tick
+    from jobrunner.scheduling.scheduler import tick
 
     for i in range(6):
         make(store, name=f"s{i}", max_concurrent_runs=100)

@@ -87,7 +87,7 @@ def schedulers(sched_env, tmp_path) -> Iterator[Schedulers]:
 
 
 def create(name: str, *args: str, notebook: str = "notebooks/ok.ipynb") -> dict:
-    from jobrunner.schedules import ScheduleCreate, create_schedule
+    from jobrunner.scheduling.schedules import ScheduleCreate, create_schedule
 
     options = dict(zip(args[::2], args[1::2], strict=True))
     spec = ScheduleCreate(name=name, notebook=notebook, cron=options.pop("cron", "* * * * *"),
@@ -96,7 +96,7 @@ def create(name: str, *args: str, notebook: str = "notebooks/ok.ipynb") -> dict:
 
 
 def runs(name: str) -> list:
-    from jobrunner.schedules import get_schedule
+    from jobrunner.scheduling.schedules import get_schedule
 
     return sorted(get_schedule(name, runs=1000).runs, key=lambda r: r.slot)
 
@@ -132,7 +132,7 @@ def test_two_schedulers_submit_each_slot_of_a_one_minute_cron_exactly_once(sched
 
 
 def test_pause_stops_runs_and_resume_starts_again(schedulers):
-    from jobrunner.schedules import pause_schedule, resume_schedule
+    from jobrunner.scheduling.schedules import pause_schedule, resume_schedule
 
     create("pausable", "max_concurrent_runs", "100")
     schedulers.start()

@@ -133,7 +133,7 @@ def test_service_off_runs_in_process(project: Path, svc) -> None:
 
 
 def test_a_stale_socket_and_a_crashed_service_are_replaced(project: Path, svc) -> None:
-    from jobrunner import service_client
+    from jobrunner.cli import service_client
 
     os.environ["XDG_RUNTIME_DIR"] = svc["XDG_RUNTIME_DIR"]
     try:

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from jobrunner.errors import InvalidTransition
-from jobrunner.states import JobState, transition
+from jobrunner.store.states import JobState, transition
 
 pytestmark = pytest.mark.services
 
@@ -16,8 +16,8 @@ def test_terminal_states_allow_nothing_but_dlq_requeue_of_failed(pg_settings):
     """A job driven to each terminal state through transition() can leave it only FAILED -> QUEUED (what
     `dlq requeue` does); every other move is refused and leaves the row as it was. A QUEUED job cannot be
     queued again. (Was a restatement of the ALLOWED table; this drives real rows.)"""
-    from jobrunner.db import session_scope
     from jobrunner.jobs import get_job, submit
+    from jobrunner.store.db import session_scope
 
     def move(job_id: str, *path: JobState) -> None:
         with session_scope(pg_settings) as session:
@@ -42,8 +42,8 @@ def test_terminal_states_allow_nothing_but_dlq_requeue_of_failed(pg_settings):
 
 
 def test_illegal_transition_is_refused_before_touching_the_store(pg_settings):
-    from jobrunner.db import session_scope
     from jobrunner.jobs import get_job, submit
+    from jobrunner.store.db import session_scope
 
     job = submit("notebooks/ok.ipynb", {"x": 1}, settings=pg_settings)
     with pytest.raises(InvalidTransition, match="QUEUED; it cannot become SUCCEEDED"):
@@ -53,8 +53,8 @@ def test_illegal_transition_is_refused_before_touching_the_store(pg_settings):
 
 
 def test_conditional_update_lets_exactly_one_of_many_racers_win(pg_settings):
-    from jobrunner.db import session_scope
     from jobrunner.jobs import get_job, job_events, submit
+    from jobrunner.store.db import session_scope
 
     job = submit("notebooks/ok.ipynb", {"x": 1}, settings=pg_settings)
     barrier = threading.Barrier(8)
@@ -77,8 +77,8 @@ def test_conditional_update_lets_exactly_one_of_many_racers_win(pg_settings):
 
 
 def test_wrong_source_state_changes_nothing(pg_settings):
-    from jobrunner.db import session_scope
     from jobrunner.jobs import cancel_job, get_job, submit
+    from jobrunner.store.db import session_scope
 
     job = submit("notebooks/ok.ipynb", {"x": 1}, settings=pg_settings)
     cancel_job(job.id, settings=pg_settings)

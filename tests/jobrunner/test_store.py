@@ -13,7 +13,7 @@ pytestmark = pytest.mark.services
 
 
 def _count(settings, model) -> int:
-    from jobrunner.db import session_scope
+    from jobrunner.store.db import session_scope
 
     with session_scope(settings) as session:
         return session.scalar(select(func.count()).select_from(model))
@@ -22,9 +22,9 @@ def _count(settings, model) -> int:
 def test_migrate_is_idempotent_and_unmigrated_postgres_is_a_clear_error(project, make_postgres_db,
                                                                          monkeypatch):
     from jobrunner.config import get_settings
-    from jobrunner.db import dispose_engines, migrate
     from jobrunner.errors import StoreUnavailable
     from jobrunner.jobs import submit
+    from jobrunner.store.db import dispose_engines, migrate
 
     monkeypatch.setenv("JOBRUNNER_DATABASE_URL", make_postgres_db())
     get_settings.cache_clear()
@@ -42,9 +42,9 @@ def test_a_store_at_an_older_revision_is_refused_until_migrated_and_keeps_its_jo
     from sqlalchemy import text
 
     from jobrunner.config import get_settings
-    from jobrunner.db import _alembic_config, dispose_engines, get_engine, migrate
     from jobrunner.errors import StoreNotMigrated
     from jobrunner.jobs import get_job, submit
+    from jobrunner.store.db import _alembic_config, dispose_engines, get_engine, migrate
 
     url = make_postgres_db()
     monkeypatch.setenv("JOBRUNNER_DATABASE_URL", url)
@@ -67,7 +67,7 @@ def test_a_store_at_an_older_revision_is_refused_until_migrated_and_keeps_its_jo
 
 def test_submit_writes_job_and_outbox_message_together(pg_settings):
     from jobrunner.jobs import get_job, submit
-    from jobrunner.models import Job, Outbox
+    from jobrunner.store.models import Job, Outbox
 
     job = submit("notebooks/ok.ipynb", {"x": 3, "y": 1}, submitter="ada", settings=pg_settings)
     assert job.state.value == "QUEUED" and job.attempt == 0 and job.submitter == "ada"
@@ -81,7 +81,7 @@ def test_submit_writes_job_and_outbox_message_together(pg_settings):
                                   "dvc.yaml", "notebooks/missing.ipynb"])
 def test_paths_outside_the_roots_or_missing_are_refused_and_nothing_is_queued(pg_settings, path):
     from jobrunner.jobs import submit
-    from jobrunner.models import Job
+    from jobrunner.store.models import Job
 
     (pg_settings.project_dir / "outside.ipynb").write_text("{}")
     with pytest.raises(NotebookNotFound):
@@ -101,7 +101,7 @@ def test_symlink_escaping_the_roots_is_refused(pg_settings, tmp_path_factory):
 
 def test_bad_parameters_are_refused_before_anything_is_queued(pg_settings):
     from jobrunner.jobs import submit
-    from jobrunner.models import Job
+    from jobrunner.store.models import Job
 
     with pytest.raises(ParameterError) as err:
         submit("notebooks/ok.ipynb", {"x": "three", "typo": 1}, settings=pg_settings)
@@ -118,7 +118,7 @@ def test_parameter_values_are_data_never_code(pg_settings):
 
 def test_idempotency_key_returns_the_existing_job(pg_settings):
     from jobrunner.jobs import submit
-    from jobrunner.models import Job, Outbox
+    from jobrunner.store.models import Job, Outbox
 
     first = submit("notebooks/ok.ipynb", {"x": 1}, idempotency_key="k-1", settings=pg_settings)
     again = submit("notebooks/ok.ipynb", {"x": 1}, idempotency_key="k-1", settings=pg_settings)
@@ -130,7 +130,7 @@ def test_idempotency_key_returns_the_existing_job(pg_settings):
 def test_idempotency_key_reused_with_other_parameters_is_a_conflict(pg_settings):
     from jobrunner.errors import IdempotencyConflict
     from jobrunner.jobs import submit
-    from jobrunner.models import Job
+    from jobrunner.store.models import Job
 
     first = submit("notebooks/ok.ipynb", {"x": 1}, idempotency_key="k-1", settings=pg_settings)
     with pytest.raises(IdempotencyConflict, match=first.id):
@@ -189,7 +189,7 @@ def test_concurrent_submissions_with_one_idempotency_key_create_one_job(pg_setti
     import threading
 
     from jobrunner.jobs import submit
-    from jobrunner.models import Job
+    from jobrunner.store.models import Job
 
     barrier = threading.Barrier(6)
     ids: list[str] = []

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from jobrunner.cli import main
 from jobrunner.config import get_settings
-from jobrunner.executor import execute
+from jobrunner.execution.executor import execute
 from jobrunner.tags import VERIFICATION_TAG, VERIFIED_BY_TAG, VERIFIES_TAG
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobrunner.lineage import hash_path
-from jobrunner.verify_outputs import recorded_copy, stable_digest
+from jobrunner.execution.hashing import hash_path
+from jobrunner.provenance.verify_outputs import recorded_copy, stable_digest
 
 
 def _save(folder: Path, C: float) -> Path:

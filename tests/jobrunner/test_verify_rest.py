@@ -153,7 +153,7 @@ def test_an_unseeded_notebook_is_not_reproduced_naming_the_metric_and_the_cell(j
 
 
 def test_the_diff_route_names_a_changed_parameter_metric_code_cell_and_text_output(job_env, runs_api):
-    from jobrunner.executor import execute
+    from jobrunner.execution.executor import execute
 
     project = Path(job_env["JOBRUNNER_PROJECT_DIR"])
     first = execute("notebooks/ok.ipynb", {"x": 1})

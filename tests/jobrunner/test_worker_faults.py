@@ -74,9 +74,9 @@ def test_broker_unreachable_during_50_submissions_all_accepted_and_all_complete(
     from sqlalchemy import func, select
 
     from jobrunner.config import get_settings
-    from jobrunner.db import session_scope
     from jobrunner.jobs import job_events, list_jobs, submit
-    from jobrunner.models import Outbox
+    from jobrunner.store.db import session_scope
+    from jobrunner.store.models import Outbox
 
     # The shared RabbitMQ serves other test runs, so the outage is simulated: submissions see a broker
     # URL whose port is closed (connection refused, as with a stopped broker); workers use the real one.

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from jobrunner.executor import ExecutionResult, execute
+from jobrunner.execution.executor import ExecutionResult, execute
 
 ROOT = Path(__file__).resolve().parents[2]
 CI_TRAIN = {"n_estimators": 10, "cv_folds": 2}

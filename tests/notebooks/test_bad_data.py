@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jobrunner.executor import execute
+from jobrunner.execution.executor import execute
 from tests.notebooks.pipeline_runner import copy_notebooks
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobrunner.params import read_schema
+from jobrunner.execution.params import read_schema
 from pipelines.stage import StageError, load_params, main, stage_plan
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from prodkit import BIN, base_env, run
 
-from jobrunner.lineage import dvc_managed_paths, hash_path
+from jobrunner.execution.hashing import dvc_managed_paths, hash_path
 
 pytestmark = [pytest.mark.production]
 

@@ -62,7 +62,7 @@ def test_fresh_clone_pulls_from_s3_and_repro_is_a_no_op(
 
     pull = run([str(BIN / "dvc"), "pull"], cwd=fresh, env=env)
     assert "added" in pull.stdout or "A " in pull.stdout
-    from jobrunner.lineage import hash_path
+    from jobrunner.execution.hashing import hash_path
 
     outs = lock_outs(fresh)
     for path in DATA:

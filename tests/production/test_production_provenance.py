@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prodkit import Services
 
-from jobrunner.provenance import render, trace
+from jobrunner.provenance.lineage import render, trace
 from jobrunner.tags import DATA_PREFIX, OUTCOME_TAG, STAGE_TAG
 
 pytestmark = [pytest.mark.production, pytest.mark.services]

@@ -118,7 +118,7 @@ def model_store_at(project: Path) -> Iterator[ModelStore]:
     from sklearn.datasets import load_breast_cancer
 
     from jobrunner.config import get_settings
-    from jobrunner.lineage import file_md5
+    from jobrunner.execution.hashing import file_md5
 
     (project / "dvc.yaml").write_text("stages: {}\n")
     shutil.copytree(FIXTURE_NOTEBOOKS, project / "notebooks")

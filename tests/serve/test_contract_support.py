@@ -57,8 +57,8 @@ def drop_database(name: str) -> None:
 
 def start_fuzz_target(store: ModelStore, tmp: Path, amqp_url: str = AMQP_URL) -> FuzzTarget:
     """uvicorn serving `store`, its stores on a fresh PostgreSQL database, jobs published to a new queue."""
-    from jobrunner import db
     from jobrunner.config import Settings
+    from jobrunner.store import db
 
     name, url = create_database()
     queue = f"contract-{uuid.uuid4().hex[:8]}"

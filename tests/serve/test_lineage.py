@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobrunner.lineage import file_md5
+from jobrunner.execution.hashing import file_md5
 from tests.serve.conftest import READ, WRITE
 
 
@@ -76,12 +76,12 @@ def test_unknown_prediction_and_run_are_404_and_garbage_ids_422(app_client):
 
 
 def test_lineage_reads_the_run_through_jobrunner_provenance(tmp_path):
-    """serve's answer is jobrunner.provenance's reading of the run (the tag names of jobrunner.tags), with
+    """serve's answer is jobrunner.provenance.lineage's reading of the run (the tag names of jobrunner.tags), with
     each hash located; a path recorded as missing has no entry, a run without jobrunner's commit tag shows
     MLflow's."""
     from types import SimpleNamespace as NS
 
-    from jobrunner.lineage import file_md5
+    from jobrunner.execution.hashing import file_md5
     from jobrunner.tags import DATA_INPUT_PREFIX, DATA_OUTPUT_PREFIX, GIT_DIRTY_TAG, NOTEBOOK_TAG, STAGE_TAG
     from serve.lineage import HashResolver, build_lineage
 

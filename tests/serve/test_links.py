@@ -80,7 +80,7 @@ def test_a_notebooks_script_finds_neither_cookies_nor_the_api(model_store, tmp_p
         pytest.skip("chromium is not installed")
     from playwright.sync_api import sync_playwright
 
-    from jobrunner.executor import execute
+    from jobrunner.execution.executor import execute
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(f"from IPython.display import HTML\nHTML({PROBE!r})")]

@@ -25,7 +25,7 @@ def _line(configure, capsys: pytest.CaptureFixture[str], **kwargs) -> str:
 
     configure("INFO", **kwargs)
     with TracerProvider().get_tracer("test").start_as_current_span("job"):
-        logging.getLogger("jobrunner.worker").info("job taken", extra={"job_id": "j1", "attempt": 1})
+        logging.getLogger("jobrunner.worker.loop").info("job taken", extra={"job_id": "j1", "attempt": 1})
     (line,) = capsys.readouterr().err.splitlines()
     return line
 
@@ -41,4 +41,4 @@ def test_worker_and_api_log_the_same_json_lines(capsys, root_logging):
     assert len(worker["trace_id"]) == 32 and worker["trace_id"] != api["trace_id"]
     # JOBRUNNER_LOG_JSON=false: plain text with the trace id
     text = _line(worker_logging, capsys, json_lines=False)
-    assert not text.startswith("{") and "INFO jobrunner.worker [" in text and text.endswith("job taken")
+    assert not text.startswith("{") and "INFO jobrunner.worker.loop [" in text and text.endswith("job taken")

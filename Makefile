@@ -42,7 +42,8 @@ check: $(STAMP)
 
 ## lint: ruff on the Python packages and tests, mypy, and the import layering (lint-imports; docs/index.md)
 lint: $(STAMP)
-	$(BIN)/ruff check dashboards jobrunner pipelines serve tests bench
+	$(BIN)/ruff check dashboards jobrunner pipelines serve tests bench scripts
+	$(BIN)/ruff format --check dashboards jobrunner pipelines serve tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -63,16 +63,25 @@ def wait_service_ready(env: dict[str, str], cwd: Path) -> None:
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        proc = subprocess.run([str(BIN / "jobrunner"), "service", "status", "--json"], cwd=cwd, env=env,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [str(BIN / "jobrunner"), "service", "status", "--json"],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode == 0:
             info = json.loads(proc.stdout)
             pool = info.get("pool") or {}
             if info.get("ready") and pool.get("idle", 0) >= pool.get("size", 1):
                 return
         else:  # none for this key: jobrunner's code changed (a shared work tree) and the old one stopped
-            subprocess.run([str(BIN / "jobrunner"), "run", str(NOTEBOOK), "-q", "--no-record"], cwd=cwd, env=env,
-                           capture_output=True)
+            subprocess.run(
+                [str(BIN / "jobrunner"), "run", str(NOTEBOOK), "-q", "--no-record"],
+                cwd=cwd,
+                env=env,
+                capture_output=True,
+            )
         time.sleep(0.2)
     raise RuntimeError("the execution service did not become ready")
 
@@ -83,25 +92,46 @@ def rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
-def service_rss(work: Path, env: dict[str, str], preload: str) -> tuple[float, list[float], list[tuple[float, float]]]:
+def service_rss(
+    work: Path, env: dict[str, str], preload: str
+) -> tuple[float, list[float], list[tuple[float, float]]]:
     """RSS of the service, of its kernel template (if any), and (RSS, USS) of each idle kernel."""
     import json
 
     import psutil
 
     env = {**env, "JOBRUNNER_KERNEL_PRELOAD": preload, "JOBRUNNER_KERNEL_POOL_SIZE": "2"}
-    subprocess.run([str(BIN / "jobrunner"), "run", str(NOTEBOOK), "-q"], cwd=work, env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [str(BIN / "jobrunner"), "run", str(NOTEBOOK), "-q"],
+        cwd=work,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     wait_service_ready(env, work)
-    info = json.loads(subprocess.run([str(BIN / "jobrunner"), "service", "status", "--json"], cwd=work, env=env,
-                                     capture_output=True, text=True, check=True).stdout)
+    info = json.loads(
+        subprocess.run(
+            [str(BIN / "jobrunner"), "service", "status", "--json"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     pid = info["pid"]
     service = psutil.Process(pid)
     templates = [p for p in service.children() if "jobrunner.execution.forkserver" in " ".join(p.cmdline())]
-    kernels = [p for p in service.children(recursive=True)
-               if "ipykernel" in " ".join(p.cmdline()) and p not in templates]
-    result = (rss_mb(pid), [rss_mb(t.pid) for t in templates],
-              [(k.memory_info().rss / 2**20, k.memory_full_info().uss / 2**20) for k in kernels])
+    kernels = [
+        p
+        for p in service.children(recursive=True)
+        if "ipykernel" in " ".join(p.cmdline()) and p not in templates
+    ]
+    result = (
+        rss_mb(pid),
+        [rss_mb(t.pid) for t in templates],
+        [(k.memory_info().rss / 2**20, k.memory_full_info().uss / 2**20) for k in kernels],
+    )
     subprocess.run([str(BIN / "jobrunner"), "service", "stop"], cwd=work, env=env, capture_output=True)
     return result
 
@@ -128,18 +158,23 @@ def dvc_bench(runs: int, env_off: dict[str, str], env_on: dict[str, str]) -> lis
     plans = [stage_plan(name, clone) for name in stages]
     loop = " && ".join(
         f"papermill {p['notebook']} /tmp/jr-dvc-{i}.ipynb -y '{json.dumps(p['parameters'])}' --no-progress-bar"
-        for i, p in enumerate(plans))
+        for i, p in enumerate(plans)
+    )
 
     def timed(cmd: list[str], environ: dict[str, str]) -> float:
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=clone, env=environ, capture_output=True, text=True)
         if proc.returncode:
-            sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            sys.exit(
+                f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
         return time.perf_counter() - t0
 
-    rows: list[tuple[str, list[float]]] = [("shell loop of papermill over the notebooks", []),
-                                           ("`dvc repro -f`, in-process stages (service off)", []),
-                                           ("`dvc repro -f`, stages via the warm execution service", [])]
+    rows: list[tuple[str, list[float]]] = [
+        ("shell loop of papermill over the notebooks", []),
+        ("`dvc repro -f`, in-process stages (service off)", []),
+        ("`dvc repro -f`, stages via the warm execution service", []),
+    ]
     timed(["bash", "-c", loop], env)  # warm-up: file caches, first MLflow store
     timed(["dvc", "repro", "-f"], env)
     timed(["dvc", "repro", "-f"], on)  # starts the service
@@ -177,21 +212,29 @@ def _job_services(work: Path) -> tuple[dict[str, str], Callable[[], None]]:
     port = _free_port()
     s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     s3.start()
-    s3_env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-              "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    s3_env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     os.environ.update(s3_env)
     boto3.client("s3").create_bucket(Bucket=name.replace("_", "-"))
     (work / "notebooks").mkdir(exist_ok=True)
     (work / "notebooks" / "ok.ipynb").write_bytes(NOTEBOOK.read_bytes())
-    env = {**os.environ, **s3_env,
-           "JOBRUNNER_PROJECT_DIR": str(work),
-           "JOBRUNNER_DATABASE_URL": f"{admin.rsplit('/', 1)[0]}/{name}",
-           "JOBRUNNER_BROKER_URL": amqp,
-           "JOBRUNNER_QUEUE_NAME": name,
-           "JOBRUNNER_ARTIFACT_URI": f"s3://{name.replace('_', '-')}/outputs",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'jobs-mlflow.db'}",
-           "JOBRUNNER_MLFLOW_EXPERIMENT": "bench-jobs",
-           "JOBRUNNER_WORKER_POLL_INTERVAL": "0.05"}
+    env = {
+        **os.environ,
+        **s3_env,
+        "JOBRUNNER_PROJECT_DIR": str(work),
+        "JOBRUNNER_DATABASE_URL": f"{admin.rsplit('/', 1)[0]}/{name}",
+        "JOBRUNNER_BROKER_URL": amqp,
+        "JOBRUNNER_QUEUE_NAME": name,
+        "JOBRUNNER_ARTIFACT_URI": f"s3://{name.replace('_', '-')}/outputs",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'jobs-mlflow.db'}",
+        "JOBRUNNER_MLFLOW_EXPERIMENT": "bench-jobs",
+        "JOBRUNNER_WORKER_POLL_INTERVAL": "0.05",
+    }
     os.environ.update(env)
     from jobrunner.config import get_settings
     from jobrunner.store.db import dispose_engines, migrate
@@ -223,14 +266,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_worker(env: dict[str, str], name: str, pool: int, logdir: Path, fork: bool = True) -> subprocess.Popen[bytes]:
+def _start_worker(
+    env: dict[str, str], name: str, pool: int, logdir: Path, fork: bool = True
+) -> subprocess.Popen[bytes]:
     port = _free_port()
     log = open(logdir / f"worker-{name}.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([str(BIN / "jobrunner"), "worker"], cwd=env["JOBRUNNER_PROJECT_DIR"],
-                            env={**env, "JOBRUNNER_WORKER_ID": name, "JOBRUNNER_KERNEL_POOL_SIZE": str(pool),
-                                 "JOBRUNNER_WORKER_METRICS_PORT": str(port),
-                                 "JOBRUNNER_KERNEL_FORK": "true" if fork else "false"},
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(BIN / "jobrunner"), "worker"],
+        cwd=env["JOBRUNNER_PROJECT_DIR"],
+        env={
+            **env,
+            "JOBRUNNER_WORKER_ID": name,
+            "JOBRUNNER_KERNEL_POOL_SIZE": str(pool),
+            "JOBRUNNER_WORKER_METRICS_PORT": str(port),
+            "JOBRUNNER_KERNEL_FORK": "true" if fork else "false",
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     proc.metrics_port = port  # type: ignore[attr-defined]
     return proc
 
@@ -243,12 +296,15 @@ def _wait_idle_kernels(proc: subprocess.Popen[bytes], count: int, timeout: float
     while time.monotonic() < deadline:
         try:
             url = f"http://127.0.0.1:{proc.metrics_port}/metrics"  # type: ignore[attr-defined]
-            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - our own worker
+            with urllib.request.urlopen(url, timeout=5) as resp:
                 text = resp.read().decode()
         except OSError:
             text = ""
-        idle = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                if line.startswith("jobrunner_kernel_pool_idle{")]
+        idle = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("jobrunner_kernel_pool_idle{")
+        ]
         if idle and sum(idle) >= count:
             return
         time.sleep(0.02)
@@ -356,8 +412,11 @@ def jobs_bench(runs: int, work: Path, pm_cli: Callable[[int], None]) -> None:
         rss_worker = worker.memory_info().rss / 2**20
         # the worker's children: the pool's kernel template (forked kernels are ITS children), or kernels
         template = [k for k in worker.children() if "jobrunner.execution.forkserver" in " ".join(k.cmdline())]
-        kernels = [k for k in worker.children(recursive=True)
-                   if "ipykernel" in " ".join(k.cmdline()) and k not in template]
+        kernels = [
+            k
+            for k in worker.children(recursive=True)
+            if "ipykernel" in " ".join(k.cmdline()) and k not in template
+        ]
         rss_template = [t.memory_info().rss / 2**20 for t in template]
         mem_kernels = [(k.memory_info().rss / 2**20, k.memory_full_info().uss / 2**20) for k in kernels]
         one.terminate()
@@ -411,33 +470,56 @@ def jobs_bench(runs: int, work: Path, pm_cli: Callable[[int], None]) -> None:
         cleanup()
 
     pm_med, lat_med = statistics.median(pm), statistics.median(latency)
-    print(f"\nqueued jobs through RabbitMQ (PostgreSQL store, S3 outputs, MLflow run), trivial notebook; load "
-          f"average now {os.getloadavg()[0]:.2f}\n")
+    print(
+        f"\nqueued jobs through RabbitMQ (PostgreSQL store, S3 outputs, MLflow run), trivial notebook; load "
+        f"average now {os.getloadavg()[0]:.2f}\n"
+    )
     print("| work | median | min-max | anchor | ratio |\n| --- | --- | --- | --- | --- |")
-    print(f"| end-to-end job, submit -> SUCCEEDED, one warm worker ({len(latency)} jobs) | {lat_med:.3f} s | "
-          f"{min(latency):.3f}-{max(latency):.3f} s | papermill CLI {pm_med:.3f} s | "
-          f"{lat_med / pm_med:.2f}x the CLI's time |")
-    for fork, label in ((False, "kernels started one by one (JOBRUNNER_KERNEL_FORK=false)"),
-                        (True, "kernels forked from the pool's template (default)")):
+    print(
+        f"| end-to-end job, submit -> SUCCEEDED, one warm worker ({len(latency)} jobs) | {lat_med:.3f} s | "
+        f"{min(latency):.3f}-{max(latency):.3f} s | papermill CLI {pm_med:.3f} s | "
+        f"{lat_med / pm_med:.2f}x the CLI's time |"
+    )
+    for fork, label in (
+        (False, "kernels started one by one (JOBRUNNER_KERNEL_FORK=false)"),
+        (True, "kernels forked from the pool's template (default)"),
+    ):
         per_min, cpu = bursts[fork]
-        print(f"| throughput, 2 workers with pools of 2, 40 jobs at once, {label} | {per_min:.0f} jobs/min, "
-              f"{cpu:.2f} CPU-s per job | | papermill CLI loop {per_min_pm:.0f} runs/min, {cpu_pm:.2f} CPU-s per run | "
-              f"{per_min / per_min_pm:.1f}x |")
-    print("\nCPU-s per job during the 40-job bursts, by process (kernels: the template and the kernels it "
-          "reaped, or the worker's reaped kernels; bench: this process, with its S3 server and job polling)\n")
+        print(
+            f"| throughput, 2 workers with pools of 2, 40 jobs at once, {label} | {per_min:.0f} jobs/min, "
+            f"{cpu:.2f} CPU-s per job | | papermill CLI loop {per_min_pm:.0f} runs/min, {cpu_pm:.2f} CPU-s per run | "
+            f"{per_min / per_min_pm:.1f}x |"
+        )
+    print(
+        "\nCPU-s per job during the 40-job bursts, by process (kernels: the template and the kernels it "
+        "reaped, or the worker's reaped kernels; bench: this process, with its S3 server and job polling)\n"
+    )
     names = sorted({k for p in parts.values() for k in p})
     print("| how kernels start | " + " | ".join(names) + " |\n| --- |" + " --- |" * len(names))
     for fork in (False, True):
-        print(f"| {'forked' if fork else 'started one by one'} | "
-              + " | ".join(f"{parts[fork].get(k, 0.0):.3f}" for k in names) + " |")
-    print(f"| memory of a worker with a pool of 1 | worker {rss_worker:.0f} MB, kernel template "
-          f"{', '.join(f'{t:.0f}' for t in rss_template) or '(none)'} MB | idle kernel "
-          f"{', '.join(f'{r:.0f} MB RSS / {u:.0f} MB own (USS)' for r, u in mem_kernels)} | | |")
+        print(
+            f"| {'forked' if fork else 'started one by one'} | "
+            + " | ".join(f"{parts[fork].get(k, 0.0):.3f}" for k in names)
+            + " |"
+        )
+    print(
+        f"| memory of a worker with a pool of 1 | worker {rss_worker:.0f} MB, kernel template "
+        f"{', '.join(f'{t:.0f}' for t in rss_template) or '(none)'} MB | idle kernel "
+        f"{', '.join(f'{r:.0f} MB RSS / {u:.0f} MB own (USS)' for r, u in mem_kernels)} | | |"
+    )
 
 
-def main_table(runs: int, load_before: tuple[float, float, float], pm_cli: Callable[[int], None],
-               pm_inproc: Callable[[int], None], jr: Callable[[int], None], jr_cli: Callable[..., Callable[[int], None]],
-               env_off: dict[str, str], env_on: dict[str, str], work: Path) -> None:
+def main_table(
+    runs: int,
+    load_before: tuple[float, float, float],
+    pm_cli: Callable[[int], None],
+    pm_inproc: Callable[[int], None],
+    jr: Callable[[int], None],
+    jr_cli: Callable[..., Callable[[int], None]],
+    env_off: dict[str, str],
+    env_on: dict[str, str],
+    work: Path,
+) -> None:
     from jobrunner.config import get_settings
     from jobrunner.execution.pool import KernelPool
 
@@ -447,27 +529,39 @@ def main_table(runs: int, load_before: tuple[float, float, float], pm_cli: Calla
     with KernelPool("python3", 0).open():
         rows.append(("jobrunner.execute, recording on, fresh kernel (pool size 0)", measure(runs, jr)))
     with KernelPool.start(get_settings(), size=1) as pool:
-        rows.append(("jobrunner.execute, recording on, warm pool",
-                     measure(runs, jr, before=lambda: pool.wait_ready(120))))
-    rows.append(("`jobrunner run` CLI, recording on, in-process (service off)",
-                 measure(runs, jr_cli(env_off))))
+        rows.append(
+            (
+                "jobrunner.execute, recording on, warm pool",
+                measure(runs, jr, before=lambda: pool.wait_ready(120)),
+            )
+        )
+    rows.append(
+        ("`jobrunner run` CLI, recording on, in-process (service off)", measure(runs, jr_cli(env_off)))
+    )
     jr_cli(env_on)(-2)  # starts the service
-    rows.append(("`jobrunner run` CLI, recording on, via the warm execution service",
-                 measure(runs, jr_cli(env_on), before=lambda: wait_service_ready(env_on, work))))
+    rows.append(
+        (
+            "`jobrunner run` CLI, recording on, via the warm execution service",
+            measure(runs, jr_cli(env_on), before=lambda: wait_service_ready(env_on, work)),
+        )
+    )
     subprocess.run([str(BIN / "jobrunner"), "service", "stop"], cwd=work, env=env_on, capture_output=True)
 
     base_cli = statistics.median(rows[0][1])
     base_inproc = statistics.median(rows[1][1])
-    print(f"\ntrivial notebook (ok.ipynb, x=3), {runs} timed runs per row after a warm-up, "
-          f"{os.cpu_count()} cores, load average before {load_before[0]:.2f}/{load_before[1]:.2f}/"
-          f"{load_before[2]:.2f}, after {os.getloadavg()[0]:.2f}\n")
+    print(
+        f"\ntrivial notebook (ok.ipynb, x=3), {runs} timed runs per row after a warm-up, "
+        f"{os.cpu_count()} cores, load average before {load_before[0]:.2f}/{load_before[1]:.2f}/"
+        f"{load_before[2]:.2f}, after {os.getloadavg()[0]:.2f}\n"
+    )
     print("| how | median s | min-max s | papermill CLI / this | papermill in-process / this |")
     print("| --- | --- | --- | --- | --- |")
     for label, times in rows:
         med = statistics.median(times)
-        print(f"| {label} | {med:.3f} | {min(times):.3f}-{max(times):.3f} | {base_cli / med:.1f}x | "
-              f"{base_inproc / med:.1f}x |")
-
+        print(
+            f"| {label} | {med:.3f} | {min(times):.3f}-{max(times):.3f} | {base_cli / med:.1f}x | "
+            f"{base_inproc / med:.1f}x |"
+        )
 
 
 def main() -> None:
@@ -475,10 +569,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--rss", action="store_true", help="also report service and idle kernel memory")
     parser.add_argument("--skip-main", action="store_true", help="only the --dvc / --rss parts")
-    parser.add_argument("--jobs", type=int, default=0, metavar="N",
-                        help="also time N queued jobs end to end and 40 on two workers (PostgreSQL, RabbitMQ)")
-    parser.add_argument("--dvc", type=int, default=0, metavar="N",
-                        help="also time `dvc repro -f` of the demo N times against a papermill loop")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N queued jobs end to end and 40 on two workers (PostgreSQL, RabbitMQ)",
+    )
+    parser.add_argument(
+        "--dvc",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time `dvc repro -f` of the demo N times against a papermill loop",
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="jr-bench-"))
@@ -496,12 +600,28 @@ def main() -> None:
     from jobrunner.execution.executor import execute
 
     def pm_cli(i: int) -> None:
-        subprocess.run([str(BIN / "papermill"), str(NOTEBOOK), str(work / f"cli-{i}.ipynb"), "-p", "x", "3",
-                        "--no-progress-bar"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(BIN / "papermill"),
+                str(NOTEBOOK),
+                str(work / f"cli-{i}.ipynb"),
+                "-p",
+                "x",
+                "3",
+                "--no-progress-bar",
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     def pm_inproc(i: int) -> None:
-        papermill.execute_notebook(str(NOTEBOOK), str(work / f"pm-{i}.ipynb"), parameters={"x": 3},
-                                   progress_bar=False, kernel_name="python3")
+        papermill.execute_notebook(
+            str(NOTEBOOK),
+            str(work / f"pm-{i}.ipynb"),
+            parameters={"x": 3},
+            progress_bar=False,
+            kernel_name="python3",
+        )
 
     def jr(i: int) -> None:
         result = execute(NOTEBOOK, {"x": 3}, output_path=work / f"jr-{time.time_ns()}.ipynb")
@@ -509,8 +629,14 @@ def main() -> None:
 
     def jr_cli(env: dict[str, str]) -> Callable[[int], None]:
         def run(i: int) -> None:
-            subprocess.run([str(BIN / "jobrunner"), "run", str(NOTEBOOK), "-p", "x", "3", "-q"], cwd=work, env=env,
-                           check=True, capture_output=True)
+            subprocess.run(
+                [str(BIN / "jobrunner"), "run", str(NOTEBOOK), "-p", "x", "3", "-q"],
+                cwd=work,
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+
         return run
 
     if not args.skip_main:
@@ -520,23 +646,31 @@ def main() -> None:
     if args.dvc:
         dvc_rows = dvc_bench(args.dvc, env_off, env_on)
         base = statistics.median(dvc_rows[0][1])
-        print(f"\n`dvc repro -f` of the demo pipeline ({args.dvc} runs each; load average now "
-              f"{os.getloadavg()[0]:.2f})\n")
+        print(
+            f"\n`dvc repro -f` of the demo pipeline ({args.dvc} runs each; load average now "
+            f"{os.getloadavg()[0]:.2f})\n"
+        )
         print("| how | median s | min-max s | this / papermill loop |\n| --- | --- | --- | --- |")
         for label, times in dvc_rows:
             med = statistics.median(times)
             print(f"| {label} | {med:.2f} | {min(times):.2f}-{max(times):.2f} | {med / base:.2f}x |")
 
     if args.rss:
-        print("\n| service process with a pool of 2 | service RSS MB | kernel template RSS MB | idle kernel RSS / "
-              "own (USS) MB, each |")
+        print(
+            "\n| service process with a pool of 2 | service RSS MB | kernel template RSS MB | idle kernel RSS / "
+            "own (USS) MB, each |"
+        )
         print("| --- | --- | --- | --- |")
         for fork in ("true", "false"):
             for preload in ("", "numpy,pandas,sklearn"):
-                svc, templates, kernels = service_rss(work, {**env_on, "JOBRUNNER_KERNEL_FORK": fork}, preload)
-                print(f"| fork {fork}, preload: {preload or '(none; jobrunner.notebook only)'} | {svc:.0f} | "
-                      f"{', '.join(f'{t:.0f}' for t in templates) or '-'} | "
-                      f"{', '.join(f'{r:.0f} / {u:.0f}' for r, u in kernels)} |")
+                svc, templates, kernels = service_rss(
+                    work, {**env_on, "JOBRUNNER_KERNEL_FORK": fork}, preload
+                )
+                print(
+                    f"| fork {fork}, preload: {preload or '(none; jobrunner.notebook only)'} | {svc:.0f} | "
+                    f"{', '.join(f'{t:.0f}' for t in templates) or '-'} | "
+                    f"{', '.join(f'{r:.0f} / {u:.0f}' for r, u in kernels)} |"
+                )
 
 
 if __name__ == "__main__":

@@ -51,12 +51,28 @@ def main() -> None:
     from jobrunner.execution.executor import execute
 
     def pm_cli(i: int) -> None:
-        subprocess.run([str(papermill_bin), str(NOTEBOOK), str(work / f"cli-{i}.ipynb"), "-p", "x", "3",
-                        "--no-progress-bar"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(papermill_bin),
+                str(NOTEBOOK),
+                str(work / f"cli-{i}.ipynb"),
+                "-p",
+                "x",
+                "3",
+                "--no-progress-bar",
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     def pm_inproc(i: int) -> None:
-        papermill.execute_notebook(str(NOTEBOOK), str(work / f"pm-{i}.ipynb"), parameters={"x": 3},
-                                   progress_bar=False, kernel_name="python3")
+        papermill.execute_notebook(
+            str(NOTEBOOK),
+            str(work / f"pm-{i}.ipynb"),
+            parameters={"x": 3},
+            progress_bar=False,
+            kernel_name="python3",
+        )
 
     def jr(record: bool) -> Callable[[int], None]:
         def run(i: int) -> None:
@@ -76,8 +92,10 @@ def main() -> None:
     for label, med, low in rows:
         print(f"| {label} | {med:.3f} | {low:.3f} |")
     base = rows[1][1]
-    print(f"\njobrunner overhead over in-process papermill: {rows[2][1] - base:+.3f} s without recording, "
-          f"{rows[3][1] - base:+.3f} s with MLflow recording; papermill CLI costs {rows[0][1] - base:+.3f} s")
+    print(
+        f"\njobrunner overhead over in-process papermill: {rows[2][1] - base:+.3f} s without recording, "
+        f"{rows[3][1] - base:+.3f} s with MLflow recording; papermill CLI costs {rows[0][1] - base:+.3f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -25,19 +25,30 @@ def job_notes(job: dict[str, Any]) -> str:
     md5s and where they are stored)."""
     notes = ""
     if job.get("cached_from"):
-        notes += (f"<div class='dash-muted dash-cached'>cached from "
-                  f"{full_id(job['cached_from'], 'reuses the execution of job ' + job['cached_from'])}</div>")
+        notes += (
+            f"<div class='dash-muted dash-cached'>cached from "
+            f"{full_id(job['cached_from'], 'reuses the execution of job ' + job['cached_from'])}</div>"
+        )
     written = [o for o in job.get("outputs") or [] if o.get("md5")]
     if written:
-        listing = "\n".join(f"{o['parameter']}: {o['path']} ({o['md5']}) -> {o.get('uri') or '?'}" for o in written)
+        listing = "\n".join(
+            f"{o['parameter']}: {o['path']} ({o['md5']}) -> {o.get('uri') or '?'}" for o in written
+        )
         notes += f"<div class='dash-muted dash-outputs' title='{e(listing)}'>{len(written)} output(s)</div>"
     if job.get("kind") == "verify":  # a verification job (jobrunner/worker/verify.py)
         result = job.get("verification") or {}
-        verdict = ("pending" if "reproduced" not in result else
-                   "reproduced" if result["reproduced"] else "NOT reproduced")
+        verdict = (
+            "pending"
+            if "reproduced" not in result
+            else "reproduced"
+            if result["reproduced"]
+            else "NOT reproduced"
+        )
         differences = "\n".join(result.get("differences") or [])
-        notes += (f"<div class='dash-muted dash-verify' title='{e(differences)}'>verifies "
-                  f"{full_id(job.get('verifies') or '')}: {e(verdict)}</div>")
+        notes += (
+            f"<div class='dash-muted dash-verify' title='{e(differences)}'>verifies "
+            f"{full_id(job.get('verifies') or '')}: {e(verdict)}</div>"
+        )
     return notes
 
 
@@ -50,8 +61,10 @@ def last_outcome(detail: dict[str, Any]) -> str:
     when = e(short_time(run["slot"]))
     if run["status"] == "submitted" and run.get("job_state"):
         colour = STATE_COLOURS.get(run["job_state"], "#000")
-        return (f"<b style='color:{colour}'>{e(run['job_state'])}</b> {full_id(run['job_id'])} "
-                f"<span class='dash-muted'>{when} {e(run['trigger'])}</span>")
+        return (
+            f"<b style='color:{colour}'>{e(run['job_state'])}</b> {full_id(run['job_id'])} "
+            f"<span class='dash-muted'>{when} {e(run['trigger'])}</span>"
+        )
     reason = e((run.get("reason") or "")[:120])
     return f"<b>{e(run['status'])}</b> <span class='dash-muted' title='{reason}'>{when} {reason[:60]}</span>"
 
@@ -63,8 +76,11 @@ class ScheduleList(w.VBox):
 
     def __init__(self, api: PlatformClient, message: w.HTML):
         self.api, self.message = api, message
-        self.rows = w.GridBox(layout=w.Layout(grid_template_columns="auto " * len(self.HEADERS),
-                                              grid_gap="2px 10px", align_items="center"))
+        self.rows = w.GridBox(
+            layout=w.Layout(
+                grid_template_columns="auto " * len(self.HEADERS), grid_gap="2px 10px", align_items="center"
+            )
+        )
         self.summary = w.HTML()
         self.lines: list[str] = []
         super().__init__([self.summary, self.rows])
@@ -83,28 +99,45 @@ class ScheduleList(w.VBox):
         lines = []
         for s in details:
             paused = s["paused"]
-            state = ("<b style='color:#b45309'>paused</b>" if paused
-                     else "<span style='color:#15803d'>active</span>")
+            state = (
+                "<b style='color:#b45309'>paused</b>"
+                if paused
+                else "<span style='color:#15803d'>active</span>"
+            )
             nxt = short_time(s["next_run_at"]) if s.get("next_run_at") else "-"
-            button = w.Button(description="Resume" if paused else "Pause", icon="play" if paused else "pause",
-                              layout=w.Layout(width="95px"), tooltip="No slot fires while paused")
+            button = w.Button(
+                description="Resume" if paused else "Pause",
+                icon="play" if paused else "pause",
+                layout=w.Layout(width="95px"),
+                tooltip="No slot fires while paused",
+            )
             button.add_class("dash-resume" if paused else "dash-pause")
             button.on_click(lambda _, sid=s["id"], p=paused: self._toggle(sid, p))
-            cells += [w.HTML(f"<b>{e(s['name'])}</b>"), w.HTML(e(s["notebook"])),
-                      w.HTML(f"<code>{e(s['cron'])}</code> <span class='dash-muted'>{e(s['timezone'])}</span>"),
-                      w.HTML(e(nxt)), w.HTML(last_outcome(s)), w.HTML(state), button]
+            cells += [
+                w.HTML(f"<b>{e(s['name'])}</b>"),
+                w.HTML(e(s["notebook"])),
+                w.HTML(f"<code>{e(s['cron'])}</code> <span class='dash-muted'>{e(s['timezone'])}</span>"),
+                w.HTML(e(nxt)),
+                w.HTML(last_outcome(s)),
+                w.HTML(state),
+                button,
+            ]
             lines.append(f"{s['name']} {'paused' if paused else 'active'} next={nxt}")
         self.rows.children = cells if lines else []
-        self.summary.value = (f"<p class='dash-schedules'>{page['total']} schedule(s).</p>" if lines else
-                              "<p class='dash-schedules dash-muted'>No schedules (jobrunner schedule create ...)."
-                              "</p>")
+        self.summary.value = (
+            f"<p class='dash-schedules'>{page['total']} schedule(s).</p>"
+            if lines
+            else "<p class='dash-schedules dash-muted'>No schedules (jobrunner schedule create ...).</p>"
+        )
         self.lines = lines
 
     def _toggle(self, schedule_id: str, paused: bool) -> None:
         def action() -> str:
             s = self.api.resume_schedule(schedule_id) if paused else self.api.pause_schedule(schedule_id)
             self.show()
-            return f"<p class='dash-ok'>Schedule {e(s['name'])} is {'paused' if s['paused'] else 'active'}.</p>"
+            return (
+                f"<p class='dash-ok'>Schedule {e(s['name'])} is {'paused' if s['paused'] else 'active'}.</p>"
+            )
 
         guarded(self.message, action)
 
@@ -130,8 +163,9 @@ class LiveOutput(w.VBox):
         self.job_id, self.text, self.state = job_id, "", None
         self._progress = ""
         self._render()
-        self._thread = threading.Thread(target=self._follow, args=(job_id, self._stop), daemon=True,
-                                        name="job-board-live")
+        self._thread = threading.Thread(
+            target=self._follow, args=(job_id, self._stop), daemon=True, name="job-board-live"
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -176,11 +210,13 @@ class LiveOutput(w.VBox):
         self.header.value = (
             f"<h3 style='margin:14px 0 4px'>Live output of job {full_id(self.job_id or '')} "
             f"<b class='dash-live-state' style='color:{colour}'>{e(self.state or '...')}</b> "
-            f"<span class='dash-muted'>{e(getattr(self, '_progress', ''))}</span></h3>")
+            f"<span class='dash-muted'>{e(getattr(self, '_progress', ''))}</span></h3>"
+        )
         shown = self.text or "(no output yet)"
         self.output.value = (
             "<pre class='dash-live' style='max-height:320px;overflow:auto;background:#0f172a;color:#e2e8f0;"
-            f"padding:8px 10px;border-radius:6px;font-size:12px;white-space:pre-wrap'>{e(shown)}</pre>")
+            f"padding:8px 10px;border-radius:6px;font-size:12px;white-space:pre-wrap'>{e(shown)}</pre>"
+        )
 
 
 def previous_runs(jobs: list[dict[str, Any]]) -> dict[str, str]:

@@ -147,8 +147,13 @@ class PlatformClient:
         while True:
             headers = {"Last-Event-ID": cursor} if cursor else {}
             try:
-                with self._http.stream("GET", f"/v1/jobs/{job_id}/events", params={"after": after},
-                                       headers=headers, timeout=timeout) as response:
+                with self._http.stream(
+                    "GET",
+                    f"/v1/jobs/{job_id}/events",
+                    params={"after": after},
+                    headers=headers,
+                    timeout=timeout,
+                ) as response:
                     if response.status_code >= 400:
                         response.read()
                         raise ApiError(response.status_code, _message(response))

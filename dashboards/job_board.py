@@ -134,7 +134,9 @@ class JobBoard(w.VBox):
         self.submit = w.Button(description="Submit", button_style="primary", icon="play", disabled=True)
         self.refresh = w.Button(description="Refresh", icon="refresh")
         self.rows = w.GridBox(
-            layout=w.Layout(grid_template_columns="auto " * self.COLUMNS, grid_gap="2px 10px", align_items="center")
+            layout=w.Layout(
+                grid_template_columns="auto " * self.COLUMNS, grid_gap="2px 10px", align_items="center"
+            )
         )
         self.table = w.HTML()  # the summary line (and the rows as plain text for scripts and tests)
         self._lock = threading.RLock()
@@ -240,7 +242,19 @@ class JobBoard(w.VBox):
             child.close()
         cells: list[w.Widget] = [
             w.HTML(f"<b>{h}</b>")
-            for h in ("job", "notebook", "state", "cells", "attempt", "created (UTC)", "MLflow run", "", "", "", "")
+            for h in (
+                "job",
+                "notebook",
+                "state",
+                "cells",
+                "attempt",
+                "created (UTC)",
+                "MLflow run",
+                "",
+                "",
+                "",
+                "",
+            )
         ]
         lines = []
         previous = previous_runs(page["items"])
@@ -274,22 +288,31 @@ class JobBoard(w.VBox):
             open_.add_class("dash-open")
             cancel.on_click(lambda _, jid=j["id"]: self._clicked(lambda: self._cancel(jid)))
             open_.on_click(lambda _, jid=j["id"]: self._clicked(lambda: self._open(jid)))
-            watch = w.Button(description="Watch", icon="eye", layout=w.Layout(width="85px"),
-                             disabled=j["state"] == "CANCELLED" and not j.get("started_at"),
-                             tooltip="Its output below the table, updating while it runs")
+            watch = w.Button(
+                description="Watch",
+                icon="eye",
+                layout=w.Layout(width="85px"),
+                disabled=j["state"] == "CANCELLED" and not j.get("started_at"),
+                tooltip="Its output below the table, updating while it runs",
+            )
             watch.add_class("dash-watch")
             watch.on_click(lambda _, jid=j["id"]: self._clicked(lambda: self.live.watch(jid)))
             before = previous.get(j["id"])
-            diff = w.Button(description="Diff", icon="columns", layout=w.Layout(width="75px"),
-                            disabled=before is None,
-                            tooltip="What changed since the previous run of this notebook, below the table")
+            diff = w.Button(
+                description="Diff",
+                icon="columns",
+                layout=w.Layout(width="75px"),
+                disabled=before is None,
+                tooltip="What changed since the previous run of this notebook, below the table",
+            )
             diff.add_class("dash-diff")
             diff.on_click(lambda _, a=before, b=run: self._clicked(lambda: self._diff(a, b)))
             cells += [
                 w.HTML(full_id(j["id"])),
                 w.HTML(e(j["notebook"])),
-                w.HTML(state + (f"<div class='dash-muted'>{e(error[:80])}</div>" if error else "")
-                       + job_notes(j)),
+                w.HTML(
+                    state + (f"<div class='dash-muted'>{e(error[:80])}</div>" if error else "") + job_notes(j)
+                ),
                 w.HTML(progress),
                 w.HTML(e(j["attempt"])),
                 w.HTML(e(short_time(j["created_at"]))),

@@ -55,7 +55,7 @@ def load_reference(path: str | None = None) -> Any:
         )
     try:
         return pd.read_csv(location) if location.endswith(".csv") else pd.read_parquet(location)
-    except Exception as exc:  # noqa: BLE001 - unreadable file or bucket: say which
+    except Exception as exc:
         raise ValueError(f"cannot read the reference data {location}: {exc}") from exc
 
 

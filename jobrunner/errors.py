@@ -158,8 +158,10 @@ class WaitTimeout(JobrunnerError):
 
     def __init__(self, job: Any, waited: float):
         self.job = job
-        super().__init__(f"job {job.id} is still {job.state.value} after waiting {waited:g}s; it keeps "
-                         f"running (cancel it with `jobrunner cancel {job.id}`)")
+        super().__init__(
+            f"job {job.id} is still {job.state.value} after waiting {waited:g}s; it keeps "
+            f"running (cancel it with `jobrunner cancel {job.id}`)"
+        )
 
 
 class InvalidTimeout(JobrunnerError):
@@ -167,8 +169,10 @@ class InvalidTimeout(JobrunnerError):
 
     def __init__(self, value: object):
         self.value = value
-        super().__init__(f"timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:g} (a week), "
-                         f"got {value!r}; nothing was queued")
+        super().__init__(
+            f"timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:g} (a week), "
+            f"got {value!r}; nothing was queued"
+        )
 
 
 class IdempotencyConflict(JobrunnerError):
@@ -177,8 +181,10 @@ class IdempotencyConflict(JobrunnerError):
     def __init__(self, key: str, job_id: str):
         self.key = key
         self.job_id = job_id
-        super().__init__(f"idempotency key {key!r} already belongs to job {job_id} with another notebook, "
-                         "other parameters or another time limit; use a new key to submit a different job")
+        super().__init__(
+            f"idempotency key {key!r} already belongs to job {job_id} with another notebook, "
+            "other parameters or another time limit; use a new key to submit a different job"
+        )
 
 
 class StoreNotMigrated(StoreUnavailable):

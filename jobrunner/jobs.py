@@ -1,8 +1,8 @@
 """The Python API of jobs: submit, inspect, cancel. The CLI, notebooks and the REST API call these.
 
-    from jobrunner.jobs import submit, get_job
-    job = submit("notebooks/ok.ipynb", {"x": 3})
-    get_job(job.id).state
+from jobrunner.jobs import submit, get_job
+job = submit("notebooks/ok.ipynb", {"x": 3})
+get_job(job.id).state
 """
 
 from __future__ import annotations
@@ -24,26 +24,39 @@ from jobrunner.store.states import JobState, transition, utcnow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["cancel_job", "get_job", "job_events", "job_output_html", "job_output_notebook", "list_jobs",
-           "resolve_notebook", "submit"]
+__all__ = [
+    "cancel_job",
+    "get_job",
+    "job_events",
+    "job_output_html",
+    "job_output_notebook",
+    "list_jobs",
+    "resolve_notebook",
+    "submit",
+]
 
 
 def resolve_notebook(notebook: str, settings: Settings) -> tuple[Path, str]:
     """(absolute path, project-relative label) of a submitted notebook; refuses paths outside the roots."""
     if any(ord(c) < 32 or ord(c) == 127 for c in notebook):  # NUL would reach os.path as a ValueError
-        raise NotebookNotFound(f"notebook path {notebook!r} contains a control character (such as NUL); "
-                               "notebook paths never do")
+        raise NotebookNotFound(
+            f"notebook path {notebook!r} contains a control character (such as NUL); notebook paths never do"
+        )
     project = settings.project_dir.resolve()
     raw = PurePosixPath(notebook.replace("\\", "/"))
     if raw.is_absolute() or ".." in raw.parts:
-        raise NotebookNotFound(f"notebook path {notebook!r} must be relative to the project and stay inside "
-                               f"the notebook roots {settings.notebook_roots}")
+        raise NotebookNotFound(
+            f"notebook path {notebook!r} must be relative to the project and stay inside "
+            f"the notebook roots {settings.notebook_roots}"
+        )
     full = (project / raw).resolve()  # also resolves symlinks that point outside
     roots = settings.notebook_root_paths()
     if not any(full.is_relative_to(root) for root in roots):
-        raise NotebookNotFound(f"notebook {notebook!r} is outside the notebook roots "
-                               f"{settings.notebook_roots} "
-                               "(set JOBRUNNER_NOTEBOOK_ROOTS to allow other folders)")
+        raise NotebookNotFound(
+            f"notebook {notebook!r} is outside the notebook roots "
+            f"{settings.notebook_roots} "
+            "(set JOBRUNNER_NOTEBOOK_ROOTS to allow other folders)"
+        )
     if full.suffix != ".ipynb":
         raise NotebookNotFound(f"not a notebook (expected a .ipynb file): {notebook}")
     if not full.is_file():
@@ -51,10 +64,20 @@ def resolve_notebook(notebook: str, settings: Settings) -> tuple[Path, str]:
     return full, full.relative_to(project).as_posix()
 
 
-def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempotency_key: str | None = None,
-           submitter: str | None = None, timeout: float | None = None, kernel: str | None = None,
-           notify: str | None = None, notify_on: str | None = None, write_workspace: bool = False,
-           cache: bool = True, settings: Settings | None = None) -> JobRead:
+def submit(
+    notebook: str,
+    parameters: dict[str, Any] | None = None,
+    *,
+    idempotency_key: str | None = None,
+    submitter: str | None = None,
+    timeout: float | None = None,
+    kernel: str | None = None,
+    notify: str | None = None,
+    notify_on: str | None = None,
+    write_workspace: bool = False,
+    cache: bool = True,
+    settings: Settings | None = None,
+) -> JobRead:
     """Validate and queue a notebook job; returns it in state QUEUED (or the existing job for the key).
 
     `timeout` (seconds) limits each attempt of this job; the worker's own limit (JOBRUNNER_TIMEOUT) still
@@ -86,19 +109,32 @@ def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempoten
     schema = read_schema(full, label)
     values = schema.validate(dict(parameters or {}))
     check_outputs(schema, values, settings.project_dir, write_workspace=write_workspace)
-    check_sizes(values, notebook=label, max_value_bytes=settings.max_parameter_bytes,
-                max_total_bytes=settings.max_parameters_bytes)
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
-                                or not 0 < timeout <= MAX_TIMEOUT):
+    check_sizes(
+        values,
+        notebook=label,
+        max_value_bytes=settings.max_parameter_bytes,
+        max_total_bytes=settings.max_parameters_bytes,
+    )
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= MAX_TIMEOUT
+    ):
         raise InvalidTimeout(timeout)
     from jobrunner.execution.kernels import check_kernel_name
     from jobrunner.store.notify import check_notify
 
     kernel = check_kernel_name(kernel)
     notify, notify_on = check_notify(notify, notify_on)
-    job_in = JobCreate(notebook=label, parameters=values, idempotency_key=idempotency_key,
-                       submitter=submitter, timeout_seconds=timeout, kernel_name=kernel, notify_url=notify,
-                       notify_on=notify_on, write_workspace=write_workspace)
+    job_in = JobCreate(
+        notebook=label,
+        parameters=values,
+        idempotency_key=idempotency_key,
+        submitter=submitter,
+        timeout_seconds=timeout,
+        kernel_name=kernel,
+        notify_url=notify,
+        notify_on=notify_on,
+        write_workspace=write_workspace,
+    )
     job_in.use_cache = cache
     source = _cache_lookup(job_in, full, schema, values, settings) if cache and not write_workspace else None
     with session_scope(settings) as session:
@@ -112,17 +148,20 @@ def submit(notebook: str, parameters: dict[str, Any] | None = None, *, idempoten
 
         # the hit is in the job store now; tagging the reused MLflow run (importing MLflow in a fresh
         # process takes a second) happens beside the caller, in a thread the interpreter waits for at exit
-        threading.Thread(target=tag_cache_hit, name=f"cache-hit-{result.id[:8]}",
-                         args=(settings.mlflow_tracking_uri or "", result.mlflow_run_id, result.id,
-                               result.cached_from)).start()
+        threading.Thread(
+            target=tag_cache_hit,
+            name=f"cache-hit-{result.id[:8]}",
+            args=(settings.mlflow_tracking_uri or "", result.mlflow_run_id, result.id, result.cached_from),
+        ).start()
     elif created:
         log.info("job %s queued: %s", result.id, label)
         _publish_now(settings)
     return result
 
 
-def _cache_lookup(job_in: JobCreate, path: Path, schema: Any, values: dict[str, Any],
-                  settings: Settings) -> Any:
+def _cache_lookup(
+    job_in: JobCreate, path: Path, schema: Any, values: dict[str, Any], settings: Settings
+) -> Any:
     """Set `job_in.cache_key`; return a reusable earlier execution (a Job row), or None: a miss."""
     from jobrunner.execution import runcache
     from jobrunner.execution.params import read_notebook
@@ -138,8 +177,9 @@ def _cache_lookup(job_in: JobCreate, path: Path, schema: Any, values: dict[str, 
     for candidate in candidates:
         if runcache.reusable(candidate):
             return candidate
-        log.info("run cache: job %s has the key but its stored outputs changed or are gone; a miss",
-                 candidate.id)
+        log.info(
+            "run cache: job %s has the key but its stored outputs changed or are gone; a miss", candidate.id
+        )
     return None
 
 
@@ -152,8 +192,9 @@ def _publish_now(settings: Settings) -> None:
     try:
         relay_once(settings, connect_attempts=1)
     except Exception as exc:  # noqa: BLE001 - the outbox keeps the job; a worker's relay retries
-        log.warning("broker unavailable, job stays in the outbox until a worker's relay publishes it: %s",
-                    exc)
+        log.warning(
+            "broker unavailable, job stays in the outbox until a worker's relay publishes it: %s", exc
+        )
 
 
 def get_job(job_id: str, *, settings: Settings | None = None) -> JobRead:
@@ -166,9 +207,14 @@ def get_job(job_id: str, *, settings: Settings | None = None) -> JobRead:
         return JobRead.from_row(job)
 
 
-def wait_for_job(job_id: str, *, timeout: float | None = None, poll: float = 0.5,
-                 on_update: Callable[[JobRead], None] | None = None,
-                 settings: Settings | None = None) -> JobRead:
+def wait_for_job(
+    job_id: str,
+    *,
+    timeout: float | None = None,
+    poll: float = 0.5,
+    on_update: Callable[[JobRead], None] | None = None,
+    settings: Settings | None = None,
+) -> JobRead:
     """Poll until the job is SUCCEEDED, FAILED or CANCELLED and return it.
 
     `on_update` sees every polled state (progress bars). A store that is briefly down is waited out
@@ -223,16 +269,22 @@ class JobHandle:
         self.job = cancel_job(self.id, settings=self._settings)
         return self.job
 
-    def wait(self, timeout: float | None = None, *, progress: bool = True, check: bool = True,
-             poll: float = 0.5) -> JobRead:
+    def wait(
+        self, timeout: float | None = None, *, progress: bool = True, check: bool = True, poll: float = 0.5
+    ) -> JobRead:
         """Block until the job ends; returns it. With `check`, FAILED or CANCELLED raise JobFailed
         (its message names the cell and the error; `.job` has the details)."""
         from jobrunner.errors import JobFailed
 
         bar = JobProgressBar() if progress else None
         try:
-            self.job = wait_for_job(self.id, timeout=timeout, poll=poll, settings=self._settings,
-                                    on_update=bar.update if bar else None)
+            self.job = wait_for_job(
+                self.id,
+                timeout=timeout,
+                poll=poll,
+                settings=self._settings,
+                on_update=bar.update if bar else None,
+            )
         finally:
             if bar is not None:
                 bar.close()
@@ -268,8 +320,14 @@ class JobProgressBar:
             self.bar.close()
 
 
-def list_jobs(*, state: str | None = None, notebook: str | None = None, limit: int = 50, offset: int = 0,
-              settings: Settings | None = None) -> JobList:
+def list_jobs(
+    *,
+    state: str | None = None,
+    notebook: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    settings: Settings | None = None,
+) -> JobList:
     from jobrunner.store import queries as store
 
     if state is not None:
@@ -277,8 +335,9 @@ def list_jobs(*, state: str | None = None, notebook: str | None = None, limit: i
     limit = max(1, min(limit, 1000))
     offset = max(0, offset)
     with session_scope(settings or get_settings()) as session:
-        rows, total = store.list_jobs(session=session, state=state, notebook=notebook, limit=limit,
-                                      offset=offset)
+        rows, total = store.list_jobs(
+            session=session, state=state, notebook=notebook, limit=limit, offset=offset
+        )
         return JobList(items=[JobRead.from_row(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
@@ -298,10 +357,16 @@ def cancel_job(job_id: str, *, settings: Settings | None = None) -> JobRead:
 
     settings = settings or get_settings()
     with session_scope(settings) as session:
-        changed = transition(session, job_id, [JobState.QUEUED], JobState.CANCELLED,
-                             event="cancelled while queued", finished_at=utcnow(), error_kind=FailureKind.CANCELLED,
-                             error_message="cancelled before it started") or transition(
-            session, job_id, [JobState.RUNNING], JobState.CANCELLING, event="cancel requested")
+        changed = transition(
+            session,
+            job_id,
+            [JobState.QUEUED],
+            JobState.CANCELLED,
+            event="cancelled while queued",
+            finished_at=utcnow(),
+            error_kind=FailureKind.CANCELLED,
+            error_message="cancelled before it started",
+        ) or transition(session, job_id, [JobState.RUNNING], JobState.CANCELLING, event="cancel requested")
         job = store.get_job(session=session, job_id=job_id)
         if job is None:
             raise JobNotFound(job_id)
@@ -364,12 +429,17 @@ def list_dead_letters(settings: Settings | None = None, limit: int = 100) -> lis
         return broker.dead_letters(limit)
     with session_scope(settings) as session:
         rows = store.dead_outbox(session=session, limit=limit)
-        return [DeadLetter((r.payload or {}).get("job_id"), r.dead_reason or "rejected",
-                           json.dumps(r.payload), r.id) for r in rows]
+        return [
+            DeadLetter(
+                (r.payload or {}).get("job_id"), r.dead_reason or "rejected", json.dumps(r.payload), r.id
+            )
+            for r in rows
+        ]
 
 
-def requeue_dead_letters(settings: Settings | None, job_ids: set[str] | None, *,
-                         discard: bool = False) -> RequeueReport:
+def requeue_dead_letters(
+    settings: Settings | None, job_ids: set[str] | None, *, discard: bool = False
+) -> RequeueReport:
     """Make dead-lettered jobs (all if `job_ids` is None) QUEUED with fresh attempts and resend them.
 
     Letters that cannot be requeued (not a job message, no such job, the job is not failed) are reported
@@ -410,11 +480,22 @@ def _reopen(settings: Settings, job_id: str) -> str | None:
     from jobrunner.store.models import Job
 
     with session_scope(settings) as session:
-        if transition(session, job_id, [JobState.FAILED], JobState.QUEUED,
-                      where=[Job.error_kind.in_([FailureKind.DEAD_LETTERED, FailureKind.INFRASTRUCTURE])],
-                      event="requeued from the dead-letter queue", attempt=0, queued_at=utcnow(),
-                      finished_at=None, error_kind=None, error_cell_index=None, error_ename=None,
-                      error_evalue=None, error_message=None):
+        if transition(
+            session,
+            job_id,
+            [JobState.FAILED],
+            JobState.QUEUED,
+            where=[Job.error_kind.in_([FailureKind.DEAD_LETTERED, FailureKind.INFRASTRUCTURE])],
+            event="requeued from the dead-letter queue",
+            attempt=0,
+            queued_at=utcnow(),
+            finished_at=None,
+            error_kind=None,
+            error_cell_index=None,
+            error_ename=None,
+            error_evalue=None,
+            error_message=None,
+        ):
             return None
         job = store.get_job(session=session, job_id=job_id) if len(job_id) <= 36 else None
         if job is None:
@@ -422,5 +503,7 @@ def _reopen(settings: Settings, job_id: str) -> str | None:
         if job.state == JobState.QUEUED.value:
             return None  # requeued already (an earlier requeue, a retry): one more message is harmless
         kind = f" ({job.error_kind})" if job.error_kind else ""
-        return (f"the job is {job.state}{kind}; only jobs given up after infrastructure errors or "
-                "dead-lettered are requeued")
+        return (
+            f"the job is {job.state}{kind}; only jobs given up after infrastructure errors or "
+            "dead-lettered are requeued"
+        )

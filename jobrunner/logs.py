@@ -49,7 +49,9 @@ def configure_logging(level: str | int = "INFO", json_lines: bool = True) -> Non
     root = logging.getLogger()
     # ours from an earlier call, and a plain stderr handler of logging.basicConfig (the CLI's), so no line
     # is written twice; other handlers (pytest's capture, files) stay
-    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False) or type(h) is logging.StreamHandler]:
+    for old in [
+        h for h in root.handlers if getattr(h, _HANDLER_MARK, False) or type(h) is logging.StreamHandler
+    ]:
         root.removeHandler(old)
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)

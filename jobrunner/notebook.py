@@ -73,8 +73,13 @@ def log_metrics(metrics: Mapping[str, float], *, step: int | None = None, path: 
     print("metrics:", ", ".join(f"{k}={v:.4g}" for k, v in clean.items()))
 
 
-def submit(notebook: str, parameters: Mapping[str, object] | None = None, *, timeout: float | None = None,
-           idempotency_key: str | None = None) -> Any:
+def submit(
+    notebook: str,
+    parameters: Mapping[str, object] | None = None,
+    *,
+    timeout: float | None = None,
+    idempotency_key: str | None = None,
+) -> Any:
     """Queue NOTEBOOK as a job on the platform's workers; returns a handle with `wait()` and `cancel()`.
 
     The parameters are checked against the notebook's parameters cell now, so a typo fails here and not
@@ -89,6 +94,11 @@ def submit(notebook: str, parameters: Mapping[str, object] | None = None, *, tim
     from jobrunner.jobs import JobHandle
     from jobrunner.jobs import submit as submit_job
 
-    job = submit_job(notebook, dict(parameters or {}), idempotency_key=idempotency_key,
-                     submitter=f"{getpass.getuser()} (notebook)", timeout=timeout)
+    job = submit_job(
+        notebook,
+        dict(parameters or {}),
+        idempotency_key=idempotency_key,
+        submitter=f"{getpass.getuser()} (notebook)",
+        timeout=timeout,
+    )
     return JobHandle(job)

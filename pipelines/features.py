@@ -79,8 +79,9 @@ def _json_value(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def model_metadata(*, task: str, target: str, features: Sequence[Feature],
-                   classes: Sequence[Any] | None = None) -> dict[str, Any]:
+def model_metadata(
+    *, task: str, target: str, features: Sequence[Feature], classes: Sequence[Any] | None = None
+) -> dict[str, Any]:
     """The `jobrunner` block of the MLflow model metadata (the contract with serving and dashboards)."""
     block: dict[str, Any] = {"task": task, "target": target}
     if task == "classification":
@@ -154,7 +155,9 @@ class DatetimeParts(TransformerMixin, BaseEstimator):
 
 
 def _missing(value: Any) -> bool:
-    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and np.isnan(value))
+    return (
+        value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and np.isnan(value))
+    )
 
 
 def _as_utc_naive(series: pd.Series) -> pd.Series:
@@ -168,8 +171,9 @@ def _as_utc_naive(series: pd.Series) -> pd.Series:
 
 
 # -- the preprocessing step ----------------------------------------------------------------------------
-def build_preprocessor(kinds: Mapping[str, str], *, scale: bool, encoding: str,
-                       max_onehot_categories: int) -> Any:
+def build_preprocessor(
+    kinds: Mapping[str, str], *, scale: bool, encoding: str, max_onehot_categories: int
+) -> Any:
     """A ColumnTransformer for the raw columns: impute, encode categories, scale when `scale`.
 
     `encoding` is "onehot" (unknown categories become all zeros; categories beyond
@@ -181,7 +185,9 @@ def build_preprocessor(kinds: Mapping[str, str], *, scale: bool, encoding: str,
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
     def numeric_tail() -> list[Any]:
-        return [SimpleImputer(strategy="median", keep_empty_features=True)] + ([StandardScaler()] if scale else [])
+        return [SimpleImputer(strategy="median", keep_empty_features=True)] + (
+            [StandardScaler()] if scale else []
+        )
 
     by_kind: dict[str, list[str]] = {k: [n for n, kind in kinds.items() if kind == k] for k in KINDS}
     steps: list[tuple[str, Any, list[str]]] = []
@@ -193,8 +199,11 @@ def build_preprocessor(kinds: Mapping[str, str], *, scale: bool, encoding: str,
         steps.append(("datetime", make_pipeline(DatetimeParts(), *numeric_tail()), by_kind["datetime"]))
     if by_kind["categorical"]:
         if encoding == "onehot":
-            encoder: Any = OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=max_onehot_categories,
-                                         sparse_output=False)
+            encoder: Any = OneHotEncoder(
+                handle_unknown="infrequent_if_exist",
+                max_categories=max_onehot_categories,
+                sparse_output=False,
+            )
         elif encoding == "ordinal":
             encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)
         else:

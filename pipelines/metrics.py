@@ -32,8 +32,10 @@ def resolve_metric(metric: str, task: str) -> str:
         return DEFAULT_METRIC[task]
     allowed = metrics_for(task)
     if metric not in allowed:
-        raise ValueError(f"unknown promotion metric {metric!r} for {task}; choose auto or one of "
-                         f"{', '.join(allowed)} (promotion.metric)")
+        raise ValueError(
+            f"unknown promotion metric {metric!r} for {task}; choose auto or one of "
+            f"{', '.join(allowed)} (promotion.metric)"
+        )
     return metric
 
 

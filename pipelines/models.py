@@ -43,29 +43,39 @@ class Family:
 def _random_forest_classifier(p: Mapping[str, Any]) -> Any:
     from sklearn.ensemble import RandomForestClassifier
 
-    return RandomForestClassifier(n_estimators=p["n_estimators"], max_depth=p["max_depth"],
-                                  random_state=p["seed"], n_jobs=1)
+    return RandomForestClassifier(
+        n_estimators=p["n_estimators"], max_depth=p["max_depth"], random_state=p["seed"], n_jobs=1
+    )
 
 
 def _random_forest_regressor(p: Mapping[str, Any]) -> Any:
     from sklearn.ensemble import RandomForestRegressor
 
-    return RandomForestRegressor(n_estimators=p["n_estimators"], max_depth=p["max_depth"],
-                                 random_state=p["seed"], n_jobs=1)
+    return RandomForestRegressor(
+        n_estimators=p["n_estimators"], max_depth=p["max_depth"], random_state=p["seed"], n_jobs=1
+    )
 
 
 def _gradient_boosting_classifier(p: Mapping[str, Any]) -> Any:
     from sklearn.ensemble import GradientBoostingClassifier
 
-    return GradientBoostingClassifier(n_estimators=p["n_estimators"], max_depth=p["max_depth"] or 3,
-                                      learning_rate=p["learning_rate"], random_state=p["seed"])
+    return GradientBoostingClassifier(
+        n_estimators=p["n_estimators"],
+        max_depth=p["max_depth"] or 3,
+        learning_rate=p["learning_rate"],
+        random_state=p["seed"],
+    )
 
 
 def _gradient_boosting_regressor(p: Mapping[str, Any]) -> Any:
     from sklearn.ensemble import GradientBoostingRegressor
 
-    return GradientBoostingRegressor(n_estimators=p["n_estimators"], max_depth=p["max_depth"] or 3,
-                                     learning_rate=p["learning_rate"], random_state=p["seed"])
+    return GradientBoostingRegressor(
+        n_estimators=p["n_estimators"],
+        max_depth=p["max_depth"] or 3,
+        learning_rate=p["learning_rate"],
+        random_state=p["seed"],
+    )
 
 
 def _logistic(p: Mapping[str, Any]) -> Any:
@@ -81,9 +91,12 @@ def _ridge(p: Mapping[str, Any]) -> Any:
 
 
 FAMILIES: dict[str, Family] = {
-    "random_forest": Family(_random_forest_classifier, _random_forest_regressor, scale=False, encoding="ordinal"),
-    "gradient_boosting": Family(_gradient_boosting_classifier, _gradient_boosting_regressor, scale=False,
-                                encoding="ordinal"),
+    "random_forest": Family(
+        _random_forest_classifier, _random_forest_regressor, scale=False, encoding="ordinal"
+    ),
+    "gradient_boosting": Family(
+        _gradient_boosting_classifier, _gradient_boosting_regressor, scale=False, encoding="ordinal"
+    ),
     "logistic_regression": Family(_logistic, None, scale=True, encoding="onehot"),
     "linear": Family(_logistic, _ridge, scale=True, encoding="onehot"),  # Ridge for regression
 }
@@ -94,14 +107,25 @@ def family(model_type: str, task: str) -> Family:
         raise ValueError(f"unknown model_type {model_type!r}; choose one of {', '.join(FAMILIES)}")
     chosen = FAMILIES[model_type]
     if (chosen.classifier if task == "classification" else chosen.regressor) is None:
-        usable = [n for n, f in FAMILIES.items() if (f.classifier if task == "classification" else f.regressor)]
-        raise ValueError(f"model_type {model_type!r} has no {task} model; for {task} choose one of "
-                         f"{', '.join(usable)} (train.model_type), or set prepare.task")
+        usable = [
+            n for n, f in FAMILIES.items() if (f.classifier if task == "classification" else f.regressor)
+        ]
+        raise ValueError(
+            f"model_type {model_type!r} has no {task} model; for {task} choose one of "
+            f"{', '.join(usable)} (train.model_type), or set prepare.task"
+        )
     return chosen
 
 
-def build_model(model_type: str, task: str, kinds: Mapping[str, str], hyper: Mapping[str, Any], *,
-                encoding: str = "auto", max_onehot_categories: int = 20) -> Any:
+def build_model(
+    model_type: str,
+    task: str,
+    kinds: Mapping[str, str],
+    hyper: Mapping[str, Any],
+    *,
+    encoding: str = "auto",
+    max_onehot_categories: int = 20,
+) -> Any:
     """Pipeline(features=ColumnTransformer over the raw columns, model=the family's estimator)."""
     from sklearn.pipeline import Pipeline
 
@@ -109,6 +133,7 @@ def build_model(model_type: str, task: str, kinds: Mapping[str, str], hyper: Map
     make = chosen.classifier if task == "classification" else chosen.regressor
     assert make is not None  # family() refused the combination otherwise
     encoding = chosen.encoding if encoding == "auto" else encoding
-    features = build_preprocessor(kinds, scale=chosen.scale, encoding=encoding,
-                                  max_onehot_categories=max_onehot_categories)
+    features = build_preprocessor(
+        kinds, scale=chosen.scale, encoding=encoding, max_onehot_categories=max_onehot_categories
+    )
     return Pipeline([("features", features), ("model", make(hyper))])

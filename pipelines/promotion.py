@@ -56,8 +56,9 @@ class Decision:
         return f"KEPT v{self.champion_version} as @{self.alias}; {head} ({self.reason})"
 
 
-def decide(candidate: float, champion: float | None, min_improvement: float,
-           lower_is_better: bool = False) -> tuple[bool, str]:
+def decide(
+    candidate: float, champion: float | None, min_improvement: float, lower_is_better: bool = False
+) -> tuple[bool, str]:
     """Pure decision rule: promote the first model, or one that beats the champion by min_improvement."""
     if champion is None:
         return True, "first model: no champion yet"
@@ -75,8 +76,11 @@ def _contract(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return block if isinstance(block, dict) else None
 
 
-def compatibility(candidate: Mapping[str, Any] | None, champion: Mapping[str, Any] | None,
-                  champion_inputs: list[str] | None = None) -> str | None:
+def compatibility(
+    candidate: Mapping[str, Any] | None,
+    champion: Mapping[str, Any] | None,
+    champion_inputs: list[str] | None = None,
+) -> str | None:
     """Why the candidate cannot replace the champion (another task, target or feature set), or None.
 
     `candidate`/`champion` are MLflow model metadata (the `jobrunner` block written by 03_train). A champion
@@ -89,20 +93,26 @@ def compatibility(candidate: Mapping[str, Any] | None, champion: Mapping[str, An
         if champion_inputs is not None:
             names = [f["name"] for f in cand.get("features", [])]
             if sorted(names) != sorted(champion_inputs):
-                return (f"the candidate's features {sorted(names)} differ from the champion's inputs "
-                        f"{sorted(champion_inputs)}")
+                return (
+                    f"the candidate's features {sorted(names)} differ from the champion's inputs "
+                    f"{sorted(champion_inputs)}"
+                )
         return None
     for key in ("task", "target"):
         if cand.get(key) != champ.get(key):
-            return (f"the candidate's {key} is {cand.get(key)!r}, the champion's is {champ.get(key)!r}: "
-                    "register it under another evaluate.model_name")
+            return (
+                f"the candidate's {key} is {cand.get(key)!r}, the champion's is {champ.get(key)!r}: "
+                "register it under another evaluate.model_name"
+            )
     theirs = {f["name"]: f["kind"] for f in champ.get("features", [])}
     ours = {f["name"]: f["kind"] for f in cand.get("features", [])}
     if ours != theirs:
         added, removed = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
         changed = sorted(n for n in set(ours) & set(theirs) if ours[n] != theirs[n])
-        return (f"the candidate's features differ from the champion's (new: {added}, missing: {removed}, "
-                f"other kind: {changed}): register it under another evaluate.model_name")
+        return (
+            f"the candidate's features differ from the champion's (new: {added}, missing: {removed}, "
+            f"other kind: {changed}): register it under another evaluate.model_name"
+        )
     return None
 
 
@@ -149,8 +159,19 @@ def promote(
             except Exception as exc:  # noqa: BLE001 - any failure to score the champion here is a refusal
                 problem = f"the champion v{champion.version} cannot be scored on this holdout: {exc}"
         if problem is not None:
-            decision = Decision(model_name, alias, metric, float(min_improvement), None, float(candidate),
-                                int(champion.version), None, False, problem, refused=True)
+            decision = Decision(
+                model_name,
+                alias,
+                metric,
+                float(min_improvement),
+                None,
+                float(candidate),
+                int(champion.version),
+                None,
+                False,
+                problem,
+                refused=True,
+            )
             log.warning(decision.summary())
             return decision
 

@@ -59,7 +59,9 @@ def load_params(project: Path, profile: str | None = None) -> dict[str, Any]:
     profiles = params.pop("profiles", {}) or {}
     if profile:
         if profile not in profiles:
-            raise StageError(f"params.yaml has no profile '{profile}'; profiles: {', '.join(profiles) or 'none'}")
+            raise StageError(
+                f"params.yaml has no profile '{profile}'; profiles: {', '.join(profiles) or 'none'}"
+            )
         params = deep_merge(params, profiles[profile])
     return params
 
@@ -93,10 +95,24 @@ def stage_plan(name: str, project: Path, profile: str | None = None) -> dict[str
         values.update(params[section])
     values.update(meta.get("parameters") or {})
     executed = REPORTS_DIR / f"{Path(notebook).stem}.ipynb"
-    deps = [d for d in _names(stage.get("deps", [])) if d != notebook and not d.startswith(("pipelines", "jobrunner"))]
-    outs = [o for o in _names(stage.get("outs", [])) + _names(stage.get("metrics", [])) if not o.startswith(str(REPORTS_DIR))]
-    return {"stage": name, "notebook": notebook, "parameters": values, "inputs": deps, "outputs": outs,
-            "output_path": str(executed)}
+    deps = [
+        d
+        for d in _names(stage.get("deps", []))
+        if d != notebook and not d.startswith(("pipelines", "jobrunner"))
+    ]
+    outs = [
+        o
+        for o in _names(stage.get("outs", [])) + _names(stage.get("metrics", []))
+        if not o.startswith(str(REPORTS_DIR))
+    ]
+    return {
+        "stage": name,
+        "notebook": notebook,
+        "parameters": values,
+        "inputs": deps,
+        "outputs": outs,
+        "output_path": str(executed),
+    }
 
 
 def run_stage(name: str, *, profile: str | None = None, quiet: bool = False, cache: bool = True) -> int:
@@ -125,15 +141,22 @@ def run_stage(name: str, *, profile: str | None = None, quiet: bool = False, cac
         )
     where = f"executed notebook: {result.output_path.relative_to(project)}"
     if result.ok and result.cached_from:
-        print(f"stage {name}: run cache hit - same code, parameters, data and environment as MLflow run "
-              f"{result.cached_from}; its outputs restored, nothing executed", file=sys.stderr)
+        print(
+            f"stage {name}: run cache hit - same code, parameters, data and environment as MLflow run "
+            f"{result.cached_from}; its outputs restored, nothing executed",
+            file=sys.stderr,
+        )
         return 0
     if result.ok:
-        print(f"stage {name}: succeeded in {result.duration:.1f}s (MLflow run {result.run_id}); {where}",
-              file=sys.stderr)
+        print(
+            f"stage {name}: succeeded in {result.duration:.1f}s (MLflow run {result.run_id}); {where}",
+            file=sys.stderr,
+        )
         return 0
     failure = result.failure
-    print(f"stage {name}: FAILED - {failure.message if failure else 'unknown error'}; {where}", file=sys.stderr)
+    print(
+        f"stage {name}: FAILED - {failure.message if failure else 'unknown error'}; {where}", file=sys.stderr
+    )
     return 1
 
 
@@ -146,13 +169,19 @@ def main(argv: list[str] | None = None) -> int:
         return code
     parser = argparse.ArgumentParser(prog="python -m pipelines.stage", description=__doc__.split("\n")[0])
     parser.add_argument("stage", help="stage name in dvc.yaml")
-    parser.add_argument("--profile", default=os.environ.get("JOBRUNNER_PARAMS_PROFILE") or None,
-                        help="params.yaml profile to overlay (default: $JOBRUNNER_PARAMS_PROFILE)")
+    parser.add_argument(
+        "--profile",
+        default=os.environ.get("JOBRUNNER_PARAMS_PROFILE") or None,
+        help="params.yaml profile to overlay (default: $JOBRUNNER_PARAMS_PROFILE)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--no-cache", action="store_true",
-                        default=os.environ.get("JOBRUNNER_STAGE_CACHE", "on").lower() in ("off", "0", "false"),
-                        help="execute even if a recorded run has the same run-cache key "
-                             "(default: $JOBRUNNER_STAGE_CACHE=off)")
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        default=os.environ.get("JOBRUNNER_STAGE_CACHE", "on").lower() in ("off", "0", "false"),
+        help="execute even if a recorded run has the same run-cache key "
+        "(default: $JOBRUNNER_STAGE_CACHE=off)",
+    )
     args = parser.parse_args(argv)
     try:
         return run_stage(args.stage, profile=args.profile, quiet=args.quiet, cache=not args.no_cache)

@@ -27,11 +27,12 @@ def champion_summary(model_name: str, alias: str) -> dict[str, Any]:
         raise LookupError(
             f"no model is @{alias} for '{model_name}' in {settings.mlflow_tracking_uri}; run `dvc repro` first"
         ) from exc
-    metrics = {k[len("holdout_"):]: float(v) for k, v in version.tags.items() if k.startswith("holdout_")}
+    metrics = {k[len("holdout_") :]: float(v) for k, v in version.tags.items() if k.startswith("holdout_")}
     # The newest version's decision: the last evaluation (the DVC metrics hold scores only, because a
     # decision depends on what the registry held before).
-    versions = client.search_model_versions(f"name = '{model_name}'", order_by=["version_number DESC"],
-                                            max_results=1)
+    versions = client.search_model_versions(
+        f"name = '{model_name}'", order_by=["version_number DESC"], max_results=1
+    )
     latest = versions[0] if versions else version
     return {
         "model": model_name,
@@ -73,15 +74,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  holdout metrics: {metrics}")
     print(f"  {info['task']}; promotion: {info['decision']} - {info['reason']}")
     if info["latest_version"] != info["version"]:
-        print(f"  latest candidate: version {info['latest_version']} {info['latest_decision']} - "
-              f"{info['latest_reason']}")
+        print(
+            f"  latest candidate: version {info['latest_version']} {info['latest_decision']} - "
+            f"{info['latest_reason']}"
+        )
     print(f"  trained in MLflow run {info['run_id']}")
     print("Executed notebooks (HTML, open in a browser; .ipynb beside them):")
     for path in info["executed_notebooks"]:
         print(f"  {path}")
     print("MLflow UI:")
     if uri.startswith("sqlite:"):
-        print(f"  make mlflow-ui   (or: .venv/bin/mlflow ui --backend-store-uri {uri}) -> http://127.0.0.1:5000")
+        print(
+            f"  make mlflow-ui   (or: .venv/bin/mlflow ui --backend-store-uri {uri}) -> http://127.0.0.1:5000"
+        )
     else:
         print(f"  {uri}")
     return 0

@@ -99,8 +99,16 @@ def find(model_dir: Path, client: Any = None) -> TrackedModel:
     client = client or MlflowClient()
     digest = dir_md5(model_dir)
     experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(experiments, filter_string=f"tags.`{MODEL_MD5_TAG}` = '{digest}'",
-                              order_by=["attributes.start_time DESC"], max_results=1) if experiments else []
+    runs = (
+        client.search_runs(
+            experiments,
+            filter_string=f"tags.`{MODEL_MD5_TAG}` = '{digest}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if experiments
+        else []
+    )
     if not runs:
         raise ModelNotTracked(
             f"no MLflow run in {client.tracking_uri} logged the model in {model_dir} (md5 {digest}); "

@@ -46,14 +46,20 @@ def feature_problems(features: pd.DataFrame, limits: Limits) -> list[str]:
                 f"column '{name}' is {missing:.1%} missing, above prepare.max_missing_fraction="
                 f"{limits.max_missing_fraction}: raise the limit or {drop}"
             )
-        elif kind == "categorical" and _unique_fraction(column) > limits.max_unique_fraction and len(column) > 1:
+        elif (
+            kind == "categorical"
+            and _unique_fraction(column) > limits.max_unique_fraction
+            and len(column) > 1
+        ):
             problems.append(
                 f"column '{name}' has a different value in {_unique_fraction(column):.0%} of rows, like an "
                 f"identifier (above prepare.max_unique_fraction={limits.max_unique_fraction}): {drop}"
             )
         elif kind == "numeric" and _counts_rows(column):
-            problems.append(f"column '{name}' numbers the rows (one value per row, consecutive), like an "
-                            f"identifier: {drop}")
+            problems.append(
+                f"column '{name}' numbers the rows (one value per row, consecutive), like an "
+                f"identifier: {drop}"
+            )
     return problems
 
 
@@ -76,21 +82,29 @@ def label_problems(labels: pd.Series, task: str, target: str, limits: Limits) ->
         return [f"the label column '{target}' has no values (ingest.target names the label column)"]
     if task == "regression":
         if not pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
-            return [f"prepare.task=regression needs a numeric label, but '{target}' holds {values.dtype} values "
-                    "(set prepare.task=classification or auto)"]
+            return [
+                f"prepare.task=regression needs a numeric label, but '{target}' holds {values.dtype} values "
+                "(set prepare.task=classification or auto)"
+            ]
         if values.nunique() < 2:
-            return [f"the label '{target}' has a single value {values.tolist()[0]!r}: nothing to predict "
-                    "(ingest.target names the label column)"]
+            return [
+                f"the label '{target}' has a single value {values.tolist()[0]!r}: nothing to predict "
+                "(ingest.target names the label column)"
+            ]
         return []
     counts = values.value_counts()
     if len(counts) < 2:
-        return [f"need at least two classes in the label '{target}', found {counts.index.tolist()} "
-                "(ingest.target names the label column)"]
+        return [
+            f"need at least two classes in the label '{target}', found {counts.index.tolist()} "
+            "(ingest.target names the label column)"
+        ]
     rarest = counts.index.tolist()[int(np.argmin(counts.to_numpy()))]
     share = counts.min() / len(values)
     if share < limits.min_class_fraction:
-        return [f"class {rarest!r} of '{target}' is {share:.1%} of rows, below prepare.min_class_fraction="
-                f"{limits.min_class_fraction} (lower it, or collect more rows of that class)"]
+        return [
+            f"class {rarest!r} of '{target}' is {share:.1%} of rows, below prepare.min_class_fraction="
+            f"{limits.min_class_fraction} (lower it, or collect more rows of that class)"
+        ]
     return []
 
 
@@ -105,7 +119,9 @@ def check_drop_columns(frame: pd.DataFrame, drop_columns: Sequence[str]) -> list
 def validate(frame: pd.DataFrame, *, task: str, target: str, limits: Limits) -> list[str]:
     """Every problem of the (labelled, drop_columns already removed) table, as messages; empty when usable."""
     if TARGET not in frame.columns:
-        return [f"no '{TARGET}' column: 01_ingest writes the label column named by ingest.target as '{TARGET}'"]
+        return [
+            f"no '{TARGET}' column: 01_ingest writes the label column named by ingest.target as '{TARGET}'"
+        ]
     features = frame.drop(columns=[TARGET])
     problems = label_problems(frame[TARGET], task, target, limits)
     if features.shape[1] == 0:

@@ -220,8 +220,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     # every error status each operation can answer, with the body it sends: serve/contract.py
     install_contract(
-        app, [jobs.notebook_schema_part(), feedback.label_schema_part(app), schedules.schedule_schema_part(),
-              events.stream_schema_part()]
+        app,
+        [
+            jobs.notebook_schema_part(),
+            feedback.label_schema_part(app),
+            schedules.schedule_schema_part(),
+            events.stream_schema_part(),
+        ],
     )
 
     cfg = settings_factory()  # read when the app is built (for uvicorn: at start-up), never at import

@@ -48,7 +48,9 @@ class ErrorBody(BaseModel):
     """The body of every error response."""
 
     detail: str = Field(description="What was wrong and what to do")
-    problems: list[ErrorProblem] | None = Field(default=None, description="Each problem, when there are several")
+    problems: list[ErrorProblem] | None = Field(
+        default=None, description="Each problem, when there are several"
+    )
     trace_id: str | None = Field(default=None, description="Find the request's log lines and spans by it")
 
 

@@ -62,8 +62,12 @@ class FeedbackService:
     ) -> dict:
         correct = None
         if regression:  # "correct" means the exact value; the live metrics are MAE and RMSE
-            correct = abs(float(prediction.label) - float(true_label)) <= 1e-12 * max(1.0, abs(float(true_label)))
-        item = store.record_feedback(self.engine, prediction=prediction, true_label=true_label, correct=correct)
+            correct = abs(float(prediction.label) - float(true_label)) <= 1e-12 * max(
+                1.0, abs(float(true_label))
+            )
+        item = store.record_feedback(
+            self.engine, prediction=prediction, true_label=true_label, correct=correct
+        )
         self.metrics.feedback.labels(
             prediction.model_name, prediction.model_version, str(item.correct).lower()
         ).inc()
@@ -82,7 +86,9 @@ class FeedbackService:
         if is_served:
             self._check_threshold(prediction.model_name, prediction.model_version, acc)
             acc["retrain"] = self._retrain_state(prediction.model_name, prediction.model_version)
-        classes = served.class_values if served is not None and served.version == prediction.model_version else None
+        classes = (
+            served.class_values if served is not None and served.version == prediction.model_version else None
+        )
         return {
             "prediction_id": prediction.prediction_id,
             "predicted_label": prediction.label,
@@ -109,8 +115,14 @@ class FeedbackService:
             )
             limit = s.feedback_mae_threshold
             worse = mae is not None and limit is not None and n >= s.feedback_min_samples and mae > limit
-            return out | {"labelled": n, "accuracy": None, "mae": mae, "rmse": rmse, "threshold": limit,
-                          "below_threshold": worse}
+            return out | {
+                "labelled": n,
+                "accuracy": None,
+                "mae": mae,
+                "rmse": rmse,
+                "threshold": limit,
+                "below_threshold": worse,
+            }
         n, acc = store.window_accuracy(
             self.engine, model_name=name, model_version=version, window=s.feedback_window
         )

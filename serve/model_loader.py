@@ -335,7 +335,11 @@ class ServingModel:
                     )
                 else:
                     value = row[name]
-                    if isinstance(value, bool) or not isinstance(value, _NUMBER) or not abs(value) <= MAX_DOUBLE:
+                    if (
+                        isinstance(value, bool)
+                        or not isinstance(value, _NUMBER)
+                        or not abs(value) <= MAX_DOUBLE
+                    ):
                         problems.append(
                             {
                                 "row": i,
@@ -482,8 +486,9 @@ def load_serving_model(name: str, alias: str, tracking_uri: str, batch_limit: in
     # Explicit URIs, no process-wide state: mlflow.set_registry_uri also exports MLFLOW_REGISTRY_URI, which
     # every child process (and, in tests, every later subprocess) would inherit and use as its registry.
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri,
-                                                    registry_uri=tracking_uri)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, tracking_uri=tracking_uri, registry_uri=tracking_uri
+        )
         pyfunc = mlflow.pyfunc.load_model(local)
     except Exception as exc:
         raise ModelNotReady(f"cannot load {uri}: {exc}") from exc

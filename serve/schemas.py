@@ -110,8 +110,10 @@ class StoredPrediction(BaseModel):
     label: Any
     probabilities: dict[str, float] | None = None
     trace_id: str | None = None
-    true_label: Any = Field(default=None, description="The feedback's true label, in the type of `label`; null "
-                            "while none was given")
+    true_label: Any = Field(
+        default=None,
+        description="The feedback's true label, in the type of `label`; null while none was given",
+    )
 
 
 class PredictionLineage(BaseModel):
@@ -190,9 +192,11 @@ class Ready(BaseModel):
 
 # -- jobs -----------------------------------------------------------------------------------------------
 # http(s), a host name or IPv4 address (no user:password@), an optional port 0-65535, then no blanks or control characters
-NOTIFY_URL_PATTERN = (r"^https?://[A-Za-z0-9._~%!$&'()*+,;=-]+"
-                      r"(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
-                      r"([/?#][^\s\x00-\x1f\x7f]*)?$")
+NOTIFY_URL_PATTERN = (
+    r"^https?://[A-Za-z0-9._~%!$&'()*+,;=-]+"
+    r"(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+    r"([/?#][^\s\x00-\x1f\x7f]*)?$"
+)
 
 
 class NotifyIn(BaseModel):
@@ -200,10 +204,15 @@ class NotifyIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    url: str = Field(min_length=1, max_length=2048, pattern=NOTIFY_URL_PATTERN,
-                     description="http(s) URL without credentials (bodies are signed with JOBRUNNER_NOTIFY_SECRET)")
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=NOTIFY_URL_PATTERN,
+        description="http(s) URL without credentials (bodies are signed with JOBRUNNER_NOTIFY_SECRET)",
+    )
     on: Literal["failure", "success", "both"] = Field(
-        default="failure", description="Which endings to tell (a cancel counts as a failure)")
+        default="failure", description="Which endings to tell (a cancel counts as a failure)"
+    )
 
 
 # jobrunner's JobSpec (its limits: jobrunner/limits.py) as the API takes it: JSON types as documented, no

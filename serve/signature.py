@@ -251,8 +251,14 @@ class RequestSchema:
         """The compact form -> one tuple per column in signature order; None unless `columns` names every
         feature once and every row is a list of that many values."""
         n = len(self.names)
-        if (not isinstance(columns, list) or len(columns) != n or set(columns) != self._name_set
-                or not isinstance(data, list) or not data or not all(type(r) is list and len(r) == n for r in data)):
+        if (
+            not isinstance(columns, list)
+            or len(columns) != n
+            or set(columns) != self._name_set
+            or not isinstance(data, list)
+            or not data
+            or not all(type(r) is list and len(r) == n for r in data)
+        ):
             return None
         cols = list(zip(*data, strict=True))
         at = {name: i for i, name in enumerate(columns)}
@@ -483,8 +489,10 @@ def _params_schema(requests: list[RequestSchema]) -> dict[str, Any]:
         return {"type": ["object", "null"]}
     model = requests[0].params_model
     if model is None:
-        return {"anyOf": [{"type": "object", "maxProperties": 0}, {"type": "null"}],
-                "description": "This model takes no params"}
+        return {
+            "anyOf": [{"type": "object", "maxProperties": 0}, {"type": "null"}],
+            "description": "This model takes no params",
+        }
     return {"anyOf": [{"$ref": f"#/components/schemas/{model.__name__}"}, {"type": "null"}]}
 
 
@@ -507,8 +515,12 @@ def _invocations(requests: list[RequestSchema], limit: int) -> dict[str, Any]:
         }
         payload = {"dataframe_split": split, "dataframe_records": rows, "instances": rows, "inputs": rows}
     else:  # no model or several behind one path: what MLflow's parser takes
-        payload = {"dataframe_split": {"type": "object"}, "dataframe_records": {"type": "array"},
-                   "instances": {}, "inputs": {}}
+        payload = {
+            "dataframe_split": {"type": "object"},
+            "dataframe_records": {"type": "array"},
+            "instances": {},
+            "inputs": {},
+        }
     return {
         "title": "InvocationsRequest",
         "description": "MLflow's scoring protocol: exactly one of dataframe_split, dataframe_records, "

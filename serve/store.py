@@ -119,8 +119,12 @@ def migrate(engine: Engine) -> None:
     # SQLite has no advisory lock: another worker starting at the same moment may have created the tables
     # between our check and our CREATE; the next attempt sees them at head. PostgreSQL errors are final.
     sqlite = engine.dialect.name == "sqlite"
-    for attempt in Retrying(retry=retry_if_exception_type(OperationalError) if sqlite else lambda _: False,
-                            stop=stop_after_attempt(5), wait=wait_incrementing(0.2, 0.2), reraise=True):
+    for attempt in Retrying(
+        retry=retry_if_exception_type(OperationalError) if sqlite else lambda _: False,
+        stop=stop_after_attempt(5),
+        wait=wait_incrementing(0.2, 0.2),
+        reraise=True,
+    ):
         with attempt, engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(742917001)"))  # one worker at a time

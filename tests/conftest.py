@@ -152,7 +152,9 @@ def amqp_url() -> str:
     try:
         import pika
 
-        pika.BlockingConnection(pika.URLParameters(AMQP_URL + "?connection_attempts=1&socket_timeout=3")).close()
+        pika.BlockingConnection(
+            pika.URLParameters(AMQP_URL + "?connection_attempts=1&socket_timeout=3")
+        ).close()
     except Exception as exc:  # noqa: BLE001
         service_unavailable("RabbitMQ", repr(exc))
     return AMQP_URL

@@ -21,7 +21,11 @@ def test_make_lab_starts_jupyterlab_with_the_printed_url_and_token(tmp_path):
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
     proc = subprocess.Popen(
         ["make", "-s", "lab", f"LAB_PORT={port}", "LAB_TOKEN=lab-test-token"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     try:

@@ -33,9 +33,24 @@ def main(verbose: int) -> None:
 
 
 for _command in (
-    run_module.run, run_module.params, run_module.service, stage,
-    jobs.migrate, jobs.worker, jobs.submit, jobs.status, jobs.list_, jobs.logs, jobs.cancel, jobs.dlq, jobs.cache,
-    schedules.schedule, schedules.scheduler,
-    provenance.lineage, provenance.check, provenance.diff, provenance.verify,
+    run_module.run,
+    run_module.params,
+    run_module.service,
+    stage,
+    jobs.migrate,
+    jobs.worker,
+    jobs.submit,
+    jobs.status,
+    jobs.list_,
+    jobs.logs,
+    jobs.cancel,
+    jobs.dlq,
+    jobs.cache,
+    schedules.schedule,
+    schedules.scheduler,
+    provenance.lineage,
+    provenance.check,
+    provenance.diff,
+    provenance.verify,
 ):
     main.add_command(_command)

@@ -42,8 +42,9 @@ def fail(message: str, code: int = ExitCode.USAGE) -> NoReturn:
     sys.exit(int(code))
 
 
-def fail_for(exc: Exception, codes: Sequence[tuple[type[Exception] | tuple[type[Exception], ...], ExitCode]]
-             ) -> NoReturn:
+def fail_for(
+    exc: Exception, codes: Sequence[tuple[type[Exception] | tuple[type[Exception], ...], ExitCode]]
+) -> NoReturn:
     """Exit with the code of the first entry of `codes` whose class `exc` is an instance of; USAGE for
     any other error. Each command group lists its own classes (jobs, schedules)."""
     for classes, code in codes:
@@ -82,8 +83,14 @@ def quiet_pika() -> None:
 
 # -- the papermill-style parameter options: -f FILE, -y YAML, -p NAME VALUE ---------------------------------
 def parameters_file_option(func: F) -> F:
-    return click.option("-f", "--parameters-file", "files", multiple=True, type=click.Path(dir_okay=False),
-                        help="YAML file of parameters (name: value).")(func)
+    return click.option(
+        "-f",
+        "--parameters-file",
+        "files",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        help="YAML file of parameters (name: value).",
+    )(func)
 
 
 def parameters_yaml_option(help_text: str = "Parameters as a YAML mapping string.") -> Callable[[F], F]:
@@ -91,8 +98,15 @@ def parameters_yaml_option(help_text: str = "Parameters as a YAML mapping string
 
 
 def parameter_option(func: F) -> F:
-    return click.option("-p", "--parameter", "params", multiple=True, type=(str, str), metavar="NAME VALUE",
-                        help="A parameter; the value is converted to the declared type.")(func)
+    return click.option(
+        "-p",
+        "--parameter",
+        "params",
+        multiple=True,
+        type=(str, str),
+        metavar="NAME VALUE",
+        help="A parameter; the value is converted to the declared type.",
+    )(func)
 
 
 def parameter_options(func: F) -> F:

@@ -39,8 +39,14 @@ from jobrunner.limits import MAX_TIMEOUT
 
 
 def _handle(exc: Exception) -> NoReturn:
-    fail_for(exc, [(JobNotFound, ExitCode.NOT_FOUND), ((InvalidTransition, IdempotencyConflict), ExitCode.CONFLICT),
-                   (InfrastructureError, ExitCode.INFRA)])
+    fail_for(
+        exc,
+        [
+            (JobNotFound, ExitCode.NOT_FOUND),
+            ((InvalidTransition, IdempotencyConflict), ExitCode.CONFLICT),
+            (InfrastructureError, ExitCode.INFRA),
+        ],
+    )
 
 
 def _job_dict(job: Any) -> dict[str, Any]:
@@ -96,25 +102,56 @@ def _exit_at_once(code: int = 0) -> None:
 @parameter_options
 @click.option("--idempotency-key", help="Submitting again with the same key returns the first job.")
 @click.option("--submitter", help="Who submitted (default: $USER).")
-@click.option("--timeout", type=click.FloatRange(0, MAX_TIMEOUT, min_open=True), metavar="SECONDS",
-              help="Time limit of each attempt; the worker's JOBRUNNER_TIMEOUT applies if lower.")
-@click.option("--wait", is_flag=True,
-              help="Wait for the job to finish, with a progress bar; exit 1 if it fails.")
-@click.option("--no-cache", is_flag=True,
-              help="Execute even if an identical earlier job could be reused (see docs/jobs.md, Run cache).")
-@click.option("--write-workspace", is_flag=True,
-              help="Write the project's files where the output parameters say (defaults included), as "
-                   "`jobrunner run` does; without it outputs go to the job's own folder.")
-@click.option("--kernel", metavar="NAME",
-              help="Kernelspec to run on (default: the workers' JOBRUNNER_KERNEL_NAME); must be installed.")
-@click.option("--notify", metavar="URL", help="Webhook POSTed a JSON body when the job ends (see --notify-on).")
-@click.option("--notify-on", type=click.Choice(["failure", "success", "both"]),
-              help="When --notify is told (default: failure; a cancel counts as a failure).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, MAX_TIMEOUT, min_open=True),
+    metavar="SECONDS",
+    help="Time limit of each attempt; the worker's JOBRUNNER_TIMEOUT applies if lower.",
+)
+@click.option(
+    "--wait", is_flag=True, help="Wait for the job to finish, with a progress bar; exit 1 if it fails."
+)
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Execute even if an identical earlier job could be reused (see docs/jobs.md, Run cache).",
+)
+@click.option(
+    "--write-workspace",
+    is_flag=True,
+    help="Write the project's files where the output parameters say (defaults included), as "
+    "`jobrunner run` does; without it outputs go to the job's own folder.",
+)
+@click.option(
+    "--kernel",
+    metavar="NAME",
+    help="Kernelspec to run on (default: the workers' JOBRUNNER_KERNEL_NAME); must be installed.",
+)
+@click.option(
+    "--notify", metavar="URL", help="Webhook POSTed a JSON body when the job ends (see --notify-on)."
+)
+@click.option(
+    "--notify-on",
+    type=click.Choice(["failure", "success", "both"]),
+    help="When --notify is told (default: failure; a cancel counts as a failure).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
-def submit(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple[str, ...],
-           files: tuple[str, ...], idempotency_key: str | None, submitter: str | None,
-           timeout: float | None, wait: bool, no_cache: bool, write_workspace: bool, kernel: str | None,
-           notify: str | None, notify_on: str | None, as_json: bool) -> None:
+def submit(
+    notebook: str,
+    params: tuple[tuple[str, str], ...],
+    yaml_texts: tuple[str, ...],
+    files: tuple[str, ...],
+    idempotency_key: str | None,
+    submitter: str | None,
+    timeout: float | None,
+    wait: bool,
+    no_cache: bool,
+    write_workspace: bool,
+    kernel: str | None,
+    notify: str | None,
+    notify_on: str | None,
+    as_json: bool,
+) -> None:
     """Queue NOTEBOOK (a path relative to the project) as a job; prints the job id.
 
     The job owns its outputs: output parameters (`# output:`) left at their defaults are written into the
@@ -131,10 +168,19 @@ def submit(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple
     try:
         full, label = resolve_notebook(notebook, settings)
         values = parse_parameter_options(read_schema(full, label), params, yaml_texts, files)
-        job = do_submit(notebook, values, idempotency_key=idempotency_key,
-                        submitter=submitter or getpass.getuser(), timeout=timeout,
-                        write_workspace=write_workspace, cache=not no_cache, kernel=kernel, notify=notify,
-                        notify_on=notify_on, settings=settings)
+        job = do_submit(
+            notebook,
+            values,
+            idempotency_key=idempotency_key,
+            submitter=submitter or getpass.getuser(),
+            timeout=timeout,
+            write_workspace=write_workspace,
+            cache=not no_cache,
+            kernel=kernel,
+            notify=notify,
+            notify_on=notify_on,
+            settings=settings,
+        )
     except (ParameterError, NotebookNotFound) as exc:
         fail(f"{exc}\n(nothing was queued; see: jobrunner params {notebook})")
     except JobrunnerError as exc:
@@ -160,8 +206,10 @@ def _wait(job_id: str, *, quiet: bool) -> Any:
     try:
         return wait_for_job(job_id, on_update=bar.update if bar else None)
     except KeyboardInterrupt:
-        fail(f"stopped waiting; job {job_id} keeps running (jobrunner cancel {job_id} to stop it)",
-             ExitCode.FAILED)
+        fail(
+            f"stopped waiting; job {job_id} keeps running (jobrunner cancel {job_id} to stop it)",
+            ExitCode.FAILED,
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -191,12 +239,19 @@ def status(job_id: str, as_json: bool) -> None:
         return
     p = job.progress
     click.echo(f"{job.id}  {job.state.value}  {job.notebook}  attempt {job.attempt}")
-    click.echo(f"  progress: {p.cells_done}/{p.cells_total if p.cells_total is not None else '?'} cells"
-               + (f" (running cell {p.current_cell})" if job.state.value == "RUNNING" else ""))
+    click.echo(
+        f"  progress: {p.cells_done}/{p.cells_total if p.cells_total is not None else '?'} cells"
+        + (f" (running cell {p.current_cell})" if job.state.value == "RUNNING" else "")
+    )
     click.echo(f"  parameters: {json.dumps(job.parameters)}")
-    for label, value in (("worker", job.worker_id), ("created", job.created_at), ("started", job.started_at),
-                         ("finished", job.finished_at), ("output", job.output_uri),
-                         ("MLflow run", job.mlflow_run_id)):
+    for label, value in (
+        ("worker", job.worker_id),
+        ("created", job.created_at),
+        ("started", job.started_at),
+        ("finished", job.finished_at),
+        ("output", job.output_uri),
+        ("MLflow run", job.mlflow_run_id),
+    ):
         if value:
             click.echo(f"  {label}: {value}")
     if job.write_workspace:
@@ -228,16 +283,22 @@ def list_(state: str | None, notebook: str | None, limit: int, offset: int, as_j
         return
     for job in page.items:
         p = job.progress
-        click.echo(f"{job.id}  {job.state.value:<10}  {p.cells_done}/{p.cells_total or '?'}  "
-                   f"{job.created_at:%Y-%m-%d %H:%M:%S}  {job.notebook}")
+        click.echo(
+            f"{job.id}  {job.state.value:<10}  {p.cells_done}/{p.cells_total or '?'}  "
+            f"{job.created_at:%Y-%m-%d %H:%M:%S}  {job.notebook}"
+        )
     click.echo(f"{len(page.items)} of {page.total} job(s)", err=True)
 
 
 @click.command()
 @click.argument("job_id")
-@click.option("-f", "--follow", is_flag=True,
-              help="Print events and cell output as they happen until the job ends; exit 0 if it "
-                   "SUCCEEDED, 1 if it FAILED or was CANCELLED.")
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    help="Print events and cell output as they happen until the job ends; exit 0 if it "
+    "SUCCEEDED, 1 if it FAILED or was CANCELLED.",
+)
 @click.option("--json", "as_json", is_flag=True, help="With --follow: one JSON object per line.")
 def logs(job_id: str, follow: bool, as_json: bool) -> None:
     """Show a job's history (state changes, retries, webhooks) and the text output of its executed
@@ -261,12 +322,20 @@ def logs(job_id: str, follow: bool, as_json: bool) -> None:
     else:  # running, or its worker died: the live output stored so far (jobrunner/store/live.py)
         outputs = _live_outputs(job_id)
     if as_json:
-        echo_json({"id": job.id, "state": job.state.value,
-                    "events": [e.model_dump(mode="json") for e in events], "outputs": outputs})
+        echo_json(
+            {
+                "id": job.id,
+                "state": job.state.value,
+                "events": [e.model_dump(mode="json") for e in events],
+                "outputs": outputs,
+            }
+        )
         return
     for e in events:
-        click.echo(f"{e.at:%Y-%m-%d %H:%M:%S}  {e.to_state:<10}  {e.message or ''}"
-                   + (f"  [{e.worker_id}]" if e.worker_id else ""))
+        click.echo(
+            f"{e.at:%Y-%m-%d %H:%M:%S}  {e.to_state:<10}  {e.message or ''}"
+            + (f"  [{e.worker_id}]" if e.worker_id else "")
+        )
     for out in outputs:
         click.echo(f"--- cell {out['cell_index']}")
         click.echo(out["text"].rstrip("\n"))
@@ -296,8 +365,11 @@ def _follow(job_id: str, as_json: bool) -> None:
             if as_json:
                 click.echo(json.dumps({"type": item.type, **item.data}, default=str))
             elif item.type == "event":
-                click.echo(f"{item.data['at'][:19].replace('T', ' ')}  {item.data['to_state']:<10}  "
-                           f"{item.data['message'] or ''}", err=True)
+                click.echo(
+                    f"{item.data['at'][:19].replace('T', ' ')}  {item.data['to_state']:<10}  "
+                    f"{item.data['message'] or ''}",
+                    err=True,
+                )
             elif item.type == "output":
                 here = (item.data["attempt"], item.data["cell_index"])
                 if here != cell:
@@ -364,8 +436,9 @@ def dlq_list(as_json: bool) -> None:
     quiet_pika()
     letters = or_fail(lambda: list_dead(_settings()), _handle)
     if as_json:
-        echo_json([{**d.as_dict(), "job_id": short_label(d.job_id, 255) if d.job_id else None}
-                    for d in letters])
+        echo_json(
+            [{**d.as_dict(), "job_id": short_label(d.job_id, 255) if d.job_id else None} for d in letters]
+        )
         return
     for d in letters:
         click.echo(f"{short_label(d.job_id) if d.job_id else '-':<36}  {d.reason}")
@@ -375,9 +448,12 @@ def dlq_list(as_json: bool) -> None:
 @dlq.command("requeue")
 @click.argument("job_ids", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Requeue every dead-lettered job.")
-@click.option("--discard", is_flag=True,
-              help="Drop letters that cannot be requeued (not a job message, no such job) instead of keeping "
-                   "them in the dead-letter queue.")
+@click.option(
+    "--discard",
+    is_flag=True,
+    help="Drop letters that cannot be requeued (not a job message, no such job) instead of keeping "
+    "them in the dead-letter queue.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def dlq_requeue(job_ids: tuple[str, ...], all_: bool, discard: bool, as_json: bool) -> None:
     """Requeue dead-lettered jobs (JOB_IDS, or --all): they become QUEUED and run again.
@@ -389,7 +465,9 @@ def dlq_requeue(job_ids: tuple[str, ...], all_: bool, discard: bool, as_json: bo
     if not job_ids and not all_:
         fail("name job ids to requeue, or pass --all")
     quiet_pika()
-    report = or_fail(lambda: requeue_dead(_settings(), None if all_ else set(job_ids), discard=discard), _handle)
+    report = or_fail(
+        lambda: requeue_dead(_settings(), None if all_ else set(job_ids), discard=discard), _handle
+    )
     if as_json:
         echo_json({"requeued": report.requeued, "skipped": report.skipped})
         return
@@ -399,10 +477,12 @@ def dlq_requeue(job_ids: tuple[str, ...], all_: bool, discard: bool, as_json: bo
         what = "dropped" if skipped["discarded"] else "skipped"
         click.echo(f"{what}: {skipped['job_id'] or '-'}: {skipped['reason']}", err=True)
     kept = sum(not x["discarded"] for x in report.skipped)
-    click.echo(f"{len(report.requeued)} job(s) requeued"
-               + (f", {len(report.skipped) - kept} letter(s) dropped" if len(report.skipped) > kept else "")
-               + (f", {kept} letter(s) left in the dead-letter queue (--discard drops them)" if kept else ""),
-               err=True)
+    click.echo(
+        f"{len(report.requeued)} job(s) requeued"
+        + (f", {len(report.skipped) - kept} letter(s) dropped" if len(report.skipped) > kept else "")
+        + (f", {kept} letter(s) left in the dead-letter queue (--discard drops them)" if kept else ""),
+        err=True,
+    )
 
 
 @click.group()

@@ -124,11 +124,21 @@ def diff(run_a: str, run_b: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("run_ref", metavar="RUN")
-@click.option("--rtol", type=click.FloatRange(0, 1), default=1e-6, show_default=True,
-              help="Relative tolerance when comparing metrics.")
-@click.option("--json", "as_json", is_flag=True, help="Print the verification (with --queue: the job) as JSON.")
-@click.option("--queue", is_flag=True,
-              help="Run the verification as a job on any worker; `jobrunner status JOB` shows the result.")
+@click.option(
+    "--rtol",
+    type=click.FloatRange(0, 1),
+    default=1e-6,
+    show_default=True,
+    help="Relative tolerance when comparing metrics.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the verification (with --queue: the job) as JSON."
+)
+@click.option(
+    "--queue",
+    is_flag=True,
+    help="Run the verification as a job on any worker; `jobrunner status JOB` shows the result.",
+)
 def verify(run_ref: str, rtol: float, as_json: bool, queue: bool) -> None:
     """Re-execute a recorded run (its recorded code, parameters and input data) and check that it reproduces.
 
@@ -151,8 +161,10 @@ def verify(run_ref: str, rtol: float, as_json: bool, queue: bool) -> None:
             if as_json:
                 click.echo(job.model_dump_json(indent=2))
             else:
-                click.echo(f"{job.id}  queued: verify run {job.verifies} ({job.notebook}); "
-                           f"`jobrunner status {job.id}` shows the result")
+                click.echo(
+                    f"{job.id}  queued: verify run {job.verifies} ({job.notebook}); "
+                    f"`jobrunner status {job.id}` shows the result"
+                )
             return
         result = verify_run(run_ref, settings, rtol=rtol)
     except RunNotFound as exc:

@@ -22,14 +22,26 @@ from jobrunner.errors import InfrastructureError, JobrunnerError, ParameterError
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Executed notebook path (.ipynb).")
 @click.option("--timeout", type=float, help="Whole-notebook time limit in seconds (default: settings).")
 @click.option("--no-record", is_flag=True, help="Do not record the run in MLflow.")
-@click.option("--cache", is_flag=True,
-              help="Reuse a recorded run with the same code, parameters, input data and environment: its "
-                   "outputs are restored into the workspace and nothing runs (docs/cli.md).")
+@click.option(
+    "--cache",
+    is_flag=True,
+    help="Reuse a recorded run with the same code, parameters, input data and environment: its "
+    "outputs are restored into the workspace and nothing runs (docs/cli.md).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def run(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple[str, ...],
-        files: tuple[str, ...], output: str | None, timeout: float | None, no_record: bool,
-        cache: bool, as_json: bool, quiet: bool) -> None:
+def run(
+    notebook: str,
+    params: tuple[tuple[str, str], ...],
+    yaml_texts: tuple[str, ...],
+    files: tuple[str, ...],
+    output: str | None,
+    timeout: float | None,
+    no_record: bool,
+    cache: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Execute NOTEBOOK now in a fresh kernel and record it in MLflow.
 
     Parameters are checked against the notebook's `parameters` cell before anything runs. The run goes
@@ -39,15 +51,28 @@ def run(notebook: str, params: tuple[tuple[str, str], ...], yaml_texts: tuple[st
     from jobrunner.cli import service_client
     from jobrunner.execution.progress import Progress, ProgressBar
 
-    args = {"notebook": notebook, "params": [list(p) for p in params], "yaml_texts": list(yaml_texts),
-            "files": list(files), "output": output, "timeout": timeout, "no_record": no_record, "cache": cache,
-            "as_json": as_json, "quiet": quiet}
+    args = {
+        "notebook": notebook,
+        "params": [list(p) for p in params],
+        "yaml_texts": list(yaml_texts),
+        "files": list(files),
+        "output": output,
+        "timeout": timeout,
+        "no_record": no_record,
+        "cache": cache,
+        "as_json": as_json,
+        "quiet": quiet,
+    }
     code: int | None = None
     if service_client.enabled():
         with ProgressBar(Path(notebook).stem, disable=quiet or as_json) as bar:
             code = service_client.run_command(
-                "run", args, on_progress=lambda e: bar.update(Progress(e["cell_index"], e["cells_done"],
-                                                                       e["cells_total"])))
+                "run",
+                args,
+                on_progress=lambda e: bar.update(
+                    Progress(e["cell_index"], e["cells_done"], e["cells_total"])
+                ),
+            )
     if code is None:  # no service: run here
         code = _run_here(args)
     sys.exit(code)
@@ -60,14 +85,24 @@ def _run_here(args: dict[str, Any]) -> int:
     token = CancelToken()
     previous = signal.signal(signal.SIGTERM, lambda *_: token.cancel("SIGTERM received"))
     try:
-        with ProgressBar(Path(args["notebook"]).stem, disable=bool(args.get("quiet") or args.get("as_json"))) as bar:
+        with ProgressBar(
+            Path(args["notebook"]).stem, disable=bool(args.get("quiet") or args.get("as_json"))
+        ) as bar:
             return run_notebook_command(args, cwd=Path.cwd(), env=None, on_progress=bar.update, cancel=token)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_notebook_command(args: dict[str, Any], *, cwd: Path, env: dict[str, str] | None,
-                         out: Any = None, err: Any = None, on_progress: Any = None, cancel: Any = None) -> int:
+def run_notebook_command(
+    args: dict[str, Any],
+    *,
+    cwd: Path,
+    env: dict[str, str] | None,
+    out: Any = None,
+    err: Any = None,
+    on_progress: Any = None,
+    cancel: Any = None,
+) -> int:
     """`jobrunner run` itself, in this process or in the execution service; returns the exit code.
 
     `args` are the command's options as given; relative paths are taken from `cwd`; `env` is the
@@ -90,8 +125,12 @@ def run_notebook_command(args: dict[str, Any], *, cwd: Path, env: dict[str, str]
         except JobrunnerError as exc:  # messages name the notebook as the user wrote it
             raise type(exc)(str(exc).replace(str(nb_path), notebook)) from exc
         files = [str(Path(f) if Path(f).is_absolute() else cwd / f) for f in args.get("files") or ()]
-        values = parse_parameter_options(schema, tuple(tuple(p) for p in args.get("params") or ()),
-                                         tuple(args.get("yaml_texts") or ()), tuple(files))
+        values = parse_parameter_options(
+            schema,
+            tuple(tuple(p) for p in args.get("params") or ()),
+            tuple(args.get("yaml_texts") or ()),
+            tuple(files),
+        )
     except ParameterError as exc:
         _err(f"error: {str(exc).replace(str(nb_path), notebook)}\n(see: jobrunner params {notebook})")
         return ExitCode.USAGE
@@ -102,9 +141,17 @@ def run_notebook_command(args: dict[str, Any], *, cwd: Path, env: dict[str, str]
     output = args.get("output")
     out_path = (Path(output) if Path(output).is_absolute() else cwd / output) if output else None
     try:
-        result = execute(nb_path.resolve(), values, output_path=out_path, timeout=args.get("timeout"),
-                         record=not args.get("no_record"), on_progress=on_progress, cancel=cancel,
-                         base_env=env, cache=bool(args.get("cache")))
+        result = execute(
+            nb_path.resolve(),
+            values,
+            output_path=out_path,
+            timeout=args.get("timeout"),
+            record=not args.get("no_record"),
+            on_progress=on_progress,
+            cancel=cancel,
+            base_env=env,
+            cache=bool(args.get("cache")),
+        )
     except KeyboardInterrupt:
         _err("error: interrupted")
         return ExitCode.FAILED
@@ -120,7 +167,9 @@ def run_notebook_command(args: dict[str, Any], *, cwd: Path, env: dict[str, str]
     else:
         _err(f"{result.status}: {result.notebook} in {result.duration:.1f}s")
         if result.cached_from:
-            _err(f"  run cache hit: outputs restored from MLflow run {result.cached_from}; nothing was executed")
+            _err(
+                f"  run cache hit: outputs restored from MLflow run {result.cached_from}; nothing was executed"
+            )
         _err(f"  executed notebook: {result.output_path}")
         if result.html_path:
             _err(f"  html: {result.html_path}")
@@ -147,16 +196,20 @@ def service_status(as_json: bool) -> None:
     info = service_client.status()
     if info is None:
         key = service_client.service_key()
-        click.echo(f"no execution service runs for this configuration (log: {service_client.paths(key)['log']})",
-                   err=True)
+        click.echo(
+            f"no execution service runs for this configuration (log: {service_client.paths(key)['log']})",
+            err=True,
+        )
         sys.exit(ExitCode.FAILED)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
     pool = info.get("pool") or {}
-    click.echo(f"service {info['key']} pid {info['pid']}, up {info['uptime_s']}s, {info['served']} run(s), "
-               f"{info['active']} running; project {info['project_dir']}; idle kernels {pool.get('idle')}; "
-               f"log {info['log']}")
+    click.echo(
+        f"service {info['key']} pid {info['pid']}, up {info['uptime_s']}s, {info['served']} run(s), "
+        f"{info['active']} running; project {info['project_dir']}; idle kernels {pool.get('idle')}; "
+        f"log {info['log']}"
+    )
 
 
 @service.command("stop")
@@ -186,5 +239,7 @@ def params(notebook: str, as_json: bool) -> None:
         return
     width = max((len(n) for n in schema.parameters), default=4)
     for p in schema.parameters.values():
-        click.echo(f"{p.name:<{width}}  {p.type_label:<14} default={json.dumps(p.default)}"
-                   + (f"  # {p.help}" if p.help else ""))
+        click.echo(
+            f"{p.name:<{width}}  {p.type_label:<14} default={json.dumps(p.default)}"
+            + (f"  # {p.help}" if p.help else "")
+        )

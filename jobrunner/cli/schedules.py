@@ -35,12 +35,24 @@ def _handle(exc: Exception) -> NoReturn:
 
     if isinstance(exc, InvalidSchedule):
         fail(f"{exc.field}: {exc}")
-    fail_for(exc, [(ScheduleNotFound, ExitCode.NOT_FOUND), (ScheduleConflict, ExitCode.CONFLICT),
-                   (InfrastructureError, ExitCode.INFRA)])
+    fail_for(
+        exc,
+        [
+            (ScheduleNotFound, ExitCode.NOT_FOUND),
+            (ScheduleConflict, ExitCode.CONFLICT),
+            (InfrastructureError, ExitCode.INFRA),
+        ],
+    )
 
 
 def _print_schedule(s: Any) -> None:
-    state = "paused" if s.paused else f"next {s.next_run_at:%Y-%m-%d %H:%M:%S}Z" if s.next_run_at else "never fires"
+    state = (
+        "paused"
+        if s.paused
+        else f"next {s.next_run_at:%Y-%m-%d %H:%M:%S}Z"
+        if s.next_run_at
+        else "never fires"
+    )
     click.echo(f"{s.id}  {s.name}  {s.cron!r} {s.timezone}  {state}  {s.notebook}")
 
 
@@ -59,19 +71,45 @@ def schedule() -> None:
 @parameter_option
 @click.option("--timeout", type=float, metavar="SECONDS", help="Time limit of each run.")
 @click.option("--kernel", "kernel_name", help="Kernel name (default: JOBRUNNER_KERNEL_NAME).")
-@click.option("--max-concurrent-runs", type=int, default=1, show_default=True,
-              help="A slot due while this many runs are unfinished is skipped (and recorded).")
-@click.option("--catchup", type=click.Choice(["once", "skip"]), default="once", show_default=True,
-              help="After downtime: run the missed slots once (the newest), or skip them.")
+@click.option(
+    "--max-concurrent-runs",
+    type=int,
+    default=1,
+    show_default=True,
+    help="A slot due while this many runs are unfinished is skipped (and recorded).",
+)
+@click.option(
+    "--catchup",
+    type=click.Choice(["once", "skip"]),
+    default="once",
+    show_default=True,
+    help="After downtime: run the missed slots once (the newest), or skip them.",
+)
 @click.option("--paused", is_flag=True, help="Create it paused.")
 @click.option("--notify", "notify_url", metavar="URL", help="Webhook POSTed a JSON body when a run ends.")
-@click.option("--notify-on", type=click.Choice(["failure", "success", "both"]),
-              help="Which run endings --notify is told of (default: failure).")
+@click.option(
+    "--notify-on",
+    type=click.Choice(["failure", "success", "both"]),
+    help="Which run endings --notify is told of (default: failure).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the schedule as JSON.")
-def create(name: str, notebook: str, cron: str, tz: str, files: tuple[str, ...], yaml_texts: tuple[str, ...],
-           params: tuple[tuple[str, str], ...], timeout: float | None, kernel_name: str | None,
-           max_concurrent_runs: int, catchup: str, paused: bool, notify_url: str | None,
-           notify_on: str | None, as_json: bool) -> None:
+def create(
+    name: str,
+    notebook: str,
+    cron: str,
+    tz: str,
+    files: tuple[str, ...],
+    yaml_texts: tuple[str, ...],
+    params: tuple[tuple[str, str], ...],
+    timeout: float | None,
+    kernel_name: str | None,
+    max_concurrent_runs: int,
+    catchup: str,
+    paused: bool,
+    notify_url: str | None,
+    notify_on: str | None,
+    as_json: bool,
+) -> None:
     """Create schedule NAME running NOTEBOOK (relative to the project); parameters are checked now."""
     import getpass
 
@@ -85,10 +123,20 @@ def create(name: str, notebook: str, cron: str, tz: str, files: tuple[str, ...],
     try:
         full, label = resolve_notebook(notebook, settings)
         values = parse_parameter_options(read_schema(full, label), params, yaml_texts, files)
-        spec = ScheduleCreate(name=name, notebook=notebook, parameters=values, cron=cron, timezone=tz,
-                              timeout_seconds=timeout, kernel_name=kernel_name,
-                              max_concurrent_runs=max_concurrent_runs, catchup=catchup,  # type: ignore[arg-type]
-                              paused=paused, notify_url=notify_url, notify_on=notify_on)
+        spec = ScheduleCreate(
+            name=name,
+            notebook=notebook,
+            parameters=values,
+            cron=cron,
+            timezone=tz,
+            timeout_seconds=timeout,
+            kernel_name=kernel_name,
+            max_concurrent_runs=max_concurrent_runs,
+            catchup=catchup,  # type: ignore[arg-type]
+            paused=paused,
+            notify_url=notify_url,
+            notify_on=notify_on,
+        )
         row = create_schedule(spec, submitter=getpass.getuser(), settings=settings)
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -125,7 +173,9 @@ def list_(limit: int, offset: int, as_json: bool) -> None:
 
 @schedule.command()
 @click.argument("ref", metavar="ID_OR_NAME")
-@click.option("--runs", default=20, show_default=True, type=click.IntRange(0, 1000), help="Recent runs shown.")
+@click.option(
+    "--runs", default=20, show_default=True, type=click.IntRange(0, 1000), help="Recent runs shown."
+)
 @click.option("--json", "as_json", is_flag=True)
 def show(ref: str, runs: int, as_json: bool) -> None:
     """Show a schedule and its recent runs (job and state, or why a slot was skipped)."""
@@ -137,12 +187,16 @@ def show(ref: str, runs: int, as_json: bool) -> None:
         return
     _print_schedule(detail)
     click.echo(f"  parameters: {json.dumps(detail.parameters)}")
-    click.echo(f"  kernel {detail.kernel_name}, timeout {detail.timeout_seconds or 'worker default'}, "
-               f"max_concurrent_runs {detail.max_concurrent_runs}, catch-up {detail.catchup}")
+    click.echo(
+        f"  kernel {detail.kernel_name}, timeout {detail.timeout_seconds or 'worker default'}, "
+        f"max_concurrent_runs {detail.max_concurrent_runs}, catch-up {detail.catchup}"
+    )
     if detail.notify_url:
         click.echo(f"  notify on {detail.notify_on}: {detail.notify_url}")
     for r in detail.runs:
-        outcome = f"job {r.job_id} {r.job_state.value if r.job_state else ''}" if r.job_id else (r.reason or "")
+        outcome = (
+            f"job {r.job_id} {r.job_state.value if r.job_state else ''}" if r.job_id else (r.reason or "")
+        )
         click.echo(f"  {r.slot:%Y-%m-%d %H:%M:%S}Z  {r.trigger:<6}  {r.status:<9}  {outcome}")
 
 
@@ -153,8 +207,11 @@ def _simple(action: str, help_text: str) -> click.Command:
     def command(ref: str, as_json: bool) -> None:
         from jobrunner.scheduling import schedules
 
-        func = {"pause": schedules.pause_schedule, "resume": schedules.resume_schedule,
-                "delete": schedules.delete_schedule}[action]
+        func = {
+            "pause": schedules.pause_schedule,
+            "resume": schedules.resume_schedule,
+            "delete": schedules.delete_schedule,
+        }[action]
         row = or_fail(lambda: func(ref, settings=_settings()), _handle)
         if as_json:
             echo_json(row.model_dump(mode="json"))
@@ -165,7 +222,9 @@ def _simple(action: str, help_text: str) -> click.Command:
 
 
 schedule.add_command(_simple("pause", "Pause a schedule: no slot fires until it is resumed."))
-schedule.add_command(_simple("resume", "Resume a schedule from its next slot (paused slots are not caught up)."))
+schedule.add_command(
+    _simple("resume", "Resume a schedule from its next slot (paused slots are not caught up).")
+)
 schedule.add_command(_simple("delete", "Delete a schedule and its run records (its jobs stay)."))
 
 
@@ -187,26 +246,51 @@ def run_now(ref: str, as_json: bool) -> None:
 
 @click.command()
 @click.option("--interval", type=float, help="Seconds between ticks (JOBRUNNER_SCHEDULER_INTERVAL, 5).")
-@click.option("--misfire-grace", type=float,
-              help="A slot more than this many seconds late counts as missed (JOBRUNNER_SCHEDULER_MISFIRE_GRACE, 60).")
-@click.option("--heartbeat-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Rewritten after each tick (JOBRUNNER_SCHEDULER_HEARTBEAT_FILE).")
-@click.option("--now-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Tests: read the current time (ISO 8601) from this file at each tick.")
+@click.option(
+    "--misfire-grace",
+    type=float,
+    help="A slot more than this many seconds late counts as missed (JOBRUNNER_SCHEDULER_MISFIRE_GRACE, 60).",
+)
+@click.option(
+    "--heartbeat-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Rewritten after each tick (JOBRUNNER_SCHEDULER_HEARTBEAT_FILE).",
+)
+@click.option(
+    "--now-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Tests: read the current time (ISO 8601) from this file at each tick.",
+)
 @click.option("--once", is_flag=True, help="One tick, then exit.")
-@click.option("--check", is_flag=True,
-              help="Health check: exit 0 if the heartbeat file is fresh (3 intervals, at least 30 s), else 1.")
-def scheduler(interval: float | None, misfire_grace: float | None, heartbeat_file: Path | None,
-              now_file: Path | None, once: bool, check: bool) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Health check: exit 0 if the heartbeat file is fresh (3 intervals, at least 30 s), else 1.",
+)
+def scheduler(
+    interval: float | None,
+    misfire_grace: float | None,
+    heartbeat_file: Path | None,
+    now_file: Path | None,
+    once: bool,
+    check: bool,
+) -> None:
     """Run the scheduler: submit each due slot of every schedule as a job, exactly once across any number
     of schedulers. SIGTERM stops it after the tick in progress."""
     from pydantic import ValidationError
 
     from jobrunner.scheduling.scheduler import SchedulerSettings, heartbeat_age, run_scheduler
 
-    overrides: dict[str, Any] = {k: v for k, v in {"interval": interval, "misfire_grace": misfire_grace,
-                                   "heartbeat_file": heartbeat_file, "now_file": now_file}.items()
-                 if v is not None}
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "interval": interval,
+            "misfire_grace": misfire_grace,
+            "heartbeat_file": heartbeat_file,
+            "now_file": now_file,
+        }.items()
+        if v is not None
+    }
     try:
         options = SchedulerSettings(**overrides)
     except ValidationError as exc:

@@ -104,9 +104,14 @@ class Service:
             from jobrunner.execution import executor
 
             executor._render_html_text(nbformat.v4.new_notebook())  # templates compiled before the first run
-            log.warning("service %s ready (pid %d, project %s, pool of %d)", self.key, os.getpid(),
-                        self.settings.project_dir, self.pool.size)
-        except Exception as exc:  # noqa: BLE001 - reported to every caller, which then runs in-process
+            log.warning(
+                "service %s ready (pid %d, project %s, pool of %d)",
+                self.key,
+                os.getpid(),
+                self.settings.project_dir,
+                self.pool.size,
+            )
+        except Exception as exc:
             log.exception("service warm-up failed")
             self.failed = f"the execution service could not start: {exc}"
         finally:
@@ -148,10 +153,18 @@ class Service:
 
     def status(self) -> dict[str, Any]:
         stats = self.pool.stats() if self.pool is not None else None
-        return {"key": self.key, "pid": os.getpid(), "cwd": os.getcwd(), "ready": self.ready.is_set(),
-                "project_dir": str(self.settings.project_dir) if self.settings else None,
-                "active": self.active, "served": self.served, "uptime_s": round(time.time() - self.started_at, 1),
-                "log": str(self.paths["log"]), "pool": stats.__dict__ if stats else None}
+        return {
+            "key": self.key,
+            "pid": os.getpid(),
+            "cwd": os.getcwd(),
+            "ready": self.ready.is_set(),
+            "project_dir": str(self.settings.project_dir) if self.settings else None,
+            "active": self.active,
+            "served": self.served,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "log": str(self.paths["log"]),
+            "pool": stats.__dict__ if stats else None,
+        }
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -226,20 +239,30 @@ class _Handler(socketserver.StreamRequestHandler):
                 code = self.stage(message.get("args", {}).get("argv", []), out, err)
             else:
                 code = run_notebook_command(
-                    message.get("args", {}), cwd=Path(message.get("cwd") or os.getcwd()), env=env, out=out,
-                    err=err, cancel=token,
-                    on_progress=lambda p: send({"event": "progress", "cell_index": p.cell_index,
-                                                "cells_done": p.cells_done, "cells_total": p.cells_total}))
+                    message.get("args", {}),
+                    cwd=Path(message.get("cwd") or os.getcwd()),
+                    env=env,
+                    out=out,
+                    err=err,
+                    cancel=token,
+                    on_progress=lambda p: send(
+                        {
+                            "event": "progress",
+                            "cell_index": p.cell_index,
+                            "cells_done": p.cells_done,
+                            "cells_total": p.cells_total,
+                        }
+                    ),
+                )
             finished.set()
             service.served += 1
             send({"event": "exit", "code": code})
-        except Exception as exc:  # noqa: BLE001 - a bug must reach the caller as an infrastructure error
+        except Exception as exc:
             log.exception("request failed")
             send({"event": "err", "text": f"error: the execution service failed: {exc}\n"})
             send({"event": "exit", "code": int(ExitCode.INFRA)})
         finally:
             service.touch(-1)
-
 
     @staticmethod
     def stage(argv: list[str], out: Any, err: Any) -> int:
@@ -270,8 +293,11 @@ def serve(key: str) -> int:
         fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return 0  # another service of this key is running or starting
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s service[{os.getpid()}] %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s service[{os.getpid()}] %(name)s: %(message)s",
+    )
     os.environ["JOBRUNNER_SERVICE"] = "off"  # code run here (a stage's main) must not call a service
     sys.stdout, sys.stderr = _ThreadStreams(sys.stdout), _ThreadStreams(sys.stderr)
     service = Service(key)
@@ -310,7 +336,9 @@ def serve(key: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobrunner.cli.service", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m jobrunner.cli.service", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--key", required=True, help="service key (computed by the client)")
     return serve(parser.parse_args(argv).key)
 

@@ -61,22 +61,28 @@ def _code_stamp() -> str:
 
 def service_key(cwd: str | None = None, environ: dict[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
-    config = sorted((k, v) for k, v in env.items()
-                    if k.startswith(KEY_ENV_PREFIXES) and k not in KEY_ENV_IGNORED)
+    config = sorted(
+        (k, v) for k, v in env.items() if k.startswith(KEY_ENV_PREFIXES) and k not in KEY_ENV_IGNORED
+    )
     dotenv = Path(cwd or os.getcwd()) / ".env"
     try:
         dotenv_text = dotenv.read_text()
     except OSError:
         dotenv_text = ""
-    material = json.dumps([PROTOCOL, sys.executable, _code_stamp(), os.path.realpath(cwd or os.getcwd()),
-                           config, dotenv_text])
+    material = json.dumps(
+        [PROTOCOL, sys.executable, _code_stamp(), os.path.realpath(cwd or os.getcwd()), config, dotenv_text]
+    )
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
 def paths(key: str) -> dict[str, Path]:
     base = runtime_dir()
-    return {"socket": base / f"{key}.sock", "lock": base / f"{key}.lock", "log": base / f"{key}.log",
-            "info": base / f"{key}.json"}
+    return {
+        "socket": base / f"{key}.sock",
+        "lock": base / f"{key}.lock",
+        "log": base / f"{key}.log",
+        "info": base / f"{key}.json",
+    }
 
 
 def _connect(sock_path: Path) -> socket.socket | None:
@@ -94,8 +100,14 @@ def spawn(key: str) -> None:
     p = paths(key)
     log = open(p["log"], "ab")  # noqa: SIM115 - handed to the child
     try:
-        subprocess.Popen([sys.executable, "-m", "jobrunner.cli.service", "--key", key], stdin=subprocess.DEVNULL,
-                         stdout=log, stderr=log, start_new_session=True, close_fds=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "jobrunner.cli.service", "--key", key],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+        )
     finally:
         log.close()
 
@@ -134,9 +146,15 @@ def request(conn: socket.socket, message: dict[str, Any]) -> None:
     conn.sendall(json.dumps(message).encode() + b"\n")
 
 
-def run_command(op: str, args: dict[str, Any], *, on_progress: Callable[[dict[str, Any]], None] | None = None,
-                out: Callable[[str], None] | None = None, err: Callable[[str], None] | None = None,
-                on_result: Callable[[dict[str, Any]], None] | None = None) -> int | None:
+def run_command(
+    op: str,
+    args: dict[str, Any],
+    *,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    out: Callable[[str], None] | None = None,
+    err: Callable[[str], None] | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> int | None:
     """Run `op` in the service and return its exit code; None when no service could be reached."""
     if not enabled():
         return None
@@ -145,8 +163,11 @@ def run_command(op: str, args: dict[str, Any], *, on_progress: Callable[[dict[st
     wait = float(os.environ.get("JOBRUNNER_SERVICE_WAIT", START_WAIT_S))
     conn = connect(key, wait=wait)
     if conn is None:
-        print(f"note: the execution service did not start within {wait:g}s (log: {paths(key)['log']}); "
-              "running in this process", file=sys.stderr)
+        print(
+            f"note: the execution service did not start within {wait:g}s (log: {paths(key)['log']}); "
+            "running in this process",
+            file=sys.stderr,
+        )
         return None
     write_out: Callable[[str], Any] = out or sys.stdout.write
     write_err: Callable[[str], Any] = err or sys.stderr.write
@@ -164,7 +185,9 @@ def run_command(op: str, args: dict[str, Any], *, on_progress: Callable[[dict[st
     try:
         try:
             with send_lock:
-                request(conn, {"op": op, "protocol": PROTOCOL, "args": args, "cwd": cwd, "env": dict(os.environ)})
+                request(
+                    conn, {"op": op, "protocol": PROTOCOL, "args": args, "cwd": cwd, "env": dict(os.environ)}
+                )
         except OSError:
             return None  # the service went away before taking the request: nothing ran
         for event in _Lines(conn):

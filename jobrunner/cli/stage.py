@@ -14,12 +14,15 @@ import click
 
 @click.command()
 @click.argument("name")
-@click.option("--profile", metavar="NAME",
-              help="params.yaml profile to overlay (default: $JOBRUNNER_PARAMS_PROFILE).")
+@click.option(
+    "--profile", metavar="NAME", help="params.yaml profile to overlay (default: $JOBRUNNER_PARAMS_PROFILE)."
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--no-cache", is_flag=True,
-              help="Execute even if a recorded run has the same run-cache key (default: "
-                   "$JOBRUNNER_STAGE_CACHE=off).")
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Execute even if a recorded run has the same run-cache key (default: $JOBRUNNER_STAGE_CACHE=off).",
+)
 def stage(name: str, profile: str | None, quiet: bool, no_cache: bool) -> None:
     """Run stage NAME of dvc.yaml: its notebook with its params.yaml sections, recorded in MLflow.
 

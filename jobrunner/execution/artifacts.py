@@ -30,7 +30,7 @@ class ArtifactStore(Protocol):
 
 class LocalStore:
     def __init__(self, root: str):
-        self.root = Path(root[len("file://"):] if root.startswith("file://") else root).expanduser()
+        self.root = Path(root[len("file://") :] if root.startswith("file://") else root).expanduser()
 
     def put(self, local: Path, key: str) -> str:
         target = self.root / key
@@ -41,7 +41,7 @@ class LocalStore:
         return str(target.resolve())
 
     def get(self, uri: str) -> bytes:
-        return Path(uri[len("file://"):] if uri.startswith("file://") else uri).read_bytes()
+        return Path(uri[len("file://") :] if uri.startswith("file://") else uri).read_bytes()
 
 
 class S3Store:
@@ -57,29 +57,34 @@ class S3Store:
             import boto3
             from botocore.config import Config
 
-            config = Config(retries={"max_attempts": UPLOAD_TRIES, "mode": "standard"}, connect_timeout=5,
-                            read_timeout=60)
-            self._client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-                                        config=config)
+            config = Config(
+                retries={"max_attempts": UPLOAD_TRIES, "mode": "standard"}, connect_timeout=5, read_timeout=60
+            )
+            self._client = boto3.client(
+                "s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None, config=config
+            )
         return self._client
 
     def put(self, local: Path, key: str) -> str:
         full = f"{self.prefix}/{key}" if self.prefix else key
-        _retry(lambda: self.client.upload_file(str(local), self.bucket, full),
-               f"upload to s3://{self.bucket}")
+        _retry(
+            lambda: self.client.upload_file(str(local), self.bucket, full), f"upload to s3://{self.bucket}"
+        )
         return f"s3://{self.bucket}/{full}"
 
     def get(self, uri: str) -> bytes:
         parsed = urlparse(uri)
-        return _retry(lambda: self.client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
-                      ["Body"].read(), f"download {uri}")
+        return _retry(
+            lambda: self.client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read(),
+            f"download {uri}",
+        )
 
 
 def _retry(func: Callable[[], T], what: str) -> T:
     """Run one boto3 call (botocore retries inside it); its final failure as an ArtifactStoreError."""
     try:
         return func()
-    except Exception as exc:  # noqa: BLE001 - boto3 raises many unrelated types
+    except Exception as exc:
         raise ArtifactStoreError(f"{what} failed after {UPLOAD_TRIES} tries: {exc}") from exc
 
 
@@ -91,9 +96,9 @@ def store_for(uri: str) -> ArtifactStore:
     try:
         return STORES[scheme](uri)
     except KeyError:
-        raise ArtifactStoreError(f"unsupported JOBRUNNER_ARTIFACT_URI scheme {scheme!r}: use "
-                                 "s3://bucket/prefix "
-                                 "or a local folder") from None
+        raise ArtifactStoreError(
+            f"unsupported JOBRUNNER_ARTIFACT_URI scheme {scheme!r}: use s3://bucket/prefix or a local folder"
+        ) from None
 
 
 def read_uri(uri: str) -> bytes:

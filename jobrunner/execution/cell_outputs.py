@@ -100,7 +100,9 @@ def _images_of(output: Any) -> list[str]:
     return found
 
 
-def cell_outputs(nb: Any, *, rtol: float = 1e-6, folders: Iterable[tuple[str, str]] = ()) -> list[CellOutputs]:
+def cell_outputs(
+    nb: Any, *, rtol: float = 1e-6, folders: Iterable[tuple[str, str]] = ()
+) -> list[CellOutputs]:
     """The code cells of an executed notebook with their normalised text outputs and image hashes."""
     digits = significant_digits(rtol)
     folders = list(folders)
@@ -111,8 +113,14 @@ def cell_outputs(nb: Any, *, rtol: float = 1e-6, folders: Iterable[tuple[str, st
             continue
         texts = [t for t in (_text_of(o) for o in cell.get("outputs", [])) if t]
         images = [i for o in cell.get("outputs", []) for i in _images_of(o)]
-        out.append(CellOutputs(index=index, source=cell.source,
-                               text=normalise("".join(texts), digits=digits, folders=folders), images=images))
+        out.append(
+            CellOutputs(
+                index=index,
+                source=cell.source,
+                text=normalise("".join(texts), digits=digits, folders=folders),
+                images=images,
+            )
+        )
     return out
 
 
@@ -133,9 +141,14 @@ def changed_cells(a: list[CellOutputs], b: list[CellOutputs]) -> list[dict[str, 
 def _change(a: CellOutputs | None, b: CellOutputs | None) -> dict[str, Any]:
     ref = a or b
     assert ref is not None
-    return {"index": ref.index, "cell": ref.title, "a": _clip(a.text) if a else None,
-            "b": _clip(b.text) if b else None, "fingerprint_a": a.fingerprint if a else None,
-            "fingerprint_b": b.fingerprint if b else None}
+    return {
+        "index": ref.index,
+        "cell": ref.title,
+        "a": _clip(a.text) if a else None,
+        "b": _clip(b.text) if b else None,
+        "fingerprint_a": a.fingerprint if a else None,
+        "fingerprint_b": b.fingerprint if b else None,
+    }
 
 
 def changed_images(a: list[CellOutputs], b: list[CellOutputs]) -> list[dict[str, Any]]:
@@ -159,4 +172,3 @@ def _clip(text: str, limit: int = 400) -> str:
 
 def fingerprints(cells: list[CellOutputs]) -> dict[str, str]:
     return {str(c.index): c.fingerprint for c in cells}
-

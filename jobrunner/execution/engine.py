@@ -44,8 +44,12 @@ def last_started_cell(out: Path) -> NotebookFailure | None:
     for index in range(len(nb.cells) - 1, -1, -1):
         meta = nb.cells[index].metadata.get("papermill", {})
         if meta.get("start_time") or meta.get("status") == "running":
-            return NotebookFailure(kind=FailureKind.STOPPED, message="", cell_index=source_cell_index(out, index),
-                                   execution_count=nb.cells[index].get("execution_count"))
+            return NotebookFailure(
+                kind=FailureKind.STOPPED,
+                message="",
+                cell_index=source_cell_index(out, index),
+                execution_count=nb.cells[index].get("execution_count"),
+            )
     return None
 
 

@@ -205,29 +205,42 @@ def execute(
     if record:
         from jobrunner.execution.recording import Recorder
 
-        recorder = Recorder(settings.mlflow_tracking_uri or "", settings.mlflow_experiment,
-                            settings.mlflow_artifact_root)
+        recorder = Recorder(
+            settings.mlflow_tracking_uri or "", settings.mlflow_experiment, settings.mlflow_artifact_root
+        )
         run_tags = {**environment_tags(project), STARTED_AT_TAG: started_at.isoformat(), **(tags or {})}
         if folder is not None and not write_workspace:
             run_tags[OUTPUTS_FOLDER_TAG] = str(folder)
-        run_id = recorder.start(notebook=nb_label, run_name=run_name or f"{nb_full.stem}-{stamp}",
-                                tags=run_tags)
+        run_id = recorder.start(
+            notebook=nb_label, run_name=run_name or f"{nb_full.stem}-{stamp}", tags=run_tags
+        )
 
     scratch = Path(tempfile.mkdtemp(prefix="jobrunner-"))
     metrics_file = scratch / "metrics.jsonl"
-    env = _kernel_env(settings, run_id, {METRICS_FILE_ENV: str(metrics_file), **(extra_env or {})},
-                      recorder.started_in if recorder else None, base_env)
+    env = _kernel_env(
+        settings,
+        run_id,
+        {METRICS_FILE_ENV: str(metrics_file), **(extra_env or {})},
+        recorder.started_in if recorder else None,
+        base_env,
+    )
     t0 = time.monotonic()
     try:
         try:
-            kernel = acquire_kernel(kernel_name or settings.kernel_name, env=env, cwd=project,
-                                    transport=settings.kernel_transport, timeout=settings.kernel_start_timeout)
+            kernel = acquire_kernel(
+                kernel_name or settings.kernel_name,
+                env=env,
+                cwd=project,
+                transport=settings.kernel_transport,
+                timeout=settings.kernel_start_timeout,
+            )
         except InfrastructureError as exc:
             if recorder and run_id:
                 recorder.abort(run_id, str(exc))
             raise
-        failure, cancelled = _run(nb_full, out, injected, kernel, limit, cancel, on_progress, settings,
-                                  on_output)
+        failure, cancelled = _run(
+            nb_full, out, injected, kernel, limit, cancel, on_progress, settings, on_output
+        )
         reported = _read_metrics(metrics_file)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -237,8 +250,11 @@ def execute(
     html_path = _render_html(out) if html and out.is_file() else None
     output_files = hash_outputs(targets, project)
     explicit_outputs = list(outputs)
-    output_hashes = ([hash_path(Path(p), project) for p in explicit_outputs] if explicit_outputs
-                     else [f.as_hash() for f in output_files])
+    output_hashes = (
+        [hash_path(Path(p), project) for p in explicit_outputs]
+        if explicit_outputs
+        else [f.as_hash() for f in output_files]
+    )
     metrics = {m["key"]: float(m["value"]) for m in reported}
     if recorder and run_id:
         metrics = recorder.finish(
@@ -254,15 +270,13 @@ def execute(
             cancelled=cancelled,
             reported=reported,
         )
-    status = (
-        RunStatus.CANCELLED if cancelled else (RunStatus.FAILED if failure else RunStatus.SUCCEEDED)
-    )
+    status = RunStatus.CANCELLED if cancelled else (RunStatus.FAILED if failure else RunStatus.SUCCEEDED)
     if key and recorder and run_id and status == RunStatus.SUCCEEDED:
         from jobrunner.execution import runcache
 
         try:
             runcache.store_run(recorder.client, run_id, key, targets, project)
-        except Exception:  # noqa: BLE001 - the run happened; only its reuse is lost
+        except Exception:
             log.warning("run %s: could not store its outputs for the run cache", run_id, exc_info=True)
     return ExecutionResult(
         notebook=nb_label,
@@ -298,24 +312,36 @@ def _outputs_covered(explicit: list[str | Path], targets: list[OutputTarget], pr
         path = Path(out) if Path(out).is_absolute() else project / out
         path = path.resolve()
         if not any(path == loc or loc in path.parents for loc in locations):
-            log.info("run cache not used: output %s is not written through an output parameter (# output:)", out)
+            log.info(
+                "run cache not used: output %s is not written through an output parameter (# output:)", out
+            )
             return False
     return True
 
 
-def _cache_hit(settings: Settings, key: str, targets: list[OutputTarget], out: Path, nb_label: str,
-               params: dict[str, Any], input_hashes: list[DataHash], started_at: datetime) -> ExecutionResult | None:
+def _cache_hit(
+    settings: Settings,
+    key: str,
+    targets: list[OutputTarget],
+    out: Path,
+    nb_label: str,
+    params: dict[str, Any],
+    input_hashes: list[DataHash],
+    started_at: datetime,
+) -> ExecutionResult | None:
     """The result of a recorded run with `key`, its outputs restored into the workspace; None: a miss."""
     from jobrunner.execution import runcache
     from jobrunner.execution.recording import Recorder
 
     t0 = time.monotonic()
-    recorder = Recorder(settings.mlflow_tracking_uri or "", settings.mlflow_experiment,
-                        settings.mlflow_artifact_root)
+    recorder = Recorder(
+        settings.mlflow_tracking_uri or "", settings.mlflow_experiment, settings.mlflow_artifact_root
+    )
     scratch = Path(tempfile.mkdtemp(prefix="jobrunner-cache-"))
     try:
-        hit = runcache.restore_run(recorder.client, recorder.experiment_id(), key, targets,
-                                   settings.project_dir, scratch)
+        hit = runcache.restore_run(
+            recorder.client, recorder.experiment_id(), key, targets, settings.project_dir, scratch
+        )
         if hit is None:
             return None
         if hit.notebook is not None:
@@ -323,11 +349,23 @@ def _cache_hit(settings: Settings, key: str, targets: list[OutputTarget], out: P
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     files = hash_outputs(targets, settings.project_dir)
-    return ExecutionResult(notebook=nb_label, parameters=params, status=RunStatus.SUCCEEDED, output_path=out,
-                           html_path=None, run_id=hit.run_id, metrics=hit.metrics,
-                           duration=time.monotonic() - t0, started_at=started_at, finished_at=datetime.now(UTC),
-                           inputs=input_hashes, outputs=[f.as_hash() for f in files], output_files=files,
-                           output_targets=targets, cached_from=hit.run_id)
+    return ExecutionResult(
+        notebook=nb_label,
+        parameters=params,
+        status=RunStatus.SUCCEEDED,
+        output_path=out,
+        html_path=None,
+        run_id=hit.run_id,
+        metrics=hit.metrics,
+        duration=time.monotonic() - t0,
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        inputs=input_hashes,
+        outputs=[f.as_hash() for f in files],
+        output_files=files,
+        output_targets=targets,
+        cached_from=hit.run_id,
+    )
 
 
 def _run(
@@ -480,8 +518,11 @@ def _cached_html_filters() -> dict[str, Any]:
         return str(highlighters[lexer](source, language, metadata))
 
     def clean(element: Any) -> Any:
-        return clean_cached(element) if isinstance(element, str) and len(element) < _CACHED_MAX else \
-            clean_html(element)
+        return (
+            clean_cached(element)
+            if isinstance(element, str) and len(element) < _CACHED_MAX
+            else clean_html(element)
+        )
 
     def highlight(source: str, language: str | None = None, metadata: Any = None) -> str:
         magics = metadata.get("magics_language") if metadata else None
@@ -514,7 +555,7 @@ def _render_html(ipynb: Path) -> Path | None:
         import nbformat
 
         body = _render_html_text(nbformat.read(ipynb, as_version=4))
-    except Exception:  # noqa: BLE001 - a rendering problem must not lose the run
+    except Exception:
         log.warning("could not render %s as HTML", ipynb, exc_info=True)
         return None
     html_path = ipynb.with_suffix(".html")
@@ -540,8 +581,13 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
 caller_env: ContextVar[Mapping[str, str] | None] = ContextVar("jobrunner_caller_env", default=None)
 
 
-def _kernel_env(settings: Settings, run_id: str | None, extra: Mapping[str, str] | None,
-                experiment_id: str | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+def _kernel_env(
+    settings: Settings,
+    run_id: str | None,
+    extra: Mapping[str, str] | None,
+    experiment_id: str | None = None,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     if base is None:
         base = caller_env.get()
     env = dict(os.environ if base is None else base)

@@ -44,12 +44,22 @@ from typing import Any
 PROTOCOL = 1
 # What a kernel imports while it starts (measured: `IPKernelApp.initialize` after importing ipykernel.kernelapp
 # still imported 160 modules, the debugger's debugpy 0.14 s of them), imported once in the template.
-_KERNEL_MODULES = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugger",
-                   "ipykernel.comm", "IPython.core.history", "IPython.core.completer", "sqlite3", "pdb", "pydoc")
+_KERNEL_MODULES = (
+    "ipykernel.kernelapp",
+    "ipykernel.ipkernel",
+    "ipykernel.zmqshell",
+    "ipykernel.debugger",
+    "ipykernel.comm",
+    "IPython.core.history",
+    "IPython.core.completer",
+    "sqlite3",
+    "pdb",
+    "pydoc",
+)
 
 
 # -- the template process (runs in the kernel's Python) -------------------------------------------------
-class _BecomeKernel(Exception):  # noqa: N818 - control flow, not an error: the forked child unwinds with it
+class _BecomeKernel(Exception):
     def __init__(self, argv: list[str]):
         super().__init__()
         self.argv = argv
@@ -88,8 +98,9 @@ def _locale_of_a_new_interpreter() -> None:
         pass
 
 
-def _spawn(request: dict[str, Any], added_env: dict[str, str], ctl: tuple[Any, Any], template_cwd: str,
-           argv0: str) -> int:
+def _spawn(
+    request: dict[str, Any], added_env: dict[str, str], ctl: tuple[Any, Any], template_cwd: str, argv0: str
+) -> int:
     """Fork one kernel; in the child, raises _BecomeKernel once it is set up. The parent returns the
     child's pid after the child reports its set-up (its own session, folder and environment) done."""
     argv = [str(a) for a in request["argv"]]
@@ -108,8 +119,13 @@ def _spawn(request: dict[str, Any], added_env: dict[str, str], ctl: tuple[Any, A
             os.setsid()
             os.chdir(cwd)
             os.environ.clear()
-            os.environ.update({**{k: v for k, v in added_env.items() if k not in env}, **env,
-                               "JPY_PARENT_PID": str(os.getppid())})  # as jupyter_client's launcher sets it
+            os.environ.update(
+                {
+                    **{k: v for k, v in added_env.items() if k not in env},
+                    **env,
+                    "JPY_PARENT_PID": str(os.getppid()),
+                }
+            )  # as jupyter_client's launcher sets it
             _locale_of_a_new_interpreter()
             if sys.path and sys.path[0] in ("", template_cwd):
                 del sys.path[0]  # as ipykernel_launcher does; the kernel's shell adds '' after the stdlib
@@ -204,7 +220,11 @@ def template_command(argv: list[str]) -> list[str] | None:
     ...`, or None when its kernels cannot be forked from one."""
     if len(argv) < 3 or argv[1:3] != ["-m", "ipykernel_launcher"]:
         return None
-    python = sys.executable if argv[0] in {"python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}"} else argv[0]
+    python = (
+        sys.executable
+        if argv[0] in {"python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}"}
+        else argv[0]
+    )
     # the last argument names what it forks: `ps` shows the template and each kernel forked from it (whose
     # command line is the template's) as `... jobrunner.execution.forkserver ipykernel_launcher`
     return [python, "-m", "jobrunner.execution.forkserver", "ipykernel_launcher"]
@@ -269,8 +289,16 @@ class ForkedProcess:
 class ForkServer:
     """One template process; `spawn` forks kernels from it. Thread-safe; see the module docstring."""
 
-    def __init__(self, command: list[str], *, env: dict[str, str], cwd: str, modules: tuple[str, ...] = (),
-                 optional: tuple[str, ...] = (), timeout: float = 60.0):
+    def __init__(
+        self,
+        command: list[str],
+        *,
+        env: dict[str, str],
+        cwd: str,
+        modules: tuple[str, ...] = (),
+        optional: tuple[str, ...] = (),
+        timeout: float = 60.0,
+    ):
         self.command = command
         self.env = env
         self.cwd = cwd
@@ -294,10 +322,18 @@ class ForkServer:
         import subprocess
 
         with self._lock:
-            self._proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          cwd=self.cwd, env=self.env, start_new_session=True)
+            self._proc = subprocess.Popen(
+                self.command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                cwd=self.cwd,
+                env=self.env,
+                start_new_session=True,
+            )
             try:
-                reply = self._ask({"modules": list(self.modules), "optional": list(self.optional)}, self.timeout)
+                reply = self._ask(
+                    {"modules": list(self.modules), "optional": list(self.optional)}, self.timeout
+                )
             except ForkServerError:
                 self._stop()
                 raise
@@ -306,8 +342,10 @@ class ForkServer:
                 raise ForkServerError(f"the kernel template did not start: {reply.get('error', reply)}")
             self.missing = list(reply.get("missing", []))
             if reply.get("threads", 1) > 1:  # forking a process with threads copies only the forking one
-                log_warning("the kernel template has %s threads after its imports; kernels forked from it "
-                            "lose them", reply["threads"])
+                log_warning(
+                    "the kernel template has %s threads after its imports; kernels forked from it lose them",
+                    reply["threads"],
+                )
         return self
 
     def spawn(self, argv: list[str], env: dict[str, str], cwd: str, timeout: float = 10.0) -> ForkedProcess:

@@ -79,7 +79,9 @@ def _ipc_root() -> str:
     with _IPC_ROOT_LOCK:
         if _IPC_ROOT is None or not os.path.isdir(_IPC_ROOT):
             # short path: Unix socket paths are limited to ~107 bytes
-            _IPC_ROOT = tempfile.mkdtemp(prefix=f"jrk{os.getpid()}-", dir="/tmp" if os.path.isdir("/tmp") else None)
+            _IPC_ROOT = tempfile.mkdtemp(
+                prefix=f"jrk{os.getpid()}-", dir="/tmp" if os.path.isdir("/tmp") else None
+            )
             import atexit
 
             atexit.register(shutil.rmtree, _IPC_ROOT, True)
@@ -131,8 +133,9 @@ class KernelHandle:
         if self.client is None:
             raise KernelStartError("kernel has no connected client")
         try:
-            reply = run_sync(self.client.execute_interactive)(code, silent=True, store_history=False,
-                                                              timeout=timeout)
+            reply = run_sync(self.client.execute_interactive)(
+                code, silent=True, store_history=False, timeout=timeout
+            )
         except TimeoutError as exc:
             raise KernelStartError(f"kernel did not answer within {timeout:g}s") from exc
         except Exception as exc:
@@ -152,7 +155,7 @@ class KernelHandle:
         if old is not None:
             try:
                 old.stop_channels()
-            except Exception:  # noqa: BLE001 - the old client's sockets are discarded either way
+            except Exception:
                 log.debug("stopping the filler's kernel client raised", exc_info=True)
         client = self.manager.client()
         client.start_channels()
@@ -177,19 +180,19 @@ class KernelHandle:
         if self.client is not None:
             try:
                 self.client.stop_channels()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.debug("stopping the kernel client raised", exc_info=True)
             self.client = None
         try:
             if run_sync(self.manager.is_alive)():
                 run_sync(self.manager.shutdown_kernel)(now=True)
-        except Exception:  # noqa: BLE001 - a kernel that is already gone is fine here
+        except Exception:
             log.debug("kernel shutdown raised", exc_info=True)
             self.kill()
         finally:
             try:
                 run_sync(self.manager.cleanup_resources)()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.debug("kernel cleanup raised", exc_info=True)
             if self.alive():  # shutdown_kernel gave up: never leave a process behind
                 self.kill()
@@ -266,9 +269,17 @@ def kernelspec_env(kernel_name: str) -> dict[str, str]:
     return dict(spec.env) if spec is not None and spec.env else {}
 
 
-def start_kernel(kernel_name: str, *, env: Mapping[str, str], cwd: Path, transport: str = "ipc",
-                 timeout: float = 60.0, preload: Sequence[str] = (),
-                 optional_preload: Sequence[str] = (), forkserver: ForkServer | None = None) -> KernelHandle:
+def start_kernel(
+    kernel_name: str,
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    transport: str = "ipc",
+    timeout: float = 60.0,
+    preload: Sequence[str] = (),
+    optional_preload: Sequence[str] = (),
+    forkserver: ForkServer | None = None,
+) -> KernelHandle:
     """Start one kernel, connect a client and wait until it answers (one attempt; KernelStartError).
     With `forkserver` (a running template of this kernel name) the kernel is forked from it."""
     import time
@@ -276,13 +287,16 @@ def start_kernel(kernel_name: str, *, env: Mapping[str, str], cwd: Path, transpo
     if transport not in TRANSPORTS:
         raise KernelStartError(f"unknown kernel transport {transport!r}: use one of {', '.join(TRANSPORTS)}")
     if transport == "ipc":
-        manager = AsyncKernelManager(kernel_name=kernel_name, transport="ipc",
-                                     ip=os.path.join(_ipc_root(), uuid.uuid4().hex[:12]))
+        manager = AsyncKernelManager(
+            kernel_name=kernel_name, transport="ipc", ip=os.path.join(_ipc_root(), uuid.uuid4().hex[:12])
+        )
     else:
         manager = AsyncKernelManager(kernel_name=kernel_name)
     if forkserver is not None:
         manager.kernel_id = str(uuid.uuid4())
-        forking = _ForkProvisioner(kernel_id=manager.kernel_id, kernel_spec=manager.kernel_spec, parent=manager)
+        forking = _ForkProvisioner(
+            kernel_id=manager.kernel_id, kernel_spec=manager.kernel_spec, parent=manager
+        )
         forking.forkserver = forkserver
         manager.provisioner = forking
     # ipykernel warns on every start that local TCP is unencrypted; keep its log to errors so that
@@ -307,7 +321,9 @@ def start_kernel(kernel_name: str, *, env: Mapping[str, str], cwd: Path, transpo
             if lock:
                 lock.release()
         if preload or optional_preload:
-            handle.run_silent(_PRELOAD.format(modules=list(preload), optional=list(optional_preload)), timeout)
+            handle.run_silent(
+                _PRELOAD.format(modules=list(preload), optional=list(optional_preload)), timeout
+            )
     except Exception as exc:
         if handle is not None:
             handle.shutdown()
@@ -320,9 +336,17 @@ def start_kernel(kernel_name: str, *, env: Mapping[str, str], cwd: Path, transpo
     return handle
 
 
-def start_kernel_with_retries(kernel_name: str, *, env: Mapping[str, str], cwd: Path, transport: str = "ipc",
-                              timeout: float = 60.0, preload: Sequence[str] = (), attempts: int = 3,
-                              on_failure: Any = None) -> KernelHandle:
+def start_kernel_with_retries(
+    kernel_name: str,
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    transport: str = "ipc",
+    timeout: float = 60.0,
+    preload: Sequence[str] = (),
+    attempts: int = 3,
+    on_failure: Any = None,
+) -> KernelHandle:
     """`start_kernel` with exponential backoff between attempts (0.5 s, 1 s, ... at most 5 s)."""
     from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -331,12 +355,17 @@ def start_kernel_with_retries(kernel_name: str, *, env: Mapping[str, str], cwd: 
         if on_failure is not None:
             on_failure()
 
-    for attempt in Retrying(stop=stop_after_attempt(max(1, attempts)),
-                            wait=wait_exponential(multiplier=0.5, max=5),
-                            retry=retry_if_exception_type(KernelStartError), after=failed, reraise=True):
+    for attempt in Retrying(
+        stop=stop_after_attempt(max(1, attempts)),
+        wait=wait_exponential(multiplier=0.5, max=5),
+        retry=retry_if_exception_type(KernelStartError),
+        after=failed,
+        reraise=True,
+    ):
         with attempt:
-            return start_kernel(kernel_name, env=env, cwd=cwd, transport=transport, timeout=timeout,
-                                preload=preload)
+            return start_kernel(
+                kernel_name, env=env, cwd=cwd, transport=transport, timeout=timeout, preload=preload
+            )
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -397,8 +426,9 @@ def install_pool_factory(factory: Callable[[str], KernelSource | None] | None) -
         _pool_factory = factory
 
 
-def acquire_kernel(kernel_name: str, *, env: Mapping[str, str], cwd: Path, transport: str = "ipc",
-                   timeout: float = 60.0) -> KernelHandle:
+def acquire_kernel(
+    kernel_name: str, *, env: Mapping[str, str], cwd: Path, transport: str = "ipc", timeout: float = 60.0
+) -> KernelHandle:
     """A kernel for one execution, with `env` as its environment and `cwd` as its folder.
 
     From this process's warm pool when one is installed for `kernel_name` (its environment and folder
@@ -431,6 +461,9 @@ def check_kernel_name(name: str | None) -> str | None:
         return None
     names = installed_kernel_names()
     if name not in names:
-        raise InvalidJobOption("kernel", f"kernel {name!r} is not installed; installed kernels: "
-                                         f"{', '.join(names) or '(none)'} (see: jupyter kernelspec list)")
+        raise InvalidJobOption(
+            "kernel",
+            f"kernel {name!r} is not installed; installed kernels: "
+            f"{', '.join(names) or '(none)'} (see: jupyter kernelspec list)",
+        )
     return name

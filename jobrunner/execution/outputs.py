@@ -27,8 +27,10 @@ from jobrunner.errors import ParameterError, ParameterProblem
 from jobrunner.execution.hashing import DataHash, hash_path
 from jobrunner.execution.params import ParameterSchema
 
-WRITE_WORKSPACE_HINT = ("pass --write-workspace (REST: \"write_workspace\": true) to write the project's files "
-                        "on purpose, or leave the parameter out: the job then writes it into its own folder")
+WRITE_WORKSPACE_HINT = (
+    'pass --write-workspace (REST: "write_workspace": true) to write the project\'s files '
+    "on purpose, or leave the parameter out: the job then writes it into its own folder"
+)
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,13 @@ class OutputFile:
     uri: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"parameter": self.parameter, "path": self.path, "md5": self.md5, "size": self.size,
-                "uri": self.uri}
+        return {
+            "parameter": self.parameter,
+            "path": self.path,
+            "md5": self.md5,
+            "size": self.size,
+            "uri": self.uri,
+        }
 
     def as_hash(self) -> DataHash:
         return DataHash(self.path, self.md5, self.size)
@@ -73,12 +80,16 @@ def _inside(path: Path, project: Path) -> bool:
 
 def given_outputs(schema: ParameterSchema, values: Mapping[str, Any]) -> dict[str, str]:
     """Output parameters given a value other than their default (the default given again counts as left)."""
-    return {name: values[name] for name in schema.outputs
-            if name in values and values[name] != schema.parameters[name].default and _is_local(values[name])}
+    return {
+        name: values[name]
+        for name in schema.outputs
+        if name in values and values[name] != schema.parameters[name].default and _is_local(values[name])
+    }
 
 
-def check_outputs(schema: ParameterSchema, values: Mapping[str, Any], project: Path, *,
-                  write_workspace: bool) -> None:
+def check_outputs(
+    schema: ParameterSchema, values: Mapping[str, Any], project: Path, *, write_workspace: bool
+) -> None:
     """Refuse output parameters given paths inside the project unless `write_workspace` (ParameterError
     naming each parameter and what to do)."""
     if write_workspace:
@@ -86,10 +97,14 @@ def check_outputs(schema: ParameterSchema, values: Mapping[str, Any], project: P
     problems = []
     for name, value in given_outputs(schema, values).items():
         if _inside(_full(value, project), project):
-            problems.append(ParameterProblem(
-                name, "output_in_project",
-                f"output parameter '{name}' = {value!r} is inside the project: a job writes its outputs "
-                f"into its own folder, never over the project's files; {WRITE_WORKSPACE_HINT}"))
+            problems.append(
+                ParameterProblem(
+                    name,
+                    "output_in_project",
+                    f"output parameter '{name}' = {value!r} is inside the project: a job writes its outputs "
+                    f"into its own folder, never over the project's files; {WRITE_WORKSPACE_HINT}",
+                )
+            )
     if problems:
         raise ParameterError(schema.notebook, problems)
 
@@ -102,9 +117,14 @@ def _relative_key(parameter: str, value: str) -> str:
     return p.as_posix()
 
 
-def plan_outputs(schema: ParameterSchema, values: Mapping[str, Any], project: Path, *,
-                 folder: Path | None = None, write_workspace: bool = True) -> tuple[dict[str, Any],
-                                                                                    list[OutputTarget]]:
+def plan_outputs(
+    schema: ParameterSchema,
+    values: Mapping[str, Any],
+    project: Path,
+    *,
+    folder: Path | None = None,
+    write_workspace: bool = True,
+) -> tuple[dict[str, Any], list[OutputTarget]]:
     """(parameters to inject, output targets) of one execution.
 
     Without `folder` (or with `write_workspace`) outputs go where the parameters say. With `folder` (a
@@ -158,7 +178,9 @@ def hash_outputs(targets: list[OutputTarget], project: Path) -> list[OutputFile]
     return out
 
 
-def store_outputs(files: list[OutputFile], targets: list[OutputTarget], store: Any, prefix: str) -> list[OutputFile]:
+def store_outputs(
+    files: list[OutputFile], targets: list[OutputTarget], store: Any, prefix: str
+) -> list[OutputFile]:
     """Copy each written output to `store` under `<prefix>/<path>` (a folder file by file); returns the files
     with their URIs (a folder's URI is its prefix)."""
     where = {t.parameter: t.location for t in targets}

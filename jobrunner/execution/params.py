@@ -195,19 +195,27 @@ def check_sizes(values: dict[str, Any], *, notebook: str, max_value_bytes: int, 
     JOBRUNNER_MAX_PARAMETERS_BYTES): ParameterError naming each parameter, its size and the limit."""
     sizes = {name: json_size(value) for name, value in values.items()}
     problems = [
-        ParameterProblem(name, "too_large",
-                         f"parameter '{name}' is {_bytes(size)} as JSON; the limit is {_bytes(max_value_bytes)} "
-                         "per value (setting JOBRUNNER_MAX_PARAMETER_BYTES); pass large data as a file path")
-        for name, size in sizes.items() if size > max_value_bytes
+        ParameterProblem(
+            name,
+            "too_large",
+            f"parameter '{name}' is {_bytes(size)} as JSON; the limit is {_bytes(max_value_bytes)} "
+            "per value (setting JOBRUNNER_MAX_PARAMETER_BYTES); pass large data as a file path",
+        )
+        for name, size in sizes.items()
+        if size > max_value_bytes
     ]
     total = sum(sizes.values())
     if not problems and total > max_total_bytes:
         largest = sorted(sizes, key=lambda n: -sizes[n])[:3]
-        problems.append(ParameterProblem(
-            largest[0], "too_large",
-            f"the parameters are {_bytes(total)} as JSON together; the limit is {_bytes(max_total_bytes)} per "
-            f"job (setting JOBRUNNER_MAX_PARAMETERS_BYTES); largest: "
-            + ", ".join(f"'{n}' ({_bytes(sizes[n])})" for n in largest)))
+        problems.append(
+            ParameterProblem(
+                largest[0],
+                "too_large",
+                f"the parameters are {_bytes(total)} as JSON together; the limit is {_bytes(max_total_bytes)} per "
+                f"job (setting JOBRUNNER_MAX_PARAMETERS_BYTES); largest: "
+                + ", ".join(f"'{n}' ({_bytes(sizes[n])})" for n in largest),
+            )
+        )
     if problems:
         raise ParameterError(notebook, problems)
 

@@ -76,10 +76,19 @@ class PoolStats:
 class KernelPool:
     """N warm kernels of one kernel name; see the module docstring."""
 
-    def __init__(self, kernel_name: str = "python3", size: int = 1, *, preload: Sequence[str] = (),
-                 transport: str = "ipc", start_timeout: float = 60.0, health_timeout: float = 10.0,
-                 env: Mapping[str, str] | None = None, on_take: Callable[[float], None] | None = None,
-                 fork: bool = True):
+    def __init__(
+        self,
+        kernel_name: str = "python3",
+        size: int = 1,
+        *,
+        preload: Sequence[str] = (),
+        transport: str = "ipc",
+        start_timeout: float = 60.0,
+        health_timeout: float = 10.0,
+        env: Mapping[str, str] | None = None,
+        on_take: Callable[[float], None] | None = None,
+        fork: bool = True,
+    ):
         if size < 0:
             raise ValueError(f"kernel pool size must be >= 0, got {size}")
         self.kernel_name = kernel_name
@@ -113,13 +122,19 @@ class KernelPool:
 
     # -- lifecycle -----------------------------------------------------------------------------------
     @classmethod
-    def start(cls, settings: Settings, *, size: int | None = None,
-              on_take: Callable[[float], None] | None = None) -> KernelPool:
+    def start(
+        cls, settings: Settings, *, size: int | None = None, on_take: Callable[[float], None] | None = None
+    ) -> KernelPool:
         """A pool configured by `settings`, filling in the background and installed for this process."""
-        pool = cls(settings.kernel_name, settings.kernel_pool_size if size is None else size,
-                   preload=settings.kernel_preload_modules, transport=settings.kernel_transport,
-                   start_timeout=settings.kernel_start_timeout, on_take=on_take,
-                   fork=settings.kernel_fork)
+        pool = cls(
+            settings.kernel_name,
+            settings.kernel_pool_size if size is None else size,
+            preload=settings.kernel_preload_modules,
+            transport=settings.kernel_transport,
+            start_timeout=settings.kernel_start_timeout,
+            on_take=on_take,
+            fork=settings.kernel_fork,
+        )
         pool.open()
         return pool
 
@@ -130,8 +145,12 @@ class KernelPool:
             # starts two in sequence no slower than both at once); a forked kernel's start is mostly waiting
             # for it to answer, so two fillers keep a pool full while jobs take kernels back to back
             fillers = 2 if self.fork and self.size >= 2 else 1
-            self._threads = [threading.Thread(target=self._fill_loop, name=f"kernel-pool-{self.kernel_name}-{n}",
-                                              daemon=True) for n in range(fillers)]
+            self._threads = [
+                threading.Thread(
+                    target=self._fill_loop, name=f"kernel-pool-{self.kernel_name}-{n}", daemon=True
+                )
+                for n in range(fillers)
+            ]
             for thread in self._threads:
                 thread.start()
         return self
@@ -170,8 +189,14 @@ class KernelPool:
         starting = any(thread.is_alive() for thread in self._threads)
         if starting or late:
             killed = self._kill_starting() if starting else 0
-            log.warning("kernel pool %s: not closed within %.0fs; killed %d kernel(s) still starting and %d "
-                        "still being cleaned up", self.kernel_name, wait, killed, len(late))
+            log.warning(
+                "kernel pool %s: not closed within %.0fs; killed %d kernel(s) still starting and %d "
+                "still being cleaned up",
+                self.kernel_name,
+                wait,
+                killed,
+                len(late),
+            )
             for thread in self._threads:
                 thread.join(5.0)  # its start fails at once now, and a closed pool starts no other
         with self._fork_lock:
@@ -219,9 +244,18 @@ class KernelPool:
 
     def stats(self) -> PoolStats:
         with self._cond:
-            return PoolStats(self.kernel_name, self.size, len(self._idle), self._starting, self._taken,
-                             self._missed, self._replaced, self._start_failures, self._forked,
-                             self._template_starts)
+            return PoolStats(
+                self.kernel_name,
+                self.size,
+                len(self._idle),
+                self._starting,
+                self._taken,
+                self._missed,
+                self._replaced,
+                self._start_failures,
+                self._forked,
+                self._template_starts,
+            )
 
     def idle_pids(self) -> list[int]:
         with self._cond:
@@ -269,7 +303,9 @@ class KernelPool:
         thread.start()
 
     def _discard(self, handle: KernelHandle, why: str) -> None:
-        log.warning("kernel pool %s: idle kernel (pid %s) %s; replacing it", self.kernel_name, handle.pid, why)
+        log.warning(
+            "kernel pool %s: idle kernel (pid %s) %s; replacing it", self.kernel_name, handle.pid, why
+        )
         with self._cond:
             self._replaced += 1
         handle.kill()
@@ -287,8 +323,11 @@ class KernelPool:
             if server is not None and server.alive():
                 return server
             if server is not None:
-                log.warning("kernel pool %s: the kernel template (pid %s) ended; starting another", self.kernel_name,
-                            server.pid)
+                log.warning(
+                    "kernel pool %s: the kernel template (pid %s) ended; starting another",
+                    self.kernel_name,
+                    server.pid,
+                )
                 server.close(0.5)
                 self._forkserver = None
             if self._closing.is_set() or time.monotonic() < self._fork_retry_at:
@@ -296,16 +335,25 @@ class KernelPool:
             if self._fork_command is None:
                 self._fork_command = fork_template_command(self.kernel_name) or []
                 if not self._fork_command:
-                    log.info("kernel pool %s: its kernelspec is not `python -m ipykernel_launcher`; kernels start "
-                             "one by one", self.kernel_name)
+                    log.info(
+                        "kernel pool %s: its kernelspec is not `python -m ipykernel_launcher`; kernels start "
+                        "one by one",
+                        self.kernel_name,
+                    )
             if not self._fork_command:
                 self.fork = False
                 return None
             folder = os.path.join(self._scratch, ".template")  # not the kernels' folder: see _kill_starting
             os.makedirs(folder, exist_ok=True)
             env = {**self._env, **kernelspec_env(self.kernel_name), "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
-            server = ForkServer(self._fork_command, env=env, cwd=folder, modules=self.preload,
-                                optional=BASE_PRELOAD, timeout=self.start_timeout)
+            server = ForkServer(
+                self._fork_command,
+                env=env,
+                cwd=folder,
+                modules=self.preload,
+                optional=BASE_PRELOAD,
+                timeout=self.start_timeout,
+            )
             try:
                 server.start()
             except (ForkServerError, OSError) as exc:
@@ -313,8 +361,12 @@ class KernelPool:
                 self._fork_retry_at = time.monotonic() + 30.0
                 if self._fork_failures >= 3:  # e.g. a kernelspec's Python without jobrunner: not transient
                     self.fork = False
-                log.warning("kernel pool %s: the kernel template did not start (%s); kernels start the usual way%s",
-                            self.kernel_name, exc, " from now on" if not self.fork else ", template again in 30 s")
+                log.warning(
+                    "kernel pool %s: the kernel template did not start (%s); kernels start the usual way%s",
+                    self.kernel_name,
+                    exc,
+                    " from now on" if not self.fork else ", template again in 30 s",
+                )
                 return None
             self._fork_failures = 0
             self._forkserver = server
@@ -322,8 +374,9 @@ class KernelPool:
             log.info("kernel pool %s: kernel template pid %s ready", self.kernel_name, server.pid)
             return server
 
-    def _start_one(self, *, env: Mapping[str, str], cwd: Path,
-                   preload: Sequence[str] | None = None, fork: bool = True) -> KernelHandle:
+    def _start_one(
+        self, *, env: Mapping[str, str], cwd: Path, preload: Sequence[str] | None = None, fork: bool = True
+    ) -> KernelHandle:
         """One kernel with retries; `preload` None: a kernel for a job right now (no preloading). Forked
         from the pool's template when there is one (the template has imported the preloads); an attempt
         after a failed one starts the usual way."""
@@ -339,23 +392,41 @@ class KernelPool:
         def failed(state: object) -> None:
             with self._cond:
                 self._start_failures += 1
-            log.warning("kernel pool %s: kernel start failed: %s", self.kernel_name,
-                        state.outcome.exception())  # type: ignore[attr-defined]
+            log.warning(
+                "kernel pool %s: kernel start failed: %s", self.kernel_name, state.outcome.exception()
+            )  # type: ignore[attr-defined]
 
         stop = stop_any(stop_after_attempt(3), stop_when_event_set(self._closing))  # closing: no other try
-        for attempt in Retrying(stop=stop, wait=wait_exponential(multiplier=0.5, max=5),
-                                retry=retry_if_exception_type(KernelStartError), after=failed, reraise=True):
+        for attempt in Retrying(
+            stop=stop,
+            wait=wait_exponential(multiplier=0.5, max=5),
+            retry=retry_if_exception_type(KernelStartError),
+            after=failed,
+            reraise=True,
+        ):
             with attempt:
                 template = self._template() if fork and attempt.retry_state.attempt_number == 1 else None
                 if template is not None:
-                    handle = start_kernel(self.kernel_name, env=env, cwd=cwd, transport=self.transport,
-                                          timeout=self.start_timeout, forkserver=template)
+                    handle = start_kernel(
+                        self.kernel_name,
+                        env=env,
+                        cwd=cwd,
+                        transport=self.transport,
+                        timeout=self.start_timeout,
+                        forkserver=template,
+                    )
                     with self._cond:
                         self._forked += 1
                     return handle
-                return start_kernel(self.kernel_name, env=env, cwd=cwd, transport=self.transport,
-                                    timeout=self.start_timeout, preload=preload or (),
-                                    optional_preload=BASE_PRELOAD if preload is not None else ())
+                return start_kernel(
+                    self.kernel_name,
+                    env=env,
+                    cwd=cwd,
+                    transport=self.transport,
+                    timeout=self.start_timeout,
+                    preload=preload or (),
+                    optional_preload=BASE_PRELOAD if preload is not None else (),
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _prune_dead(self) -> None:
@@ -388,8 +459,12 @@ class KernelPool:
                     self._starting -= 1
                     self._failures_in_a_row += 1
                 backoff = min(30.0, max(1.0, backoff * 2))
-                log.error("kernel pool %s: could not start a kernel (%s); next try in %.0fs", self.kernel_name,
-                          exc, backoff)
+                log.error(
+                    "kernel pool %s: could not start a kernel (%s); next try in %.0fs",
+                    self.kernel_name,
+                    exc,
+                    backoff,
+                )
                 with self._cond:
                     if self._closed:
                         return

@@ -37,14 +37,21 @@ class ProgressBar:
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=progress.cells_total, desc=self.label, unit="cell", file=sys.stderr,
-                             leave=False, dynamic_ncols=True)
+            self._bar = tqdm(
+                total=progress.cells_total,
+                desc=self.label,
+                unit="cell",
+                file=sys.stderr,
+                leave=False,
+                dynamic_ncols=True,
+            )
         self._bar.n = progress.cells_done
         self._bar.set_postfix_str(f"cell {progress.cell_index}")
         self._bar.refresh()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._bar is not None:
             self._bar.n = self._bar.total if exc is None else self._bar.n
             self._bar.close()

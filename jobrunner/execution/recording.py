@@ -56,7 +56,7 @@ _experiment_ids: dict[tuple[str, str], str] = {}
 _cache_lock = threading.Lock()
 
 
-def _client(tracking_uri: str):  # noqa: ANN202 - MlflowClient import is deferred (slow)
+def _client(tracking_uri: str):
     """One MlflowClient per tracking URI per process: a long-lived process (worker, execution service)
     opens its store once instead of once per run."""
     with _cache_lock:
@@ -246,7 +246,7 @@ class Recorder:
             self.client.set_tag(run_id, OUTCOME_TAG, "infrastructure_error")
             self.client.set_tag(run_id, ERROR_MESSAGE_TAG, reason[:5000])
             self.client.set_terminated(run_id, status="FAILED")
-        except Exception:  # noqa: BLE001 - best effort; the original error is what matters
+        except Exception:
             log.warning("could not mark MLflow run %s as failed", run_id, exc_info=True)
 
 
@@ -278,13 +278,20 @@ def close_lost_attempts(tracking_uri: str, experiment: str, job_id: str, reason:
         if closed:
             log.info("job %s: marked %d lost attempt run(s) KILLED: %s", job_id, len(closed), closed)
         return closed
-    except Exception:  # noqa: BLE001 - bookkeeping of a dead attempt must not stop the job
+    except Exception:
         log.warning("job %s: could not close the MLflow runs of lost attempts", job_id, exc_info=True)
         return []
 
 
-def mark_superseded(tracking_uri: str, experiment: str, job_id: str, *, keep: str | None = None,
-                    only: str | None = None, reason: str = "") -> list[str]:
+def mark_superseded(
+    tracking_uri: str,
+    experiment: str,
+    job_id: str,
+    *,
+    keep: str | None = None,
+    only: str | None = None,
+    reason: str = "",
+) -> list[str]:
     """Tag MLflow runs of a job `jobrunner.superseded=true`, so each job shows one authoritative run.
 
     With `keep`: every other run of the job (the attempt whose result the store took calls this when its
@@ -302,10 +309,14 @@ def mark_superseded(tracking_uri: str, experiment: str, job_id: str, *, keep: st
             exp = client.get_experiment_by_name(experiment)
             if exp is None:
                 return []
-            runs = client.search_runs([exp.experiment_id],
-                                      filter_string=f"tags.`{JOB_ID_TAG}` = '{job_id}'", max_results=1000)
-            targets = [r.info.run_id for r in runs
-                       if r.info.run_id != keep and r.data.tags.get(SUPERSEDED_TAG) != "true"]
+            runs = client.search_runs(
+                [exp.experiment_id], filter_string=f"tags.`{JOB_ID_TAG}` = '{job_id}'", max_results=1000
+            )
+            targets = [
+                r.info.run_id
+                for r in runs
+                if r.info.run_id != keep and r.data.tags.get(SUPERSEDED_TAG) != "true"
+            ]
             why = reason or f"superseded by run {keep}, whose result the job store recorded"
         for run_id in targets:
             client.set_tag(run_id, SUPERSEDED_TAG, "true")
@@ -315,7 +326,7 @@ def mark_superseded(tracking_uri: str, experiment: str, job_id: str, *, keep: st
         if targets:
             log.info("job %s: marked %d MLflow run(s) superseded: %s", job_id, len(targets), targets)
         return targets
-    except Exception:  # noqa: BLE001 - bookkeeping must not fail the job
+    except Exception:
         log.warning("job %s: could not mark superseded MLflow runs", job_id, exc_info=True)
         return []
 
@@ -331,7 +342,7 @@ def tag_outputs(tracking_uri: str, run_id: str, files: Iterable[Any]) -> None:
         tags = [RunTag(f"{OUTPUTS_STORED_PREFIX}{f.path}"[:250], f.uri) for f in files if f.uri]
         if tags:
             _client(tracking_uri).log_batch(run_id, tags=tags)
-    except Exception:  # noqa: BLE001 - bookkeeping must not fail the job
+    except Exception:
         log.warning("run %s: could not tag its stored outputs", run_id, exc_info=True)
 
 
@@ -341,5 +352,5 @@ def tag_cache_hit(tracking_uri: str, run_id: str | None, job_id: str, source_job
         return
     try:
         _client(tracking_uri).set_tag(run_id, f"{CACHE_HIT_PREFIX}{job_id}", source_job_id)
-    except Exception:  # noqa: BLE001 - the hit is recorded in the job store; the tag is a convenience
+    except Exception:
         log.warning("run %s: could not tag the cache hit of job %s", run_id, job_id, exc_info=True)

@@ -68,16 +68,20 @@ def opted_out(nb: nbformat.NotebookNode) -> bool:
 
 def environment_digest(project: Path) -> dict[str, str | None]:
     lock = project / LOCK_FILE
-    return {"lock_md5": file_md5(lock) if lock.is_file() else None, "jobrunner": __version__,
-            "packages_md5": packages_digest(project)}
+    return {
+        "lock_md5": file_md5(lock) if lock.is_file() else None,
+        "jobrunner": __version__,
+        "packages_md5": packages_digest(project),
+    }
 
 
 def packages_digest(project: Path) -> str:
     """md5 of (path, md5) of every .py file in the project's top-level packages (folders with an
     __init__.py), tests excepted."""
     entries = []
-    for package in sorted(p for p in project.iterdir() if p.is_dir() and (p / "__init__.py").is_file()
-                          and p.name != "tests"):
+    for package in sorted(
+        p for p in project.iterdir() if p.is_dir() and (p / "__init__.py").is_file() and p.name != "tests"
+    ):
         for f in sorted(package.rglob("*.py")):
             if "__pycache__" not in f.parts:
                 entries.append([f.relative_to(project).as_posix(), file_md5(f)])
@@ -90,8 +94,13 @@ class CacheKey:
     parts: dict[str, Any]
 
 
-def cache_key(nb: nbformat.NotebookNode, schema: ParameterSchema, values: Mapping[str, Any],
-              project: Path, inputs_given: list[Path] | None = None) -> CacheKey:
+def cache_key(
+    nb: nbformat.NotebookNode,
+    schema: ParameterSchema,
+    values: Mapping[str, Any],
+    project: Path,
+    inputs_given: list[Path] | None = None,
+) -> CacheKey:
     """The key of running `nb` with `values`; `inputs_given` (a DVC stage's deps) replaces the inputs
     found from the parameters."""
     outputs = set(schema.outputs)
@@ -100,8 +109,12 @@ def cache_key(nb: nbformat.NotebookNode, schema: ParameterSchema, values: Mappin
     for path in inputs_given if inputs_given is not None else input_paths(schema, values, project):
         h = hash_path(path, project)
         inputs[h.path] = h.md5
-    parts = {"code": code_digest(nb), "parameters": params, "inputs": inputs,
-             "environment": environment_digest(project)}
+    parts = {
+        "code": code_digest(nb),
+        "parameters": params,
+        "inputs": inputs,
+        "environment": environment_digest(project),
+    }
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return CacheKey(hashlib.sha256(text.encode()).hexdigest(), parts)
 
@@ -116,9 +129,12 @@ def output_intact(item: Mapping[str, Any]) -> bool:
     if not uri:
         return False
     try:
-        return (_s3_md5(uri, dir_=md5.endswith(".dir")) if uri.startswith("s3://")
-                else hash_path(Path(uri), Path("/")).md5) == md5
-    except Exception:  # noqa: BLE001 - a store that cannot answer is a miss, not a broken hit
+        return (
+            _s3_md5(uri, dir_=md5.endswith(".dir"))
+            if uri.startswith("s3://")
+            else hash_path(Path(uri), Path("/")).md5
+        ) == md5
+    except Exception:
         log.info("cached output %s not readable; a miss", uri, exc_info=True)
         return False
 
@@ -131,7 +147,7 @@ def _s3_client(uri: str) -> Any:
     lookup (a hit must take milliseconds)."""
     from jobrunner.execution.artifacts import store_for
 
-    bucket = uri[len("s3://"):].partition("/")[0]
+    bucket = uri[len("s3://") :].partition("/")[0]
     client = _s3_clients.get(bucket)
     if client is None:
         client = _s3_clients[bucket] = store_for(uri).client  # type: ignore[attr-defined]
@@ -139,7 +155,7 @@ def _s3_client(uri: str) -> Any:
 
 
 def _s3_md5(uri: str, *, dir_: bool) -> str | None:
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     client = _s3_client(uri)
     if not dir_:
         etag = _etag(client, bucket, key)
@@ -152,7 +168,7 @@ def _s3_md5(uri: str, *, dir_: bool) -> str | None:
             md5 = obj["ETag"].strip('"')
             if "-" in md5:  # a multipart upload's ETag is not the md5: read the object
                 md5 = hashlib.md5(client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()).hexdigest()  # noqa: S324
-            entries.append({"md5": md5, "relpath": obj["Key"][len(key) + 1:]})
+            entries.append({"md5": md5, "relpath": obj["Key"][len(key) + 1 :]})
         if not page.get("IsTruncated"):
             break
         token = page["NextContinuationToken"]
@@ -196,17 +212,24 @@ def _output_artifact(target: Any) -> str:
     return f"outputs/{_relative_key(target.parameter, target.path)}"
 
 
-def restore_run(client: Any, experiment_id: str, key: str, targets: list[Any], project: Path,
-                scratch: Path) -> RunHit | None:
+def restore_run(
+    client: Any, experiment_id: str, key: str, targets: list[Any], project: Path, scratch: Path
+) -> RunHit | None:
     """A succeeded run with `key` whose logged outputs still have their recorded md5: its outputs are put
     at `targets`' locations (the workspace) and it is returned; None: a miss."""
     import os
     import shutil
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in a stage's output
-    runs = client.search_runs([experiment_id], filter_string=(
-        f"tags.`{CACHE_KEY_TAG}` = '{key}' and tags.`{CACHE_OUTPUTS_TAG}` = 'stored' "
-        f"and tags.`{OUTCOME_TAG}` = 'succeeded'"), order_by=["attributes.start_time DESC"], max_results=5)
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{CACHE_KEY_TAG}` = '{key}' and tags.`{CACHE_OUTPUTS_TAG}` = 'stored' "
+            f"and tags.`{OUTCOME_TAG}` = 'succeeded'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=5,
+    )
     for run in runs:
         fetched: list[tuple[Any, Path]] = []
         for t in targets:
@@ -232,10 +255,13 @@ def restore_run(client: Any, experiment_id: str, key: str, targets: list[Any], p
                 shutil.move(str(local), str(t.location))
             notebook = None
             try:
-                names = [f.path for f in client.list_artifacts(run.info.run_id, "notebook")
-                         if f.path.endswith(".ipynb")]
+                names = [
+                    f.path
+                    for f in client.list_artifacts(run.info.run_id, "notebook")
+                    if f.path.endswith(".ipynb")
+                ]
                 notebook = Path(client.download_artifacts(run.info.run_id, names[0], str(scratch)))
-            except Exception:  # noqa: BLE001 - the outputs are what a hit restores
+            except Exception:
                 log.info("run %s: executed notebook not downloadable", run.info.run_id, exc_info=True)
             return RunHit(run.info.run_id, dict(run.data.metrics), notebook)
     return None
@@ -245,7 +271,9 @@ def store_run(client: Any, run_id: str, key: str, targets: list[Any], project: P
     """Log a succeeded workspace run's outputs as artifacts with their md5s and tag its key, for later
     `--cache` runs (and DVC stages)."""
     for t in targets:
-        client.set_tag(run_id, f"{CACHE_OUTPUT_PREFIX}{t.parameter}", hash_path(t.location, project).md5 or "missing")
+        client.set_tag(
+            run_id, f"{CACHE_OUTPUT_PREFIX}{t.parameter}", hash_path(t.location, project).md5 or "missing"
+        )
         if t.location.is_dir():
             client.log_artifacts(run_id, str(t.location), artifact_path=_output_artifact(t))
         elif t.location.is_file():

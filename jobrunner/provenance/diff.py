@@ -85,8 +85,15 @@ class RunDiff:
     def identical(self) -> bool:
         """Same parameters, data, code (commit and cells), notebook and metrics."""
         return (
-            not (self.params or self.metrics or self.data or self.code or self.text_outputs or self.images
-                 or self.environment)
+            not (
+                self.params
+                or self.metrics
+                or self.data
+                or self.code
+                or self.text_outputs
+                or self.images
+                or self.environment
+            )
             and self.same_code_commit
             and self.a.notebook == self.b.notebook
         )
@@ -112,8 +119,12 @@ class RunDiff:
             add("data", k, da, db)
         if self.code:
             changed = [line for line in self.code if line[:1] in "+-" and line[:3] not in ("+++", "---")]
-            add("code", "code cells", "\n".join(x for x in changed if x.startswith("-")),
-                "\n".join(x for x in changed if x.startswith("+")))
+            add(
+                "code",
+                "code cells",
+                "\n".join(x for x in changed if x.startswith("-")),
+                "\n".join(x for x in changed if x.startswith("+")),
+            )
         for c in self.text_outputs:
             add("text_output", c["cell"], c["a"], c["b"])
         for c in self.images:
@@ -121,7 +132,12 @@ class RunDiff:
         for k, (ea, eb) in self.environment.items():
             add("environment", k, ea, eb)
         if not self.same_code_commit:
-            add("git", "commit", f"{self.a.commit} (dirty {self.a.dirty})", f"{self.b.commit} (dirty {self.b.dirty})")
+            add(
+                "git",
+                "commit",
+                f"{self.a.commit} (dirty {self.a.dirty})",
+                f"{self.b.commit} (dirty {self.b.dirty})",
+            )
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -184,7 +200,7 @@ def load_side(ref: str, client: Any) -> RunSide:
         raise RunNotFound(f"no MLflow run {run_id}: {exc.message}") from exc
     tags = run.data.tags
     data = {}
-    environment = {k[len(ENV_PREFIX):]: v for k, v in tags.items() if k.startswith(ENV_PREFIX)}
+    environment = {k[len(ENV_PREFIX) :]: v for k, v in tags.items() if k.startswith(ENV_PREFIX)}
     for key, md5 in tags.items():
         for kind, prefix in (("input", DATA_INPUT_PREFIX), ("output", DATA_OUTPUT_PREFIX)):
             if key.startswith(prefix):
@@ -318,7 +334,9 @@ def render(d: RunDiff) -> str:
         for c in d.text_outputs:
             lines.append(f"  {c['cell']}: {_show(_one_line(c['a']))} -> {_show(_one_line(c['b']))}")
     for c in d.images:
-        lines.append(f"images of {c['cell']}: {', '.join(c['a']) or '(none)'} -> {', '.join(c['b']) or '(none)'}")
+        lines.append(
+            f"images of {c['cell']}: {', '.join(c['a']) or '(none)'} -> {', '.join(c['b']) or '(none)'}"
+        )
     if d.environment:
         lines.append("environment:")
         lines += [f"  {k}: {_show(ea)} -> {_show(eb)}" for k, (ea, eb) in d.environment.items()]

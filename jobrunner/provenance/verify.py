@@ -74,9 +74,13 @@ class Verification:
         out = []
         if self.outcome[0] != self.outcome[1]:
             out.append(f"outcome: {self.outcome[0]} -> {self.outcome[1]}")
-        out += [f"metric {k}: {_num(self.metrics[k][0])} -> {_num(self.metrics[k][1])}" for k in self.mismatched]
-        out += [f"output {k}: md5 {self.outputs[k][0] or '(absent)'} -> {self.outputs[k][1] or '(absent)'}"
-                for k in self.mismatched_outputs]
+        out += [
+            f"metric {k}: {_num(self.metrics[k][0])} -> {_num(self.metrics[k][1])}" for k in self.mismatched
+        ]
+        out += [
+            f"output {k}: md5 {self.outputs[k][0] or '(absent)'} -> {self.outputs[k][1] or '(absent)'}"
+            for k in self.mismatched_outputs
+        ]
         for c in self.cells:
             out.append(f"{c['cell']}: text output {_snippet(c['a'])} -> {_snippet(c['b'])}")
         return out
@@ -112,14 +116,20 @@ class Verification:
         if not self.metrics:
             lines.append("  (the run recorded no metrics: only the outcome was compared)")
         for k, (md5_a, md5_b) in self.outputs.items():
-            mark = ("  differs" if k in self.mismatched_outputs else
-                    "  (same content; only MLflow's save time and ids differ)" if k in self.volatile_outputs else "")
+            mark = (
+                "  differs"
+                if k in self.mismatched_outputs
+                else "  (same content; only MLflow's save time and ids differ)"
+                if k in self.volatile_outputs
+                else ""
+            )
             lines.append(f"  output {k}: md5 {md5_a or '(absent)'} -> {md5_b or '(absent)'}{mark}")
         for c in self.cells:
             lines.append(f"  {c['cell']}: text output differs: {_snippet(c['a'])} -> {_snippet(c['b'])}")
         if self.cells_compared:
-            lines.append(f"  text outputs of {self.cells_compared} code cell(s) compared, "
-                         f"{len(self.cells)} differ")
+            lines.append(
+                f"  text outputs of {self.cells_compared} code cell(s) compared, {len(self.cells)} differ"
+            )
         for path, source in self.fetched.items():
             lines.append(f"  input {path}: the recorded data, fetched from the {source}")
         for version in self.model_versions:
@@ -139,9 +149,16 @@ def _snippet(text: str | None, limit: int = 60) -> str:
     return repr(one if len(one) <= limit else one[:limit] + "...")
 
 
-def verify_run(ref: str, settings: Settings, *, rtol: float = 1e-6, client: Any = None,
-               output_path: Path | None = None, tags: dict[str, str] | None = None,
-               **execution: Any) -> Verification:
+def verify_run(
+    ref: str,
+    settings: Settings,
+    *,
+    rtol: float = 1e-6,
+    client: Any = None,
+    output_path: Path | None = None,
+    tags: dict[str, str] | None = None,
+    **execution: Any,
+) -> Verification:
     """Re-execute the run behind `ref` as recorded and compare; raises RunNotFound / CannotVerify.
 
     `output_path` keeps the executed notebook (a verification job stores it); `tags` go to the new MLflow
@@ -158,7 +175,7 @@ def verify_run(ref: str, settings: Settings, *, rtol: float = 1e-6, client: Any 
     run_id = resolve(ref, client)
     try:
         run = client.get_run(run_id)
-    except Exception as exc:  # noqa: BLE001 - MlflowException for an unknown id
+    except Exception as exc:
         raise RunNotFound(f"no MLflow run {run_id}: {getattr(exc, 'message', exc)}") from exc
     tags_then = run.data.tags
     notebook = tags_then.get(NOTEBOOK_TAG)
@@ -189,16 +206,30 @@ def verify_run(ref: str, settings: Settings, *, rtol: float = 1e-6, client: Any 
         )
         then_outputs = {o["path"]: o.get("md5") for o in lineage.get("outputs", [])}
         now_outputs = {h.path: h.md5 for h in result.outputs}
-        outputs = {k: (then_outputs.get(k), now_outputs.get(k))
-                   for k in sorted(set(then_outputs) | set(now_outputs))}
+        outputs = {
+            k: (then_outputs.get(k), now_outputs.get(k)) for k in sorted(set(then_outputs) | set(now_outputs))
+        }
         volatile = _volatile_only(outputs, result, project, tags_then, Path(tmp))
         recorded_folder = tags_then.get(OUTPUTS_FOLDER_TAG)
-        then_cells, now_cells = _cells(executed, result.output_path, rtol, [
-            [(str(project.resolve()), "<project>"), (str(project), "<project>"), (recorded_folder or "", "<outputs>"),
-             (run_id, "<run>")],
-            [(str(scratch.resolve()), "<project>"), (str(scratch), "<project>"), (result.run_id or "", "<run>"),
-             (str((scratch / ".outputs").resolve()), "<outputs>" if recorded_folder else "<project>")],
-        ])
+        then_cells, now_cells = _cells(
+            executed,
+            result.output_path,
+            rtol,
+            [
+                [
+                    (str(project.resolve()), "<project>"),
+                    (str(project), "<project>"),
+                    (recorded_folder or "", "<outputs>"),
+                    (run_id, "<run>"),
+                ],
+                [
+                    (str(scratch.resolve()), "<project>"),
+                    (str(scratch), "<project>"),
+                    (result.run_id or "", "<run>"),
+                    (str((scratch / ".outputs").resolve()), "<outputs>" if recorded_folder else "<project>"),
+                ],
+            ],
+        )
     recorded_outcome = tags_then.get(OUTCOME_TAG)
     rerun = client.get_run(result.run_id) if result.run_id else None
     new_metrics = dict(rerun.data.metrics) if rerun else dict(result.metrics)
@@ -231,8 +262,9 @@ def verify_run(ref: str, settings: Settings, *, rtol: float = 1e-6, client: Any 
         from jobrunner.provenance.verify_report import publish
 
         client.set_tag(run_id, VERIFIED_BY_TAG, result.run_id)
-        client.set_tag(run_id, VERIFICATION_TAG,
-                       "reproduced" if verification.reproduced else "not_reproduced")
+        client.set_tag(
+            run_id, VERIFICATION_TAG, "reproduced" if verification.reproduced else "not_reproduced"
+        )
         publish(verification, client)
     return verification
 
@@ -256,8 +288,13 @@ def _fetch(item: dict[str, Any], project: Path, scratch: Path, run_id: str, tags
     )
 
 
-def _volatile_only(outputs: dict[str, tuple[str | None, str | None]], result: Any, project: Path,
-                   tags: dict[str, str], tmp: Path) -> list[str]:
+def _volatile_only(
+    outputs: dict[str, tuple[str | None, str | None]],
+    result: Any,
+    project: Path,
+    tags: dict[str, str],
+    tmp: Path,
+) -> list[str]:
     """Outputs whose md5 differs but whose content is the recorded one except for MLflow model metadata
     (jobrunner/provenance/verify_outputs.py)."""
     from jobrunner.provenance.verify_outputs import recorded_copy, stable_digest
@@ -268,8 +305,9 @@ def _volatile_only(outputs: dict[str, tuple[str | None, str | None]], result: An
         location = where.get(path)
         if then is None or now is None or then == now or location is None or not location.exists():
             continue
-        recorded = recorded_copy(path, then, project, tags.get(f"{OUTPUTS_STORED_PREFIX}{path}"[:250]),
-                                 tmp / "recorded" / str(i))
+        recorded = recorded_copy(
+            path, then, project, tags.get(f"{OUTPUTS_STORED_PREFIX}{path}"[:250]), tmp / "recorded" / str(i)
+        )
         if recorded is not None and stable_digest(recorded) == stable_digest(location):
             same.append(path)
     return same
@@ -314,14 +352,14 @@ def _recorded(client: Any, run_id: str, tmp: Path) -> tuple[dict[str, Any], Path
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         lineage = json.loads(Path(client.download_artifacts(run_id, "lineage.json", str(tmp))).read_text())
-    except Exception as exc:  # noqa: BLE001 - missing artifact
+    except Exception as exc:
         raise CannotVerify(
             f"run {run_id} has no lineage.json artifact: it was not recorded by jobrunner"
         ) from exc
     try:
         names = [f.path for f in client.list_artifacts(run_id, "notebook") if f.path.endswith(".ipynb")]
         executed = Path(client.download_artifacts(run_id, names[0], str(tmp)))
-    except Exception as exc:  # noqa: BLE001 - missing artifact
+    except Exception as exc:
         raise CannotVerify(f"run {run_id} has no executed notebook among its artifacts") from exc
     return lineage, executed
 

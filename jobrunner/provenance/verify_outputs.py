@@ -23,8 +23,11 @@ from jobrunner.execution.hashing import file_md5, hash_path
 
 log = logging.getLogger(__name__)
 MLMODEL = "MLmodel"
-_VOLATILE = re.compile(r"^(utc_time_created|model_uuid|model_id|run_id|mlflow_version|artifact_path"
-                       r"|databricks_runtime|model_size_bytes)\s*:.*\n?", re.MULTILINE)
+_VOLATILE = re.compile(
+    r"^(utc_time_created|model_uuid|model_id|run_id|mlflow_version|artifact_path"
+    r"|databricks_runtime|model_size_bytes)\s*:.*\n?",
+    re.MULTILINE,
+)
 
 
 def stable_digest(path: Path) -> str:
@@ -45,7 +48,9 @@ def stable_digest(path: Path) -> str:
 
 def _zip_digest(path: Path) -> str:
     with zipfile.ZipFile(path) as z:
-        entries = sorted((i.filename, hashlib.md5(z.read(i)).hexdigest()) for i in z.infolist() if not i.is_dir())
+        entries = sorted(
+            (i.filename, hashlib.md5(z.read(i)).hexdigest()) for i in z.infolist() if not i.is_dir()
+        )
     return hashlib.md5(json.dumps(entries).encode()).hexdigest()
 
 
@@ -71,7 +76,7 @@ def _download(uri: str, dest: Path) -> bool:
 
     try:
         if not uri.startswith("s3://"):
-            source = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+            source = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
             if source.is_dir():
                 shutil.copytree(source, dest)
             elif source.is_file():
@@ -83,12 +88,15 @@ def _download(uri: str, dest: Path) -> bool:
         parsed = urlparse(uri)
         client = S3Store(uri).client
         prefix = parsed.path.lstrip("/")
-        listed = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=parsed.netloc, Prefix=prefix) for o in page.get("Contents", [])]
+        listed = [
+            o["Key"]
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=parsed.netloc, Prefix=prefix)
+            for o in page.get("Contents", [])
+        ]
         # a file is its own key; a folder's files are under "<prefix>/" (not "<prefix>_info.json")
         keys = [prefix] if prefix in listed else [k for k in listed if k.startswith(prefix + "/")]
         for key in keys:
-            rel = key[len(prefix) + 1:]
+            rel = key[len(prefix) + 1 :]
             target = dest / rel if rel else dest
             target.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(parsed.netloc, key, str(target))

@@ -34,16 +34,20 @@ def publish(verification: Any, client: Any) -> None:
         versions = []
     differences = "\n".join(verification.differences) or "none"
     for v in versions:
-        for key, value in ((REPRODUCED_TAG, verdict), (f"{REPRODUCED_TAG}.differences", differences),
-                           (f"{REPRODUCED_TAG}.run", verification.new_run_id or ""),
-                           (f"{REPRODUCED_TAG}.rtol", f"{verification.rtol:g}")):
+        for key, value in (
+            (REPRODUCED_TAG, verdict),
+            (f"{REPRODUCED_TAG}.differences", differences),
+            (f"{REPRODUCED_TAG}.run", verification.new_run_id or ""),
+            (f"{REPRODUCED_TAG}.rtol", f"{verification.rtol:g}"),
+        ):
             client.set_model_version_tag(v.name, v.version, key, _clip(value))
         verification.model_versions.append(f"{v.name}/{v.version}")
     run_id = verification.new_run_id
-    client.set_tag(run_id, VERIFICATION_TAG, "reproduced" if verification.reproduced else
-                   "not_reproduced")
+    client.set_tag(run_id, VERIFICATION_TAG, "reproduced" if verification.reproduced else "not_reproduced")
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "verification.json").write_text(json.dumps(verification.as_dict(), indent=2, default=str))
+        (Path(tmp) / "verification.json").write_text(
+            json.dumps(verification.as_dict(), indent=2, default=str)
+        )
         (Path(tmp) / "verification.html").write_text(render_html(verification))
         for name in ("verification.json", "verification.html"):
             client.log_artifact(run_id, str(Path(tmp) / name), artifact_path="verification")
@@ -64,22 +68,26 @@ def render_html(verification: Any) -> str:
             return ""
         body = "".join(
             f"<tr{' class=differs' if bad else ''}><td>{e(str(k))}</td><td>{e(str(a))}</td><td>{e(str(b))}</td>"
-            f"<td>{'differs' if bad else 'same'}</td></tr>" for k, a, b, bad in rows)
-        return (f"<h2>{e(title)}</h2><table><tr><th></th><th>recorded</th><th>now</th><th></th></tr>"
-                f"{body}</table>")
+            f"<td>{'differs' if bad else 'same'}</td></tr>"
+            for k, a, b, bad in rows
+        )
+        return (
+            f"<h2>{e(title)}</h2><table><tr><th></th><th>recorded</th><th>now</th><th></th></tr>"
+            f"{body}</table>"
+        )
 
     metrics = [(k, v["recorded"], v["now"], k in d["mismatched"]) for k, v in d["metrics"].items()]
     outputs = [(k, v["recorded"], v["now"], k in d["mismatched_outputs"]) for k, v in d["outputs"].items()]
     cells = [(c["cell"], c["a"], c["b"], True) for c in d["cells"]]
     differences = "".join(f"<li>{e(x)}</li>" for x in d["differences"]) or "<li>none</li>"
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Verification of run {e(d['run_id'])}</title>
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Verification of run {e(d["run_id"])}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:24px}} table{{border-collapse:collapse;margin:8px 0}}
 td,th{{border:1px solid #e5e7eb;padding:4px 8px;text-align:left;vertical-align:top;white-space:pre-wrap}}
 tr.differs td{{background:#fef2f2}}</style></head><body>
 <h1 style="color:{colour}">{verdict}</h1>
-<p>Run <code>{e(d['run_id'])}</code> ({e(d['notebook'])}) re-executed as run <code>{e(str(d['verification_run_id']))}</code>;
-outcome {e(str(d['outcome']['recorded']))} &rarr; {e(str(d['outcome']['now']))}; relative tolerance {d['rtol']:g};
-text outputs of {d['cells_compared']} code cell(s) compared.</p>
+<p>Run <code>{e(d["run_id"])}</code> ({e(d["notebook"])}) re-executed as run <code>{e(str(d["verification_run_id"]))}</code>;
+outcome {e(str(d["outcome"]["recorded"]))} &rarr; {e(str(d["outcome"]["now"]))}; relative tolerance {d["rtol"]:g};
+text outputs of {d["cells_compared"]} code cell(s) compared.</p>
 <h2>Differences</h2><ul>{differences}</ul>
 {table("Metrics", metrics)}{table("Output artifacts (DVC md5)", outputs)}{table("Cells whose text outputs differ", cells)}
 </body></html>

@@ -56,17 +56,22 @@ class AmqpBroker:
             params.heartbeat = heartbeat
         try:
             return pika.BlockingConnection(params)
-        except Exception as exc:  # noqa: BLE001 - pika raises a family of AMQP/socket errors
+        except Exception as exc:
             from jobrunner.store.db import masked_url
 
-            raise BrokerUnavailable(f"cannot connect to the broker at {masked_url(self.url)}: {exc!r}") from exc
+            raise BrokerUnavailable(
+                f"cannot connect to the broker at {masked_url(self.url)}: {exc!r}"
+            ) from exc
 
     def declare(self, channel) -> None:
         channel.exchange_declare(self.dlx, exchange_type="direct", durable=True)
         channel.queue_declare(self.dlq, durable=True)
         channel.queue_bind(self.dlq, self.dlx, routing_key=self.queue)
-        channel.queue_declare(self.queue, durable=True, arguments={
-            "x-dead-letter-exchange": self.dlx, "x-dead-letter-routing-key": self.queue})
+        channel.queue_declare(
+            self.queue,
+            durable=True,
+            arguments={"x-dead-letter-exchange": self.dlx, "x-dead-letter-routing-key": self.queue},
+        )
 
     # -- worker presence: the broker's view of which workers are connected -----------------------------
     def presence_queue(self, worker_id: str) -> str:
@@ -128,10 +133,15 @@ class AmqpBroker:
         else:
             body, job_id = json.dumps(dict(message)).encode(), str(message.get("job_id", ""))
         channel.basic_publish(
-            exchange="", routing_key=self.queue, body=body, mandatory=True,
-            properties=pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent,
-                                            content_type="application/json",
-                                            message_id=_shortstr(job_id)),
+            exchange="",
+            routing_key=self.queue,
+            body=body,
+            mandatory=True,
+            properties=pika.BasicProperties(
+                delivery_mode=pika.DeliveryMode.Persistent,
+                content_type="application/json",
+                message_id=_shortstr(job_id),
+            ),
         )
 
     # -- dead letters --------------------------------------------------------------------------------
@@ -198,8 +208,13 @@ class RequeueReport:
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def skip(self, job_id: str | None, why: str, *, discarded: bool) -> None:
-        self.skipped.append({"job_id": short_label(job_id) if job_id is not None else None, "reason": why,
-                             "discarded": discarded})
+        self.skipped.append(
+            {
+                "job_id": short_label(job_id) if job_id is not None else None,
+                "reason": why,
+                "discarded": discarded,
+            }
+        )
 
 
 def short_label(text: str, limit: int = 60) -> str:
@@ -235,6 +250,8 @@ def broker_for(settings: Settings) -> AmqpBroker | None:
     try:
         return BROKERS[scheme](settings.broker_url or "", settings.queue_name)
     except KeyError:
-        raise ConfigurationError(f"unsupported JOBRUNNER_BROKER_URL scheme {scheme!r}: use amqp://... or "
-                                 "unset "
-                                 "it for embedded mode") from None
+        raise ConfigurationError(
+            f"unsupported JOBRUNNER_BROKER_URL scheme {scheme!r}: use amqp://... or "
+            "unset "
+            "it for embedded mode"
+        ) from None

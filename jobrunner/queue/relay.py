@@ -19,8 +19,9 @@ from jobrunner.store.db import session_scope
 log = logging.getLogger(__name__)
 
 
-def relay_once(settings: Settings, *, channel: Any = None, connect_attempts: int = 3,
-               batch: int = 200) -> int:
+def relay_once(
+    settings: Settings, *, channel: Any = None, connect_attempts: int = 3, batch: int = 200
+) -> int:
     """Publish due outbox rows on `channel` (a confirm-mode publisher; one is opened if None).
 
     Returns how many were published. Raises BrokerUnavailable / StoreUnavailable; rows published before

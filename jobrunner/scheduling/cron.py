@@ -66,9 +66,10 @@ class CronError(ValueError):
 def parse_cron(expression: str) -> str:
     """The expression, normalised (single spaces); CronError (field "cron") when it is not valid."""
     text = " ".join(expression.split()) if isinstance(expression, str) else ""
-    hint = ("expected five fields: minute (0-59) hour (0-23) day-of-month (1-31) month (1-12 or JAN-DEC) "
-            "day-of-week (0-7 or SUN-SAT), e.g. '30 2 * * *' for 02:30 every day, or one of "
-            + ", ".join(ALIASES))
+    hint = (
+        "expected five fields: minute (0-59) hour (0-23) day-of-month (1-31) month (1-12 or JAN-DEC) "
+        "day-of-week (0-7 or SUN-SAT), e.g. '30 2 * * *' for 02:30 every day, or one of " + ", ".join(ALIASES)
+    )
     if not _CRON_RE.fullmatch(text):
         raise CronError("cron", f"invalid cron expression {expression!r}: {hint}")
     try:

@@ -85,28 +85,46 @@ def file_clock(path: Path) -> Clock:
 
 
 # -- one tick ------------------------------------------------------------------------------------------------
-def decide(due: list[datetime], now: datetime, catchup: str, grace: float) -> list[tuple[datetime, str | None]]:
+def decide(
+    due: list[datetime], now: datetime, catchup: str, grace: float
+) -> list[tuple[datetime, str | None]]:
     """(slot, None to run it | why it is skipped) for the due slots, oldest first, under the policy."""
+
     def late(slot: datetime) -> bool:
         return (now - slot).total_seconds() > grace
 
     if catchup == "once":
         latest = due[-1]
-        return [(s, f"missed (no scheduler ran at its time); catch-up policy 'once': only the newest "
-                    f"due slot ({latest.isoformat()}) runs") for s in due[:-1]] + [(latest, None)]
-    return [(s, f"missed: found {(now - s).total_seconds():.0f}s after its time (misfire grace {grace:g}s); "
-                "catch-up policy 'skip'" if late(s) else None) for s in due]
+        return [
+            (
+                s,
+                f"missed (no scheduler ran at its time); catch-up policy 'once': only the newest "
+                f"due slot ({latest.isoformat()}) runs",
+            )
+            for s in due[:-1]
+        ] + [(latest, None)]
+    return [
+        (
+            s,
+            f"missed: found {(now - s).total_seconds():.0f}s after its time (misfire grace {grace:g}s); "
+            "catch-up policy 'skip'"
+            if late(s)
+            else None,
+        )
+        for s in due
+    ]
 
 
 def plan_schedule(settings: Settings, schedule_id: str, now: datetime, grace: float) -> tuple[int, int]:
     """Claim or skip the due slots of one schedule and move its cursor; returns (claimed, skipped)."""
     claimed = skipped = 0
     with session_scope(settings) as session:
-        row = session.scalars(select(Schedule)
-                              .where(Schedule.id == schedule_id, Schedule.paused.is_(False),
-                                     Schedule.next_slot_at <= now)
-                              .with_for_update(skip_locked=True)
-                              .execution_options(populate_existing=True)).first()
+        row = session.scalars(
+            select(Schedule)
+            .where(Schedule.id == schedule_id, Schedule.paused.is_(False), Schedule.next_slot_at <= now)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        ).first()
         if row is None:  # another scheduler has it, or it was paused, deleted or handled meanwhile
             return 0, 0
         cursor = _aware(row.next_slot_at) - timedelta(microseconds=1)
@@ -114,16 +132,21 @@ def plan_schedule(settings: Settings, schedule_id: str, now: datetime, grace: fl
         due = list(islice(upcoming, MAX_RECORDED_MISSED + 1))
         if len(due) > MAX_RECORDED_MISSED:  # long downtime: record the first ones and the newest slot
             newest = latest_slot(row.cron, row.timezone, now)
-            log.warning("schedule %s: more than %d slots missed since %s", row.name, MAX_RECORDED_MISSED,
-                        due[0].isoformat())
+            log.warning(
+                "schedule %s: more than %d slots missed since %s",
+                row.name,
+                MAX_RECORDED_MISSED,
+                due[0].isoformat(),
+            )
             due = due[: MAX_RECORDED_MISSED - 1] + ([newest] if newest else [])
         active = active_runs(session=session, schedule_id=row.id)
         for slot, reason in decide(due, now, row.catchup, grace):
             if reason is None and len(active) + claimed >= row.max_concurrent_runs:
                 reason = busy_reason(active, row.max_concurrent_runs, claimed)
             status = "skipped" if reason else "claimed"
-            if insert_run(session=session, schedule_id=row.id, slot=slot, trigger="cron", status=status,
-                          reason=reason):
+            if insert_run(
+                session=session, schedule_id=row.id, slot=slot, trigger="cron", status=status, reason=reason
+            ):
                 if reason:
                     skipped += 1
                     log.info("schedule %s slot %s skipped: %s", row.name, slot.isoformat(), reason)
@@ -137,9 +160,13 @@ def tick(settings: Settings, now: datetime, *, grace: float = 60.0) -> TickRepor
     """Handle every due schedule, then submit every claimed slot (this tick's and any left over)."""
     report = TickReport()
     with session_scope(settings) as session:
-        due_ids = list(session.scalars(select(Schedule.id).where(Schedule.paused.is_(False),
-                                                                 Schedule.next_slot_at <= now)
-                                       .order_by(Schedule.next_slot_at)))
+        due_ids = list(
+            session.scalars(
+                select(Schedule.id)
+                .where(Schedule.paused.is_(False), Schedule.next_slot_at <= now)
+                .order_by(Schedule.next_slot_at)
+            )
+        )
     for schedule_id in due_ids:
         _, skipped = plan_schedule(settings, schedule_id, now, grace)
         report.skipped += skipped
@@ -173,11 +200,13 @@ def heartbeat_age(path: Path) -> float | None:
         return None
 
 
-def run_scheduler(settings: Settings, options: SchedulerSettings, *, once: bool = False,
-                  stop: threading.Event | None = None) -> None:
+def run_scheduler(
+    settings: Settings, options: SchedulerSettings, *, once: bool = False, stop: threading.Event | None = None
+) -> None:
     """Tick every `options.interval` seconds until SIGTERM/SIGINT (or `stop`); with `once`, one tick."""
     stop = stop or threading.Event()
     clock: Clock = file_clock(options.now_file) if options.now_file else utcnow
+
     def on_signal(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping after the tick in progress", signum)
         stop.set()
@@ -185,8 +214,12 @@ def run_scheduler(settings: Settings, options: SchedulerSettings, *, once: bool 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
-    log.info("scheduler started: tick every %gs, misfire grace %gs, heartbeat %s", options.interval,
-             options.misfire_grace, options.heartbeat_file)
+    log.info(
+        "scheduler started: tick every %gs, misfire grace %gs, heartbeat %s",
+        options.interval,
+        options.misfire_grace,
+        options.heartbeat_file,
+    )
     while not stop.is_set():
         started = time.monotonic()
         try:
@@ -194,13 +227,18 @@ def run_scheduler(settings: Settings, options: SchedulerSettings, *, once: bool 
             report = tick(settings, now, grace=options.misfire_grace)
         except InfrastructureError as exc:
             log.warning("tick failed, retrying in %gs: %s", options.interval, exc)
-        except Exception:  # noqa: BLE001 - a bug in one tick must not end the scheduler; the heartbeat goes stale
+        except Exception:
             log.exception("tick failed")
         else:
             write_heartbeat(options.heartbeat_file, now)
             if report.submitted or report.skipped or report.failed:
-                log.info("tick at %s: %d submitted, %d skipped, %d failed", now.isoformat(),
-                         len(report.submitted), report.skipped, report.failed)
+                log.info(
+                    "tick at %s: %d submitted, %d skipped, %d failed",
+                    now.isoformat(),
+                    len(report.submitted),
+                    report.skipped,
+                    report.failed,
+                )
         if once:
             return
         stop.wait(max(0.0, options.interval - (time.monotonic() - started)))

@@ -57,7 +57,9 @@ class ScheduleNotFound(JobrunnerError):
 
     def __init__(self, ref: str):
         self.ref = ref
-        super().__init__(f"no schedule with id or name {ref!r} (list schedules with: jobrunner schedule list)")
+        super().__init__(
+            f"no schedule with id or name {ref!r} (list schedules with: jobrunner schedule list)"
+        )
 
 
 class ScheduleConflict(JobrunnerError):
@@ -78,7 +80,9 @@ class ScheduleCreate(BaseModel):
     max_concurrent_runs: int = Field(default=1, ge=1, le=MAX_CONCURRENT)
     catchup: Catchup = "once"
     paused: bool = False
-    notify_url: str | None = Field(default=None, max_length=2048)  # each run's webhook (jobrunner/store/notify.py)
+    notify_url: str | None = Field(
+        default=None, max_length=2048
+    )  # each run's webhook (jobrunner/store/notify.py)
     notify_on: str | None = Field(default=None, max_length=8)  # failure (default) | success | both
 
 
@@ -100,7 +104,8 @@ class ScheduleRead(BaseModel):
     created_at: datetime
     updated_at: datetime
     next_run_at: datetime | None = Field(
-        description="The next slot (UTC); null while paused, or when the expression never fires (30 February)")
+        description="The next slot (UTC); null while paused, or when the expression never fires (30 February)"
+    )
     notify_url: str | None = None
     notify_on: str | None = None
 
@@ -108,13 +113,25 @@ class ScheduleRead(BaseModel):
 
     @classmethod
     def from_row(cls, row: Schedule) -> ScheduleRead:
-        return cls(id=row.id, name=row.name, notebook=row.notebook, parameters=row.parameters or {},
-                   cron=row.cron, timezone=row.timezone, paused=row.paused, timeout_seconds=row.timeout_seconds,
-                   kernel_name=row.kernel_name, max_concurrent_runs=row.max_concurrent_runs,
-                   catchup=row.catchup, submitter=row.submitter,  # type: ignore[arg-type]
-                   created_at=row.created_at, updated_at=row.updated_at,
-                   notify_url=row.notify_url, notify_on=row.notify_on,
-                   next_run_at=None if row.paused or row.next_slot_at.year >= NEVER.year else row.next_slot_at)
+        return cls(
+            id=row.id,
+            name=row.name,
+            notebook=row.notebook,
+            parameters=row.parameters or {},
+            cron=row.cron,
+            timezone=row.timezone,
+            paused=row.paused,
+            timeout_seconds=row.timeout_seconds,
+            kernel_name=row.kernel_name,
+            max_concurrent_runs=row.max_concurrent_runs,
+            catchup=row.catchup,
+            submitter=row.submitter,  # type: ignore[arg-type]
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            notify_url=row.notify_url,
+            notify_on=row.notify_on,
+            next_run_at=None if row.paused or row.next_slot_at.year >= NEVER.year else row.next_slot_at,
+        )
 
 
 class ScheduleRunRead(BaseModel):
@@ -122,7 +139,8 @@ class ScheduleRunRead(BaseModel):
     slot: datetime = Field(description="The cron slot (UTC), or the time of a run-now")
     trigger: Literal["cron", "manual"]
     status: Literal["claimed", "submitted", "skipped", "failed"] = Field(
-        description="claimed: being submitted; submitted: job_id is the run; skipped / failed: see reason")
+        description="claimed: being submitted; submitted: job_id is the run; skipped / failed: see reason"
+    )
     job_id: str | None = None
     job_state: JobState | None = None
     reason: str | None = None
@@ -132,10 +150,16 @@ class ScheduleRunRead(BaseModel):
 
     @classmethod
     def from_row(cls, row: ScheduleRun, job_state: str | None = None) -> ScheduleRunRead:
-        return cls(schedule_id=row.schedule_id, slot=row.slot, trigger=row.trigger,  # type: ignore[arg-type]
-                   status=row.status, job_id=row.job_id,  # type: ignore[arg-type]
-                   job_state=JobState(job_state) if job_state else None, reason=row.reason,
-                   created_at=row.created_at)
+        return cls(
+            schedule_id=row.schedule_id,
+            slot=row.slot,
+            trigger=row.trigger,  # type: ignore[arg-type]
+            status=row.status,
+            job_id=row.job_id,  # type: ignore[arg-type]
+            job_state=JobState(job_state) if job_state else None,
+            reason=row.reason,
+            created_at=row.created_at,
+        )
 
 
 class ScheduleDetail(ScheduleRead):
@@ -160,8 +184,11 @@ def installed_kernels() -> list[str]:
 def check_kernel(name: str) -> str:
     kernels = installed_kernels()
     if name not in kernels:
-        raise InvalidSchedule("kernel_name", f"kernel {name!r} is not installed; installed kernels: "
-                                             f"{', '.join(kernels) or '(none)'} (see: jupyter kernelspec list)")
+        raise InvalidSchedule(
+            "kernel_name",
+            f"kernel {name!r} is not installed; installed kernels: "
+            f"{', '.join(kernels) or '(none)'} (see: jupyter kernelspec list)",
+        )
     return name
 
 
@@ -175,8 +202,12 @@ def check_run_parameters(notebook: str, parameters: dict[str, Any], settings: Se
     schema = read_schema(full, label)
     values = schema.validate(dict(parameters))
     check_outputs(schema, values, settings.project_dir, write_workspace=False)  # its runs own their outputs
-    check_sizes(values, notebook=label, max_value_bytes=settings.max_parameter_bytes,
-                max_total_bytes=settings.max_parameters_bytes)
+    check_sizes(
+        values,
+        notebook=label,
+        max_value_bytes=settings.max_parameter_bytes,
+        max_total_bytes=settings.max_parameters_bytes,
+    )
     return label, values
 
 
@@ -205,11 +236,18 @@ def find_schedule(*, session: Session, ref: str, lock: bool = False) -> Schedule
 
 def active_runs(*, session: Session, schedule_id: str) -> list[tuple[ScheduleRun, str | None]]:
     """Runs of the schedule still in progress: being submitted, or their job is not finished."""
-    stmt = (select(ScheduleRun, Job.state).outerjoin(Job, Job.id == ScheduleRun.job_id)
-            .where(ScheduleRun.schedule_id == schedule_id,
-                   or_(ScheduleRun.status == "claimed",
-                       and_(ScheduleRun.status == "submitted", Job.state.in_(ACTIVE_JOB_STATES))))
-            .order_by(ScheduleRun.slot))
+    stmt = (
+        select(ScheduleRun, Job.state)
+        .outerjoin(Job, Job.id == ScheduleRun.job_id)
+        .where(
+            ScheduleRun.schedule_id == schedule_id,
+            or_(
+                ScheduleRun.status == "claimed",
+                and_(ScheduleRun.status == "submitted", Job.state.in_(ACTIVE_JOB_STATES)),
+            ),
+        )
+        .order_by(ScheduleRun.slot)
+    )
     return [(run, state) for run, state in session.execute(stmt)]
 
 
@@ -222,39 +260,68 @@ def busy_reason(active: list[tuple[ScheduleRun, str | None]], limit: int, claime
     return f"max_concurrent_runs={limit} reached: {len(active) + claimed_now} run(s) in progress ({what})"
 
 
-def insert_run(*, session: Session, schedule_id: str, slot: datetime, trigger: str, status: str,
-               reason: str | None = None) -> bool:
+def insert_run(
+    *,
+    session: Session,
+    schedule_id: str,
+    slot: datetime,
+    trigger: str,
+    status: str,
+    reason: str | None = None,
+) -> bool:
     """Claim the slot: INSERT ... ON CONFLICT DO NOTHING; True when this call inserted the row."""
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     now = utcnow()
-    stmt = (insert(ScheduleRun)
-            .values(schedule_id=schedule_id, slot=slot, trigger=trigger, status=status, reason=reason,
-                    created_at=now, updated_at=now)
-            .on_conflict_do_nothing(index_elements=["schedule_id", "slot"])
-            .returning(ScheduleRun.slot))
+    stmt = (
+        insert(ScheduleRun)
+        .values(
+            schedule_id=schedule_id,
+            slot=slot,
+            trigger=trigger,
+            status=status,
+            reason=reason,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["schedule_id", "slot"])
+        .returning(ScheduleRun.slot)
+    )
     return session.execute(stmt).first() is not None
 
 
 def claimed_runs(*, session: Session, limit: int = 50) -> list[tuple[str, datetime]]:
     """(schedule_id, slot) of claims whose job is not submitted yet, oldest first."""
-    rows = session.execute(select(ScheduleRun.schedule_id, ScheduleRun.slot)
-                           .where(ScheduleRun.status == "claimed").order_by(ScheduleRun.created_at).limit(limit))
+    rows = session.execute(
+        select(ScheduleRun.schedule_id, ScheduleRun.slot)
+        .where(ScheduleRun.status == "claimed")
+        .order_by(ScheduleRun.created_at)
+        .limit(limit)
+    )
     return [(sid, slot) for sid, slot in rows]
 
 
 def recent_runs(*, session: Session, schedule_id: str, limit: int) -> list[ScheduleRunRead]:
-    stmt = (select(ScheduleRun, Job.state).outerjoin(Job, Job.id == ScheduleRun.job_id)
-            .where(ScheduleRun.schedule_id == schedule_id)
-            .order_by(ScheduleRun.slot.desc()).limit(limit))
+    stmt = (
+        select(ScheduleRun, Job.state)
+        .outerjoin(Job, Job.id == ScheduleRun.job_id)
+        .where(ScheduleRun.schedule_id == schedule_id)
+        .order_by(ScheduleRun.slot.desc())
+        .limit(limit)
+    )
     return [ScheduleRunRead.from_row(run, state) for run, state in session.execute(stmt)]
 
 
 # -- the API: create, list, show, pause, resume, delete, run now ------------------------------------------
-def create_schedule(spec: ScheduleCreate, *, submitter: str | None = None, settings: Settings | None = None,
-                    now: datetime | None = None) -> ScheduleRead:
+def create_schedule(
+    spec: ScheduleCreate,
+    *,
+    submitter: str | None = None,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+) -> ScheduleRead:
     """Validate (cron, time zone, kernel, notebook and parameters, time limit) and store a schedule.
 
     Raises InvalidSchedule / InvalidTimeout / ParameterError / NotebookNotFound (nothing stored),
@@ -268,21 +335,43 @@ def create_schedule(spec: ScheduleCreate, *, submitter: str | None = None, setti
         raise InvalidSchedule("notify_url" if exc.field == "notify" else exc.field, str(exc)) from None
     now = now or utcnow()
     first = next_slot(cron, spec.timezone, now)  # NEVER for 30 February: stored, shown as next_run_at null
-    row = Schedule(id=str(uuid.uuid4()), name=spec.name, notebook=label, parameters=values, cron=cron,
-                   timezone=spec.timezone, paused=spec.paused, timeout_seconds=spec.timeout_seconds,
-                   kernel_name=kernel, max_concurrent_runs=spec.max_concurrent_runs, catchup=spec.catchup,
-                   submitter=submitter, created_at=now, updated_at=now, next_slot_at=first,
-                   notify_url=notify_url, notify_on=notify_on)
+    row = Schedule(
+        id=str(uuid.uuid4()),
+        name=spec.name,
+        notebook=label,
+        parameters=values,
+        cron=cron,
+        timezone=spec.timezone,
+        paused=spec.paused,
+        timeout_seconds=spec.timeout_seconds,
+        kernel_name=kernel,
+        max_concurrent_runs=spec.max_concurrent_runs,
+        catchup=spec.catchup,
+        submitter=submitter,
+        created_at=now,
+        updated_at=now,
+        next_slot_at=first,
+        notify_url=notify_url,
+        notify_on=notify_on,
+    )
     try:
         with session_scope(settings) as session:
             session.add(row)
             session.flush()
             result = ScheduleRead.from_row(row)
     except IntegrityError:
-        raise ScheduleConflict(f"a schedule named {spec.name!r} exists already; choose another name or "
-                               f"delete it first (jobrunner schedule delete {spec.name})") from None
-    log.info("schedule %s (%s) created: %s %s, first slot %s", result.name, result.id, cron, spec.timezone,
-             first.isoformat())
+        raise ScheduleConflict(
+            f"a schedule named {spec.name!r} exists already; choose another name or "
+            f"delete it first (jobrunner schedule delete {spec.name})"
+        ) from None
+    log.info(
+        "schedule %s (%s) created: %s %s, first slot %s",
+        result.name,
+        result.id,
+        cron,
+        spec.timezone,
+        first.isoformat(),
+    )
     return result
 
 
@@ -291,8 +380,9 @@ def list_schedules(*, limit: int = 50, offset: int = 0, settings: Settings | Non
     with session_scope(settings or get_settings()) as session:
         total = session.scalar(select(func.count()).select_from(Schedule)) or 0
         rows = session.scalars(select(Schedule).order_by(Schedule.name).limit(limit).offset(offset))
-        return ScheduleList(items=[ScheduleRead.from_row(r) for r in rows], total=total, limit=limit,
-                            offset=offset)
+        return ScheduleList(
+            items=[ScheduleRead.from_row(r) for r in rows], total=total, limit=limit, offset=offset
+        )
 
 
 def get_schedule(ref: str, *, runs: int = 20, settings: Settings | None = None) -> ScheduleDetail:
@@ -316,7 +406,9 @@ def pause_schedule(ref: str, *, settings: Settings | None = None) -> ScheduleRea
         return ScheduleRead.from_row(row)
 
 
-def resume_schedule(ref: str, *, settings: Settings | None = None, now: datetime | None = None) -> ScheduleRead:
+def resume_schedule(
+    ref: str, *, settings: Settings | None = None, now: datetime | None = None
+) -> ScheduleRead:
     """Fire again from the next slot after now; slots that passed while paused are not caught up."""
     now = now or utcnow()
     with session_scope(settings or get_settings()) as session:
@@ -351,8 +443,10 @@ def run_now(ref: str, *, settings: Settings | None = None, now: datetime | None 
             raise ScheduleNotFound(ref)
         active = active_runs(session=session, schedule_id=row.id)
         if len(active) >= row.max_concurrent_runs:
-            raise ScheduleConflict(f"schedule {row.name}: {busy_reason(active, row.max_concurrent_runs)}; "
-                                   "nothing was submitted (wait for it, or cancel it)")
+            raise ScheduleConflict(
+                f"schedule {row.name}: {busy_reason(active, row.max_concurrent_runs)}; "
+                "nothing was submitted (wait for it, or cancel it)"
+            )
         insert_run(session=session, schedule_id=row.id, slot=now, trigger="manual", status="claimed")
         schedule_id = row.id
     return submit_claimed(schedule_id, now, settings=settings) or _run(schedule_id, now, settings)
@@ -386,20 +480,32 @@ def submit_claimed(schedule_id: str, slot: datetime, *, settings: Settings) -> S
     from jobrunner.jobs import submit
 
     with session_scope(settings) as session:
-        run = session.scalars(select(ScheduleRun)
-                              .where(ScheduleRun.schedule_id == schedule_id, ScheduleRun.slot == slot,
-                                     ScheduleRun.status == "claimed")
-                              .with_for_update(skip_locked=True)).first()
+        run = session.scalars(
+            select(ScheduleRun)
+            .where(
+                ScheduleRun.schedule_id == schedule_id,
+                ScheduleRun.slot == slot,
+                ScheduleRun.status == "claimed",
+            )
+            .with_for_update(skip_locked=True)
+        ).first()
         if run is None:
             return None
         row = session.get(Schedule, schedule_id)
         assert row is not None  # the foreign key cascades deletes to the runs
         state: str | None = None
         try:
-            job = submit(row.notebook, row.parameters, idempotency_key=run_key(schedule_id, run.slot),
-                         submitter=f"schedule:{row.name}", timeout=row.timeout_seconds,
-                         kernel=row.kernel_name, notify=row.notify_url, notify_on=row.notify_on,
-                         settings=settings)
+            job = submit(
+                row.notebook,
+                row.parameters,
+                idempotency_key=run_key(schedule_id, run.slot),
+                submitter=f"schedule:{row.name}",
+                timeout=row.timeout_seconds,
+                kernel=row.kernel_name,
+                notify=row.notify_url,
+                notify_on=row.notify_on,
+                settings=settings,
+            )
         except InfrastructureError:
             raise
         except JobrunnerError as exc:

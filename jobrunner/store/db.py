@@ -66,11 +66,19 @@ def new_engine(
     scheme = scheme_of(url)
     if scheme == "postgresql":
         connect_args = {} if connect_timeout is None else {"connect_timeout": connect_timeout}
-        return create_engine(driver_url(url), pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow,
-                             pool_recycle=pool_recycle, connect_args=connect_args, **engine_args)
+        return create_engine(
+            driver_url(url),
+            pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_recycle=pool_recycle,
+            connect_args=connect_args,
+            **engine_args,
+        )
     if scheme != "sqlite":
-        raise StoreUnavailable(f"unsupported {setting} scheme {scheme!r}; "
-                               "use postgresql+psycopg2://... or sqlite:///...")
+        raise StoreUnavailable(
+            f"unsupported {setting} scheme {scheme!r}; use postgresql+psycopg2://... or sqlite:///..."
+        )
     path = url.split(":///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +137,7 @@ def session_scope(settings: Settings) -> Iterator[Session]:
 def _rollback_quietly(session: Session) -> None:
     try:
         session.rollback()
-    except Exception:  # noqa: BLE001 - the connection is already gone; the pool discards it
+    except Exception:
         log.debug("rollback failed", exc_info=True)
 
 
@@ -141,7 +149,9 @@ def _ensure_schema(engine: Engine, url: str) -> None:
         if url.startswith("sqlite"):
             migrate_url(url)
         elif not inspect(engine).has_table("jobs"):
-            raise StoreNotMigrated(f"the job store at {masked_url(url)} has no tables: run `jobrunner migrate`")
+            raise StoreNotMigrated(
+                f"the job store at {masked_url(url)} has no tables: run `jobrunner migrate`"
+            )
         else:
             try:
                 with engine.connect() as conn:
@@ -149,8 +159,10 @@ def _ensure_schema(engine: Engine, url: str) -> None:
             except ProgrammingError:  # tables made by hand, without Alembic's version table
                 current = None
             if current != head_revision():
-                raise StoreNotMigrated(f"the job store at {masked_url(url)} is at schema revision {current}; this "
-                                       f"version of jobrunner needs {head_revision()}: run `jobrunner migrate`")
+                raise StoreNotMigrated(
+                    f"the job store at {masked_url(url)} is at schema revision {current}; this "
+                    f"version of jobrunner needs {head_revision()}: run `jobrunner migrate`"
+                )
     except OperationalError as exc:
         raise StoreUnavailable(f"job store unavailable ({masked_url(url)}): {exc.orig or exc}") from exc
     _checked.add(url)
@@ -189,8 +201,9 @@ def migrate(settings: Settings) -> str:
     try:
         head = migrate_url(settings.database_url or "")
     except OperationalError as exc:
-        raise StoreUnavailable(f"job store unavailable ({masked_url(settings.database_url or '')}): "
-                               f"{exc.orig or exc}") from exc
+        raise StoreUnavailable(
+            f"job store unavailable ({masked_url(settings.database_url or '')}): {exc.orig or exc}"
+        ) from exc
     _checked.add(settings.database_url or "")
     return head
 

@@ -37,8 +37,10 @@ from jobrunner.store.states import JobState, utcnow
 
 log = logging.getLogger(__name__)
 
-CUT_NOTE = ("[live output cut after {limit} characters (JOBRUNNER_LIVE_OUTPUT_MAX_BYTES); the executed "
-            "notebook has all of it]\n")
+CUT_NOTE = (
+    "[live output cut after {limit} characters (JOBRUNNER_LIVE_OUTPUT_MAX_BYTES); the executed "
+    "notebook has all of it]\n"
+)
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,15 @@ class OutputChunk:
     at: datetime
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "attempt": self.attempt, "cell_index": self.cell_index, "kind": self.kind,
-                "name": self.name, "text": self.text, "at": self.at.isoformat()}
+        return {
+            "id": self.id,
+            "attempt": self.attempt,
+            "cell_index": self.cell_index,
+            "kind": self.kind,
+            "name": self.name,
+            "text": self.text,
+            "at": self.at.isoformat(),
+        }
 
 
 def text_of(output: Mapping[str, Any]) -> tuple[str, str | None, str] | None:
@@ -98,8 +107,14 @@ class OutputRecorder:
     def start(self) -> OutputRecorder:
         try:
             with session_scope(self.settings) as session:
-                self._used = int(session.scalar(select(func.coalesce(func.sum(func.length(JobOutput.text)), 0))
-                                                .where(JobOutput.job_id == self.job_id)) or 0)
+                self._used = int(
+                    session.scalar(
+                        select(func.coalesce(func.sum(func.length(JobOutput.text)), 0)).where(
+                            JobOutput.job_id == self.job_id
+                        )
+                    )
+                    or 0
+                )
         except InfrastructureError as exc:  # the output of earlier attempts is not counted then
             log.warning("job %s: could not read its stored output size (%s)", self.job_id, exc)
         self.cut = self.limit == 0 or self._used >= self.limit
@@ -111,7 +126,7 @@ class OutputRecorder:
     def add(self, cell_index: int | None, output: Mapping[str, Any]) -> None:
         try:
             found = text_of(output)
-        except Exception:  # noqa: BLE001 - an odd output must never break the execution
+        except Exception:
             log.debug("job %s: unreadable output skipped", self.job_id, exc_info=True)
             return
         if found is None:
@@ -127,17 +142,38 @@ class OutputRecorder:
             self._used += len(text)
             if text:
                 last = self._pending[-1] if self._pending else None
-                if (last is not None and kind == "stream" and last["kind"] == "stream"
-                        and last["cell_index"] == cell_index and last["name"] == name):
+                if (
+                    last is not None
+                    and kind == "stream"
+                    and last["kind"] == "stream"
+                    and last["cell_index"] == cell_index
+                    and last["name"] == name
+                ):
                     last["text"] += text  # one row per run of stream text of a cell, per batch
                 else:
-                    self._pending.append({"job_id": self.job_id, "attempt": self.attempt,
-                                          "cell_index": cell_index, "kind": kind, "name": name, "text": text,
-                                          "at": utcnow()})
+                    self._pending.append(
+                        {
+                            "job_id": self.job_id,
+                            "attempt": self.attempt,
+                            "cell_index": cell_index,
+                            "kind": kind,
+                            "name": name,
+                            "text": text,
+                            "at": utcnow(),
+                        }
+                    )
             if self.cut:
-                self._pending.append({"job_id": self.job_id, "attempt": self.attempt, "cell_index": cell_index,
-                                      "kind": "note", "name": None, "text": CUT_NOTE.format(limit=self.limit),
-                                      "at": utcnow()})
+                self._pending.append(
+                    {
+                        "job_id": self.job_id,
+                        "attempt": self.attempt,
+                        "cell_index": cell_index,
+                        "kind": "note",
+                        "name": None,
+                        "text": CUT_NOTE.format(limit=self.limit),
+                        "at": utcnow(),
+                    }
+                )
 
     def cell_started(self) -> None:
         """The previous cell is done: write its output now (not waiting for the interval)."""
@@ -170,34 +206,47 @@ class OutputRecorder:
             with session_scope(self.settings) as session:
                 session.execute(insert(JobOutput), batch)
                 if any(row["kind"] == "note" for row in batch):
-                    session.add(JobEvent(job_id=self.job_id, at=utcnow(), to_state=JobState.RUNNING.value,
-                                         kind="output", message=f"live output cut after {self.limit} characters"))
+                    session.add(
+                        JobEvent(
+                            job_id=self.job_id,
+                            at=utcnow(),
+                            to_state=JobState.RUNNING.value,
+                            kind="output",
+                            message=f"live output cut after {self.limit} characters",
+                        )
+                    )
         except InfrastructureError as exc:
             log.warning("job %s: live output not written yet (%s); retrying", self.job_id, exc)
             with self._lock:
                 self._pending = batch + self._pending
             return 0
-        except Exception:  # noqa: BLE001 - live output is a convenience: never fail the job over it
+        except Exception:
             log.exception("job %s: live output dropped", self.job_id)
             return 0
         return len(batch)
 
 
 # -- readers ------------------------------------------------------------------------------------------------
-def read_output(job_id: str, *, after: int = 0, limit: int = 1000,
-                settings: Settings | None = None) -> list[OutputChunk]:
+def read_output(
+    job_id: str, *, after: int = 0, limit: int = 1000, settings: Settings | None = None
+) -> list[OutputChunk]:
     """Stored output of a job after output id `after`, oldest first; JobNotFound for an unknown job."""
     with session_scope(settings or get_settings()) as session:
         if session.get(Job, job_id) is None:
             raise JobNotFound(job_id)
-        rows = session.scalars(select(JobOutput).where(JobOutput.job_id == job_id, JobOutput.id > after)
-                               .order_by(JobOutput.id).limit(max(1, min(limit, 10_000))))
+        rows = session.scalars(
+            select(JobOutput)
+            .where(JobOutput.job_id == job_id, JobOutput.id > after)
+            .order_by(JobOutput.id)
+            .limit(max(1, min(limit, 10_000)))
+        )
         return [_chunk(r) for r in rows]
 
 
 def _chunk(row: JobOutput) -> OutputChunk:
-    return OutputChunk(row.id, row.attempt, row.cell_index, row.kind, row.name, row.text,
-                       _aware(row.at) or row.at)
+    return OutputChunk(
+        row.id, row.attempt, row.cell_index, row.kind, row.name, row.text, _aware(row.at) or row.at
+    )
 
 
 @dataclass(frozen=True)
@@ -209,9 +258,16 @@ class LiveEvent:
     id: str | None = None
 
 
-def follow(job_id: str, *, after: int = 0, after_event: int = 0, poll: float = 0.5,
-           settings: Settings | None = None, should_stop: Any = None,
-           idle: float | None = None) -> Iterator[LiveEvent]:
+def follow(
+    job_id: str,
+    *,
+    after: int = 0,
+    after_event: int = 0,
+    poll: float = 0.5,
+    settings: Settings | None = None,
+    should_stop: Any = None,
+    idle: float | None = None,
+) -> Iterator[LiveEvent]:
     """Yield a job's state, progress, events and output as they happen, ending with `end` once the job is
     SUCCEEDED, FAILED or CANCELLED (its last output included). JobNotFound before anything is yielded for
     an unknown job. Output and events after ids `after` / `after_event` only; each output and event
@@ -232,17 +288,43 @@ def follow(job_id: str, *, after: int = 0, after_event: int = 0, poll: float = 0
                     raise JobNotFound(job_id)
                 state = job.state
                 progress = (job.cells_done or 0, job.cells_total, job.current_cell, job.attempt)
-                events = list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id,
-                                                                     JobEvent.id > last_event)
-                                              .order_by(JobEvent.id)))
-                outputs = list(session.scalars(select(JobOutput).where(JobOutput.job_id == job_id,
-                                                                       JobOutput.id > last_output)
-                                               .order_by(JobOutput.id).limit(1000)))
-                error = {"kind": job.error_kind, "cell_index": job.error_cell_index, "ename": job.error_ename,
-                         "evalue": job.error_evalue, "message": job.error_message} if job.error_kind else None
-                event_data = [{"at": (_aware(e.at) or e.at).isoformat(), "from_state": e.from_state,
-                               "to_state": e.to_state, "kind": e.kind, "message": e.message,
-                               "worker_id": e.worker_id} for e in events]
+                events = list(
+                    session.scalars(
+                        select(JobEvent)
+                        .where(JobEvent.job_id == job_id, JobEvent.id > last_event)
+                        .order_by(JobEvent.id)
+                    )
+                )
+                outputs = list(
+                    session.scalars(
+                        select(JobOutput)
+                        .where(JobOutput.job_id == job_id, JobOutput.id > last_output)
+                        .order_by(JobOutput.id)
+                        .limit(1000)
+                    )
+                )
+                error = (
+                    {
+                        "kind": job.error_kind,
+                        "cell_index": job.error_cell_index,
+                        "ename": job.error_ename,
+                        "evalue": job.error_evalue,
+                        "message": job.error_message,
+                    }
+                    if job.error_kind
+                    else None
+                )
+                event_data = [
+                    {
+                        "at": (_aware(e.at) or e.at).isoformat(),
+                        "from_state": e.from_state,
+                        "to_state": e.to_state,
+                        "kind": e.kind,
+                        "message": e.message,
+                        "worker_id": e.worker_id,
+                    }
+                    for e in events
+                ]
                 chunks = [_chunk(r) for r in outputs]
         except JobNotFound:
             if first:
@@ -260,8 +342,15 @@ def follow(job_id: str, *, after: int = 0, after_event: int = 0, poll: float = 0
             yield LiveEvent("state", {"state": state, "attempt": progress[3]})
         if progress != seen_progress:
             seen_progress = progress
-            yield LiveEvent("progress", {"cells_done": progress[0], "cells_total": progress[1],
-                                         "current_cell": progress[2], "attempt": progress[3]})
+            yield LiveEvent(
+                "progress",
+                {
+                    "cells_done": progress[0],
+                    "cells_total": progress[1],
+                    "current_cell": progress[2],
+                    "attempt": progress[3],
+                },
+            )
         for row, item in zip(events, event_data, strict=True):
             last_event = row.id
             yield LiveEvent("event", item, id=f"{last_output}.{last_event}")

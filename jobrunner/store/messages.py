@@ -46,11 +46,16 @@ class JobMessage:
             raise MessageError(f"not a job message: the body is a JSON {type(data).__name__}, not an object")
         job_id = data.get("job_id")
         if not isinstance(job_id, str):
-            raise MessageError("not a job message: no job_id" if job_id is None
-                               else f"not a job message: job_id is a {type(job_id).__name__}, not a string")
+            raise MessageError(
+                "not a job message: no job_id"
+                if job_id is None
+                else f"not a job message: job_id is a {type(job_id).__name__}, not a string"
+            )
         version = data.get("schema_version")
         if version != SCHEMA_VERSION or isinstance(version, bool):
-            raise MessageError(f"unknown message schema_version {version!r} (this worker reads {SCHEMA_VERSION})")
+            raise MessageError(
+                f"unknown message schema_version {version!r} (this worker reads {SCHEMA_VERSION})"
+            )
         attempt = data.get("attempt", 0)
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
             raise MessageError(f"bad job message: attempt {attempt!r} is not a non-negative integer")
@@ -62,7 +67,9 @@ class JobMessage:
         try:
             data = json.loads(body)
         except UnicodeDecodeError as exc:
-            raise MessageError(f"not a job message: the body is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+            raise MessageError(
+                f"not a job message: the body is not UTF-8 ({exc.reason} at byte {exc.start})"
+            ) from exc
         except ValueError as exc:  # json.JSONDecodeError
             raise MessageError(f"not a job message: the body is not JSON ({exc})") from exc
         except RecursionError as exc:  # a deeply nested body

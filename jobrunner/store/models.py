@@ -163,8 +163,10 @@ class JobNotification(Base):
     failed_at: Mapped[datetime | None] = mapped_column(TZ)
     last_error: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (UniqueConstraint("job_id", "state", "attempt", name="uq_job_notifications_once"),
-                      Index("ix_job_notifications_due", "sent_at", "failed_at", "available_at"))
+    __table_args__ = (
+        UniqueConstraint("job_id", "state", "attempt", name="uq_job_notifications_once"),
+        Index("ix_job_notifications_due", "sent_at", "failed_at", "available_at"),
+    )
 
 
 class Schedule(Base):
@@ -188,7 +190,9 @@ class Schedule(Base):
     updated_at: Mapped[datetime] = mapped_column(TZ, default=utcnow)
     # The first slot not handled yet: the scheduler's cursor, advanced in the transaction that claims slots.
     next_slot_at: Mapped[datetime] = mapped_column(TZ)
-    notify_url: Mapped[str | None] = mapped_column(String(2048))  # copied to each run (jobrunner/store/notify.py)
+    notify_url: Mapped[str | None] = mapped_column(
+        String(2048)
+    )  # copied to each run (jobrunner/store/notify.py)
     notify_on: Mapped[str | None] = mapped_column(String(8))
 
     __table_args__ = (Index("ix_schedules_due", "paused", "next_slot_at"),)

@@ -39,9 +39,11 @@ log = logging.getLogger(__name__)
 
 NOTIFY_ON = ("failure", "success", "both")
 LEASE_S = 60.0  # a claimed delivery not settled by then (its worker died) is due again
-_STATES_FOR = {"failure": {JobState.FAILED.value, JobState.CANCELLED.value},
-               "success": {JobState.SUCCEEDED.value},
-               "both": {JobState.FAILED.value, JobState.CANCELLED.value, JobState.SUCCEEDED.value}}
+_STATES_FOR = {
+    "failure": {JobState.FAILED.value, JobState.CANCELLED.value},
+    "success": {JobState.SUCCEEDED.value},
+    "both": {JobState.FAILED.value, JobState.CANCELLED.value, JobState.SUCCEEDED.value},
+}
 
 
 def check_notify(url: str | None, on: str | None) -> tuple[str | None, str | None]:
@@ -63,8 +65,11 @@ def check_notify(url: str | None, on: str | None) -> tuple[str | None, str | Non
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidJobOption("notify", f"notify URL {url!r} must be an http:// or https:// URL with a host")
     if parts.username or parts.password:
-        raise InvalidJobOption("notify", "the notify URL must not carry credentials (user:password@): sign "
-                                         "webhooks with JOBRUNNER_NOTIFY_SECRET instead")
+        raise InvalidJobOption(
+            "notify",
+            "the notify URL must not carry credentials (user:password@): sign "
+            "webhooks with JOBRUNNER_NOTIFY_SECRET instead",
+        )
     del port
     return url, on
 
@@ -75,12 +80,26 @@ def enqueue(session: Session, job_id: str, state: str) -> None:
     job = session.execute(select(Job.notify_url, Job.notify_on, Job.attempt).where(Job.id == job_id)).first()
     if job is None or not job.notify_url or state not in _STATES_FOR.get(job.notify_on or "failure", set()):
         return
-    exists = session.scalar(select(JobNotification.id).where(
-        JobNotification.job_id == job_id, JobNotification.state == state, JobNotification.attempt == job.attempt))
+    exists = session.scalar(
+        select(JobNotification.id).where(
+            JobNotification.job_id == job_id,
+            JobNotification.state == state,
+            JobNotification.attempt == job.attempt,
+        )
+    )
     if exists is None:
         now = utcnow()
-        session.add(JobNotification(job_id=job_id, state=state, attempt=job.attempt, url=job.notify_url,
-                                    created_at=now, available_at=now, tries=0))
+        session.add(
+            JobNotification(
+                job_id=job_id,
+                state=state,
+                attempt=job.attempt,
+                url=job.notify_url,
+                created_at=now,
+                available_at=now,
+                tries=0,
+            )
+        )
 
 
 def body_for(job: Job, settings: Settings) -> dict[str, Any]:
@@ -88,20 +107,36 @@ def body_for(job: Job, settings: Settings) -> dict[str, Any]:
     links: dict[str, str | None] = {"executed_notebook": job.output_uri, "html": job.html_uri}
     if job.mlflow_run_id:
         tracking = settings.mlflow_tracking_uri or ""
-        links["mlflow_run"] = (f"{tracking.rstrip('/')}/#/runs/{job.mlflow_run_id}"
-                               if tracking.startswith(("http://", "https://")) else f"runs:/{job.mlflow_run_id}")
+        links["mlflow_run"] = (
+            f"{tracking.rstrip('/')}/#/runs/{job.mlflow_run_id}"
+            if tracking.startswith(("http://", "https://"))
+            else f"runs:/{job.mlflow_run_id}"
+        )
     if settings.public_api_url:
         base = settings.public_api_url.rstrip("/")
         links["job"] = f"{base}/v1/jobs/{job.id}"
         links["notebook_page"] = f"{base}/v1/jobs/{job.id}/notebook"
     error = None
     if job.error_kind or job.error_message:
-        error = {"kind": job.error_kind, "cell_index": job.error_cell_index, "ename": job.error_ename,
-                 "evalue": job.error_evalue, "message": job.error_message}
-    return {"job": job.id, "state": job.state, "notebook": job.notebook, "parameters": job.parameters or {},
-            "attempt": job.attempt, "submitter": job.submitter, "kernel": job.kernel_name,
-            "finished_at": job.finished_at.isoformat() if job.finished_at else None, "error": error,
-            "links": {k: v for k, v in links.items() if v}}
+        error = {
+            "kind": job.error_kind,
+            "cell_index": job.error_cell_index,
+            "ename": job.error_ename,
+            "evalue": job.error_evalue,
+            "message": job.error_message,
+        }
+    return {
+        "job": job.id,
+        "state": job.state,
+        "notebook": job.notebook,
+        "parameters": job.parameters or {},
+        "attempt": job.attempt,
+        "submitter": job.submitter,
+        "kernel": job.kernel_name,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "error": error,
+        "links": {k: v for k, v in links.items() if v},
+    }
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -135,7 +170,7 @@ class Notifier:
             except InfrastructureError as exc:
                 log.warning("notifier: store unavailable (%s); will retry", exc)
                 sent = 0
-            except Exception:  # noqa: BLE001 - the thread must live on: deliveries are retried
+            except Exception:
                 log.exception("notifier: unexpected error")
                 sent = 0
             if not sent:
@@ -145,11 +180,19 @@ class Notifier:
         """Claim due deliveries and try each; returns how many were tried."""
         now = utcnow()
         with session_scope(self.settings) as session:
-            rows = list(session.scalars(
-                select(JobNotification)
-                .where(JobNotification.sent_at.is_(None), JobNotification.failed_at.is_(None),
-                       JobNotification.available_at <= now)
-                .order_by(JobNotification.available_at).limit(limit).with_for_update(skip_locked=True)))
+            rows = list(
+                session.scalars(
+                    select(JobNotification)
+                    .where(
+                        JobNotification.sent_at.is_(None),
+                        JobNotification.failed_at.is_(None),
+                        JobNotification.available_at <= now,
+                    )
+                    .order_by(JobNotification.available_at)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            )
             claimed = []
             for row in rows:
                 row.available_at = now + timedelta(seconds=LEASE_S)
@@ -167,8 +210,11 @@ class Notifier:
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
         data = json.dumps(body, default=str).encode()
-        headers = {"Content-Type": "application/json", "User-Agent": "jobrunner-notify",
-                   "X-Jobrunner-Delivery": f"{job_id}:{body['state']}:{body['attempt']}"}
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "jobrunner-notify",
+            "X-Jobrunner-Delivery": f"{job_id}:{body['state']}:{body['attempt']}",
+        }
         if self.settings.notify_secret:
             headers["X-Jobrunner-Signature"] = sign(data, self.settings.notify_secret)
         quick = max(1, min(3, self.settings.notify_max_tries - tries))
@@ -176,13 +222,17 @@ class Notifier:
         status = 0
         done = 0
         try:
-            for attempt in Retrying(stop=stop_after_attempt(quick), reraise=True,
-                                    wait=wait_exponential(multiplier=0.25, max=2),
-                                    retry=retry_if_exception_type((httpx.HTTPError, _Retryable))):
+            for attempt in Retrying(
+                stop=stop_after_attempt(quick),
+                reraise=True,
+                wait=wait_exponential(multiplier=0.25, max=2),
+                retry=retry_if_exception_type((httpx.HTTPError, _Retryable)),
+            ):
                 with attempt:
                     done += 1
-                    response = httpx.post(url, content=data, headers=headers,
-                                          timeout=self.settings.notify_timeout)
+                    response = httpx.post(
+                        url, content=data, headers=headers, timeout=self.settings.notify_timeout
+                    )
                     status = response.status_code
                     if status >= 500 or status == 429:
                         raise _Retryable(f"HTTP {status}")
@@ -193,8 +243,9 @@ class Notifier:
             status = 0
         self._settle(row_id, job_id, url, tries + done, status, error, body["state"])
 
-    def _settle(self, row_id: int, job_id: str, url: str, tries: int, status: int, error: str,
-                state: str) -> None:
+    def _settle(
+        self, row_id: int, job_id: str, url: str, tries: int, status: int, error: str, state: str
+    ) -> None:
         host = urlsplit(url).netloc
         now = utcnow()
         with session_scope(self.settings) as session:
@@ -213,10 +264,21 @@ class Notifier:
                 # with the defaults) before the delivery is given up
                 delay = min(300.0, self.settings.notify_retry_backoff * 2 ** max(0, tries // 3 - 1))
                 row.available_at = now + timedelta(seconds=delay)
-                log.info("job %s: webhook to %s not delivered (%s); next try in %.1fs", job_id, host, error, delay)
+                log.info(
+                    "job %s: webhook to %s not delivered (%s); next try in %.1fs", job_id, host, error, delay
+                )
                 return
-            session.add(JobEvent(job_id=job_id, at=now, from_state=state, to_state=state, kind="notify",
-                                 worker_id=self.worker_id, message=message))
+            session.add(
+                JobEvent(
+                    job_id=job_id,
+                    at=now,
+                    from_state=state,
+                    to_state=state,
+                    kind="notify",
+                    worker_id=self.worker_id,
+                    message=message,
+                )
+            )
         log.info("job %s: %s", job_id, message)
 
 

@@ -50,7 +50,9 @@ class JobCreate(JobSpec):
     cache_key: str | None = Field(default=None, max_length=128)
     notify_url: str | None = Field(default=None, max_length=2048)  # webhook (jobrunner/store/notify.py)
     notify_on: str | None = Field(default=None, max_length=8)  # failure | success | both
-    kind: str | None = Field(default=None, max_length=16)  # None: a notebook; "verify" (jobrunner/worker/verify.py)
+    kind: str | None = Field(
+        default=None, max_length=16
+    )  # None: a notebook; "verify" (jobrunner/worker/verify.py)
     verifies: str | None = Field(default=None, max_length=64)
     verification: dict[str, Any] | None = None
 
@@ -109,19 +111,29 @@ class JobRead(BaseModel):
     heartbeat_at: datetime | None = None
     write_workspace: bool = False
     outputs: list[JobOutputFile] = Field(default_factory=list)
-    cached_from: str | None = Field(default=None, description="A run-cache hit: the job whose execution "
-                                    "this one reuses (its notebook, MLflow run and outputs)")
+    cached_from: str | None = Field(
+        default=None,
+        description="A run-cache hit: the job whose execution "
+        "this one reuses (its notebook, MLflow run and outputs)",
+    )
     use_cache: bool = True
     cache_key: str | None = None
     kernel_name: str | None = None
     notify_url: str | None = None
     notify_on: str | None = None
-    kind: str | None = Field(default=None, description='null: a notebook job; "verify": a verification job '
-                             "re-executing the MLflow run `verifies`")
-    verifies: str | None = Field(default=None, description="A verification job: the MLflow run it re-executes")
+    kind: str | None = Field(
+        default=None,
+        description='null: a notebook job; "verify": a verification job '
+        "re-executing the MLflow run `verifies`",
+    )
+    verifies: str | None = Field(
+        default=None, description="A verification job: the MLflow run it re-executes"
+    )
     verification: dict[str, Any] | None = Field(
-        default=None, description="A verification job: its request ({rtol}), once done the result: reproduced, "
-        "differences, verification_run_id, metrics, outputs, cells")
+        default=None,
+        description="A verification job: its request ({rtol}), once done the result: reproduced, "
+        "differences, verification_run_id, metrics, outputs, cells",
+    )
 
     utc_datetimes = field_validator("created_at", "started_at", "finished_at", "heartbeat_at")(_aware)
 
@@ -129,24 +141,45 @@ class JobRead(BaseModel):
     def from_row(cls, job: Any) -> JobRead:
         error = None
         if job.error_kind or job.error_ename or job.error_message:
-            error = JobError(kind=job.error_kind, cell_index=job.error_cell_index, ename=job.error_ename,
-                             evalue=job.error_evalue, message=job.error_message)
+            error = JobError(
+                kind=job.error_kind,
+                cell_index=job.error_cell_index,
+                ename=job.error_ename,
+                evalue=job.error_evalue,
+                message=job.error_message,
+            )
         return cls(
-            id=job.id, notebook=job.notebook, parameters=job.parameters or {}, state=JobState(job.state),
-            attempt=job.attempt, idempotency_key=job.idempotency_key, submitter=job.submitter,
+            id=job.id,
+            notebook=job.notebook,
+            parameters=job.parameters or {},
+            state=JobState(job.state),
+            attempt=job.attempt,
+            idempotency_key=job.idempotency_key,
+            submitter=job.submitter,
             timeout_seconds=job.timeout_seconds,
-            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
-            progress=JobProgress(cells_done=job.cells_done or 0, cells_total=job.cells_total,
-                                 current_cell=job.current_cell),
-            error=error, output_uri=job.output_uri, html_uri=job.html_uri, mlflow_run_id=job.mlflow_run_id,
-            worker_id=job.worker_id, heartbeat_at=job.heartbeat_at,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            progress=JobProgress(
+                cells_done=job.cells_done or 0, cells_total=job.cells_total, current_cell=job.current_cell
+            ),
+            error=error,
+            output_uri=job.output_uri,
+            html_uri=job.html_uri,
+            mlflow_run_id=job.mlflow_run_id,
+            worker_id=job.worker_id,
+            heartbeat_at=job.heartbeat_at,
             write_workspace=bool(getattr(job, "write_workspace", False)),
             outputs=[JobOutputFile(**o) for o in (getattr(job, "outputs", None) or [])],
             cached_from=getattr(job, "cached_from", None),
-            use_cache=bool(getattr(job, "use_cache", True)), cache_key=getattr(job, "cache_key", None),
-            kernel_name=getattr(job, "kernel_name", None), notify_url=getattr(job, "notify_url", None),
-            notify_on=getattr(job, "notify_on", None), kind=getattr(job, "kind", None),
-            verifies=getattr(job, "verifies", None), verification=getattr(job, "verification", None),
+            use_cache=bool(getattr(job, "use_cache", True)),
+            cache_key=getattr(job, "cache_key", None),
+            kernel_name=getattr(job, "kernel_name", None),
+            notify_url=getattr(job, "notify_url", None),
+            notify_on=getattr(job, "notify_on", None),
+            kind=getattr(job, "kind", None),
+            verifies=getattr(job, "verifies", None),
+            verification=getattr(job, "verification", None),
         )
 
     @property

@@ -80,7 +80,9 @@ def transition(
             message=event,
         )
     )
-    if to_state.terminal:  # a webhook owed for this state, in the same transaction (jobrunner/store/notify.py)
+    if (
+        to_state.terminal
+    ):  # a webhook owed for this state, in the same transaction (jobrunner/store/notify.py)
         from jobrunner.store.notify import enqueue
 
         enqueue(session, job_id, to_state.value)

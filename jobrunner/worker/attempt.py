@@ -37,8 +37,16 @@ class Outcome:
 
 
 class JobRun:
-    def __init__(self, settings: Settings, worker_id: str, payload: dict[str, Any], metrics: WorkerMetrics,
-                 stop_event: threading.Event, *, may_take_over: bool = True):
+    def __init__(
+        self,
+        settings: Settings,
+        worker_id: str,
+        payload: dict[str, Any],
+        metrics: WorkerMetrics,
+        stop_event: threading.Event,
+        *,
+        may_take_over: bool = True,
+    ):
         from jobrunner.execution.executor import CancelToken
 
         self.settings = settings
@@ -59,8 +67,11 @@ class JobRun:
         try:
             claimed = self._claim()
         except StoreUnavailable as exc:
-            log.warning("job %s: store unavailable before start (%s); message goes back to the queue",
-                        self.job_id, exc)
+            log.warning(
+                "job %s: store unavailable before start (%s); message goes back to the queue",
+                self.job_id,
+                exc,
+            )
             time.sleep(min(5.0, self.settings.worker_poll_interval * 2))
             return Outcome("retry_later", str(exc))
         if isinstance(claimed, Outcome):
@@ -69,10 +80,16 @@ class JobRun:
         if job.attempt > 1:
             self._close_lost_attempts(job)
         if job.attempt > self.settings.max_attempts:
-            reason = (f"gave up after {job.attempt - 1} attempts (its workers died or infrastructure failed "
-                      f"each time); inspect with `jobrunner dlq list`, retry with `jobrunner dlq requeue`")
-            self._finish(JobState.FAILED, error_kind=FailureKind.DEAD_LETTERED, error_message=reason,
-                         error_ename="DeadLettered")
+            reason = (
+                f"gave up after {job.attempt - 1} attempts (its workers died or infrastructure failed "
+                f"each time); inspect with `jobrunner dlq list`, retry with `jobrunner dlq requeue`"
+            )
+            self._finish(
+                JobState.FAILED,
+                error_kind=FailureKind.DEAD_LETTERED,
+                error_message=reason,
+                error_ename="DeadLettered",
+            )
             self.metrics.dead_letters.inc()
             return Outcome("dead", reason)
         return self._execute(job)
@@ -81,9 +98,13 @@ class JobRun:
         """Earlier attempts that died with their worker left MLflow runs RUNNING: mark them KILLED."""
         from jobrunner.execution.recording import close_lost_attempts
 
-        close_lost_attempts(self.settings.mlflow_tracking_uri or "", self.settings.mlflow_experiment, job.id,
-                            f"attempt lost: its worker stopped before finishing; attempt {job.attempt} "
-                            f"taken by {self.worker_id}")
+        close_lost_attempts(
+            self.settings.mlflow_tracking_uri or "",
+            self.settings.mlflow_experiment,
+            job.id,
+            f"attempt lost: its worker stopped before finishing; attempt {job.attempt} "
+            f"taken by {self.worker_id}",
+        )
 
     def _claim(self) -> Job | Outcome:
         from jobrunner.store import queries as store
@@ -97,13 +118,25 @@ class JobRun:
                 log.info("job %s is already %s; duplicate message acked", job.id, job.state)
                 return Outcome("ack")
             if job.state == JobState.CANCELLING.value:
-                transition(session, job.id, [JobState.CANCELLING], JobState.CANCELLED,
-                           where=[Job.heartbeat_at < stale_before], finished_at=utcnow(),
-                           error_kind=FailureKind.CANCELLED, error_message="cancelled", actor=self.worker_id,
-                           event="cancelled (its worker was gone)")
+                transition(
+                    session,
+                    job.id,
+                    [JobState.CANCELLING],
+                    JobState.CANCELLED,
+                    where=[Job.heartbeat_at < stale_before],
+                    finished_at=utcnow(),
+                    error_kind=FailureKind.CANCELLED,
+                    error_message="cancelled",
+                    actor=self.worker_id,
+                    event="cancelled (its worker was gone)",
+                )
                 return Outcome("ack")
-            if not store.claim(session=session, job_id=job.id, worker_id=self.worker_id,
-                               stale_before=stale_before if self.may_take_over else None):
+            if not store.claim(
+                session=session,
+                job_id=job.id,
+                worker_id=self.worker_id,
+                stale_before=stale_before if self.may_take_over else None,
+            ):
                 log.info("job %s is %s on a live worker; duplicate message acked", job.id, job.state)
                 return Outcome("ack")
             return store.get_job(session=session, job_id=job.id)  # type: ignore[return-value]
@@ -115,8 +148,13 @@ class JobRun:
         self.metrics.queue_wait.observe(max(0.0, (utcnow() - queued_at).total_seconds()))
         self._attempt = job.attempt
         self._started = time.monotonic()
-        log.info("job %s: taken, attempt %d of %s", job.id, job.attempt, job.notebook,
-                 extra=self._event("taken", notebook=job.notebook))
+        log.info(
+            "job %s: taken, attempt %d of %s",
+            job.id,
+            job.attempt,
+            job.notebook,
+            extra=self._event("taken", notebook=job.notebook),
+        )
         # The heartbeat goes on until the job's final state is written, also while the store is down after
         # the notebook ended: a reaper must not take a finished job for a dead worker's.
         beat = threading.Thread(target=self._heartbeat_loop, name=f"heartbeat-{job.id[:8]}", daemon=True)
@@ -151,16 +189,25 @@ class JobRun:
             limit = self.settings.timeout
             if job.timeout_seconds is not None:
                 limit = min(limit, job.timeout_seconds)  # the operator's limit caps the submitter's
-            live = OutputRecorder(self.settings, job.id, job.attempt).start()  # live output (jobrunner/store/live.py)
+            live = OutputRecorder(
+                self.settings, job.id, job.attempt
+            ).start()  # live output (jobrunner/store/live.py)
             try:
-                result = execute(path, job.parameters, output_path=out_dir / f"attempt-{job.attempt}.ipynb",
-                                 settings=self.settings, on_progress=self._progress_hook(live),
-                                 cancel=self.token, timeout=limit, kernel_name=job.kernel_name,
-                                 on_output=live.add,
-                                 # the job owns its outputs: defaults point into this attempt's folder
-                                 outputs_dir=out_dir / f"attempt-{job.attempt}" / "outputs",
-                                 write_workspace=bool(job.write_workspace),
-                                 tags=job_run_tags(job.id, job.attempt, self.worker_id))
+                result = execute(
+                    path,
+                    job.parameters,
+                    output_path=out_dir / f"attempt-{job.attempt}.ipynb",
+                    settings=self.settings,
+                    on_progress=self._progress_hook(live),
+                    cancel=self.token,
+                    timeout=limit,
+                    kernel_name=job.kernel_name,
+                    on_output=live.add,
+                    # the job owns its outputs: defaults point into this attempt's folder
+                    outputs_dir=out_dir / f"attempt-{job.attempt}" / "outputs",
+                    write_workspace=bool(job.write_workspace),
+                    tags=job_run_tags(job.id, job.attempt, self.worker_id),
+                )
             finally:
                 live.close()
             # a run stopped for a requeue or taken over is done again: its partial output is not kept
@@ -171,10 +218,15 @@ class JobRun:
                 self.metrics.kernel_failures.inc()
             return self._retry_or_give_up(job, exc)
         except JobrunnerError as exc:  # the notebook or its parameters changed since submission
-            self._finish(JobState.FAILED, error_kind=FailureKind.INVALID, error_ename=type(exc).__name__,
-                         error_evalue=str(exc), error_message=str(exc))
+            self._finish(
+                JobState.FAILED,
+                error_kind=FailureKind.INVALID,
+                error_ename=type(exc).__name__,
+                error_evalue=str(exc),
+                error_message=str(exc),
+            )
             return Outcome("ack")
-        except Exception as exc:  # noqa: BLE001 - unknown failures outside the notebook: retry
+        except Exception as exc:
             log.exception("job %s: unexpected error", job.id)
             return self._retry_or_give_up(job, exc)
         self.metrics.duration.labels(result.status).observe(time.monotonic() - t0)
@@ -201,7 +253,9 @@ class JobRun:
         source = reusable()
         if source is None:
             with session_scope(self.settings) as session:
-                holder = store.claim_cache_key(session=session, key=key, job_id=job.id, worker_id=self.worker_id)
+                holder = store.claim_cache_key(
+                    session=session, key=key, job_id=job.id, worker_id=self.worker_id
+                )
             if holder != job.id:
                 self._wait_for_identical(job, holder)
                 return Outcome("ack")
@@ -211,17 +265,28 @@ class JobRun:
             if source is None:
                 self._claimed_key = key
                 return None
-            self._write_until_done(lambda session: store.release_cache_key(session=session, key=key,
-                                                                            job_id=job.id))
+            self._write_until_done(
+                lambda session: store.release_cache_key(session=session, key=key, job_id=job.id)
+            )
         if source is not None:
-            self._finish(JobState.SUCCEEDED, cached_from=source.id, cache_key=key, output_uri=source.output_uri,
-                         html_uri=source.html_uri, mlflow_run_id=source.mlflow_run_id, outputs=source.outputs,
-                         cells_done=source.cells_done or 0, cells_total=source.cells_total,
-                         error_message=f"served from the run cache: the execution of job {source.id}")
+            self._finish(
+                JobState.SUCCEEDED,
+                cached_from=source.id,
+                cache_key=key,
+                output_uri=source.output_uri,
+                html_uri=source.html_uri,
+                mlflow_run_id=source.mlflow_run_id,
+                outputs=source.outputs,
+                cells_done=source.cells_done or 0,
+                cells_total=source.cells_total,
+                error_message=f"served from the run cache: the execution of job {source.id}",
+            )
             if self._recorded:
                 from jobrunner.execution.recording import tag_cache_hit
 
-                tag_cache_hit(self.settings.mlflow_tracking_uri or "", source.mlflow_run_id, job.id, source.id)
+                tag_cache_hit(
+                    self.settings.mlflow_tracking_uri or "", source.mlflow_run_id, job.id, source.id
+                )
         return Outcome("ack")
 
     def _wait_for_identical(self, job: Job, holder: str) -> None:
@@ -230,16 +295,37 @@ class JobRun:
         why = f"waiting for the identical job {holder} (run cache)"
 
         def write(session: Any) -> bool:
-            if transition(session, self.job_id, [JobState.RUNNING], JobState.QUEUED,
-                          where=[Job.worker_id == self.worker_id], actor=self.worker_id, event=why,
-                          queued_at=utcnow(), attempt=Job.attempt - 1, error_message=None):
-                store.add_outbox(session=session, job_id=self.job_id, attempt=job.attempt - 1,
-                                 delay=self.settings.worker_poll_interval)
+            if transition(
+                session,
+                self.job_id,
+                [JobState.RUNNING],
+                JobState.QUEUED,
+                where=[Job.worker_id == self.worker_id],
+                actor=self.worker_id,
+                event=why,
+                queued_at=utcnow(),
+                attempt=Job.attempt - 1,
+                error_message=None,
+            ):
+                store.add_outbox(
+                    session=session,
+                    job_id=self.job_id,
+                    attempt=job.attempt - 1,
+                    delay=self.settings.worker_poll_interval,
+                )
                 return True
-            return transition(session, self.job_id, [JobState.CANCELLING], JobState.CANCELLED,
-                              where=[Job.worker_id == self.worker_id], actor=self.worker_id,
-                              event="cancelled", finished_at=utcnow(), error_kind=FailureKind.CANCELLED,
-                              error_message="cancelled")
+            return transition(
+                session,
+                self.job_id,
+                [JobState.CANCELLING],
+                JobState.CANCELLED,
+                where=[Job.worker_id == self.worker_id],
+                actor=self.worker_id,
+                event="cancelled",
+                finished_at=utcnow(),
+                error_kind=FailureKind.CANCELLED,
+                error_message="cancelled",
+            )
 
         self._write_until_done(write)
 
@@ -249,8 +335,9 @@ class JobRun:
         key = getattr(self, "_claimed_key", None)
         if key is None or self.lost:  # lost: the attempt that took this job over holds the claim now
             return
-        self._write_until_done(lambda session: store.release_cache_key(session=session, key=key,
-                                                                        job_id=self.job_id))
+        self._write_until_done(
+            lambda session: store.release_cache_key(session=session, key=key, job_id=self.job_id)
+        )
 
     def _settle_mlflow(self, run_id: str | None) -> None:
         """One job, one authoritative MLflow run: the attempt whose result the store took marks every other
@@ -263,9 +350,13 @@ class JobRun:
         if self._recorded:
             mark_superseded(uri, self.settings.mlflow_experiment, self.job_id, keep=run_id)
         else:
-            mark_superseded(uri, self.settings.mlflow_experiment, self.job_id, only=run_id,
-                            reason="this attempt's result was not recorded: the job was taken over or "
-                                   "changed meanwhile")
+            mark_superseded(
+                uri,
+                self.settings.mlflow_experiment,
+                self.job_id,
+                only=run_id,
+                reason="this attempt's result was not recorded: the job was taken over or changed meanwhile",
+            )
 
     def _conclude(self, job: Job, result: Any, uris: dict[str, Any]) -> Outcome:
         self._recorded = False
@@ -279,15 +370,27 @@ class JobRun:
             self._requeue(job, "worker shut down before the job finished", delay=0.0, reason="shutdown")
             return Outcome("ack")
         if result.status == "cancelled":
-            self._finish(JobState.CANCELLED, error_kind=FailureKind.CANCELLED, error_message=result.failure.message,
-                         error_cell_index=result.failure.cell_index, **common)
+            self._finish(
+                JobState.CANCELLED,
+                error_kind=FailureKind.CANCELLED,
+                error_message=result.failure.message,
+                error_cell_index=result.failure.cell_index,
+                **common,
+            )
             return Outcome("ack")
         if result.status == "failed":
             f = result.failure
             if f.kind == FailureKind.KERNEL_DIED:
                 self.metrics.kernel_failures.inc()
-            self._finish(JobState.FAILED, error_kind=f.kind, error_cell_index=f.cell_index,
-                         error_ename=f.ename, error_evalue=f.evalue, error_message=f.message, **common)
+            self._finish(
+                JobState.FAILED,
+                error_kind=f.kind,
+                error_cell_index=f.cell_index,
+                error_ename=f.ename,
+                error_evalue=f.evalue,
+                error_message=f.message,
+                **common,
+            )
             return Outcome("ack")
         self._finish(JobState.SUCCEEDED, **common)
         return Outcome("ack")
@@ -311,13 +414,23 @@ class JobRun:
     def _retry_or_give_up(self, job: Job, exc: BaseException) -> Outcome:
         if job.attempt < self.settings.max_attempts:
             delay = min(self.settings.retry_backoff * 2 ** (job.attempt - 1), self.settings.retry_backoff_max)
-            log.warning("job %s: infrastructure error (%s); retry in %.1fs", job.id, exc, delay,
-                        extra=self._event("retry", delay_s=delay, error=str(exc)[:500]))
+            log.warning(
+                "job %s: infrastructure error (%s); retry in %.1fs",
+                job.id,
+                exc,
+                delay,
+                extra=self._event("retry", delay_s=delay, error=str(exc)[:500]),
+            )
             self._requeue(job, f"infrastructure error: {exc}", delay=delay, reason="infrastructure")
             return Outcome("ack")
         message = f"infrastructure error on attempt {job.attempt} (giving up): {exc}"
-        self._finish(JobState.FAILED, error_kind=FailureKind.INFRASTRUCTURE, error_ename=type(exc).__name__,
-                     error_evalue=str(exc), error_message=message + "; retry with `jobrunner dlq requeue`")
+        self._finish(
+            JobState.FAILED,
+            error_kind=FailureKind.INFRASTRUCTURE,
+            error_ename=type(exc).__name__,
+            error_evalue=str(exc),
+            error_message=message + "; retry with `jobrunner dlq requeue`",
+        )
         self.metrics.dead_letters.inc()
         log.error("job %s: %s", job.id, message, extra=self._event("dead_lettered", error=message[:500]))
         return Outcome("dead", message)
@@ -338,34 +451,69 @@ class JobRun:
                 fields.setdefault("cells_done", self._progress.get("cells_done"))
 
         def write(session: Any) -> bool:
-            sources = [JobState.CANCELLING] if state is JobState.CANCELLED else [JobState.RUNNING,
-                                                                                   JobState.CANCELLING]
-            return transition(session, self.job_id, sources, state,
-                              where=[Job.worker_id == self.worker_id], actor=self.worker_id,
-                              event=fields.get("error_message") or state.value.lower(), **fields)
+            sources = (
+                [JobState.CANCELLING]
+                if state is JobState.CANCELLED
+                else [JobState.RUNNING, JobState.CANCELLING]
+            )
+            return transition(
+                session,
+                self.job_id,
+                sources,
+                state,
+                where=[Job.worker_id == self.worker_id],
+                actor=self.worker_id,
+                event=fields.get("error_message") or state.value.lower(),
+                **fields,
+            )
 
         if self._write_until_done(write):
             self._recorded = True
             self.metrics.finished.labels(state.value).inc()
             took = time.monotonic() - getattr(self, "_started", time.monotonic())
-            log.info("job %s: %s after %.1fs", self.job_id, state.value, took,
-                     extra=self._event("finished", state=state.value, duration_s=round(took, 3),
-                                       error_kind=fields.get("error_kind")))
+            log.info(
+                "job %s: %s after %.1fs",
+                self.job_id,
+                state.value,
+                took,
+                extra=self._event(
+                    "finished",
+                    state=state.value,
+                    duration_s=round(took, 3),
+                    error_kind=fields.get("error_kind"),
+                ),
+            )
 
     def _requeue(self, job: Job, why: str, *, delay: float, reason: str) -> None:
         from jobrunner.store import queries as store
 
         def write(session: Any) -> bool:
-            if transition(session, self.job_id, [JobState.RUNNING], JobState.QUEUED,
-                          where=[Job.worker_id == self.worker_id], actor=self.worker_id, event=why,
-                          queued_at=utcnow(), error_message=why):
+            if transition(
+                session,
+                self.job_id,
+                [JobState.RUNNING],
+                JobState.QUEUED,
+                where=[Job.worker_id == self.worker_id],
+                actor=self.worker_id,
+                event=why,
+                queued_at=utcnow(),
+                error_message=why,
+            ):
                 store.add_outbox(session=session, job_id=self.job_id, attempt=job.attempt, delay=delay)
                 return True
             # cancelled meanwhile: finish the cancel instead of requeueing
-            return transition(session, self.job_id, [JobState.CANCELLING], JobState.CANCELLED,
-                              where=[Job.worker_id == self.worker_id], actor=self.worker_id,
-                              event="cancelled", finished_at=utcnow(), error_kind=FailureKind.CANCELLED,
-                              error_message="cancelled")
+            return transition(
+                session,
+                self.job_id,
+                [JobState.CANCELLING],
+                JobState.CANCELLED,
+                where=[Job.worker_id == self.worker_id],
+                actor=self.worker_id,
+                event="cancelled",
+                finished_at=utcnow(),
+                error_kind=FailureKind.CANCELLED,
+                error_message="cancelled",
+            )
 
         if self._write_until_done(write):
             self.metrics.retries.labels(reason).inc()
@@ -405,10 +553,18 @@ class JobRun:
         return on_progress
 
     def _on_progress(self, progress: Any) -> None:
-        log.debug("job %s: cell %d of %d", self.job_id, progress.cells_done, progress.cells_total,
-                  extra=self._event("cell", cells_done=progress.cells_done, cells_total=progress.cells_total))
-        self._progress = {"cells_done": progress.cells_done, "cells_total": progress.cells_total,
-                          "current_cell": progress.cell_index}
+        log.debug(
+            "job %s: cell %d of %d",
+            self.job_id,
+            progress.cells_done,
+            progress.cells_total,
+            extra=self._event("cell", cells_done=progress.cells_done, cells_total=progress.cells_total),
+        )
+        self._progress = {
+            "cells_done": progress.cells_done,
+            "cells_total": progress.cells_total,
+            "current_cell": progress.cell_index,
+        }
         self._progress_dirty = True
 
     def _heartbeat_loop(self) -> None:
@@ -423,8 +579,12 @@ class JobRun:
                 with session_scope(self.settings) as session:
                     if due:  # the heartbeat, with progress; between beats only the state is read (cancel)
                         self._progress_dirty = False
-                        state = store.heartbeat(session=session, job_id=self.job_id,
-                                                worker_id=self.worker_id, progress=dict(self._progress))
+                        state = store.heartbeat(
+                            session=session,
+                            job_id=self.job_id,
+                            worker_id=self.worker_id,
+                            progress=dict(self._progress),
+                        )
                         last_beat = now
                     else:
                         state = store.job_state(session=session, job_id=self.job_id, worker_id=self.worker_id)
@@ -449,4 +609,6 @@ def _current_key(path: Any, job: Job, settings: Settings) -> str | None:
     if runcache.opted_out(nb):
         return None
     schema = schema_from_notebook(nb, job.notebook)
-    return runcache.cache_key(nb, schema, schema.validate(dict(job.parameters or {})), settings.project_dir).key
+    return runcache.cache_key(
+        nb, schema, schema.validate(dict(job.parameters or {})), settings.project_dir
+    ).key

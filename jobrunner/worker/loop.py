@@ -58,8 +58,11 @@ class Worker:
     # -- lifecycle ------------------------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
         if not self.stopping.is_set():
-            log.warning("worker %s: stop requested; finishing the current job (grace %.0fs)", self.id,
-                        self.settings.worker_grace_period)
+            log.warning(
+                "worker %s: stop requested; finishing the current job (grace %.0fs)",
+                self.id,
+                self.settings.worker_grace_period,
+            )
             self.stop_requested_at = time.monotonic()
             self.stopping.set()
 
@@ -77,7 +80,9 @@ class Worker:
         install_pool_factory(pools.open_for)  # jobs on other kernel names (docs/jobs.md, "Kernels")
         broker = broker_for(self.settings)
         self.check_store()
-        notifier = Notifier(self.settings, self.id).start()  # webhooks, apart from the jobs (jobrunner.store.notify)
+        notifier = Notifier(
+            self.settings, self.id
+        ).start()  # webhooks, apart from the jobs (jobrunner.store.notify)
         log.warning("worker %s started (%s)", self.id, "amqp" if broker else "embedded")
         try:
             if broker is None:
@@ -110,8 +115,9 @@ class Worker:
         `done` must not fail and must not touch the broker connection (pika is not thread-safe); the
         caller clears `current` with job_done() once it has the outcome.
         """
-        run = JobRun(self.settings, self.id, payload, self.metrics, self.stopping,
-                     may_take_over=self.reaper.trusted)
+        run = JobRun(
+            self.settings, self.id, payload, self.metrics, self.stopping, may_take_over=self.reaper.trusted
+        )
         self.current = run
 
         def target() -> None:
@@ -120,7 +126,7 @@ class Worker:
                 # one span per delivery: every log line of the job carries its trace id (jobrunner.logs)
                 with _tracer().start_as_current_span("job", attributes={"job.id": run.job_id}):
                     outcome = run.process()
-            except BaseException as exc:  # noqa: BLE001 - never lose the message on a bug: redeliver it
+            except BaseException as exc:
                 log.exception("job %s: processing crashed", run.job_id)
                 outcome = Outcome("retry_later", repr(exc))
             finally:
@@ -138,13 +144,18 @@ class Worker:
     def enforce_grace(self) -> None:
         """After the grace period of a stop, stop the running job (it is then requeued)."""
         run = self.current
-        if (run is not None and self.stop_requested_at is not None and not run.token.cancelled
-                and time.monotonic() - self.stop_requested_at > self.settings.worker_grace_period):
+        if (
+            run is not None
+            and self.stop_requested_at is not None
+            and not run.token.cancelled
+            and time.monotonic() - self.stop_requested_at > self.settings.worker_grace_period
+        ):
             log.warning("job %s: grace period over; stopping it and requeueing", run.job_id)
             run.token.cancel("shutdown")
 
-    def housekeeping(self, channel: Any = None, *, presence: Presence | None = None,
-                     force: bool = False) -> None:
+    def housekeeping(
+        self, channel: Any = None, *, presence: Presence | None = None, force: bool = False
+    ) -> None:
         """Reap dead workers' jobs, relay the outbox (reaped jobs' messages too), refresh the gauge."""
         now = time.monotonic()
         if not force and now - self._last_housekeeping < self.settings.worker_poll_interval:
@@ -185,10 +196,13 @@ class KernelPools:
             if len(self.pools) >= self.settings.kernel_pool_max_names or self.settings.kernel_pool_size == 0:
                 return None
             # no preloads: the modules of JOBRUNNER_KERNEL_PRELOAD may be missing in another environment
-            pool = KernelPool(kernel_name, self.settings.kernel_pool_size,
-                              transport=self.settings.kernel_transport,
-                              start_timeout=self.settings.kernel_start_timeout,
-                              fork=self.settings.kernel_fork).open()
+            pool = KernelPool(
+                kernel_name,
+                self.settings.kernel_pool_size,
+                transport=self.settings.kernel_transport,
+                start_timeout=self.settings.kernel_start_timeout,
+                fork=self.settings.kernel_fork,
+            ).open()
             self.pools[kernel_name] = pool
             log.info("kernel pool opened for kernel %s", kernel_name)
             return pool
@@ -268,9 +282,12 @@ class AmqpSource:
         self.broker.declare(channel)
         channel.basic_qos(prefetch_count=1)
         if not self.broker.declare_presence(connection, w.id):
-            log.error("worker %s: another connected worker has the same id; give each worker its own "
-                      "JOBRUNNER_WORKER_ID (jobs of a killed worker with this id are taken over only after "
-                      "JOBRUNNER_HEARTBEAT_TIMEOUT)", w.id)
+            log.error(
+                "worker %s: another connected worker has the same id; give each worker its own "
+                "JOBRUNNER_WORKER_ID (jobs of a killed worker with this id are taken over only after "
+                "JOBRUNNER_HEARTBEAT_TIMEOUT)",
+                w.id,
+            )
         publisher = self.broker.publisher(connection)
         presence = functools.partial(self.broker.is_connected, connection)
         tag = None
@@ -288,8 +305,9 @@ class AmqpSource:
             # A job still running from a previous connection keeps this worker busy: consuming now would
             # run two jobs at once, so consume once it is done (its message was redelivered meanwhile).
             if tag is None and w.current is None:
-                tag = channel.basic_consume(self.broker.queue,
-                                            on_message_callback=functools.partial(self.on_message, connection))
+                tag = channel.basic_consume(
+                    self.broker.queue, on_message_callback=functools.partial(self.on_message, connection)
+                )
             w.housekeeping(publisher, presence=presence)
             if w.current is None and self.burst_done(channel):
                 w.request_stop()
@@ -332,8 +350,12 @@ class AmqpSource:
             if delivery.connection is not self.connection or not delivery.channel.is_open:
                 # the broker has redelivered the message; the job's state is committed, so that copy is
                 # acked unrun (or, for a retry, the outbox already holds the next message)
-                log.warning("worker %s: the connection of delivery %s closed before its ack; the broker "
-                            "redelivers the message", self.worker.id, delivery.tag)
+                log.warning(
+                    "worker %s: the connection of delivery %s closed before its ack; the broker "
+                    "redelivers the message",
+                    self.worker.id,
+                    delivery.tag,
+                )
                 continue
             if outcome.verdict == "ack":
                 delivery.channel.basic_ack(delivery.tag)
@@ -400,7 +422,9 @@ class EmbeddedSource:
                     store.mark_dead(session=session, outbox_id=row_id, reason=outcome.reason)
                 elif outcome.verdict == "retry_later":
                     message = JobMessage.from_payload(payload)
-                    store.add_outbox(session=session, job_id=message.job_id, attempt=message.attempt, delay=2.0)
+                    store.add_outbox(
+                        session=session, job_id=message.job_id, attempt=message.attempt, delay=2.0
+                    )
         except InfrastructureError as exc:  # the reaper re-offers orphaned QUEUED jobs later
             log.warning("worker %s: could not settle message %s: %s", self.worker.id, row_id, exc)
 

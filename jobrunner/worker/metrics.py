@@ -39,12 +39,21 @@ class _PoolCollector:
             ("jobrunner_kernel_pool_taken", "Jobs that got a warm kernel", s.taken),
             ("jobrunner_kernel_pool_missed", "Jobs that found no idle kernel and started one", s.missed),
             ("jobrunner_kernel_pool_replaced", "Idle kernels found dead or hung and replaced", s.replaced),
-            ("jobrunner_kernel_pool_start_failures", "Kernel starts that failed (each is retried)",
-             s.start_failures),
-            ("jobrunner_kernel_pool_forked", "Kernels forked from the pool's pre-imported template process",
-             s.forked),
-            ("jobrunner_kernel_pool_template_starts", "Kernel template processes started (more than one: one died)",
-             s.template_starts),
+            (
+                "jobrunner_kernel_pool_start_failures",
+                "Kernel starts that failed (each is retried)",
+                s.start_failures,
+            ),
+            (
+                "jobrunner_kernel_pool_forked",
+                "Kernels forked from the pool's pre-imported template process",
+                s.forked,
+            ),
+            (
+                "jobrunner_kernel_pool_template_starts",
+                "Kernel template processes started (more than one: one died)",
+                s.template_starts,
+            ),
         ):
             c = CounterMetricFamily(name, doc, labels=labels)
             c.add_metric([s.kernel_name], value)
@@ -55,23 +64,42 @@ class WorkerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.finished = Counter("jobrunner_worker_jobs_finished_total",
-                                "Jobs this worker brought to a terminal state", ["state"], registry=r)
+        self.finished = Counter(
+            "jobrunner_worker_jobs_finished_total",
+            "Jobs this worker brought to a terminal state",
+            ["state"],
+            registry=r,
+        )
         self.jobs = Gauge("jobrunner_jobs", "Jobs in the store by state", ["state"], registry=r)
-        self.duration = Histogram("jobrunner_job_duration_seconds", "Wall time of job executions",
-                                  ["state"], buckets=DURATION_BUCKETS, registry=r)
-        self.queue_wait = Histogram("jobrunner_job_queue_wait_seconds", "Time from queued to started",
-                                    buckets=DURATION_BUCKETS, registry=r)
-        self.retries = Counter("jobrunner_job_retries_total", "Jobs requeued for another attempt",
-                               ["reason"], registry=r)
-        self.kernel_failures = Counter("jobrunner_kernel_failures_total",
-                                       "Kernels that failed to start or died", registry=r)
-        self.dead_letters = Counter("jobrunner_dead_letters_total", "Messages sent to the dead-letter queue",
-                                    registry=r)
+        self.duration = Histogram(
+            "jobrunner_job_duration_seconds",
+            "Wall time of job executions",
+            ["state"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "jobrunner_job_queue_wait_seconds",
+            "Time from queued to started",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "jobrunner_job_retries_total", "Jobs requeued for another attempt", ["reason"], registry=r
+        )
+        self.kernel_failures = Counter(
+            "jobrunner_kernel_failures_total", "Kernels that failed to start or died", registry=r
+        )
+        self.dead_letters = Counter(
+            "jobrunner_dead_letters_total", "Messages sent to the dead-letter queue", registry=r
+        )
         self.busy = Gauge("jobrunner_worker_busy", "1 while this worker runs a job", registry=r)
-        self.pool_take = Histogram("jobrunner_kernel_pool_take_seconds",
-                                   "Time for a job to get its kernel (warm: ready with its env applied)",
-                                   buckets=TAKE_BUCKETS, registry=r)
+        self.pool_take = Histogram(
+            "jobrunner_kernel_pool_take_seconds",
+            "Time for a job to get its kernel (warm: ready with its env applied)",
+            buckets=TAKE_BUCKETS,
+            registry=r,
+        )
 
     def start_pool(self, settings: Settings) -> KernelPool:
         """The worker's warm kernel pool (JOBRUNNER_KERNEL_POOL_SIZE), with its metrics on /metrics."""

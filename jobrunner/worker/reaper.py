@@ -74,15 +74,21 @@ class Reaper:
                 with session_scope(self.settings) as session:  # only notice whether the store works
                     session.execute(text("SELECT 1"))
                 return []
-            return reap_once(self.settings, worker_id=self.worker_id, presence=presence,
-                             broker_path_only=not self.trusted)
+            return reap_once(
+                self.settings, worker_id=self.worker_id, presence=presence, broker_path_only=not self.trusted
+            )
         except StoreUnavailable:
             self.store_failed()
             raise
 
 
-def reap_once(settings: Settings, *, worker_id: str = "reaper", presence: Presence | None = None,
-              broker_path_only: bool = False) -> list[str]:
+def reap_once(
+    settings: Settings,
+    *,
+    worker_id: str = "reaper",
+    presence: Presence | None = None,
+    broker_path_only: bool = False,
+) -> list[str]:
     """Requeue (or finish cancelling) jobs of dead workers; returns the ids it changed.
 
     Callers outside a worker (tests, scripts) must know the store was not down for heartbeat_timeout.
@@ -110,13 +116,29 @@ def reap_once(settings: Settings, *, worker_id: str = "reaper", presence: Presen
             else:
                 continue
             if job.state == JobState.CANCELLING.value:
-                if transition(session, job.id, [JobState.CANCELLING], JobState.CANCELLED, where=stale,
-                              actor=worker_id, event=f"worker {job.worker_id} {why} while cancelling",
-                              finished_at=utcnow(), error_kind=FailureKind.CANCELLED, error_message="cancelled"):
+                if transition(
+                    session,
+                    job.id,
+                    [JobState.CANCELLING],
+                    JobState.CANCELLED,
+                    where=stale,
+                    actor=worker_id,
+                    event=f"worker {job.worker_id} {why} while cancelling",
+                    finished_at=utcnow(),
+                    error_kind=FailureKind.CANCELLED,
+                    error_message="cancelled",
+                ):
                     changed.append(job.id)
-            elif transition(session, job.id, [JobState.RUNNING], JobState.QUEUED, where=stale,
-                            actor=worker_id, queued_at=utcnow(),
-                            event=f"worker {job.worker_id} {why}; requeued"):
+            elif transition(
+                session,
+                job.id,
+                [JobState.RUNNING],
+                JobState.QUEUED,
+                where=stale,
+                actor=worker_id,
+                queued_at=utcnow(),
+                event=f"worker {job.worker_id} {why}; requeued",
+            ):
                 store.add_outbox(session=session, job_id=job.id, attempt=job.attempt)
                 changed.append(job.id)
                 log.warning("reaper: job %s: worker %s %s; made runnable again", job.id, job.worker_id, why)

@@ -35,9 +35,16 @@ DEFAULT_RTOL = 1e-6
 __all__ = ["VERIFY_KIND", "execute_verification", "submit_verification", "verification_lines"]
 
 
-def submit_verification(ref: str, *, rtol: float = DEFAULT_RTOL, submitter: str | None = None,
-                        idempotency_key: str | None = None, timeout: float | None = None,
-                        settings: Settings | None = None, client: Any = None) -> JobRead:
+def submit_verification(
+    ref: str,
+    *,
+    rtol: float = DEFAULT_RTOL,
+    submitter: str | None = None,
+    idempotency_key: str | None = None,
+    timeout: float | None = None,
+    settings: Settings | None = None,
+    client: Any = None,
+) -> JobRead:
     """Queue the verification of the run behind `ref` (a run id, MODEL@ALIAS or MODEL/VERSION).
 
     Raises RunNotFound (unknown run or model version), CannotVerify (not a jobrunner run), InvalidJobOption
@@ -49,9 +56,12 @@ def submit_verification(ref: str, *, rtol: float = DEFAULT_RTOL, submitter: str 
     from jobrunner.store.queries import create_job_idempotent
 
     if isinstance(rtol, bool) or not isinstance(rtol, int | float) or not 0 <= rtol <= 1:
-        raise InvalidJobOption("rtol", f"rtol must be a number from 0 to 1 (a relative tolerance), not {rtol!r}")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
-                                or not 0 < timeout <= MAX_TIMEOUT):
+        raise InvalidJobOption(
+            "rtol", f"rtol must be a number from 0 to 1 (a relative tolerance), not {rtol!r}"
+        )
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= MAX_TIMEOUT
+    ):
         raise InvalidJobOption("timeout", f"timeout must be seconds in (0, {MAX_TIMEOUT:g}], not {timeout!r}")
     settings = settings or get_settings()
     uri = settings.mlflow_tracking_uri or ""
@@ -63,11 +73,20 @@ def submit_verification(ref: str, *, rtol: float = DEFAULT_RTOL, submitter: str 
     run = _get_run(client, run_id, uri)
     notebook = run.data.tags.get(NOTEBOOK_TAG)
     if not notebook:
-        raise CannotVerify(f"run {run_id} was not recorded by jobrunner (no {NOTEBOOK_TAG} tag): "
-                           "only executions of notebooks can be verified")
-    job_in = JobCreate(notebook=notebook, parameters={}, idempotency_key=idempotency_key, submitter=submitter,
-                       timeout_seconds=timeout, kind=VERIFY_KIND, verifies=run_id,
-                       verification={"rtol": float(rtol)})
+        raise CannotVerify(
+            f"run {run_id} was not recorded by jobrunner (no {NOTEBOOK_TAG} tag): "
+            "only executions of notebooks can be verified"
+        )
+    job_in = JobCreate(
+        notebook=notebook,
+        parameters={},
+        idempotency_key=idempotency_key,
+        submitter=submitter,
+        timeout_seconds=timeout,
+        kind=VERIFY_KIND,
+        verifies=run_id,
+        verification={"rtol": float(rtol)},
+    )
     job_in.use_cache = False  # a verification re-executes; reusing an execution would prove nothing
     with session_scope(settings) as session:
         job, created = create_job_idempotent(session=session, job_in=job_in)
@@ -106,10 +125,18 @@ def execute_verification(run: JobRun, job: Job) -> Outcome | None:
     try:
         live = OutputRecorder(settings, job.id, job.attempt).start()
         try:
-            result = verify_run(job.verifies or "", settings, rtol=rtol, output_path=notebook_path,
-                                tags=job_run_tags(job.id, job.attempt, run.worker_id),
-                                cancel=run.token, timeout=limit, on_progress=run._progress_hook(live),
-                                on_output=live.add, kernel_name=job.kernel_name)
+            result = verify_run(
+                job.verifies or "",
+                settings,
+                rtol=rtol,
+                output_path=notebook_path,
+                tags=job_run_tags(job.id, job.attempt, run.worker_id),
+                cancel=run.token,
+                timeout=limit,
+                on_progress=run._progress_hook(live),
+                on_output=live.add,
+                kernel_name=job.kernel_name,
+            )
         finally:
             live.close()
     except InfrastructureError as exc:
@@ -117,10 +144,15 @@ def execute_verification(run: JobRun, job: Job) -> Outcome | None:
             run.metrics.kernel_failures.inc()
         return run._retry_or_give_up(job, exc)
     except JobrunnerError as exc:  # RunNotFound, CannotVerify, a recorded notebook that no longer parses
-        run._finish(JobState.FAILED, error_kind=FailureKind.INVALID, error_ename=type(exc).__name__,
-                    error_evalue=str(exc), error_message=f"cannot verify: {exc}")
+        run._finish(
+            JobState.FAILED,
+            error_kind=FailureKind.INVALID,
+            error_ename=type(exc).__name__,
+            error_evalue=str(exc),
+            error_message=f"cannot verify: {exc}",
+        )
         return None
-    except Exception as exc:  # noqa: BLE001 - unknown failures outside the notebook: retry
+    except Exception as exc:
         log.exception("job %s: unexpected error while verifying", job.id)
         return run._retry_or_give_up(job, exc)
     if run.lost:
@@ -130,10 +162,17 @@ def execute_verification(run: JobRun, job: Job) -> Outcome | None:
     if now == "cancelled" and run.token.reason == "shutdown":
         run._requeue(job, "worker shut down before the verification finished", delay=0.0, reason="shutdown")
         return None
-    common: dict[str, Any] = {"mlflow_run_id": result.new_run_id, **_store_notebook(settings, job.id, notebook_path)}
+    common: dict[str, Any] = {
+        "mlflow_run_id": result.new_run_id,
+        **_store_notebook(settings, job.id, notebook_path),
+    }
     if now == "cancelled":
-        run._finish(JobState.CANCELLED, error_kind=FailureKind.CANCELLED, error_message="cancelled during verification",
-                    **common)
+        run._finish(
+            JobState.CANCELLED,
+            error_kind=FailureKind.CANCELLED,
+            error_message="cancelled during verification",
+            **common,
+        )
     else:
         run._finish(JobState.SUCCEEDED, verification={**result.as_dict(), "rtol": rtol}, **common)
     run._settle_mlflow(result.new_run_id)
@@ -160,11 +199,15 @@ def verification_lines(job: JobRead) -> list[str]:
     lines = [f"  verifies: MLflow run {job.verifies}"]
     v = job.verification or {}
     if "reproduced" not in v:
-        lines.append(f"  verification: {'not done' if job.terminal else 'pending'} (rtol {v.get('rtol', DEFAULT_RTOL):g})")
+        lines.append(
+            f"  verification: {'not done' if job.terminal else 'pending'} (rtol {v.get('rtol', DEFAULT_RTOL):g})"
+        )
         return lines
     verdict = "REPRODUCED" if v["reproduced"] else "NOT REPRODUCED"
     lines.append(f"  verification: {verdict} as run {v.get('verification_run_id')} (rtol {v.get('rtol'):g})")
     lines += [f"    {d}" for d in v.get("differences", [])]
-    lines += [f"  model version {m}: tagged reproduced={str(v['reproduced']).lower()}"
-              for m in v.get("model_versions", [])]
+    lines += [
+        f"  model version {m}: tagged reproduced={str(v['reproduced']).lower()}"
+        for m in v.get("model_versions", [])
+    ]
     return lines

@@ -64,7 +64,9 @@ class AlertmanagerPayload(BaseModel):
 
 
 class AlertsHandled(BaseModel):
-    submitted: list[str] = Field(description="ids of the retraining jobs submitted (or found) for firing alerts")
+    submitted: list[str] = Field(
+        description="ids of the retraining jobs submitted (or found) for firing alerts"
+    )
     ignored: int = Field(description="alerts that were resolved or not labelled action=retrain")
 
 

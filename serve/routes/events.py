@@ -38,16 +38,22 @@ class JobStreamEvent(BaseModel):
         description="state: the job's state changed; progress: cells done of total; event: a job event (a "
         "state change, a retry, a webhook delivery: kind notify); output: cell output (stream text, an "
         "error as `ename: evalue`, a note for rich output or for output cut at JOBRUNNER_LIVE_OUTPUT_MAX_"
-        "BYTES); end: the job finished (state, error), the last event of the stream")
+        "BYTES); end: the job finished (state, error), the last event of the stream"
+    )
     state: str | None = None
     attempt: int | None = None
     cells_done: int | None = None
     cells_total: int | None = None
     current_cell: int | None = None
     id: int | None = Field(default=None, description="output: its id (also the SSE id)")
-    cell_index: int | None = Field(default=None, description="output: the cell, as in the notebook as written")
-    kind: str | None = Field(default=None, description="output: stream | error | result | rich | note; "
-                                                       "event: null (state change) | notify | output")
+    cell_index: int | None = Field(
+        default=None, description="output: the cell, as in the notebook as written"
+    )
+    kind: str | None = Field(
+        default=None,
+        description="output: stream | error | result | rich | note; "
+        "event: null (state change) | notify | output",
+    )
     name: str | None = Field(default=None, description="output: stdout | stderr for stream text")
     text: str | None = None
     message: str | None = None
@@ -66,10 +72,15 @@ SERVER_SENT_EVENT = {
     "required": ["event", "data"],
     "properties": {
         "event": {"type": "string", "enum": EVENT_TYPES},
-        "data": {"type": "string", "contentMediaType": "application/json",
-                 "contentSchema": {"$ref": "#/components/schemas/JobStreamEvent"}},
-        "id": {"type": "string", "description": "output and event events: the cursor to resume from "
-                                                  "(Last-Event-ID)"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/JobStreamEvent"},
+        },
+        "id": {
+            "type": "string",
+            "description": "output and event events: the cursor to resume from (Last-Event-ID)",
+        },
         "retry": {"type": "integer", "description": "milliseconds before a client reconnects"},
     },
 }
@@ -84,14 +95,21 @@ STREAM_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/jobs/{job_id}/events", response_class=EventSourceResponse, dependencies=READ,
-            responses=STREAM_DOC, openapi_extra={"x-stream-item": "JobStreamEvent"})
+@router.get(
+    "/jobs/{job_id}/events",
+    response_class=EventSourceResponse,
+    dependencies=READ,
+    responses=STREAM_DOC,
+    openapi_extra={"x-stream-item": "JobStreamEvent"},
+)
 async def job_events(
     job_id: JobId,
     request: Request,
     after: Annotated[int, Query(ge=0, le=2**62, description="Only output after this output id")] = 0,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40,
-                                                description="Set by EventSource on reconnect")] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", max_length=40, description="Set by EventSource on reconnect"),
+    ] = None,
 ) -> EventSourceResponse:
     """Follow a job: state, progress, events and live cell output as server-sent events until it ends
     (a stream idle for 15 s closes; reconnecting with Last-Event-ID resumes)."""
@@ -105,12 +123,22 @@ async def job_events(
 
     async def stream() -> Any:
         try:
-            items = follow(job_id, after=after, after_event=event_id, poll=POLL_S, idle=IDLE_S,
-                           should_stop=lambda: disconnected["yes"])
+            items = follow(
+                job_id,
+                after=after,
+                after_event=event_id,
+                poll=POLL_S,
+                idle=IDLE_S,
+                should_stop=lambda: disconnected["yes"],
+            )
             first = True
             async for item in iterate_in_threadpool(items):
-                yield ServerSentEvent(data=json.dumps({"type": item.type, **item.data}, default=str),
-                                      event=item.type, id=item.id, retry=RETRY_MS if first else None)
+                yield ServerSentEvent(
+                    data=json.dumps({"type": item.type, **item.data}, default=str),
+                    event=item.type,
+                    id=item.id,
+                    retry=RETRY_MS if first else None,
+                )
                 first = False
                 if await request.is_disconnected():
                     return
@@ -122,14 +150,19 @@ async def job_events(
 
 def _add_stream_event(schema: dict[str, Any]) -> None:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components["JobStreamEvent"] = JobStreamEvent.model_json_schema(ref_template="#/components/schemas/{model}")
+    components["JobStreamEvent"] = JobStreamEvent.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
     components["JobServerSentEvent"] = SERVER_SENT_EVENT
     # POST /v1/jobs: kernel_name is one of the installed kernels (as for schedules), in every variant of
     # the per-notebook body that serve/routes/jobs.py builds before this part runs
     from jobrunner.execution.kernels import installed_kernel_names
 
-    kernels = {"anyOf": [{"type": "string", "enum": installed_kernel_names()}, {"type": "null"}],
-               "default": None, "description": "An installed kernel (default: the workers' kernel)"}
+    kernels = {
+        "anyOf": [{"type": "string", "enum": installed_kernel_names()}, {"type": "null"}],
+        "default": None,
+        "description": "An installed kernel (default: the workers' kernel)",
+    }
     body = components.get("JobCreateIn", {})
     for variant in body.get("oneOf", [body]):
         if "kernel_name" in variant.get("properties", {}):

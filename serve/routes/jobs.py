@@ -54,9 +54,13 @@ NO_JOB: dict[int | str, dict[str, Any]] = {404: {"description": "No job has this
     dependencies=WRITE,
     responses={
         404: {"description": "No such notebook under the notebook roots"},
-        409: {"description": "The Idempotency-Key belongs to a job with another notebook or other parameters"},
-        422: {"description": "Parameters do not fit the notebook's parameters cell, or an output parameter "
-              "names a path inside the project without write_workspace (each problem is named)"},
+        409: {
+            "description": "The Idempotency-Key belongs to a job with another notebook or other parameters"
+        },
+        422: {
+            "description": "Parameters do not fit the notebook's parameters cell, or an output parameter "
+            "names a path inside the project without write_workspace (each problem is named)"
+        },
         503: {"description": "The job store is unavailable"},
     },
 )
@@ -89,7 +93,11 @@ def list_jobs(
     state: Annotated[JobState | None, Query(description="Only jobs in this state")] = None,
     notebook: Annotated[
         str | None,
-        Query(max_length=MAX_NOTEBOOK_PATH, pattern=NOTEBOOK_PATH_PATTERN, description="Only jobs of this notebook"),
+        Query(
+            max_length=MAX_NOTEBOOK_PATH,
+            pattern=NOTEBOOK_PATH_PATTERN,
+            description="Only jobs of this notebook",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
@@ -112,7 +120,10 @@ def get_job(job_id: JobId) -> Any:
     "/jobs/{job_id}/cancel",
     response_model=JobRead,
     dependencies=WRITE,
-    responses={**NO_JOB, 409: {"description": "The job has already finished (succeeded, failed or cancelled)"}},
+    responses={
+        **NO_JOB,
+        409: {"description": "The job has already finished (succeeded, failed or cancelled)"},
+    },
 )
 def cancel_job(job_id: JobId) -> Any:
     """Cancel a job: a queued job never starts; a running one is stopped within seconds (state CANCELLING,
@@ -185,8 +196,14 @@ def notebook_catalog() -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
 
 
 # -- the request body of POST /v1/jobs, per notebook ---------------------------------------------------
-_JSON_TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean", "list": "array",
-               "dict": "object"}
+_JSON_TYPES = {
+    "int": "integer",
+    "float": "number",
+    "str": "string",
+    "bool": "boolean",
+    "list": "array",
+    "dict": "object",
+}
 
 
 def _parameter_schema(param: Any) -> dict[str, Any]:
@@ -197,9 +214,11 @@ def _parameter_schema(param: Any) -> dict[str, Any]:
         schema["description"] = param.help
     if param.output:  # jobrunner/execution/outputs.py
         schema["x-jobrunner-output"] = True
-        schema["description"] = (schema.get("description", "") + " (an output path: left at its default it "
-                                 "goes to the job's own folder; a path inside the project needs write_workspace, "
-                                 "else 422)").lstrip()
+        schema["description"] = (
+            schema.get("description", "") + " (an output path: left at its default it "
+            "goes to the job's own folder; a path inside the project needs write_workspace, "
+            "else 422)"
+        ).lstrip()
     if param.default is not None or param.optional:
         schema["default"] = param.default
     return schema

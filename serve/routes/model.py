@@ -107,8 +107,11 @@ async def prediction_lineage(
             "label": found.label,
             "probabilities": probabilities,
             "trace_id": found.trace_id,
-            "true_label": typed_label(labels.get(prediction_id), found.label,
-                                      model.class_values if model and model.version == found.model_version else None),
+            "true_label": typed_label(
+                labels.get(prediction_id),
+                found.label,
+                model.class_values if model and model.version == found.model_version else None,
+            ),
         },
         "lineage": sign(lineage),
     }

@@ -161,9 +161,11 @@ def _timeline(services: Any, model: Any, hours: float) -> dict[str, Any]:
             .where(PredictionBatch.model_name == model.name, PredictionBatch.created_at >= since)
             .order_by(PredictionBatch.created_at)
         ).all()
-        triggers = conn.execute(
-            sa.select(RetrainTrigger).where(RetrainTrigger.model_name == model.name)
-        ).scalars().all()
+        triggers = (
+            conn.execute(sa.select(RetrainTrigger).where(RetrainTrigger.model_name == model.name))
+            .scalars()
+            .all()
+        )
     retrains = [
         {
             "at": _aware(t.last_triggered_at),

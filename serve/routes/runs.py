@@ -26,8 +26,13 @@ NO_RUN: dict[int | str, dict[str, Any]] = {404: {"description": "No MLflow run h
 
 
 class VerifyIn(BaseModel):
-    rtol: float = Field(default=1e-6, ge=0, le=1, description="Relative tolerance for metrics and for "
-                        "numbers in text outputs (1e-6: 6 significant digits)")
+    rtol: float = Field(
+        default=1e-6,
+        ge=0,
+        le=1,
+        description="Relative tolerance for metrics and for "
+        "numbers in text outputs (1e-6: 6 significant digits)",
+    )
     timeout_seconds: TimeoutSeconds | None = Field(default=None, description="Time limit of the re-execution")
 
 
@@ -35,9 +40,11 @@ class RunDiffRead(BaseModel):
     """Two recorded runs compared (`jobrunner diff --json`)."""
 
     identical: bool
-    changes: list[dict[str, Any]] = Field(description="Every difference, most relevant first: "
-                                          "{kind, name, a, b}; kind is outcome, notebook, metric, parameter, "
-                                          "data, code, text_output, image, environment or git")
+    changes: list[dict[str, Any]] = Field(
+        description="Every difference, most relevant first: "
+        "{kind, name, a, b}; kind is outcome, notebook, metric, parameter, "
+        "data, code, text_output, image, environment or git"
+    )
     a: dict[str, Any]
     b: dict[str, Any]
     parameters: dict[str, Any]
@@ -64,15 +71,19 @@ def _client() -> Any:
     response_model=JobRead,
     status_code=202,
     dependencies=WRITE,
-    responses={**NO_RUN, 409: {"description": "The run was not recorded by jobrunner: nothing to re-execute"}},
+    responses={
+        **NO_RUN,
+        409: {"description": "The run was not recorded by jobrunner: nothing to re-execute"},
+    },
 )
 def verify_run(run_id: RunId, body: Annotated[VerifyIn | None, Body()] = None) -> Any:
     """Re-execute a recorded run on a worker and check that it reproduces (a verification job)."""
     from jobrunner.worker.verify import submit_verification
 
     body = body or VerifyIn()
-    return submit_verification(run_id, rtol=body.rtol, timeout=body.timeout_seconds, submitter="serve-api",
-                               client=_client())
+    return submit_verification(
+        run_id, rtol=body.rtol, timeout=body.timeout_seconds, submitter="serve-api", client=_client()
+    )
 
 
 @router.get("/runs/{run_a}/diff/{run_b}", response_model=RunDiffRead, dependencies=READ, responses=NO_RUN)

@@ -58,18 +58,32 @@ class ScheduleCreateIn(BaseModel):
     name: str = Field(pattern=NAME_PATTERN, description="Unique name: letters, digits, '.', '_', '-'")
     notebook: NotebookPath = Field(pattern=NOTEBOOK_PATH_PATTERN, description=NOTEBOOK_PATH_HELP)
     parameters: dict[str, Any] = Field(default_factory=dict)
-    cron: str = Field(max_length=255, pattern=CRON_PATTERN,
-                      description="minute hour day-of-month month day-of-week, e.g. '30 2 * * *', or @daily")
-    timezone: str = Field(default="UTC", min_length=1, max_length=64,
-                          description="IANA time zone of the cron times, e.g. Europe/Berlin")
-    timeout_seconds: TimeoutSeconds | None = Field(default=None,
-                                                   description="Time limit of each run in seconds")
-    kernel_name: KernelName | None = Field(default=None,
-                                           description="An installed kernel (default: the workers' kernel)")
-    max_concurrent_runs: JsonInt = Field(default=1, ge=1, le=MAX_CONCURRENT,
-                                     description="A slot due while this many runs are unfinished is skipped")
+    cron: str = Field(
+        max_length=255,
+        pattern=CRON_PATTERN,
+        description="minute hour day-of-month month day-of-week, e.g. '30 2 * * *', or @daily",
+    )
+    timezone: str = Field(
+        default="UTC",
+        min_length=1,
+        max_length=64,
+        description="IANA time zone of the cron times, e.g. Europe/Berlin",
+    )
+    timeout_seconds: TimeoutSeconds | None = Field(
+        default=None, description="Time limit of each run in seconds"
+    )
+    kernel_name: KernelName | None = Field(
+        default=None, description="An installed kernel (default: the workers' kernel)"
+    )
+    max_concurrent_runs: JsonInt = Field(
+        default=1,
+        ge=1,
+        le=MAX_CONCURRENT,
+        description="A slot due while this many runs are unfinished is skipped",
+    )
     catchup: Literal["once", "skip"] = Field(
-        default="once", description="Slots missed while no scheduler ran: run the newest once, or skip all")
+        default="once", description="Slots missed while no scheduler ran: run the newest once, or skip all"
+    )
     paused: bool = False
     notify: NotifyIn | None = Field(default=None, description="A webhook told when a run ends")
 
@@ -82,8 +96,9 @@ def _mapped() -> Iterator[None]:
     try:
         yield
     except InvalidSchedule as exc:
-        raise Unprocessable(str(exc), problems=[{"location": f"body.{exc.field}", "problem": "invalid",
-                                                 "message": str(exc)}]) from exc
+        raise Unprocessable(
+            str(exc), problems=[{"location": f"body.{exc.field}", "problem": "invalid", "message": str(exc)}]
+        ) from exc
     except ScheduleNotFound as exc:
         raise NotFound(str(exc)) from exc
     except ScheduleConflict as exc:
@@ -114,8 +129,12 @@ def create_schedule(body: ScheduleCreateIn) -> Any:
         return create(ScheduleCreate(**fields), submitter="serve-api")
 
 
-@router.get("/schedules", response_model=ScheduleList, dependencies=READ,
-            responses={503: {"description": "The job store is unavailable"}})
+@router.get(
+    "/schedules",
+    response_model=ScheduleList,
+    dependencies=READ,
+    responses={503: {"description": "The job store is unavailable"}},
+)
 def list_schedules(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
@@ -126,8 +145,12 @@ def list_schedules(
     return schedules.list_schedules(limit=limit, offset=offset)
 
 
-@router.get("/schedules/{schedule_id}", response_model=ScheduleDetail, dependencies=READ,
-            responses={**NO_SCHEDULE, 503: {"description": "The job store is unavailable"}})
+@router.get(
+    "/schedules/{schedule_id}",
+    response_model=ScheduleDetail,
+    dependencies=READ,
+    responses={**NO_SCHEDULE, 503: {"description": "The job store is unavailable"}},
+)
 def get_schedule(
     schedule_id: ScheduleId,
     runs: Annotated[int, Query(ge=0, le=1000, description="How many recent runs to include")] = 20,
@@ -139,8 +162,12 @@ def get_schedule(
         return schedules.get_schedule(schedule_id, runs=runs)
 
 
-@router.post("/schedules/{schedule_id}/pause", response_model=ScheduleRead, dependencies=WRITE,
-             responses={**NO_SCHEDULE, 503: {"description": "The job store is unavailable"}})
+@router.post(
+    "/schedules/{schedule_id}/pause",
+    response_model=ScheduleRead,
+    dependencies=WRITE,
+    responses={**NO_SCHEDULE, 503: {"description": "The job store is unavailable"}},
+)
 def pause_schedule(schedule_id: ScheduleId) -> Any:
     """Pause: no slot fires until it is resumed (runs already submitted go on)."""
     from jobrunner.scheduling import schedules
@@ -149,8 +176,12 @@ def pause_schedule(schedule_id: ScheduleId) -> Any:
         return schedules.pause_schedule(schedule_id)
 
 
-@router.post("/schedules/{schedule_id}/resume", response_model=ScheduleRead, dependencies=WRITE,
-             responses={**NO_SCHEDULE, 503: {"description": "The job store is unavailable"}})
+@router.post(
+    "/schedules/{schedule_id}/resume",
+    response_model=ScheduleRead,
+    dependencies=WRITE,
+    responses={**NO_SCHEDULE, 503: {"description": "The job store is unavailable"}},
+)
 def resume_schedule(schedule_id: ScheduleId) -> Any:
     """Resume from the next slot after now; slots that passed while paused are not caught up."""
     from jobrunner.scheduling import schedules
@@ -159,8 +190,12 @@ def resume_schedule(schedule_id: ScheduleId) -> Any:
         return schedules.resume_schedule(schedule_id)
 
 
-@router.delete("/schedules/{schedule_id}", response_model=ScheduleRead, dependencies=WRITE,
-               responses={**NO_SCHEDULE, 503: {"description": "The job store is unavailable"}})
+@router.delete(
+    "/schedules/{schedule_id}",
+    response_model=ScheduleRead,
+    dependencies=WRITE,
+    responses={**NO_SCHEDULE, 503: {"description": "The job store is unavailable"}},
+)
 def delete_schedule(schedule_id: ScheduleId) -> Any:
     """Delete a schedule and its run records (the jobs it submitted stay); returns what was deleted."""
     from jobrunner.scheduling import schedules
@@ -176,7 +211,9 @@ def delete_schedule(schedule_id: ScheduleId) -> Any:
     dependencies=WRITE,
     responses={
         **NO_SCHEDULE,
-        409: {"description": "max_concurrent_runs runs of this schedule are unfinished; nothing was submitted"},
+        409: {
+            "description": "max_concurrent_runs runs of this schedule are unfinished; nothing was submitted"
+        },
         503: {"description": "The job store is unavailable"},
     },
 )
@@ -201,8 +238,11 @@ def _schedule_create_component(schema: dict[str, Any]) -> None:
         return
     common = dict(base["properties"])
     common["timezone"] = {**common["timezone"], "enum": sorted(timezone_names())}
-    common["kernel_name"] = {"anyOf": [{"type": "string", "enum": installed_kernels()}, {"type": "null"}],
-                             "default": None, "description": common["kernel_name"].get("description", "")}
+    common["kernel_name"] = {
+        "anyOf": [{"type": "string", "enum": installed_kernels()}, {"type": "null"}],
+        "default": None,
+        "description": common["kernel_name"].get("description", ""),
+    }
     found, invalid = notebook_catalog()
     variants = []
     for label, params in found:
@@ -221,7 +261,8 @@ def _schedule_create_component(schema: dict[str, Any]) -> None:
     variants.append({**base, "title": "Any other notebook path (404: no such notebook)", "properties": other})
     components[ScheduleCreateIn.__name__] = {
         "title": ScheduleCreateIn.__name__,
-        "description": "A schedule: one variant per runnable notebook (GET /v1/notebooks). " + NOTEBOOK_PATH_HELP,
+        "description": "A schedule: one variant per runnable notebook (GET /v1/notebooks). "
+        + NOTEBOOK_PATH_HELP,
         "oneOf": variants,
     }
 

@@ -16,11 +16,13 @@ from tests.serve.conftest import WRITE_KEY
 
 
 def test_previous_runs_pairs_each_job_with_the_older_run_of_its_notebook() -> None:
-    jobs = [{"id": "4", "notebook": "a", "mlflow_run_id": "r3"},  # newest first
-            {"id": "3", "notebook": "b", "mlflow_run_id": "r2"},
-            {"id": "2", "notebook": "a", "mlflow_run_id": "r3"},  # a cache hit shares its source's run
-            {"id": "1", "notebook": "a", "mlflow_run_id": "r1"},
-            {"id": "0", "notebook": "a", "mlflow_run_id": None}]
+    jobs = [
+        {"id": "4", "notebook": "a", "mlflow_run_id": "r3"},  # newest first
+        {"id": "3", "notebook": "b", "mlflow_run_id": "r2"},
+        {"id": "2", "notebook": "a", "mlflow_run_id": "r3"},  # a cache hit shares its source's run
+        {"id": "1", "notebook": "a", "mlflow_run_id": "r1"},
+        {"id": "0", "notebook": "a", "mlflow_run_id": None},
+    ]
     assert previous_runs(jobs) == {"4": "r1", "2": "r1"}
 
 
@@ -36,10 +38,21 @@ def test_the_diff_button_shows_what_changed_since_the_previous_run(api, model_st
         if queued["id"] not in (first["id"], second["id"]):
             client.cancel(queued["id"])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_", "JOBRUNNER_"))}
-    env.update({"JOBRUNNER_PROJECT_DIR": str(model_store.project), "MLFLOW_TRACKING_URI": model_store.tracking_uri,
-                "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"})
-    done = subprocess.run([str(Path(sys.executable).parent / "jobrunner"), "worker", "--burst"], env=env,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    env.update(
+        {
+            "JOBRUNNER_PROJECT_DIR": str(model_store.project),
+            "MLFLOW_TRACKING_URI": model_store.tracking_uri,
+            "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+        }
+    )
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "jobrunner"), "worker", "--burst"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     board = JobBoard(client, Settings(_env_file=None), autorefresh=False)

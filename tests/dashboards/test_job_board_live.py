@@ -24,12 +24,23 @@ def worker(api, model_store, tmp_path_factory) -> Iterator[subprocess.Popen]:
     for queued in client.jobs(state="QUEUED", limit=100)["items"]:  # earlier modules' jobs: not for this one
         client.cancel(queued["id"])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_", "JOBRUNNER_"))}
-    env.update({"JOBRUNNER_PROJECT_DIR": str(model_store.project), "MLFLOW_TRACKING_URI": model_store.tracking_uri,
-                "JOBRUNNER_WORKER_POLL_INTERVAL": "0.3", "JOBRUNNER_LOG_JSON": "false",
-                "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"})
+    env.update(
+        {
+            "JOBRUNNER_PROJECT_DIR": str(model_store.project),
+            "MLFLOW_TRACKING_URI": model_store.tracking_uri,
+            "JOBRUNNER_WORKER_POLL_INTERVAL": "0.3",
+            "JOBRUNNER_LOG_JSON": "false",
+            "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+        }
+    )
     log = (tmp_path_factory.mktemp("board-worker") / "worker.log").open("wb")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "jobrunner"), "worker"], env=env,
-                            cwd=model_store.project, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "jobrunner"), "worker"],
+        env=env,
+        cwd=model_store.project,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     yield proc
     proc.terminate()
     try:
@@ -40,14 +51,22 @@ def worker(api, model_store, tmp_path_factory) -> Iterator[subprocess.Popen]:
 
 def _schedule(client: PlatformClient, prefix: str = "nightly") -> dict:
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    return client._call("POST", "/v1/schedules", json={"name": name, "notebook": "notebooks/ok.ipynb",
-                                                        "cron": "30 2 * * *", "timezone": "Europe/Berlin"})
+    return client._call(
+        "POST",
+        "/v1/schedules",
+        json={
+            "name": name,
+            "notebook": "notebooks/ok.ipynb",
+            "cron": "30 2 * * *",
+            "timezone": "Europe/Berlin",
+        },
+    )
 
 
 def _row(board, name: str) -> list:
     cells = board.schedules.rows.children
     start = next(i for i, c in enumerate(cells) if f"<b>{name}</b>" == getattr(c, "value", ""))
-    return list(cells[start:start + 7])
+    return list(cells[start : start + 7])
 
 
 def test_job_board_lists_schedules_with_next_run_and_last_outcome_and_pauses_them(api, worker):
@@ -60,7 +79,11 @@ def test_job_board_lists_schedules_with_next_run_and_last_outcome_and_pauses_the
     wait_for(lambda: client.schedule(sched["id"])["runs"][0]["job_state"] == "SUCCEEDED", 120, "the run")
     board = JobBoard(client, Settings(_env_file=None), autorefresh=False)
     row = _row(board, sched["name"])
-    assert "notebooks/ok.ipynb" in row[1].value and "30 2 * * *" in row[2].value and "Europe/Berlin" in row[2].value
+    assert (
+        "notebooks/ok.ipynb" in row[1].value
+        and "30 2 * * *" in row[2].value
+        and "Europe/Berlin" in row[2].value
+    )
     next_run = sched["next_run_at"][:16].replace("T", " ")
     assert next_run in row[3].value  # the API's next slot, in UTC
     assert "SUCCEEDED" in row[4].value and run["job_id"] in row[4].value and "manual" in row[4].value
@@ -116,19 +139,24 @@ def test_job_board_page_shows_live_output_and_schedules_in_a_browser(voila, brow
     client = PlatformClient(api.url, WRITE_KEY)
     sched = _schedule(client, "zz-board")  # listed last (by name)
     job = client.submit("notebooks/ticks.ipynb", {"n": 30, "interval": 1.0})
-    wait_for(lambda: next(j for j in client.jobs(limit=10)["items"] if j["id"] == job["id"])["state"]
-             == "RUNNING", 120, "the job to run")
+    wait_for(
+        lambda: next(j for j in client.jobs(limit=10)["items"] if j["id"] == job["id"])["state"] == "RUNNING",
+        120,
+        "the job to run",
+    )
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     try:
         page.goto(f"{voila}/voila/render/job_board.ipynb", timeout=120_000, wait_until="domcontentloaded")
         page.wait_for_selector(".dash-live", timeout=120_000)
-        page.wait_for_function("document.querySelector('.dash-live').innerText.includes('tick 1')",
-                               timeout=60_000)
+        page.wait_for_function(
+            "document.querySelector('.dash-live').innerText.includes('tick 1')", timeout=60_000
+        )
         first = page.inner_text(".dash-live")
         later = f"tick {max(int(t.split()[1]) for t in first.splitlines() if t.startswith('tick ')) + 2}"
         assert later not in first and int(later.split()[1]) < 30
-        page.wait_for_function("line => document.querySelector('.dash-live').innerText.includes(line)",
-                               arg=later, timeout=60_000)  # the page updates while the job runs
+        page.wait_for_function(
+            "line => document.querySelector('.dash-live').innerText.includes(line)", arg=later, timeout=60_000
+        )  # the page updates while the job runs
         assert job["id"] in page.inner_html("h3:has(.dash-live-state)")
         page.wait_for_selector(f"text={sched['name']}", timeout=30_000)
         SHOTS.mkdir(parents=True, exist_ok=True)
@@ -152,7 +180,8 @@ def _output_notebook(project: Path) -> str:
     code = nbformat.v4.new_code_cell(
         "from jobrunner.notebook import project_path\n"
         "project_path(result_path).parent.mkdir(parents=True, exist_ok=True)\n"
-        "project_path(result_path).write_text(str(n * 21))")
+        "project_path(result_path).write_text(str(n * 21))"
+    )
     nb.cells = [params, code]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     (project / "notebooks").mkdir(exist_ok=True)
@@ -177,8 +206,12 @@ def test_job_board_shows_a_jobs_outputs_and_a_cache_hit(api, worker, model_store
     board = JobBoard(client, Settings(_env_file=None), autorefresh=False)
     cells = board.rows.children
     width = board.COLUMNS  # cells per row of the board's grid
-    row = {jid: cells[i:i + width] for i, c in enumerate(cells) for jid in (first["id"], second["id"])
-           if jid in getattr(c, "value", "") and "dash-id" in c.value and i % width == 0}
+    row = {
+        jid: cells[i : i + width]
+        for i, c in enumerate(cells)
+        for jid in (first["id"], second["id"])
+        if jid in getattr(c, "value", "") and "dash-id" in c.value and i % width == 0
+    }
     state_cell = html.unescape(row[second["id"]][2].value)
     assert "cached from" in state_cell and first["id"] in state_cell
     assert "1 output(s)" in html.unescape(row[first["id"]][2].value)

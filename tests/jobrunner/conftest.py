@@ -25,8 +25,15 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def job_env(project: Path, make_postgres_db, amqp_url: str, queue_prefix: str, s3_bucket: str,
-            mlflow_store: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def job_env(
+    project: Path,
+    make_postgres_db,
+    amqp_url: str,
+    queue_prefix: str,
+    s3_bucket: str,
+    mlflow_store: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, str]:
     """Production-mode settings (PostgreSQL, RabbitMQ, S3) for this process and for worker subprocesses."""
     values = {
         "JOBRUNNER_PROJECT_DIR": str(project),
@@ -45,10 +52,16 @@ def job_env(project: Path, make_postgres_db, amqp_url: str, queue_prefix: str, s
 @pytest.fixture
 def sched_env(project, make_postgres_db, mlflow_store, monkeypatch) -> Iterator[dict[str, str]]:
     """PostgreSQL job store (migrated), no broker: the queued jobs wait in the outbox (embedded workers)."""
-    yield from migrated_env({"JOBRUNNER_PROJECT_DIR": str(project),
-                             "JOBRUNNER_DATABASE_URL": make_postgres_db("jrsched", migrated=True),
-                             "MLFLOW_TRACKING_URI": mlflow_store, "JOBRUNNER_MLFLOW_EXPERIMENT": "schedules",
-                             **FAST}, monkeypatch)
+    yield from migrated_env(
+        {
+            "JOBRUNNER_PROJECT_DIR": str(project),
+            "JOBRUNNER_DATABASE_URL": make_postgres_db("jrsched", migrated=True),
+            "MLFLOW_TRACKING_URI": mlflow_store,
+            "JOBRUNNER_MLFLOW_EXPERIMENT": "schedules",
+            **FAST,
+        },
+        monkeypatch,
+    )
 
 
 def migrated_env(values: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
@@ -94,8 +107,11 @@ def cli(project, mlflow_store, monkeypatch):
     from jobrunner.cli import main
     from jobrunner.config import get_settings
 
-    for key, value in {**FAST, "MLFLOW_TRACKING_URI": mlflow_store,
-                       "JOBRUNNER_MLFLOW_EXPERIMENT": "cli-jobs"}.items():
+    for key, value in {
+        **FAST,
+        "MLFLOW_TRACKING_URI": mlflow_store,
+        "JOBRUNNER_MLFLOW_EXPERIMENT": "cli-jobs",
+    }.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     runner = CliRunner()
@@ -124,5 +140,7 @@ def runs_api(job_env: dict[str, str]) -> Iterator:
 
     store = type("Store", (), {"tracking_uri": job_env["MLFLOW_TRACKING_URI"]})()
     db = Path(job_env["JOBRUNNER_PROJECT_DIR"]) / "serve.db"
-    with TestClient(create_app(serve_settings(store, f"sqlite:///{db}")), raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(serve_settings(store, f"sqlite:///{db}")), raise_server_exceptions=False
+    ) as client:
         yield client

@@ -36,13 +36,18 @@ def _write_notebook(project: Path, name: str, parameters: str, cells: list[str])
 def write_marks_notebook(project: Path) -> str:
     """notebooks/marks.ipynb: waits for the file `gate` (if given), sleeps `seconds`, then appends a line to
     <marks>/<tag>.txt (its last cell)."""
-    return _write_notebook(project, "marks.ipynb", 'seconds = 1.0\nmarks = ""\ntag = ""\ngate = ""', [
-        "import pathlib\nimport time",
-        # with a gate: wait until that file exists (the test decides when the cell ends), then sleep
-        "while gate and not pathlib.Path(gate).exists():\n    time.sleep(0.05)\ntime.sleep(seconds)",
-        'folder = pathlib.Path(marks)\nfolder.mkdir(parents=True, exist_ok=True)\n'
-        'with open(folder / f"{tag}.txt", "a") as f:\n    f.write("finished\\n")',
-    ])
+    return _write_notebook(
+        project,
+        "marks.ipynb",
+        'seconds = 1.0\nmarks = ""\ntag = ""\ngate = ""',
+        [
+            "import pathlib\nimport time",
+            # with a gate: wait until that file exists (the test decides when the cell ends), then sleep
+            "while gate and not pathlib.Path(gate).exists():\n    time.sleep(0.05)\ntime.sleep(seconds)",
+            "folder = pathlib.Path(marks)\nfolder.mkdir(parents=True, exist_ok=True)\n"
+            'with open(folder / f"{tag}.txt", "a") as f:\n    f.write("finished\\n")',
+        ],
+    )
 
 
 def submit_marked(project: Path, n: int, seconds: float, prefix: str, gate: Path | None = None) -> list[str]:
@@ -51,8 +56,10 @@ def submit_marked(project: Path, n: int, seconds: float, prefix: str, gate: Path
     notebook = write_marks_notebook(project)
     marks = str(project / "marks")
     extra = {"gate": str(gate)} if gate is not None else {}
-    return [submit(notebook, {"seconds": seconds, "marks": marks, "tag": f"{prefix}{i}", **extra}).id
-            for i in range(n)]
+    return [
+        submit(notebook, {"seconds": seconds, "marks": marks, "tag": f"{prefix}{i}", **extra}).id
+        for i in range(n)
+    ]
 
 
 def marks_of(project: Path, job_id: str) -> int:
@@ -65,8 +72,9 @@ def marks_of(project: Path, job_id: str) -> int:
 def running(ids: list[str], cells: tuple[int, ...] | None = (SLEEP_CELL,)) -> list[Any]:
     """The jobs RUNNING inside one of `cells` (None: RUNNING at all, whichever cell its progress shows)."""
     jobs = [job(i) for i in ids]
-    return [j for j in jobs
-            if j.state.value == "RUNNING" and (cells is None or j.progress.current_cell in cells)]
+    return [
+        j for j in jobs if j.state.value == "RUNNING" and (cells is None or j.progress.current_cell in cells)
+    ]
 
 
 def wait_busy(ids: list[str], count: int, timeout: float = 240, *, any_cell: bool = False) -> list[Any]:
@@ -74,14 +82,18 @@ def wait_busy(ids: list[str], count: int, timeout: float = 240, *, any_cell: boo
     rarely share a few-second sleep, and progress is written in batches, so both may never show a cell
     at the same poll)."""
     cells = None if any_cell else (SLEEP_CELL,)
-    return wait_for(lambda: r if len(r := running(ids, cells)) >= count else None, timeout,
-                    f"{count} jobs in {'a' if any_cell else 'their sleep'} cell")
+    return wait_for(
+        lambda: r if len(r := running(ids, cells)) >= count else None,
+        timeout,
+        f"{count} jobs in {'a' if any_cell else 'their sleep'} cell",
+    )
 
 
 def wait_all(ids: list[str], timeout: float) -> list[Any]:
     terminal = {"SUCCEEDED", "FAILED", "CANCELLED"}
-    wait_for(lambda: all(job(i).state.value in terminal for i in ids), timeout, "every job to finish",
-             interval=0.5)
+    wait_for(
+        lambda: all(job(i).state.value in terminal for i in ids), timeout, "every job to finish", interval=0.5
+    )
     return [job(i) for i in ids]
 
 
@@ -94,13 +106,18 @@ def mlflow_runs(env: dict[str, str], job_id: str) -> list[Any]:
 
 
 def successful_runs(env: dict[str, str], job_id: str) -> list[Any]:
-    return [r for r in mlflow_runs(env, job_id) if r.info.status == "FINISHED"
-            and r.data.tags.get(OUTCOME_TAG) == "succeeded"
-            and r.data.tags.get(SUPERSEDED_TAG) != "true"]
+    return [
+        r
+        for r in mlflow_runs(env, job_id)
+        if r.info.status == "FINISHED"
+        and r.data.tags.get(OUTCOME_TAG) == "succeeded"
+        and r.data.tags.get(SUPERSEDED_TAG) != "true"
+    ]
 
 
-def assert_exactly_once(env: dict[str, str], project: Path, ids: list[str], *, requeues_allowed: bool = False
-                        ) -> None:
+def assert_exactly_once(
+    env: dict[str, str], project: Path, ids: list[str], *, requeues_allowed: bool = False
+) -> None:
     """The strict invariants of the module docstring, for every job in `ids`."""
     from jobrunner.jobs import job_events
 
@@ -117,7 +134,8 @@ def assert_exactly_once(env: dict[str, str], project: Path, ids: list[str], *, r
         good = successful_runs(env, job_id)
         assert [r.info.run_id for r in good] == [done.mlflow_run_id], [
             (r.info.status, r.data.tags.get(ATTEMPT_TAG), r.data.tags.get(SUPERSEDED_TAG))
-            for r in mlflow_runs(env, job_id)]
+            for r in mlflow_runs(env, job_id)
+        ]
 
 
 def amqp_proxy() -> tuple[TcpProxy, Any]:
@@ -152,8 +170,13 @@ def write_long_first_notebook(project: Path) -> str:
     """notebooks/long_first.ipynb: its sleep cell (progress cell SLEEP_CELL) sleeps `seconds` the first time
     it runs for a `marker` and `again` seconds on every later run. A kill test kills the first attempt
     deep inside a long cell (a wide margin on a loaded machine) and waits only briefly for the rerun."""
-    return _write_notebook(project, "long_first.ipynb", 'seconds = 30.0\nagain = 0.5\nmarker = ""', [
-        "import pathlib\nimport time\nseen = pathlib.Path(marker)",
-        "first = not seen.exists()\nseen.touch()\ntime.sleep(seconds if first else again)",
-        "print('first run' if first else 'a later run')",
-    ])
+    return _write_notebook(
+        project,
+        "long_first.ipynb",
+        'seconds = 30.0\nagain = 0.5\nmarker = ""',
+        [
+            "import pathlib\nimport time\nseen = pathlib.Path(marker)",
+            "first = not seen.exists()\nseen.touch()\ntime.sleep(seconds if first else again)",
+            "print('first run' if first else 'a later run')",
+        ],
+    )

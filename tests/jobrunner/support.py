@@ -57,8 +57,13 @@ class Workers:
     def start(self, name: str = "w", **extra: str) -> subprocess.Popen[bytes]:
         env = {**self.env, **extra, "JOBRUNNER_WORKER_ID": f"{name}-{len(self.procs)}"}
         log = open(self.logdir / f"worker-{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([PYTHON, "-m", "jobrunner.cli", "-v", "worker"], env=env,
-                                cwd=env["JOBRUNNER_PROJECT_DIR"], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "jobrunner.cli", "-v", "worker"],
+            env=env,
+            cwd=env["JOBRUNNER_PROJECT_DIR"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         proc.worker_id = env["JOBRUNNER_WORKER_ID"]  # type: ignore[attr-defined]
         proc.log_path = log.name  # type: ignore[attr-defined]
         self.procs.append(proc)
@@ -128,8 +133,11 @@ def job(job_id: str) -> Any:
 
 
 def wait_state(job_id: str, states: set[str], timeout: float) -> Any:
-    return wait_for(lambda: (j := job(job_id)).state.value in states and j, timeout,
-                    f"job {job_id} to reach {sorted(states)}")
+    return wait_for(
+        lambda: (j := job(job_id)).state.value in states and j,
+        timeout,
+        f"job {job_id} to reach {sorted(states)}",
+    )
 
 
 def infrastructure_retries(job_id: str) -> list[str]:
@@ -137,8 +145,13 @@ def infrastructure_retries(job_id: str) -> list[str]:
     can lose a race for a TCP port and never answer; the job is then retried, which is correct."""
     from jobrunner.jobs import job_events
 
-    return [e.message or "" for e in job_events(job_id)
-            if e.from_state == "RUNNING" and e.to_state == "QUEUED" and "infrastructure error" in (e.message or "")]
+    return [
+        e.message or ""
+        for e in job_events(job_id)
+        if e.from_state == "RUNNING"
+        and e.to_state == "QUEUED"
+        and "infrastructure error" in (e.message or "")
+    ]
 
 
 def wait_consumers(env: dict[str, str], count: int, timeout: float = 60) -> None:
@@ -254,12 +267,12 @@ class TcpProxy:
 
 
 # -- the outputs notebook (test_outputs.py, test_runcache.py, test_outputs_rest.py) --------------------------
-OUTPUTS_PARAMETERS = '''data_path = "data/in.csv"  # input table
+OUTPUTS_PARAMETERS = """data_path = "data/in.csv"  # input table
 result_path = "results/out.json"  # output: the result
 model_dir = "models/m"  # output: a folder
 n = 1  # a multiplier
-'''
-OUTPUTS_CODE = '''import json, time
+"""
+OUTPUTS_CODE = """import json, time
 from jobrunner.notebook import log_metrics, project_path
 total = n * sum(int(x) for x in project_path(data_path).read_text().split())
 time.sleep(1)  # two jobs overlap
@@ -268,7 +281,7 @@ project_path(model_dir).mkdir(parents=True, exist_ok=True)
 (project_path(model_dir) / "weights.txt").write_text(str(total))
 log_metrics({"total": total})
 print("wrote", result_path)
-'''
+"""
 
 
 def write_outputs_notebook(project: Path) -> str:

@@ -21,8 +21,9 @@ def _store_behind(proxy: TcpProxy, bucket: str, monkeypatch: pytest.MonkeyPatch)
     return store_for(f"s3://{bucket}/jobs")
 
 
-def test_upload_survives_a_one_second_s3_outage(s3_bucket: str, s3_env: str, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_upload_survives_a_one_second_s3_outage(
+    s3_bucket: str, s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = urlparse(s3_env)
     proxy = TcpProxy((target.hostname, target.port)).start()
     store = _store_behind(proxy, s3_bucket, monkeypatch)
@@ -38,8 +39,9 @@ def test_upload_survives_a_one_second_s3_outage(s3_bucket: str, s3_env: str, tmp
     assert uri == f"s3://{s3_bucket}/jobs/a/out.ipynb" and store.get(uri) == b'{"cells": []}'
 
 
-def test_a_lasting_outage_is_one_clear_error(s3_bucket: str, s3_env: str, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_lasting_outage_is_one_clear_error(
+    s3_bucket: str, s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from jobrunner.errors import ArtifactStoreError
 
     target = urlparse(s3_env)

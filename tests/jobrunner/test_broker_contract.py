@@ -154,16 +154,22 @@ class Contract:
         broker = broker_for(self.settings)
         if broker is None:
             with session_scope(self.settings) as session:
-                session.add(Outbox(job_id=job_id, payload=payload,
-                                   created_at=utcnow(), available_at=utcnow()))
+                session.add(
+                    Outbox(job_id=job_id, payload=payload, created_at=utcnow(), available_at=utcnow())
+                )
             return
         import pika
 
         connection = broker.connect()
         try:
             channel = broker.publisher(connection)
-            channel.basic_publish("", broker.queue, json.dumps(payload).encode(), mandatory=True,
-                                  properties=pika.BasicProperties(delivery_mode=2))
+            channel.basic_publish(
+                "",
+                broker.queue,
+                json.dumps(payload).encode(),
+                mandatory=True,
+                properties=pika.BasicProperties(delivery_mode=2),
+            )
         finally:
             connection.close()
 
@@ -190,13 +196,22 @@ class Contract:
 
 
 @pytest.fixture(params=["amqp", "embedded"])
-def broker(request: pytest.FixtureRequest, project, make_postgres_db, queue_prefix: str,
-           monkeypatch: pytest.MonkeyPatch) -> Iterator[Contract]:
+def broker(
+    request: pytest.FixtureRequest,
+    project,
+    make_postgres_db,
+    queue_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Contract]:
     from jobrunner.config import get_settings
     from jobrunner.store.db import dispose_engines
 
-    env = {**FAST, "JOBRUNNER_HEARTBEAT_TIMEOUT": "1", "JOBRUNNER_TAKEOVER_TIMEOUT": "1",
-           "JOBRUNNER_DATABASE_URL": make_postgres_db("jrbroker", migrated=True)}
+    env = {
+        **FAST,
+        "JOBRUNNER_HEARTBEAT_TIMEOUT": "1",
+        "JOBRUNNER_TAKEOVER_TIMEOUT": "1",
+        "JOBRUNNER_DATABASE_URL": make_postgres_db("jrbroker", migrated=True),
+    }
     amqp_url = request.getfixturevalue("amqp_url") if request.param == "amqp" else None
     if amqp_url:
         env |= {"JOBRUNNER_BROKER_URL": amqp_url, "JOBRUNNER_QUEUE_NAME": queue_prefix}
@@ -254,12 +269,16 @@ def test_a_dead_verdict_dead_letters_the_message_and_it_is_not_redelivered(broke
     assert consumer.next()["job_id"] == after
 
 
-@pytest.mark.parametrize("poison", [
-    pytest.param({"hello": "world"}, id="no-job-id"),
-    pytest.param({"job_id": "CARRIER", "schema_version": 99, "attempt": 0}, id="unknown-schema-version"),
-])
+@pytest.mark.parametrize(
+    "poison",
+    [
+        pytest.param({"hello": "world"}, id="no-job-id"),
+        pytest.param({"job_id": "CARRIER", "schema_version": 99, "attempt": 0}, id="unknown-schema-version"),
+    ],
+)
 def test_a_poison_message_is_dead_lettered_unprocessed_and_consuming_goes_on(
-        broker: Contract, poison: dict[str, Any]) -> None:
+    broker: Contract, poison: dict[str, Any]
+) -> None:
     carrier = broker.submit()  # a real job the poison names (an outbox row must belong to a job)
     payload = {**poison, "job_id": carrier} if "job_id" in poison else poison
     broker.publish_poison(payload, carrier)

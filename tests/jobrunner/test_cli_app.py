@@ -21,17 +21,39 @@ def _env() -> dict[str, str]:
 
 
 def test_help_lists_every_command_and_loads_nothing_heavy() -> None:
-    code = ("import sys; from jobrunner.cli import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit as exc:\n    assert exc.code == 0\n"
-            f"print('loaded:', *sorted(m for m in {HEAVY!r} if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT,
-                          timeout=60)
+    code = (
+        "import sys; from jobrunner.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as exc:\n    assert exc.code == 0\n"
+        f"print('loaded:', *sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     *help_lines, loaded = proc.stdout.rstrip("\n").split("\n")
     assert loaded == "loaded:", f"`jobrunner --help` imported {loaded}"
     listed = "\n".join(help_lines)
-    for command in ("run", "params", "service", "stage", "migrate", "worker", "submit", "status", "list", "logs",
-                    "cancel", "dlq", "cache", "schedule", "scheduler", "lineage", "check", "diff", "verify"):
+    for command in (
+        "run",
+        "params",
+        "service",
+        "stage",
+        "migrate",
+        "worker",
+        "submit",
+        "status",
+        "list",
+        "logs",
+        "cancel",
+        "dlq",
+        "cache",
+        "schedule",
+        "scheduler",
+        "lineage",
+        "check",
+        "diff",
+        "verify",
+    ):
         assert f"\n  {command} " in listed, command
 
 
@@ -48,8 +70,14 @@ def test_the_command_modules_share_one_fail_and_one_exit_code_enum() -> None:
 
 
 def test_python_dash_m_runs_the_same_app() -> None:
-    proc = subprocess.run([sys.executable, "-m", "jobrunner.cli", "stage", "--help"], capture_output=True,
-                          text=True, env=_env(), cwd=ROOT, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobrunner.cli", "stage", "--help"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Usage: python -m jobrunner.cli stage [OPTIONS] NAME" in proc.stdout
 
@@ -57,10 +85,22 @@ def test_python_dash_m_runs_the_same_app() -> None:
 @pytest.mark.parametrize("argv", [["no-such-stage"], ["ingest", "--profile", "no-such-profile"]])
 def test_stage_is_python_dash_m_pipelines_stage(argv: list[str]) -> None:
     """Same message, same exit code (2: bad stage definition) as the entry point dvc.yaml runs."""
-    ours = subprocess.run([sys.executable, "-m", "jobrunner.cli", "stage", *argv], capture_output=True, text=True,
-                          env=_env(), cwd=ROOT, timeout=120)
-    theirs = subprocess.run([sys.executable, "-m", "pipelines.stage", *argv], capture_output=True, text=True,
-                            env=_env(), cwd=ROOT, timeout=120)
+    ours = subprocess.run(
+        [sys.executable, "-m", "jobrunner.cli", "stage", *argv],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+        timeout=120,
+    )
+    theirs = subprocess.run(
+        [sys.executable, "-m", "pipelines.stage", *argv],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+        timeout=120,
+    )
     assert (ours.returncode, ours.stderr, ours.stdout) == (theirs.returncode, theirs.stderr, theirs.stdout)
     assert ours.returncode == ExitCode.USAGE and "error: " in ours.stderr
 

@@ -18,8 +18,14 @@ def test_embedded_submit_worker_status_logs_round_trip(cli, project):
     assert submitted["state"] == "QUEUED" and submitted["parameters"]["x"] == 41
     job_id = submitted["id"]
 
-    worker = subprocess.run([PYTHON, "-m", "jobrunner.cli", "worker", "--burst"], env=cli.env, cwd=project,
-                            capture_output=True, text=True, timeout=180)
+    worker = subprocess.run(
+        [PYTHON, "-m", "jobrunner.cli", "worker", "--burst"],
+        env=cli.env,
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert worker.returncode == 0, worker.stderr[-2000:]
 
     code, out, _ = cli("status", job_id, "--json")
@@ -37,12 +43,33 @@ def test_embedded_submit_worker_status_logs_round_trip(cli, project):
 
 def test_submit_wait_exits_1_when_the_notebook_fails(cli, project, tmp_path):
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen([PYTHON, "-m", "jobrunner.cli", "worker"], env=cli.env, cwd=project,
-                              stdout=log, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [PYTHON, "-m", "jobrunner.cli", "worker"],
+        env=cli.env,
+        cwd=project,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
-        result = subprocess.run([PYTHON, "-m", "jobrunner.cli", "submit", "notebooks/raises.ipynb",
-                                 "-p", "message", "nope", "--wait", "--json"], env=cli.env, cwd=project,
-                                capture_output=True, text=True, timeout=180)
+        result = subprocess.run(
+            [
+                PYTHON,
+                "-m",
+                "jobrunner.cli",
+                "submit",
+                "notebooks/raises.ipynb",
+                "-p",
+                "message",
+                "nope",
+                "--wait",
+                "--json",
+            ],
+            env=cli.env,
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
     finally:
         worker.terminate()
         worker.wait(30)
@@ -94,8 +121,14 @@ def test_embedded_dead_letters_list_and_requeue(cli, project):
     job_id = out.strip()
     with session_scope(get_settings()) as session:  # a message for a job that does not exist
         session.add(Outbox(job_id=job_id, payload={"job_id": "ghost", "schema_version": 1, "attempt": 0}))
-    subprocess.run([PYTHON, "-m", "jobrunner.cli", "worker", "--burst"], env=cli.env, cwd=project,
-                   capture_output=True, timeout=180, check=True)
+    subprocess.run(
+        [PYTHON, "-m", "jobrunner.cli", "worker", "--burst"],
+        env=cli.env,
+        cwd=project,
+        capture_output=True,
+        timeout=180,
+        check=True,
+    )
     code, out, _ = cli("dlq", "list", "--json")
     letters = json.loads(out)
     assert code == 0 and [d["job_id"] for d in letters] == ["ghost"]
@@ -109,8 +142,14 @@ def test_embedded_dead_letters_list_and_requeue(cli, project):
 @pytest.mark.services
 def test_worker_refuses_to_start_on_an_unmigrated_database(cli, project, make_postgres_db):
     env = {**cli.env, "JOBRUNNER_DATABASE_URL": make_postgres_db()}
-    result = subprocess.run([PYTHON, "-m", "jobrunner.cli", "worker"], env=env, cwd=project,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [PYTHON, "-m", "jobrunner.cli", "worker"],
+        env=env,
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 3
     assert "run `jobrunner migrate`" in result.stderr
 
@@ -119,8 +158,14 @@ def test_worker_logs_one_json_line_per_job_event_with_job_id_attempt_and_trace_i
     code, out, _ = cli("submit", "notebooks/ok.ipynb", "-p", "x", "1", "--json")
     assert code == 0
     job_id = json.loads(out)["id"]
-    worker = subprocess.run([PYTHON, "-m", "jobrunner.cli", "worker", "--burst"], env=cli.env, cwd=project,
-                            capture_output=True, text=True, timeout=180)
+    worker = subprocess.run(
+        [PYTHON, "-m", "jobrunner.cli", "worker", "--burst"],
+        env=cli.env,
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert worker.returncode == 0, worker.stderr[-2000:]
     lines = [json.loads(line) for line in worker.stderr.splitlines() if line.startswith("{")]
     assert lines and len(lines) == len([ln for ln in worker.stderr.splitlines() if ln.strip()]), worker.stderr

@@ -13,8 +13,14 @@ JOBRUNNER = [sys.executable, "-m", "jobrunner.cli"]
 
 
 def cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*JOBRUNNER, *args], cwd=cwd, capture_output=True, text=True, timeout=180,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*JOBRUNNER, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_unknown_parameter_exits_2_naming_it_and_the_valid_ones() -> None:
@@ -49,7 +55,9 @@ def test_run_json_success_and_failure(project: Path) -> None:
     env = {"JOBRUNNER_PROJECT_DIR": str(project)}
     params_file = project / "p.yaml"
     params_file.write_text("x: 2\nitems: [1, 2, 3]\n")
-    ok = cli("run", "notebooks/ok.ipynb", "-f", str(params_file), "-p", "y", "1", "--json", cwd=project, env=env)
+    ok = cli(
+        "run", "notebooks/ok.ipynb", "-f", str(params_file), "-p", "y", "1", "--json", cwd=project, env=env
+    )
     assert ok.returncode == 0, ok.stderr
     result = json.loads(ok.stdout)
     assert result["status"] == "succeeded"

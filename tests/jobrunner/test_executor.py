@@ -72,9 +72,25 @@ def test_git_commit_is_recorded(project: Path) -> None:
     import subprocess
 
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    subprocess.run(["git", "-c", "user.email=t@e.st", "-c", "user.name=t", "commit", "-q", "--allow-empty",
-                    "-m", "init"], cwd=project, check=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    subprocess.run(
+        [
+            "git",
+            "-c",
+            "user.email=t@e.st",
+            "-c",
+            "user.name=t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "init",
+        ],
+        cwd=project,
+        check=True,
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True
+    ).stdout.strip()
     result = execute("notebooks/ok.ipynb", {}, html=False)
     tags = _client().get_run(result.run_id).data.tags
     assert tags["mlflow.source.git.commit"] == commit
@@ -156,6 +172,9 @@ def test_the_kernel_sees_the_executors_experiment_not_the_callers(project: Path,
     result = execute("notebooks/experiment.ipynb", {"value": 2.5})
     assert result.ok, result.failure
     parent = _client().get_run(result.run_id)
-    printed = "".join(o.get("text", "") for c in nbformat.read(result.output_path, as_version=4).cells
-                      for o in c.get("outputs", []))
+    printed = "".join(
+        o.get("text", "")
+        for c in nbformat.read(result.output_path, as_version=4).cells
+        for o in c.get("outputs", [])
+    )
     assert f"experiment {parent.info.experiment_id} {get_settings().mlflow_experiment}" in printed

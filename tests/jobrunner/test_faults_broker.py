@@ -29,7 +29,9 @@ GRACE = 4.0
 STOP_LIMIT = GRACE + 10
 
 
-def wait_consuming_again(env: dict[str, str], count: int, back: float, busy: list[str], limit: float) -> float:
+def wait_consuming_again(
+    env: dict[str, str], count: int, back: float, busy: list[str], limit: float
+) -> float:
     """Seconds until `count` workers consume again, counted from the broker's return (`back`, wall clock)
     or, for a worker still busy then, from the end of its job (a busy worker must not take a second
     job); asserts at most `limit`."""
@@ -46,8 +48,10 @@ def test_broker_blip_and_outage_while_all_workers_busy_lose_and_duplicate_nothin
     proxy, via = amqp_proxy()
     try:
         url = via(job_env["JOBRUNNER_BROKER_URL"])
-        procs = [workers.start(name, JOBRUNNER_BROKER_URL=url, JOBRUNNER_WORKER_GRACE_PERIOD=str(GRACE))
-                 for name in ("b1", "b2")]
+        procs = [
+            workers.start(name, JOBRUNNER_BROKER_URL=url, JOBRUNNER_WORKER_GRACE_PERIOD=str(GRACE))
+            for name in ("b1", "b2")
+        ]
         wait_consumers(job_env, 2, timeout=240)
 
         # a 2-second blip while both workers are inside a notebook cell
@@ -82,8 +86,10 @@ def test_broker_blip_and_outage_while_all_workers_busy_lose_and_duplicate_nothin
         took_busy = stop_within(victim, STOP_LIMIT)
         proxy.restore()
         took_idle = stop_within(idle, STOP_LIMIT)
-        print(f"SIGTERM: busy worker with the broker away exited in {took_busy:.1f}s, idle one in "
-              f"{took_idle:.1f}s (grace {GRACE:.0f}s)")
+        print(
+            f"SIGTERM: busy worker with the broker away exited in {took_busy:.1f}s, idle one in "
+            f"{took_idle:.1f}s (grace {GRACE:.0f}s)"
+        )
         requeued = job(last[0])
         assert requeued.state.value == "QUEUED" and "shut down" in (requeued.error.message or "")
         for proc in procs:  # the outages were seen and reported in one line each, without tracebacks

@@ -28,8 +28,9 @@ def test_oversized_parameter_value_is_refused_naming_parameter_limit_and_setting
 
 def test_parameters_over_the_per_job_limit_are_refused(cli, monkeypatch):
     monkeypatch.setenv("JOBRUNNER_MAX_PARAMETERS_BYTES", "1000")
-    code, _, err = cli("submit", "notebooks/ok.ipynb", "-p", "label", "a" * 600,
-                       "-y", json.dumps({"items": ["b" * 500]}))
+    code, _, err = cli(
+        "submit", "notebooks/ok.ipynb", "-p", "label", "a" * 600, "-y", json.dumps({"items": ["b" * 500]})
+    )
     assert code == 2
     assert "together; the limit is 1000 bytes per job (setting JOBRUNNER_MAX_PARAMETERS_BYTES)" in err
     assert "'label' (602 bytes)" in err and "'items' (504 bytes)" in err
@@ -74,18 +75,28 @@ def test_submit_with_the_broker_down_prints_one_warning_and_no_traceback(cli, pr
     from tests.conftest import free_port
     from tests.jobrunner.support import PYTHON, ROOT
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT),
-           "JOBRUNNER_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"}
-    done = subprocess.run([PYTHON, "-m", "jobrunner.cli", "submit", "notebooks/ok.ipynb", "-p", "x", "2"],
-                          env=env, cwd=project, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "JOBRUNNER_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F",
+    }
+    done = subprocess.run(
+        [PYTHON, "-m", "jobrunner.cli", "submit", "notebooks/ok.ipynb", "-p", "x", "2"],
+        env=env,
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and len(done.stdout.strip()) == 36  # accepted: waiting in the outbox
     err = done.stderr
     assert "Traceback" not in err and " ERROR " not in err and "pika" not in err, err
     assert len(err.strip().splitlines()) == 1 and "broker unavailable" in err and "outbox" in err, err
 
 
-def test_mlflow_keeps_6000_characters_of_a_value_and_the_whole_value_as_an_artifact(project, mlflow_store,
-                                                                                     monkeypatch):
+def test_mlflow_keeps_6000_characters_of_a_value_and_the_whole_value_as_an_artifact(
+    project, mlflow_store, monkeypatch
+):
     from mlflow.tracking import MlflowClient
 
     from jobrunner.config import get_settings
@@ -127,9 +138,11 @@ def test_dlq_requeue_all_skips_letters_it_cannot_requeue_and_discard_drops_them(
     broker.declare(channel)
     channel.queue_purge(broker.queue)  # submit's own message: only the requeued one may arrive
     huge = "j" * 10_000
-    for body in ({"job_id": huge, "schema_version": 1, "attempt": 1},
-                 {"job_id": str(uuid.uuid4()), "schema_version": 1, "attempt": 1},
-                 {"job_id": real, "schema_version": 1, "attempt": 3}):
+    for body in (
+        {"job_id": huge, "schema_version": 1, "attempt": 1},
+        {"job_id": str(uuid.uuid4()), "schema_version": 1, "attempt": 1},
+        {"job_id": real, "schema_version": 1, "attempt": 3},
+    ):
         channel.basic_publish("", broker.dlq, json.dumps(body).encode())
     channel.basic_publish("", broker.dlq, b"\xff not json")
     conn.close()

@@ -38,8 +38,12 @@ def test_sigkill_of_a_busy_worker_its_job_starts_again_within_10_seconds(job_env
     # FAULTS_PRODUCTION_TIMING=1 measures with the production defaults (docs/operations.md).
     slow = {"JOBRUNNER_HEARTBEAT_TIMEOUT": "60", "JOBRUNNER_TAKEOVER_TIMEOUT": "2"}
     if os.environ.get("FAULTS_PRODUCTION_TIMING") == "1":
-        slow = {"JOBRUNNER_HEARTBEAT_INTERVAL": "2", "JOBRUNNER_HEARTBEAT_TIMEOUT": "30",
-                "JOBRUNNER_TAKEOVER_TIMEOUT": "5", "JOBRUNNER_WORKER_POLL_INTERVAL": "1"}
+        slow = {
+            "JOBRUNNER_HEARTBEAT_INTERVAL": "2",
+            "JOBRUNNER_HEARTBEAT_TIMEOUT": "30",
+            "JOBRUNNER_TAKEOVER_TIMEOUT": "5",
+            "JOBRUNNER_WORKER_POLL_INTERVAL": "1",
+        }
     procs = [workers.start("k1", **slow), workers.start("k2", **slow)]
     wait_consumers(job_env, 2, timeout=240)
     (job_id,) = submit_marked(project, 1, 15.0, "kill")
@@ -49,8 +53,12 @@ def test_sigkill_of_a_busy_worker_its_job_starts_again_within_10_seconds(job_env
     first.kill()
     killed = time.monotonic()
     first.wait(10)
-    wait_for(lambda: (j := job(job_id)).attempt >= 2 and j.state.value in ("RUNNING", "SUCCEEDED"),
-             TAKEOVER_LIMIT + 30, "the takeover", interval=0.1)
+    wait_for(
+        lambda: (j := job(job_id)).attempt >= 2 and j.state.value in ("RUNNING", "SUCCEEDED"),
+        TAKEOVER_LIMIT + 30,
+        "the takeover",
+        interval=0.1,
+    )
     took = time.monotonic() - killed
     print(f"SIGKILL: the job started again after {took:.1f}s")
     assert took <= TAKEOVER_LIMIT, f"the job started again {took:.1f}s after its worker was killed"
@@ -64,7 +72,8 @@ def test_sigkill_of_a_busy_worker_its_job_starts_again_within_10_seconds(job_env
 
 
 def test_worker_killed_after_mlflow_finished_before_the_store_committed_one_successful_run(
-        job_env, workers, project):
+    job_env, workers, project
+):
     proxy = TcpProxy(("127.0.0.1", 5432)).start()
     try:
         doomed = workers.start("d", JOBRUNNER_DATABASE_URL=proxy.url_for(job_env["JOBRUNNER_DATABASE_URL"]))
@@ -72,8 +81,11 @@ def test_worker_killed_after_mlflow_finished_before_the_store_committed_one_succ
         (job_id,) = submit_marked(project, 1, 2.0, "late")
         wait_busy([job_id], 1)
         proxy.cut()  # the notebook ends and MLflow records it; the store write waits for the database
-        wait_for(lambda: [r for r in mlflow_runs(job_env, job_id) if r.info.status == "FINISHED"], 60,
-                 "attempt 1 FINISHED in MLflow")
+        wait_for(
+            lambda: [r for r in mlflow_runs(job_env, job_id) if r.info.status == "FINISHED"],
+            60,
+            "attempt 1 FINISHED in MLflow",
+        )
         doomed.kill()
         doomed.wait(10)
         workers.start("heir")

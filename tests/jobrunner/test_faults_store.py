@@ -27,8 +27,12 @@ def test_store_outage_longer_than_heartbeat_timeout_keeps_finished_work(job_env,
     proxy = TcpProxy(("127.0.0.1", 5432)).start()
     try:
         url = proxy.url_for(job_env["JOBRUNNER_DATABASE_URL"])
-        procs = [workers.start(name, JOBRUNNER_DATABASE_URL=url,
-                               JOBRUNNER_HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT)) for name in ("s1", "s2")]
+        procs = [
+            workers.start(
+                name, JOBRUNNER_DATABASE_URL=url, JOBRUNNER_HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT)
+            )
+            for name in ("s1", "s2")
+        ]
         wait_consumers(job_env, 2, timeout=240)
         # both workers busy (their reapers run all the same), held in their sleep cell by a gate file: the
         # notebooks end during the outage however slowly kernels start on a loaded machine

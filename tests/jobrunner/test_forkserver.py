@@ -67,23 +67,30 @@ def template(tmp_path: Path) -> Iterator[ForkServer]:
     folder.mkdir()
     command = template_command(["python", "-m", "ipykernel_launcher"])
     assert command is not None
-    server = ForkServer(command, env={**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}, cwd=str(folder),
-                        modules=("numpy",)).start()
+    server = ForkServer(
+        command,
+        env={**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"},
+        cwd=str(folder),
+        modules=("numpy",),
+    ).start()
     yield server
     server.close()
     assert not server.alive()
 
 
-def test_a_forked_kernel_has_the_environment_folder_and_path_of_a_fresh_kernel(tmp_path: Path,
-                                                                             template: ForkServer) -> None:
+def test_a_forked_kernel_has_the_environment_folder_and_path_of_a_fresh_kernel(
+    tmp_path: Path, template: ForkServer
+) -> None:
     job = tmp_path / "job"
     job.mkdir()
     (job / "helper_mod.py").write_text("VALUE = 'from the job folder'\n")
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "JR_ONLY_THIS": "yes"}
-    probe = ("import os, sys, json, helper_mod\n"
-             "print(json.dumps({'env': sorted(os.environ), 'cwd': os.getcwd(), 'path': sys.path, 'path0': os.path.abspath(sys.path[sys.path.index('')]),"
-             " 'helper': helper_mod.VALUE, 'pgid': os.getpgid(0), 'pid': os.getpid(), 'ppid': os.getppid(),"
-             " 'argv0': sys.argv[0]}))")
+    probe = (
+        "import os, sys, json, helper_mod\n"
+        "print(json.dumps({'env': sorted(os.environ), 'cwd': os.getcwd(), 'path': sys.path, 'path0': os.path.abspath(sys.path[sys.path.index('')]),"
+        " 'helper': helper_mod.VALUE, 'pgid': os.getpgid(0), 'pid': os.getpid(), 'ppid': os.getppid(),"
+        " 'argv0': sys.argv[0]}))"
+    )
     forked = start_kernel("python3", env=env, cwd=job, forkserver=template)
     fresh = start_kernel("python3", env=env, cwd=job)
     try:
@@ -107,11 +114,15 @@ def test_forked_kernels_do_not_share_random_state(tmp_path: Path, template: Fork
     for _ in range(2):
         handle = start_kernel("python3", env=dict(os.environ), cwd=tmp_path, forkserver=template)
         try:
-            draws.append(_printed(handle, "import random, numpy\nprint(random.random(), numpy.random.rand())"))
+            draws.append(
+                _printed(handle, "import random, numpy\nprint(random.random(), numpy.random.rand())")
+            )
         finally:
             handle.shutdown()
     assert draws[0] != draws[1]
-    assert draws[0].split()[1] != draws[1].split()[1]  # NumPy's global generator too (imported in the template)
+    assert (
+        draws[0].split()[1] != draws[1].split()[1]
+    )  # NumPy's global generator too (imported in the template)
 
 
 def test_a_kernel_that_cannot_be_forked_reports_why(tmp_path: Path, template: ForkServer) -> None:
@@ -126,7 +137,7 @@ def test_a_pool_forks_its_kernels_and_replaces_a_template_that_died(project: Pat
         assert pool.wait_ready(READY_S), pool.stats()
         stats = pool.stats()
         assert (stats.forked, stats.template_starts) == (2, 1)
-        first_template = pool._forkserver.pid  # noqa: SLF001 - the process under test
+        first_template = pool._forkserver.pid
         idle = pool.idle_pids()
         assert all(psutil.Process(p).ppid() == first_template for p in idle)
         os.kill(first_template, signal.SIGKILL)
@@ -139,9 +150,9 @@ def test_a_pool_forks_its_kernels_and_replaces_a_template_that_died(project: Pat
             release_kernel(handle)
         assert pool.wait_ready(READY_S), pool.stats()
         stats = pool.stats()
-        assert stats.template_starts == 2 and pool._forkserver.pid != first_template  # noqa: SLF001
-        assert all(psutil.Process(p).ppid() == pool._forkserver.pid for p in pool.idle_pids())  # noqa: SLF001
-        template_pid = pool._forkserver.pid  # noqa: SLF001
+        assert stats.template_starts == 2 and pool._forkserver.pid != first_template
+        assert all(psutil.Process(p).ppid() == pool._forkserver.pid for p in pool.idle_pids())
+        template_pid = pool._forkserver.pid
         kernels = pool.idle_pids()
     finally:
         pool.close(timeout=15)
@@ -149,8 +160,13 @@ def test_a_pool_forks_its_kernels_and_replaces_a_template_that_died(project: Pat
 
 
 def test_a_job_with_its_own_hash_seed_gets_a_kernel_started_for_it(project: Path) -> None:
-    expected = subprocess.run([sys.executable, "-c", "print(hash('jobrunner'))"], env={**os.environ,
-                              "PYTHONHASHSEED": "123"}, capture_output=True, text=True, check=True).stdout.strip()
+    expected = subprocess.run(
+        [sys.executable, "-c", "print(hash('jobrunner'))"],
+        env={**os.environ, "PYTHONHASHSEED": "123"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     with KernelPool("python3", 1).open() as pool:
         assert pool.wait_ready(READY_S), pool.stats()
         handle = pool.take(env={**os.environ, "PYTHONHASHSEED": "123"}, cwd=project)
@@ -162,15 +178,27 @@ def test_a_job_with_its_own_hash_seed_gets_a_kernel_started_for_it(project: Path
         assert (stats.taken, stats.missed, stats.idle) == (0, 1, 1)  # the warm one waits for the next job
 
 
-def test_a_kernelspec_that_is_not_ipykernel_launcher_starts_the_usual_way(project: Path, tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_kernelspec_that_is_not_ipykernel_launcher_starts_the_usual_way(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = tmp_path / "jupyter"
     spec = data / "kernels" / "wrapped"
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-c", "from ipykernel import kernelapp; kernelapp.launch_new_instance()",
-                 "-f", "{connection_file}"],
-        "display_name": "wrapped", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [
+                    sys.executable,
+                    "-c",
+                    "from ipykernel import kernelapp; kernelapp.launch_new_instance()",
+                    "-f",
+                    "{connection_file}",
+                ],
+                "display_name": "wrapped",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(data))
     with KernelPool("wrapped", 1).open() as pool:
         assert pool.wait_ready(READY_S), pool.stats()
@@ -185,14 +213,16 @@ def test_a_kernelspec_that_is_not_ipykernel_launcher_starts_the_usual_way(projec
 
 def test_when_the_pools_process_is_killed_its_template_and_kernels_end(tmp_path: Path) -> None:
     script = tmp_path / "holder.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import json, sys, time
         from jobrunner.execution.pool import KernelPool
         pool = KernelPool("python3", 2).open()
         assert pool.wait_ready(90)
         print(json.dumps([pool._forkserver.pid, *pool.idle_pids()]), flush=True)
         time.sleep(600)
-    """))
+    """)
+    )
     holder = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         line = holder.stdout.readline()

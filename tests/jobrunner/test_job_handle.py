@@ -12,15 +12,20 @@ from tests.jobrunner.support import PYTHON, wait_for
 
 
 @pytest.fixture
-def worker(cli, project):  # noqa: F811
-    proc = subprocess.Popen([PYTHON, "-m", "jobrunner.cli", "worker"], env=cli.env, cwd=project,
-                            stdout=subprocess.DEVNULL, stderr=(project / "worker.log").open("wb"))
+def worker(cli, project):
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "jobrunner.cli", "worker"],
+        env=cli.env,
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=(project / "worker.log").open("wb"),
+    )
     yield proc
     proc.terminate()
     proc.wait(30)
 
 
-def test_submit_wait_returns_the_job_and_a_failing_notebook_raises_job_failed(cli, project, worker):  # noqa: F811
+def test_submit_wait_returns_the_job_and_a_failing_notebook_raises_job_failed(cli, project, worker):
     from jobrunner.errors import JobFailed
     from jobrunner.notebook import submit
 
@@ -39,8 +44,11 @@ def test_submit_wait_returns_the_job_and_a_failing_notebook_raises_job_failed(cl
     assert failing.wait(timeout=5, progress=False, check=False).state.value == "FAILED"
 
 
-def test_per_job_timeout_stops_the_notebook_and_wait_timeout_leaves_the_job_running(cli, project,  # noqa: F811
-                                                                                   worker):
+def test_per_job_timeout_stops_the_notebook_and_wait_timeout_leaves_the_job_running(
+    cli,
+    project,
+    worker,
+):
     from jobrunner.errors import JobFailed, WaitTimeout
     from jobrunner.notebook import submit
 
@@ -65,7 +73,7 @@ def test_per_job_timeout_stops_the_notebook_and_wait_timeout_leaves_the_job_runn
     assert cancelled.value.job.state.value == "CANCELLED"
 
 
-def test_a_bad_time_limit_is_refused_before_anything_is_queued(cli, project):  # noqa: F811
+def test_a_bad_time_limit_is_refused_before_anything_is_queued(cli, project):
     from jobrunner.errors import InvalidTimeout
     from jobrunner.jobs import list_jobs
     from jobrunner.notebook import submit

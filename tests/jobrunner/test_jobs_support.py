@@ -3,4 +3,4 @@ tests/serve/test_contract_support.py): helpers only. Import from tests.jobrunner
 fixtures are in tests/jobrunner/conftest.py and are never imported."""
 
 from tests.jobrunner.support import *  # noqa: F403
-from tests.jobrunner.support import LATEST_MIGRATION, PYTHON, ROOT, delete_queues  # noqa: F401
+from tests.jobrunner.support import LATEST_MIGRATION, PYTHON, ROOT, delete_queues

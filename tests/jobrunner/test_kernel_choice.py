@@ -25,11 +25,16 @@ def marked_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
     data = tmp_path / "jupyter-data"
     spec = data / "kernels" / KERNEL
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (marked)", "language": "python",
-        "env": {"JR_KERNEL_MARKER": "marked"},
-    }))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3 (marked)",
+                "language": "python",
+                "env": {"JR_KERNEL_MARKER": "marked"},
+            }
+        )
+    )
     env = {"JUPYTER_PATH": str(data), "JUPYTER_DATA_DIR": str(data)}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -41,8 +46,12 @@ def _marker_notebook(project: Path) -> str:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     params = nbformat.v4.new_code_cell("label = 'x'")
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(
-        "import os, sys\nprint(label, 'marker', os.environ.get('JR_KERNEL_MARKER'), flush=True)")]
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell(
+            "import os, sys\nprint(label, 'marker', os.environ.get('JR_KERNEL_MARKER'), flush=True)"
+        ),
+    ]
     nbformat.write(nb, project / "notebooks" / "marker.ipynb")
     return "notebooks/marker.ipynb"
 
@@ -66,17 +75,31 @@ def test_unknown_kernel_is_refused_before_queueing_naming_the_installed_ones(job
     assert "kernel 'nope' is not installed" in str(refused.value)
     assert KERNEL in str(refused.value) and "python3" in str(refused.value)
 
-    cli = subprocess.run([PYTHON, "-m", "jobrunner.cli", "submit", "notebooks/ok.ipynb", "--kernel", "nope"],
-                         env={**job_env, **marked_kernel}, capture_output=True, text=True, timeout=60,
-                         cwd=job_env["JOBRUNNER_PROJECT_DIR"])
+    cli = subprocess.run(
+        [PYTHON, "-m", "jobrunner.cli", "submit", "notebooks/ok.ipynb", "--kernel", "nope"],
+        env={**job_env, **marked_kernel},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=job_env["JOBRUNNER_PROJECT_DIR"],
+    )
     assert cli.returncode == 2, cli.stderr
-    assert "kernel 'nope' is not installed" in cli.stderr and KERNEL in cli.stderr and "nothing was queued" in cli.stderr
+    assert (
+        "kernel 'nope' is not installed" in cli.stderr
+        and KERNEL in cli.stderr
+        and "nothing was queued" in cli.stderr
+    )
 
     store = type("Store", (), {"tracking_uri": job_env["MLFLOW_TRACKING_URI"]})()
     db = Path(job_env["JOBRUNNER_PROJECT_DIR"]) / "serve.db"
-    with TestClient(create_app(serve_settings(store, f"sqlite:///{db}")), raise_server_exceptions=False) as client:
-        r = client.post("/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "kernel_name": "nope"},
-                        headers={"X-API-Key": WRITE_KEY})
+    with TestClient(
+        create_app(serve_settings(store, f"sqlite:///{db}")), raise_server_exceptions=False
+    ) as client:
+        r = client.post(
+            "/v1/jobs",
+            json={"notebook": "notebooks/ok.ipynb", "kernel_name": "nope"},
+            headers={"X-API-Key": WRITE_KEY},
+        )
     assert r.status_code == 422, r.text
     assert any(p["name"] == "kernel" and KERNEL in p["message"] for p in r.json()["problems"]), r.json()
     assert list_jobs().total == 0  # nothing was queued by any of them

@@ -20,9 +20,14 @@ pytestmark = pytest.mark.services
 
 
 def _follow(env: dict[str, str], job_id: str, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([PYTHON, "-m", "jobrunner.cli", "logs", job_id, "--follow", *extra], env=env,
-                            cwd=env["JOBRUNNER_PROJECT_DIR"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [PYTHON, "-m", "jobrunner.cli", "logs", job_id, "--follow", *extra],
+        env=env,
+        cwd=env["JOBRUNNER_PROJECT_DIR"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _lines_with_state(proc: subprocess.Popen[str], job_id: str) -> list[tuple[str, str]]:
@@ -72,8 +77,14 @@ def test_logs_follow_of_a_failing_job_exits_1_and_output_past_the_bound_is_cut(j
     assert "[live output cut after 60 characters (JOBRUNNER_LIVE_OUTPUT_MAX_BYTES)" in out
     assert any(e.kind == "output" and "cut after 60" in (e.message or "") for e in job_events(queued.id))
     # the executed notebook keeps everything: `logs` without --follow shows all 40 lines
-    full = subprocess.run([PYTHON, "-m", "jobrunner.cli", "logs", queued.id], env=job_env, capture_output=True,
-                          text=True, timeout=60, cwd=job_env["JOBRUNNER_PROJECT_DIR"])
+    full = subprocess.run(
+        [PYTHON, "-m", "jobrunner.cli", "logs", queued.id],
+        env=job_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=job_env["JOBRUNNER_PROJECT_DIR"],
+    )
     assert "tick 39" in full.stdout
 
 
@@ -98,8 +109,14 @@ def test_output_of_a_sigkilled_worker_stays_readable(job_env, workers):
     assert printed[:5] == [f"tick {i}" for i in range(5)]
     assert printed == [f"tick {i}" for i in range(len(printed))]  # contiguous: nothing lost in between
     assert job(queued.id).state.value == "RUNNING" and job(queued.id).output_uri is None
-    shown = subprocess.run([PYTHON, "-m", "jobrunner.cli", "logs", queued.id, "--json"], env=job_env,
-                           capture_output=True, text=True, timeout=60, cwd=job_env["JOBRUNNER_PROJECT_DIR"])
+    shown = subprocess.run(
+        [PYTHON, "-m", "jobrunner.cli", "logs", queued.id, "--json"],
+        env=job_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=job_env["JOBRUNNER_PROJECT_DIR"],
+    )
     assert shown.returncode == 0, shown.stderr
     outputs = json.loads(shown.stdout)["outputs"]
     assert [o["cell_index"] for o in outputs] == [1] and outputs[0]["live"] is True
@@ -117,11 +134,11 @@ def _sse(response: httpx.Response) -> list[tuple[str, dict, float]]:
     kind, data = None, []
     for line in response.iter_lines():
         if line.startswith("id: "):
-            response.last_sse_id = line[len("id: "):]  # type: ignore[attr-defined]
+            response.last_sse_id = line[len("id: ") :]  # type: ignore[attr-defined]
         if line.startswith("event: "):
-            kind = line[len("event: "):]
+            kind = line[len("event: ") :]
         elif line.startswith("data: "):
-            data.append(line[len("data: "):])
+            data.append(line[len("data: ") :])
         elif line == "" and kind:
             events.append((kind, json.loads("\n".join(data)), time.monotonic()))
             kind, data = None, []
@@ -133,19 +150,31 @@ def test_events_stream_delivers_output_in_order_through_uvicorn(model_store, job
     from tests.serve.conftest import READ_KEY, start_server
 
     env = {k: v for k, v in job_env.items() if k.startswith("JOBRUNNER_")}
-    server = start_server(SimpleNamespace(tracking_uri=model_store.tracking_uri, project=job_env[
-        "JOBRUNNER_PROJECT_DIR"]), tmp_path, env)
+    server = start_server(
+        SimpleNamespace(tracking_uri=model_store.tracking_uri, project=job_env["JOBRUNNER_PROJECT_DIR"]),
+        tmp_path,
+        env,
+    )
     try:
         url = server.url
-        unknown = httpx.get(f"{url}/v1/jobs/00000000-0000-4000-8000-000000000000/events",
-                            headers={"X-API-Key": READ_KEY}, timeout=10)
-        assert unknown.status_code == 404 and "00000000-0000-4000-8000-000000000000" in unknown.json()["detail"]
-        assert httpx.get(f"{url}/v1/jobs/00000000-0000-4000-8000-000000000000/events",
-                         timeout=10).status_code == 401
+        unknown = httpx.get(
+            f"{url}/v1/jobs/00000000-0000-4000-8000-000000000000/events",
+            headers={"X-API-Key": READ_KEY},
+            timeout=10,
+        )
+        assert (
+            unknown.status_code == 404 and "00000000-0000-4000-8000-000000000000" in unknown.json()["detail"]
+        )
+        assert (
+            httpx.get(f"{url}/v1/jobs/00000000-0000-4000-8000-000000000000/events", timeout=10).status_code
+            == 401
+        )
         doc = httpx.get(f"{url}/openapi.json", timeout=30).json()
         op = doc["paths"]["/v1/jobs/{job_id}/events"]["get"]
         assert "text/event-stream" in op["responses"]["200"]["content"]
-        assert {"401", "404", "422"} <= set(op["responses"]) and "JobStreamEvent" in doc["components"]["schemas"]
+        assert {"401", "404", "422"} <= set(op["responses"]) and "JobStreamEvent" in doc["components"][
+            "schemas"
+        ]
 
         workers.start()
         queued = submit("notebooks/ticks.ipynb", {"n": 5, "interval": 1.0})
@@ -157,16 +186,23 @@ def test_events_stream_delivers_output_in_order_through_uvicorn(model_store, job
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        with httpx.stream("GET", f"{url}/v1/jobs/{queued.id}/events", headers={"X-API-Key": READ_KEY},
-                          timeout=httpx.Timeout(30, read=60)) as response:
+        with httpx.stream(
+            "GET",
+            f"{url}/v1/jobs/{queued.id}/events",
+            headers={"X-API-Key": READ_KEY},
+            timeout=httpx.Timeout(30, read=60),
+        ) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
             events, last_id = _sse(response), _last_id(response)
         watcher.join(30)
         # a client that reconnects with the last id (EventSource does) gets no output or event twice
-        again = httpx.get(f"{url}/v1/jobs/{queued.id}/events", timeout=30,
-                          headers={"X-API-Key": READ_KEY, "Last-Event-ID": last_id})
-        resumed = [line[len("event: "):] for line in again.text.splitlines() if line.startswith("event: ")]
+        again = httpx.get(
+            f"{url}/v1/jobs/{queued.id}/events",
+            timeout=30,
+            headers={"X-API-Key": READ_KEY, "Last-Event-ID": last_id},
+        )
+        resumed = [line[len("event: ") :] for line in again.text.splitlines() if line.startswith("event: ")]
         assert resumed == ["state", "progress", "end"], again.text[:2000]
     finally:
         server.stop()

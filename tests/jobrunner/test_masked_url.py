@@ -7,12 +7,15 @@ import pytest
 from tests.conftest import free_port
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("postgresql+psycopg2://jobs:s3cret@db:5432/jobs", "postgresql+psycopg2://jobs:***@db:5432/jobs"),
-    ("amqp://guest:s3cret@rabbit:5672/%2F", "amqp://guest:***@rabbit:5672//"),
-    ("sqlite:////tmp/jobs.db", "sqlite:////tmp/jobs.db"),
-    ("not-a-url:s3cret@host", "***@host"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg2://jobs:s3cret@db:5432/jobs", "postgresql+psycopg2://jobs:***@db:5432/jobs"),
+        ("amqp://guest:s3cret@rabbit:5672/%2F", "amqp://guest:***@rabbit:5672//"),
+        ("sqlite:////tmp/jobs.db", "sqlite:////tmp/jobs.db"),
+        ("not-a-url:s3cret@host", "***@host"),
+    ],
+)
 def test_masked_url(url: str, shown: str) -> None:
     from jobrunner.store.db import masked_url
 
@@ -26,15 +29,18 @@ def test_unreachable_store_and_broker_do_not_print_the_password() -> None:
     port = free_port()  # nothing listens there
     with pytest.raises(BrokerUnavailable) as broker_error:
         AmqpBroker(f"amqp://guest:s3cret@127.0.0.1:{port}/%2F", "q").connect(attempts=1)
-    assert "s3cret" not in str(broker_error.value) and f"guest:***@127.0.0.1:{port}" in str(broker_error.value)
+    assert "s3cret" not in str(broker_error.value) and f"guest:***@127.0.0.1:{port}" in str(
+        broker_error.value
+    )
 
     from jobrunner.config import Settings
     from jobrunner.store.db import session_scope
 
-    settings = Settings(_env_file=None, database_url=f"postgresql+psycopg2://jobs:s3cret@127.0.0.1:{port}/jobs")
-    with pytest.raises(StoreUnavailable) as store_error:
-        with session_scope(settings):
-            pass
+    settings = Settings(
+        _env_file=None, database_url=f"postgresql+psycopg2://jobs:s3cret@127.0.0.1:{port}/jobs"
+    )
+    with pytest.raises(StoreUnavailable) as store_error, session_scope(settings):
+        pass
     assert "s3cret" not in str(store_error.value) and f"jobs:***@127.0.0.1:{port}" in str(store_error.value)
 
 

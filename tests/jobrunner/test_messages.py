@@ -14,8 +14,11 @@ def test_a_message_round_trips_through_its_body_and_its_payload() -> None:
     message = JobMessage("5f0c1a52-7e1b-4f4e-9d0e-2b7c3f9a1d11", attempt=3)
     assert JobMessage.decode(message.encode()) == message
     assert JobMessage.from_payload(message.as_payload()) == message
-    assert json.loads(message.encode()) == {"job_id": message.job_id, "schema_version": SCHEMA_VERSION,
-                                            "attempt": 3}
+    assert json.loads(message.encode()) == {
+        "job_id": message.job_id,
+        "schema_version": SCHEMA_VERSION,
+        "attempt": 3,
+    }
 
 
 def test_a_message_is_frozen() -> None:
@@ -35,17 +38,23 @@ def test_another_schema_version_is_refused_naming_it(version: object) -> None:
         JobMessage.decode(body)
 
 
-@pytest.mark.parametrize(("body", "what"), [
-    (b"\xff not json", "not UTF-8"),
-    (b"not json", "not JSON"),
-    (b"[1, 2]", "a JSON list, not an object"),
-    (b"{}", "no job_id"),
-    (b'{"hello": "world"}', "no job_id"),
-    (b'{"job_id": 7, "schema_version": 1}', "job_id is a int, not a string"),
-    (b'{"job_id": "a", "schema_version": 1, "attempt": "3"}', "attempt '3' is not a non-negative integer"),
-    (b'{"job_id": "a", "schema_version": 1, "attempt": -1}', "attempt -1 is not a non-negative integer"),
-    (b"[" * 100_000, "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    ("body", "what"),
+    [
+        (b"\xff not json", "not UTF-8"),
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "a JSON list, not an object"),
+        (b"{}", "no job_id"),
+        (b'{"hello": "world"}', "no job_id"),
+        (b'{"job_id": 7, "schema_version": 1}', "job_id is a int, not a string"),
+        (
+            b'{"job_id": "a", "schema_version": 1, "attempt": "3"}',
+            "attempt '3' is not a non-negative integer",
+        ),
+        (b'{"job_id": "a", "schema_version": 1, "attempt": -1}', "attempt -1 is not a non-negative integer"),
+        (b"[" * 100_000, "nested too deeply"),
+    ],
+)
 def test_a_malformed_body_is_refused_saying_what_is_wrong(body: bytes, what: str) -> None:
     with pytest.raises(MessageError) as caught:
         JobMessage.decode(body)

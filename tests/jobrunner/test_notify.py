@@ -29,10 +29,17 @@ class Receiver:
         received = self.posts
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append({"path": self.path, "headers": dict(self.headers), "raw": body,
-                                 "body": json.loads(body), "at": time.time()})
+                received.append(
+                    {
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "raw": body,
+                        "body": json.loads(body),
+                        "at": time.time(),
+                    }
+                )
                 self.send_response(204)
                 self.end_headers()
 
@@ -68,8 +75,11 @@ def test_a_failed_job_gets_exactly_one_signed_post_naming_the_failing_cell(job_e
         both = submit("notebooks/ok.ipynb", {"x": 2}, notify=receiver.url, notify_on="both")
         for queued in (failing, fine, both):
             wait_state(queued.id, {"SUCCEEDED", "FAILED"}, 120)
-        wait_for(lambda: len(receiver.posts) >= 2 and _notify_events(failing.id) and _notify_events(both.id),
-                 60, "two deliveries")
+        wait_for(
+            lambda: len(receiver.posts) >= 2 and _notify_events(failing.id) and _notify_events(both.id),
+            60,
+            "two deliveries",
+        )
         time.sleep(1.5)  # a duplicate would come within a notifier poll or two
     finally:
         receiver.close()
@@ -109,7 +119,9 @@ def test_a_receiver_that_is_down_at_first_gets_the_post_once_it_is_back(job_env,
         from jobrunner.store.models import JobNotification
 
         with session_scope(get_settings()) as session:
-            return session.scalar(select(JobNotification.tries).where(JobNotification.job_id == queued.id)) or 0
+            return (
+                session.scalar(select(JobNotification.tries).where(JobNotification.job_id == queued.id)) or 0
+            )
 
     wait_for(lambda: tries() >= 4, 60, "failed tries while the receiver is down")
     assert _notify_events(queued.id) == []  # neither sent nor given up yet
@@ -132,10 +144,12 @@ def test_bad_notify_requests_are_refused_before_queueing(job_env):
     from jobrunner.errors import InvalidJobOption
     from jobrunner.jobs import list_jobs, submit
 
-    for url, on, expected in (("ftp://example.org/x", None, "must be an http:// or https:// URL"),
-                              ("https://user:pw@example.org/x", None, "must not carry credentials"),
-                              ("https://example.org/x", "sometimes", "notify_on must be one of"),
-                              (None, "both", "notify_on needs a notify URL")):
+    for url, on, expected in (
+        ("ftp://example.org/x", None, "must be an http:// or https:// URL"),
+        ("https://user:pw@example.org/x", None, "must not carry credentials"),
+        ("https://example.org/x", "sometimes", "notify_on must be one of"),
+        (None, "both", "notify_on needs a notify URL"),
+    ):
         with pytest.raises(InvalidJobOption, match=expected):
             submit("notebooks/ok.ipynb", {}, notify=url, notify_on=on)
     assert list_jobs().total == 0
@@ -152,8 +166,13 @@ def test_a_schedules_runs_carry_its_notify_settings_and_kernel(job_env):
     )
 
     url = "https://hooks.example.org/nightly"
-    spec = ScheduleCreate(name="nightly-notify", notebook="notebooks/ok.ipynb", cron="0 3 * * *",
-                          notify_url=url, notify_on="both")
+    spec = ScheduleCreate(
+        name="nightly-notify",
+        notebook="notebooks/ok.ipynb",
+        cron="0 3 * * *",
+        notify_url=url,
+        notify_on="both",
+    )
     created = create_schedule(spec)
     assert created.notify_url == url and get_schedule("nightly-notify").notify_on == "both"
     run = run_now("nightly-notify")

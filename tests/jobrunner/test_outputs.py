@@ -22,14 +22,17 @@ from tests.jobrunner.support import write_outputs_notebook as _notebook
 def _snapshot(project: Path) -> dict[str, str]:
     """md5 of every file of the project but jobrunner's state folder and what the test set-up puts there:
     the SQLite MLflow store's artifacts (in the worker's working folder) and the workers' logs."""
-    return {p.relative_to(project).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()  # noqa: S324
-            for p in sorted(project.rglob("*"))
-            if p.is_file() and not {".jobrunner", "mlartifacts"} & set(p.parts)
-            and not (p.parent == project and p.name.startswith("worker-"))}
+    return {
+        p.relative_to(project).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()  # noqa: S324
+        for p in sorted(project.rglob("*"))
+        if p.is_file()
+        and not {".jobrunner", "mlartifacts"} & set(p.parts)
+        and not (p.parent == project and p.name.startswith("worker-"))
+    }
 
 
 def _s3(uri: str) -> bytes:
-    bucket, key = uri[len("s3://"):].split("/", 1)
+    bucket, key = uri[len("s3://") :].split("/", 1)
     return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
@@ -83,8 +86,13 @@ def test_jobs_with_default_outputs_leave_the_project_unchanged(job_env, workers,
     assert len(uris) == 4  # two concurrent jobs wrote and stored different files
 
     # `jobrunner status` lists them
-    proc = subprocess.run([sys.executable, "-m", "jobrunner.cli", "status", done[0].id], env=job_env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobrunner.cli", "status", done[0].id],
+        env=job_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"output result_path: results/out.json (md5 {done[0].outputs[0].md5}" in proc.stdout
 
@@ -100,9 +108,22 @@ def test_an_output_path_inside_the_project_needs_write_workspace(job_env, worker
     assert refused.value.problems[0].name == "result_path"
     assert "output parameter 'result_path' = 'metrics/mine.json' is inside the project" in str(refused.value)
     assert "--write-workspace" in str(refused.value)
-    proc = subprocess.run([sys.executable, "-m", "jobrunner.cli", "submit", notebook, "-p", "result_path",
-                           str(project / "results" / "out.json")], env=job_env, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobrunner.cli",
+            "submit",
+            notebook,
+            "-p",
+            "result_path",
+            str(project / "results" / "out.json"),
+        ],
+        env=job_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "output parameter 'result_path'" in proc.stderr and "nothing was queued" in proc.stderr
     from jobrunner.jobs import list_jobs
@@ -119,8 +140,9 @@ def test_an_output_path_inside_the_project_needs_write_workspace(job_env, worker
     assert {o.path for o in done.outputs} == {"results/mine.json", "models/m"}
 
 
-def test_a_workspace_run_writes_the_workspace_and_records_outputs_not_inputs(project, mlflow_store,
-                                                                             monkeypatch) -> None:
+def test_a_workspace_run_writes_the_workspace_and_records_outputs_not_inputs(
+    project, mlflow_store, monkeypatch
+) -> None:
     """`jobrunner run` (and DVC stages) keep writing where the parameters say; files an earlier run left
     at the output paths are outputs of this run, never its inputs."""
     from mlflow.tracking import MlflowClient
@@ -137,11 +159,14 @@ def test_a_workspace_run_writes_the_workspace_and_records_outputs_not_inputs(pro
     assert [h.path for h in result.inputs] == ["data/in.csv"]
     assert {h.path: h.md5 for h in result.outputs} == {
         "results/out.json": hashlib.md5(b'{"total": 30}').hexdigest(),  # noqa: S324
-        "models/m": result.outputs[1].md5}
+        "models/m": result.outputs[1].md5,
+    }
     tags = MlflowClient(mlflow_store).get_run(result.run_id).data.tags
     assert {k for k in tags if k.startswith(DATA_PREFIX)} == {
-        f"{DATA_INPUT_PREFIX}data/in.csv", f"{DATA_OUTPUT_PREFIX}results/out.json",
-        f"{DATA_OUTPUT_PREFIX}models/m"}
+        f"{DATA_INPUT_PREFIX}data/in.csv",
+        f"{DATA_OUTPUT_PREFIX}results/out.json",
+        f"{DATA_OUTPUT_PREFIX}models/m",
+    }
 
 
 def _prepared_project(project: Path) -> None:
@@ -151,8 +176,12 @@ def _prepared_project(project: Path) -> None:
 
     from jobrunner.execution.executor import execute
 
-    shutil.copytree(ROOT / "notebooks", project / "notebooks", dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("dashboards"))
+    shutil.copytree(
+        ROOT / "notebooks",
+        project / "notebooks",
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("dashboards"),
+    )
     for nb in ("01_ingest", "02_prepare"):
         result = execute(f"notebooks/{nb}.ipynb", {}, html=False, record=False)
         assert result.ok, result.failure
@@ -183,18 +212,24 @@ def test_a_03_train_job_owns_its_model_and_metrics_and_verifies(job_env, workers
 
     outputs = {o.parameter: o for o in done.outputs}
     assert {p: o.path for p, o in outputs.items()} == {
-        "model_dir": "models/model", "model_info_path": "models/model_info.json",
-        "metrics_path": "metrics/train.json"}
+        "model_dir": "models/model",
+        "model_info_path": "models/model_info.json",
+        "metrics_path": "metrics/train.json",
+    }
     metrics = json.loads(_s3(outputs["metrics_path"].uri))
     assert 0.5 < metrics["cv_accuracy"] <= 1.0
     assert b"flavors" in _s3(f"{outputs['model_dir'].uri}/MLmodel")  # the new model, not the placeholder
 
     client = MlflowClient(mlflow_store)
     tags = client.get_run(done.mlflow_run_id).data.tags
-    data = {k[len(DATA_PREFIX):]: v for k, v in tags.items() if k.startswith(DATA_PREFIX)}
-    assert set(data) == {"input.data/prepared/train.parquet", "input.data/prepared/schema.json",
-                         "output.models/model", "output.models/model_info.json",
-                         "output.metrics/train.json"}
+    data = {k[len(DATA_PREFIX) :]: v for k, v in tags.items() if k.startswith(DATA_PREFIX)}
+    assert set(data) == {
+        "input.data/prepared/train.parquet",
+        "input.data/prepared/schema.json",
+        "output.models/model",
+        "output.models/model_info.json",
+        "output.metrics/train.json",
+    }
     assert data["output.metrics/train.json"] == outputs["metrics_path"].md5
 
     verification = verify_run(done.mlflow_run_id, get_settings(), client=client)
@@ -207,10 +242,18 @@ def test_a_schedule_with_an_output_path_inside_the_project_is_refused(project) -
 
     notebook = _notebook(project)
     with pytest.raises(ParameterError) as refused:
-        create_schedule(ScheduleCreate(name="nightly", notebook=notebook, cron="0 3 * * *",
-                                       parameters={"model_dir": "models/nightly"}))
+        create_schedule(
+            ScheduleCreate(
+                name="nightly",
+                notebook=notebook,
+                cron="0 3 * * *",
+                parameters={"model_dir": "models/nightly"},
+            )
+        )
     assert [p.name for p in refused.value.problems] == ["model_dir"]
     assert "inside the project" in str(refused.value)
     assert list_schedules().total == 0
     # the defaults are fine: each run writes into its job's folder
-    assert create_schedule(ScheduleCreate(name="nightly", notebook=notebook, cron="0 3 * * *")).name == "nightly"
+    assert (
+        create_schedule(ScheduleCreate(name="nightly", notebook=notebook, cron="0 3 * * *")).name == "nightly"
+    )

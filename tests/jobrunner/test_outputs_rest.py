@@ -33,19 +33,30 @@ def writes_notebook(jobs_client) -> Iterator[str]:
     target.unlink()
 
 
-def test_rest_refuses_an_output_path_inside_the_project_unless_write_workspace(jobs_client,
-                                                                                writes_notebook) -> None:
+def test_rest_refuses_an_output_path_inside_the_project_unless_write_workspace(
+    jobs_client, writes_notebook
+) -> None:
     c = jobs_client
-    r = c.post("/v1/jobs", json={"notebook": writes_notebook, "parameters": {"result_path": "metrics/x.json"}},
-               headers=WRITE)
+    r = c.post(
+        "/v1/jobs",
+        json={"notebook": writes_notebook, "parameters": {"result_path": "metrics/x.json"}},
+        headers=WRITE,
+    )
     assert r.status_code == 422, r.text
     body = r.json()
     assert [p["name"] for p in body["problems"]] == ["result_path"]
     assert "inside the project" in body["problems"][0]["message"]
     assert "write_workspace" in body["problems"][0]["message"]
 
-    r = c.post("/v1/jobs", json={"notebook": writes_notebook, "parameters": {"result_path": "metrics/x.json"},
-                                 "write_workspace": True}, headers=WRITE)
+    r = c.post(
+        "/v1/jobs",
+        json={
+            "notebook": writes_notebook,
+            "parameters": {"result_path": "metrics/x.json"},
+            "write_workspace": True,
+        },
+        headers=WRITE,
+    )
     assert r.status_code == 201, r.text
     job = c.get(f"/v1/jobs/{r.json()['id']}", headers=READ).json()
     assert job["write_workspace"] is True and job["outputs"] == [] and job["cached_from"] is None
@@ -53,8 +64,9 @@ def test_rest_refuses_an_output_path_inside_the_project_unless_write_workspace(j
     defaults = c.post("/v1/jobs", json={"notebook": writes_notebook, "parameters": {"n": 2}}, headers=WRITE)
     assert defaults.status_code == 201 and defaults.json()["write_workspace"] is False
     assert defaults.json()["use_cache"] is True and len(defaults.json()["cache_key"]) == 64
-    forced = c.post("/v1/jobs", json={"notebook": writes_notebook, "parameters": {"n": 2}, "cache": False},
-                    headers=WRITE)
+    forced = c.post(
+        "/v1/jobs", json={"notebook": writes_notebook, "parameters": {"n": 2}, "cache": False}, headers=WRITE
+    )
     assert forced.status_code == 201 and forced.json()["use_cache"] is False, forced.text
 
     listed = {n["notebook"]: n for n in c.get("/v1/notebooks", headers=READ).json()["notebooks"]}
@@ -65,6 +77,8 @@ def test_rest_refuses_an_output_path_inside_the_project_unless_write_workspace(j
     read = doc["components"]["schemas"]["JobRead"]["properties"]
     assert {"outputs", "write_workspace", "cached_from"} <= set(read)
     assert "JobOutputFile" in doc["components"]["schemas"]
-    variant = next(v for v in doc["components"]["schemas"]["JobCreateIn"]["oneOf"] if v["title"] == writes_notebook)
+    variant = next(
+        v for v in doc["components"]["schemas"]["JobCreateIn"]["oneOf"] if v["title"] == writes_notebook
+    )
     result_path = variant["properties"]["parameters"]["properties"]["result_path"]
     assert result_path["x-jobrunner-output"] is True and "needs write_workspace" in result_path["description"]

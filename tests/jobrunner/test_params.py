@@ -67,9 +67,9 @@ def test_valid_values_are_normalised() -> None:
 
 def test_command_line_strings_are_converted_to_declared_types() -> None:
     schema = read_schema(OK)
-    assert schema.coerce_strings({"x": "7", "y": "0.5", "flag": "true", "items": "[1, 2]", "label": "42"}) == {
-        "x": 7, "y": 0.5, "flag": True, "items": [1, 2], "label": "42"
-    }
+    assert schema.coerce_strings(
+        {"x": "7", "y": "0.5", "flag": "true", "items": "[1, 2]", "label": "42"}
+    ) == {"x": 7, "y": 0.5, "flag": True, "items": [1, 2], "label": "42"}
     assert schema.coerce_strings({"out_path": "null"}) == {"out_path": None}
     with pytest.raises(ParameterError, match="parameter 'x' must be int, got 'abc'"):
         schema.coerce_strings({"x": "abc"})

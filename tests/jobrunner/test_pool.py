@@ -32,7 +32,7 @@ def _notebook(path: Path, *cells: str) -> Path:
     return path
 
 
-def _printed(result) -> str:  # noqa: ANN001
+def _printed(result) -> str:
     nb = nbformat.read(result.output_path, as_version=4)
     return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
 
@@ -61,10 +61,13 @@ def pool(project: Path) -> Iterator[KernelPool]:
     assert _kernel_children() == []
 
 
-def test_each_job_gets_a_fresh_kernel_and_never_sees_another_jobs_variables(project: Path,
-                                                                           pool: KernelPool) -> None:
-    nb = _notebook(project / "notebooks" / "leak.ipynb",
-                   "import os\nprint('seen', 'secret' in globals(), os.getpid())\nsecret = tag")
+def test_each_job_gets_a_fresh_kernel_and_never_sees_another_jobs_variables(
+    project: Path, pool: KernelPool
+) -> None:
+    nb = _notebook(
+        project / "notebooks" / "leak.ipynb",
+        "import os\nprint('seen', 'secret' in globals(), os.getpid())\nsecret = tag",
+    )
     first = execute(nb, {"tag": "job-1"}, record=False, html=False)
     second = execute(nb, {"tag": "job-2"}, record=False, html=False)
     assert first.ok and second.ok, (first.failure, second.failure)
@@ -78,7 +81,8 @@ def test_each_job_gets_a_fresh_kernel_and_never_sees_another_jobs_variables(proj
 
 
 def test_a_kernel_started_by_the_filler_answers_the_job_thread_without_waiting_for_a_timeout(
-        project: Path) -> None:
+    project: Path,
+) -> None:
     """The filler thread starts and connects each kernel; the job's thread uses it. With the filler's
     client kept, ZeroMQ's edge-triggered sockets made the job thread's waits miss replies and run to their
     timeout (a take then lasted the whole health timeout, 10 s by default, in about every second job)."""
@@ -99,8 +103,9 @@ def test_a_kernel_started_by_the_filler_answers_the_job_thread_without_waiting_f
         pool.close(timeout=15)
 
 
-def test_a_notebook_sees_exactly_its_own_environment_and_folder(project: Path, tmp_path_factory,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_notebook_sees_exactly_its_own_environment_and_folder(
+    project: Path, tmp_path_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # set before the pool starts: the idle kernels carry these, the jobs must not
     monkeypatch.setenv("JR_POOL_ONLY", "from-the-pool")
     monkeypatch.setenv("JR_VALUE", "pool-value")
@@ -109,12 +114,14 @@ def test_a_notebook_sees_exactly_its_own_environment_and_folder(project: Path, t
         assert pool.wait_ready(READY_S), pool.stats()
         monkeypatch.delenv("JR_POOL_ONLY")
         monkeypatch.delenv("MLFLOW_RUN_ID")
-        nb = _notebook(project / "notebooks" / "env.ipynb",
-                       "import os, json\n"
-                       "keys = ['JR_POOL_ONLY', 'JR_VALUE', 'JR_JOB', 'MLFLOW_RUN_ID', 'JOBRUNNER_PROJECT_DIR',"
-                       " 'JOBRUNNER_METRICS_FILE']\n"
-                       "print(json.dumps({'cwd': os.getcwd(), 'env': {k: os.environ.get(k) for k in keys}}))\n"
-                       "print(open('marker.txt').read())")
+        nb = _notebook(
+            project / "notebooks" / "env.ipynb",
+            "import os, json\n"
+            "keys = ['JR_POOL_ONLY', 'JR_VALUE', 'JR_JOB', 'MLFLOW_RUN_ID', 'JOBRUNNER_PROJECT_DIR',"
+            " 'JOBRUNNER_METRICS_FILE']\n"
+            "print(json.dumps({'cwd': os.getcwd(), 'env': {k: os.environ.get(k) for k in keys}}))\n"
+            "print(open('marker.txt').read())",
+        )
         results = []
         for i in (1, 2):
             monkeypatch.setenv("JR_VALUE", f"job-{i}")
@@ -200,9 +207,11 @@ def test_close_while_a_kernel_is_starting_leaves_nothing(project: Path) -> None:
 def test_preloaded_modules_are_imported_but_not_bound_in_the_notebook(project: Path) -> None:
     with KernelPool("python3", 1, preload=["colorsys", "wave"]).open() as pool:
         assert pool.wait_ready(READY_S), pool.stats()
-        nb = _notebook(project / "notebooks" / "pre.ipynb",
-                       "import sys\nprint('colorsys' in sys.modules, 'wave' in sys.modules,"
-                       " 'colorsys' in globals(), [n for n in globals() if n.startswith('__jr')])")
+        nb = _notebook(
+            project / "notebooks" / "pre.ipynb",
+            "import sys\nprint('colorsys' in sys.modules, 'wave' in sys.modules,"
+            " 'colorsys' in globals(), [n for n in globals() if n.startswith('__jr')])",
+        )
         result = execute(nb, {}, record=False, html=False)
     assert result.ok, result.failure
     assert _printed(result).strip() == "True True False []"
@@ -223,13 +232,19 @@ def test_the_workers_metrics_show_the_pool(project: Path) -> None:
         text = generate_latest(metrics.registry).decode()
     finally:
         pool.close()
-    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-              if line.startswith("jobrunner_kernel_pool")}
+    values = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("jobrunner_kernel_pool")
+    }
     assert values['jobrunner_kernel_pool_size{kernel="python3"}'] == 1
     assert values['jobrunner_kernel_pool_idle{kernel="python3"}'] == 1
     assert values['jobrunner_kernel_pool_replaced_total{kernel="python3"}'] == 1
-    assert values['jobrunner_kernel_pool_taken_total{kernel="python3"}'] + \
-        values['jobrunner_kernel_pool_missed_total{kernel="python3"}'] == 1
+    assert (
+        values['jobrunner_kernel_pool_taken_total{kernel="python3"}']
+        + values['jobrunner_kernel_pool_missed_total{kernel="python3"}']
+        == 1
+    )
     assert values['jobrunner_kernel_pool_start_failures_total{kernel="python3"}'] == 0
     # the first kernel, its replacement and the taken one's replacement, all from one template
     assert values['jobrunner_kernel_pool_forked_total{kernel="python3"}'] >= 2
@@ -238,22 +253,32 @@ def test_the_workers_metrics_show_the_pool(project: Path) -> None:
 
 
 def test_close_is_bounded_when_a_kernel_start_hangs_and_kills_that_kernel(
-        project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A kernel that never answers (a loaded machine, a stuck start) must not hold close() for
     start_timeout: close keeps its one deadline and kills the kernel still starting."""
     import sys
 
     spec = tmp_path / "jupyter" / "kernels" / "hangs"
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-c", "import time; time.sleep(600)", "{connection_file}"],
-        "display_name": "hangs", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-c", "import time; time.sleep(600)", "{connection_file}"],
+                "display_name": "hangs",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     pool = KernelPool("hangs", 1, start_timeout=300).open()
 
     def starting() -> list[psutil.Process]:
-        return [c for c in psutil.Process().children(recursive=True)
-                if c.status() != psutil.STATUS_ZOMBIE and "time.sleep(600)" in " ".join(c.cmdline())]
+        return [
+            c
+            for c in psutil.Process().children(recursive=True)
+            if c.status() != psutil.STATUS_ZOMBIE and "time.sleep(600)" in " ".join(c.cmdline())
+        ]
 
     deadline = time.monotonic() + READY_S
     while time.monotonic() < deadline and not starting():

@@ -48,7 +48,7 @@ def test_the_code_digest_ignores_outputs_metadata_and_markdown(tmp_path: Path) -
     assert opted_out(nb)
 
 
-def _edit(project: Path, notebook: str, change) -> None:  # noqa: ANN001
+def _edit(project: Path, notebook: str, change) -> None:
     path = project / notebook
     nb = nbformat.read(path, as_version=4)
     change(nb)
@@ -71,8 +71,15 @@ def test_identical_submissions_hit_and_changes_miss(job_env, workers, mlflow_sto
     workers.stop(worker)  # from here on nothing executes: a miss stays QUEUED
 
     warm = submit(notebook, {"n": 2})  # warm this process (imports, connections) before timing
-    wait_for(lambda: MlflowClient(mlflow_store).get_run(first.mlflow_run_id).data.tags
-             .get(f"{CACHE_HIT_PREFIX}{warm.id}"), 30, "the warm-up hit's tag")
+    wait_for(
+        lambda: (
+            MlflowClient(mlflow_store)
+            .get_run(first.mlflow_run_id)
+            .data.tags.get(f"{CACHE_HIT_PREFIX}{warm.id}")
+        ),
+        30,
+        "the warm-up hit's tag",
+    )
     started = time.perf_counter()
     hit = submit(notebook, {"n": 2})
     took = time.perf_counter() - started
@@ -81,11 +88,24 @@ def test_identical_submissions_hit_and_changes_miss(job_env, workers, mlflow_sto
     assert hit.mlflow_run_id == first.mlflow_run_id and hit.output_uri == first.output_uri
     assert [o.model_dump() for o in hit.outputs] == [o.model_dump() for o in first.outputs]
     assert get_job(hit.id).cached_from == first.id
-    tags = wait_for(lambda: (t := MlflowClient(mlflow_store).get_run(first.mlflow_run_id).data.tags)
-                    .get(f"{CACHE_HIT_PREFIX}{hit.id}") and t, 30, "the cache-hit tag")
+    tags = wait_for(
+        lambda: (
+            (t := MlflowClient(mlflow_store).get_run(first.mlflow_run_id).data.tags).get(
+                f"{CACHE_HIT_PREFIX}{hit.id}"
+            )
+            and t
+        ),
+        30,
+        "the cache-hit tag",
+    )
     assert tags[f"{CACHE_HIT_PREFIX}{hit.id}"] == first.id
-    proc = subprocess.run([sys.executable, "-m", "jobrunner.cli", "status", hit.id], env=job_env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobrunner.cli", "status", hit.id],
+        env=job_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert f"cached from: job {first.id}" in proc.stdout, proc.stdout + proc.stderr
 
     # re-saved as JupyterLab does: outputs, execution counts, metadata, a markdown cell - still a hit
@@ -99,7 +119,7 @@ def test_identical_submissions_hit_and_changes_miss(job_env, workers, mlflow_sto
     assert submit(notebook, {"n": 2}).cached_from == first.id
     assert submit(notebook, {"n": 2, "result_path": "results/out.json"}).cached_from == first.id  # a default
 
-    def missed(why: str, **kwargs) -> None:  # noqa: ANN003
+    def missed(why: str, **kwargs) -> None:
         job = submit(notebook, **kwargs)
         assert job.state.value == "QUEUED" and job.cached_from is None, why
         cancel_job(job.id)
@@ -123,17 +143,27 @@ def test_identical_submissions_hit_and_changes_miss(job_env, workers, mlflow_sto
 
     # a cached output deleted from S3: a miss, not a broken hit
     result = next(o for o in first.outputs if o.parameter == "result_path")
-    bucket, key = result.uri[len("s3://"):].split("/", 1)
+    bucket, key = result.uri[len("s3://") :].split("/", 1)
     boto3.client("s3").delete_object(Bucket=bucket, Key=key)
     missed("a stored output deleted", parameters={"n": 2})
 
     stats = cache_stats()
     assert stats["entries"] == 1 and stats["hits"] == 6, stats
-    proc = subprocess.run([sys.executable, "-m", "jobrunner.cli", "cache", "stats", "--json"], env=job_env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobrunner.cli", "cache", "stats", "--json"],
+        env=job_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert json.loads(proc.stdout) == stats, proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "jobrunner.cli", "cache", "clear"], env=job_env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobrunner.cli", "cache", "clear"],
+        env=job_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.stdout.strip() == "1 cache entry cleared", proc.stdout + proc.stderr
     assert cache_stats()["entries"] == 0
 
@@ -170,9 +200,13 @@ def _once_notebook(project: Path, name: str, flag: str, first_run: str) -> None:
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell("n = 1  # a number\n")
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(
-        f"import time\nfrom jobrunner.notebook import project_path\nflag = project_path({flag!r})\n"
-        f"if flag.exists():\n    flag.unlink()\n{first_run}print('ok', n)\n")]
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell(
+            f"import time\nfrom jobrunner.notebook import project_path\nflag = project_path({flag!r})\n"
+            f"if flag.exists():\n    flag.unlink()\n{first_run}print('ok', n)\n"
+        ),
+    ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, project / "notebooks" / name)
 
@@ -182,8 +216,12 @@ def test_when_the_executing_job_fails_exactly_one_waiter_takes_over(job_env, wor
     from jobrunner.jobs import submit
 
     project = Path(job_env["JOBRUNNER_PROJECT_DIR"])
-    _once_notebook(project, "flaky.ipynb", "fail-once",
-                   "    time.sleep(2)\n    raise RuntimeError('the first execution fails')\n")
+    _once_notebook(
+        project,
+        "flaky.ipynb",
+        "fail-once",
+        "    time.sleep(2)\n    raise RuntimeError('the first execution fails')\n",
+    )
     (project / "fail-once").write_text("")
     workers.start("a")
     workers.start("b")
@@ -219,8 +257,9 @@ def test_sigkill_of_the_executing_worker_one_execution_resumes_and_all_ten_succe
         with session_scope(get_settings()) as session:
             return session.scalar(select(RunCacheClaim.job_id))
 
-    held = wait_for(lambda: (h := holder()) and get_job(h).progress.cells_done >= 1 and h, 120,
-                    "the executing job")
+    held = wait_for(
+        lambda: (h := holder()) and get_job(h).progress.cells_done >= 1 and h, 120, "the executing job"
+    )
     busy = next(p for p in procs if p.worker_id == get_job(held).worker_id)
     time.sleep(1.0)
     busy.kill()  # SIGKILL, mid-cell
@@ -233,7 +272,9 @@ def test_sigkill_of_the_executing_worker_one_execution_resumes_and_all_ten_succe
     assert sorted(j.cached_from for j in done if j.cached_from) == [held] * 9
 
 
-def test_jobrunner_run_with_cache_restores_a_recorded_runs_outputs(project, mlflow_store, monkeypatch) -> None:
+def test_jobrunner_run_with_cache_restores_a_recorded_runs_outputs(
+    project, mlflow_store, monkeypatch
+) -> None:
     """`jobrunner run --cache`: a run with the same key restores the recorded outputs into the workspace
     without a kernel; a changed parameter executes."""
     import os
@@ -254,8 +295,14 @@ def test_jobrunner_run_with_cache_restores_a_recorded_runs_outputs(project, mlfl
     (project / "models" / "m" / "weights.txt").write_text("edited by hand")
 
     env = {**os.environ, "JOBRUNNER_SERVICE": "off", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.run([sys.executable, "-m", "jobrunner.cli", "run", notebook, "-p", "n", "5", "--cache"],
-                          cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobrunner.cli", "run", notebook, "-p", "n", "5", "--cache"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"run cache hit: outputs restored from MLflow run {first.run_id}" in proc.stderr
     assert {p: (project / p).read_bytes() for p in written} == written  # restored byte for byte

@@ -20,7 +20,8 @@ EVALUATE_OUTS = ["plots/evaluation.png", "plots/roc.csv", "plots/confusion.csv",
 
 @pytest.mark.slow
 def test_a_resaved_pipeline_notebook_restores_its_stage_outputs_without_executing(
-        project, mlflow_store, monkeypatch, capsys) -> None:
+    project, mlflow_store, monkeypatch, capsys
+) -> None:
     from mlflow.tracking import MlflowClient
 
     from jobrunner.config import get_settings
@@ -31,8 +32,12 @@ def test_a_resaved_pipeline_notebook_restores_its_stage_outputs_without_executin
     monkeypatch.setenv("JOBRUNNER_SERVICE", "off")
     monkeypatch.chdir(project)
     get_settings.cache_clear()
-    shutil.copytree(ROOT / "notebooks", project / "notebooks", dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("dashboards"))
+    shutil.copytree(
+        ROOT / "notebooks",
+        project / "notebooks",
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("dashboards"),
+    )
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, project / name)
     for stage in ("ingest", "prepare", "train"):

@@ -62,27 +62,51 @@ def job_count(store) -> int:
 def test_berlin_0230_runs_once_on_both_dst_transition_days():
     spring = list(islice(iter_slots("30 2 * * *", "Europe/Berlin", utc(2026, 3, 27)), 4))
     # 29 March: 02:30 does not exist (02:00 -> 03:00); it runs once, at 03:30 CEST = 01:30 UTC
-    assert spring == [utc(2026, 3, 27, 1, 30), utc(2026, 3, 28, 1, 30), utc(2026, 3, 29, 1, 30),
-                      utc(2026, 3, 30, 0, 30)]
+    assert spring == [
+        utc(2026, 3, 27, 1, 30),
+        utc(2026, 3, 28, 1, 30),
+        utc(2026, 3, 29, 1, 30),
+        utc(2026, 3, 30, 0, 30),
+    ]
     autumn = list(islice(iter_slots("30 2 * * *", "Europe/Berlin", utc(2026, 10, 23)), 4))
     # 25 October: 02:30 happens twice (CEST, then CET); it runs once, at the first (00:30 UTC)
-    assert autumn == [utc(2026, 10, 23, 0, 30), utc(2026, 10, 24, 0, 30), utc(2026, 10, 25, 0, 30),
-                      utc(2026, 10, 26, 1, 30)]
+    assert autumn == [
+        utc(2026, 10, 23, 0, 30),
+        utc(2026, 10, 24, 0, 30),
+        utc(2026, 10, 25, 0, 30),
+        utc(2026, 10, 26, 1, 30),
+    ]
 
 
 def test_every_minute_across_the_gap_and_the_repeated_hour_yields_each_instant_once():
     spring = list(islice(iter_slots("*/15 * * * *", "Europe/Berlin", utc(2026, 3, 29, 0, 50)), 6))
-    assert spring == [utc(2026, 3, 29, 1, m) for m in (0, 15, 30, 45)] + [utc(2026, 3, 29, 2, 0),
-                                                                          utc(2026, 3, 29, 2, 15)]
+    assert spring == [utc(2026, 3, 29, 1, m) for m in (0, 15, 30, 45)] + [
+        utc(2026, 3, 29, 2, 0),
+        utc(2026, 3, 29, 2, 15),
+    ]
     autumn = list(islice(iter_slots("0 * * * *", "Europe/Berlin", utc(2026, 10, 24, 23, 30)), 4))
     # local 02:00 CEST (first pass; the repeated 02:00 CET does not run again), 03:00, 04:00, 05:00 CET
     assert autumn == [utc(2026, 10, 25, 0), utc(2026, 10, 25, 2), utc(2026, 10, 25, 3), utc(2026, 10, 25, 4)]
     assert latest_slot("30 2 * * *", "Europe/Berlin", utc(2026, 10, 25, 1, 10)) == utc(2026, 10, 25, 0, 30)
 
 
-@pytest.mark.parametrize("expression", ["61 * * * *", "* * *", "0 0 * * * *", "H * * * *", "*/0 * * * *",
-                                        "0 25 * * *", "", "every day", "0 0 ? * *", "0 0 * * MON#2",
-                                        "0 0 15W * *", "0 0 * * mon"])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "61 * * * *",
+        "* * *",
+        "0 0 * * * *",
+        "H * * * *",
+        "*/0 * * * *",
+        "0 25 * * *",
+        "",
+        "every day",
+        "0 0 ? * *",
+        "0 0 * * MON#2",
+        "0 0 15W * *",
+        "0 0 * * mon",
+    ],
+)
 def test_invalid_cron_expressions_are_refused_naming_the_field(expression):
     with pytest.raises(CronError) as err:
         parse_cron(expression)
@@ -101,10 +125,16 @@ def test_valid_cron_and_timezones():
 
 
 # -- DST end to end through the tick (PostgreSQL) --------------------------------------------------------
-@pytest.mark.parametrize("start,expected", [
-    (utc(2026, 3, 27, 12), [utc(2026, 3, 28, 1, 30), utc(2026, 3, 29, 1, 30), utc(2026, 3, 30, 0, 30)]),
-    (utc(2026, 10, 23, 12), [utc(2026, 10, 24, 0, 30), utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)]),
-])
+@pytest.mark.parametrize(
+    "start,expected",
+    [
+        (utc(2026, 3, 27, 12), [utc(2026, 3, 28, 1, 30), utc(2026, 3, 29, 1, 30), utc(2026, 3, 30, 0, 30)]),
+        (
+            utc(2026, 10, 23, 12),
+            [utc(2026, 10, 24, 0, 30), utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)],
+        ),
+    ],
+)
 def test_ticks_across_a_dst_transition_submit_each_day_once(store, start, expected):
     from jobrunner.scheduling.scheduler import tick
 
@@ -164,10 +194,13 @@ def test_max_concurrent_runs_skips_and_records_while_a_run_is_unfinished(store):
     assert job_count(store) == 2
 
 
-@pytest.mark.parametrize("catchup,expected", [
-    ("once", ["submitted", "skipped", "skipped", "submitted"]),
-    ("skip", ["submitted", "skipped", "skipped", "skipped"]),
-])
+@pytest.mark.parametrize(
+    "catchup,expected",
+    [
+        ("once", ["submitted", "skipped", "skipped", "submitted"]),
+        ("skip", ["submitted", "skipped", "skipped", "skipped"]),
+    ],
+)
 def test_catchup_after_downtime(store, catchup, expected):
     from jobrunner.scheduling.scheduler import tick
 
@@ -209,10 +242,13 @@ def test_a_claim_left_by_a_dead_scheduler_is_submitted_once(store):
     a, b = utc(2026, 12, 1, 11, 58), utc(2026, 12, 1, 11, 59)
     with session_scope(store) as session:
         for slot in (a, b):
-            assert insert_run(session=session, schedule_id=sched.id, slot=slot, trigger="cron", status="claimed")
+            assert insert_run(
+                session=session, schedule_id=sched.id, slot=slot, trigger="cron", status="claimed"
+            )
         assert not insert_run(session=session, schedule_id=sched.id, slot=a, trigger="cron", status="skipped")
-    existing = submit("notebooks/ok.ipynb", {}, idempotency_key=run_key(sched.id, b), submitter="schedule:s",
-                      settings=store)
+    existing = submit(
+        "notebooks/ok.ipynb", {}, idempotency_key=run_key(sched.id, b), submitter="schedule:s", settings=store
+    )
     report = tick(store, utc(2026, 12, 1, 12, 0, 40))
     assert len(report.submitted) == 2 and existing.id in report.submitted
     assert job_count(store) == 2
@@ -277,18 +313,38 @@ def test_cli_exit_codes_and_json(store):
 
     code, _, err = cli("schedule", "create", "n1", "notebooks/ok.ipynb", "--cron", "61 * * * *")
     assert code == 2 and "cron" in err and "'61 * * * *'" in err
-    code, _, err = cli("schedule", "create", "n1", "notebooks/ok.ipynb", "--cron", "* * * * *",
-                       "--timezone", "Moon/Base")
+    code, _, err = cli(
+        "schedule", "create", "n1", "notebooks/ok.ipynb", "--cron", "* * * * *", "--timezone", "Moon/Base"
+    )
     assert code == 2 and "timezone" in err and "Moon/Base" in err
-    code, _, err = cli("schedule", "create", "n1", "notebooks/ok.ipynb", "--cron", "* * * * *", "--kernel", "nope")
+    code, _, err = cli(
+        "schedule", "create", "n1", "notebooks/ok.ipynb", "--cron", "* * * * *", "--kernel", "nope"
+    )
     assert code == 2 and "kernel_name" in err and "python3" in err
-    code, _, err = cli("schedule", "create", "n1", "notebooks/ok.ipynb", "--cron", "* * * * *", "-p", "x", "abc")
+    code, _, err = cli(
+        "schedule", "create", "n1", "notebooks/ok.ipynb", "--cron", "* * * * *", "-p", "x", "abc"
+    )
     assert code == 2 and "parameter 'x'" in err
-    code, _, err = cli("schedule", "create", "n1", "notebooks/ok.ipynb", "--cron", "* * * * *",
-                       "--max-concurrent-runs", "0")
+    code, _, err = cli(
+        "schedule", "create", "n1", "notebooks/ok.ipynb", "--cron", "* * * * *", "--max-concurrent-runs", "0"
+    )
     assert code == 2 and "max_concurrent_runs" in err
-    code, out, _ = cli("schedule", "create", "n1", "notebooks/ok.ipynb", "--cron", "*/5 * * * *", "-p", "x", "4",
-                       "--timezone", "Europe/Berlin", "--catchup", "skip", "--json")
+    code, out, _ = cli(
+        "schedule",
+        "create",
+        "n1",
+        "notebooks/ok.ipynb",
+        "--cron",
+        "*/5 * * * *",
+        "-p",
+        "x",
+        "4",
+        "--timezone",
+        "Europe/Berlin",
+        "--catchup",
+        "skip",
+        "--json",
+    )
     assert code == 0
     created = json.loads(out)
     assert created["parameters"] == {"x": 4} and created["catchup"] == "skip" and not created["paused"]
@@ -299,7 +355,12 @@ def test_cli_exit_codes_and_json(store):
     assert code == 0 and json.loads(out)["paused"] is True and json.loads(out)["next_run_at"] is None
     code, out, _ = cli("schedule", "run-now", created["id"], "--json")  # also while paused
     run = json.loads(out)
-    assert code == 0 and run["trigger"] == "manual" and run["status"] == "submitted" and run["job_state"] == "QUEUED"
+    assert (
+        code == 0
+        and run["trigger"] == "manual"
+        and run["status"] == "submitted"
+        and run["job_state"] == "QUEUED"
+    )
     code, _, err = cli("schedule", "run-now", "n1")  # max_concurrent_runs=1 and that job is queued
     assert code == 5 and "max_concurrent_runs=1 reached" in err
     code, out, _ = cli("schedule", "show", "n1", "--json")

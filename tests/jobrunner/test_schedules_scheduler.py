@@ -48,9 +48,26 @@ class Schedulers:
         index = len(self.procs)
         log = open(self.folder / f"scheduler-{index}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
-            [PYTHON, "-m", "jobrunner.cli", "-v", "scheduler", "--interval", "0.2", "--misfire-grace", "10",
-             "--now-file", str(self.clock), "--heartbeat-file", str(self.heartbeat(index))],
-            env=self.env, cwd=self.env["JOBRUNNER_PROJECT_DIR"], stdout=log, stderr=subprocess.STDOUT)
+            [
+                PYTHON,
+                "-m",
+                "jobrunner.cli",
+                "-v",
+                "scheduler",
+                "--interval",
+                "0.2",
+                "--misfire-grace",
+                "10",
+                "--now-file",
+                str(self.clock),
+                "--heartbeat-file",
+                str(self.heartbeat(index)),
+            ],
+            env=self.env,
+            cwd=self.env["JOBRUNNER_PROJECT_DIR"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         proc.index = index  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc
@@ -90,8 +107,12 @@ def create(name: str, *args: str, notebook: str = "notebooks/ok.ipynb") -> dict:
     from jobrunner.scheduling.schedules import ScheduleCreate, create_schedule
 
     options = dict(zip(args[::2], args[1::2], strict=True))
-    spec = ScheduleCreate(name=name, notebook=notebook, cron=options.pop("cron", "* * * * *"),
-                          **{k: json.loads(v) if k != "catchup" else v for k, v in options.items()})
+    spec = ScheduleCreate(
+        name=name,
+        notebook=notebook,
+        cron=options.pop("cron", "* * * * *"),
+        **{k: json.loads(v) if k != "catchup" else v for k, v in options.items()},
+    )
     return create_schedule(spec, now=T0).model_dump()
 
 
@@ -153,22 +174,36 @@ def test_pause_stops_runs_and_resume_starts_again(schedulers):
 def test_max_concurrent_runs_skips_a_slot_while_its_job_is_running(schedulers, sched_env, tmp_path):
     from jobrunner.jobs import cancel_job, get_job
 
-    create("one-at-a-time", "max_concurrent_runs", "1", "parameters", '{"seconds": 120}',
-           notebook="notebooks/sleeps.ipynb")
+    create(
+        "one-at-a-time",
+        "max_concurrent_runs",
+        "1",
+        "parameters",
+        '{"seconds": 120}',
+        notebook="notebooks/sleeps.ipynb",
+    )
     schedulers.start()
     schedulers.advance(minutes=1)
     schedulers.settle()
     [first] = runs("one-at-a-time")
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen([PYTHON, "-m", "jobrunner.cli", "worker"], env=sched_env,
-                              cwd=sched_env["JOBRUNNER_PROJECT_DIR"], stdout=log, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [PYTHON, "-m", "jobrunner.cli", "worker"],
+        env=sched_env,
+        cwd=sched_env["JOBRUNNER_PROJECT_DIR"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for(lambda: get_job(first.job_id).state.value == "RUNNING", 120, "the first run to start")
         schedulers.advance(minutes=1)
         schedulers.settle()
         skipped = runs("one-at-a-time")[-1]
         assert skipped.slot == minute(2) and skipped.status == "skipped" and skipped.job_id is None
-        assert f"max_concurrent_runs=1 reached: 1 run(s) in progress (job {first.job_id} is RUNNING)" in skipped.reason
+        assert (
+            f"max_concurrent_runs=1 reached: 1 run(s) in progress (job {first.job_id} is RUNNING)"
+            in skipped.reason
+        )
         cancel_job(first.job_id)
         wait_for(lambda: get_job(first.job_id).state.value == "CANCELLED", 60, "the first run to stop")
         schedulers.advance(minutes=1)
@@ -182,11 +217,16 @@ def test_max_concurrent_runs_skips_a_slot_while_its_job_is_running(schedulers, s
             worker.kill()
 
 
-@pytest.mark.parametrize("catchup,expected", [
-    ("once", {2: "skipped", 3: "skipped", 4: "submitted"}),
-    ("skip", {2: "skipped", 3: "skipped", 4: "skipped"}),
-])
-def test_a_scheduler_killed_and_restarted_after_missed_slots_catches_up_per_policy(schedulers, catchup, expected):
+@pytest.mark.parametrize(
+    "catchup,expected",
+    [
+        ("once", {2: "skipped", 3: "skipped", 4: "submitted"}),
+        ("skip", {2: "skipped", 3: "skipped", 4: "skipped"}),
+    ],
+)
+def test_a_scheduler_killed_and_restarted_after_missed_slots_catches_up_per_policy(
+    schedulers, catchup, expected
+):
     create("catch-up", "max_concurrent_runs", "100", "catchup", catchup)
     first = schedulers.start()
     schedulers.advance(minutes=1)
@@ -206,18 +246,32 @@ def test_a_scheduler_killed_and_restarted_after_missed_slots_catches_up_per_poli
     assert runs("catch-up")[-1].slot == minute(5) and runs("catch-up")[-1].status == "submitted"
 
 
-def test_sigterm_stops_the_scheduler_cleanly_and_the_health_check_follows_the_heartbeat(schedulers, sched_env):
+def test_sigterm_stops_the_scheduler_cleanly_and_the_health_check_follows_the_heartbeat(
+    schedulers, sched_env
+):
     proc = schedulers.start()
     schedulers.settle()
-    check = [PYTHON, "-m", "jobrunner.cli", "scheduler", "--check", "--heartbeat-file",
-             str(schedulers.heartbeat(proc.index))]  # type: ignore[attr-defined]
+    check = [
+        PYTHON,
+        "-m",
+        "jobrunner.cli",
+        "scheduler",
+        "--check",
+        "--heartbeat-file",
+        str(schedulers.heartbeat(proc.index)),
+    ]  # type: ignore[attr-defined]
     ok = subprocess.run(check, env=sched_env, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "healthy" in ok.stdout
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
     assert "scheduler stopped" in schedulers.log(proc)
-    missing = subprocess.run(check[:-1] + [str(schedulers.folder / "no-such-heartbeat")], env=sched_env,
-                             capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        check[:-1] + [str(schedulers.folder / "no-such-heartbeat")],
+        env=sched_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode == 1 and "unhealthy" in missing.stderr
 
 
@@ -249,13 +303,24 @@ def test_a_scheduled_run_is_an_ordinary_job_that_succeeds_on_an_embedded_worker(
     schedulers.advance(minutes=1)
     schedulers.settle()
     [run] = runs("end-to-end")
-    worker = subprocess.run([PYTHON, "-m", "jobrunner.cli", "worker", "--burst"], env=sched_env,
-                            cwd=sched_env["JOBRUNNER_PROJECT_DIR"], capture_output=True, text=True, timeout=300)
+    worker = subprocess.run(
+        [PYTHON, "-m", "jobrunner.cli", "worker", "--burst"],
+        env=sched_env,
+        cwd=sched_env["JOBRUNNER_PROJECT_DIR"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert worker.returncode == 0, worker.stderr[-2000:]
     job = get_job(run.job_id)
     assert job.state.value == "SUCCEEDED" and job.parameters == {"x": 41, "label": "scheduled"}
     assert job.timeout_seconds == 300 and job.mlflow_run_id and job.output_uri
-    shown = subprocess.run([PYTHON, "-m", "jobrunner.cli", "schedule", "show", "end-to-end", "--json"],
-                           env=sched_env, capture_output=True, text=True, timeout=60)
+    shown = subprocess.run(
+        [PYTHON, "-m", "jobrunner.cli", "schedule", "show", "end-to-end", "--json"],
+        env=sched_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert shown.returncode == 0
     assert json.loads(shown.stdout)["runs"][0]["job_state"] == "SUCCEEDED"

@@ -27,8 +27,13 @@ WAIT_S = 120  # a service's first start on a loaded 2-core machine
 def svc(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """Environment for CLI calls that use the service; afterwards no service or kernel is left."""
     runtime = tempfile.mkdtemp(prefix="jrs", dir="/tmp")  # short: Unix socket paths are limited
-    env = {**os.environ, "JOBRUNNER_SERVICE": "auto", "XDG_RUNTIME_DIR": runtime,
-           "JOBRUNNER_PROJECT_DIR": str(project), "JOBRUNNER_SERVICE_WAIT": str(WAIT_S)}
+    env = {
+        **os.environ,
+        "JOBRUNNER_SERVICE": "auto",
+        "XDG_RUNTIME_DIR": runtime,
+        "JOBRUNNER_PROJECT_DIR": str(project),
+        "JOBRUNNER_SERVICE_WAIT": str(WAIT_S),
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     yield env
     for info in Path(runtime).glob("*/*.json"):
@@ -81,7 +86,7 @@ def _status(env: dict[str, str], cwd: Path) -> dict:
     return json.loads(proc.stdout)
 
 
-def _mlflow(project: Path):  # noqa: ANN202
+def _mlflow(project: Path):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
@@ -109,7 +114,10 @@ def test_runs_go_through_one_warm_service_with_the_same_results_and_exit_codes(p
     assert bad.returncode == 1 and json.loads(bad.stdout)["error"]["ename"] == "ValueError"
     unknown = cli(svc, "run", "notebooks/ok.ipynb", "-p", "nope", "1", cwd=project)
     assert unknown.returncode == 2
-    assert "unknown parameter 'nope'" in unknown.stderr and "(see: jobrunner params notebooks/ok.ipynb)" in unknown.stderr
+    assert (
+        "unknown parameter 'nope'" in unknown.stderr
+        and "(see: jobrunner params notebooks/ok.ipynb)" in unknown.stderr
+    )
     missing = cli(svc, "run", "notebooks/missing.ipynb", cwd=project)
     assert missing.returncode == 2 and "notebook not found: notebooks/missing.ipynb" in missing.stderr
     assert [s["pid"] for s in services(svc)] == [service["pid"]]
@@ -118,8 +126,7 @@ def test_runs_go_through_one_warm_service_with_the_same_results_and_exit_codes(p
     stop = cli(svc, "service", "stop", cwd=project)
     assert stop.returncode == 0 and "stopped" in stop.stderr
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (_alive(service["pid"]) or any(
-            _alive(k) for k in kernels)):
+    while time.monotonic() < deadline and (_alive(service["pid"]) or any(_alive(k) for k in kernels)):
         time.sleep(0.2)
     assert not _alive(service["pid"])
     assert not [k for k in kernels if _alive(k)]
@@ -149,8 +156,14 @@ def test_a_stale_socket_and_a_crashed_service_are_replaced(project: Path, svc) -
     [first] = services(svc)
 
     # the service dies in the middle of a run: the client says so (exit 3) instead of hanging
-    running = subprocess.Popen([*JOBRUNNER, "run", "notebooks/sleeps.ipynb", "-p", "seconds", "60"], cwd=project,
-                               env=svc, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    running = subprocess.Popen(
+        [*JOBRUNNER, "run", "notebooks/sleeps.ipynb", "-p", "seconds", "60"],
+        cwd=project,
+        env=svc,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline and _status(svc, project)["active"] == 0:
         time.sleep(0.2)
@@ -161,8 +174,7 @@ def test_a_stale_socket_and_a_crashed_service_are_replaced(project: Path, svc) -
     assert "the execution service stopped during the run" in err and ".log" in err
     # its orphaned kernels notice their parent is gone and exit by themselves
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(
-            _alive(k) for k in kernels):
+    while time.monotonic() < deadline and any(_alive(k) for k in kernels):
         time.sleep(0.5)
     assert not [k for k in kernels if _alive(k)]
 
@@ -173,9 +185,17 @@ def test_a_stale_socket_and_a_crashed_service_are_replaced(project: Path, svc) -
 
 
 def test_concurrent_callers_share_one_service_and_sigterm_cancels(project: Path, svc) -> None:
-    procs = [subprocess.Popen([*JOBRUNNER, "run", "notebooks/ok.ipynb", "-p", "x", str(i), "--json"], cwd=project,
-                              env=svc, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(3)]
+    procs = [
+        subprocess.Popen(
+            [*JOBRUNNER, "run", "notebooks/ok.ipynb", "-p", "x", str(i), "--json"],
+            cwd=project,
+            env=svc,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [e for _, e in outs]
     results = [json.loads(o) for o, _ in outs]
@@ -183,8 +203,14 @@ def test_concurrent_callers_share_one_service_and_sigterm_cancels(project: Path,
     assert len({r["mlflow_run_id"] for r in results}) == 3
     assert len(services(svc)) == 1
 
-    running = subprocess.Popen([*JOBRUNNER, "run", "notebooks/sleeps.ipynb", "-p", "seconds", "60", "--json"],
-                               cwd=project, env=svc, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    running = subprocess.Popen(
+        [*JOBRUNNER, "run", "notebooks/sleeps.ipynb", "-p", "seconds", "60", "--json"],
+        cwd=project,
+        env=svc,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline and _status(svc, project)["active"] == 0:
         time.sleep(0.2)
@@ -232,28 +258,40 @@ def test_the_service_stops_when_its_project_folder_is_removed(tmp_path: Path, sv
 def test_a_dvc_stage_runs_through_the_service_with_the_callers_environment(project: Path, svc) -> None:
     (project / "dvc.yaml").write_text(
         "stages:\n  add:\n    cmd: python -m pipelines.stage add\n    params: [add]\n"
-        "    meta:\n      notebook: notebooks/env.ipynb\n")
+        "    meta:\n      notebook: notebooks/env.ipynb\n"
+    )
     (project / "params.yaml").write_text("add:\n  tag: from-params\n")
     import nbformat
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("tag = 'none'", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("import os\nprint(tag, os.environ.get('JR_CALLER'), os.getcwd())")]
+    nb.cells = [
+        nbformat.v4.new_code_cell("tag = 'none'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import os\nprint(tag, os.environ.get('JR_CALLER'), os.getcwd())"),
+    ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, project / "notebooks" / "env.ipynb")
 
     def stage(caller: str) -> subprocess.CompletedProcess[str]:
         # --no-cache: the second call has the same code and parameters, which the stage cache would reuse;
         # this test is about each caller's environment reaching the execution
-        return subprocess.run([sys.executable, "-m", "pipelines.stage", "add", "--quiet", "--no-cache"], cwd=project,
-                              env={**svc, "JR_CALLER": caller}, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "pipelines.stage", "add", "--quiet", "--no-cache"],
+            cwd=project,
+            env={**svc, "JR_CALLER": caller},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     first, second = stage("caller-1"), stage("caller-2")
     for proc, caller in ((first, "caller-1"), (second, "caller-2")):
         assert proc.returncode == 0, proc.stderr
         assert "stage add: succeeded" in proc.stderr  # the stage's own prints reach the caller
-        executed = nbformat.read(project / "reports" / "notebooks" / "env.ipynb", as_version=4) \
-            if caller == "caller-2" else None
+        executed = (
+            nbformat.read(project / "reports" / "notebooks" / "env.ipynb", as_version=4)
+            if caller == "caller-2"
+            else None
+        )
         if executed is not None:
             printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
             assert printed.split()[:2] == ["from-params", "caller-2"]
@@ -261,6 +299,12 @@ def test_a_dvc_stage_runs_through_the_service_with_the_callers_environment(proje
     # served by a service (in-process stages start none); jobrunner's code changing meanwhile (a shared
     # work tree) may have started a second one, so count them all
     assert services(svc)
-    bad = subprocess.run([sys.executable, "-m", "pipelines.stage", "nope"], cwd=project, env=svc,
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "pipelines.stage", "nope"],
+        cwd=project,
+        env=svc,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "no stage 'nope' in dvc.yaml; stages: add" in bad.stderr

@@ -25,7 +25,9 @@ def test_terminal_states_allow_nothing_but_dlq_requeue_of_failed(pg_settings):
                 assert transition(session, job_id, [source], target), (source, target)
 
     with pytest.raises(InvalidTransition):
-        move(submit("notebooks/ok.ipynb", {"x": 1}, settings=pg_settings).id, JobState.QUEUED, JobState.QUEUED)
+        move(
+            submit("notebooks/ok.ipynb", {"x": 1}, settings=pg_settings).id, JobState.QUEUED, JobState.QUEUED
+        )
     for end in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
         job_id = submit("notebooks/ok.ipynb", {"x": 1}, settings=pg_settings).id
         move(job_id, JobState.QUEUED, *(() if end is JobState.CANCELLED else (JobState.RUNNING,)), end)
@@ -63,8 +65,11 @@ def test_conditional_update_lets_exactly_one_of_many_racers_win(pg_settings):
     def race(n: int) -> None:
         barrier.wait()
         with session_scope(pg_settings) as session:
-            wins.append(transition(session, job.id, [JobState.QUEUED], JobState.RUNNING, actor=f"w{n}",
-                                   worker_id=f"w{n}"))
+            wins.append(
+                transition(
+                    session, job.id, [JobState.QUEUED], JobState.RUNNING, actor=f"w{n}", worker_id=f"w{n}"
+                )
+            )
 
     threads = [threading.Thread(target=race, args=(n,)) for n in range(8)]
     for t in threads:

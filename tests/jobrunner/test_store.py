@@ -19,8 +19,9 @@ def _count(settings, model) -> int:
         return session.scalar(select(func.count()).select_from(model))
 
 
-def test_migrate_is_idempotent_and_unmigrated_postgres_is_a_clear_error(project, make_postgres_db,
-                                                                         monkeypatch):
+def test_migrate_is_idempotent_and_unmigrated_postgres_is_a_clear_error(
+    project, make_postgres_db, monkeypatch
+):
     from jobrunner.config import get_settings
     from jobrunner.errors import StoreUnavailable
     from jobrunner.jobs import submit
@@ -36,8 +37,9 @@ def test_migrate_is_idempotent_and_unmigrated_postgres_is_a_clear_error(project,
     dispose_engines()
 
 
-def test_a_store_at_an_older_revision_is_refused_until_migrated_and_keeps_its_jobs(project, make_postgres_db,
-                                                                                   monkeypatch):
+def test_a_store_at_an_older_revision_is_refused_until_migrated_and_keeps_its_jobs(
+    project, make_postgres_db, monkeypatch
+):
     from alembic import command
     from sqlalchemy import text
 
@@ -53,9 +55,13 @@ def test_a_store_at_an_older_revision_is_refused_until_migrated_and_keeps_its_jo
     with get_engine(url).begin() as conn:  # a store made by the previous release, with a queued job
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0001_jobs")
-        conn.execute(text("INSERT INTO jobs (id, notebook, parameters, state, attempt, created_at, updated_at, "
-                          "queued_at, cells_done) VALUES ('old-job', 'notebooks/ok.ipynb', '{\"x\": 1}', "
-                          "'QUEUED', 0, now(), now(), now(), 0)"))
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, notebook, parameters, state, attempt, created_at, updated_at, "
+                "queued_at, cells_done) VALUES ('old-job', 'notebooks/ok.ipynb', '{\"x\": 1}', "
+                "'QUEUED', 0, now(), now(), now(), 0)"
+            )
+        )
     with pytest.raises(StoreNotMigrated, match=f"revision 0001_jobs.*needs {LATEST}.*jobrunner migrate"):
         submit("notebooks/ok.ipynb", {"x": 1})
     assert migrate(get_settings()) == LATEST
@@ -77,8 +83,10 @@ def test_submit_writes_job_and_outbox_message_together(pg_settings):
     assert _count(pg_settings, Job) == 1 and _count(pg_settings, Outbox) == 1
 
 
-@pytest.mark.parametrize("path", ["../outside.ipynb", "/etc/passwd", "notebooks/../../x.ipynb",
-                                  "dvc.yaml", "notebooks/missing.ipynb"])
+@pytest.mark.parametrize(
+    "path",
+    ["../outside.ipynb", "/etc/passwd", "notebooks/../../x.ipynb", "dvc.yaml", "notebooks/missing.ipynb"],
+)
 def test_paths_outside_the_roots_or_missing_are_refused_and_nothing_is_queued(pg_settings, path):
     from jobrunner.jobs import submit
     from jobrunner.store.models import Job

@@ -40,12 +40,16 @@ def _write(project: Path, name: str, code: str) -> str:
 def test_a_deterministic_run_reproduces_from_what_was_recorded(project: Path) -> None:
     (project / "data").mkdir()
     (project / "data" / "in.csv").write_text("v\n1\n2\n3\n")
-    notebook = _write(project, "mean.ipynb", (
-        "from jobrunner.notebook import log_metrics, project_path\n"
-        "values = [float(v) for v in project_path(source).read_text().split()[1:]]\n"
-        "log_metrics({'mean': scale * sum(values) / len(values)})\n"
-        "project_path('out.txt').write_text('written')"
-    ))
+    notebook = _write(
+        project,
+        "mean.ipynb",
+        (
+            "from jobrunner.notebook import log_metrics, project_path\n"
+            "values = [float(v) for v in project_path(source).read_text().split()[1:]]\n"
+            "log_metrics({'mean': scale * sum(values) / len(values)})\n"
+            "project_path('out.txt').write_text('written')"
+        ),
+    )
     original = execute(notebook, {"scale": 2.0})
     assert original.ok and original.metrics["mean"] == 4.0
     (project / "out.txt").unlink()
@@ -64,16 +68,23 @@ def test_a_deterministic_run_reproduces_from_what_was_recorded(project: Path) ->
     assert rerun.data.params["scale"] == "2.0" and rerun.data.metrics["mean"] == 4.0
 
     result = CliRunner().invoke(main, ["verify", original.run_id, "--json"])
-    assert result.exit_code == 0 and json.loads(result.stdout)["metrics"]["mean"] == {"recorded": 4.0, "now": 4.0}
+    assert result.exit_code == 0 and json.loads(result.stdout)["metrics"]["mean"] == {
+        "recorded": 4.0,
+        "now": 4.0,
+    }
 
 
 def test_a_random_result_does_not_reproduce_and_changed_data_is_refused(project: Path) -> None:
     (project / "data").mkdir()
     (project / "data" / "in.csv").write_text("v\n1\n")
-    notebook = _write(project, "noisy.ipynb", (
-        "import random\nfrom jobrunner.notebook import log_metrics\n"
-        "log_metrics({'score': random.random()})"
-    ))
+    notebook = _write(
+        project,
+        "noisy.ipynb",
+        (
+            "import random\nfrom jobrunner.notebook import log_metrics\n"
+            "log_metrics({'score': random.random()})"
+        ),
+    )
     noisy = execute(notebook, {})
     code, out, err = verify(noisy.run_id)
     assert code == 1 and out.startswith("NOT REPRODUCED") and "score:" in out and "differs" in out

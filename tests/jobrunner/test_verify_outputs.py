@@ -32,5 +32,9 @@ def test_the_same_model_saved_twice_compares_equal_and_another_does_not(tmp_path
     assert md5 is not None
     found = recorded_copy("models/model", md5, tmp_path / "project", str(first), tmp_path / "scratch")
     assert found is not None and stable_digest(found) == stable_digest(again)
-    assert recorded_copy("models/model", "0" * 32 + ".dir", tmp_path / "project", str(first),
-                         tmp_path / "scratch2") is None  # another md5: not the recorded bytes
+    assert (
+        recorded_copy(
+            "models/model", "0" * 32 + ".dir", tmp_path / "project", str(first), tmp_path / "scratch2"
+        )
+        is None
+    )  # another md5: not the recorded bytes

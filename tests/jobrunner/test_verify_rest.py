@@ -39,14 +39,18 @@ print("trained: loss", loss)"""
 def _notebook(project: Path, name: str, parameters: str, code: str) -> str:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell(code)]
+    nb.cells = [
+        nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(code),
+    ]
     nbformat.write(nb, project / "notebooks" / name)
     return f"notebooks/{name}"
 
 
 def _run_job(api: Any, notebook: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    r = api.post("/v1/jobs", json={"notebook": notebook, "parameters": parameters, "cache": False}, headers=WRITE)
+    r = api.post(
+        "/v1/jobs", json={"notebook": notebook, "parameters": parameters, "cache": False}, headers=WRITE
+    )
     assert r.status_code == 201, r.text
     done = wait_state(r.json()["id"], {"SUCCEEDED", "FAILED", "CANCELLED"}, 180)
     assert done.state.value == "SUCCEEDED", done
@@ -67,8 +71,9 @@ def _dvc(project: Path, *args: str) -> None:
     subprocess.run([DVC, *args], cwd=project, check=True, capture_output=True, timeout=120)
 
 
-def test_a_seeded_training_run_reproduces_on_a_worker_with_data_from_the_dvc_remote(job_env, workers, runs_api,
-                                                                                    tmp_path):
+def test_a_seeded_training_run_reproduces_on_a_worker_with_data_from_the_dvc_remote(
+    job_env, workers, runs_api, tmp_path
+):
     from mlflow.tracking import MlflowClient
 
     project = Path(job_env["JOBRUNNER_PROJECT_DIR"])
@@ -79,9 +84,13 @@ def test_a_seeded_training_run_reproduces_on_a_worker_with_data_from_the_dvc_rem
     _dvc(project, "remote", "add", "-d", "store", str(tmp_path / "dvc-remote"))
     _dvc(project, "add", "data/train.csv")
     _dvc(project, "push")
-    notebook = _notebook(project, "train_seeded.ipynb",
-                         'data_path = "data/train.csv"\nseed = 7\n'
-                         'model_path = "models/weights.json"  # output: the trained weights', TRAIN)
+    notebook = _notebook(
+        project,
+        "train_seeded.ipynb",
+        'data_path = "data/train.csv"\nseed = 7\n'
+        'model_path = "models/weights.json"  # output: the trained weights',
+        TRAIN,
+    )
     workers.start()
     trained = _run_job(runs_api, notebook, {})
     run_id = trained["mlflow_run_id"]
@@ -111,7 +120,7 @@ def test_a_seeded_training_run_reproduces_on_a_worker_with_data_from_the_dvc_rem
     assert tags["reproduced.run"] == v["verification_run_id"]
     report = client.download_artifacts(v["verification_run_id"], "verification", str(tmp_path / "report"))
     assert json.loads((Path(report) / "verification.json").read_text())["reproduced"] is True
-    assert "<h1 style=\"color:#15803d\">Reproduced</h1>" in (Path(report) / "verification.html").read_text()
+    assert '<h1 style="color:#15803d">Reproduced</h1>' in (Path(report) / "verification.html").read_text()
     assert client.get_run(run_id).data.tags[VERIFICATION_TAG] == "reproduced"
 
     from jobrunner.cli import main
@@ -126,16 +135,21 @@ def test_an_unseeded_notebook_is_not_reproduced_naming_the_metric_and_the_cell(j
     from mlflow.tracking import MlflowClient
 
     project = Path(job_env["JOBRUNNER_PROJECT_DIR"])
-    notebook = _notebook(project, "unseeded.ipynb", "label = 'x'",
-                         "import random\nfrom jobrunner.notebook import log_metrics\nvalue = random.random()\n"
-                         "log_metrics({'value': value})\nprint(label, 'value', value)")
+    notebook = _notebook(
+        project,
+        "unseeded.ipynb",
+        "label = 'x'",
+        "import random\nfrom jobrunner.notebook import log_metrics\nvalue = random.random()\n"
+        "log_metrics({'value': value})\nprint(label, 'value', value)",
+    )
     workers.start()
     noisy = _run_job(runs_api, notebook, {"label": "noisy"})
     client = MlflowClient(job_env["MLFLOW_TRACKING_URI"])
     name = f"noisy-{job_env['JOBRUNNER_QUEUE_NAME']}"
     client.create_registered_model(name)
-    version = client.create_model_version(name, f"runs:/{noisy['mlflow_run_id']}/notebook",
-                                          run_id=noisy["mlflow_run_id"]).version
+    version = client.create_model_version(
+        name, f"runs:/{noisy['mlflow_run_id']}/notebook", run_id=noisy["mlflow_run_id"]
+    ).version
 
     from jobrunner.cli import main
 
@@ -173,7 +187,9 @@ def test_the_diff_route_names_a_changed_parameter_metric_code_cell_and_text_outp
     assert d["changes"][0] == {"kind": "metric", "name": "total", "a": 3.5, "b": 105.5}
     assert d["changes"][1] == {"kind": "parameter", "name": "x", "a": "1", "b": "3"}
     assert "+total = x + y + 100" in d["changes"][2]["b"]
-    assert d["text_outputs"][0]["cell"] == "cell 2 (`from jobrunner.notebook import log_metrics, project_path`)"
+    assert (
+        d["text_outputs"][0]["cell"] == "cell 2 (`from jobrunner.notebook import log_metrics, project_path`)"
+    )
     assert (d["text_outputs"][0]["a"], d["text_outputs"][0]["b"]) == ("sum 3.5\n", "sum 105.5\n")
     assert [c["index"] for c in d["text_outputs"]] == [2, 3]
     assert d["environment"] == {} and d["a"]["environment"]["jobrunner"]  # same environment, recorded
@@ -191,10 +207,12 @@ def test_unknown_and_malformed_run_ids_are_a_404_and_a_422_not_a_500(job_env, ru
     assert r.status_code == 404 and f"no MLflow run {unknown}" in r.json()["detail"], r.text
     r = runs_api.get(f"/v1/runs/{unknown}/diff/{'1' * 32}", headers=READ)
     assert r.status_code == 404 and "no MLflow run" in r.json()["detail"], r.text
-    for bad in (runs_api.post("/v1/runs/not-a-run/verify", headers=WRITE),
-                runs_api.get(f"/v1/runs/{unknown}/diff/zz", headers=READ),
-                runs_api.get(f"/v1/runs/x/diff/{unknown}/html", headers=READ),
-                runs_api.post(f"/v1/runs/{unknown}/verify", json={"rtol": 2}, headers=WRITE)):
+    for bad in (
+        runs_api.post("/v1/runs/not-a-run/verify", headers=WRITE),
+        runs_api.get(f"/v1/runs/{unknown}/diff/zz", headers=READ),
+        runs_api.get(f"/v1/runs/x/diff/{unknown}/html", headers=READ),
+        runs_api.post(f"/v1/runs/{unknown}/verify", json={"rtol": 2}, headers=WRITE),
+    ):
         assert bad.status_code == 422, bad.text
         assert bad.json()["detail"]
     assert runs_api.post(f"/v1/runs/{unknown}/verify", headers=READ).status_code == 403  # a write key

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.services
 
 
 def _s3_notebook(uri: str) -> nbformat.NotebookNode:
-    bucket, key = uri[len("s3://"):].split("/", 1)
+    bucket, key = uri[len("s3://") :].split("/", 1)
     body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
     return nbformat.reads(body.decode(), as_version=4)
 
@@ -43,8 +43,9 @@ def test_submitted_job_succeeds_with_output_in_s3_and_an_mlflow_run(job_env, wor
     assert done.progress.cells_done == done.progress.cells_total == 5  # 4 + the injected parameters cell
     assert done.output_uri.startswith(f"s3://{job_env['JOBRUNNER_ARTIFACT_URI'][5:]}/{done.id}/")
     nb = _s3_notebook(done.output_uri)
-    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                      for o in c.get("outputs", []))
+    printed = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
     assert "answer 42.5" in printed  # the parameters reached the notebook
     assert "answer 42.5" in job_output_html(done.id)
     run = MlflowClient(mlflow_store).get_run(done.mlflow_run_id)
@@ -76,8 +77,13 @@ def test_raising_notebook_fails_with_cell_and_exception_and_is_not_retried(job_e
     assert done.error.cell_index == 2  # as written in the submitted notebook (the 3rd cell)
     assert done.error.ename == "ValueError" and done.error.evalue == "bad input"
     nb = _s3_notebook(done.output_uri)  # the executed notebook with the error cell is kept
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert [(e["ename"], e["evalue"]) for e in errors] == [("ValueError", "bad input")]
     time.sleep(2)  # nothing runs it again
     again = job(queued.id)
@@ -143,7 +149,8 @@ def test_two_workers_share_the_queue_and_no_job_runs_twice(job_env, workers):
         retried = infrastructure_retries(d.id)
         assert d.attempt == 1 + len(retried)
         assert [e.to_state for e in job_events(d.id)] == ["QUEUED", "RUNNING"] + ["QUEUED", "RUNNING"] * len(
-            retried) + ["SUCCEEDED"]
+            retried
+        ) + ["SUCCEEDED"]
 
 
 def test_idempotent_resubmission_returns_the_same_job_and_runs_once(job_env, workers):

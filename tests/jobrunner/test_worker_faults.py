@@ -33,8 +33,11 @@ def test_kill_9_mid_notebook_five_times_another_worker_completes_each_job_once(j
     for round_ in range(5):
         wait_consumers(job_env, 2)
         queued = submit(notebook, {"seconds": 30.0, "marker": str(project / f"first-{round_}")})
-        running = wait_for(lambda: (j := job(queued.id)).progress.current_cell == SLEEP_CELL and j, 120,
-                           "the 30-second cell to start")
+        running = wait_for(
+            lambda: (j := job(queued.id)).progress.current_cell == SLEEP_CELL and j,
+            120,
+            "the 30-second cell to start",
+        )
         victim = next(p for p in live if p.worker_id == running.worker_id)
         kernels = kernel_children(victim.pid)
         time.sleep(1.0)  # well inside the 30-second cell
@@ -44,7 +47,9 @@ def test_kill_9_mid_notebook_five_times_another_worker_completes_each_job_once(j
         live.append(workers.start("k"))  # replacement starts while the survivor takes over
         done = wait_state(queued.id, {"SUCCEEDED", "FAILED", "CANCELLED"}, 120)
         assert done.state.value == "SUCCEEDED", (round_, done.error)
-        assert done.worker_id != victim.worker_id and done.attempt == 2 + len(infrastructure_retries(queued.id))
+        assert done.worker_id != victim.worker_id and done.attempt == 2 + len(
+            infrastructure_retries(queued.id)
+        )
         states = [e.to_state for e in job_events(queued.id)]
         assert states.count("SUCCEEDED") == 1 and states[-1] == "SUCCEEDED"
         wait_for(lambda: not alive(kernels), 15, "the dead worker's kernel to exit")  # it polls its parent
@@ -69,8 +74,9 @@ def assert_lost_attempt_run_closed(env: dict[str, str], job_id: str) -> None:
     assert done.info.status == "FINISHED" and done.data.tags[OUTCOME_TAG] == "succeeded"
 
 
-def test_broker_unreachable_during_50_submissions_all_accepted_and_all_complete(job_env, workers,
-                                                                                  monkeypatch):
+def test_broker_unreachable_during_50_submissions_all_accepted_and_all_complete(
+    job_env, workers, monkeypatch
+):
     from sqlalchemy import func, select
 
     from jobrunner.config import get_settings
@@ -93,8 +99,9 @@ def test_broker_unreachable_during_50_submissions_all_accepted_and_all_complete(
     monkeypatch.setenv("JOBRUNNER_BROKER_URL", job_env["JOBRUNNER_BROKER_URL"])  # the broker is back
     get_settings.cache_clear()
     workers.start("a"), workers.start("b")
-    wait_for(lambda: list_jobs(state="SUCCEEDED", limit=1).total == 50, 400, "all 50 jobs to succeed",
-             interval=1.0)
+    wait_for(
+        lambda: list_jobs(state="SUCCEEDED", limit=1).total == 50, 400, "all 50 jobs to succeed", interval=1.0
+    )
     assert list_jobs(state="FAILED", limit=1).total == 0
     for job_id in ids:  # each ran to success once; a second attempt only after an infrastructure error
         events = job_events(job_id)
@@ -108,8 +115,11 @@ def test_postgres_outage_while_idle_and_during_a_job_recovers_without_help(job_e
 
     proxy = TcpProxy(("127.0.0.1", 5432)).start()
     try:
-        proc = workers.start("pg", JOBRUNNER_DATABASE_URL=proxy.url_for(job_env["JOBRUNNER_DATABASE_URL"]),
-                             JOBRUNNER_HEARTBEAT_TIMEOUT="15")
+        proc = workers.start(
+            "pg",
+            JOBRUNNER_DATABASE_URL=proxy.url_for(job_env["JOBRUNNER_DATABASE_URL"]),
+            JOBRUNNER_HEARTBEAT_TIMEOUT="15",
+        )
         wait_consumers(job_env, 1)
         first = submit("notebooks/ok.ipynb", {"x": 1})
         wait_state(first.id, {"SUCCEEDED"}, 90)  # the worker holds pooled connections now

@@ -25,19 +25,37 @@ NOTEBOOKS = ["01_ingest", "02_prepare", "03_train", "04_evaluate"]
 def lab(tmp_path_factory: pytest.TempPathFactory):
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (apt-get install -y chromium); CI must run the browser tests")
+            pytest.fail(
+                "chromium is not installed (apt-get install -y chromium); CI must run the browser tests"
+            )
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     root = tmp_path_factory.mktemp("lab")
     for name in NOTEBOOKS:
         shutil.copy(ROOT / "notebooks" / f"{name}.ipynb", root / f"{name}.ipynb")
     port = free_port()
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "JUPYTER_CONFIG_DIR": str(root / ".cfg")}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+        "JUPYTER_CONFIG_DIR": str(root / ".cfg"),
+    }
     proc = subprocess.Popen(
-        [str(bin_dir / "jupyter"), "lab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
-         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
-         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(bin_dir / "jupyter"),
+            "lab",
+            "--no-browser",
+            "--allow-root",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--IdentityProvider.token={TOKEN}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -71,8 +89,10 @@ def test_opening_in_lab_keeps_the_notebook_unmodified(lab, name: str) -> None:
         try:
             page = browser.new_page()
             # a workspace of its own, reset: only this notebook is open
-            page.goto(f"{url}/lab/workspaces/{name}/tree/{name}.ipynb?reset&token={TOKEN}",
-                      wait_until="domcontentloaded")
+            page.goto(
+                f"{url}/lab/workspaces/{name}/tree/{name}.ipynb?reset&token={TOKEN}",
+                wait_until="domcontentloaded",
+            )
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
             # the kernel has started and answered kernel_info (Lab then writes language_info)
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
@@ -85,14 +105,19 @@ def test_opening_in_lab_keeps_the_notebook_unmodified(lab, name: str) -> None:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and (root / f"{name}.ipynb").stat().st_mtime_ns == saved_before:
                 time.sleep(0.2)
-            assert (root / f"{name}.ipynb").stat().st_mtime_ns != saved_before, "Lab did not save the notebook"
+            assert (root / f"{name}.ipynb").stat().st_mtime_ns != saved_before, (
+                "Lab did not save the notebook"
+            )
             page.wait_for_timeout(500)
         finally:
             browser.close()
     after = (root / f"{name}.ipynb").read_bytes()
     import difflib
 
-    diff = "".join(difflib.unified_diff(before.decode().splitlines(True), after.decode().splitlines(True),
-                                        "committed", "saved by Lab"))
+    diff = "".join(
+        difflib.unified_diff(
+            before.decode().splitlines(True), after.decode().splitlines(True), "committed", "saved by Lab"
+        )
+    )
     assert after == before, f"saving in Lab changed the committed bytes:\n{diff[:3000]}"
     assert not dirty, "Lab marked the notebook modified on opening"

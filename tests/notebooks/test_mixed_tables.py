@@ -55,8 +55,12 @@ def _champion_model(project: Path, name: str):
 
 def test_multiclass_from_a_csv_with_text_bool_date_columns_and_gaps(mixed_project: Path) -> None:
     project = mixed_project
-    results = run_pipeline(source="penguins.csv", target="species", model_name="penguin-species",
-                           prepare={"drop_columns": ["weight_gain"]})
+    results = run_pipeline(
+        source="penguins.csv",
+        target="species",
+        model_name="penguin-species",
+        prepare={"drop_columns": ["weight_gain"]},
+    )
     _ok(results)
     raw = pd.read_parquet(project / "data/raw/dataset.parquet")
     assert str(raw["seen_on"].dtype).startswith("datetime64") and str(raw["tagged"].dtype) == "boolean"
@@ -64,8 +68,14 @@ def test_multiclass_from_a_csv_with_text_bool_date_columns_and_gaps(mixed_projec
     assert schema["task"] == "classification" and schema["target"] == "species"
     assert schema["classes"] == sorted(SPECIES)
     assert {f["name"]: f["kind"] for f in schema["features"]} == {
-        "bill_length": "numeric", "flipper_length": "numeric", "body_mass": "numeric", "island": "categorical",
-        "sex": "categorical", "tagged": "boolean", "seen_on": "datetime"}
+        "bill_length": "numeric",
+        "flipper_length": "numeric",
+        "body_mass": "numeric",
+        "island": "categorical",
+        "sex": "categorical",
+        "tagged": "boolean",
+        "seen_on": "datetime",
+    }
 
     # multiclass metrics (macro F1, one-vs-rest ROC AUC) in DVC's metrics files
     train = json.loads((project / "metrics/train.json").read_text())
@@ -83,14 +93,20 @@ def test_multiclass_from_a_csv_with_text_bool_date_columns_and_gaps(mixed_projec
     client = _client(project)
     version = client.get_model_version_by_alias("penguin-species", "champion")
     assert int(version.version) == 1 and version.tags["promotion.decision"] == "promoted"
-    assert version.tags["promotion.metric"] == "roc_auc" and version.tags["promotion.task"] == "classification"
+    assert (
+        version.tags["promotion.metric"] == "roc_auc" and version.tags["promotion.task"] == "classification"
+    )
 
     # the served model: raw columns in, metadata out, unseen category tolerated
     import mlflow
 
     info = mlflow.models.get_model_info("models:/penguin-species@champion")
     meta = info.metadata["jobrunner"]
-    assert meta["task"] == "classification" and meta["target"] == "species" and meta["classes"] == sorted(SPECIES)
+    assert (
+        meta["task"] == "classification"
+        and meta["target"] == "species"
+        and meta["classes"] == sorted(SPECIES)
+    )
     island = next(f for f in meta["features"] if f["name"] == "island")
     assert island == {"name": "island", "kind": "categorical", "categories": ["Biscoe", "Dream", "Torgersen"]}
     assert [f["name"] for f in meta["features"]] == list(FEATURES)
@@ -109,7 +125,9 @@ def test_multiclass_from_a_csv_with_text_bool_date_columns_and_gaps(mixed_projec
 
     # the API serves the pipeline's champion: an unseen category answered, a wrong type a 422 naming it
     with _served(project, "penguin-species", tmp=project / "api") as url:
-        body = _predict(url, "penguin-species", [_json_row(row), _json_row(mixed_table(rows=240, seed=0).loc[[5]])])
+        body = _predict(
+            url, "penguin-species", [_json_row(row), _json_row(mixed_table(rows=240, seed=0).loc[[5]])]
+        )
         assert body["task"] == "classification" and body["model"]["name"] == "penguin-species"
         for p in body["predictions"]:
             assert p["label"] in SPECIES and set(p["probabilities"]) == set(SPECIES)
@@ -119,8 +137,13 @@ def test_multiclass_from_a_csv_with_text_bool_date_columns_and_gaps(mixed_projec
 
 def test_regression_lower_rmse_wins_and_another_task_is_refused(mixed_project: Path) -> None:
     project = mixed_project
-    first = run_pipeline(source="penguins.csv", target="weight_gain", model_name="penguin-gain",
-                         prepare={"drop_columns": ["species"]}, train={"model_type": "linear"})
+    first = run_pipeline(
+        source="penguins.csv",
+        target="weight_gain",
+        model_name="penguin-gain",
+        prepare={"drop_columns": ["species"]},
+        train={"model_type": "linear"},
+    )
     _ok(first)
     schema = json.loads((project / "data/prepared/schema.json").read_text())
     assert schema["task"] == "regression" and "classes" not in schema
@@ -145,8 +168,9 @@ def test_regression_lower_rmse_wins_and_another_task_is_refused(mixed_project: P
         _wrong_type_is_named(url, "penguin-gain", row)
 
     # a much weaker regressor: its RMSE is higher, so the champion stays (lower is better)
-    weak = run_stage("train", {"model_type": "gradient_boosting", "n_estimators": 1, "learning_rate": 0.01,
-                               "cv_folds": 0})
+    weak = run_stage(
+        "train", {"model_type": "gradient_boosting", "n_estimators": 1, "learning_rate": 0.01, "cv_folds": 0}
+    )
     assert weak.ok, weak.failure
     kept = run_stage("evaluate", {"model_name": "penguin-gain"})
     assert kept.ok, kept.failure
@@ -169,7 +193,9 @@ def test_regression_lower_rmse_wins_and_another_task_is_refused(mixed_project: P
 def _json_row(frame: pd.DataFrame) -> dict:
     """The first row of `frame`'s features as a client sends it: JSON types, ISO dates, null for gaps."""
     row = json.loads(frame[list(FEATURES)].iloc[[0]].to_json(orient="records", date_format="iso"))[0]
-    return {k: (v.removesuffix("Z").removesuffix(".000") if k == "seen_on" and v else v) for k, v in row.items()}
+    return {
+        k: (v.removesuffix("Z").removesuffix(".000") if k == "seen_on" and v else v) for k, v in row.items()
+    }
 
 
 @contextlib.contextmanager
@@ -181,8 +207,11 @@ def _served(project: Path, name: str, tmp: Path) -> Iterator[str]:
 
     tmp.mkdir(exist_ok=True)
     store = SimpleNamespace(tracking_uri=f"sqlite:///{project / 'mlflow.db'}", project=project)
-    server = start_server(store, tmp, {"SERVE_MODELS": f"{name}@champion", "SERVE_MODEL_NAME": name,
-                                       "SERVE_MODEL_POLL_INTERVAL": "0"})
+    server = start_server(
+        store,
+        tmp,
+        {"SERVE_MODELS": f"{name}@champion", "SERVE_MODEL_NAME": name, "SERVE_MODEL_POLL_INTERVAL": "0"},
+    )
     try:
         yield server.url
     finally:
@@ -220,11 +249,17 @@ def _register_classifier_champion(name: str) -> None:
     X, y = frame[list(FEATURES)], frame["species"]
     X = X.assign(tagged=X["tagged"].astype("boolean"))
     kinds = infer_kinds(X)
-    model = build_model("random_forest", "classification", kinds,
-                        {"n_estimators": 5, "max_depth": None, "seed": 0}).fit(X, y)
-    meta = model_metadata(task="classification", target="species", features=describe_features(X, kinds),
-                          classes=list(model.classes_))
+    model = build_model(
+        "random_forest", "classification", kinds, {"n_estimators": 5, "max_depth": None, "seed": 0}
+    ).fit(X, y)
+    meta = model_metadata(
+        task="classification",
+        target="species",
+        features=describe_features(X, kinds),
+        classes=list(model.classes_),
+    )
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle", metadata=meta,
-                                        registered_model_name=name)
+        info = mlflow.sklearn.log_model(
+            model, name="model", serialization_format="cloudpickle", metadata=meta, registered_model_name=name
+        )
     MlflowClient().set_registered_model_alias(name, "champion", info.registered_model_version)

@@ -44,8 +44,11 @@ def test_metadata_matches_the_projects_kernel(path: Path, kernel_language_info: 
     name = Settings().kernel_name
     spec = KernelSpecManager().get_kernel_spec(name)
     nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
-    assert dict(nb.metadata.kernelspec) == {"display_name": spec.display_name, "language": spec.language,
-                                            "name": name}
+    assert dict(nb.metadata.kernelspec) == {
+        "display_name": spec.display_name,
+        "language": spec.language,
+        "name": name,
+    }
     assert dict(nb.metadata.language_info) == kernel_language_info
     assert set(nb.metadata) == {"kernelspec", "language_info"}
 

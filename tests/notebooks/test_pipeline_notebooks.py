@@ -45,13 +45,31 @@ def test_every_notebook_runs_with_the_ci_profile(tmp_path: Path) -> None:
     for inherited in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         env.pop(inherited, None)  # e.g. exported by mlflow.set_experiment() in an earlier test's fixture
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbmake", "--nbmake-timeout=300", "-p", "no:cacheprovider",
-         "-q", str(run_dir)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbmake",
+            "--nbmake-timeout=300",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            str(run_dir),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "4 passed" in proc.stdout
     # the notebooks wrote what dvc.yaml declares
-    for rel in ("data/raw/dataset.parquet", "data/prepared/train.parquet", "models/model/MLmodel",
-                "metrics/evaluate.json", "plots/roc.csv"):
+    for rel in (
+        "data/raw/dataset.parquet",
+        "data/prepared/train.parquet",
+        "models/model/MLmodel",
+        "metrics/evaluate.json",
+        "plots/roc.csv",
+    ):
         assert (tmp_path / rel).exists(), rel

@@ -24,13 +24,21 @@ SAVE_TWICE = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(("mode", "paragraphs", "notes"), [
-    ("with-note", 0, 1),  # what 03_train prints: one line saying what was chosen and why
-    ("without", 2, 0),  # the anchor: MLflow alone warns at every save (if it stops, the filter can go)
-])
+@pytest.mark.parametrize(
+    ("mode", "paragraphs", "notes"),
+    [
+        ("with-note", 0, 1),  # what 03_train prints: one line saying what was chosen and why
+        ("without", 2, 0),  # the anchor: MLflow alone warns at every save (if it stops, the filter can go)
+    ],
+)
 def test_two_cloudpickle_saves(tmp_path: Path, mode: str, paragraphs: int, notes: int) -> None:
-    proc = subprocess.run([sys.executable, "-c", SAVE_TWICE, str(tmp_path), mode], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", SAVE_TWICE, str(tmp_path), mode],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
     assert out.count("exercising caution") == paragraphs, out

@@ -29,12 +29,16 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "JOBRUNNER_"))}
-    env.update({
-        "PATH": f"{BIN}:{env.get('PATH', '')}",
-        "JOBRUNNER_PARAMS_PROFILE": "ci",
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
-    })
+    env.update(
+        {
+            "PATH": f"{BIN}:{env.get('PATH', '')}",
+            "JOBRUNNER_PARAMS_PROFILE": "ci",
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.invalid",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.invalid",
+        }
+    )
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -87,7 +91,8 @@ def test_a_parameter_change_reruns_only_dependent_stages(clone: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     v2 = MlflowClient(tracking_uri=f"sqlite:///{clone / 'mlflow.db'}").get_model_version(
-        "breast-cancer-classifier", "2")
+        "breast-cancer-classifier", "2"
+    )
     assert v2.tags["promotion.decision"] in ("promoted", "kept")
     assert version == (2 if v2.tags["promotion.decision"] == "promoted" else 1)
     shown = run([str(BIN / "dvc"), "exp", "show", "--json"], clone)

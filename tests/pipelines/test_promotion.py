@@ -23,7 +23,9 @@ from pipelines.promotion import decide, promote, score
         (0.90, 0.94, 0.0, False),
     ],
 )
-def test_decision_rule(candidate: float, champion: float | None, min_improvement: float, promoted: bool) -> None:
+def test_decision_rule(
+    candidate: float, champion: float | None, min_improvement: float, promoted: bool
+) -> None:
     assert decide(candidate, champion, min_improvement)[0] is promoted
 
 
@@ -85,8 +87,15 @@ def test_first_promoted_worse_kept_better_promoted(tracking: str) -> None:
 def test_unknown_metric_is_refused(tracking: str) -> None:
     X, y = _data()
     with pytest.raises(ValueError, match="unknown promotion metric .auc. for classification"):
-        promote(model_name="m", model_uri="runs:/x/model", candidate_scores={}, metric="auc",
-                min_improvement=0.0, X=X, y=y)
+        promote(
+            model_name="m",
+            model_uri="runs:/x/model",
+            candidate_scores={},
+            metric="auc",
+            min_improvement=0.0,
+            X=X,
+            y=y,
+        )
 
 
 def test_score_reports_all_metrics() -> None:
@@ -114,7 +123,9 @@ def test_compatibility_names_what_differs() -> None:
     from pipelines.promotion import compatibility
 
     assert compatibility(_meta(), _meta()) is None
-    assert "task is 'regression', the champion's is 'classification'" in compatibility(_meta("regression"), _meta())
+    assert "task is 'regression', the champion's is 'classification'" in compatibility(
+        _meta("regression"), _meta()
+    )
     assert "target is 'z'" in compatibility(_meta(target="z"), _meta())
     changed = compatibility(_meta(a="numeric", c="boolean"), _meta())
     assert "new: ['c'], missing: ['b']" in changed and "evaluate.model_name" in changed

@@ -63,8 +63,10 @@ def test_an_unchanged_forced_repro_leaves_dvc_lock_identical(tmp_path: Path) -> 
     from pipelines.tracking import MODEL_MD5_TAG
 
     client = MlflowClient(tracking_uri=f"sqlite:///{clone / 'mlflow.db'}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                              filter_string="tags.`jobrunner.stage` = 'train'")
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string="tags.`jobrunner.stage` = 'train'",
+    )
     assert len(runs) == 2 and len({r.info.run_id for r in runs}) == 2
     assert {r.data.tags[MODEL_MD5_TAG] for r in runs} == {_outs(yaml.safe_load(lock_2))["models/model"]}
 
@@ -82,5 +84,7 @@ def test_the_committed_lock_and_metrics_are_what_a_fresh_make_demo_produces(tmp_
     summary = _run([sys.executable, "-m", "pipelines.summary"], clone, None)
     assert summary.returncode == 0, summary.stderr
     status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True)
-    diff = subprocess.run(["git", "diff", "--", "dvc.lock", "metrics"], cwd=clone, capture_output=True, text=True)
+    diff = subprocess.run(
+        ["git", "diff", "--", "dvc.lock", "metrics"], cwd=clone, capture_output=True, text=True
+    )
     assert status.stdout == "", status.stdout + diff.stdout[-3000:]

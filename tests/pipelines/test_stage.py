@@ -30,11 +30,26 @@ def test_stage_parameters_satisfy_the_notebook_contract(stage: str, profile: str
     ignored = subprocess.run(["git", "check-ignore", "-q", plan["output_path"]], cwd=ROOT)
     assert ignored.returncode == 0, f"{plan['output_path']} must be git-ignored"
     # every path parameter that is written is declared as an output or metric of the stage
-    declared = {next(iter(o)) if isinstance(o, dict) else o
-                for o in dvc_stage.get("outs", []) + dvc_stage.get("metrics", []) + dvc_stage.get("plots", [])}
+    declared = {
+        next(iter(o)) if isinstance(o, dict) else o
+        for o in dvc_stage.get("outs", []) + dvc_stage.get("metrics", []) + dvc_stage.get("plots", [])
+    }
     for key, value in dvc_stage["meta"]["parameters"].items():
-        if key.endswith(("output_path", "train_path", "holdout_path", "schema_path", "model_dir",
-                         "model_info_path", "metrics_path")) and stage != "evaluate" or key == "metrics_path":
+        if (
+            key.endswith(
+                (
+                    "output_path",
+                    "train_path",
+                    "holdout_path",
+                    "schema_path",
+                    "model_dir",
+                    "model_info_path",
+                    "metrics_path",
+                )
+            )
+            and stage != "evaluate"
+            or key == "metrics_path"
+        ):
             assert value in declared or value in dvc_stage.get("deps", []), (stage, key)
 
 
@@ -45,8 +60,9 @@ def test_ci_profile_overlays_params() -> None:
         load_params(ROOT, "nope")
 
 
-def test_unknown_stage_exits_2_with_the_stage_names(capsys: pytest.CaptureFixture[str],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_stage_exits_2_with_the_stage_names(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("JOBRUNNER_PROJECT_DIR", str(ROOT))
     from jobrunner.config import get_settings
 

@@ -23,15 +23,23 @@ def _labelled(**columns: object) -> pd.DataFrame:
 
 
 def _problems(frame: pd.DataFrame, task: str = "classification", **limits: float) -> str:
-    return "\n".join(validate(frame, task=task, target="label", limits=Limits(**limits) if limits else LIMITS))
+    return "\n".join(
+        validate(frame, task=task, target="label", limits=Limits(**limits) if limits else LIMITS)
+    )
 
 
 def test_a_mixed_table_with_missing_values_passes_with_the_defaults() -> None:
     frame = mixed_table(rows=120).rename(columns={"species": "target"}).drop(columns=["weight_gain"])
     assert validate(frame, task="classification", target="species", limits=LIMITS) == []
     assert infer_kinds(frame.drop(columns=["target"])) == {
-        "bill_length": "numeric", "flipper_length": "numeric", "body_mass": "numeric", "island": "categorical",
-        "sex": "categorical", "tagged": "boolean", "seen_on": "datetime"}
+        "bill_length": "numeric",
+        "flipper_length": "numeric",
+        "body_mass": "numeric",
+        "island": "categorical",
+        "sex": "categorical",
+        "tagged": "boolean",
+        "seen_on": "datetime",
+    }
 
 
 def test_no_label_column() -> None:
@@ -85,31 +93,39 @@ def test_an_unusable_column_type() -> None:
 
 
 def test_regression_needs_a_numeric_varying_label() -> None:
-    assert "prepare.task=regression needs a numeric label, but 'label' holds" in _problems(_labelled(), "regression")
+    assert "prepare.task=regression needs a numeric label, but 'label' holds" in _problems(
+        _labelled(), "regression"
+    )
     single = _labelled().assign(target=3.0)
     assert "the label 'label' has a single value 3.0: nothing to predict" in _problems(single, "regression")
 
 
 def test_drop_columns_must_name_feature_columns() -> None:
     assert "prepare.drop_columns names ['nope'], not feature columns" in "".join(
-        check_drop_columns(_labelled(), ["nope"]))
+        check_drop_columns(_labelled(), ["nope"])
+    )
     assert check_drop_columns(_labelled(), ["size"]) == []
 
 
-@pytest.mark.parametrize(("values", "task"), [
-    (["a", "b"] * 30, "classification"),
-    ([True, False] * 30, "classification"),
-    ([0, 1, 2] * 20, "classification"),
-    ([0.0, 1.0] * 30, "classification"),
-    (list(range(60)), "regression"),
-    ([0.5, 1.25] * 30, "regression"),
-])
+@pytest.mark.parametrize(
+    ("values", "task"),
+    [
+        (["a", "b"] * 30, "classification"),
+        ([True, False] * 30, "classification"),
+        ([0, 1, 2] * 20, "classification"),
+        ([0.0, 1.0] * 30, "classification"),
+        (list(range(60)), "regression"),
+        ([0.5, 1.25] * 30, "regression"),
+    ],
+)
 def test_auto_task_from_the_label(values: list, task: str) -> None:
     assert infer_task(pd.Series(values)) == task
 
 
 def test_a_family_without_a_model_for_the_task_names_the_choices() -> None:
-    with pytest.raises(ValueError, match="'logistic_regression' has no regression model; for regression choose"):
+    with pytest.raises(
+        ValueError, match="'logistic_regression' has no regression model; for regression choose"
+    ):
         family("logistic_regression", "regression")
     with pytest.raises(ValueError, match="unknown model_type 'svm'"):
         build_model("svm", "classification", {"a": "numeric"}, {})

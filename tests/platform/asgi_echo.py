@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 
-async def app(scope, receive, send):  # noqa: ANN001, ANN201 - raw ASGI
+async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -21,12 +21,22 @@ async def app(scope, receive, send):  # noqa: ANN001, ANN201 - raw ASGI
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
     # raw_path is what came over the wire (uvicorn --root-path prefixes scope["path"] with the root path)
     raw = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-    info = {"path": scope["path"], "raw_path": raw, "query": scope.get("query_string", b"").decode(), "headers": headers}
+    info = {
+        "path": scope["path"],
+        "raw_path": raw,
+        "query": scope.get("query_string", b"").decode(),
+        "headers": headers,
+    }
     if scope["type"] == "http":
         body = json.dumps({**info, "status": "ok"}).encode()
         # A header nginx must replace with its own (a backend's X-Frame-Options would duplicate nginx's).
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"x-frame-options", b"DENY")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"x-frame-options", b"DENY")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
         return
     if scope["type"] == "websocket":

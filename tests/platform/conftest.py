@@ -46,7 +46,9 @@ def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("certs")
     subprocess.run(
         ["bash", str(ROOT / "scripts" / "gen-selfsigned-cert.sh"), str(out), "localhost"],
-        check=True, capture_output=True, timeout=60,
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     return out / "fullchain.pem", out / "privkey.pem"
 
@@ -104,8 +106,19 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 
 def _uvicorn(app: str, port: int, cwd: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--log-level",
-           "warning", *extra, app]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *extra,
+        app,
+    ]
     return spawn(cmd, cwd / f"uvicorn-{port}.log", cwd=cwd, env=env)
 
 
@@ -128,22 +141,35 @@ def spawned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spawned]:
     they start in parallel and the fixtures below wait for whichever they need."""
     api_dir = tmp_path_factory.mktemp("api")
     (api_dir / "dvc.yaml").write_text("stages: {}\n")
-    api_env = {**os.environ, "PYTHONPATH": str(ROOT), "SERVE_API_KEYS": f"{API_KEY}:read",
-               "JOBRUNNER_PROJECT_DIR": str(api_dir)}
+    api_env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "SERVE_API_KEYS": f"{API_KEY}:read",
+        "JOBRUNNER_PROJECT_DIR": str(api_dir),
+    }
     worker_dir = tmp_path_factory.mktemp("worker")
     (worker_dir / "dvc.yaml").write_text("stages: {}\n")
     worker_port = free_port()
-    worker_env = {**os.environ, "JOBRUNNER_PROJECT_DIR": str(worker_dir),
-                  "JOBRUNNER_WORKER_METRICS_PORT": str(worker_port)}
+    worker_env = {
+        **os.environ,
+        "JOBRUNNER_PROJECT_DIR": str(worker_dir),
+        "JOBRUNNER_WORKER_METRICS_PORT": str(worker_port),
+    }
     for env in (api_env, worker_env):
-        for var in ("MLFLOW_TRACKING_URI", "JOBRUNNER_DATABASE_URL", "JOBRUNNER_BROKER_URL", "SERVE_DATABASE_URL"):
+        for var in (
+            "MLFLOW_TRACKING_URI",
+            "JOBRUNNER_DATABASE_URL",
+            "JOBRUNNER_BROKER_URL",
+            "SERVE_DATABASE_URL",
+        ):
             env.pop(var, None)
     api_port = free_port()
     api = _uvicorn("serve.app:app", api_port, api_dir, api_env, "--root-path", "/api", "--proxy-headers")
     cli = Path(sys.executable).with_name("jobrunner")
     worker = spawn([str(cli), "worker"], worker_dir / "worker.log", cwd=worker_dir, env=worker_env)
-    s = Spawned(api=api, api_port=api_port, api_env=api_env, api_dir=api_dir, worker=worker,
-                worker_port=worker_port)
+    s = Spawned(
+        api=api, api_port=api_port, api_env=api_env, api_dir=api_dir, worker=worker, worker_port=worker_port
+    )
     yield s
     stop([s.api, s.worker])
 
@@ -223,8 +249,13 @@ def jupyter_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstr
         elif arg.startswith("--ServerApp.root_dir="):
             arg = f"--ServerApp.root_dir={work}"
         args.append(arg)
-    env = {**os.environ, "JUPYTER_TOKEN": JUPYTER_TOKEN, "HOME": str(work),
-           "JUPYTER_RUNTIME_DIR": str(work / "runtime"), "JUPYTER_CONFIG_DIR": str(work / "config")}
+    env = {
+        **os.environ,
+        "JUPYTER_TOKEN": JUPYTER_TOKEN,
+        "HOME": str(work),
+        "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(work / "config"),
+    }
     extra = ["--allow-root"] if os.geteuid() == 0 else []
     proc = spawn([str(jupyter), *args, *extra], work / "jupyter.log", cwd=work, env=env)
     try:

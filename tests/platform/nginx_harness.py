@@ -54,7 +54,12 @@ def copy_config(dst: Path, cert: Path, key: Path) -> None:
 
 
 def render_site(
-    dst: Path, cert: Path, key: Path, *, ports: tuple[int, int, int], upstreams: dict[str, int],
+    dst: Path,
+    cert: Path,
+    key: Path,
+    *,
+    ports: tuple[int, int, int],
+    upstreams: dict[str, int],
     htpasswd: Path,
 ) -> NginxSite:
     http_port, https_port, status_port = ports
@@ -62,8 +67,12 @@ def render_site(
     text = (NGINX_DIR / "nginx.conf").read_text()
     text = _sub(text, "listen 80 default_server;", f"listen 127.0.0.1:{http_port} default_server;", 1)
     text = _sub(text, "listen [::]:80 default_server;\n", "", 1)
-    text = _sub(text, "listen 443 ssl http2 default_server;",
-                f"listen 127.0.0.1:{https_port} ssl http2 default_server;", 1)
+    text = _sub(
+        text,
+        "listen 443 ssl http2 default_server;",
+        f"listen 127.0.0.1:{https_port} ssl http2 default_server;",
+        1,
+    )
     text = _sub(text, "listen [::]:443 ssl http2 default_server;\n", "", 1)
     text = _sub(text, "listen 8080;", f"listen 127.0.0.1:{status_port};", 1)
     text = _sub(text, "/run/secrets/nginx_htpasswd", str(htpasswd), 4)

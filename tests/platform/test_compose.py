@@ -69,9 +69,20 @@ def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def compose_config(path: Path, env_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [compose_binary(), "-f", str(path), "--project-directory", str(ROOT), "--env-file", str(env_file),
-         "config", *extra],
-        capture_output=True, text=True, timeout=60,
+        [
+            compose_binary(),
+            "-f",
+            str(path),
+            "--project-directory",
+            str(ROOT),
+            "--env-file",
+            str(env_file),
+            "config",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -92,9 +103,18 @@ def schema_check(tmp_path_factory: pytest.TempPathFactory) -> subprocess.Complet
     bad = tmp_path_factory.mktemp("schema") / "broken-compose.yml"
     bad.write_text("services:\n  api:\n    image: x\n    depends_on: {db: {condition: when-ready}}\n")
     result = subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
-         *map(str, COMPOSE_FILES), str(bad)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            *map(str, COMPOSE_FILES),
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if "No module named check_jsonschema" in result.stderr:
         service_unavailable("check-jsonschema (PyPI)", result.stderr.strip())
@@ -129,7 +149,9 @@ def test_docker_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> 
 def test_docker_compose_catches_an_undefined_dependency(tmp_path: Path, env_file: Path) -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     broken = tmp_path / "docker-compose.yml"
-    broken.write_text(text.replace("      api: {condition: service_healthy}", "      apy: {condition: service_healthy}", 1))
+    broken.write_text(
+        text.replace("      api: {condition: service_healthy}", "      apy: {condition: service_healthy}", 1)
+    )
     result = compose_config(broken, env_file, "-q")
     assert result.returncode != 0
     assert "apy" in result.stderr
@@ -147,27 +169,48 @@ def test_every_variable_the_compose_file_uses_is_documented(path: Path) -> None:
 def test_secrets_come_from_env_or_files_never_literals(compose: dict) -> None:
     for name, service in compose["services"].items():
         env = service.get("environment") or {}
-        for key, value in (env.items() if isinstance(env, dict) else []):
+        for key, value in env.items() if isinstance(env, dict) else []:
             if re.search(r"PASSWORD|SECRET|TOKEN|_PASS$", key):
                 assert re.fullmatch(r"\$\{[A-Z_]+(:\?[^}]*)?\}", str(value)), f"{name}.{key} is not from .env"
     for name, secret in compose["secrets"].items():
         assert secret["file"].startswith("${"), f"secret {name} path is not configurable"
         default = re.search(r":-([^}]+)\}", secret["file"]).group(1)
-        assert default.startswith("./platform/secrets/"), f"secret {name} default outside the git-ignored folder"
+        assert default.startswith("./platform/secrets/"), (
+            f"secret {name} default outside the git-ignored folder"
+        )
     ignore = (PLATFORM / "secrets" / ".gitignore").read_text().split()
     assert "*" in ignore
 
 
 # -- the promises of the stack ---------------------------------------------------------------------------
 REQUIRED_SERVICES = {
-    "postgres", "rabbitmq", "minio", "minio-init", "mlflow", "migrate", "api", "worker", "dashboards",
-    "jupyter", "nginx", "prometheus", "alertmanager", "grafana", "loki", "alloy", "tempo", "otel-collector",
-    "postgres-exporter", "nginx-exporter", "node-exporter", "blackbox-exporter",
+    "postgres",
+    "rabbitmq",
+    "minio",
+    "minio-init",
+    "mlflow",
+    "migrate",
+    "api",
+    "worker",
+    "dashboards",
+    "jupyter",
+    "nginx",
+    "prometheus",
+    "alertmanager",
+    "grafana",
+    "loki",
+    "alloy",
+    "tempo",
+    "otel-collector",
+    "postgres-exporter",
+    "nginx-exporter",
+    "node-exporter",
+    "blackbox-exporter",
 }
 
 
 def test_the_stack_has_every_component(compose: dict) -> None:
-    assert REQUIRED_SERVICES <= set(compose["services"])
+    assert set(compose["services"]) >= REQUIRED_SERVICES
 
 
 def test_every_service_has_a_health_check_and_restart_policy(resolved: dict, compose: dict) -> None:
@@ -222,9 +265,16 @@ def test_only_nginx_is_public(resolved: dict) -> None:
 
 
 def test_data_lives_in_named_volumes(resolved: dict) -> None:
-    data_paths = {"postgres": "/var/lib/postgresql/data", "rabbitmq": "/var/lib/rabbitmq", "minio": "/data",
-                  "prometheus": "/prometheus", "grafana": "/var/lib/grafana", "loki": "/loki",
-                  "tempo": "/var/tempo", "alertmanager": "/alertmanager"}
+    data_paths = {
+        "postgres": "/var/lib/postgresql/data",
+        "rabbitmq": "/var/lib/rabbitmq",
+        "minio": "/data",
+        "prometheus": "/prometheus",
+        "grafana": "/var/lib/grafana",
+        "loki": "/loki",
+        "tempo": "/var/tempo",
+        "alertmanager": "/alertmanager",
+    }
     for name, target in data_paths.items():
         mounts = {m["target"]: m for m in resolved["services"][name]["volumes"]}
         assert mounts[target]["type"] == "volume", f"{name} keeps data outside a named volume"
@@ -294,7 +344,9 @@ def referenced_hosts() -> dict[str, set[str]]:
         for rc in job.get("relabel_configs", []):
             if rc.get("target_label") == "__address__":
                 add("prometheus", _host(rc["replacement"]))
-    grafana = yaml.safe_load((PLATFORM / "grafana" / "provisioning" / "datasources" / "datasources.yml").read_text())
+    grafana = yaml.safe_load(
+        (PLATFORM / "grafana" / "provisioning" / "datasources" / "datasources.yml").read_text()
+    )
     for ds in grafana["datasources"]:
         add("grafana", _host(ds["url"]))
     am = yaml.safe_load((PLATFORM / "alertmanager" / "alertmanager.yml").read_text())
@@ -330,8 +382,10 @@ def test_ports_in_configs_match_the_services(compose: dict) -> None:
     images = {"grafana": "3000", "prometheus": "9090", "alertmanager": "9093"}  # image defaults
     for host, port in re.findall(r"default\s+([a-z0-9-]+):(\d+);", upstreams):
         service = compose["services"][host]
-        assert port in str(service.get("command", "")) + str(service.get("healthcheck", "")) or \
-            images.get(host) == port, f"nginx sends {host} traffic to port {port}"
+        assert (
+            port in str(service.get("command", "")) + str(service.get("healthcheck", ""))
+            or images.get(host) == port
+        ), f"nginx sends {host} traffic to port {port}"
 
 
 def resolved_env(service: dict) -> dict:
@@ -353,6 +407,14 @@ def test_path_prefixes_agree_between_nginx_and_services(compose: dict) -> None:
     for name in ("api", "worker", "jupyter", "dashboards", "migrate"):
         assert resolved_env(s[name])["MLFLOW_TRACKING_URI"] == "http://mlflow:5000/mlflow"
     conf = (PLATFORM / "nginx" / "nginx.conf").read_text()
-    for prefix in ("/api/", "/dashboards/", "/lab/", "/mlflow/", "/grafana/", "/prometheus/", "/alertmanager/"):
+    for prefix in (
+        "/api/",
+        "/dashboards/",
+        "/lab/",
+        "/mlflow/",
+        "/grafana/",
+        "/prometheus/",
+        "/alertmanager/",
+    ):
         assert f"location {prefix} {{" in conf
     assert conf.count("rewrite ") == 1 and "rewrite ^/api/(.*)$ /$1 break;" in conf

@@ -52,8 +52,9 @@ def test_nginx_t_rejects_a_broken_config(tmp_path: Path, tls_cert: tuple[Path, P
 
 
 @pytest.fixture(scope="module")
-def site(api_upstream: Upstream, echo_upstream: Upstream, jupyter_upstream: Upstream,
-         tls_cert: tuple[Path, Path]) -> Iterator[NginxSite]:
+def site(
+    api_upstream: Upstream, echo_upstream: Upstream, jupyter_upstream: Upstream, tls_cert: tuple[Path, Path]
+) -> Iterator[NginxSite]:
     nginx = need_binary("nginx")
     need_binary("openssl")
     # Not under pytest's 0700 basetemp: nginx workers run as an unprivileged user and read htpasswd here.
@@ -62,9 +63,13 @@ def site(api_upstream: Upstream, echo_upstream: Upstream, jupyter_upstream: Upst
     htpasswd = work / "htpasswd"
     # Made by our script, as an operator would; nginx workers (unprivileged) must be able to read it.
     for user, password in (("someone-else", "x"), (BASIC_USER, "old"), (BASIC_USER, BASIC_PASSWORD)):
-        subprocess.run(["bash", str(ROOT / "scripts" / "gen-htpasswd.sh"), user, str(htpasswd)], check=True,
-                       capture_output=True, env={**os.environ, "NGINX_BASIC_AUTH_PASSWORD": password},
-                       timeout=30)
+        subprocess.run(
+            ["bash", str(ROOT / "scripts" / "gen-htpasswd.sh"), user, str(htpasswd)],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "NGINX_BASIC_AUTH_PASSWORD": password},
+            timeout=30,
+        )
     assert [line.split(":")[0] for line in htpasswd.read_text().splitlines()] == ["someone-else", BASIC_USER]
     upstreams = {name: echo_upstream.port for name in UPSTREAM_NAMES}
     upstreams["api"] = api_upstream.port
@@ -82,8 +87,9 @@ def site(api_upstream: Upstream, echo_upstream: Upstream, jupyter_upstream: Upst
 
 @pytest.fixture
 def https(site: NginxSite, tls_cert: tuple[Path, Path]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"https://localhost:{site.https_port}", verify=str(tls_cert[0]),
-                      timeout=10) as client:
+    with httpx.Client(
+        base_url=f"https://localhost:{site.https_port}", verify=str(tls_cert[0]), timeout=10
+    ) as client:
         yield client
 
 
@@ -174,12 +180,12 @@ def test_jupyterlab_websocket_through_nginx(site: NginxSite, tls_cert: tuple[Pat
 
     ctx = ssl.create_default_context(cafile=str(tls_cert[0]))
     url = f"wss://localhost:{site.https_port}/lab/api/events/subscribe"
-    with connect(url, ssl=ctx, additional_headers={"Authorization": f"token {JUPYTER_TOKEN}"},
-                 open_timeout=15) as ws:
+    with connect(
+        url, ssl=ctx, additional_headers={"Authorization": f"token {JUPYTER_TOKEN}"}, open_timeout=15
+    ) as ws:
         assert ws.protocol.state.name == "OPEN"
-    with pytest.raises(InvalidStatus) as refused:
-        with connect(url, ssl=ctx, open_timeout=15):
-            pass
+    with pytest.raises(InvalidStatus) as refused, connect(url, ssl=ctx, open_timeout=15):
+        pass
     assert refused.value.response.status_code == 403
 
 
@@ -239,8 +245,9 @@ def test_tls_offers_http2_and_modern_protocols_only(site: NginxSite, tls_cert: t
             old.wrap_socket(raw, server_hostname="localhost")
 
 
-def test_api_continues_the_trace_nginx_started(site: NginxSite, api_upstream: Upstream,
-                                               https: httpx.Client) -> None:
+def test_api_continues_the_trace_nginx_started(
+    site: NginxSite, api_upstream: Upstream, https: httpx.Client
+) -> None:
     """One trace id from the edge to the API: nginx's access log and the API's logs share it."""
     if not api_upstream.real_api:
         pytest.skip("the echo app stands in for the API (serve.app not importable yet)")

@@ -73,7 +73,9 @@ def test_every_promql_expression_parses(tmp_path: Path) -> None:
     assert len(rules) > 30
     file = tmp_path / "dashboard-queries.yml"
     file.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
-    result = subprocess.run([promtool, "check", "rules", str(file)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [promtool, "check", "rules", str(file)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -87,7 +89,9 @@ def test_logs_and_traces_link_both_ways() -> None:
     derived = loki["jsonData"]["derivedFields"]
     assert {d["datasourceUid"] for d in derived} == {"tempo"}
     # the regex finds the id in our JSON log lines
-    line = json.dumps({"level": "INFO", "message": "GET /health 200", "trace_id": "7e522a5af62a9af978dc6205c3e9a73b"})
+    line = json.dumps(
+        {"level": "INFO", "message": "GET /health 200", "trace_id": "7e522a5af62a9af978dc6205c3e9a73b"}
+    )
     patterns = [d["matcherRegex"] for d in derived if d.get("matcherType") != "label"]
     assert any(re.search(p, line).group(1) == "7e522a5af62a9af978dc6205c3e9a73b" for p in patterns)
     assert prom["jsonData"]["exemplarTraceIdDestinations"][0]["datasourceUid"] == "tempo"

@@ -72,8 +72,16 @@ def test_every_alert_has_a_firing_unit_test_and_a_runbook() -> None:
                     fired.add(check["alertname"])
     names = alert_names()
     assert names - fired == set(), "alerts without a unit test where they fire"
-    required = {"ServiceDown", "ApiHighErrorRate", "ApiHighLatencyP99", "QueueBacklogGrowing",
-                "JobFailureRateHigh", "NoWorkerAlive", "ModelAccuracyLow", "DiskNearlyFull"}
+    required = {
+        "ServiceDown",
+        "ApiHighErrorRate",
+        "ApiHighLatencyP99",
+        "QueueBacklogGrowing",
+        "JobFailureRateHigh",
+        "NoWorkerAlive",
+        "ModelAccuracyLow",
+        "DiskNearlyFull",
+    }
     assert required <= names
     runbook = (ROOT / "docs" / "operations.md").read_text()
     anchors = {m.lower() for m in re.findall(r"^#+ .*?`?([A-Za-z0-9]+)`?\s*$", runbook, flags=re.M)}
@@ -97,8 +105,13 @@ def test_alertmanager_config_is_valid_and_routes_retraining() -> None:
     assert hook["url"].startswith("http://api:8000/v1/")
     assert hook["http_config"]["authorization"]["credentials_file"].startswith("/run/secrets/")
     # the alert that asks for retraining carries the label the route matches
-    model_rules = [r for p in RULES for g in yaml.safe_load(p.read_text())["groups"] for r in g["rules"]
-                   if r.get("labels", {}).get("action") == "retrain"]
+    model_rules = [
+        r
+        for p in RULES
+        for g in yaml.safe_load(p.read_text())["groups"]
+        for r in g["rules"]
+        if r.get("labels", {}).get("action") == "retrain"
+    ]
     assert [r["alert"] for r in model_rules] == ["ModelAccuracyLow"]
 
 
@@ -137,7 +150,9 @@ def exported_names(text: str) -> set[str]:
     return names
 
 
-def test_dashboards_and_rules_use_only_exported_metrics(api_upstream: Upstream, worker_metrics_port: int) -> None:
+def test_dashboards_and_rules_use_only_exported_metrics(
+    api_upstream: Upstream, worker_metrics_port: int
+) -> None:
     if not api_upstream.real_api:
         pytest.fail("serve.app is not importable: cannot check the API's metric names")
     api = httpx.get(f"http://127.0.0.1:{api_upstream.port}/metrics", timeout=10)
@@ -170,8 +185,12 @@ def prometheus(tmp_path: Path, api_upstream: Upstream, worker_metrics_port: int)
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(conf))
     port = free_port()
     proc = spawn(
-        [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
+        [
+            binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
         tmp_path / "prometheus.log",
     )
     try:
@@ -201,7 +220,9 @@ def test_prometheus_scrapes_the_api_and_a_worker(prometheus: str, api_upstream: 
     for query in queries:
         deadline = time.monotonic() + 15
         while True:
-            result = httpx.get(f"{base}/api/v1/query", params={"query": query}, timeout=5).json()["data"]["result"]
+            result = httpx.get(f"{base}/api/v1/query", params={"query": query}, timeout=5).json()["data"][
+                "result"
+            ]
             if result or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
@@ -212,7 +233,7 @@ def test_prometheus_scrapes_the_api_and_a_worker(prometheus: str, api_upstream: 
 class _Capture(BaseHTTPRequestHandler):
     received: list[dict] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
         self.received.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
         self.send_response(200)
@@ -232,16 +253,24 @@ def alertmanager(tmp_path: Path) -> Iterator[tuple[str, list[dict], str]]:
     (tmp_path / "key").write_text(key + "\n")
     text = (PLATFORM / "alertmanager" / "alertmanager.yml").read_text()
     # What only a container has: the API's address and the secret's path; and no 30 s group wait.
-    for old, new, count in [("http://api:8000", f"http://127.0.0.1:{hook.server_port}", 1),
-                            ("/run/secrets/alertmanager_api_key", str(tmp_path / "key"), 1),
-                            ("group_wait: 30s", "group_wait: 1s", 1)]:
+    for old, new, count in [
+        ("http://api:8000", f"http://127.0.0.1:{hook.server_port}", 1),
+        ("/run/secrets/alertmanager_api_key", str(tmp_path / "key"), 1),
+        ("group_wait: 30s", "group_wait: 1s", 1),
+    ]:
         assert text.count(old) == count, old
         text = text.replace(old, new)
     (tmp_path / "alertmanager.yml").write_text(text)
     port = free_port()
     proc = spawn(
-        [binary, f"--config.file={tmp_path / 'alertmanager.yml'}", f"--storage.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--web.route-prefix=/alertmanager/"],
+        [
+            binary,
+            f"--config.file={tmp_path / 'alertmanager.yml'}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--web.route-prefix=/alertmanager/",
+        ],
         tmp_path / "alertmanager.log",
     )
     try:
@@ -255,10 +284,24 @@ def alertmanager(tmp_path: Path) -> Iterator[tuple[str, list[dict], str]]:
 def test_low_accuracy_alert_asks_the_api_to_retrain(alertmanager: tuple[str, list[dict], str]) -> None:
     base, received, key = alertmanager
     alerts = [
-        {"labels": {"alertname": "ModelAccuracyLow", "action": "retrain", "severity": "warning",
-                    "model": "breast-cancer-classifier", "version": "3"},
-         "annotations": {"summary": "Live accuracy of breast-cancer-classifier v3 is 70%"}},
-        {"labels": {"alertname": "ServiceDown", "severity": "critical", "job": "api", "instance": "api:8000"}},
+        {
+            "labels": {
+                "alertname": "ModelAccuracyLow",
+                "action": "retrain",
+                "severity": "warning",
+                "model": "breast-cancer-classifier",
+                "version": "3",
+            },
+            "annotations": {"summary": "Live accuracy of breast-cancer-classifier v3 is 70%"},
+        },
+        {
+            "labels": {
+                "alertname": "ServiceDown",
+                "severity": "critical",
+                "job": "api",
+                "instance": "api:8000",
+            }
+        },
     ]
     deadline = time.monotonic() + 20
     while True:  # alertmanager answers before its API is fully up

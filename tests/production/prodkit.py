@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, port_open, service_unavailable  # noqa: F401 - re-exported
+from tests.conftest import free_port, port_open, service_unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "services.sh"
@@ -27,8 +27,6 @@ BIN = Path(sys.executable).parent
 MODEL_NAME = "breast-cancer-classifier"
 # Keys the developer's shell may carry; tests set exactly what they need.
 _SCRUB = ("MLFLOW_", "JOBRUNNER_", "AWS_", "DVC_", "SERVICES_")
-
-
 
 
 def base_env(**extra: str) -> dict[str, str]:

@@ -107,8 +107,9 @@ def _log_churn(C: float) -> str:
     return log_classifier(model, X, y, target="churned", features=features, run_name=f"churn-C{C}")
 
 
-def log_classifier(model: Any, X: pd.DataFrame, y: pd.Series, *, target: str, features: list[dict[str, Any]],
-                   run_name: str) -> str:
+def log_classifier(
+    model: Any, X: pd.DataFrame, y: pd.Series, *, target: str, features: list[dict[str, Any]], run_name: str
+) -> str:
     """Log a fitted scikit-learn classifier as 03_train does: cloudpickle, signature from the raw columns,
     input example, the jobrunner contract (`metadata={"jobrunner": ...}`); returns its model URI."""
     from mlflow.models import infer_signature

@@ -14,16 +14,21 @@ def payload(status: str = "firing", action: str = "retrain", fingerprint: str = 
         "version": "4",
         "status": status,
         "receiver": "retrain",
-        "groupKey": "{}:{alertname=\"ModelAccuracyLow\"}",
+        "groupKey": '{}:{alertname="ModelAccuracyLow"}',
         "alerts": [
-            {"status": status, "labels": {"alertname": "ModelAccuracyLow", "action": action},
-             "annotations": {}, "startsAt": "2026-11-28T03:00:00Z", "fingerprint": fingerprint},
+            {
+                "status": status,
+                "labels": {"alertname": "ModelAccuracyLow", "action": action},
+                "annotations": {},
+                "startsAt": "2026-11-28T03:00:00Z",
+                "fingerprint": fingerprint,
+            },
             {"status": "firing", "labels": {"alertname": "ApiDown"}, "startsAt": "2026-11-28T03:00:00Z"},
         ],
     }
 
 
-def test_firing_retrain_alert_submits_one_job_with_a_bearer_key(jobs_client):  # noqa: F811
+def test_firing_retrain_alert_submits_one_job_with_a_bearer_key(jobs_client):
     c = jobs_client
     auth = {"Authorization": f"Bearer {WRITE_KEY}"}
     first = c.post("/v1/alerts/alertmanager", json=payload(), headers=auth)
@@ -40,12 +45,20 @@ def test_firing_retrain_alert_submits_one_job_with_a_bearer_key(jobs_client):  #
     assert resolved == {"submitted": [], "ignored": 2}
 
 
-def test_webhook_needs_a_write_key(jobs_client):  # noqa: F811
+def test_webhook_needs_a_write_key(jobs_client):
     c = jobs_client
     assert c.post("/v1/alerts/alertmanager", json=payload()).status_code == 401
-    assert c.post("/v1/alerts/alertmanager", json=payload(),
-                  headers={"Authorization": "Bearer nope"}).status_code == 401
-    assert c.post("/v1/alerts/alertmanager", json=payload(),
-                  headers={"Authorization": f"Bearer {READ_KEY}"}).status_code == 403
+    assert (
+        c.post(
+            "/v1/alerts/alertmanager", json=payload(), headers={"Authorization": "Bearer nope"}
+        ).status_code
+        == 401
+    )
+    assert (
+        c.post(
+            "/v1/alerts/alertmanager", json=payload(), headers={"Authorization": f"Bearer {READ_KEY}"}
+        ).status_code
+        == 403
+    )
     bad = c.post("/v1/alerts/alertmanager", json={"alerts": "x"}, headers={"X-API-Key": WRITE_KEY})
     assert bad.status_code == 422

@@ -20,11 +20,18 @@ PUBLIC = {
     ("GET", "/redoc"),
     ("GET", "/docs/assets/{name}"),  # Swagger UI / ReDoc files (serve/docs_pages.py)
 }
-WRITE_ROUTES = {("POST", "/v1/feedback"), ("POST", "/v1/jobs"), ("POST", "/v1/jobs/{job_id}/cancel"),
-                ("POST", "/v1/alerts/alertmanager"), ("POST", "/v1/schedules"),
-                ("POST", "/v1/schedules/{schedule_id}/pause"), ("POST", "/v1/schedules/{schedule_id}/resume"),
-                ("DELETE", "/v1/schedules/{schedule_id}"), ("POST", "/v1/schedules/{schedule_id}/run-now"),
-                ("POST", "/v1/runs/{run_id}/verify")}
+WRITE_ROUTES = {
+    ("POST", "/v1/feedback"),
+    ("POST", "/v1/jobs"),
+    ("POST", "/v1/jobs/{job_id}/cancel"),
+    ("POST", "/v1/alerts/alertmanager"),
+    ("POST", "/v1/schedules"),
+    ("POST", "/v1/schedules/{schedule_id}/pause"),
+    ("POST", "/v1/schedules/{schedule_id}/resume"),
+    ("DELETE", "/v1/schedules/{schedule_id}"),
+    ("POST", "/v1/schedules/{schedule_id}/run-now"),
+    ("POST", "/v1/runs/{run_id}/verify"),
+}
 
 
 def all_routes(app):
@@ -50,7 +57,7 @@ def call(client, method, path, headers):
 
 def test_the_route_table_is_what_this_test_knows(app_client):
     ops = set(operations(app_client.app))
-    assert PUBLIC <= ops and WRITE_ROUTES <= ops
+    assert ops >= PUBLIC and ops >= WRITE_ROUTES
     assert ("POST", "/v1/predict") in ops and ("GET", "/v1/predictions/{prediction_id}/lineage") in ops
 
 

@@ -91,7 +91,7 @@ def test_one_bad_value_anywhere_goes_to_the_row_validation_which_names_row_and_f
     ],
     ids=["missing", "unknown", "not-an-object"],
 )
-def test_rows_of_the_wrong_shape_are_not_converted_column_wise(change) -> None:  # noqa: ANN001
+def test_rows_of_the_wrong_shape_are_not_converted_column_wise(change) -> None:
     r = random.Random(7)
     rows = [_row(r) for _ in range(10)]
     change(rows)

@@ -51,7 +51,9 @@ def test_schemathesis_all_checks_find_nothing(fuzz_target, tmp_path):
     run = run_schemathesis(fuzz_target.server.url, tmp_path, seed=20261201, config=config)
     (tmp_path / "output.txt").write_text(run.output)
     print(run.summary())
-    failures = "\n".join(line for line in run.output.splitlines() if line.startswith(("___", "- ST", "    curl")))
+    failures = "\n".join(
+        line for line in run.output.splitlines() if line.startswith(("___", "- ST", "    curl"))
+    )
     assert run.operations >= 20, run.output[-3000:]
     schedules = [name for name in run.tested if " /v1/schedules" in name]
     assert len(schedules) >= SCHEDULE_OPERATIONS, (schedules, run.output[-3000:])
@@ -120,22 +122,41 @@ def test_job_body_is_documented_per_notebook(fuzz_api):
     other = next(v for v in variants if "other" in v["title"])
     assert "notebooks/ok.ipynb" in other["properties"]["notebook"]["not"]["enum"]
     # what the variant says is what the API does: a parameter outside it is refused, one inside accepted
-    refused = _error(fuzz_api.post("/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "parameters": {"zz": 1}},
-                              headers=WRITE), 422)
+    refused = _error(
+        fuzz_api.post(
+            "/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "parameters": {"zz": 1}}, headers=WRITE
+        ),
+        422,
+    )
     assert refused["problems"][0]["name"] == "zz"
-    assert fuzz_api.post("/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "parameters": {"x": 2}},
-                    headers=WRITE).status_code == 201
+    assert (
+        fuzz_api.post(
+            "/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "parameters": {"x": 2}}, headers=WRITE
+        ).status_code
+        == 201
+    )
     # JSON (and JSON Schema) make no difference between 3 and 3.0: an int parameter takes both
-    r = fuzz_api.post("/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "parameters": {"x": 3.0}}, headers=WRITE)
+    r = fuzz_api.post(
+        "/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "parameters": {"x": 3.0}}, headers=WRITE
+    )
     assert r.status_code == 201
     stored = r.json()["parameters"]["x"]
     assert stored == 3 and isinstance(stored, int), stored
 
 
 # -- the cases fuzzing found -----------------------------------------------------------------------------
-@pytest.mark.parametrize("notebook", ["notebooks/ok\x00.ipynb", "notebooks/\x00", "../secret.ipynb",
-                                      "/etc/passwd", "notebooks/./ok.ipynb", "notebooks//ok.ipynb",
-                                      "notebooks\\ok.ipynb"])
+@pytest.mark.parametrize(
+    "notebook",
+    [
+        "notebooks/ok\x00.ipynb",
+        "notebooks/\x00",
+        "../secret.ipynb",
+        "/etc/passwd",
+        "notebooks/./ok.ipynb",
+        "notebooks//ok.ipynb",
+        "notebooks\\ok.ipynb",
+    ],
+)
 def test_path_oddities_are_4xx_naming_the_field(fuzz_api, notebook):
     body = _error(fuzz_api.post("/v1/jobs", json={"notebook": notebook}, headers=WRITE), 422)
     assert body["problems"][0]["location"] == "body.notebook"
@@ -180,7 +201,9 @@ def test_nul_byte_is_refused_by_jobrunner_itself(project):
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_literals_are_named(fuzz_api, literal):
     raw = '{"notebook": "notebooks/ok.ipynb", "parameters": {"label": "a long enough prefix", "y": %s}}'
-    r = fuzz_api.post("/v1/jobs", content=raw % literal, headers={**WRITE, "Content-Type": "application/json"})
+    r = fuzz_api.post(
+        "/v1/jobs", content=raw % literal, headers={**WRITE, "Content-Type": "application/json"}
+    )
     body = _error(r, 422)
     column = raw.index("%s") + 1
     assert f"{literal} at line 1 column {column} " in body["detail"], body
@@ -200,15 +223,17 @@ def test_a_5000_digit_integer_is_not_echoed(fuzz_api):
     body = _error(r, 422)
     assert "4300 digits" in body["detail"] and "7" * 100 not in r.text
     # a long value that does get into a message is cut too (here: an unknown parameter's name)
-    r = fuzz_api.post("/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "parameters": {"n" * 5000: 1}},
-                 headers=WRITE)
+    r = fuzz_api.post(
+        "/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "parameters": {"n" * 5000: 1}}, headers=WRITE
+    )
     body = _error(r, 422)
     assert "characters cut" in r.text and "n" * 100 not in r.text and len(r.text) < 3000
 
 
 def test_errors_show_project_relative_paths(fuzz_api, model_store):
-    r = fuzz_api.post("/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "parameters": {"x": "three"}},
-                 headers=WRITE)
+    r = fuzz_api.post(
+        "/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "parameters": {"x": "three"}}, headers=WRITE
+    )
     body = _error(r, 422)
     assert str(model_store.project) not in r.text
     assert "notebooks/ok.ipynb" in body["detail"], body
@@ -218,21 +243,25 @@ def test_errors_show_project_relative_paths(fuzz_api, model_store):
 
 
 def test_undecodable_body_is_a_422_not_a_400(fuzz_api):
-    r = fuzz_api.post("/v1/jobs", content=b'{"notebook": "\xff\xfe"}',
-                 headers={**WRITE, "Content-Type": "application/json"})
+    r = fuzz_api.post(
+        "/v1/jobs", content=b'{"notebook": "\xff\xfe"}', headers={**WRITE, "Content-Type": "application/json"}
+    )
     assert "UTF-8" in _error(r, 422)["detail"]
 
 
 def test_empty_idempotency_key_is_refused(fuzz_api):
-    r = fuzz_api.post("/v1/jobs", json={"notebook": "notebooks/ok.ipynb"}, headers={**WRITE, "Idempotency-Key": ""})
+    r = fuzz_api.post(
+        "/v1/jobs", json={"notebook": "notebooks/ok.ipynb"}, headers={**WRITE, "Idempotency-Key": ""}
+    )
     assert _error(r, 422)["problems"][0]["location"] == "header.Idempotency-Key"
 
 
 def test_strict_types_in_bodies(fuzz_api):
     # a string or a boolean where the schema says number is refused, not converted
     for timeout in ("5", True):
-        r = fuzz_api.post("/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "timeout_seconds": timeout},
-                     headers=WRITE)
+        r = fuzz_api.post(
+            "/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "timeout_seconds": timeout}, headers=WRITE
+        )
         assert _error(r, 422)["problems"][0]["location"] == "body.timeout_seconds"
 
 
@@ -262,14 +291,19 @@ def test_feedback_label_is_one_of_the_served_classes(fuzz_api):
 
 
 def test_alert_fields_fit_the_job_store(fuzz_api):
-    alert = {"status": "firing", "labels": {"action": "retrain", "alertname": "a" * 400 + "\x00"},
-             "fingerprint": "f" * 20, "startsAt": "2026-12-01T00:00:00Z"}
+    alert = {
+        "status": "firing",
+        "labels": {"action": "retrain", "alertname": "a" * 400 + "\x00"},
+        "fingerprint": "f" * 20,
+        "startsAt": "2026-12-01T00:00:00Z",
+    }
     r = fuzz_api.post("/v1/alerts/alertmanager", json={"alerts": [alert]}, headers=WRITE)
     assert r.status_code == 200, r.text
     job = fuzz_api.get(f"/v1/jobs/{r.json()['submitted'][0]}", headers=READ).json()
     assert job["submitter"] == "alertmanager:" + "a" * 100
-    r = fuzz_api.post("/v1/alerts/alertmanager", json={"alerts": [{**alert, "fingerprint": "x" * 300}]},
-                 headers=WRITE)
+    r = fuzz_api.post(
+        "/v1/alerts/alertmanager", json={"alerts": [{**alert, "fingerprint": "x" * 300}]}, headers=WRITE
+    )
     assert _error(r, 422)["problems"][0]["location"].endswith("fingerprint")
 
 

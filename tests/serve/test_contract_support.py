@@ -148,5 +148,6 @@ def run_schemathesis(
         tested = [case.get("name", "") for case in suite.iter("testcase")]
     found = re.search(r"(\d+) generated", output)
     safe = [c if not c.startswith("X-API-Key") else "X-API-Key: <write key>" for c in command]
-    return FuzzRun(safe, done.returncode, output, seconds, operations, failures, int(found[1]) if found else None,
-                   tested)
+    return FuzzRun(
+        safe, done.returncode, output, seconds, operations, failures, int(found[1]) if found else None, tested
+    )

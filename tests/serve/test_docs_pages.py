@@ -41,7 +41,9 @@ def docs_server(model_store, tmp_path_factory):
 def test_swagger_ui_and_redoc_render_offline_in_chromium(docs_server, tmp_path):
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (apt-get install -y chromium); CI must run the browser tests")
+            pytest.fail(
+                "chromium is not installed (apt-get install -y chromium); CI must run the browser tests"
+            )
         pytest.skip("chromium is not installed")
     from playwright.sync_api import sync_playwright
 

@@ -52,7 +52,9 @@ def start_mlflow_serve(serving_store: ServingStore, name: str, log: Path) -> tup
 
 
 @pytest.fixture(scope="module")
-def mlflow_servers(serving_store: ServingStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def mlflow_servers(
+    serving_store: ServingStore, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
     tmp = tmp_path_factory.mktemp("mlflow-serve")
     started = {name: start_mlflow_serve(serving_store, name, tmp / f"{name}.log") for name in NAMES}
     yield {name: url for name, (_, url) in started.items()}
@@ -95,7 +97,9 @@ def test_invocations_answer_exactly_like_mlflow_models_serve(
         if name == "greeter":
             body = {**body, "params": {"greeting": "hey", "times": 3}}
         theirs = httpx.post(mlflow_servers[name] + "/invocations", json=body, timeout=60)
-        ours = httpx.post(f"{models_api.url}/v1/models/{name}/invocations", json=body, headers=READ, timeout=60)
+        ours = httpx.post(
+            f"{models_api.url}/v1/models/{name}/invocations", json=body, headers=READ, timeout=60
+        )
         assert theirs.status_code == 200, (form, theirs.text[:500])
         assert ours.status_code == 200, (form, ours.text[:500])
         if name == "price":  # float64 through numpy (our fast path) vs a DataFrame: equal to the last bits
@@ -114,7 +118,9 @@ def test_invocations_need_an_api_key_and_are_logged(models_api: Server) -> None:
     r = httpx.post(f"{models_api.url}/v1/models/churn/invocations", json=body, headers=READ)
     assert r.status_code == 200 and len(r.headers["x-trace-id"]) == 32
     time.sleep(1.5)  # the prediction log writes in the background
-    recent = httpx.get(f"{models_api.url}/v1/predictions", params={"limit": 1}, headers=READ, timeout=60).json()
+    recent = httpx.get(
+        f"{models_api.url}/v1/predictions", params={"limit": 1}, headers=READ, timeout=60
+    ).json()
     assert recent["model"]["name"] == "churn"  # the default model (SERVE_MODEL_NAME)
     assert recent["labels"] == r.json()["predictions"]
     assert recent["rows"][0][3] == churn_row(0)["plan"]

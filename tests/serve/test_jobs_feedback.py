@@ -72,8 +72,9 @@ def test_jobs_rest_lifecycle(jobs_client, amqp_url, queue_prefix):
     other_root = c.post("/v1/jobs", json={"notebook": "data/x.ipynb"}, headers=WRITE)
     assert other_root.status_code == 404 and "outside the notebook roots" in other_root.json()["detail"]
     for limit in (0, -5, 10**9, "soon"):
-        refused = c.post("/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "timeout_seconds": limit},
-                         headers=WRITE)
+        refused = c.post(
+            "/v1/jobs", json={"notebook": "notebooks/ok.ipynb", "timeout_seconds": limit}, headers=WRITE
+        )
         assert refused.status_code == 422 and "timeout_seconds" in refused.text, (limit, refused.text)
 
     # idempotency key: the same key returns the first job
@@ -117,7 +118,14 @@ def test_notebooks_lists_parameter_schemas(jobs_client):
     by_name = {n["notebook"]: n for n in body["notebooks"]}
     assert set(by_name) >= {"notebooks/ok.ipynb", "notebooks/sleeps.ipynb", "notebooks/no_parameters.ipynb"}
     x = next(p for p in by_name["notebooks/ok.ipynb"]["parameters"] if p["name"] == "x")
-    assert x == {"name": "x", "type": "int", "default": 1, "optional": False, "help": "first addend", "output": False}
+    assert x == {
+        "name": "x",
+        "type": "int",
+        "default": 1,
+        "optional": False,
+        "help": "first addend",
+        "output": False,
+    }
     assert by_name["notebooks/no_parameters.ipynb"]["has_parameters_cell"] is False
 
 
@@ -193,7 +201,12 @@ def test_feedback_errors(jobs_client, model_store):
 def test_recent_predictions_on_postgresql(jobs_client, model_store):
     c = jobs_client
     for start in (0, 3, 6):
-        assert c.post("/v1/predict", json={"rows": model_store.rows[start : start + 3]}, headers=READ).status_code == 200
+        assert (
+            c.post(
+                "/v1/predict", json={"rows": model_store.rows[start : start + 3]}, headers=READ
+            ).status_code
+            == 200
+        )
     assert c.app.state.services.writer.flush(5)
     body = c.get("/v1/predictions", params={"limit": 5}, headers=READ).json()
     assert body["count"] == 5 and body["columns"] == model_store.features

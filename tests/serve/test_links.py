@@ -32,7 +32,9 @@ def test_signer_refuses_expired_tampered_and_other_paths() -> None:
     assert "signature" in signer.check(path, str(int(q["expires"]) + 1), q["signature"], now=1000)
     # other keys (rotated, or another deployment) make other signatures; a shared secret makes equal ones
     assert LinkSigner(["k1"], None, 60).check(path, q["expires"], q["signature"], now=1000)
-    assert LinkSigner(["x"], "s" * 20, 60).sign(path, now=5) == LinkSigner(["y"], "s" * 20, 60).sign(path, now=5)
+    assert LinkSigner(["x"], "s" * 20, 60).sign(path, now=5) == LinkSigner(["y"], "s" * 20, 60).sign(
+        path, now=5
+    )
 
 
 def test_lineage_links_open_without_a_key_and_only_as_signed(app_client) -> None:
@@ -76,7 +78,9 @@ function done() { document.getElementById("probe").textContent = JSON.stringify(
 def test_a_notebooks_script_finds_neither_cookies_nor_the_api(model_store, tmp_path) -> None:
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (apt-get install -y chromium); CI must run the browser tests")
+            pytest.fail(
+                "chromium is not installed (apt-get install -y chromium); CI must run the browser tests"
+            )
         pytest.skip("chromium is not installed")
     from playwright.sync_api import sync_playwright
 
@@ -101,10 +105,14 @@ def test_a_notebooks_script_finds_neither_cookies_nor_the_api(model_store, tmp_p
                 for label in ("served", "without the policy"):
                     page = context.new_page()
                     if label == "without the policy":  # the same page as plain same-origin HTML
+
                         def strip(route):
                             response = route.fetch()
-                            headers = {k: v for k, v in response.headers.items()
-                                       if k.lower() != "content-security-policy"}
+                            headers = {
+                                k: v
+                                for k, v in response.headers.items()
+                                if k.lower() != "content-security-policy"
+                            }
                             route.fulfill(response=response, headers=headers)
 
                         page.route("**/notebook*", strip)

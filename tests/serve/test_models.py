@@ -173,7 +173,9 @@ def test_regressor_answers_a_value_per_row(models_api: Server) -> None:
 
 def test_python_model_takes_every_column_type_optional_columns_and_params(models_api: Server) -> None:
     rows = [greeter_row(), greeter_row(name="bob", nickname=None), greeter_row(name="cy", nickname=...)]
-    r = post(models_api, "/v1/models/greeter/predict", {"rows": rows, "params": {"greeting": "hi", "times": 2}})
+    r = post(
+        models_api, "/v1/models/greeter/predict", {"rows": rows, "params": {"greeting": "hi", "times": 2}}
+    )
     assert r.status_code == 200, r.text
     outputs = [p["output"] for p in r.json()["predictions"]]
     assert outputs == [
@@ -192,17 +194,23 @@ def test_python_model_takes_every_column_type_optional_columns_and_params(models
 def test_python_model_wrong_types_are_a_422_naming_the_feature(
     models_api: Server, feature: str, value: object
 ) -> None:
-    r = post(models_api, "/v1/models/greeter/predict", {"rows": [greeter_row(), greeter_row(**{feature: value})]})
+    r = post(
+        models_api, "/v1/models/greeter/predict", {"rows": [greeter_row(), greeter_row(**{feature: value})]}
+    )
     assert r.status_code == 422, r.text
     assert [(p["row"], p["feature"]) for p in r.json()["problems"]] == [(1, feature)]
 
 
 def test_bad_params_are_a_422_naming_the_param(models_api: Server) -> None:
-    r = post(models_api, "/v1/models/greeter/predict", {"rows": [greeter_row()], "params": {"times": "twice"}})
+    r = post(
+        models_api, "/v1/models/greeter/predict", {"rows": [greeter_row()], "params": {"times": "twice"}}
+    )
     assert r.status_code == 422 and "times" in r.json()["detail"]
     r = post(models_api, "/v1/models/greeter/predict", {"rows": [greeter_row()], "params": {"volume": 3}})
     assert r.status_code == 422 and "volume" in r.json()["detail"]
-    r = post(models_api, "/v1/models/price/predict", {"rows": [{"area_m2": 1.0, "rooms": 1.0}], "params": {"x": 1}})
+    r = post(
+        models_api, "/v1/models/price/predict", {"rows": [{"area_m2": 1.0, "rooms": 1.0}], "params": {"x": 1}}
+    )
     assert r.status_code == 422 and "no params" in r.json()["detail"]
 
 
@@ -227,7 +235,9 @@ def test_recent_predictions_keep_each_values_json_type(models_api: Server) -> No
 
 def test_prediction_lineage_of_a_python_model_row(models_api: Server) -> None:
     pid = post(models_api, "/v1/models/greeter/predict", {"rows": [greeter_row()]}).json()["predictions"][0]
-    r = httpx.get(models_api.url + f"/v1/predictions/{pid['prediction_id']}/lineage", headers=READ, timeout=30)
+    r = httpx.get(
+        models_api.url + f"/v1/predictions/{pid['prediction_id']}/lineage", headers=READ, timeout=30
+    )
     assert r.status_code == 200, r.text
     stored = r.json()["prediction"]
     assert stored["label"] == pid["output"] and stored["probabilities"] is None
@@ -365,16 +375,28 @@ def test_write_key_reads_too_and_feedback_takes_a_string_class(models_api: Serve
     assert r.json()["true_label"] == r.json()["predicted_label"] == p["label"] and isinstance(p["label"], str)
 
 
-def test_regressor_feedback_takes_true_values_reports_mae_rmse_and_triggers_retraining(models_api: Server) -> None:
+def test_regressor_feedback_takes_true_values_reports_mae_rmse_and_triggers_retraining(
+    models_api: Server,
+) -> None:
     rows = [{"area_m2": 40.0 + 10 * i, "rooms": 1 + i % 5} for i in range(6)]
     predictions = post(models_api, "/v1/models/price/predict", {"rows": rows}).json()["predictions"]
     # a class label is no true value for a regressor: named, nothing stored
-    wrong = post(models_api, "/v1/feedback", {"prediction_id": predictions[0]["prediction_id"], "label": "cheap"}, WRITE)
+    wrong = post(
+        models_api,
+        "/v1/feedback",
+        {"prediction_id": predictions[0]["prediction_id"], "label": "cheap"},
+        WRITE,
+    )
     assert wrong.status_code == 422 and "number" in wrong.json()["detail"]
     answers = []
     for i, p in enumerate(predictions):
         off = 2000.0 if i % 2 else -2000.0  # every value 2000 off: MAE 2000, RMSE 2000
-        r = post(models_api, "/v1/feedback", {"prediction_id": p["prediction_id"], "label": p["value"] + off}, WRITE)
+        r = post(
+            models_api,
+            "/v1/feedback",
+            {"prediction_id": p["prediction_id"], "label": p["value"] + off},
+            WRITE,
+        )
         assert r.status_code == 201, r.text
         assert r.json()["predicted_label"] == p["value"] and r.json()["true_label"] == p["value"] + off
         answers.append(r.json())

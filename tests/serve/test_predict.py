@@ -212,9 +212,16 @@ def test_loading_a_model_leaves_mlflows_process_state_alone(model_store):
 
     from serve.model_loader import load_serving_model
 
-    before = (os.environ.get("MLFLOW_REGISTRY_URI"), os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_registry_uri())
+    before = (
+        os.environ.get("MLFLOW_REGISTRY_URI"),
+        os.environ.get("MLFLOW_TRACKING_URI"),
+        mlflow.get_registry_uri(),
+    )
     loaded = load_serving_model(MODEL, "champion", model_store.tracking_uri)
     assert loaded.version == "1"
-    assert (os.environ.get("MLFLOW_REGISTRY_URI"), os.environ.get("MLFLOW_TRACKING_URI"),
-            mlflow.get_registry_uri()) == before
+    assert (
+        os.environ.get("MLFLOW_REGISTRY_URI"),
+        os.environ.get("MLFLOW_TRACKING_URI"),
+        mlflow.get_registry_uri(),
+    ) == before
     assert "MLFLOW_REGISTRY_URI" not in os.environ  # nor did building the test store export one

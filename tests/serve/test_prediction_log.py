@@ -44,10 +44,16 @@ def test_api_workers_starting_together_on_one_sqlite_file_all_migrate_it(tmp_pat
 
     url = f"sqlite:///{tmp_path / 'race.db'}"
     go = time.time() + 3  # every process imports first, then all migrate at this moment
-    code = (f"import time; from serve import store; e = store.make_engine({url!r}); "
-            f"time.sleep(max(0, {go} - time.time())); store.migrate(e); print('migrated')")
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(4)]
+    code = (
+        f"import time; from serve import store; e = store.make_engine({url!r}); "
+        f"time.sleep(max(0, {go} - time.time())); store.migrate(e); print('migrated')"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err[-800:] for _, err in results]
     assert all(out.strip() == "migrated" for out, _ in results)

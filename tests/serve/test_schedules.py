@@ -16,8 +16,13 @@ pytestmark = pytest.mark.services
 
 
 def body(name: str, **extra) -> dict:
-    return {"name": name, "notebook": "notebooks/ok.ipynb", "cron": "30 2 * * *", "timezone": "Europe/Berlin",
-            **extra}
+    return {
+        "name": name,
+        "notebook": "notebooks/ok.ipynb",
+        "cron": "30 2 * * *",
+        "timezone": "Europe/Berlin",
+        **extra,
+    }
 
 
 def problem(r: httpx.Response, status: int) -> dict:
@@ -28,8 +33,11 @@ def problem(r: httpx.Response, status: int) -> dict:
 
 
 def test_create_show_pause_resume_run_now_delete(fuzz_api):
-    r = fuzz_api.post("/v1/schedules", json=body("nightly", parameters={"x": 5}, max_concurrent_runs=1,
-                                             catchup="skip", timeout_seconds=600), headers=WRITE)
+    r = fuzz_api.post(
+        "/v1/schedules",
+        json=body("nightly", parameters={"x": 5}, max_concurrent_runs=1, catchup="skip", timeout_seconds=600),
+        headers=WRITE,
+    )
     assert r.status_code == 201, r.text
     created = r.json()
     sid = created["id"]
@@ -46,7 +54,9 @@ def test_create_show_pause_resume_run_now_delete(fuzz_api):
     assert run.status_code == 201, run.text
     assert run.json()["status"] == "submitted" and run.json()["trigger"] == "manual"
     job = fuzz_api.get(f"/v1/jobs/{run.json()['job_id']}", headers=READ).json()
-    assert job["state"] == "QUEUED" and job["submitter"] == "schedule:nightly" and job["parameters"] == {"x": 5}
+    assert (
+        job["state"] == "QUEUED" and job["submitter"] == "schedule:nightly" and job["parameters"] == {"x": 5}
+    )
     busy = problem(fuzz_api.post(f"/v1/schedules/{sid}/run-now", headers=WRITE), 409)
     assert "max_concurrent_runs=1 reached" in busy["detail"]
     shown = fuzz_api.get(f"/v1/schedules/{sid}", params={"runs": 5}, headers=READ).json()
@@ -61,10 +71,17 @@ def test_create_show_pause_resume_run_now_delete(fuzz_api):
     assert fuzz_api.get(f"/v1/jobs/{run.json()['job_id']}", headers=READ).status_code == 200  # the job stays
 
 
-@pytest.mark.parametrize("field,value", [
-    ("cron", "61 * * * *"), ("cron", "every night"), ("cron", "0 0 ? * *"), ("timezone", "Europe/Atlantis"),
-    ("timezone", "../../etc/passwd"), ("kernel_name", "julia-1.9"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("cron", "61 * * * *"),
+        ("cron", "every night"),
+        ("cron", "0 0 ? * *"),
+        ("timezone", "Europe/Atlantis"),
+        ("timezone", "../../etc/passwd"),
+        ("kernel_name", "julia-1.9"),
+    ],
+)
 def test_invalid_fields_are_422_naming_the_field(fuzz_api, field, value):
     data = problem(fuzz_api.post("/v1/schedules", json=body("bad", **{field: value}), headers=WRITE), 422)
     locations = [p.get("location") for p in data.get("problems") or []]
@@ -75,11 +92,19 @@ def test_invalid_fields_are_422_naming_the_field(fuzz_api, field, value):
 
 
 def test_parameters_and_notebook_are_checked_against_the_contract(fuzz_api):
-    data = problem(fuzz_api.post("/v1/schedules", json=body("bad-params", parameters={"x": "five"}), headers=WRITE), 422)
+    data = problem(
+        fuzz_api.post("/v1/schedules", json=body("bad-params", parameters={"x": "five"}), headers=WRITE), 422
+    )
     assert "parameter 'x' must be int" in data["detail"]
-    problem(fuzz_api.post("/v1/schedules", json=body("bad-nb", notebook="notebooks/none.ipynb"), headers=WRITE), 404)
+    problem(
+        fuzz_api.post("/v1/schedules", json=body("bad-nb", notebook="notebooks/none.ipynb"), headers=WRITE),
+        404,
+    )
     assert fuzz_api.post("/v1/schedules", json=body("twice"), headers=WRITE).status_code == 201
-    assert "exists already" in problem(fuzz_api.post("/v1/schedules", json=body("twice"), headers=WRITE), 409)["detail"]
+    assert (
+        "exists already"
+        in problem(fuzz_api.post("/v1/schedules", json=body("twice"), headers=WRITE), 409)["detail"]
+    )
 
 
 def test_scopes_read_lists_write_changes(fuzz_api):
@@ -102,6 +127,8 @@ def test_openapi_documents_the_body_per_notebook_with_time_zones_and_kernels(fuz
     assert set(ok["parameters"]["properties"]) >= {"x", "y", "label"}
     assert "Europe/Berlin" in ok["timezone"]["enum"] and "Europe/Atlantis" not in ok["timezone"]["enum"]
     assert ok["kernel_name"]["anyOf"][0]["enum"] == ["python3"]
-    assert re.fullmatch(ok["cron"]["pattern"], "30 2 * * *") and not re.fullmatch(ok["cron"]["pattern"], "61 * * * *")
+    assert re.fullmatch(ok["cron"]["pattern"], "30 2 * * *") and not re.fullmatch(
+        ok["cron"]["pattern"], "61 * * * *"
+    )
     for path in ("/v1/schedules", "/v1/schedules/{schedule_id}", "/v1/schedules/{schedule_id}/run-now"):
         assert path in doc["paths"]

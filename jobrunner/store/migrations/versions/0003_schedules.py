@@ -38,8 +38,9 @@ def upgrade() -> None:
     op.create_index("ix_schedules_due", "schedules", ["paused", "next_slot_at"])
     op.create_table(
         "schedule_runs",
-        sa.Column("schedule_id", sa.String(36), sa.ForeignKey("schedules.id", ondelete="CASCADE"),
-                  primary_key=True),
+        sa.Column(
+            "schedule_id", sa.String(36), sa.ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True
+        ),
         sa.Column("slot", TZ, primary_key=True),
         sa.Column("trigger", sa.String(8), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),

@@ -24,7 +24,9 @@ TZ = sa.DateTime(timezone=True)
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:  # batch mode: SQLite cannot ALTER every column kind
         batch.add_column(sa.Column("outputs", sa.JSON(), nullable=True))
-        batch.add_column(sa.Column("write_workspace", sa.Boolean(), nullable=False, server_default=sa.false()))
+        batch.add_column(
+            sa.Column("write_workspace", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
         batch.add_column(sa.Column("use_cache", sa.Boolean(), nullable=False, server_default=sa.true()))
         batch.add_column(sa.Column("cached_from", sa.String(36), nullable=True))
         batch.create_index("ix_jobs_cached_from", ["cached_from"])

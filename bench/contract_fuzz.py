@@ -32,7 +32,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from tests.serve.conftest import model_store_at
-    from tests.serve.test_contract_support import run_schemathesis, start_fuzz_target, stop_fuzz_target
+    from tests.serve.contract_support import run_schemathesis, start_fuzz_target, stop_fuzz_target
 
     with tempfile.TemporaryDirectory(prefix="contract-fuzz-") as tmp:
         work = Path(tmp)

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.jobrunner.test_jobs_support import PYTHON
+from tests.jobrunner.support import PYTHON
 
 
 def test_embedded_submit_worker_status_logs_round_trip(cli, project):
@@ -106,7 +106,7 @@ def test_idempotency_key_on_the_command_line(cli):
 
 
 def test_migrate_command_reports_the_revision(cli):
-    from tests.jobrunner.test_jobs_support import LATEST_MIGRATION as LATEST
+    from tests.jobrunner.support import LATEST_MIGRATION as LATEST
 
     code, out, _ = cli("migrate")
     assert code == 0 and LATEST in out

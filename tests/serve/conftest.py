@@ -269,9 +269,9 @@ def start_server(store: Any, tmp: Path, env_extra: dict[str, str], deadline_s: f
 def fuzz_target(
     model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory, postgres_admin_url: str, amqp_url: str
 ) -> Iterator[Any]:
-    """The API of test_contract.py and test_schedules.py (tests/serve/test_contract_support.py): started
+    """The API of test_contract.py and test_schedules.py (tests/serve/contract_support.py): started
     once, as a user's server lives on; tests that need a fresh state create their own objects."""
-    from tests.serve.test_contract_support import start_fuzz_target, stop_fuzz_target
+    from tests.serve.contract_support import start_fuzz_target, stop_fuzz_target
 
     target = start_fuzz_target(model_store, tmp_path_factory.mktemp("contract"), amqp_url)
     yield target

@@ -13,6 +13,7 @@ same `log_classifier` as churn. Also used by bench/serve_bench.py.
 
 from __future__ import annotations
 
+import base64
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,20 @@ def churn_row(i: int = 0) -> dict[str, Any]:
         "region": str(row["region"]),
         "paperless": bool(row["paperless"]),
     }
+
+
+def greeter_row(**overrides: object) -> dict:
+    """A valid greeter row; an override of `...` drops that column."""
+    row = {
+        "name": "ann",
+        "born": "1990-05-01T08:30:00",
+        "nickname": "annie",
+        "photo": base64.b64encode(b"\x89PNG-bytes").decode(),
+        "score": 0.25,
+        "visits": 3,
+    }
+    row.update(overrides)
+    return {k: v for k, v in row.items() if v is not ...}
 
 
 def _log_churn(C: float) -> str:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.serve.conftest import READ, WRITE
-from tests.serve.test_contract_support import CONFIG, run_schemathesis
+from tests.serve.contract_support import CONFIG, run_schemathesis
 
 pytestmark = pytest.mark.services
 

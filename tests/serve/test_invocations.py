@@ -15,8 +15,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.serve.conftest import READ, Server
-from tests.serve.model_factories import ServingStore, churn_row
-from tests.serve.test_models import greeter_row
+from tests.serve.model_factories import ServingStore, churn_row, greeter_row
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 NAMES = ("churn", "price", "greeter")

@@ -9,23 +9,12 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any
 
 import pytest
 
 from tests.serve.conftest import READ, WRITE
 
 pytestmark = pytest.mark.services
-
-
-def __getattr__(name: str) -> Any:
-    """`from tests.serve.test_jobs_feedback import jobs_client` (its former home) keeps working: the fixture
-    is tests/serve/conftest.py's."""
-    if name == "jobs_client":
-        from tests.serve import conftest
-
-        return conftest.jobs_client
-    raise AttributeError(name)
 
 
 def _queued_messages(amqp_url: str, queue: str) -> list[dict]:

@@ -3,7 +3,6 @@ path), a numeric regressor (sklearn fast path) and a PythonModel with every colu
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 from collections import Counter
@@ -12,26 +11,13 @@ import httpx
 import pytest
 
 from tests.serve.conftest import READ, WRITE, Server
-from tests.serve.model_factories import ServingStore, churn_row, start_api
+from tests.serve.model_factories import ServingStore, churn_row, greeter_row, start_api
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def post(models_api: Server, path: str, body: dict, headers: dict = READ) -> httpx.Response:
     return httpx.post(models_api.url + path, json=body, headers=headers, timeout=30)
-
-
-def greeter_row(**overrides: object) -> dict:
-    row = {
-        "name": "ann",
-        "born": "1990-05-01T08:30:00",
-        "nickname": "annie",
-        "photo": base64.b64encode(b"\x89PNG-bytes").decode(),
-        "score": 0.25,
-        "visits": 3,
-    }
-    row.update(overrides)
-    return {k: v for k, v in row.items() if v is not ...}
 
 
 def test_models_lists_every_served_model_with_its_path_and_task(models_api: Server) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypedDict, TypeVar
 from urllib.parse import urlparse
 
 from jobrunner.errors import ArtifactStoreError
@@ -26,6 +26,39 @@ UPLOAD_TRIES = 4  # botocore's max_attempts: the first call and three retries
 class ArtifactStore(Protocol):
     def put(self, local: Path, key: str) -> str: ...
     def get(self, uri: str) -> bytes: ...
+
+
+class S3Body(Protocol):
+    def read(self) -> bytes: ...
+
+
+class S3Object(TypedDict):
+    """The part of boto3's get_object response we read."""
+
+    Body: S3Body
+
+
+class S3Listed(TypedDict):
+    Key: str
+
+
+class S3ListPage(TypedDict, total=False):
+    """One page of list_objects_v2 (no "Contents" when nothing matched)."""
+
+    Contents: list[S3Listed]
+
+
+class S3Paginator(Protocol):
+    def paginate(self, *, Bucket: str, Prefix: str) -> Iterable[S3ListPage]: ...
+
+
+class S3Client(Protocol):
+    """The calls of boto3's S3 client we make (boto3 ships no types)."""
+
+    def upload_file(self, Filename: str, Bucket: str, Key: str) -> None: ...
+    def download_file(self, Bucket: str, Key: str, Filename: str) -> None: ...
+    def get_object(self, *, Bucket: str, Key: str) -> S3Object: ...
+    def get_paginator(self, operation_name: Literal["list_objects_v2"]) -> S3Paginator: ...
 
 
 class LocalStore:
@@ -49,10 +82,10 @@ class S3Store:
         parsed = urlparse(uri)
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
-        self._client = None
+        self._client: S3Client | None = None
 
     @property
-    def client(self):
+    def client(self) -> S3Client:
         if self._client is None:
             import boto3
             from botocore.config import Config

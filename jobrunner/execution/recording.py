@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from jobrunner import __version__
 from jobrunner.errors import NotebookFailure, RecordingError
@@ -43,6 +43,9 @@ from jobrunner.tags import (
     VERSION_TAG,
 )
 
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
 log = logging.getLogger(__name__)
 
 # MLflow 3's UI opens an experiment without this tag on its GenAI traces page; ours are model training.
@@ -51,12 +54,12 @@ EXPERIMENT_KIND = "custom_model_development"
 _MAX_PARAM = 6000
 
 
-_clients: dict[str, Any] = {}
+_clients: dict[str, MlflowClient] = {}
 _experiment_ids: dict[tuple[str, str], str] = {}
 _cache_lock = threading.Lock()
 
 
-def _client(tracking_uri: str):
+def _client(tracking_uri: str) -> MlflowClient:
     """One MlflowClient per tracking URI per process: a long-lived process (worker, execution service)
     opens its store once instead of once per run."""
     with _cache_lock:
@@ -147,7 +150,7 @@ class Recorder:
         try:
             try:
                 run = self.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
-            except Exception:
+            except Exception:  # noqa: BLE001 - any failure: retry once below; a second failure raises
                 # the cached experiment may have been deleted meanwhile: look it up again, once
                 _experiment_ids.pop((self.tracking_uri, self.experiment), None)
                 experiment_id = self.experiment_id()
@@ -155,7 +158,8 @@ class Recorder:
         except Exception as exc:
             raise RecordingError(f"cannot create an MLflow run at {self.tracking_uri}: {exc}") from exc
         self.started_in = experiment_id
-        return run.info.run_id
+        # RunInfo.run_id is a str behind MLflow's untyped `searchable_attribute` decorator
+        return cast(str, run.info.run_id)
 
     def finish(
         self,

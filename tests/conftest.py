@@ -47,6 +47,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_execution_service_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The last net: an execution service still running in this session's temporary folders when the
+    session ends is stopped and reported (the fixture that started it should have: tests/pipelines and
+    tests/production stop theirs; tests/execution_services.py)."""
+    yield
+    import warnings
+
+    from tests.execution_services import stop_services_under
+
+    stopped = stop_services_under(tmp_path_factory.getbasetemp())
+    if stopped:
+        warnings.warn(f"execution services {stopped} were left running by this session's tests", stacklevel=1)
+
+
 @pytest.fixture(autouse=True)
 def _mlflow_process_state() -> Iterator[None]:
     """MLflow's process-wide URIs come back as they were after every test. mlflow.set_tracking_uri and

@@ -16,15 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("e2e") / "repo"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(target)], check=True)
-    return target
 
 
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

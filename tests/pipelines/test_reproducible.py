@@ -18,15 +18,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT
-
 BIN = Path(sys.executable).parent  # the venv's dvc (was imported from the test module test_pipeline_e2e.py)
 
 pytestmark = pytest.mark.slow
 
 
 def _run(cmd: list[str], cwd: Path, profile: str | None) -> subprocess.CompletedProcess[str]:
-    """`cmd` in a clean environment (no MLflow/jobrunner settings of the caller), with `profile` or none."""
+    """`cmd` in a clean environment (no MLflow/jobrunner settings of the caller, so the stages use the
+    execution service as in `make demo`; `fresh_clone` stops it), with `profile` or none."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "JOBRUNNER_"))}
     env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
     if profile:
@@ -35,18 +34,12 @@ def _run(cmd: list[str], cwd: Path, profile: str | None) -> subprocess.Completed
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
 
 
-def _clone(tmp_path: Path) -> Path:
-    target = tmp_path / "repo"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(target)], check=True)
-    return target
-
-
 def _outs(lock: dict) -> dict[str, str]:
     return {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
 
 
-def test_an_unchanged_forced_repro_leaves_dvc_lock_identical(tmp_path: Path) -> None:
-    clone = _clone(tmp_path)
+def test_an_unchanged_forced_repro_leaves_dvc_lock_identical(fresh_clone: Path) -> None:
+    clone = fresh_clone
     first = _ci(clone, [str(BIN / "dvc"), "repro"])
     lock_1 = (clone / "dvc.lock").read_text()
     metrics_1 = {p.name: p.read_text() for p in (clone / "metrics").glob("*.json")}
@@ -77,8 +70,8 @@ def _ci(clone: Path, cmd: list[str]) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def test_the_committed_lock_and_metrics_are_what_a_fresh_make_demo_produces(tmp_path: Path) -> None:
-    clone = _clone(tmp_path)
+def test_the_committed_lock_and_metrics_are_what_a_fresh_make_demo_produces(fresh_clone: Path) -> None:
+    clone = fresh_clone
     repro = _run([str(BIN / "dvc"), "repro"], clone, None)
     assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
     summary = _run([sys.executable, "-m", "pipelines.summary"], clone, None)

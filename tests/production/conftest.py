@@ -29,6 +29,8 @@ from prodkit import (
     service_unavailable,
 )
 
+from tests.execution_services import stop_services_under
+
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory, postgres_admin_url: str) -> Iterator[Services]:
@@ -78,7 +80,7 @@ def services(tmp_path_factory: pytest.TempPathFactory, postgres_admin_url: str) 
 
 
 @pytest.fixture(scope="session")
-def pipeline(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+def pipeline(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     """`dvc repro` (ci profile) in a fresh clone against the MLflow server, then `dvc push` to S3.
 
     Production by configuration only: the environment `services.sh` printed, plus the remote's URL.
@@ -102,4 +104,5 @@ def pipeline(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Pi
     push = run([str(BIN / "dvc"), "push"], cwd=clone, env=env, timeout=300)
     run(["git", "add", "dvc.lock", "metrics"], cwd=clone, env=env)
     run(["git", "commit", "-q", "--allow-empty", "-m", "pipeline run (ci profile)"], cwd=clone, env=env)
-    return Pipeline(clone=clone, env=env, start_commit=start_commit, repro=repro, push=push)
+    yield Pipeline(clone=clone, env=env, start_commit=start_commit, repro=repro, push=push)
+    stop_services_under(clone.parent)  # the stages' execution service (and any a test started in the clone)

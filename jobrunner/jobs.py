@@ -7,7 +7,6 @@ get_job(job.id).state
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from typing import Any
 from jobrunner.config import Settings, get_settings
 from jobrunner.errors import InvalidTimeout, InvalidTransition, JobNotFound, NotebookNotFound
 from jobrunner.kinds import FailureKind
-from jobrunner.queue.broker import RequeueReport
+from jobrunner.queue.base import DeadLetter, RequeueReport
 from jobrunner.store.db import session_scope
 from jobrunner.store.schemas import MAX_TIMEOUT, JobCreate, JobEventRead, JobList, JobRead
 from jobrunner.store.states import JobState, transition, utcnow
@@ -409,32 +408,19 @@ def job_output_html(job_id: str, *, settings: Settings | None = None) -> str:
     job = get_job(job_id, settings=settings)
     if job.html_uri:
         return read_uri(job.html_uri).decode("utf-8")
-    import nbformat
-    from nbconvert import HTMLExporter
+    from jobrunner.execution import nbfiles
 
-    nb = nbformat.reads(job_output_notebook(job_id, settings=settings).decode("utf-8"), as_version=4)
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    nb = nbfiles.reads(job_output_notebook(job_id, settings=settings).decode("utf-8"), as_version=4)
+    body, _ = nbfiles.html_exporter(template_name="lab").from_notebook_node(nb)
     return body
 
 
 # -- dead letters ---------------------------------------------------------------------------------------
-def list_dead_letters(settings: Settings | None = None, limit: int = 100) -> list[Any]:
+def list_dead_letters(settings: Settings | None = None, limit: int = 100) -> list[DeadLetter]:
     """Dead-lettered messages (RabbitMQ's `<queue>.dlq`, or parked outbox rows without a broker)."""
-    from jobrunner.queue.broker import DeadLetter, broker_for
-    from jobrunner.store import queries as store
+    from jobrunner.queue.broker import broker_for
 
-    settings = settings or get_settings()
-    broker = broker_for(settings)
-    if broker is not None:
-        return broker.dead_letters(limit)
-    with session_scope(settings) as session:
-        rows = store.dead_outbox(session=session, limit=limit)
-        return [
-            DeadLetter(
-                (r.payload or {}).get("job_id"), r.dead_reason or "rejected", json.dumps(r.payload), r.id
-            )
-            for r in rows
-        ]
+    return broker_for(settings or get_settings()).dead_letters(limit)
 
 
 def requeue_dead_letters(
@@ -445,32 +431,10 @@ def requeue_dead_letters(
     Letters that cannot be requeued (not a job message, no such job, the job is not failed) are reported
     in `.skipped` and stay dead-lettered, or are dropped with `discard`.
     """
-    from sqlalchemy import delete
-
     from jobrunner.queue.broker import broker_for
-    from jobrunner.store import queries as store
-    from jobrunner.store.models import Outbox
 
-    settings = settings or get_settings()
-    broker = broker_for(settings)
-    if broker is not None:
-        return broker.requeue_dead(job_ids, lambda job_id: _reopen(settings, job_id), discard=discard)
-    report = RequeueReport()
-    for letter in list_dead_letters(settings, limit=1000):
-        if job_ids is not None and letter.job_id not in job_ids:
-            continue
-        why = "not a job message" if letter.job_id is None else _reopen(settings, letter.job_id)
-        if why is not None:
-            report.skip(letter.job_id, why, discarded=discard)
-            if discard:
-                with session_scope(settings) as session:
-                    session.execute(delete(Outbox).where(Outbox.id == letter.ref))
-            continue
-        with session_scope(settings) as session:
-            session.execute(delete(Outbox).where(Outbox.id == letter.ref))
-            store.add_outbox(session=session, job_id=letter.job_id, attempt=0)
-        report.requeued.append(letter.job_id)
-    return report
+    current = settings or get_settings()
+    return broker_for(current).requeue_dead(job_ids, lambda job_id: _reopen(current, job_id), discard=discard)
 
 
 def _reopen(settings: Settings, job_id: str) -> str | None:

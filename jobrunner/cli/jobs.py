@@ -389,9 +389,9 @@ def _follow(job_id: str, as_json: bool) -> None:
 
 
 def _cell_outputs(raw: bytes) -> list[dict[str, Any]]:
-    import nbformat
+    from jobrunner.execution import nbfiles
 
-    nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
+    nb = nbfiles.reads(raw.decode("utf-8"), as_version=4)
     found = []
     for i, cell in enumerate(nb.cells):
         texts = []
@@ -431,7 +431,7 @@ def dlq() -> None:
 def dlq_list(as_json: bool) -> None:
     """List dead-lettered messages (they stay in the dead-letter queue)."""
     from jobrunner.jobs import list_dead_letters as list_dead
-    from jobrunner.queue.broker import short_label
+    from jobrunner.queue.base import short_label
 
     quiet_pika()
     letters = or_fail(lambda: list_dead(_settings()), _handle)

@@ -99,11 +99,9 @@ class Service:
 
             self.pool = KernelPool.start(self.settings, size=max(1, self.settings.kernel_pool_size))
             import mlflow.tracking  # noqa: F401 - the 2.5 s this service exists to pay once
-            import nbformat
+            from jobrunner.execution import executor, nbfiles
 
-            from jobrunner.execution import executor
-
-            executor._render_html_text(nbformat.v4.new_notebook())  # templates compiled before the first run
+            executor._render_html_text(nbfiles.new_notebook())  # templates compiled before the first run
             log.warning(
                 "service %s ready (pid %d, project %s, pool of %d)",
                 self.key,

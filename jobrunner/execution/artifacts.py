@@ -38,14 +38,23 @@ class S3Object(TypedDict):
     Body: S3Body
 
 
+class S3Head(TypedDict):
+    """The part of boto3's head_object response we read."""
+
+    ETag: str
+
+
 class S3Listed(TypedDict):
     Key: str
+    ETag: str
 
 
 class S3ListPage(TypedDict, total=False):
-    """One page of list_objects_v2 (no "Contents" when nothing matched)."""
+    """One page of list_objects_v2 (no "Contents" when nothing matched; a token when truncated)."""
 
     Contents: list[S3Listed]
+    IsTruncated: bool
+    NextContinuationToken: str
 
 
 class S3Paginator(Protocol):
@@ -58,6 +67,8 @@ class S3Client(Protocol):
     def upload_file(self, Filename: str, Bucket: str, Key: str) -> None: ...
     def download_file(self, Bucket: str, Key: str, Filename: str) -> None: ...
     def get_object(self, *, Bucket: str, Key: str) -> S3Object: ...
+    def head_object(self, *, Bucket: str, Key: str) -> S3Head: ...
+    def list_objects_v2(self, *, Bucket: str, Prefix: str, ContinuationToken: str = ...) -> S3ListPage: ...
     def get_paginator(self, operation_name: Literal["list_objects_v2"]) -> S3Paginator: ...
 
 

@@ -29,7 +29,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from jobrunner.config import METRICS_FILE_ENV, Settings, get_settings
 from jobrunner.errors import InfrastructureError, NotebookFailure
@@ -41,6 +41,10 @@ from jobrunner.execution.params import read_notebook, schema_from_notebook
 from jobrunner.execution.progress import Progress
 from jobrunner.kinds import FailureKind, RunStatus
 from jobrunner.tags import ENV_PREFIX, OUTPUTS_FOLDER_TAG, STARTED_AT_TAG
+
+if TYPE_CHECKING:
+    from nbconvert import HTMLExporter
+    from nbformat import NotebookNode
 
 log = logging.getLogger(__name__)
 
@@ -489,7 +493,7 @@ def _run(
     return failure, False
 
 
-_html_exporter: Any = None
+_html_exporter: HTMLExporter | None = None
 _html_lock = threading.Lock()
 
 
@@ -505,19 +509,23 @@ def _cached_html_filters() -> dict[str, Any]:
     from functools import lru_cache
 
     from nbconvert.filters.highlight import Highlight2HTML
-    from nbconvert.filters.strings import clean_html
+    from nbconvert.filters.strings import clean_html as nbconvert_clean_html
 
+    # nbconvert's filters are unannotated: clean_html returns bleach's sanitised text; a Highlight2HTML
+    # is a callable (source, language, metadata) -> HTML
+    clean_html = cast("Callable[[Any], str]", nbconvert_clean_html)
+    new_highlighter = cast("Callable[..., Callable[[str, str | None, dict[str, str]], str]]", Highlight2HTML)
     clean_cached = lru_cache(maxsize=2048)(clean_html)
-    highlighters: dict[str | None, Any] = {}
+    highlighters: dict[str | None, Callable[[str, str | None, dict[str, str]], str]] = {}
 
     @lru_cache(maxsize=2048)
     def highlight_cached(source: str, language: str | None, lexer: str | None, magics: str | None) -> str:
         if lexer not in highlighters:
-            highlighters[lexer] = Highlight2HTML(pygments_lexer=lexer)
+            highlighters[lexer] = new_highlighter(pygments_lexer=lexer)
         metadata = {"magics_language": magics} if magics is not None else {}
         return str(highlighters[lexer](source, language, metadata))
 
-    def clean(element: Any) -> Any:
+    def clean(element: Any) -> str:
         return (
             clean_cached(element)
             if isinstance(element, str) and len(element) < _CACHED_MAX
@@ -537,13 +545,13 @@ def _cached_html_filters() -> dict[str, Any]:
 _html_lexer: dict[str, str | None] = {}  # the notebook being rendered (under _html_lock)
 
 
-def _render_html_text(nb: Any) -> str:
+def _render_html_text(nb: NotebookNode) -> str:
     global _html_exporter
-    from nbconvert import HTMLExporter
+    from jobrunner.execution import nbfiles
 
     with _html_lock:  # one exporter per process: building it (templates, Jinja) costs most of a render
         if _html_exporter is None:
-            _html_exporter = HTMLExporter(template_name="lab", filters=_cached_html_filters())
+            _html_exporter = nbfiles.html_exporter(template_name="lab", filters=_cached_html_filters())
         langinfo = nb.metadata.get("language_info", {})
         _html_lexer["lexer"] = langinfo.get("pygments_lexer", langinfo.get("name", None))
         body, _ = _html_exporter.from_notebook_node(nb)
@@ -552,9 +560,9 @@ def _render_html_text(nb: Any) -> str:
 
 def _render_html(ipynb: Path) -> Path | None:
     try:
-        import nbformat
+        from jobrunner.execution import nbfiles
 
-        body = _render_html_text(nbformat.read(ipynb, as_version=4))
+        body = _render_html_text(nbfiles.read(ipynb, as_version=4))
     except Exception:
         log.warning("could not render %s as HTML", ipynb, exc_info=True)
         return None

@@ -31,7 +31,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 
@@ -40,6 +40,9 @@ from jobrunner.execution.hashing import file_md5, hash_path
 from jobrunner.execution.outputs import input_paths
 from jobrunner.execution.params import PARAMETERS_TAG, ParameterSchema
 from jobrunner.tags import CACHE_KEY_TAG, CACHE_OUTPUT_PREFIX, CACHE_OUTPUTS_TAG, OUTCOME_TAG
+
+if TYPE_CHECKING:
+    from jobrunner.execution.artifacts import S3Client
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +126,8 @@ def cache_key(
 def output_intact(item: Mapping[str, Any]) -> bool:
     """The stored copy of one recorded output exists and has the recorded md5 (a folder: its `.dir` md5
     rebuilt from its files). An output the run did not write (md5 None) has nothing to check."""
-    md5, uri = item.get("md5"), item.get("uri")
+    md5: str | None = item.get("md5")
+    uri: str | None = item.get("uri")
     if md5 is None:
         return True
     if not uri:
@@ -139,18 +143,18 @@ def output_intact(item: Mapping[str, Any]) -> bool:
         return False
 
 
-_s3_clients: dict[str, Any] = {}
+_s3_clients: dict[str, S3Client] = {}
 
 
-def _s3_client(uri: str) -> Any:
+def _s3_client(uri: str) -> S3Client:
     """One S3 client per bucket per process: building one costs far more than the HEAD requests of a
     lookup (a hit must take milliseconds)."""
-    from jobrunner.execution.artifacts import store_for
+    from jobrunner.execution.artifacts import S3Store
 
     bucket = uri[len("s3://") :].partition("/")[0]
     client = _s3_clients.get(bucket)
     if client is None:
-        client = _s3_clients[bucket] = store_for(uri).client  # type: ignore[attr-defined]
+        client = _s3_clients[bucket] = S3Store(uri).client
     return client
 
 
@@ -167,7 +171,8 @@ def _s3_md5(uri: str, *, dir_: bool) -> str | None:
         for obj in page.get("Contents", []):
             md5 = obj["ETag"].strip('"')
             if "-" in md5:  # a multipart upload's ETag is not the md5: read the object
-                md5 = hashlib.md5(client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()).hexdigest()  # noqa: S324
+                body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()  # S3's ETag digest, not security
             entries.append({"md5": md5, "relpath": obj["Key"][len(key) + 1 :]})
         if not page.get("IsTruncated"):
             break
@@ -175,10 +180,11 @@ def _s3_md5(uri: str, *, dir_: bool) -> str | None:
     if not entries:
         return None
     entries.sort(key=lambda e: e["relpath"])
-    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"  # noqa: S324
+    listing = json.dumps(entries, sort_keys=True).encode()
+    return hashlib.md5(listing, usedforsecurity=False).hexdigest() + ".dir"  # DVC's .dir digest
 
 
-def _etag(client: Any, bucket: str, key: str) -> str | None:
+def _etag(client: S3Client, bucket: str, key: str) -> str | None:
     from botocore.exceptions import ClientError
 
     try:
@@ -187,7 +193,8 @@ def _etag(client: Any, bucket: str, key: str) -> str | None:
         return None
     md5 = str(head["ETag"]).strip('"')
     if "-" in md5:
-        md5 = hashlib.md5(client.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest()  # noqa: S324
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()  # S3's ETag digest, not security
     return md5
 
 

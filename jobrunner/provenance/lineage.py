@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
@@ -33,6 +33,11 @@ from jobrunner.tags import (
     OUTCOME_TAG,
     STAGE_TAG,
 )
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
 
 MAX_DEPTH = 20
 # MLflow's own tag: the commit of a run jobrunner did not record
@@ -184,7 +189,7 @@ def read_dvc_lock(project_dir: Path | None) -> dict[str, str]:
 
 
 class _Walker:
-    def __init__(self, client: Any, lock: dict[str, str], max_depth: int):
+    def __init__(self, client: MlflowClient, lock: dict[str, str], max_depth: int):
         self.client = client
         self.lock = lock
         self.max_depth = max_depth
@@ -236,7 +241,7 @@ class _Walker:
             return []
         return [f"runs:/{run_id}/{f.path}" for f in files if not f.is_dir]
 
-    def producer(self, consumer: Any, data: DataRef) -> str | None:
+    def producer(self, consumer: Run, data: DataRef) -> str | None:
         """The latest successful run that wrote `data.path` with this md5 before `consumer` started."""
         key = f"{DATA_OUTPUT_PREFIX}{data.path}".replace("`", "")
         runs = self.client.search_runs(
@@ -256,7 +261,8 @@ class _Walker:
                 and run.info.start_time > consumer.info.start_time
             ):
                 continue
-            return run.info.run_id
+            # RunInfo.run_id is a str behind MLflow's untyped `searchable_attribute` decorator
+            return cast(str, run.info.run_id)
         return None
 
 
@@ -267,7 +273,7 @@ def _iso(millis: int | None) -> str | None:
 def trace(
     ref: str | ModelRef,
     *,
-    client: Any,
+    client: MlflowClient,
     tracking_uri: str = "",
     project_dir: Path | None = None,
     max_depth: int = MAX_DEPTH,
@@ -299,20 +305,22 @@ def trace(
     )
 
 
-def read_run(client: Any, run_id: str, *, project_dir: Path | None = None) -> StageRun:
+def read_run(client: MlflowClient, run_id: str, *, project_dir: Path | None = None) -> StageRun:
     """The lineage record of one run (tags, parameters, metrics, executed notebooks, data hashes), without
     walking to the runs that produced its inputs (`inputs[*].produced_by` stay None). serve's lineage
     answers are built from it."""
     return _Walker(client, read_dvc_lock(project_dir), max_depth=0).stage_run(run_id)
 
 
-def find_version(client: Any, model: ModelRef) -> Any:
+def find_version(client: MlflowClient, model: ModelRef) -> ModelVersion:
     """The registry's ModelVersion for `model`; LineageNotFound (naming what exists) or LineageError."""
     from mlflow.exceptions import MlflowException
 
     try:
         if model.alias:
             return client.get_model_version_by_alias(model.name, model.alias)
+        if model.version is None:  # parse_ref always sets one of the two
+            raise LineageError(f"model reference {model.name!r} names neither an alias nor a version")
         return client.get_model_version(model.name, model.version)
     except MlflowException as exc:
         if (
@@ -323,7 +331,7 @@ def find_version(client: Any, model: ModelRef) -> Any:
         raise LineageError(f"cannot resolve {model} in the model registry: {exc}") from exc
 
 
-def _not_found(client: Any, model: ModelRef) -> str:
+def _not_found(client: MlflowClient, model: ModelRef) -> str:
     from mlflow.exceptions import MlflowException
 
     try:

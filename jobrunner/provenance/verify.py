@@ -315,13 +315,12 @@ def _volatile_only(
 
 def _cells(then: Path, now: Path, rtol: float, folders: list[list[tuple[str, str]]]) -> tuple[Any, Any]:
     """The code cells (text outputs normalised) of the recorded and the new executed notebook."""
-    import nbformat
-
+    from jobrunner.execution import nbfiles
     from jobrunner.execution.cell_outputs import cell_outputs
 
     try:
-        a = cell_outputs(nbformat.read(then, as_version=4), rtol=rtol, folders=folders[0])
-        b = cell_outputs(nbformat.read(now, as_version=4), rtol=rtol, folders=folders[1])
+        a = cell_outputs(nbfiles.read(then, as_version=4), rtol=rtol, folders=folders[0])
+        b = cell_outputs(nbfiles.read(now, as_version=4), rtol=rtol, folders=folders[1])
     except (OSError, ValueError) as exc:  # the new notebook was not written (the kernel never started)
         log.warning("text outputs not compared: %s", exc)
         return None, None
@@ -366,7 +365,7 @@ def _recorded(client: Any, run_id: str, tmp: Path) -> tuple[dict[str, Any], Path
 
 def _scratch_project(project: Path, scratch: Path, inputs: list[str], notebook: str, executed: Path) -> None:
     """A copy of the project with the recorded code as the notebook and the recorded inputs."""
-    import nbformat
+    from jobrunner.execution import nbfiles
 
     scratch.mkdir()
     for name in ("dvc.yaml", "params.yaml"):
@@ -383,7 +382,7 @@ def _scratch_project(project: Path, scratch: Path, inputs: list[str], notebook: 
             shutil.copytree(src, dst)
         else:
             shutil.copy2(src, dst)
-    nb = nbformat.read(executed, as_version=4)
+    nb = nbfiles.read(executed, as_version=4)
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -391,4 +390,4 @@ def _scratch_project(project: Path, scratch: Path, inputs: list[str], notebook: 
         cell.get("metadata", {}).pop("papermill", None)
     target = scratch / notebook
     target.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, target)
+    nbfiles.write(nb, target)

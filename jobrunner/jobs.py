@@ -408,10 +408,11 @@ def job_output_html(job_id: str, *, settings: Settings | None = None) -> str:
     job = get_job(job_id, settings=settings)
     if job.html_uri:
         return read_uri(job.html_uri).decode("utf-8")
-    from jobrunner.execution import nbfiles
+    import nbformat
+    from nbconvert import HTMLExporter
 
-    nb = nbfiles.reads(job_output_notebook(job_id, settings=settings).decode("utf-8"), as_version=4)
-    body, _ = nbfiles.html_exporter(template_name="lab").from_notebook_node(nb)
+    nb = nbformat.reads(job_output_notebook(job_id, settings=settings).decode("utf-8"), as_version=4)
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
     return body
 
 

@@ -1,6 +1,7 @@
 """One contract, two brokers: what a worker relies on from its message source, asserted the same way for
-RabbitMQ (JOBRUNNER_BROKER_URL=amqp://..., jobrunner.queue.broker.AmqpBroker + worker.AmqpSource) and for the
-embedded broker (no broker URL: the job_outbox table, worker.EmbeddedSource).
+RabbitMQ (JOBRUNNER_BROKER_URL=amqp://..., jobrunner.queue.amqp: AmqpBroker + AmqpSource) and for the
+embedded broker (no broker URL: the job_outbox table, jobrunner.queue.embedded: EmbeddedBroker +
+EmbeddedSource); the source is the one broker_for(settings).source(worker) gives the worker.
 
 Messages are published the public way (jobs.submit) and consumed by the worker's real source; only the
 job itself is scripted: a `ScriptedWorker` records each delivery and settles it with the verdict the
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 from jobrunner.worker.attempt import Outcome
-from jobrunner.worker.loop import AmqpSource, EmbeddedSource, Worker
+from jobrunner.worker.loop import Worker
 from tests.jobrunner.support import FAST, TcpProxy, delete_queues
 
 Script = Callable[[dict[str, Any]], Outcome | None]  # None: hold the delivery unsettled
@@ -71,8 +72,7 @@ class Consumer:
         from jobrunner.queue.broker import broker_for
 
         self.worker = ScriptedWorker(settings, script)
-        broker = broker_for(settings)
-        self.source = EmbeddedSource(self.worker) if broker is None else AmqpSource(self.worker, broker)
+        self.source = broker_for(settings).source(self.worker)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="contract-consumer", daemon=True)
         self.thread.start()
@@ -151,8 +151,7 @@ class Contract:
         from jobrunner.store.models import Outbox
         from jobrunner.store.states import utcnow
 
-        broker = broker_for(self.settings)
-        if broker is None:
+        if self.kind == "embedded":
             with session_scope(self.settings) as session:
                 session.add(
                     Outbox(job_id=job_id, payload=payload, created_at=utcnow(), available_at=utcnow())
@@ -160,6 +159,7 @@ class Contract:
             return
         import pika
 
+        broker = broker_for(self.settings)
         connection = broker.connect()
         try:
             channel = broker.publisher(connection)

@@ -24,7 +24,7 @@ def test_masked_url(url: str, shown: str) -> None:
 
 def test_unreachable_store_and_broker_do_not_print_the_password() -> None:
     from jobrunner.errors import BrokerUnavailable, StoreUnavailable
-    from jobrunner.queue.broker import AmqpBroker
+    from jobrunner.queue.amqp import AmqpBroker
 
     port = free_port()  # nothing listens there
     with pytest.raises(BrokerUnavailable) as broker_error:

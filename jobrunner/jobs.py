@@ -408,11 +408,10 @@ def job_output_html(job_id: str, *, settings: Settings | None = None) -> str:
     job = get_job(job_id, settings=settings)
     if job.html_uri:
         return read_uri(job.html_uri).decode("utf-8")
-    import nbformat
-    from nbconvert import HTMLExporter
+    from jobrunner.execution import nbfiles
 
-    nb = nbformat.reads(job_output_notebook(job_id, settings=settings).decode("utf-8"), as_version=4)
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    nb = nbfiles.reads(job_output_notebook(job_id, settings=settings).decode("utf-8"), as_version=4)
+    body, _ = nbfiles.html_exporter(template_name="lab").from_notebook_node(nb)
     return body
 
 

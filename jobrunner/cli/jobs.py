@@ -389,9 +389,9 @@ def _follow(job_id: str, as_json: bool) -> None:
 
 
 def _cell_outputs(raw: bytes) -> list[dict[str, Any]]:
-    import nbformat
+    from jobrunner.execution import nbfiles
 
-    nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
+    nb = nbfiles.reads(raw.decode("utf-8"), as_version=4)
     found = []
     for i, cell in enumerate(nb.cells):
         texts = []

@@ -53,10 +53,10 @@ def lifespan_factory(settings_factory: Callable[[], Settings]) -> Callable[[Fast
 def start_services(app: FastAPI, settings: Settings) -> Services:
     import os
 
-    from serve import store
     from serve.feedback import FeedbackService
     from serve.lineage import LineageService
     from serve.prediction_log import PredictionWriter
+    from serve.store import db
 
     configure_logging(settings.log_level, settings.log_json)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in JSON logs
@@ -67,8 +67,8 @@ def start_services(app: FastAPI, settings: Settings) -> Services:
         log.warning(
             "no API keys configured (SERVE_API_KEYS / SERVE_API_KEYS_FILE): every /v1 route answers 401"
         )
-    engine = store.make_engine(settings.resolved_database_url())
-    store.migrate(engine)
+    engine = db.make_engine(settings.resolved_database_url())
+    db.migrate(engine)
     writer = PredictionWriter(
         engine,
         batch_size=settings.log_batch_size,

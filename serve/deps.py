@@ -31,7 +31,7 @@ class Services:
     settings: Settings
     keyring: KeyRing
     metrics: Metrics
-    engine: Engine  # the prediction store (serve/store.py)
+    engine: Engine  # the prediction store (serve/store/)
     writer: PredictionWriter  # stores predictions in the background
     feedback: FeedbackService
     lineage: LineageService

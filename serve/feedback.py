@@ -16,10 +16,11 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from serve import store
 from serve.config import Settings
 from serve.model_loader import ServingModel
 from serve.observability import Metrics
+from serve.store import feedback, retrain
+from serve.store.predictions import StoredPrediction
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class FeedbackService:
 
     def record(
         self,
-        prediction: store.StoredPrediction,
+        prediction: StoredPrediction,
         true_label: str,
         served: ServingModel | None,
         *,
@@ -65,7 +66,7 @@ class FeedbackService:
             correct = abs(float(prediction.label) - float(true_label)) <= 1e-12 * max(
                 1.0, abs(float(true_label))
             )
-        item = store.record_feedback(
+        item = feedback.record_feedback(
             self.engine, prediction=prediction, true_label=true_label, correct=correct
         )
         self.metrics.feedback.labels(
@@ -110,7 +111,7 @@ class FeedbackService:
             "retrain": self._retrain_state(name, version),
         }
         if task == "regression":
-            n, mae, rmse = store.window_errors(
+            n, mae, rmse = feedback.window_errors(
                 self.engine, model_name=name, model_version=version, window=s.feedback_window
             )
             limit = s.feedback_mae_threshold
@@ -123,7 +124,7 @@ class FeedbackService:
                 "threshold": limit,
                 "below_threshold": worse,
             }
-        n, acc = store.window_accuracy(
+        n, acc = feedback.window_accuracy(
             self.engine, model_name=name, model_version=version, window=s.feedback_window
         )
         if acc is not None:
@@ -136,22 +137,26 @@ class FeedbackService:
         }
 
     def _retrain_state(self, name: str, version: str) -> dict[str, Any] | None:
-        row = store.get_retrain(self.engine, model_name=name, model_version=version)
+        row = retrain.get_retrain(self.engine, model_name=name, model_version=version)
         if row is None:
             return None
-        return {k: row[k] for k in ("armed", "crossings", "last_job_id", "last_triggered_at")}
+        return {
+            "armed": row["armed"],
+            "crossings": row["crossings"],
+            "last_job_id": row["last_job_id"],
+            "last_triggered_at": row["last_triggered_at"],
+        }
 
     def _check_threshold(self, name: str, version: str, acc: dict[str, Any]) -> None:
         metric = acc["mae"] if acc["task"] == "regression" else acc["accuracy"]
         if metric is None or acc["threshold"] is None or acc["labelled"] < self.settings.feedback_min_samples:
             return
         if not acc["below_threshold"]:
-            store.rearm_retrain(self.engine, model_name=name, model_version=version)
+            retrain.rearm_retrain(self.engine, model_name=name, model_version=version)
             return
-        if store.claim_retrain(self.engine, model_name=name, model_version=version, accuracy=metric):
-            crossings = (store.get_retrain(self.engine, model_name=name, model_version=version) or {}).get(
-                "crossings", 1
-            )
+        if retrain.claim_retrain(self.engine, model_name=name, model_version=version, accuracy=metric):
+            state = retrain.get_retrain(self.engine, model_name=name, model_version=version)
+            crossings = state["crossings"] if state is not None else 1
             log.warning(
                 "live %s %.4g of %s v%s is worse than %.4g over %d labels: submitting a retraining job",
                 "MAE" if acc["task"] == "regression" else "accuracy",
@@ -192,7 +197,7 @@ class FeedbackService:
                 extra={"event": "retrain_submit_failed"},
             )
             return
-        store.set_retrain_job(self.engine, model_name=name, model_version=version, job_id=job.id)
+        retrain.set_retrain_job(self.engine, model_name=name, model_version=version, job_id=job.id)
         self.metrics.retrains.labels(name, "submitted").inc()
         log.warning(
             "retraining job %s submitted for %s v%s (%s)",

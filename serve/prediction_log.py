@@ -13,11 +13,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import Engine
 
-from serve import store
+from serve.store import predictions
+from serve.store.models import BatchRecord
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class PredictionWriter:
         self.engine = engine
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self._queue: deque[dict[str, Any]] = deque()  # append/popleft are atomic: no lock on the hot path
+        self._queue: deque[BatchRecord] = deque()  # append/popleft are atomic: no lock on the hot path
         self._wake = threading.Event()
         self._stopping = False
         self._idle = threading.Condition()
@@ -47,7 +47,7 @@ class PredictionWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, record: dict[str, Any]) -> None:
+    def submit(self, record: BatchRecord) -> None:
         self._queue.append(record)
         if len(self._queue) >= self.batch_size:
             self._wake.set()
@@ -56,18 +56,18 @@ class PredictionWriter:
     def pending(self) -> int:
         return len(self._queue) + self._in_flight
 
-    def _take(self) -> list[dict[str, Any]]:
-        batch: list[dict[str, Any]] = []
+    def _take(self) -> list[BatchRecord]:
+        batch: list[BatchRecord] = []
         while self._queue and len(batch) < self.batch_size:
             batch.append(self._queue.popleft())
         self._in_flight = len(batch)
         return batch
 
-    def _write(self, batch: list[dict[str, Any]]) -> bool:
+    def _write(self, batch: list[BatchRecord]) -> bool:
         from sqlalchemy.exc import DBAPIError, OperationalError
 
         try:
-            store.insert_batches(self.engine, batch)
+            predictions.insert_batches(self.engine, batch)
         except (OperationalError, DBAPIError) as exc:
             if not (isinstance(exc, OperationalError) or exc.connection_invalidated):
                 self._write_one_by_one(batch)
@@ -86,10 +86,10 @@ class PredictionWriter:
         self._in_flight = 0
         return True
 
-    def _write_one_by_one(self, batch: list[dict[str, Any]]) -> None:
+    def _write_one_by_one(self, batch: list[BatchRecord]) -> None:
         for record in batch:
             try:
-                store.insert_batches(self.engine, [record])
+                predictions.insert_batches(self.engine, [record])
             except Exception:  # logged and counted; retrying it would never succeed
                 self.dropped += 1
                 log.exception("prediction record %s cannot be stored; dropped", record.get("id"))

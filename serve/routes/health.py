@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from serve import store
 from serve.deps import ServicesDep, require_read
 from serve.errors import json_response
 from serve.schemas import Health, ModelIdentity, Ready
+from serve.store import db
 
 router = APIRouter(tags=["health"])
 
@@ -27,7 +27,7 @@ async def ready(services: ServicesDep) -> Response:
     if model is None:
         problems.append(f"no model loaded: {services.holder.last_error or 'loading'}")
     try:
-        await run_in_threadpool(store.ping, services.engine)
+        await run_in_threadpool(db.ping, services.engine)
         db_ok = True
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         db_ok = False

@@ -7,12 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 
-from serve import store
 from serve.deps import ModelDep, ServicesDep, SignLinksDep
 from serve.errors import PredictionNotFound
 from serve.feedback import typed_label
 from serve.model_schemas import ServedModelInfo, ServedModelList
 from serve.schemas import PREDICTION_ID_PATTERN, PredictionLineage, RecentPredictions
+from serve.store import feedback, predictions
 
 router = APIRouter(prefix="/v1", tags=["model"])
 
@@ -64,7 +64,7 @@ def recent_predictions(
 ) -> dict:
     """Rows the served model version predicted, newest first (features in its signature order, labels):
     what the monitoring dashboard compares with the training data."""
-    rows, labels, oldest, newest = store.recent_rows(
+    rows, labels, oldest, newest = predictions.recent_rows(
         services.engine, model_name=model.name, model_version=model.version, limit=limit
     )
     return {
@@ -94,7 +94,7 @@ async def prediction_lineage(
         features = tuple(f["name"] for f in lineage_features(services, found)) or tuple(
             f"f{i}" for i in range(len(found.features))
         )
-    labels = await run_in_threadpool(store.feedback_for, services.engine, [prediction_id])
+    labels = await run_in_threadpool(feedback.feedback_for, services.engine, [prediction_id])
     probabilities = None
     if found.probabilities is not None:
         classes = (model.class_keys if model else None) or [str(i) for i in range(len(found.probabilities))]
@@ -117,16 +117,16 @@ async def prediction_lineage(
     }
 
 
-def lineage_features(services: ServicesDep, found: store.StoredPrediction) -> list[dict]:
+def lineage_features(services: ServicesDep, found: predictions.StoredPrediction) -> list[dict]:
     return services.extra.get(("features", found.model_name, found.model_version), [])
 
 
-def _find_prediction(services: ServicesDep, prediction_id: str) -> store.StoredPrediction:
+def _find_prediction(services: ServicesDep, prediction_id: str) -> predictions.StoredPrediction:
     """The stored prediction; waits for the background writer once if it is not in the database yet."""
-    found = store.get_prediction(services.engine, prediction_id)
+    found = predictions.get_prediction(services.engine, prediction_id)
     if found is None and services.writer.pending:
         services.writer.flush(timeout=5)
-        found = store.get_prediction(services.engine, prediction_id)
+        found = predictions.get_prediction(services.engine, prediction_id)
     if found is None:
         raise PredictionNotFound(f"prediction {prediction_id} not found")
     return found

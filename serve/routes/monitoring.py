@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from serve.deps import ModelDep, ServicesDep
 from serve.schemas import ModelIdentity
-from serve.store import Feedback, PredictionBatch, RetrainTrigger
+from serve.store.models import Feedback, PredictionBatch, RetrainTrigger
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/monitoring", tags=["monitoring"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -20,6 +20,9 @@ from serve.errors import ServeError, Unprocessable, invalid_json_message
 from serve.invocations import parse_invocation, predictions_json
 from serve.model_loader import Answer, Batch, ServingModel
 from serve.model_schemas import InvocationsResponse, ModelPredictResponse
+
+if TYPE_CHECKING:  # the store's module imports SQLAlchemy's ORM: the app's lifespan loads it
+    from serve.store.models import BatchRecord
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
 BYTES_PER_ROW = 4096  # a 30-feature JSON record is ~1 KB; anything far beyond is refused unread
@@ -83,21 +86,20 @@ def _count(services: Any, model: ServingModel, answer: Answer, n: int) -> None:
 def _log(request: Request, model: ServingModel, batch: Batch, per_row: list[Any] | None, proba: Any) -> str:
     services = request.app.state.services
     batch_id = uuid.uuid4().hex
-    services.writer.submit(
-        {
-            "id": batch_id,
-            "created_at": datetime.now(UTC),
-            "model_name": model.name,
-            "model_version": model.version,
-            "model_alias": model.alias,
-            "run_id": model.run_id,
-            "trace_id": request.scope.get("state", {}).get("trace_id"),
-            "n_rows": batch.n_rows,
-            "features": batch.logged,
-            "labels": per_row,
-            "probabilities": proba,
-        }
-    )
+    record: BatchRecord = {
+        "id": batch_id,
+        "created_at": datetime.now(UTC),
+        "model_name": model.name,
+        "model_version": model.version,
+        "model_alias": model.alias,
+        "run_id": model.run_id,
+        "trace_id": request.scope.get("state", {}).get("trace_id"),
+        "n_rows": batch.n_rows,
+        "features": batch.logged,
+        "labels": per_row,
+        "probabilities": proba,
+    }
+    services.writer.submit(record)
     services.metrics.batch_rows.observe(batch.n_rows)
     return batch_id
 

@@ -100,15 +100,15 @@ def test_batch_over_the_limit_is_refused_with_413(app_client, model_store):
 
 
 def test_predictions_are_stored_and_counted(app_client, model_store):
-    from serve import store
+    from serve.store import db, models, predictions
 
     services = app_client.app.state.services
     assert services.writer.flush(5)
-    before = store.count_rows(services.engine, store.PredictionBatch)
+    before = db.count_rows(services.engine, models.PredictionBatch)
     body = predict(app_client, model_store.rows[:3]).json()
     assert services.writer.flush(5)
-    assert store.count_rows(services.engine, store.PredictionBatch) == before + 1
-    found = store.get_prediction(services.engine, body["predictions"][2]["prediction_id"])
+    assert db.count_rows(services.engine, models.PredictionBatch) == before + 1
+    found = predictions.get_prediction(services.engine, body["predictions"][2]["prediction_id"])
     assert found.features == pytest.approx(list(model_store.rows[2].values()))
     assert found.label == body["predictions"][2]["label"]
     metrics = app_client.get("/metrics").text
@@ -176,11 +176,11 @@ def test_columns_and_data_form_gives_the_same_answers_in_any_column_order(app_cl
     for a, b in zip(by_split, by_records, strict=True):
         assert a["probabilities"] == pytest.approx(b["probabilities"])
     # stored like records (in signature order), so lineage and feedback work for it too
-    from serve import store
+    from serve.store import predictions
 
     services = app_client.app.state.services
     assert services.writer.flush(5) and services.writer.dropped == 0
-    found = store.get_prediction(services.engine, by_split[4]["prediction_id"])
+    found = predictions.get_prediction(services.engine, by_split[4]["prediction_id"])
     assert found.features == pytest.approx([rows[4][f] for f in model_store.features])
 
 

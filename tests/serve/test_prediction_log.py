@@ -1,4 +1,5 @@
-"""The background prediction writer: batches, drains on close, and never lets one bad record block the rest."""
+"""The background prediction writer: batches, drains on close, and never lets one bad record block the
+rest."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from serve import store
 from serve.prediction_log import PredictionWriter
+from serve.store import db, models, predictions
 
 
 def record(i: int, features: object) -> dict:
@@ -19,19 +20,19 @@ def record(i: int, features: object) -> dict:
 
 
 def test_close_drains_everything_and_a_bad_record_is_dropped_alone(tmp_path):
-    engine = store.make_engine(f"sqlite:///{tmp_path / 'p.db'}")
-    store.migrate(engine)
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    db.migrate(engine)
     writer = PredictionWriter(engine, batch_size=1000, flush_interval=60)  # only close() will write
     writer.start()
     good_matrix = np.arange(60.0).reshape(2, 30)[:, ::-1]  # non-contiguous, as a reordered compact body
     for i in range(50):
         writer.submit(record(i, good_matrix if i % 2 else [[float(i)] * 30]))
     writer.submit(record(999, object()))  # cannot be serialised
-    assert store.count_rows(engine, store.PredictionBatch) == 0
+    assert db.count_rows(engine, models.PredictionBatch) == 0
     writer.close(timeout=20)
-    assert store.count_rows(engine, store.PredictionBatch) == 50
+    assert db.count_rows(engine, models.PredictionBatch) == 50
     assert writer.dropped == 1 and writer.pending == 0
-    stored = store.get_prediction(engine, f"{1:032x}-0")
+    stored = predictions.get_prediction(engine, f"{1:032x}-0")
     assert stored.features == list(good_matrix[0]) and stored.probabilities == [0.2, 0.8]
 
 
@@ -45,8 +46,8 @@ def test_api_workers_starting_together_on_one_sqlite_file_all_migrate_it(tmp_pat
     url = f"sqlite:///{tmp_path / 'race.db'}"
     go = time.time() + 3  # every process imports first, then all migrate at this moment
     code = (
-        f"import time; from serve import store; e = store.make_engine({url!r}); "
-        f"time.sleep(max(0, {go} - time.time())); store.migrate(e); print('migrated')"
+        f"import time; from serve.store import db; e = db.make_engine({url!r}); "
+        f"time.sleep(max(0, {go} - time.time())); db.migrate(e); print('migrated')"
     )
     procs = [
         subprocess.Popen(
@@ -57,5 +58,5 @@ def test_api_workers_starting_together_on_one_sqlite_file_all_migrate_it(tmp_pat
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err[-800:] for _, err in results]
     assert all(out.strip() == "migrated" for out, _ in results)
-    engine = store.make_engine(url)
-    assert store.count_rows(engine, store.PredictionBatch) == 0  # the table exists, at head
+    engine = db.make_engine(url)
+    assert db.count_rows(engine, models.PredictionBatch) == 0  # the table exists, at head

@@ -1,4 +1,5 @@
-"""A real uvicorn process: the alias moves under load, shutdown drains the prediction log, logs carry trace ids."""
+"""A real uvicorn process: the alias moves under load, shutdown drains the prediction log, logs carry trace
+ids."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.slow
 def test_alias_move_under_load_fails_no_request_and_switches_version(model_store, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from serve import store
+    from serve.store import db, models
 
     v1, v2 = model_store.swap_versions
     client = MlflowClient(model_store.tracking_uri)
@@ -86,8 +87,8 @@ def test_alias_move_under_load_fails_no_request_and_switches_version(model_store
     assert code in (0, -15) and "Application shutdown complete" in server.log(), server.log()[-2000:]
 
     # shutdown drained the queue: every answered prediction is in the database
-    engine = store.make_engine(server.database_url)
-    assert store.count_rows(engine, store.PredictionBatch) == len(results)
+    engine = db.make_engine(server.database_url)
+    assert db.count_rows(engine, models.PredictionBatch) == len(results)
     engine.dispose()
 
     # JSON logs: one object per line, the trace id of a request in its line, no API key anywhere
@@ -101,7 +102,8 @@ def test_alias_move_under_load_fails_no_request_and_switches_version(model_store
 
 
 def check_tracing_and_metrics_path(server) -> None:
-    """A caller's W3C traceparent is continued; errors carry the trace id; /metrics answers without redirect."""
+    """A caller's W3C traceparent is continued; errors carry the trace id; /metrics answers without a
+    redirect."""
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     r = httpx.get(server.url + "/health", headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
     assert r.headers["x-trace-id"] == trace_id

@@ -1,4 +1,5 @@
-"""The history behind the monitoring plots (serve/routes/monitoring.py): live metric per label, volume buckets."""
+"""The history behind the monitoring plots (serve/routes/monitoring.py): live metric per label, volume
+buckets."""
 
 from __future__ import annotations
 

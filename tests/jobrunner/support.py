@@ -3,6 +3,7 @@ subprocesses, a cuttable TCP proxy in front of PostgreSQL, polling helpers."""
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import signal
 import socket
@@ -235,18 +236,15 @@ class TcpProxy:
             return
         finally:
             for s in (a, b):
-                try:
+                with contextlib.suppress(OSError):
                     s.close()
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         """Refuse new connections and drop the open ones, as a stopped server would."""
         if self._listener is not None:
-            try:  # wakes the thread blocked in accept(); close() alone leaves the socket listening
+            # wakes the thread blocked in accept(); close() alone leaves the socket listening
+            with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._listener.close()
             self._listener = None
         with self._lock:

@@ -1,5 +1,5 @@
-"""One engine factory (jobrunner.store.db.new_engine) for the job store and serve's prediction store, each with
-its own settings."""
+"""One engine factory (jobrunner.store.db.new_engine) for the job store and serve's prediction store, each
+with its own settings."""
 
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ def test_success_injects_parameters_reports_progress_and_records_the_run(project
     # the CSV named by a parameter is an input; its DVC-compatible md5 is recorded
     import hashlib
 
-    md5 = hashlib.md5(b"a,b\n1,2\n").hexdigest()
+    md5 = hashlib.md5(b"a,b\n1,2\n", usedforsecurity=False).hexdigest()
     assert tags[f"{DATA_INPUT_PREFIX}data/in.csv"] == md5
     artifacts = {a.path for a in _client().list_artifacts(result.run_id, "notebook")}
     assert artifacts == {f"notebook/{result.output_path.name}", f"notebook/{result.html_path.name}"}

@@ -1,5 +1,5 @@
-"""Kernels forked from a pool's template process (jobrunner/execution/forkserver.py): each is the kernel a fresh
-start would give (its own environment, folder, sys.path, random state, process group), the template
+"""Kernels forked from a pool's template process (jobrunner/execution/forkserver.py): each is the kernel a
+fresh start would give (its own environment, folder, sys.path, random state, process group), the template
 is replaced when it dies, nothing outlives the pool or its process, and kernels that cannot be forked
 (a job's own hash seed, a kernelspec that is not `python -m ipykernel_launcher`) start the usual way.
 Real kernels and processes throughout."""
@@ -87,7 +87,8 @@ def test_a_forked_kernel_has_the_environment_folder_and_path_of_a_fresh_kernel(
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "JR_ONLY_THIS": "yes"}
     probe = (
         "import os, sys, json, helper_mod\n"
-        "print(json.dumps({'env': sorted(os.environ), 'cwd': os.getcwd(), 'path': sys.path, 'path0': os.path.abspath(sys.path[sys.path.index('')]),"
+        "print(json.dumps({'env': sorted(os.environ), 'cwd': os.getcwd(), 'path': sys.path,"
+        " 'path0': os.path.abspath(sys.path[sys.path.index('')]),"
         " 'helper': helper_mod.VALUE, 'pgid': os.getpgid(0), 'pid': os.getpid(), 'ppid': os.getppid(),"
         " 'argv0': sys.argv[0]}))"
     )

@@ -4,6 +4,7 @@ Each test gets its own runtime folder (so its services are its own) and stops an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -53,10 +54,8 @@ def _stop_tree(pid: int) -> None:
     except psutil.TimeoutExpired:
         proc.kill()
     for kid in kids:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             kid.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 def cli(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -48,9 +48,11 @@ def test_illegal_transition_is_refused_before_touching_the_store(pg_settings):
     from jobrunner.store.db import session_scope
 
     job = submit("notebooks/ok.ipynb", {"x": 1}, settings=pg_settings)
-    with pytest.raises(InvalidTransition, match="QUEUED; it cannot become SUCCEEDED"):
-        with session_scope(pg_settings) as session:
-            transition(session, job.id, [JobState.QUEUED], JobState.SUCCEEDED)
+    with (
+        pytest.raises(InvalidTransition, match="QUEUED; it cannot become SUCCEEDED"),
+        session_scope(pg_settings) as session,
+    ):
+        transition(session, job.id, [JobState.QUEUED], JobState.SUCCEEDED)
     assert get_job(job.id, settings=pg_settings).state is JobState.QUEUED
 
 

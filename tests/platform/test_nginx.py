@@ -231,18 +231,22 @@ def test_websocket_upgrade_is_proxied(site: NginxSite, tls_cert: tuple[Path, Pat
 def test_tls_offers_http2_and_modern_protocols_only(site: NginxSite, tls_cert: tuple[Path, Path]) -> None:
     ctx = ssl.create_default_context(cafile=str(tls_cert[0]))
     ctx.set_alpn_protocols(["h2", "http/1.1"])
-    with socket.create_connection(("127.0.0.1", site.https_port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-            assert tls.selected_alpn_protocol() == "h2"
-            assert tls.version() in {"TLSv1.2", "TLSv1.3"}
+    with (
+        socket.create_connection(("127.0.0.1", site.https_port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        assert tls.selected_alpn_protocol() == "h2"
+        assert tls.version() in {"TLSv1.2", "TLSv1.3"}
     old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     old.load_verify_locations(str(tls_cert[0]))
     old.minimum_version = ssl.TLSVersion.TLSv1_2
     old.maximum_version = ssl.TLSVersion.TLSv1_2
     old.set_ciphers("AES128-SHA256")  # a non-forward-secret suite: our cipher list must refuse it
-    with socket.create_connection(("127.0.0.1", site.https_port), timeout=10) as raw:
-        with pytest.raises(ssl.SSLError):
-            old.wrap_socket(raw, server_hostname="localhost")
+    with (
+        socket.create_connection(("127.0.0.1", site.https_port), timeout=10) as raw,
+        pytest.raises(ssl.SSLError),
+    ):
+        old.wrap_socket(raw, server_hostname="localhost")
 
 
 def test_api_continues_the_trace_nginx_started(

@@ -325,7 +325,8 @@ def test_low_accuracy_alert_asks_the_api_to_retrain(alertmanager: tuple[str, lis
 
 
 def test_rabbitmq_metrics_used_by_the_dashboards_exist() -> None:
-    """The RabbitMQ panels chart names the rabbitmq_prometheus plugin exports (scraped from the real broker)."""
+    """The RabbitMQ panels chart names the rabbitmq_prometheus plugin exports (scraped from the real
+    broker)."""
     if not port_open("127.0.0.1", 5672):
         service_unavailable("RabbitMQ", "nothing listens on 127.0.0.1:5672")
     if not port_open("127.0.0.1", 15692):

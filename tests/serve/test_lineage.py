@@ -76,9 +76,9 @@ def test_unknown_prediction_and_run_are_404_and_garbage_ids_422(app_client):
 
 
 def test_lineage_reads_the_run_through_jobrunner_provenance(tmp_path):
-    """serve's answer is jobrunner.provenance.lineage's reading of the run (the tag names of jobrunner.tags), with
-    each hash located; a path recorded as missing has no entry, a run without jobrunner's commit tag shows
-    MLflow's."""
+    """serve's answer is jobrunner.provenance.lineage's reading of the run (the tag names of
+    jobrunner.tags), with each hash located; a path recorded as missing has no entry, a run without
+    jobrunner's commit tag shows MLflow's."""
     from types import SimpleNamespace as NS
 
     from jobrunner.execution.hashing import file_md5

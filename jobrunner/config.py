@@ -32,7 +32,7 @@ def find_project_dir(start: Path | None = None) -> Path:
 
 
 class Settings(BaseSettings):
-    """jobrunner settings; every field can be set as JOBRUNNER_<FIELD> (MLflow ones also by MLflow's names)."""
+    """jobrunner settings; each field can be set as JOBRUNNER_<FIELD> (MLflow's also by MLflow's names)."""
 
     model_config = SettingsConfigDict(
         env_prefix="JOBRUNNER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
@@ -61,8 +61,8 @@ class Settings(BaseSettings):
     # "ipc" (Unix sockets: no TCP port race between processes) or "tcp".
     kernel_transport: Literal["ipc", "tcp"] = "ipc"
     # Pooled kernels are forked from one template process per pool that has imported ipykernel and the
-    # preloads once (~0.07 instead of ~0.5 CPU-s per kernel; jobrunner/execution/forkserver.py). False: every kernel
-    # is a new process that imports everything itself.
+    # preloads once (~0.07 instead of ~0.5 CPU-s per kernel; jobrunner/execution/forkserver.py). False: every
+    # kernel is a new process that imports everything itself.
     kernel_fork: bool = True
     # Local execution service for one-shot runs (`jobrunner run`, DVC stages): "auto" starts it on first
     # use and uses it; "off" always executes in-process (docs/cli.md, "Execution service").

@@ -21,7 +21,7 @@ class InfrastructureError(JobrunnerError):
 
 
 class ConfigurationError(InfrastructureError):
-    """A setting is missing or wrong, or a configured service is unreachable; the message names the setting."""
+    """A setting is missing or wrong, or a configured service unreachable; the message names the setting."""
 
 
 class NotebookNotFound(JobrunnerError):

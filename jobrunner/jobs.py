@@ -82,7 +82,8 @@ def submit(
     `timeout` (seconds) limits each attempt of this job; the worker's own limit (JOBRUNNER_TIMEOUT) still
     applies when it is lower. `kernel` names an installed kernelspec (default: the workers' kernel);
     `notify` is a webhook URL told of the job's end on `notify_on` ("failure" by default, "success",
-    "both"; jobrunner/store/notify.py). Either wrong is an InvalidJobOption (a ParameterError), nothing queued.
+    "both"; jobrunner/store/notify.py). Either wrong is an InvalidJobOption (a ParameterError), nothing
+    queued.
 
     The job owns its outputs (docs/jobs.md, "Outputs"): output parameters (`# output:` in the parameters
     cell) left at their defaults are written into the job's own folder and stored with the job. A value

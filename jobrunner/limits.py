@@ -1,7 +1,7 @@
 """Limits that more than one layer enforces (the job store, the CLI, the REST API, the dashboards).
 
-A leaf module: it imports nothing, so jobrunner.store.schemas and jobrunner.errors (and serve and the dashboards)
-can take the same number without an import cycle.
+A leaf module: it imports nothing, so jobrunner.store.schemas and jobrunner.errors (and serve and the
+dashboards) can take the same number without an import cycle.
 """
 
 from __future__ import annotations

@@ -355,7 +355,7 @@ def _live_outputs(job_id: str) -> list[dict[str, Any]]:
 
 
 def _follow(job_id: str, as_json: bool) -> None:
-    """`logs --follow`: stream jobrunner.store.live.follow until the job ends; the exit code is its outcome."""
+    """`logs --follow`: stream jobrunner.store.live.follow until the job ends; exit code: its outcome."""
     from jobrunner.store.live import follow
 
     cell: tuple[int, int | None] | None = None

@@ -168,7 +168,8 @@ def run_notebook_command(
         _err(f"{result.status}: {result.notebook} in {result.duration:.1f}s")
         if result.cached_from:
             _err(
-                f"  run cache hit: outputs restored from MLflow run {result.cached_from}; nothing was executed"
+                f"  run cache hit: outputs restored from MLflow run {result.cached_from}; "
+                "nothing was executed"
             )
         _err(f"  executed notebook: {result.output_path}")
         if result.html_path:

@@ -16,7 +16,8 @@ their request to it over a Unix socket (jobrunner.cli.service_client is the thin
 - answers only after the run is recorded: the MLflow run is complete when the client prints "done";
 - stops after JOBRUNNER_SERVICE_IDLE_TIMEOUT seconds without requests (or on `jobrunner service stop`
   or SIGTERM), letting running requests finish, closing its pool within STOP_TIMEOUT_S (kernels still
-  starting or cleaning up after it are killed: no kernel left) and removing its socket. It logs to `<runtime dir>/<key>.log` (`jobrunner service status` prints the path).
+  starting or cleaning up after it are killed: no kernel left) and removing its socket. It logs to
+  `<runtime dir>/<key>.log` (`jobrunner service status` prints the path).
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class Service:
 
             self.pool = KernelPool.start(self.settings, size=max(1, self.settings.kernel_pool_size))
             import mlflow.tracking  # noqa: F401 - the 2.5 s this service exists to pay once
+
             from jobrunner.execution import executor, nbfiles
 
             executor._render_html_text(nbfiles.new_notebook())  # templates compiled before the first run

@@ -11,8 +11,8 @@ answer, no retries) and turns the failure into a sentence that names the setting
     DVC remote '<name>'       its bucket does not exist / its endpointurl is unreachable
     MLFLOW_TRACKING_URI       the tracking server does not answer
 
-Use `run_checks(settings)` for the results or `ensure_ready(settings)` to raise ChecksFailed (a ConfigurationError).
-Embedded mode (local paths, SQLite tracking) passes without touching the network.
+Use `run_checks(settings)` for the results or `ensure_ready(settings)` to raise ChecksFailed (a
+ConfigurationError). Embedded mode (local paths, SQLite tracking) passes without touching the network.
 """
 
 from __future__ import annotations

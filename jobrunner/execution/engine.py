@@ -11,11 +11,16 @@ from __future__ import annotations
 import atexit
 import logging
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from jobrunner.errors import NotebookFailure
 from jobrunner.kinds import FailureKind
+
+if TYPE_CHECKING:
+    from jupyter_client.asynchronous.client import AsyncKernelClient
+    from nbformat import NotebookNode
 
 ENGINE_NAME = "jobrunner"
 
@@ -56,7 +61,9 @@ def last_started_cell(out: Path) -> NotebookFailure | None:
 _engine_registered = False
 
 
-def _report_outputs(client: Any, nb: Any, on_output: Any) -> None:
+def _report_outputs(
+    client: Any, nb: NotebookNode, on_output: Callable[[int, Mapping[str, Any]], None]
+) -> None:
     """Hand every output the kernel produces to `on_output(cell index as written, output)` as it arrives
     (live output, jobrunner/store/live.py); nbclient calls `process_message` once per IOPub message."""
     injected = [i for i, c in enumerate(nb.cells) if "injected-parameters" in c.metadata.get("tags", [])]
@@ -128,28 +135,28 @@ def register_engine() -> None:
     from papermill.engines import NBClientEngine, papermill_engines
     from papermill.utils import merge_kwargs, remove_args
 
-    class JobrunnerEngine(NBClientEngine):
+    class JobrunnerEngine(NBClientEngine):  # type: ignore[misc]  # papermill ships no types: its base is Any
         @classmethod
         def execute_managed_notebook(
             cls,
-            nb_man,
-            kernel_name,
-            log_output=False,
-            stdout_file=None,
-            stderr_file=None,
-            start_timeout=60,
-            execution_timeout=None,
-            on_cell=None,
-            kc=None,
-            on_output=None,
-            **kwargs,
-        ):
+            nb_man: Any,  # papermill's NotebookExecutionManager
+            kernel_name: str,
+            log_output: bool = False,
+            stdout_file: TextIO | None = None,
+            stderr_file: TextIO | None = None,
+            start_timeout: float = 60,
+            execution_timeout: float | None = None,
+            on_cell: Callable[[int, int, int], None] | None = None,
+            kc: AsyncKernelClient | None = None,
+            on_output: Callable[[int, Mapping[str, Any]], None] | None = None,
+            **kwargs: Any,
+        ) -> NotebookNode:
             _throttle_saves(nb_man)
             if on_cell is not None:
                 original = nb_man.cell_start
                 total = len(nb_man.nb.cells)
 
-                def cell_start(cell, cell_index=None, **kw):
+                def cell_start(cell: NotebookNode, cell_index: int | None = None, **kw: Any) -> Any:
                     # cells run in order, so every cell before this one is done
                     on_cell(cell_index or 0, total, cell_index or 0)
                     return original(cell, cell_index, **kw)
@@ -168,13 +175,14 @@ def register_engine() -> None:
             )
             client = PapermillNotebookClient(nb_man, **final)
             if kc is not None:
-                # a client already connected to the kernel (jobrunner.execution.kernels): nbclient uses it as is
-                # instead of starting its own, which costs a fixed ~0.2 s wait for the kernel
+                # a client already connected to the kernel (jobrunner.execution.kernels): nbclient uses it
+                # as is instead of starting its own, which costs a fixed ~0.2 s wait for the kernel
                 client.kc = kc
             if on_output is not None:
                 _report_outputs(client, nb_man.nb, on_output)
             try:
-                return client.execute()
+                # nbclient is untyped here: execute() returns the executed NotebookNode
+                return cast("NotebookNode", client.execute())
             finally:
                 # With a kernel manager handed in, nbclient never closes its kernel client (each leaks
                 # ~14 file descriptors); the kernel itself is shut down by the executor. nbclient also

@@ -160,8 +160,8 @@ def execute(
     empty, existing files named by string parameters are the inputs and the output parameters (`# output:`)
     the outputs. Without `outputs_dir` outputs are written where the parameters say (the workspace); with
     it (a job's folder) output parameters left at their defaults are pointed into it and paths inside the
-    project are refused with ParameterError unless `write_workspace` (jobrunner/execution/outputs.py). The kernel's
-    environment is `base_env` (default: this process's) plus the run's variables plus `extra_env`.
+    project are refused with ParameterError unless `write_workspace` (jobrunner/execution/outputs.py). The
+    kernel's environment is `base_env` (default: this process's) plus the run's variables plus `extra_env`.
     `kernel_name` picks the kernelspec (default: JOBRUNNER_KERNEL_NAME); `on_output(cell_index, output)`
     sees each cell output as the kernel produces it (live output, jobrunner/store/live.py). Raises
     ParameterError / NotebookNotFound / InvalidNotebook before anything runs, InfrastructureError when the

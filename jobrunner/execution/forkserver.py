@@ -1,10 +1,10 @@
 """Kernels forked from a pre-imported template process: a kernel start without the start-up imports.
 
 Starting an ipykernel costs ~0.5 CPU-s, almost all of it importing Python, IPython, ipykernel, ZeroMQ and
-`jobrunner.notebook`. A warm pool (jobrunner.execution.pool) takes that off a job's latency but not off the machine:
-every job still pays one kernel start, since a kernel serves one job. A `ForkServer` is one long-lived
-*template* process per pool that has imported all of that once (and the pool's preload modules); each
-kernel is `os.fork()`ed from it and only initialises its sockets and shell (~0.05 CPU-s), sharing the
+`jobrunner.notebook`. A warm pool (jobrunner.execution.pool) takes that off a job's latency but not off the
+machine: every job still pays one kernel start, since a kernel serves one job. A `ForkServer` is one
+long-lived *template* process per pool that has imported all of that once (and the pool's preload modules);
+each kernel is `os.fork()`ed from it and only initialises its sockets and shell (~0.05 CPU-s), sharing the
 imported modules' memory copy-on-write.
 
 What a forked kernel gets, so that it is the kernel a fresh start would give:
@@ -28,8 +28,8 @@ way. JOBRUNNER_KERNEL_FORK=off turns it off.
 
 The template speaks JSON lines on its stdin/stdout: a first line with what to import, answered by
 {"ready": pid}; then one {"argv", "env", "cwd"} per kernel, answered by {"pid": N} or {"error": "..."}.
-This module is the template's program too (`python -m jobrunner.execution.forkserver`), so its top level imports
-only the standard library.
+This module is the template's program too (`python -m jobrunner.execution.forkserver`), so its top level
+imports only the standard library.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ import threading
 from typing import Any
 
 PROTOCOL = 1
-# What a kernel imports while it starts (measured: `IPKernelApp.initialize` after importing ipykernel.kernelapp
-# still imported 160 modules, the debugger's debugpy 0.14 s of them), imported once in the template.
+# What a kernel imports while it starts (measured: `IPKernelApp.initialize` after importing
+# ipykernel.kernelapp still imported 160 modules, the debugger's debugpy 0.14 s of them), imported once in the
+# template.
 _KERNEL_MODULES = (
     "ipykernel.kernelapp",
     "ipykernel.ipkernel",

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from jupyter_client.manager import AsyncKernelManager
-from jupyter_client.provisioning import LocalProvisioner
+from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 from jupyter_core.utils import run_sync
 
 from jobrunner.errors import KernelStartError
@@ -233,8 +233,8 @@ async def _handshake(client: Any, timeout: float, alive: Callable[[], Any] | Non
 
 class _ForkProvisioner(LocalProvisioner):
     """jupyter_client's local provisioner, except that the kernel process is forked from a template
-    (jobrunner.execution.forkserver) instead of started with Popen. Everything else (connection file, signals to
-    the process group, shutdown) is the local provisioner's."""
+    (jobrunner.execution.forkserver) instead of started with Popen. Everything else (connection file, signals
+    to the process group, shutdown) is the local provisioner's."""
 
     forkserver: ForkServer | None = None
 
@@ -370,7 +370,7 @@ def start_kernel_with_retries(
 
 
 class KernelSource(Protocol):
-    """What `acquire_kernel` asks for a kernel when a pool is installed (jobrunner.execution.pool.KernelPool)."""
+    """What `acquire_kernel` asks for a kernel when a pool is installed (execution.pool.KernelPool)."""
 
     kernel_name: str
 

@@ -1,7 +1,7 @@
 """Where an execution writes its output parameters, and what it wrote.
 
-A notebook's output parameters (comment `# output:` in its parameters cell, jobrunner/execution/params.py) name the
-files and folders it writes. Who decides where they go:
+A notebook's output parameters (comment `# output:` in its parameters cell, jobrunner/execution/params.py)
+name the files and folders it writes. Who decides where they go:
 
 - `jobrunner run` and DVC stages write where the parameters say (the workspace: that is the contract of
   dvc.yaml's outs and of an interactive run);

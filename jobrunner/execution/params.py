@@ -212,8 +212,8 @@ def check_sizes(values: dict[str, Any], *, notebook: str, max_value_bytes: int, 
             ParameterProblem(
                 largest[0],
                 "too_large",
-                f"the parameters are {_bytes(total)} as JSON together; the limit is {_bytes(max_total_bytes)} per "
-                f"job (setting JOBRUNNER_MAX_PARAMETERS_BYTES); largest: "
+                f"the parameters are {_bytes(total)} as JSON together; the limit is "
+                f"{_bytes(max_total_bytes)} per job (setting JOBRUNNER_MAX_PARAMETERS_BYTES); largest: "
                 + ", ".join(f"'{n}' ({_bytes(sizes[n])})" for n in largest),
             )
         )

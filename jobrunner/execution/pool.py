@@ -275,8 +275,8 @@ class KernelPool:
             if handle is None:
                 with self._cond:
                     self._missed += 1
-                # no idle kernel (or the job sets its own str hash seed, which a kernel gets only at its start,
-                # never from the pool's template): a kernel started for the job, as without a pool
+                # no idle kernel (or the job sets its own str hash seed, which a kernel gets only at its
+                # start, never from the pool's template): a kernel started for the job, as without a pool
                 handle = self._start_one(env=env, cwd=cwd, fork=not own_seed)
                 break
             if not handle.alive():
@@ -313,9 +313,9 @@ class KernelPool:
 
     # -- filling -------------------------------------------------------------------------------------
     def _template(self) -> ForkServer | None:
-        """The pool's running template process (jobrunner.execution.forkserver), started on first use and again if
-        it died; None when this kernel cannot be forked or the template failed to start within the last
-        30 s (kernels then start the usual way)."""
+        """The pool's running template process (jobrunner.execution.forkserver), started on first use and
+        again if it died; None when this kernel cannot be forked or the template failed to start within the
+        last 30 s (kernels then start the usual way)."""
         if not self.fork:
             return None
         with self._fork_lock:
@@ -381,6 +381,7 @@ class KernelPool:
         from the pool's template when there is one (the template has imported the preloads); an attempt
         after a failed one starts the usual way."""
         from tenacity import (
+            RetryCallState,
             Retrying,
             retry_if_exception_type,
             stop_after_attempt,
@@ -389,12 +390,11 @@ class KernelPool:
             wait_exponential,
         )
 
-        def failed(state: object) -> None:
+        def failed(state: RetryCallState) -> None:
             with self._cond:
                 self._start_failures += 1
-            log.warning(
-                "kernel pool %s: kernel start failed: %s", self.kernel_name, state.outcome.exception()
-            )  # type: ignore[attr-defined]
+            error = state.outcome.exception() if state.outcome is not None else None  # set after an attempt
+            log.warning("kernel pool %s: kernel start failed: %s", self.kernel_name, error)
 
         stop = stop_any(stop_after_attempt(3), stop_when_event_set(self._closing))  # closing: no other try
         for attempt in Retrying(
@@ -437,6 +437,11 @@ class KernelPool:
         for h in dead:
             self._discard(h, "died while idle")
 
+    def _closed_now(self) -> bool:
+        """`_closed` as it is now (read under `_cond`): close() may have set it while this thread started a
+        kernel or waited. A call, so that mypy does not carry over the narrowing of an earlier check."""
+        return self._closed
+
     def _fill_loop(self) -> None:
         backoff = 0.0
         while True:
@@ -466,7 +471,7 @@ class KernelPool:
                     backoff,
                 )
                 with self._cond:
-                    if self._closed:
+                    if self._closed_now():
                         return
                     self._cond.wait(backoff)
                 continue
@@ -474,7 +479,7 @@ class KernelPool:
             with self._cond:
                 self._starting -= 1
                 self._failures_in_a_row = 0
-                if self._closed:
+                if self._closed_now():
                     closed = True
                 else:
                     closed = False

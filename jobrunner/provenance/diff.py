@@ -4,9 +4,9 @@ A and B are MLflow run ids, or registered model versions (`name@alias`, `name/ve
 run that produced them. The comparison covers what the executor records: parameters, metrics, the git
 commit and dirty flag, the DVC md5 of every input and output, the notebook, outcome and duration, the
 code cells of the two executed notebooks (the injected parameters cell left out), their text outputs cell
-by cell and their images by hash (jobrunner/execution/cell_outputs.py: numbers rounded to 6 significant digits),
-and the environment digest (`jobrunner.env.*` tags: the lock file's md5, the jobrunner version and the
-md5 of the project's own packages, as in the run-cache key). `RunDiff.changes` lists every difference
+by cell and their images by hash (jobrunner/execution/cell_outputs.py: numbers rounded to 6 significant
+digits), and the environment digest (`jobrunner.env.*` tags: the lock file's md5, the jobrunner version and
+the md5 of the project's own packages, as in the run-cache key). `RunDiff.changes` lists every difference
 most relevant first: outcome, notebook, metrics, parameters, data, code, text outputs, images,
 environment, git. GET /v1/runs/{a}/diff/{b} answers `as_dict()`; `render_html` is its page.
 """

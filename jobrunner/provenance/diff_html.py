@@ -48,7 +48,8 @@ def _side(tag: str, s: RunSide) -> str:
 def render_html(d: RunDiff) -> str:
     e = html.escape
     rows = "".join(
-        f"<tr class='change {e(c['kind'])}'><td>{e(_KINDS.get(c['kind'], c['kind']))}</td><td>{e(c['name'])}</td>"
+        f"<tr class='change {e(c['kind'])}'><td>{e(_KINDS.get(c['kind'], c['kind']))}</td>"
+        f"<td>{e(c['name'])}</td>"
         f"<td>{e(_value(c['a']))}</td><td>{e(_value(c['b']))}</td></tr>"
         for c in d.changes
     )

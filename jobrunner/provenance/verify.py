@@ -4,13 +4,14 @@ The re-execution uses what was recorded, not what the checkout holds now: the co
 notebook stored with the run, the typed parameters from its lineage.json, and the input data the run
 hashed. An input whose file in the checkout no longer has the recorded DVC md5 (or is missing, as in a
 worker without the data) is fetched by that md5 from the DVC cache or the default DVC remote
-(jobrunner/provenance/verify_data.py); when neither has it, verification is refused (`dvc checkout` the data of that
-commit, or `dvc push` it). It runs in a scratch copy of the project, with every output parameter pointed
-into the scratch folder (the notebook's outputs never overwrite the workspace, a job's stored outputs or a
-path outside the project), is recorded as a new MLflow run tagged `jobrunner.verifies=<run>`, and the
+(jobrunner/provenance/verify_data.py); when neither has it, verification is refused (`dvc checkout` the data
+of that commit, or `dvc push` it). It runs in a scratch copy of the project, with every output parameter
+pointed into the scratch folder (the notebook's outputs never overwrite the workspace, a job's stored outputs
+or a path outside the project), is recorded as a new MLflow run tagged `jobrunner.verifies=<run>`, and the
 original run gets `jobrunner.verified_by` and `jobrunner.verification` (reproduced | not_reproduced).
 
-`jobrunner verify --queue` and POST /v1/runs/{id}/verify run the same on a worker (jobrunner/worker/verify.py).
+`jobrunner verify --queue` and POST /v1/runs/{id}/verify run the same on a worker
+(jobrunner/worker/verify.py).
 
 Reproduced means: the same outcome, every metric (timing excepted) equal within `rtol`, every declared
 output with the recorded DVC md5, and every code cell's text outputs the same (numbers rounded to the
@@ -164,7 +165,8 @@ def verify_run(
     `output_path` keeps the executed notebook (a verification job stores it); `tags` go to the new MLflow
     run; `execution` are further options of executor.execute (cancel, timeout, on_progress, on_output,
     kernel_name). The report (verification.json, verification.html) is logged to the new run and every
-    registered model version the run produced is tagged reproduced=true|false (jobrunner/provenance/verify_report.py).
+    registered model version the run produced is tagged reproduced=true|false
+    (jobrunner/provenance/verify_report.py).
     """
     from mlflow.tracking import MlflowClient
 

@@ -5,8 +5,9 @@ An MLflow model folder's `MLmodel` records when and as which id it was saved (`u
 time of writing: a re-execution that computes the very same model still writes
 another md5. When a declared output's md5 differs, verification looks for the recorded bytes - the
 workspace file if it still has the recorded md5, the copy stored with the job (`jobrunner.outputs.stored.*`:
-S3 or a local folder), the DVC cache or remote - and compares both with those `MLmodel` lines left out and zip archives compared by their entries' contents.
-Equal then, the output counts as reproduced and the report lists it under `volatile_outputs`.
+S3 or a local folder), the DVC cache or remote - and compares both with those `MLmodel` lines left out and zip
+archives compared by their entries' contents. Equal then, the output counts as reproduced and the report lists
+it under `volatile_outputs`.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def _zip_digest(path: Path) -> str:
 
 
 def recorded_copy(path: str, md5: str, project: Path, stored_uri: str | None, tmp: Path) -> Path | None:
-    """A local copy of the output `path` as the recorded run wrote it (md5 `md5`), or None if none is found."""
+    """A local copy of the output `path` as the recorded run wrote it (md5 `md5`); None if none is found."""
     from jobrunner.provenance.verify_data import fetch_by_md5
 
     here = project / path

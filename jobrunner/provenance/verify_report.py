@@ -67,7 +67,8 @@ def render_html(verification: Any) -> str:
         if not rows:
             return ""
         body = "".join(
-            f"<tr{' class=differs' if bad else ''}><td>{e(str(k))}</td><td>{e(str(a))}</td><td>{e(str(b))}</td>"
+            f"<tr{' class=differs' if bad else ''}><td>{e(str(k))}</td>"
+            f"<td>{e(str(a))}</td><td>{e(str(b))}</td>"
             f"<td>{'differs' if bad else 'same'}</td></tr>"
             for k, a, b, bad in rows
         )
@@ -80,15 +81,23 @@ def render_html(verification: Any) -> str:
     outputs = [(k, v["recorded"], v["now"], k in d["mismatched_outputs"]) for k, v in d["outputs"].items()]
     cells = [(c["cell"], c["a"], c["b"], True) for c in d["cells"]]
     differences = "".join(f"<li>{e(x)}</li>" for x in d["differences"]) or "<li>none</li>"
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Verification of run {e(d["run_id"])}</title>
+    title = f"Verification of run {e(d['run_id'])}"
+    rerun = f"<code>{e(str(d['verification_run_id']))}</code>"
+    outcome = f"{e(str(d['outcome']['recorded']))} &rarr; {e(str(d['outcome']['now']))}"
+    tables = (
+        table("Metrics", metrics)
+        + table("Output artifacts (DVC md5)", outputs)
+        + table("Cells whose text outputs differ", cells)
+    )
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:24px}} table{{border-collapse:collapse;margin:8px 0}}
 td,th{{border:1px solid #e5e7eb;padding:4px 8px;text-align:left;vertical-align:top;white-space:pre-wrap}}
 tr.differs td{{background:#fef2f2}}</style></head><body>
 <h1 style="color:{colour}">{verdict}</h1>
-<p>Run <code>{e(d["run_id"])}</code> ({e(d["notebook"])}) re-executed as run <code>{e(str(d["verification_run_id"]))}</code>;
-outcome {e(str(d["outcome"]["recorded"]))} &rarr; {e(str(d["outcome"]["now"]))}; relative tolerance {d["rtol"]:g};
+<p>Run <code>{e(d["run_id"])}</code> ({e(d["notebook"])}) re-executed as run {rerun};
+outcome {outcome}; relative tolerance {d["rtol"]:g};
 text outputs of {d["cells_compared"]} code cell(s) compared.</p>
 <h2>Differences</h2><ul>{differences}</ul>
-{table("Metrics", metrics)}{table("Output artifacts (DVC md5)", outputs)}{table("Cells whose text outputs differ", cells)}
+{tables}
 </body></html>
 """

@@ -185,7 +185,7 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite hands back naive UTC
 
 
-# -- the loop --------------------------------------------------------------------------------------------------
+# -- the loop ------------------------------------------------------------------------------------------------
 def write_heartbeat(path: Path, now: datetime) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(now.isoformat() + "\n")

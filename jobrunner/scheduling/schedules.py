@@ -1,12 +1,12 @@
-"""Scheduled notebooks: schedules (a notebook, parameters and a cron expression in a time zone) and their runs.
+"""Scheduled notebooks: schedules (a notebook, parameters, a cron expression in a time zone) and their runs.
 
     from jobrunner.scheduling.schedules import ScheduleCreate, create_schedule
     create_schedule(ScheduleCreate(name="nightly-train", notebook="notebooks/03_train.ipynb",
                                    cron="30 2 * * *", timezone="Europe/Berlin"))
 
 Each slot of a schedule is a row of `schedule_runs` keyed by (schedule_id, slot): the job submitted for
-it, or why it was skipped. The scheduler (jobrunner/scheduling/scheduler.py) claims slots by inserting these rows
-(INSERT ... ON CONFLICT DO NOTHING); the job itself is submitted through `jobrunner.jobs.submit` with the
+it, or why it was skipped. The scheduler (jobrunner/scheduling/scheduler.py) claims slots by inserting these
+rows (INSERT ... ON CONFLICT DO NOTHING); the job itself is submitted through `jobrunner.jobs.submit` with the
 idempotency key `schedule:<id>:<slot>`, so a run is an ordinary job (queue, retries, MLflow, lineage) and
 a claim whose submission was interrupted is completed later without a second job. The CLI
 (`jobrunner schedule ...`) and the REST API (/v1/schedules) call the functions here.

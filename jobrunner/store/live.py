@@ -1,14 +1,14 @@
 """Live output of running jobs: what a worker writes while a notebook runs, and how readers follow it.
 
 Writing (`OutputRecorder`, one per attempt, in the worker): the executor hands every cell output to
-`add()` as the kernel produces it (papermill engine hook, jobrunner/execution/engine.py). Outputs are kept as text -
-stream text as printed, an error as `ename: evalue`, a text-only result as its text, and for rich output
-(images, HTML, widgets) a one-line note naming its types. They are buffered in memory and written in
+`add()` as the kernel produces it (papermill engine hook, jobrunner/execution/engine.py). Outputs are kept as
+text - stream text as printed, an error as `ename: evalue`, a text-only result as its text, and for rich
+output (images, HTML, widgets) a one-line note naming its types. They are buffered in memory and written in
 batches by a background thread: every JOBRUNNER_LIVE_OUTPUT_FLUSH_INTERVAL seconds, at each cell start and
 at the end, consecutive stream text of one cell coalesced into one row. So the hot path (the thread that
 drives the kernel) never waits on the database, a SIGKILLed worker loses at most the last interval, and
-everything of earlier cells is already stored. A job keeps at most JOBRUNNER_LIVE_OUTPUT_MAX_BYTES characters of text
-(all attempts together); past it a note says the output was cut - the executed notebook stays the full
+everything of earlier cells is already stored. A job keeps at most JOBRUNNER_LIVE_OUTPUT_MAX_BYTES characters
+of text (all attempts together); past it a note says the output was cut - the executed notebook stays the full
 record. A store that is down keeps the batch in memory for the next flush (bounded the same way).
 
 Reading (`read_output`, `follow`): rows in `job_output` ordered by id, so a reader resumes after the last

@@ -64,19 +64,22 @@ class Job(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     # The submitter's time limit for one attempt; None: the worker's JOBRUNNER_TIMEOUT (the lower one wins).
     timeout_seconds: Mapped[float | None] = mapped_column(Float)
-    # The kernelspec the job runs on; None: the worker's JOBRUNNER_KERNEL_NAME (jobrunner/execution/kernels.py).
+    # The kernelspec the job runs on; None: the worker's JOBRUNNER_KERNEL_NAME
+    # (jobrunner/execution/kernels.py).
     kernel_name: Mapped[str | None] = mapped_column(String(255))
     # Webhook notified on a terminal state (jobrunner/store/notify.py): on "failure", "success" or "both".
     notify_url: Mapped[str | None] = mapped_column(String(2048))
     notify_on: Mapped[str | None] = mapped_column(String(8))
-    # The files the job's output parameters wrote (jobrunner/execution/outputs.py): [{parameter, path, md5, size, uri}]
+    # The files the job's output parameters wrote (jobrunner/execution/outputs.py):
+    # [{parameter, path, md5, size, uri}]
     outputs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     # The submitter asked this job to write the project's files where its output parameters say (as
     # `jobrunner run`); otherwise output parameters left at their defaults point into the job's folder.
     write_workspace: Mapped[bool] = mapped_column(Boolean, default=False)
     use_cache: Mapped[bool] = mapped_column(Boolean, default=True)
     cached_from: Mapped[str | None] = mapped_column(String(36), index=True)  # the job whose run a hit reused
-    # None: a notebook job; "verify": re-execute the MLflow run `verifies` and compare (jobrunner/worker/verify.py)
+    # None: a notebook job; "verify": re-execute the MLflow run `verifies` and compare
+    # (jobrunner/worker/verify.py)
     kind: Mapped[str | None] = mapped_column(String(16))
     verifies: Mapped[str | None] = mapped_column(String(64), index=True)
     verification: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the request (rtol), then the result
@@ -170,7 +173,8 @@ class JobNotification(Base):
 
 
 class Schedule(Base):
-    """A notebook run on a cron schedule (jobrunner/scheduling/schedules.py); each slot it fires is a ScheduleRun."""
+    """A notebook run on a cron schedule (jobrunner/scheduling/schedules.py); each slot it fires is a
+    ScheduleRun."""
 
     __tablename__ = "schedules"
 

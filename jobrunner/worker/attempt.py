@@ -600,8 +600,8 @@ class JobRun:
 
 
 def _current_key(path: Any, job: Job, settings: Settings) -> str | None:
-    """The run-cache key of the notebook and data as they are now (jobrunner/execution/runcache.py); None if the
-    notebook opted out since the submission."""
+    """The run-cache key of the notebook and data as they are now (jobrunner/execution/runcache.py); None if
+    the notebook opted out since the submission."""
     from jobrunner.execution import runcache
     from jobrunner.execution.params import read_notebook, schema_from_notebook
 

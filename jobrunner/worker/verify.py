@@ -199,9 +199,8 @@ def verification_lines(job: JobRead) -> list[str]:
     lines = [f"  verifies: MLflow run {job.verifies}"]
     v = job.verification or {}
     if "reproduced" not in v:
-        lines.append(
-            f"  verification: {'not done' if job.terminal else 'pending'} (rtol {v.get('rtol', DEFAULT_RTOL):g})"
-        )
+        state = "not done" if job.terminal else "pending"
+        lines.append(f"  verification: {state} (rtol {v.get('rtol', DEFAULT_RTOL):g})")
         return lines
     verdict = "REPRODUCED" if v["reproduced"] else "NOT REPRODUCED"
     lines.append(f"  verification: {verdict} as run {v.get('verification_run_id')} (rtol {v.get('rtol'):g})")

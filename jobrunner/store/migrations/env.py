@@ -1,4 +1,4 @@
-"""Alembic environment: uses the connection handed in by jobrunner.store.db.migrate_url, or the settings' URL."""
+"""Alembic environment: the connection handed in by jobrunner.store.db.migrate_url, or the settings' URL."""
 
 from __future__ import annotations
 

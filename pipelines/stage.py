@@ -15,18 +15,19 @@ tests). Exit codes: 0 success, 1 the notebook failed, 2 bad stage definition or 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import yaml
 
 from jobrunner.config import get_settings
 from jobrunner.errors import InfrastructureError, JobrunnerError, ParameterError
 from jobrunner.execution.progress import ProgressBar
 from jobrunner.tags import STAGE_TAG, TRIGGER_TAG
+from pipelines.cli import run_command
 
 REPORTS_DIR = Path("reports/notebooks")
 
@@ -160,31 +161,37 @@ def run_stage(name: str, *, profile: str | None = None, quiet: bool = False, cac
     return 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobrunner.cli import service_client
+def _env_profile() -> str | None:
+    return os.environ.get("JOBRUNNER_PARAMS_PROFILE") or None
 
-    # through the warm local execution service when it can (docs/cli.md); None: run in this process
-    code = service_client.run_command("stage", {"argv": list(sys.argv[1:] if argv is None else argv)})
-    if code is not None:
-        return code
-    parser = argparse.ArgumentParser(prog="python -m pipelines.stage", description=__doc__.split("\n")[0])
-    parser.add_argument("stage", help="stage name in dvc.yaml")
-    parser.add_argument(
-        "--profile",
-        default=os.environ.get("JOBRUNNER_PARAMS_PROFILE") or None,
-        help="params.yaml profile to overlay (default: $JOBRUNNER_PARAMS_PROFILE)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--no-cache",
-        action="store_true",
-        default=os.environ.get("JOBRUNNER_STAGE_CACHE", "on").lower() in ("off", "0", "false"),
-        help="execute even if a recorded run has the same run-cache key "
-        "(default: $JOBRUNNER_STAGE_CACHE=off)",
-    )
-    args = parser.parse_args(argv)
+
+def _env_no_cache() -> bool:
+    return os.environ.get("JOBRUNNER_STAGE_CACHE", "on").lower() in ("off", "0", "false")
+
+
+@click.command(name="stage")
+@click.argument("stage")
+@click.option(
+    "--profile",
+    metavar="NAME",
+    default=_env_profile,
+    help="params.yaml profile to overlay (default: $JOBRUNNER_PARAMS_PROFILE).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    default=_env_no_cache,
+    help="Execute even if a recorded run has the same run-cache key (default: $JOBRUNNER_STAGE_CACHE=off).",
+)
+def stage_command(stage: str, profile: str | None, quiet: bool, no_cache: bool) -> int:
+    """Run STAGE of dvc.yaml: its notebook with its params.yaml sections, recorded in MLflow.
+
+    Exit codes: 0 success, 1 the notebook failed, 2 bad stage definition or parameters, 3 infrastructure
+    error.
+    """
     try:
-        return run_stage(args.stage, profile=args.profile, quiet=args.quiet, cache=not args.no_cache)
+        return run_stage(stage, profile=profile, quiet=quiet, cache=not no_cache)
     except (StageError, ParameterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -194,6 +201,17 @@ def main(argv: list[str] | None = None) -> int:
     except JobrunnerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.stage ARGV`: through the warm local execution service when it can (docs/cli.md),
+    else `stage_command` in this process. Returns the exit code (usage errors: 2)."""
+    from jobrunner.cli import service_client
+
+    code = service_client.run_command("stage", {"argv": list(sys.argv[1:] if argv is None else argv)})
+    if code is not None:
+        return code
+    return run_command(stage_command, argv, "python -m pipelines.stage")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,14 @@ where the executed notebooks are, and how to open the MLflow UI.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import Any
 
+import click
+
 from jobrunner.config import get_settings
+from pipelines.cli import run_command
 from pipelines.stage import load_params
 
 
@@ -50,10 +52,10 @@ def champion_summary(model_name: str, alias: str) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.summary", description=__doc__.split("\n")[0])
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    args = parser.parse_args(argv)
+@click.command(name="summary")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def summary_command(as_json: bool) -> int:
+    """What the last pipeline run produced: the champion model, its metrics and decision, the notebooks."""
     settings = get_settings()
     params = load_params(settings.project_dir)
     name, alias = params["evaluate"]["model_name"], params["evaluate"].get("alias", "champion")
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     reports = sorted((settings.project_dir / "reports" / "notebooks").glob("*.html"))
     info["executed_notebooks"] = [str(p.relative_to(settings.project_dir)) for p in reports]
-    if args.json:
+    if as_json:
         print(json.dumps(info, indent=2))
         return 0
     metrics = "  ".join(f"{k}={v:.4f}" for k, v in sorted(info["metrics"].items()))
@@ -90,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"  {uri}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.summary [--json]`; returns the exit code (1: no champion yet)."""
+    return run_command(summary_command, argv, "python -m pipelines.summary")
 
 
 if __name__ == "__main__":

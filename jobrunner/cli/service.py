@@ -22,7 +22,6 @@ their request to it over a Unix socket (jobrunner.cli.service_client is the thin
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import io
@@ -37,6 +36,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import click
 
 from jobrunner.cli.common import ExitCode
 from jobrunner.cli.service_client import PROTOCOL, paths
@@ -272,8 +273,7 @@ class _Handler(socketserver.StreamRequestHandler):
         """
         from pipelines.stage import main as stage_main
 
-        streams_out, streams_err = sys.stdout, sys.stderr
-        assert isinstance(streams_out, _ThreadStreams) and isinstance(streams_err, _ThreadStreams)
+        streams_out, streams_err = _installed_streams()
         with streams_out.to(out), streams_err.to(err):
             try:
                 return int(stage_main(list(argv)) or 0)
@@ -281,9 +281,18 @@ class _Handler(socketserver.StreamRequestHandler):
                 return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
 
 
+def _installed_streams() -> tuple[_ThreadStreams, _ThreadStreams]:
+    """The service's sys.stdout and sys.stderr (serve() installs them before it takes a request)."""
+    out, err = sys.stdout, sys.stderr
+    if not (isinstance(out, _ThreadStreams) and isinstance(err, _ThreadStreams)):
+        raise RuntimeError("the execution service's per-thread streams are not installed (serve() does)")
+    return out, err
+
+
 class _Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = False
     block_on_close = True  # stopping waits for running requests: nothing a run records is lost
+    service: Service  # set by serve() before it serves
 
 
 def serve(key: str) -> int:
@@ -301,12 +310,9 @@ def serve(key: str) -> int:
     os.environ["JOBRUNNER_SERVICE"] = "off"  # code run here (a stage's main) must not call a service
     sys.stdout, sys.stderr = _ThreadStreams(sys.stdout), _ThreadStreams(sys.stderr)
     service = Service(key)
-    try:
-        p["socket"].unlink()  # left by a crashed service: we hold the lock, so it is not live
-    except FileNotFoundError:
-        pass
+    p["socket"].unlink(missing_ok=True)  # left by a crashed service: we hold the lock, so it is not live
     server = _Server(str(p["socket"]), _Handler)
-    server.service = service  # type: ignore[attr-defined]
+    server.service = service
     service.server = server
     os.chmod(p["socket"], 0o600)
     inode = os.stat(p["socket"]).st_ino
@@ -335,13 +341,12 @@ def serve(key: str) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobrunner.cli.service", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--key", required=True, help="service key (computed by the client)")
-    return serve(parser.parse_args(argv).key)
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--key", required=True, help="Service key (computed by the client).")
+def main(key: str) -> None:
+    """The local execution service: a background process that keeps MLflow imported and kernels warm."""
+    sys.exit(serve(key))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(prog_name="python -m jobrunner.cli.service")

@@ -16,6 +16,7 @@ in-process instead. JOBRUNNER_SERVICE=off skips the service altogether (tests se
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -42,7 +43,8 @@ def enabled(environ: dict[str, str] | None = None) -> bool:
 
 
 def runtime_dir() -> Path:
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    # short, for the socket path; the folder below is the user's own (0700)
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"  # noqa: S108
     path = Path(base) / f"jobrunner-{os.getuid()}"
     path.mkdir(mode=0o700, exist_ok=True)
     return path
@@ -100,7 +102,7 @@ def spawn(key: str) -> None:
     p = paths(key)
     log = open(p["log"], "ab")  # noqa: SIM115 - handed to the child
     try:
-        subprocess.Popen(
+        subprocess.Popen(  # noqa: S603 - our own program (this python, jobrunner.cli.service), a list argv
             [sys.executable, "-m", "jobrunner.cli.service", "--key", key],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -174,11 +176,8 @@ def run_command(
     send_lock = threading.Lock()
 
     def cancel(signum: int, _frame: Any) -> None:
-        with send_lock:
-            try:
-                request(conn, {"op": "cancel", "reason": f"{signal.Signals(signum).name} received"})
-            except OSError:
-                pass
+        with send_lock, contextlib.suppress(OSError):  # the service has gone: nothing to cancel
+            request(conn, {"op": "cancel", "reason": f"{signal.Signals(signum).name} received"})
 
     previous = {sig: signal.signal(sig, cancel) for sig in (signal.SIGTERM, signal.SIGINT)}
     accepted = False

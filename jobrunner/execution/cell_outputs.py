@@ -140,7 +140,8 @@ def changed_cells(a: list[CellOutputs], b: list[CellOutputs]) -> list[dict[str, 
 
 def _change(a: CellOutputs | None, b: CellOutputs | None) -> dict[str, Any]:
     ref = a or b
-    assert ref is not None
+    if ref is None:
+        raise ValueError("a changed cell is in at least one of the two notebooks")
     return {
         "index": ref.index,
         "cell": ref.title,
@@ -160,8 +161,7 @@ def changed_images(a: list[CellOutputs], b: list[CellOutputs]) -> list[dict[str,
         cb = by_index_b.get(index)
         ia, ib = (ca.images if ca else []), (cb.images if cb else [])
         if ia != ib:
-            ref = ca or cb
-            assert ref is not None
+            ref = ca if ca is not None else by_index_b[index]  # the index is from a or from b
             changes.append({"index": index, "cell": ref.title, "a": ia, "b": ib})
     return changes
 

@@ -65,6 +65,10 @@ class S3Target:
     fix_bucket: str
 
 
+# The environment variables boto3 reads the key id and the secret from (the names, not credentials)
+AWS_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
 # -- S3 ----------------------------------------------------------------------------------------------------
 def _s3_client(target: S3Target) -> Any:
     import boto3
@@ -191,8 +195,8 @@ def artifact_target(settings: Settings, env: Mapping[str, str]) -> S3Target | No
         endpoint_setting=endpoint_setting,
         key_id=None,
         secret=None,
-        key_setting="AWS_ACCESS_KEY_ID",
-        secret_setting="AWS_SECRET_ACCESS_KEY",
+        key_setting=AWS_CREDENTIAL_VARIABLES[0],
+        secret_setting=AWS_CREDENTIAL_VARIABLES[1],
         fix_bucket=f"create it (e.g. `make services` creates buckets) or fix JOBRUNNER_ARTIFACT_URI={uri}",
     )
 
@@ -212,7 +216,7 @@ def dvc_remote_target(project_dir: Path, env: Mapping[str, str]) -> S3Target | N
     endpoint, endpoint_setting = _env_endpoint(env)
     if remote.get("endpointurl"):
         endpoint, endpoint_setting = remote["endpointurl"], f"DVC remote '{name}' endpointurl"
-    key_setting, secret_setting = "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"
+    key_setting, secret_setting = AWS_CREDENTIAL_VARIABLES
     if remote.get("access_key_id"):
         key_setting = (
             f"DVC remote '{name}' access_key_id (`dvc remote modify --local {name} access_key_id ...`)"

@@ -34,6 +34,7 @@ imports only the standard library.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -93,10 +94,8 @@ def _locale_of_a_new_interpreter() -> None:
                     continue
                 os.environ["LC_CTYPE"] = target
                 break
-    try:
+    with contextlib.suppress(locale.Error):
         locale.setlocale(locale.LC_CTYPE, "")
-    except locale.Error:
-        pass
 
 
 def _spawn(
@@ -275,10 +274,8 @@ class ForkedProcess:
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signum)
-            except ProcessLookupError:
-                pass
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
@@ -323,7 +320,8 @@ class ForkServer:
         import subprocess
 
         with self._lock:
-            self._proc = subprocess.Popen(
+            # our own module (jobrunner.execution.forkserver) under the kernelspec's python, a list argv
+            self._proc = subprocess.Popen(  # noqa: S603
                 self.command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

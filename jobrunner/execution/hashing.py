@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,9 +69,12 @@ class GitState:
 
 def git_state(project_dir: Path) -> GitState:
     def git(*args: str) -> str | None:
+        executable = shutil.which("git")
+        if executable is None:  # no git installed: no git state
+            return None
         try:
-            out = subprocess.run(
-                ["git", *args], cwd=project_dir, capture_output=True, text=True, timeout=10, check=True
+            out = subprocess.run(  # noqa: S603 - git with our fixed arguments, a list argv, no shell
+                [executable, *args], cwd=project_dir, capture_output=True, text=True, timeout=10, check=True
             )
         except (OSError, subprocess.SubprocessError):
             return None

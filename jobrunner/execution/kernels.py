@@ -78,9 +78,10 @@ def _ipc_root() -> str:
     global _IPC_ROOT
     with _IPC_ROOT_LOCK:
         if _IPC_ROOT is None or not os.path.isdir(_IPC_ROOT):
-            # short path: Unix socket paths are limited to ~107 bytes
+            # short path: Unix socket paths are limited to ~107 bytes; mkdtemp makes a new 0700 folder
             _IPC_ROOT = tempfile.mkdtemp(
-                prefix=f"jrk{os.getpid()}-", dir="/tmp" if os.path.isdir("/tmp") else None
+                prefix=f"jrk{os.getpid()}-",
+                dir="/tmp" if os.path.isdir("/tmp") else None,  # noqa: S108
             )
             import atexit
 
@@ -239,7 +240,8 @@ class _ForkProvisioner(LocalProvisioner):
     forkserver: ForkServer | None = None
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
-        assert self.forkserver is not None
+        if self.forkserver is None:
+            raise KernelStartError("the fork provisioner was given no template process (forkserver)")
         env = dict(kwargs.get("env") or os.environ)
         cwd = str(kwargs.get("cwd") or os.getcwd())
         try:
@@ -330,8 +332,8 @@ def start_kernel(
         else:
             try:
                 run_sync(manager.cleanup_resources)()
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception:
+                log.debug("kernel '%s': cleanup after the failed start failed", kernel_name, exc_info=True)
         raise KernelStartError(f"kernel '{kernel_name}' failed to start: {exc}") from exc
     return handle
 

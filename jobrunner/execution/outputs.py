@@ -132,7 +132,8 @@ def plan_outputs(
     refused unless `write_workspace` (check_outputs).
     """
     params = dict(values)
-    isolate = folder is not None and not write_workspace
+    job_folder = folder if not write_workspace else None  # defaults are pointed into it
+    isolate = job_folder is not None
     if isolate:
         check_outputs(schema, values, project, write_workspace=False)
     given = given_outputs(schema, values)
@@ -141,9 +142,8 @@ def plan_outputs(
         value = values.get(name, schema.parameters[name].default)
         if not _is_local(value):  # None (not written), "" or a URI: nothing local to point or hash
             continue
-        if isolate and name not in given:
-            assert folder is not None
-            location = (folder / _relative_key(name, value)).resolve()
+        if job_folder is not None and name not in given:
+            location = (job_folder / _relative_key(name, value)).resolve()
             location.parent.mkdir(parents=True, exist_ok=True)
             params[name] = str(location)
         else:

@@ -32,27 +32,32 @@ _VOLATILE = re.compile(
 
 
 def stable_digest(path: Path) -> str:
-    """md5 of (relative path, md5) of every file under `path`, an MLmodel's volatile lines left out."""
+    """md5 (a content hash, as DVC's; not for security) of (relative path, md5) of every file under
+    `path`, an MLmodel's volatile lines left out."""
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     entries = []
     for f in files:
         rel = f.relative_to(path).as_posix() if path.is_dir() else f.name
         if f.name == MLMODEL:
-            digest = hashlib.md5(_VOLATILE.sub("", f.read_text(errors="replace")).encode()).hexdigest()
+            digest = hashlib.md5(
+                _VOLATILE.sub("", f.read_text(errors="replace")).encode(), usedforsecurity=False
+            ).hexdigest()
         elif zipfile.is_zipfile(f):  # e.g. MLflow's skops format: the entries, not their timestamps
             digest = _zip_digest(f)
         else:
             digest = file_md5(f)
         entries.append((rel, digest))
-    return hashlib.md5(json.dumps(entries).encode()).hexdigest()
+    return hashlib.md5(json.dumps(entries).encode(), usedforsecurity=False).hexdigest()
 
 
 def _zip_digest(path: Path) -> str:
     with zipfile.ZipFile(path) as z:
         entries = sorted(
-            (i.filename, hashlib.md5(z.read(i)).hexdigest()) for i in z.infolist() if not i.is_dir()
+            (i.filename, hashlib.md5(z.read(i), usedforsecurity=False).hexdigest())
+            for i in z.infolist()
+            if not i.is_dir()
         )
-    return hashlib.md5(json.dumps(entries).encode()).hexdigest()
+    return hashlib.md5(json.dumps(entries).encode(), usedforsecurity=False).hexdigest()
 
 
 def recorded_copy(path: str, md5: str, project: Path, stored_uri: str | None, tmp: Path) -> Path | None:

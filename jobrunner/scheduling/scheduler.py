@@ -62,7 +62,8 @@ class SchedulerSettings(BaseSettings):
     # catch-up policy decides whether it runs.
     misfire_grace: float = Field(default=60.0, ge=0)
     # Rewritten after every tick that reached the job store; the healthcheck reads its age.
-    heartbeat_file: Path = Path("/tmp/jobrunner-scheduler.heartbeat")
+    # (a timestamp, nothing read back as trusted: the path the compose healthcheck looks at)
+    heartbeat_file: Path = Path("/tmp/jobrunner-scheduler.heartbeat")  # noqa: S108
     # Tests only: a file holding an ISO-8601 time that the scheduler uses as "now" (a clock to advance).
     now_file: Path | None = None
 

@@ -492,7 +492,8 @@ def submit_claimed(schedule_id: str, slot: datetime, *, settings: Settings) -> S
         if run is None:
             return None
         row = session.get(Schedule, schedule_id)
-        assert row is not None  # the foreign key cascades deletes to the runs
+        if row is None:  # cannot be: the foreign key cascades a schedule's deletion to its (locked) runs
+            raise RuntimeError(f"schedule {schedule_id} is gone but its claimed run is not")
         state: str | None = None
         try:
             job = submit(

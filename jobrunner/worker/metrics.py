@@ -111,7 +111,8 @@ class WorkerMetrics:
 
     def serve(self, port: int) -> None:
         if port:
-            start_http_server(port, addr="0.0.0.0", registry=self.registry)
+            # all interfaces: Prometheus scrapes the worker from another container or host
+            start_http_server(port, addr="0.0.0.0", registry=self.registry)  # noqa: S104
 
     def set_counts(self, counts: dict[str, int]) -> None:
         for state in JobState:

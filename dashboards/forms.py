@@ -229,7 +229,7 @@ def prediction_form(
                 raise ValueError(f"row must be a number from 0 to {len(reference) - 1}, got {text!r}")
             index = int(text)
         else:
-            index = random.randrange(len(reference))
+            index = random.randrange(len(reference))  # noqa: S311 - which example row to show, not a secret
         row = reference.iloc[index]
         for s in specs:
             if s.name in reference.columns:
@@ -274,7 +274,8 @@ def prediction_form(
             wanted = state["example_truth"] if state["example_truth"] is not None else p["label"]
             truth.value = next((v for _, v in truth.options if str(v) == str(wanted)), truth.value)
         return (
-            f'<div class="dash-result"><div class="dash-big">Predicted class: {e(class_name(info, p["label"]))}'
+            '<div class="dash-result"><div class="dash-big">'
+            f"Predicted class: {e(class_name(info, p['label']))}"
             f"</div>{footer}</div>"
         )
 
@@ -306,7 +307,8 @@ def prediction_form(
         up.layout.display = down.layout.display = "none"
 
     header = w.HTML(
-        f"<p>Model <b>{e(model['name'])}</b> version <b>{e(model['version'])}</b> (alias {e(model['alias'])}), "
+        f"<p>Model <b>{e(model['name'])}</b> version <b>{e(model['version'])}</b> "
+        f"(alias {e(model['alias'])}), "
         f"{e(task)}{', predicting ' + e(target) if target else ''}"
         f"{', served by the ' + e(info['path']) + ' path' if info.get('path') else ''}. "
         "Values start at the training data's "

@@ -325,7 +325,8 @@ class JobBoard(w.VBox):
             lines.append(f"{j['id']} {j['notebook']} {j['state']}")
         self.rows.children = cells if lines else []
         self.table.value = (
-            f"<p class='dash-jobs' data-jobs='{e(json.dumps(lines))}'>{page['total']} job(s), newest first.</p>"
+            f"<p class='dash-jobs' data-jobs='{e(json.dumps(lines))}'>"
+            f"{page['total']} job(s), newest first.</p>"
             if lines
             else "<p class='dash-jobs'>No jobs yet.</p>"
         )
@@ -376,7 +377,8 @@ class JobBoard(w.VBox):
             )
             return
         self.refresh_note.value = (
-            f"<span class='dash-muted dash-autorefresh'>auto-refresh every {self.settings.refresh_seconds:g} s "
+            "<span class='dash-muted dash-autorefresh'>"
+            f"auto-refresh every {self.settings.refresh_seconds:g} s "
             "while jobs are queued or running</span>"
         )
         if self._thread is None or not self._thread.is_alive():

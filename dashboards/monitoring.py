@@ -269,7 +269,8 @@ def monitoring(
         task = info.get("task") or tl.get("task", "classification")
         summary.value = (
             f"<div class='dash-card'><b>{e(model['name'])}</b> version <b>{e(model['version'])}</b> "
-            f"(alias {e(model['alias'])}, {e(task)})<br><span class='dash-accuracy'>{accuracy_text(acc)}</span>"
+            f"(alias {e(model['alias'])}, {e(task)})<br>"
+            f"<span class='dash-accuracy'>{accuracy_text(acc)}</span>"
             f"</div>"
         )
         plots["accuracy"].value = accuracy_png(tl, vs)

@@ -131,7 +131,8 @@ def build_model(
 
     chosen = family(model_type, task)
     make = chosen.classifier if task == "classification" else chosen.regressor
-    assert make is not None  # family() refused the combination otherwise
+    if make is None:  # family() refuses the combination first, naming the usable families
+        raise ValueError(f"model_type {model_type!r} has no {task} model")
     encoding = chosen.encoding if encoding == "auto" else encoding
     features = build_preprocessor(
         kinds, scale=chosen.scale, encoding=encoding, max_onehot_categories=max_onehot_categories

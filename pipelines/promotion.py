@@ -49,7 +49,10 @@ class Decision:
 
     def summary(self) -> str:
         if self.refused:
-            return f"REFUSED candidate for {self.model_name}@{self.alias} (v{self.champion_version} stays): {self.reason}"
+            return (
+                f"REFUSED candidate for {self.model_name}@{self.alias} "
+                f"(v{self.champion_version} stays): {self.reason}"
+            )
         head = f"{self.model_name} v{self.candidate_version} {self.metric}={self.candidate_score:.4f}"
         if self.promoted:
             return f"PROMOTED {head} to @{self.alias} ({self.reason})"

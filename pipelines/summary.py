@@ -27,7 +27,8 @@ def champion_summary(model_name: str, alias: str) -> dict[str, Any]:
         version = client.get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:
         raise LookupError(
-            f"no model is @{alias} for '{model_name}' in {settings.mlflow_tracking_uri}; run `dvc repro` first"
+            f"no model is @{alias} for '{model_name}' in {settings.mlflow_tracking_uri}; "
+            "run `dvc repro` first"
         ) from exc
     metrics = {k[len("holdout_") :]: float(v) for k, v in version.tags.items() if k.startswith("holdout_")}
     # The newest version's decision: the last evaluation (the DVC metrics hold scores only, because a

@@ -62,7 +62,8 @@ def start_services(app: FastAPI, settings: Settings) -> Services:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in JSON logs
     silence_feature_name_warning()
     metrics: Metrics = app.state.metrics
-    keyring = KeyRing(settings.keys())
+    api_keys = settings.keys()
+    keyring = KeyRing(api_keys)
     if not len(keyring):
         log.warning(
             "no API keys configured (SERVE_API_KEYS / SERVE_API_KEYS_FILE): every /v1 route answers 401"
@@ -123,7 +124,7 @@ def start_services(app: FastAPI, settings: Settings) -> Services:
         writer=writer,
         feedback=FeedbackService(engine, settings, metrics),
         lineage=lineage,
-        links=LinkSigner([k.key for k in settings.keys()], settings.link_secret, settings.link_ttl),
+        links=LinkSigner([k.key for k in api_keys], settings.link_secret, settings.link_ttl),
         models=models,
         holder=holder,
         extra=extra,

@@ -115,15 +115,17 @@ class Settings(BaseSettings):
             for k in self.keys():
                 if k.key.lower() in PLACEHOLDERS or len(k.key) < 16:
                     raise ValueError(
-                        "SERVE_API_KEYS holds a placeholder or short key (<16 characters); production refuses "
-                        "it: generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+                        "SERVE_API_KEYS holds a placeholder or short key (<16 characters); production "
+                        "refuses it: generate one with "
+                        "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
                     )
             if self.link_secret is not None and (
                 self.link_secret.lower() in PLACEHOLDERS or len(self.link_secret) < 16
             ):
                 raise ValueError(
                     "SERVE_LINK_SECRET holds a placeholder or short secret (<16 characters); production "
-                    "refuses it: generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+                    "refuses it: generate one with "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
                 )
         return self
 

@@ -54,7 +54,7 @@ def _refuse_constant(literal: str) -> Any:
 
 
 def loads_strict(body: bytes) -> Any:
-    """`body` as JSON; json.JSONDecodeError (FastAPI answers 422 with its message) for anything that is not."""
+    """`body` as JSON; json.JSONDecodeError (FastAPI answers 422 with its message) for anything else."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -73,8 +73,8 @@ def _server_roots() -> list[tuple[str, str]]:
     try:
         project = str(get_settings().project_dir.resolve())
         roots += [(project + "/", ""), (project, "the project folder")]
-    except Exception:  # noqa: BLE001 - settings that cannot be read must not break an error response
-        pass
+    except Exception:  # settings that cannot be read must not break an error response
+        log.debug("settings unreadable: paths in error messages keep the project folder", exc_info=True)
     for folder in {sys.prefix, sys.base_prefix, str(Path.home())}:
         if len(folder) > 1:
             roots.append((folder.rstrip("/") + "/", "<server>/"))
@@ -89,7 +89,7 @@ def public_message(text: str) -> str:
 
 
 def invalid_json_message(exc: json.JSONDecodeError, body: bytes | str) -> str:
-    """Why `body` is not JSON, naming a bare NaN/Infinity literal (valid in Python and JavaScript, not JSON)."""
+    """Why `body` is not JSON, naming a bare NaN/Infinity literal (valid in Python and JavaScript only)."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     start = max(exc.pos - 1, 0)
     for literal in ("-Infinity", "Infinity", "NaN"):
@@ -98,7 +98,8 @@ def invalid_json_message(exc: json.JSONDecodeError, body: bytes | str) -> str:
             column = at - text.rfind("\n", 0, at)
             return (
                 f"the body is not valid JSON: {literal} at line {exc.lineno} column {column} is not a JSON "
-                "number (JSON has no NaN or Infinity); send a finite number, or null where a value may be missing"
+                "number (JSON has no NaN or Infinity); send a finite number, or null where a value may be "
+                "missing"
             )
     return f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
 

@@ -1,6 +1,7 @@
 """The chain behind a model version: registry version -> MLflow run (a notebook execution) -> executed
 notebook, parameters, git commit, DVC data hashes. Read from the tags and artifacts jobrunner records,
-by jobrunner's own lineage reader (jobrunner.provenance.lineage); this module adds where each data hash is found.
+by jobrunner's own lineage reader (jobrunner.provenance.lineage); this module adds where each data hash
+is found.
 
 Built off the request path (when a version is loaded, or once per other version asked for) and cached.
 """

@@ -160,14 +160,15 @@ class ServingModel:
         if isinstance(data, dict) and not split and not set(data) <= {"rows", "params"}:
             unknown = sorted(str(k)[:60] for k in set(data) - {"rows", "params"})[:10]
             raise Unprocessable(
-                f"unknown key(s) in the body: {', '.join(unknown)}; the records form takes 'rows' (and 'params')"
+                f"unknown key(s) in the body: {', '.join(unknown)}; "
+                "the records form takes 'rows' (and 'params')"
             )
         params = data.get("params") if isinstance(data, dict) else None
         if self.path == "sklearn" and (params is None or params == {}):  # false, 0, [] are validated: 422
             X = self.split_to_matrix(data["columns"], rows) if split else self.to_matrix(rows)
             return Batch(len(X), X=X, logged=X)
         if self.request is not None:
-            fast = self._fast_batch(data["columns"] if split else None, rows, params, split)
+            fast = self._fast_batch(self.request, data["columns"] if split else None, rows, params, split)
             if fast is not None:
                 return fast
         return self.batch_from_records(
@@ -177,11 +178,11 @@ class ServingModel:
             frame=False,
         )
 
-    def _fast_batch(self, columns: Any, rows: list[Any], params: Any, split: bool) -> Batch | None:
+    def _fast_batch(
+        self, request: RequestSchema, columns: Any, rows: list[Any], params: Any, split: bool
+    ) -> Batch | None:
         """Rows whose every value already has its column's type, converted column-wise (no per-row
         models); None sends them through the per-row validation, which names what is wrong."""
-        request = self.request
-        assert request is not None
         cols = request.columns_from_split(columns, rows) if split else request.columns_from_records(rows)
         arrays = request.fast_arrays(cols) if cols is not None else None
         if arrays is None or cols is None:
@@ -234,7 +235,7 @@ class ServingModel:
         raise FeatureError(self._problems(rows), self.features)
 
     def split_to_matrix(self, columns: Any, data: Any) -> np.ndarray:
-        """The compact form `{"columns": [...], "data": [[...], ...]}` -> float64 matrix in signature order."""
+        """The compact form `{"columns": [...], "data": [[...], ...]}` -> float64 matrix, signature order."""
         if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
             raise FeatureError(
                 [
@@ -303,7 +304,8 @@ class ServingModel:
                             "row": i,
                             "feature": name,
                             "problem": "type",
-                            "message": f"row {i}: feature '{name}' must be a number within ±1e150, got {value!r:.40}",
+                            "message": f"row {i}: feature '{name}' must be a number within ±1e150, "
+                            f"got {value!r:.40}",
                         }
                     )
             if len(bad) >= MAX_PROBLEMS:
@@ -345,7 +347,8 @@ class ServingModel:
                                 "row": i,
                                 "feature": name,
                                 "problem": "type",
-                                "message": f"row {i}: feature '{name}' must be a number within ±1e150, got {value!r:.40}",
+                                "message": f"row {i}: feature '{name}' must be a number within ±1e150, "
+                                f"got {value!r:.40}",
                             }
                         )
             for name in row:
@@ -428,7 +431,8 @@ class ServingModel:
             raise Unprocessable(f"the rows do not match the model's signature: {exc.message[:500]}") from exc
         except (ValueError, TypeError, KeyError) as exc:  # the model refuses these rows: the caller's data
             raise Unprocessable(
-                f"the model cannot compute a prediction for these rows ({type(exc).__name__}: {str(exc)[:300]}); "
+                "the model cannot compute a prediction for these rows "
+                f"({type(exc).__name__}: {str(exc)[:300]}); "
                 "check the rows against GET /v1/model (types, and values far outside the training data)"
             ) from exc
 
@@ -470,7 +474,7 @@ def per_row(raw: Any, n: int) -> list[Any] | None:
 
 
 def load_serving_model(name: str, alias: str, tracking_uri: str, batch_limit: int = 10_000) -> ServingModel:
-    """Resolve the alias to a version and load it through mlflow.pyfunc (blocking: MLflow calls, unpickling)."""
+    """Resolve the alias to a version and load it with mlflow.pyfunc (blocking: MLflow calls, unpickling)."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient

@@ -33,7 +33,8 @@ def parse_models(text: str, default_alias: str = "champion") -> list[ModelRef]:
         name, alias = name.strip(), (alias.strip() or default_alias)
         if not NAME.match(name) or not NAME.match(alias):
             raise ValueError(
-                f"SERVE_MODELS: '{item[:80]}' is not 'name@alias' (letters, digits, . _ -; e.g. churn@champion)"
+                f"SERVE_MODELS: '{item[:80]}' is not 'name@alias' "
+                "(letters, digits, . _ -; e.g. churn@champion)"
             )
         if any(r.name == name for r in refs):
             raise ValueError(f"SERVE_MODELS names model '{name}' twice; each model is served once")

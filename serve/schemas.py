@@ -32,7 +32,7 @@ class ModelIdentity(BaseModel):
 
 # -- predictions ---------------------------------------------------------------------------------------
 class PredictRequest(BaseModel):
-    """One or many rows as JSON records; the feature names and types are the served model's (see /v1/model)."""
+    """One or many rows as JSON records; the feature names and types are the served model's (/v1/model)."""
 
     rows: list[dict[str, float]] = Field(min_length=1)
 
@@ -191,7 +191,8 @@ class Ready(BaseModel):
 
 
 # -- jobs -----------------------------------------------------------------------------------------------
-# http(s), a host name or IPv4 address (no user:password@), an optional port 0-65535, then no blanks or control characters
+# http(s), a host name or IPv4 address (no user:password@), an optional port 0-65535, then no blanks or
+# control characters
 NOTIFY_URL_PATTERN = (
     r"^https?://[A-Za-z0-9._~%!$&'()*+,;=-]+"
     r"(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"

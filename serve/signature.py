@@ -376,7 +376,8 @@ class RequestSchema:
                         "row": row,
                         "feature": feature,
                         "problem": "type",
-                        "message": f"row {row}: feature '{feature}' must be {want}, got {e.get('input')!r:.40}",
+                        "message": f"row {row}: feature '{feature}' must be {want}, "
+                        f"got {e.get('input')!r:.40}",
                     }
                 )
             if len(problems) >= MAX_PROBLEMS:
@@ -497,7 +498,7 @@ def _params_schema(requests: list[RequestSchema]) -> dict[str, Any]:
 
 
 def _invocations(requests: list[RequestSchema], limit: int) -> dict[str, Any]:
-    """MLflow's scoring protocol body: exactly one of the formats; tables as this API's rows or columns/data."""
+    """MLflow's scoring protocol body: exactly one of the formats; tables as this API's rows or columns."""
     formats = ("dataframe_split", "dataframe_records", "instances", "inputs")
     if len(requests) == 1:
         rows: dict[str, Any] = {

@@ -29,7 +29,7 @@ router = APIRouter(prefix="/v1/feedback", tags=["feedback"], route_class=StrictJ
     },
 )
 def post_feedback(body: FeedbackIn, services: ServicesDep) -> dict:
-    """Record the true label of a prediction; may trigger one retraining job (see GET /v1/feedback/accuracy)."""
+    """Record the true label of a prediction; may trigger a retraining job (see GET /v1/feedback/accuracy)."""
     from serve.errors import Unprocessable
 
     found = _find_prediction(services, body.prediction_id)
@@ -50,7 +50,7 @@ def post_feedback(body: FeedbackIn, services: ServicesDep) -> dict:
 
 
 def _is_value(label: Any) -> bool:
-    """A stored prediction of a model no longer served: a regressor's if its answer is a non-integer number."""
+    """A stored prediction of a model no longer served: a regressor's if its answer is not an integer."""
     try:
         return not float(label).is_integer()
     except (TypeError, ValueError):

@@ -247,8 +247,10 @@ def _job_create_component(schema: dict[str, Any]) -> None:
     variants.append({**base, "title": "Any other notebook path (404: no such notebook)", "properties": other})
     components[JobCreateIn.__name__] = {
         "title": JobCreateIn.__name__,
-        "description": "A notebook and its parameters: one variant per runnable notebook (GET /v1/notebooks). "
-        + NOTEBOOK_PATH_HELP,
+        "description": (
+            "A notebook and its parameters: one variant per runnable notebook (GET /v1/notebooks). "
+            + NOTEBOOK_PATH_HELP
+        ),
         "oneOf": variants,
     }
 

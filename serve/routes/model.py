@@ -82,7 +82,7 @@ def recent_predictions(
 async def prediction_lineage(
     services: ServicesDep, sign: SignLinksDep, prediction_id: str = Path(pattern=PREDICTION_ID_PATTERN)
 ) -> dict:
-    """One stored prediction (features, answer, true label if known) and the lineage of the model that made it."""
+    """One stored prediction (features, answer, true label if known) and the lineage of its model version."""
     found = await run_in_threadpool(_find_prediction, services, prediction_id)
     lineage = await run_in_threadpool(
         services.lineage.for_version, found.model_name, found.model_version, found.model_alias

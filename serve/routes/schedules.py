@@ -1,7 +1,8 @@
 """Scheduled notebooks over REST: create, list, show (with recent runs), pause, resume, delete, run now.
 
-Every operation calls `jobrunner.scheduling.schedules` (validation of the cron expression, time zone, kernel and the
-notebook's parameter contract, the queries); the `jobrunner scheduler` process submits the due slots.
+Every operation calls `jobrunner.scheduling.schedules` (validation of the cron expression, time zone,
+kernel and the notebook's parameter contract, the queries); the `jobrunner scheduler` process submits the
+due slots.
 Read scope lists and shows, write scope changes. An invalid cron expression or time zone is a 422 whose
 `problems` name the field (`body.cron`, `body.timezone`).
 

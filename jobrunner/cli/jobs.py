@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -37,6 +37,9 @@ from jobrunner.errors import (
 from jobrunner.kinds import JobState
 from jobrunner.limits import MAX_TIMEOUT
 
+if TYPE_CHECKING:
+    from jobrunner.store.schemas import JobRead
+
 
 def _handle(exc: Exception) -> NoReturn:
     fail_for(
@@ -49,7 +52,7 @@ def _handle(exc: Exception) -> NoReturn:
     )
 
 
-def _job_dict(job: Any) -> dict[str, Any]:
+def _job_dict(job: JobRead) -> dict[str, Any]:
     return job.model_dump(mode="json")
 
 
@@ -199,7 +202,7 @@ def submit(
         sys.exit(ExitCode.FAILED)
 
 
-def _wait(job_id: str, *, quiet: bool) -> Any:
+def _wait(job_id: str, *, quiet: bool) -> JobRead:
     from jobrunner.jobs import JobProgressBar, wait_for_job
 
     bar = JobProgressBar() if not quiet and sys.stderr.isatty() else None
@@ -215,7 +218,7 @@ def _wait(job_id: str, *, quiet: bool) -> Any:
             bar.close()
 
 
-def _print_outcome(job: Any) -> None:
+def _print_outcome(job: JobRead) -> None:
     click.echo(f"{job.state.value}: {job.notebook} (attempt {job.attempt})", err=True)
     if job.output_uri:
         click.echo(f"  executed notebook: {job.output_uri}", err=True)

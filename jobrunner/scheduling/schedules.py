@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import and_, func, or_, select
@@ -40,6 +40,8 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 MAX_CONCURRENT = 100
 ACTIVE_JOB_STATES = (JobState.QUEUED.value, JobState.RUNNING.value, JobState.CANCELLING.value)
 Catchup = Literal["once", "skip"]
+Trigger = Literal["cron", "manual"]
+SlotStatus = Literal["claimed", "submitted", "skipped", "failed"]
 
 
 # -- errors ----------------------------------------------------------------------------------------------
@@ -124,8 +126,10 @@ class ScheduleRead(BaseModel):
             timeout_seconds=row.timeout_seconds,
             kernel_name=row.kernel_name,
             max_concurrent_runs=row.max_concurrent_runs,
-            catchup=row.catchup,
-            submitter=row.submitter,  # type: ignore[arg-type]
+            # a str column holding only the Literal's values (written from a ScheduleCreate); pydantic
+            # checks it again
+            catchup=cast(Catchup, row.catchup),
+            submitter=row.submitter,
             created_at=row.created_at,
             updated_at=row.updated_at,
             notify_url=row.notify_url,
@@ -137,8 +141,8 @@ class ScheduleRead(BaseModel):
 class ScheduleRunRead(BaseModel):
     schedule_id: str
     slot: datetime = Field(description="The cron slot (UTC), or the time of a run-now")
-    trigger: Literal["cron", "manual"]
-    status: Literal["claimed", "submitted", "skipped", "failed"] = Field(
+    trigger: Trigger
+    status: SlotStatus = Field(
         description="claimed: being submitted; submitted: job_id is the run; skipped / failed: see reason"
     )
     job_id: str | None = None
@@ -153,9 +157,10 @@ class ScheduleRunRead(BaseModel):
         return cls(
             schedule_id=row.schedule_id,
             slot=row.slot,
-            trigger=row.trigger,  # type: ignore[arg-type]
-            status=row.status,
-            job_id=row.job_id,  # type: ignore[arg-type]
+            # str columns holding only the Literals' values (written here); pydantic checks them again
+            trigger=cast(Trigger, row.trigger),
+            status=cast(SlotStatus, row.status),
+            job_id=row.job_id,
             job_state=JobState(job_state) if job_state else None,
             reason=row.reason,
             created_at=row.created_at,
@@ -192,7 +197,9 @@ def check_kernel(name: str) -> str:
     return name
 
 
-def check_run_parameters(notebook: str, parameters: dict[str, Any], settings: Settings) -> tuple[str, dict]:
+def check_run_parameters(
+    notebook: str, parameters: dict[str, Any], settings: Settings
+) -> tuple[str, dict[str, Any]]:
     """(project-relative notebook, validated parameters): the contract `jobrunner.jobs.submit` enforces."""
     from jobrunner.execution.outputs import check_outputs
     from jobrunner.execution.params import check_sizes, read_schema

@@ -73,7 +73,7 @@ def start_fuzz_target(store: ModelStore, tmp: Path, amqp_url: str = AMQP_URL) ->
         "SERVE_RETRAIN_NOTEBOOK": "notebooks/ok.ipynb",
     }
     try:
-        server = start_server(store, tmp, env)
+        server = start_server(store, tmp, env, app="tests.serve.contract_app:app")  # idle streams: 1 s
     except Exception:
         drop_database(name)
         raise

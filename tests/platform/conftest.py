@@ -177,19 +177,14 @@ def spawned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spawned]:
 @pytest.fixture(scope="package")
 def api_upstream(spawned: Spawned) -> Iterator[Upstream]:
     """The real API as deployed (uvicorn serve.app:app --root-path /api, embedded stores in a temp
-    project); the echo app only while the serve package does not exist yet."""
+    project). An API that does not start fails the tests (the echo app stood in for it before the serve
+    package existed; that fallback let a broken serve.app pass them)."""
     proc, port, app = spawned.api, spawned.api_port, "serve.app:app"
     deadline = time.monotonic() + 90
     while not port_open("127.0.0.1", port, timeout=0.2) and time.monotonic() < deadline:
         if proc.poll() is not None:
             out = output(proc)
-            if 'Could not import module "serve.app"' not in out:
-                pytest.fail(f"the API (uvicorn serve.app:app) exited with {proc.returncode}:\n{out[-3000:]}")
-            # No --root-path for the echo app: uvicorn would prefix it to the path the echo app reports.
-            app = "tests.platform.asgi_echo:app"
-            proc = spawned.api = _uvicorn(app, port, spawned.api_dir, spawned.api_env)
-            wait_port(port, proc, f"uvicorn {app}")
-            break
+            pytest.fail(f"the API (uvicorn serve.app:app) exited with {proc.returncode}:\n{out[-3000:]}")
         time.sleep(0.1)
     wait_port(port, proc, f"uvicorn {app}", timeout=max(1.0, deadline - time.monotonic()))
     yield Upstream(app=app, port=port, proc=proc)

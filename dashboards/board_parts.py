@@ -69,7 +69,7 @@ def last_outcome(detail: dict[str, Any]) -> str:
     return f"<b>{e(run['status'])}</b> <span class='dash-muted' title='{reason}'>{when} {reason[:60]}</span>"
 
 
-class ScheduleList(w.VBox):
+class ScheduleList(w.VBox):  # type: ignore[misc]  # ipywidgets ships no types: its VBox is Any
     """Schedules by name: notebook, cron and time zone, next run, last outcome, Pause / Resume."""
 
     HEADERS = ("schedule", "notebook", "cron", "next run (UTC)", "last run", "", "")
@@ -142,7 +142,7 @@ class ScheduleList(w.VBox):
         guarded(self.message, action)
 
 
-class LiveOutput(w.VBox):
+class LiveOutput(w.VBox):  # type: ignore[misc]  # ipywidgets ships no types: its VBox is Any
     """The output of one job as it runs (see the module docstring)."""
 
     def __init__(self, api: PlatformClient, on_end: Callable[[], None] | None = None):

@@ -85,41 +85,58 @@ class PlatformClient:
             return response.text
         return response.json() if response.content else None
 
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A call whose answer is a JSON object (every /v1 answer but the HTML pages)."""
+        body = self._call(method, path, **kwargs)
+        if not isinstance(body, dict):
+            raise ApiError(None, f"{method} {path}: the API at {self.base_url} did not answer a JSON object")
+        return body
+
+    def _html(self, method: str, path: str) -> str:
+        """A call whose answer is an HTML page (executed notebooks, run diffs)."""
+        body = self._call(method, path)
+        if not isinstance(body, str):
+            raise ApiError(None, f"{method} {path}: the API at {self.base_url} did not answer an HTML page")
+        return body
+
     # -- predictions and the model --------------------------------------------------------------------
     def model(self) -> dict[str, Any]:
-        return self._call("GET", "/v1/model")
+        return self._object("GET", "/v1/model")
 
     def predict(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        return self._call("POST", "/v1/predict", json={"rows": rows})
+        return self._object("POST", "/v1/predict", json={"rows": rows})
 
     def feedback(self, prediction_id: str, label: Any) -> dict[str, Any]:
         """The true label (a class value, or the true number for a regressor) of one prediction."""
-        return self._call("POST", "/v1/feedback", json={"prediction_id": prediction_id, "label": label})
+        return self._object("POST", "/v1/feedback", json={"prediction_id": prediction_id, "label": label})
 
     def recent_predictions(self, limit: int = 1000) -> dict[str, Any]:
-        return self._call("GET", "/v1/predictions", params={"limit": limit})
+        return self._object("GET", "/v1/predictions", params={"limit": limit})
 
     def accuracy(self) -> dict[str, Any]:
-        return self._call("GET", "/v1/feedback/accuracy")
+        return self._object("GET", "/v1/feedback/accuracy")
 
     # -- monitoring (serve/routes/monitoring.py) --------------------------------------------------------
     def timeline(self, hours: float = 24 * 7) -> dict[str, Any]:
         """Live accuracy over time, prediction volume over time and retraining events of the served model."""
-        return self._call("GET", "/v1/monitoring/timeline", params={"hours": hours})
+        return self._object("GET", "/v1/monitoring/timeline", params={"hours": hours})
 
     def versions(self) -> dict[str, Any]:
         """The registered versions of the served model: champion history with promotion metrics."""
-        return self._call("GET", "/v1/monitoring/versions")
+        return self._object("GET", "/v1/monitoring/versions")
 
     # -- jobs -----------------------------------------------------------------------------------------
     def notebooks(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/v1/notebooks")["notebooks"]
+        notebooks = self._object("GET", "/v1/notebooks")["notebooks"]
+        if not isinstance(notebooks, list):
+            raise ApiError(None, f"GET /v1/notebooks: the API at {self.base_url} did not answer a list")
+        return notebooks
 
     def jobs(self, *, state: str | None = None, limit: int = 50) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit}
         if state:
             params["state"] = state
-        return self._call("GET", "/v1/jobs", params=params)
+        return self._object("GET", "/v1/jobs", params=params)
 
     def submit(
         self, notebook: str, parameters: dict[str, Any], timeout_seconds: float | None = None
@@ -127,16 +144,17 @@ class PlatformClient:
         body: dict[str, Any] = {"notebook": notebook, "parameters": parameters}
         if timeout_seconds:
             body["timeout_seconds"] = timeout_seconds
-        return self._call("POST", "/v1/jobs", json=body)
+        return self._object("POST", "/v1/jobs", json=body)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """POST /v1/jobs/{id}/cancel; an older API took DELETE /v1/jobs/{id} (used when POST has no route)."""
         try:
-            return self._call("POST", f"/v1/jobs/{job_id}/cancel")
+            return self._object("POST", f"/v1/jobs/{job_id}/cancel")
         except ApiError as exc:
             if not (exc.status == 405 or (exc.status == 404 and str(exc).strip() == "Not Found")):
                 raise  # the API's own answer (no such job, already finished)
-            return self._call("DELETE", f"/v1/jobs/{job_id}")
+            body = self._call("DELETE", f"/v1/jobs/{job_id}")
+            return body if isinstance(body, dict) else {}  # an older API may answer 204, no body
 
     def follow_job(self, job_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
         """The job's server-sent events (GET /v1/jobs/{id}/events) as dicts with their `type` (state,
@@ -174,23 +192,23 @@ class PlatformClient:
 
     # -- schedules --------------------------------------------------------------------------------------
     def schedules(self, limit: int = 50) -> dict[str, Any]:
-        return self._call("GET", "/v1/schedules", params={"limit": limit})
+        return self._object("GET", "/v1/schedules", params={"limit": limit})
 
     def schedule(self, schedule_id: str, runs: int = 1) -> dict[str, Any]:
         """One schedule with its newest `runs` runs (the job of each slot and its state, or a skip)."""
-        return self._call("GET", f"/v1/schedules/{schedule_id}", params={"runs": runs})
+        return self._object("GET", f"/v1/schedules/{schedule_id}", params={"runs": runs})
 
     def pause_schedule(self, schedule_id: str) -> dict[str, Any]:
-        return self._call("POST", f"/v1/schedules/{schedule_id}/pause")
+        return self._object("POST", f"/v1/schedules/{schedule_id}/pause")
 
     def resume_schedule(self, schedule_id: str) -> dict[str, Any]:
-        return self._call("POST", f"/v1/schedules/{schedule_id}/resume")
+        return self._object("POST", f"/v1/schedules/{schedule_id}/resume")
 
     def job_notebook_html(self, job_id: str) -> str:
-        return self._call("GET", f"/v1/jobs/{job_id}/notebook")
+        return self._html("GET", f"/v1/jobs/{job_id}/notebook")
 
     def run_notebook_html(self, run_id: str) -> str:
-        return self._call("GET", f"/v1/runs/{run_id}/notebook")
+        return self._html("GET", f"/v1/runs/{run_id}/notebook")
 
     def run_diff_html(self, run_a: str, run_b: str) -> str:
-        return self._call("GET", f"/v1/runs/{run_a}/diff/{run_b}/html")
+        return self._html("GET", f"/v1/runs/{run_a}/diff/{run_b}/html")

@@ -133,7 +133,7 @@ def as_numbers(values: Sequence[Any] | np.ndarray | pd.Series, kind: str) -> np.
         stamps = pd.to_datetime(series, errors="coerce", utc=True)
         out = stamps.astype("int64").to_numpy(dtype=np.float64) / 1e9
         return np.where(stamps.isna().to_numpy(), np.nan, out)
-    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+    return np.asarray(pd.to_numeric(series, errors="coerce"), dtype=np.float64)
 
 
 def feature_drift(

@@ -99,7 +99,7 @@ def _help(param: dict[str, Any]) -> str:
     return f"<span class='dash-muted'>{e(kind)}{' - ' + e(param['help']) if param.get('help') else ''}</span>"
 
 
-class JobBoard(w.VBox):
+class JobBoard(w.VBox):  # type: ignore[misc]  # ipywidgets ships no types: its VBox is Any
     """The board as a widget; its parts are attributes so tests and scripts can drive it."""
 
     COLUMNS = 11  # cells per job row of the grid (header row the same)

@@ -41,19 +41,29 @@ def _when(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
+# matplotlib ships py.typed, but matplotlib.dates has no annotations (no dates.pyi): its calls are
+# wrapped here, each ignore limited to the untyped call.
+def _date_num(value: datetime) -> float:
+    """The matplotlib date number of `value` (days since matplotlib's epoch)."""
+    import matplotlib.dates as mdates
+
+    return float(mdates.date2num(value))  # type: ignore[no-untyped-call]  # unannotated in matplotlib
+
+
 def _date_axis(ax: Any, lo: datetime, hi: datetime) -> None:
     """Dates on the x axis over the data's own range (at least ten minutes, so one point is readable)."""
     import matplotlib.dates as mdates
 
-    start, end = mdates.date2num(lo), mdates.date2num(hi)
+    start, end = _date_num(lo), _date_num(hi)
     if end - start < 10 / 1440:
         middle = (start + end) / 2
         start, end = middle - 5 / 1440, middle + 5 / 1440
     pad = (end - start) * 0.03
     ax.set_xlim(start - pad, end + pad)
-    locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=7)  # type: ignore[no-untyped-call]  # see above
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    formatter = mdates.ConciseDateFormatter(locator)  # type: ignore[no-untyped-call]  # see _date_num
+    ax.xaxis.set_major_formatter(formatter)
 
 
 def accuracy_png(timeline: dict[str, Any], versions: list[dict[str, Any]]) -> bytes:
@@ -117,13 +127,12 @@ def volume_png(timeline: dict[str, Any]) -> bytes:
     volume = timeline["volume"]
     if not volume:
         return empty_plot("No predictions in this period.")
-    import matplotlib.dates as mdates
 
     fig = new_figure(7.5, 2.4)
     ax = fig.add_subplot()
     width = timeline["bucket_seconds"] / 86400 * 0.9
     ax.bar(
-        [mdates.date2num(_when(b["start"])) for b in volume],
+        [_date_num(_when(b["start"])) for b in volume],
         [b["rows"] for b in volume],
         width=width,
         align="edge",

@@ -91,7 +91,7 @@ def model_metadata(
 
 
 # -- transformers (importable: the pickled model refers to them by module and name) ---------------------
-class BooleanToFloat(TransformerMixin, BaseEstimator):
+class BooleanToFloat(TransformerMixin, BaseEstimator):  # type: ignore[misc]  # sklearn ships no types: bases are Any
     """True/False (bool, nullable boolean or object columns, None for missing) -> 1.0/0.0/NaN."""
 
     def fit(self, X: Any, y: Any = None) -> BooleanToFloat:
@@ -110,7 +110,7 @@ class BooleanToFloat(TransformerMixin, BaseEstimator):
         return np.asarray(input_features if input_features is not None else [], dtype=object)
 
 
-class CategoryToText(TransformerMixin, BaseEstimator):
+class CategoryToText(TransformerMixin, BaseEstimator):  # type: ignore[misc]  # sklearn ships no types: bases are Any
     """Categorical values -> text, missing -> MISSING_CATEGORY (encoders then see one plain type)."""
 
     def fit(self, X: Any, y: Any = None) -> CategoryToText:
@@ -127,7 +127,7 @@ class CategoryToText(TransformerMixin, BaseEstimator):
         return np.asarray(input_features if input_features is not None else [], dtype=object)
 
 
-class DatetimeParts(TransformerMixin, BaseEstimator):
+class DatetimeParts(TransformerMixin, BaseEstimator):  # type: ignore[misc]  # sklearn ships no types: bases are Any
     """Each datetime column -> year, month, day, weekday, hour and days since 1970 (NaN when missing).
 
     Text in ISO form ("2024-03-01", "2024-03-01T12:00:00Z") is accepted as well, so a JSON caller can send

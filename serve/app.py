@@ -194,7 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         schedules,
     )
 
-    settings_factory = (lambda: settings) if settings is not None else get_settings
+    settings_factory: Callable[[], Settings] = (lambda: settings) if settings is not None else get_settings
     app = FastAPI(
         title="notebook-jobs API",
         version="0.1.0",

@@ -11,7 +11,7 @@ import hmac
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     # submitted. Unset: regressors report MAE/RMSE but never trigger (the scale is the model's own).
     feedback_mae_threshold: float | None = Field(default=None, gt=0)
     retrain_notebook: str = "notebooks/03_train.ipynb"
-    retrain_parameters: dict = Field(default_factory=dict)
+    retrain_parameters: dict[str, Any] = Field(default_factory=dict)
     # /metrics needs a read key when True (Prometheus then sends it as X-API-Key).
     metrics_auth: bool = False
     # CORS: allowed origins as a JSON list; empty (the default) means no CORS headers at all.

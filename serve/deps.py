@@ -42,7 +42,11 @@ class Services:
 
 
 def get_services(request: Request) -> Services:
-    return request.app.state.services
+    """The app's services (Starlette's `app.state` holds Any: checked here, once per request)."""
+    services = getattr(request.app.state, "services", None)
+    if not isinstance(services, Services):
+        raise RuntimeError("the app's services are not started: its lifespan has not run")
+    return services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -124,13 +128,21 @@ def require_read_or_link(
     return "link"
 
 
-def get_link_signer(request: Request, services: ServicesDep) -> Callable[[Any], Any]:
+SignLinks = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def get_link_signer(request: Request, services: ServicesDep) -> SignLinks:
     """Signs the notebook links in an answer for this request (its root path, e.g. /api behind nginx)."""
     root = request.scope.get("root_path", "")
-    return lambda answer: sign_notebook_links(answer, services.links, root)
+
+    def sign(answer: dict[str, Any]) -> dict[str, Any]:
+        signed: dict[str, Any] = sign_notebook_links(answer, services.links, root)  # a dict for a dict
+        return signed
+
+    return sign
 
 
-SignLinksDep = Annotated[Callable[[Any], Any], Depends(get_link_signer)]
+SignLinksDep = Annotated[SignLinks, Depends(get_link_signer)]
 ReadOrLinkDep = Annotated[str, Depends(require_read_or_link)]
 ReadKeyDep = Annotated[str, Depends(require_read)]
 WriteKeyDep = Annotated[str, Depends(require_write)]

@@ -60,7 +60,7 @@ class FeedbackService:
         served: ServingModel | None,
         *,
         regression: bool = False,
-    ) -> dict:
+    ) -> dict[str, Any]:
         correct = None
         if regression:  # "correct" means the exact value; the live metrics are MAE and RMSE
             correct = abs(float(prediction.label) - float(true_label)) <= 1e-12 * max(

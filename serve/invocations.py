@@ -111,5 +111,5 @@ def predictions_json(raw: Any, n_rows: int) -> tuple[str, list[Any] | None]:
     from mlflow.pyfunc.scoring_server import predictions_to_json
 
     out = StringIO()
-    predictions_to_json(raw, out)
+    predictions_to_json(raw, out)  # type: ignore[no-untyped-call]  # MLflow leaves it unannotated
     return out.getvalue(), per_row(raw, n_rows)

@@ -127,7 +127,9 @@ class ServingModel:
         self._n = n
         if n:
             getter = itemgetter(*self.features)
-            self._get: Callable[[dict], tuple] = getter if n > 1 else (lambda row: (getter(row),))
+            self._get: Callable[[dict[str, Any]], tuple[Any, ...]] = (
+                getter if n > 1 else (lambda row: (getter(row),))
+            )
         self._feature_set = frozenset(self.features)
         self.class_values = list(self.classes)
         self.class_keys = [str(c) for c in self.class_values]
@@ -458,7 +460,8 @@ class ServingModel:
 def _jsonable(value: Any) -> Any:
     from mlflow.utils.proto_json_utils import _get_jsonable_obj
 
-    out = _get_jsonable_obj(value, pandas_orient="records")
+    # MLflow's own JSON conversion of a model output; a private, unannotated helper of MLflow's
+    out = _get_jsonable_obj(value, pandas_orient="records")  # type: ignore[no-untyped-call]
     return out.tolist() if hasattr(out, "tolist") else out
 
 
@@ -543,8 +546,8 @@ def _example(pyfunc: Any) -> Any:
 
 def _task(described: dict[str, Any] | None, estimator: Any) -> Task:
     told = (described or {}).get("task")
-    if told in ("classification", "regression"):
-        return told
+    if told == "classification" or told == "regression":
+        return "classification" if told == "classification" else "regression"
     if estimator is not None:
         from sklearn.base import is_classifier, is_regressor
 
@@ -559,7 +562,8 @@ def _classes(described: dict[str, Any] | None, estimator: Any, task: Task) -> li
     if task != "classification":
         return []
     if estimator is not None and hasattr(estimator, "classes_"):
-        return np.asarray(estimator.classes_).tolist()  # the order of predict_proba's columns
+        classes: list[Any] = np.asarray(estimator.classes_).tolist()  # the order of predict_proba's columns
+        return classes
     told = (described or {}).get("classes")
     return list(told) if isinstance(told, list) else []
 

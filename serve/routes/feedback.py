@@ -28,7 +28,7 @@ router = APIRouter(prefix="/v1/feedback", tags=["feedback"], route_class=StrictJ
         422: {"description": "Not a prediction id, or a label the model does not know"},
     },
 )
-def post_feedback(body: FeedbackIn, services: ServicesDep) -> dict:
+def post_feedback(body: FeedbackIn, services: ServicesDep) -> dict[str, Any]:
     """Record the true label of a prediction; may trigger a retraining job (see GET /v1/feedback/accuracy)."""
     from serve.errors import Unprocessable
 
@@ -58,7 +58,7 @@ def _is_value(label: Any) -> bool:
 
 
 @router.get("/accuracy", response_model=Accuracy, dependencies=READ)
-async def accuracy(services: ServicesDep, model: ModelDep) -> dict:
+async def accuracy(services: ServicesDep, model: ModelDep) -> dict[str, Any]:
     """Live accuracy (classifiers) or MAE/RMSE (regressors) of the served model over the feedback window,
     the threshold, and the retraining state."""
     task = "regression" if model.task == "regression" else "classification"

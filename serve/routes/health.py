@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
@@ -14,7 +16,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=Health)
-async def health() -> dict:
+async def health() -> dict[str, Any]:
     """Liveness: the process answers (public)."""
     return {"status": "ok"}
 

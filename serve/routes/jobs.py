@@ -155,7 +155,7 @@ def job_notebook(job_id: JobId, _: ReadOrLinkDep) -> NotebookHTML:
 
 
 @router.get("/notebooks", response_model=NotebookList, dependencies=READ)
-def notebooks() -> dict:
+def notebooks() -> dict[str, Any]:
     """The notebooks that may run as jobs, with their parameter schemas (names, types, defaults, help)."""
     found, invalid = notebook_catalog()
     return {

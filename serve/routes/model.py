@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1", tags=["model"])
 
 
 @router.get("/model", response_model=ServedModelInfo, responses={503: {"description": "No model loaded yet"}})
-async def model_info(model: ModelDep, sign: SignLinksDep) -> dict:
+async def model_info(model: ModelDep, sign: SignLinksDep) -> dict[str, Any]:
     """The default model version: task, classes, input features (MLflow types), the serving path, lineage."""
     return sign(model.describe())
 
@@ -26,7 +26,7 @@ async def model_info(model: ModelDep, sign: SignLinksDep) -> dict:
 @router.get(
     "/models", response_model=ServedModelList, responses={401: {"description": "No or an invalid API key"}}
 )
-async def served_models(services: ServicesDep) -> dict:
+async def served_models(services: ServicesDep) -> dict[str, Any]:
     """Every served model (SERVE_MODELS): its alias, the version loaded, its path and task."""
     out = []
     for holder in services.models:
@@ -51,7 +51,9 @@ async def served_models(services: ServicesDep) -> dict:
     response_model=ServedModelInfo,
     responses={404: {"description": "No served model has this name"}, 503: {"description": "Not loaded yet"}},
 )
-async def served_model(services: ServicesDep, sign: SignLinksDep, name: str = Path(max_length=200)) -> dict:
+async def served_model(
+    services: ServicesDep, sign: SignLinksDep, name: str = Path(max_length=200)
+) -> dict[str, Any]:
     """One served model version, as GET /v1/model shows the default one."""
     return sign(services.models.get(name).describe())
 
@@ -61,7 +63,7 @@ def recent_predictions(
     services: ServicesDep,
     model: ModelDep,
     limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many rows, newest first")] = 1000,
-) -> dict:
+) -> dict[str, Any]:
     """Rows the served model version predicted, newest first (features in its signature order, labels):
     what the monitoring dashboard compares with the training data."""
     rows, labels, oldest, newest = predictions.recent_rows(
@@ -81,7 +83,7 @@ def recent_predictions(
 @router.get("/predictions/{prediction_id}/lineage", response_model=PredictionLineage)
 async def prediction_lineage(
     services: ServicesDep, sign: SignLinksDep, prediction_id: str = Path(pattern=PREDICTION_ID_PATTERN)
-) -> dict:
+) -> dict[str, Any]:
     """One stored prediction (features, answer, true label if known) and the lineage of its model version."""
     found = await run_in_threadpool(_find_prediction, services, prediction_id)
     lineage = await run_in_threadpool(
@@ -117,8 +119,11 @@ async def prediction_lineage(
     }
 
 
-def lineage_features(services: ServicesDep, found: predictions.StoredPrediction) -> list[dict]:
-    return services.extra.get(("features", found.model_name, found.model_version), [])
+def lineage_features(services: ServicesDep, found: predictions.StoredPrediction) -> list[dict[str, Any]]:
+    features: list[dict[str, Any]] = services.extra.get(
+        ("features", found.model_name, found.model_version), []
+    )
+    return features
 
 
 def _find_prediction(services: ServicesDep, prediction_id: str) -> predictions.StoredPrediction:

@@ -260,7 +260,8 @@ def _run_metrics(services: Any, run_id: str | None) -> dict[str, float]:
             services.extra[key] = dict(services.lineage.client.get_run(run_id).data.metrics)
         except Exception:  # noqa: BLE001 - a deleted run: the version is still listed
             services.extra[key] = {}
-    return services.extra[key]
+    metrics: dict[str, float] = services.extra[key]  # the per-app cache holds Any
+    return metrics
 
 
 @router.get("/timeline", response_model=Timeline, responses={503: {"description": "No model loaded yet"}})

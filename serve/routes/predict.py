@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Path, Request, Response
 
-from serve.deps import require_read
+from serve.deps import Services, get_services, require_read
 from serve.errors import ServeError, Unprocessable, invalid_json_message
 from serve.invocations import parse_invocation, predictions_json
 from serve.model_loader import Answer, Batch, ServingModel
@@ -57,7 +57,7 @@ def parse_body(body: bytes, limit: int, model: ServingModel) -> Batch:
     return model.parse(data)
 
 
-def _count(services: Any, model: ServingModel, answer: Answer, n: int) -> None:
+def _count(services: Services, model: ServingModel, answer: Answer, n: int) -> None:
     if answer.class_index is None:
         key = ("pred_child", model.name, model.version)
         child = services.extra.get(key)
@@ -84,7 +84,7 @@ def _count(services: Any, model: ServingModel, answer: Answer, n: int) -> None:
 
 
 def _log(request: Request, model: ServingModel, batch: Batch, per_row: list[Any] | None, proba: Any) -> str:
-    services = request.app.state.services
+    services = get_services(request)
     batch_id = uuid.uuid4().hex
     record: BatchRecord = {
         "id": batch_id,
@@ -105,7 +105,7 @@ def _log(request: Request, model: ServingModel, batch: Batch, per_row: list[Any]
 
 
 async def _authorised_body(request: Request) -> bytes:
-    services = request.app.state.services
+    services = get_services(request)
     require_read(services, request.headers.get("x-api-key"))
     limit = services.settings.batch_limit
     length = request.headers.get("content-length")
@@ -115,7 +115,7 @@ async def _authorised_body(request: Request) -> bytes:
 
 
 async def _predict(request: Request, model: ServingModel, body: bytes) -> Response:
-    services = request.app.state.services
+    services = get_services(request)
     batch = parse_body(body, services.settings.batch_limit, model)
     answer = model.answer(batch)
     batch_id = _log(request, model, batch, answer.per_row(), answer.probabilities)
@@ -172,7 +172,7 @@ async def predict(request: Request) -> Response:
     """Predict one or many rows with the default model: label and class probabilities for classifiers,
     the value for regressors, the model's output otherwise."""
     body = await _authorised_body(request)
-    model = request.app.state.services.holder.get()  # one reference for the whole request
+    model = get_services(request).holder.get()  # one reference for the whole request
     return await _predict(request, model, body)
 
 
@@ -185,7 +185,7 @@ async def predict(request: Request) -> Response:
 async def predict_with(request: Request, name: str = NAME) -> Response:
     """Predict one or many rows with the served model `name` (see GET /v1/models)."""
     body = await _authorised_body(request)
-    model = request.app.state.services.models.get(name)
+    model = get_services(request).models.get(name)
     return await _predict(request, model, body)
 
 
@@ -208,7 +208,7 @@ async def predict_with(request: Request, name: str = NAME) -> Response:
 async def invocations(request: Request, name: str = NAME) -> Response:
     """MLflow's scoring protocol (as `mlflow models serve`): {"predictions": <the model's predict output>}."""
     body = await _authorised_body(request)
-    services = request.app.state.services
+    services = get_services(request)
     model = services.models.get(name)
     batch = parse_invocation(decode(body), model, services.settings.batch_limit, check_size)
     raw = model.invoke(batch)

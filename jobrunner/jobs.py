@@ -15,6 +15,7 @@ from typing import Any
 
 from jobrunner.config import Settings, get_settings
 from jobrunner.errors import InvalidTimeout, InvalidTransition, JobNotFound, NotebookNotFound
+from jobrunner.execution.progress import ProgressBar
 from jobrunner.kinds import FailureKind
 from jobrunner.queue.base import DeadLetter, RequeueReport
 from jobrunner.store.db import session_scope
@@ -276,18 +277,17 @@ class JobHandle:
         (its message names the cell and the error; `.job` has the details)."""
         from jobrunner.errors import JobFailed
 
-        bar = JobProgressBar() if progress else None
+        bar, on_update = job_progress_bar(widget=True)
         try:
             self.job = wait_for_job(
                 self.id,
                 timeout=timeout,
                 poll=poll,
                 settings=self._settings,
-                on_update=bar.update if bar else None,
+                on_update=on_update if progress else None,
             )
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         if check and self.job.state is not JobState.SUCCEEDED:
             raise JobFailed(self.job)
         return self.job
@@ -298,26 +298,15 @@ class JobHandle:
         return f"<Job {self.id} {self.job.notebook} {self.state}{cells}>"
 
 
-class JobProgressBar:
-    """tqdm (notebook widget in Jupyter, text on a terminal) over the cells of a job, made on first use."""
+def job_progress_bar(*, widget: bool) -> tuple[ProgressBar, Callable[[JobRead], None]]:
+    """The progress bar of a job being waited for, and the `on_update` callback of wait_for_job that feeds
+    it (cells done, the job's state, its notebook as the label)."""
+    bar = ProgressBar(widget=widget)
 
-    def __init__(self) -> None:
-        self.bar: Any = None
+    def on_update(job: JobRead) -> None:
+        bar.show(job.progress.cells_done, job.progress.cells_total, job.state.value, label=job.notebook)
 
-    def update(self, job: JobRead) -> None:
-        if not job.progress.cells_total:
-            return
-        if self.bar is None:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=job.progress.cells_total, desc=job.notebook, unit="cell")
-        self.bar.n = job.progress.cells_done
-        self.bar.set_postfix_str(job.state.value, refresh=False)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    return bar, on_update
 
 
 def list_jobs(

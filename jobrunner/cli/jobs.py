@@ -203,19 +203,18 @@ def submit(
 
 
 def _wait(job_id: str, *, quiet: bool) -> JobRead:
-    from jobrunner.jobs import JobProgressBar, wait_for_job
+    from jobrunner.jobs import job_progress_bar, wait_for_job
 
-    bar = JobProgressBar() if not quiet and sys.stderr.isatty() else None
+    bar, on_update = job_progress_bar(widget=False)
     try:
-        return wait_for_job(job_id, on_update=bar.update if bar else None)
+        return wait_for_job(job_id, on_update=None if quiet else on_update)
     except KeyboardInterrupt:
         fail(
             f"stopped waiting; job {job_id} keeps running (jobrunner cancel {job_id} to stop it)",
             ExitCode.FAILED,
         )
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
 def _print_outcome(job: JobRead) -> None:

@@ -20,38 +20,58 @@ class Progress:
 
 
 class ProgressBar:
-    """tqdm bar on stderr fed by the executor's on_progress callback; silent when disabled."""
+    """The one progress bar of jobrunner: cells done of a notebook's cells, drawn with tqdm.
 
-    def __init__(self, label: str, *, disable: bool = False):
+    On stderr for `jobrunner run`, DVC stages and `jobrunner submit --wait` (terminals only: a bar redrawn
+    into a log file is noise), or with `widget=True` as tqdm.auto draws it (a notebook widget in Jupyter,
+    for `submit(...).wait()`). Silent when disabled; tqdm is imported only once a bar is drawn.
+    """
+
+    def __init__(self, label: str = "", *, disable: bool = False, widget: bool = False):
         self.label = label
-        # A bar redrawn into a log file (CI, `dvc repro | tee`) is noise: show it on terminals only.
-        self.disable = disable or not sys.stderr.isatty()
+        self.widget = widget
+        self.disable = disable or (not widget and not sys.stderr.isatty())
         self._bar: Any = None
 
     def __enter__(self) -> ProgressBar:
         return self
 
-    def update(self, progress: Progress) -> None:
-        if self.disable:
+    def show(self, done: int, total: int | None, status: str, *, label: str | None = None) -> None:
+        """Draw `done` of `total` cells with `status` beside it (nothing until `total` is known)."""
+        if self.disable or not total:
             return
         if self._bar is None:
-            from tqdm import tqdm
+            if self.widget:
+                from tqdm.auto import tqdm
 
-            self._bar = tqdm(
-                total=progress.cells_total,
-                desc=self.label,
-                unit="cell",
-                file=sys.stderr,
-                leave=False,
-                dynamic_ncols=True,
-            )
-        self._bar.n = progress.cells_done
-        self._bar.set_postfix_str(f"cell {progress.cell_index}")
+                self._bar = tqdm(total=total, desc=label or self.label, unit="cell")
+            else:
+                from tqdm import tqdm
+
+                self._bar = tqdm(
+                    total=total,
+                    desc=label or self.label,
+                    unit="cell",
+                    file=sys.stderr,
+                    leave=False,
+                    dynamic_ncols=True,
+                )
+        self._bar.n = done
+        self._bar.set_postfix_str(status, refresh=False)
         self._bar.refresh()
+
+    def update(self, progress: Progress) -> None:
+        """The executor's on_progress callback: cell `cell_index` is starting."""
+        self.show(progress.cells_done, progress.cells_total, f"cell {progress.cell_index}")
+
+    def close(self, *, complete: bool = False) -> None:
+        if self._bar is not None:
+            if complete:
+                self._bar.n = self._bar.total
+            self._bar.close()
+            self._bar = None
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._bar is not None:
-            self._bar.n = self._bar.total if exc is None else self._bar.n
-            self._bar.close()
+        self.close(complete=exc is None)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from jobrunner.config import Settings, get_settings
-from jobrunner.errors import InvalidTimeout, InvalidTransition, JobNotFound, NotebookNotFound
+from jobrunner.errors import InvalidTimeout, InvalidTransition, JobNotFound
+from jobrunner.execution.notebooks import resolve_notebook
 from jobrunner.execution.progress import ProgressBar
 from jobrunner.kinds import FailureKind
 from jobrunner.queue.base import DeadLetter, RequeueReport
@@ -34,34 +35,6 @@ __all__ = [
     "resolve_notebook",
     "submit",
 ]
-
-
-def resolve_notebook(notebook: str, settings: Settings) -> tuple[Path, str]:
-    """(absolute path, project-relative label) of a submitted notebook; refuses paths outside the roots."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in notebook):  # NUL would reach os.path as a ValueError
-        raise NotebookNotFound(
-            f"notebook path {notebook!r} contains a control character (such as NUL); notebook paths never do"
-        )
-    project = settings.project_dir.resolve()
-    raw = PurePosixPath(notebook.replace("\\", "/"))
-    if raw.is_absolute() or ".." in raw.parts:
-        raise NotebookNotFound(
-            f"notebook path {notebook!r} must be relative to the project and stay inside "
-            f"the notebook roots {settings.notebook_roots}"
-        )
-    full = (project / raw).resolve()  # also resolves symlinks that point outside
-    roots = settings.notebook_root_paths()
-    if not any(full.is_relative_to(root) for root in roots):
-        raise NotebookNotFound(
-            f"notebook {notebook!r} is outside the notebook roots "
-            f"{settings.notebook_roots} "
-            "(set JOBRUNNER_NOTEBOOK_ROOTS to allow other folders)"
-        )
-    if full.suffix != ".ipynb":
-        raise NotebookNotFound(f"not a notebook (expected a .ipynb file): {notebook}")
-    if not full.is_file():
-        raise NotebookNotFound(f"notebook not found: {notebook} (paths are relative to the project folder)")
-    return full, full.relative_to(project).as_posix()
 
 
 def submit(
@@ -398,10 +371,10 @@ def job_output_html(job_id: str, *, settings: Settings | None = None) -> str:
     job = get_job(job_id, settings=settings)
     if job.html_uri:
         return read_uri(job.html_uri).decode("utf-8")
-    from jobrunner.execution import nbfiles
+    from jobrunner.execution import notebooks
 
-    nb = nbfiles.reads(job_output_notebook(job_id, settings=settings).decode("utf-8"), as_version=4)
-    body, _ = nbfiles.html_exporter(template_name="lab").from_notebook_node(nb)
+    nb = notebooks.reads(job_output_notebook(job_id, settings=settings).decode("utf-8"), as_version=4)
+    body, _ = notebooks.html_exporter(template_name="lab").from_notebook_node(nb)
     return body
 
 

@@ -162,8 +162,8 @@ def submit(
     refused unless --write-workspace."""
     import getpass
 
+    from jobrunner.execution.notebooks import resolve_notebook
     from jobrunner.execution.params import read_schema
-    from jobrunner.jobs import resolve_notebook
     from jobrunner.jobs import submit as do_submit
 
     settings = _settings()
@@ -391,9 +391,9 @@ def _follow(job_id: str, as_json: bool) -> None:
 
 
 def _cell_outputs(raw: bytes) -> list[dict[str, Any]]:
-    from jobrunner.execution import nbfiles
+    from jobrunner.execution import notebooks
 
-    nb = nbfiles.reads(raw.decode("utf-8"), as_version=4)
+    nb = notebooks.reads(raw.decode("utf-8"), as_version=4)
     found = []
     for i, cell in enumerate(nb.cells):
         texts = []

@@ -115,8 +115,8 @@ def create(
 
     from pydantic import ValidationError
 
+    from jobrunner.execution.notebooks import resolve_notebook
     from jobrunner.execution.params import read_schema
-    from jobrunner.jobs import resolve_notebook
     from jobrunner.scheduling.schedules import ScheduleCreate, create_schedule
 
     settings = _settings()

@@ -102,9 +102,9 @@ class Service:
             self.pool = KernelPool.start(self.settings, size=max(1, self.settings.kernel_pool_size))
             import mlflow.tracking  # noqa: F401 - the 2.5 s this service exists to pay once
 
-            from jobrunner.execution import executor, nbfiles
+            from jobrunner.execution import executor, notebooks
 
-            executor._render_html_text(nbfiles.new_notebook())  # templates compiled before the first run
+            executor._render_html_text(notebooks.new_notebook())  # templates compiled before the first run
             log.warning(
                 "service %s ready (pid %d, project %s, pool of %d)",
                 self.key,
@@ -277,7 +277,7 @@ class _Handler(socketserver.StreamRequestHandler):
         with streams_out.to(out), streams_err.to(err):
             try:
                 return int(stage_main(list(argv)) or 0)
-            except SystemExit as exc:  # argparse: --help, usage errors
+            except SystemExit as exc:  # a stage that exits (sys.exit in a notebook helper) answers its code
                 return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
 
 

@@ -27,10 +27,10 @@ ENGINE_NAME = "jobrunner"
 
 def source_cell_index(out: Path, executed_index: int) -> int:
     """Map papermill's cell index (counting its injected-parameters cell) to the notebook as written."""
-    from jobrunner.execution import nbfiles
+    from jobrunner.execution import notebooks
 
     try:
-        nb = nbfiles.read(out, as_version=4)
+        nb = notebooks.read(out, as_version=4)
     except Exception:  # noqa: BLE001
         return executed_index
     cells = [c for c in nb.cells if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
@@ -40,10 +40,10 @@ def source_cell_index(out: Path, executed_index: int) -> int:
 
 def last_started_cell(out: Path) -> NotebookFailure | None:
     """After a timeout or cancel: which cell was running (papermill marks it in the saved notebook)."""
-    from jobrunner.execution import nbfiles
+    from jobrunner.execution import notebooks
 
     try:
-        nb = nbfiles.read(out, as_version=4)
+        nb = notebooks.read(out, as_version=4)
     except Exception:  # noqa: BLE001
         return None
     for index in range(len(nb.cells) - 1, -1, -1):

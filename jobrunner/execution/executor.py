@@ -547,11 +547,11 @@ _html_lexer: dict[str, str | None] = {}  # the notebook being rendered (under _h
 
 def _render_html_text(nb: NotebookNode) -> str:
     global _html_exporter
-    from jobrunner.execution import nbfiles
+    from jobrunner.execution import notebooks
 
     with _html_lock:  # one exporter per process: building it (templates, Jinja) costs most of a render
         if _html_exporter is None:
-            _html_exporter = nbfiles.html_exporter(template_name="lab", filters=_cached_html_filters())
+            _html_exporter = notebooks.html_exporter(template_name="lab", filters=_cached_html_filters())
         langinfo = nb.metadata.get("language_info", {})
         _html_lexer["lexer"] = langinfo.get("pygments_lexer", langinfo.get("name", None))
         body, _ = _html_exporter.from_notebook_node(nb)
@@ -560,9 +560,9 @@ def _render_html_text(nb: NotebookNode) -> str:
 
 def _render_html(ipynb: Path) -> Path | None:
     try:
-        from jobrunner.execution import nbfiles
+        from jobrunner.execution import notebooks
 
-        body = _render_html_text(nbfiles.read(ipynb, as_version=4))
+        body = _render_html_text(notebooks.read(ipynb, as_version=4))
     except Exception:
         log.warning("could not render %s as HTML", ipynb, exc_info=True)
         return None

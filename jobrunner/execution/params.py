@@ -31,7 +31,7 @@ import nbformat
 import yaml
 
 from jobrunner.errors import InvalidNotebook, NotebookNotFound, ParameterError, ParameterProblem
-from jobrunner.execution import nbfiles
+from jobrunner.execution import notebooks
 
 PARAMETERS_TAG = "parameters"
 # A trailing comment starting with this word and a colon (`# output: the model`) marks an output parameter.
@@ -167,7 +167,7 @@ def read_notebook(path: str | Path, name: str | None = None) -> nbformat.Noteboo
     if p.suffix != ".ipynb":
         raise NotebookNotFound(f"not a notebook (expected a .ipynb file): {label}")
     try:
-        return nbfiles.read(p, as_version=4)
+        return notebooks.read(p, as_version=4)
     except Exception as exc:  # nbformat raises several unrelated types for a corrupt file
         raise InvalidNotebook(f"cannot read notebook {label}: {exc}") from exc
 

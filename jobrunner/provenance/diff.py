@@ -227,7 +227,7 @@ def _executed_notebook(client: Any, run_id: str, outputs_folder: str | None = No
     left out: they are compared as parameters), their outputs and the defaults of its parameters cell."""
     import os
 
-    from jobrunner.execution import nbfiles
+    from jobrunner.execution import notebooks
     from jobrunner.execution.cell_outputs import cell_outputs
     from jobrunner.execution.params import schema_from_notebook
     from jobrunner.execution.recording import flatten
@@ -241,7 +241,7 @@ def _executed_notebook(client: Any, run_id: str, outputs_folder: str | None = No
         return {"code": None}
     with tempfile.TemporaryDirectory() as tmp:
         local = client.download_artifacts(run_id, names[0], tmp)
-        nb = nbfiles.read(local, as_version=4)
+        nb = notebooks.read(local, as_version=4)
     try:
         defaults = flatten(schema_from_notebook(nb, names[0]).defaults)
     except JobrunnerError:  # no (or an unreadable) parameters cell: only recorded values are compared

@@ -317,12 +317,12 @@ def _volatile_only(
 
 def _cells(then: Path, now: Path, rtol: float, folders: list[list[tuple[str, str]]]) -> tuple[Any, Any]:
     """The code cells (text outputs normalised) of the recorded and the new executed notebook."""
-    from jobrunner.execution import nbfiles
+    from jobrunner.execution import notebooks
     from jobrunner.execution.cell_outputs import cell_outputs
 
     try:
-        a = cell_outputs(nbfiles.read(then, as_version=4), rtol=rtol, folders=folders[0])
-        b = cell_outputs(nbfiles.read(now, as_version=4), rtol=rtol, folders=folders[1])
+        a = cell_outputs(notebooks.read(then, as_version=4), rtol=rtol, folders=folders[0])
+        b = cell_outputs(notebooks.read(now, as_version=4), rtol=rtol, folders=folders[1])
     except (OSError, ValueError) as exc:  # the new notebook was not written (the kernel never started)
         log.warning("text outputs not compared: %s", exc)
         return None, None
@@ -367,7 +367,7 @@ def _recorded(client: Any, run_id: str, tmp: Path) -> tuple[dict[str, Any], Path
 
 def _scratch_project(project: Path, scratch: Path, inputs: list[str], notebook: str, executed: Path) -> None:
     """A copy of the project with the recorded code as the notebook and the recorded inputs."""
-    from jobrunner.execution import nbfiles
+    from jobrunner.execution import notebooks
 
     scratch.mkdir()
     for name in ("dvc.yaml", "params.yaml"):
@@ -384,7 +384,7 @@ def _scratch_project(project: Path, scratch: Path, inputs: list[str], notebook: 
             shutil.copytree(src, dst)
         else:
             shutil.copy2(src, dst)
-    nb = nbfiles.read(executed, as_version=4)
+    nb = notebooks.read(executed, as_version=4)
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -392,4 +392,4 @@ def _scratch_project(project: Path, scratch: Path, inputs: list[str], notebook: 
         cell.get("metadata", {}).pop("papermill", None)
     target = scratch / notebook
     target.parent.mkdir(parents=True, exist_ok=True)
-    nbfiles.write(nb, target)
+    notebooks.write(nb, target)

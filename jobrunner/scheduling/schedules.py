@@ -201,9 +201,9 @@ def check_run_parameters(
     notebook: str, parameters: dict[str, Any], settings: Settings
 ) -> tuple[str, dict[str, Any]]:
     """(project-relative notebook, validated parameters): the contract `jobrunner.jobs.submit` enforces."""
+    from jobrunner.execution.notebooks import resolve_notebook
     from jobrunner.execution.outputs import check_outputs
     from jobrunner.execution.params import check_sizes, read_schema
-    from jobrunner.jobs import resolve_notebook
 
     full, label = resolve_notebook(notebook, settings)
     schema = read_schema(full, label)

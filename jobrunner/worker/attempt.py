@@ -171,7 +171,7 @@ class JobRun:
 
     def _run_and_conclude(self, job: Job) -> Outcome:
         from jobrunner.execution.executor import execute
-        from jobrunner.jobs import resolve_notebook
+        from jobrunner.execution.notebooks import resolve_notebook
         from jobrunner.store.live import OutputRecorder
 
         if job.kind == VERIFY_KIND:  # re-execute a recorded run and compare (jobrunner/worker/verify.py)

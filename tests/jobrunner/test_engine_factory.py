@@ -14,7 +14,7 @@ def _pragma(engine, name: str):
 
 def test_sqlite_engines_keep_each_sides_pragmas(tmp_path):
     from jobrunner.store.db import new_engine
-    from serve.store import make_engine
+    from serve.store.db import make_engine
 
     jobs = new_engine(f"sqlite:///{tmp_path / 'nested' / 'jobs.db'}")  # the folder is made
     assert _pragma(jobs, "journal_mode") == "wal" and _pragma(jobs, "foreign_keys") == 1
@@ -27,7 +27,7 @@ def test_sqlite_engines_keep_each_sides_pragmas(tmp_path):
 
 def test_postgres_engines_keep_each_sides_pool():
     from jobrunner.store.db import new_engine
-    from serve.store import make_engine
+    from serve.store.db import make_engine
 
     url = "postgresql://user:secret@127.0.0.1:1/none"  # nothing connects: engines are lazy
     jobs = new_engine(url)
@@ -42,7 +42,7 @@ def test_postgres_engines_keep_each_sides_pool():
 def test_an_unsupported_scheme_names_the_setting():
     from jobrunner.errors import StoreUnavailable
     from jobrunner.store.db import get_engine
-    from serve.store import make_engine
+    from serve.store.db import make_engine
 
     with pytest.raises(StoreUnavailable, match="JOBRUNNER_DATABASE_URL scheme 'mysql'"):
         get_engine("mysql://x@y/z")

@@ -52,7 +52,7 @@ def test_a_driverless_postgresql_url_works(postgres_admin_url: str) -> None:
     with get_engine(plain).connect() as conn:
         assert conn.exec_driver_sql("select 1").scalar() == 1
         assert conn.dialect.driver == "psycopg2"
-    from serve.store import make_engine
+    from serve.store.db import make_engine
 
     with make_engine(plain).connect() as conn:  # the API's prediction store takes the same URL
         assert conn.dialect.driver == "psycopg2"

@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     log_json: bool = True
     # Request logs are only written for requests slower than this (ms) or failing; 0 logs every request.
     access_log_slow_ms: float = 0.0
+    # GET /v1/jobs/{id}/events closes a stream with nothing new for this many seconds (the client
+    # reconnects with Last-Event-ID); shorter frees a server slot sooner, longer means fewer reconnects.
+    events_idle_s: float = Field(default=15.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -4,10 +4,10 @@ A thin shell over `jobrunner.store.live.follow` (the same stream as `jobrunner l
 thread pool because it polls the job store; the stream ends with an `end` event once the job is
 SUCCEEDED, FAILED or CANCELLED. Output and event events carry a cursor as the SSE `id`, so a client that
 reconnects with `Last-Event-ID` (browsers' EventSource do) gets only what it missed (`?after=` an
-output id does the same by hand). A stream with nothing new for IDLE_S seconds (a queued job, a long
-silent cell) is closed without `end`, with `retry:` telling EventSource to reconnect after a second:
-no connection is held open indefinitely, and proxies that cut long requests lose nothing. An unknown
-job is a 404 before the stream starts.
+output id does the same by hand). A stream with nothing new for SERVE_EVENTS_IDLE_S seconds (15; a
+queued job, a long silent cell) is closed without `end`, with `retry:` telling EventSource to reconnect
+after a second: no connection is held open indefinitely, and proxies that cut long requests lose
+nothing. An unknown job is a 404 before the stream starts.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from serve.contract import SchemaPart
-from serve.deps import READ
+from serve.deps import READ, SettingsDep
 from serve.schemas import JOB_ID_PATTERN
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="A job id, as POST /v1/jobs returns it")]
 POLL_S = 0.5
-IDLE_S = 15.0  # a stream with nothing new this long is closed; the client reconnects (Last-Event-ID)
 RETRY_MS = 1000
 
 
@@ -105,6 +104,7 @@ STREAM_DOC: dict[int | str, dict[str, Any]] = {
 async def job_events(
     job_id: JobId,
     request: Request,
+    settings: SettingsDep,
     after: Annotated[int, Query(ge=0, le=2**62, description="Only output after this output id")] = 0,
     last_event_id: Annotated[
         str | None,
@@ -112,7 +112,7 @@ async def job_events(
     ] = None,
 ) -> EventSourceResponse:
     """Follow a job: state, progress, events and live cell output as server-sent events until it ends
-    (a stream idle for 15 s closes; reconnecting with Last-Event-ID resumes)."""
+    (a stream idle for SERVE_EVENTS_IDLE_S, 15 s, closes; Last-Event-ID resumes)."""
     from jobrunner import jobs
     from jobrunner.store.live import follow, parse_cursor
 
@@ -128,7 +128,7 @@ async def job_events(
                 after=after,
                 after_event=event_id,
                 poll=POLL_S,
-                idle=IDLE_S,
+                idle=settings.events_idle_s,
                 should_stop=lambda: disconnected["yes"],
             )
             first = True

@@ -224,12 +224,9 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(
-    store: Any, tmp: Path, env_extra: dict[str, str], deadline_s: float = 300, app: str = "serve.app:app"
-) -> Server:
+def start_server(store: Any, tmp: Path, env_extra: dict[str, str], deadline_s: float = 300) -> Server:
     """A real uvicorn serving `store` (anything with `tracking_uri` and `project`), ready on return. The
-    generous deadline is for a loaded 2-core machine, where loading pyfunc models took 30-90 s. `app` is
-    uvicorn's import string (tests/serve/contract_app.py for the contract target)."""
+    generous deadline is for a loaded 2-core machine, where loading pyfunc models took 30-90 s."""
     port = free_port()
     database_url = f"sqlite:///{tmp / 'serve.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_", "JOBRUNNER_"))}
@@ -246,7 +243,7 @@ def start_server(
     )
     log_path = tmp / "server.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "uvicorn", "serve.app:app", "--host", "127.0.0.1", "--port", str(port)],
         cwd=tmp,
         env=env,
         stdout=log_path.open("wb"),

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from jobrunner.config import Settings
 from jobrunner.errors import InfrastructureError, JobrunnerError, KernelStartError, StoreUnavailable
@@ -25,6 +25,9 @@ from jobrunner.store.states import JobState, transition, utcnow
 from jobrunner.tags import job_run_tags
 from jobrunner.worker.metrics import WorkerMetrics
 from jobrunner.worker.verify import VERIFY_KIND, execute_verification
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 Verdict = Literal["ack", "dead", "retry_later"]
@@ -314,18 +317,7 @@ class JobRun:
                     delay=self.settings.worker_poll_interval,
                 )
                 return True
-            return transition(
-                session,
-                self.job_id,
-                [JobState.CANCELLING],
-                JobState.CANCELLED,
-                where=[Job.worker_id == self.worker_id],
-                actor=self.worker_id,
-                event="cancelled",
-                finished_at=utcnow(),
-                error_kind=FailureKind.CANCELLED,
-                error_message="cancelled",
-            )
+            return self._finish_cancel(session)
 
         self._write_until_done(write)
 
@@ -502,21 +494,25 @@ class JobRun:
                 store.add_outbox(session=session, job_id=self.job_id, attempt=job.attempt, delay=delay)
                 return True
             # cancelled meanwhile: finish the cancel instead of requeueing
-            return transition(
-                session,
-                self.job_id,
-                [JobState.CANCELLING],
-                JobState.CANCELLED,
-                where=[Job.worker_id == self.worker_id],
-                actor=self.worker_id,
-                event="cancelled",
-                finished_at=utcnow(),
-                error_kind=FailureKind.CANCELLED,
-                error_message="cancelled",
-            )
+            return self._finish_cancel(session)
 
         if self._write_until_done(write):
             self.metrics.retries.labels(reason).inc()
+
+    def _finish_cancel(self, session: Session) -> bool:
+        """CANCELLING -> CANCELLED for this worker's attempt (cancelled while it ran or waited)."""
+        return transition(
+            session,
+            self.job_id,
+            [JobState.CANCELLING],
+            JobState.CANCELLED,
+            where=[Job.worker_id == self.worker_id],
+            actor=self.worker_id,
+            event="cancelled",
+            finished_at=utcnow(),
+            error_kind=FailureKind.CANCELLED,
+            error_message="cancelled",
+        )
 
     def _write_until_done(self, write: Any) -> bool:
         """Commit `write` with backoff while the store is down; the message stays unacked meanwhile."""

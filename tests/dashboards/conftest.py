@@ -39,6 +39,28 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def run_burst_worker(model_store: ModelStore, cwd: Path) -> None:
+    """`jobrunner worker --burst` on the model store's project (embedded job store): runs every queued job
+    and exits; the test fails with the worker's output if it did not exit 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_", "JOBRUNNER_"))}
+    env.update(
+        {
+            "JOBRUNNER_PROJECT_DIR": str(model_store.project),
+            "MLFLOW_TRACKING_URI": model_store.tracking_uri,
+            "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+        }
+    )
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "jobrunner"), "worker", "--burst"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
 def start_api(
     store: ModelStore,
     tmp_path_factory: pytest.TempPathFactory,

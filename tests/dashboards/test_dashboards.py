@@ -18,7 +18,7 @@ import pytest
 
 from dashboards.client import PlatformClient
 from tests.conftest import ROOT, free_port
-from tests.dashboards.conftest import SHIFTED, SHOTS, wait_for
+from tests.dashboards.conftest import SHIFTED, SHOTS, run_burst_worker, wait_for
 from tests.serve.conftest import READ_KEY, WRITE, WRITE_KEY
 
 
@@ -319,10 +319,6 @@ def test_voila_culls_the_kernel_of_a_closed_page(api, model_store, browser, tmp_
 
 
 def test_job_board_opens_the_executed_notebook_sandboxed_and_links_the_mlflow_run(api, model_store, tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
     from dashboards.job_board import JobBoard
     from dashboards.settings import Settings
 
@@ -331,23 +327,7 @@ def test_job_board_opens_the_executed_notebook_sandboxed_and_links_the_mlflow_ru
     for queued in client.jobs(state="QUEUED", limit=100)["items"]:  # earlier tests' jobs: not for this worker
         if queued["id"] != job["id"]:
             client.cancel(queued["id"])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_", "JOBRUNNER_"))}
-    env.update(
-        {
-            "JOBRUNNER_PROJECT_DIR": str(model_store.project),
-            "MLFLOW_TRACKING_URI": model_store.tracking_uri,
-            "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
-        }
-    )
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "jobrunner"), "worker", "--burst"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    run_burst_worker(model_store, tmp_path)
     finished = client.jobs(limit=100)["items"]
     ran = next(j for j in finished if j["id"] == job["id"])
     assert ran["state"] == "SUCCEEDED", ran

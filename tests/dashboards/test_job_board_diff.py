@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dashboards.board_parts import previous_runs
 from dashboards.client import PlatformClient
+from tests.dashboards.conftest import run_burst_worker
 from tests.serve.conftest import WRITE_KEY
 
 
@@ -37,23 +38,7 @@ def test_the_diff_button_shows_what_changed_since_the_previous_run(api, model_st
     for queued in client.jobs(state="QUEUED", limit=100)["items"]:  # earlier tests' jobs: not for this worker
         if queued["id"] not in (first["id"], second["id"]):
             client.cancel(queued["id"])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_", "JOBRUNNER_"))}
-    env.update(
-        {
-            "JOBRUNNER_PROJECT_DIR": str(model_store.project),
-            "MLFLOW_TRACKING_URI": model_store.tracking_uri,
-            "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
-        }
-    )
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "jobrunner"), "worker", "--burst"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    run_burst_worker(model_store, tmp_path)
 
     board = JobBoard(client, Settings(_env_file=None), autorefresh=False)
     cells = board.rows.children

@@ -11,13 +11,8 @@ import pytest
 from tests.jobrunner.support import PYTHON
 
 
-def test_embedded_submit_worker_status_logs_round_trip(cli, project):
-    code, out, _ = cli("submit", "notebooks/ok.ipynb", "-p", "x", "41", "-p", "label", "answer", "--json")
-    assert code == 0
-    submitted = json.loads(out)
-    assert submitted["state"] == "QUEUED" and submitted["parameters"]["x"] == 41
-    job_id = submitted["id"]
-
+def burst_worker(cli, project) -> subprocess.CompletedProcess[str]:
+    """`jobrunner worker --burst` in the CLI's embedded environment: runs what is queued, then exits 0."""
     worker = subprocess.run(
         [PYTHON, "-m", "jobrunner.cli", "worker", "--burst"],
         env=cli.env,
@@ -27,6 +22,17 @@ def test_embedded_submit_worker_status_logs_round_trip(cli, project):
         timeout=180,
     )
     assert worker.returncode == 0, worker.stderr[-2000:]
+    return worker
+
+
+def test_embedded_submit_worker_status_logs_round_trip(cli, project):
+    code, out, _ = cli("submit", "notebooks/ok.ipynb", "-p", "x", "41", "-p", "label", "answer", "--json")
+    assert code == 0
+    submitted = json.loads(out)
+    assert submitted["state"] == "QUEUED" and submitted["parameters"]["x"] == 41
+    job_id = submitted["id"]
+
+    burst_worker(cli, project)
 
     code, out, _ = cli("status", job_id, "--json")
     status = json.loads(out)
@@ -121,14 +127,7 @@ def test_embedded_dead_letters_list_and_requeue(cli, project):
     job_id = out.strip()
     with session_scope(get_settings()) as session:  # a message for a job that does not exist
         session.add(Outbox(job_id=job_id, payload={"job_id": "ghost", "schema_version": 1, "attempt": 0}))
-    subprocess.run(
-        [PYTHON, "-m", "jobrunner.cli", "worker", "--burst"],
-        env=cli.env,
-        cwd=project,
-        capture_output=True,
-        timeout=180,
-        check=True,
-    )
+    burst_worker(cli, project)
     code, out, _ = cli("dlq", "list", "--json")
     letters = json.loads(out)
     assert code == 0 and [d["job_id"] for d in letters] == ["ghost"]
@@ -158,15 +157,7 @@ def test_worker_logs_one_json_line_per_job_event_with_job_id_attempt_and_trace_i
     code, out, _ = cli("submit", "notebooks/ok.ipynb", "-p", "x", "1", "--json")
     assert code == 0
     job_id = json.loads(out)["id"]
-    worker = subprocess.run(
-        [PYTHON, "-m", "jobrunner.cli", "worker", "--burst"],
-        env=cli.env,
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert worker.returncode == 0, worker.stderr[-2000:]
+    worker = burst_worker(cli, project)
     lines = [json.loads(line) for line in worker.stderr.splitlines() if line.startswith("{")]
     assert lines and len(lines) == len([ln for ln in worker.stderr.splitlines() if ln.strip()]), worker.stderr
     events = {line["event"]: line for line in lines if line.get("job_id") == job_id and "event" in line}

@@ -137,8 +137,9 @@ def service_rss(
 
 
 def dvc_bench(runs: int, env_off: dict[str, str], env_on: dict[str, str]) -> list[tuple[str, list[float]]]:
-    """`dvc repro -f` in a clone of this checkout's HEAD (commit what you measure) (service off, and with a warm service) against a shell
-    loop of papermill over the same notebooks with the same parameters (the default profile, as `make demo`)."""
+    """`dvc repro -f` in a clone of this checkout's HEAD (commit what you measure), with the service off and
+    with a warm service, against a shell loop of papermill over the same notebooks with the same parameters
+    (the default profile, as `make demo`)."""
     import json
 
     import yaml
@@ -157,7 +158,8 @@ def dvc_bench(runs: int, env_off: dict[str, str], env_on: dict[str, str]) -> lis
     stages = list(yaml.safe_load((clone / "dvc.yaml").read_text())["stages"])
     plans = [stage_plan(name, clone) for name in stages]
     loop = " && ".join(
-        f"papermill {p['notebook']} /tmp/jr-dvc-{i}.ipynb -y '{json.dumps(p['parameters'])}' --no-progress-bar"
+        f"papermill {p['notebook']} /tmp/jr-dvc-{i}.ipynb -y '{json.dumps(p['parameters'])}' "
+        "--no-progress-bar"
         for i, p in enumerate(plans)
     )
 
@@ -487,7 +489,8 @@ def jobs_bench(runs: int, work: Path, pm_cli: Callable[[int], None]) -> None:
         per_min, cpu = bursts[fork]
         print(
             f"| throughput, 2 workers with pools of 2, 40 jobs at once, {label} | {per_min:.0f} jobs/min, "
-            f"{cpu:.2f} CPU-s per job | | papermill CLI loop {per_min_pm:.0f} runs/min, {cpu_pm:.2f} CPU-s per run | "
+            f"{cpu:.2f} CPU-s per job | | papermill CLI loop {per_min_pm:.0f} runs/min, "
+            f"{cpu_pm:.2f} CPU-s per run | "
             f"{per_min / per_min_pm:.1f}x |"
         )
     print(
@@ -657,8 +660,8 @@ def main() -> None:
 
     if args.rss:
         print(
-            "\n| service process with a pool of 2 | service RSS MB | kernel template RSS MB | idle kernel RSS / "
-            "own (USS) MB, each |"
+            "\n| service process with a pool of 2 | service RSS MB | kernel template RSS MB "
+            "| idle kernel RSS / own (USS) MB, each |"
         )
         print("| --- | --- | --- | --- |")
         for fork in ("true", "false"):

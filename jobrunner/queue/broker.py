@@ -30,8 +30,7 @@ def broker_for(settings: Settings) -> Broker:
         broker_class = BROKERS[scheme]
     except KeyError:
         raise ConfigurationError(
-            f"unsupported JOBRUNNER_BROKER_URL scheme {scheme!r}: use amqp://... or "
-            "unset "
-            "it for embedded mode"
+            f"unsupported JOBRUNNER_BROKER_URL scheme {scheme!r}: "
+            "use amqp://... or unset it for embedded mode"
         ) from None
     return broker_class(settings.broker_url, settings.queue_name)

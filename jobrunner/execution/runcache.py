@@ -42,6 +42,8 @@ from jobrunner.execution.params import PARAMETERS_TAG, ParameterSchema
 from jobrunner.tags import CACHE_KEY_TAG, CACHE_OUTPUT_PREFIX, CACHE_OUTPUTS_TAG, OUTCOME_TAG
 
 if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
     from jobrunner.execution.artifacts import S3Client
 
 log = logging.getLogger(__name__)
@@ -274,7 +276,7 @@ def restore_run(
     return None
 
 
-def store_run(client: Any, run_id: str, key: str, targets: list[Any], project: Path) -> None:
+def store_run(client: MlflowClient, run_id: str, key: str, targets: list[Any], project: Path) -> None:
     """Log a succeeded workspace run's outputs as artifacts with their md5s and tag its key, for later
     `--cache` runs (and DVC stages)."""
     for t in targets:

@@ -19,7 +19,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrunner.errors import JobrunnerError
 from jobrunner.tags import (
@@ -35,6 +35,9 @@ from jobrunner.tags import (
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 TIMING_METRICS = frozenset({"duration_s"})  # differs on every run: shown, never counted as a difference
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 
 class RunNotFound(JobrunnerError):
@@ -170,7 +173,7 @@ class RunDiff:
         }
 
 
-def resolve(ref: str, client: Any) -> str:
+def resolve(ref: str, client: MlflowClient) -> str:
     """The run id behind `ref` (a run id, `name@alias` or `name/version`)."""
     from jobrunner.provenance.lineage import LineageError, find_version, parse_ref
 
@@ -190,7 +193,7 @@ def resolve(ref: str, client: Any) -> str:
     return str(run_id)
 
 
-def load_side(ref: str, client: Any) -> RunSide:
+def load_side(ref: str, client: MlflowClient) -> RunSide:
     from mlflow.exceptions import MlflowException
 
     run_id = resolve(ref, client)
@@ -222,7 +225,9 @@ def load_side(ref: str, client: Any) -> RunSide:
     )
 
 
-def _executed_notebook(client: Any, run_id: str, outputs_folder: str | None = None) -> dict[str, Any]:
+def _executed_notebook(
+    client: MlflowClient, run_id: str, outputs_folder: str | None = None
+) -> dict[str, Any]:
     """From the executed notebook recorded with the run: its code cells (papermill's injected parameters
     left out: they are compared as parameters), their outputs and the defaults of its parameters cell."""
     import os
@@ -259,7 +264,7 @@ def _changed(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-def diff_runs(ref_a: str, ref_b: str, client: Any) -> RunDiff:
+def diff_runs(ref_a: str, ref_b: str, client: MlflowClient) -> RunDiff:
     a, b = load_side(ref_a, client), load_side(ref_b, client)
     result = RunDiff(a=a, b=b)
     names = sorted(set(a.params) | set(b.params))

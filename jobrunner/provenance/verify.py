@@ -27,7 +27,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrunner.config import Settings
 from jobrunner.errors import JobrunnerError
@@ -45,6 +45,9 @@ from jobrunner.tags import (
 
 __all__ = ["CannotVerify", "Verification", "RunNotFound", "verify_run"]
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 
 class CannotVerify(JobrunnerError):
@@ -346,7 +349,7 @@ def _close(a: float | None, b: float | None, rtol: float) -> bool:
     return math.isclose(a, b, rel_tol=rtol, abs_tol=0.0)
 
 
-def _recorded(client: Any, run_id: str, tmp: Path) -> tuple[dict[str, Any], Path]:
+def _recorded(client: MlflowClient, run_id: str, tmp: Path) -> tuple[dict[str, Any], Path]:
     """The run's lineage.json (typed parameters, input hashes) and its executed notebook."""
     import os
 

@@ -14,7 +14,7 @@ import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrunner.tags import VERIFICATION_TAG
 
@@ -22,13 +22,23 @@ log = logging.getLogger(__name__)
 REPRODUCED_TAG = "reproduced"
 MAX_TAG = 5000  # MLflow keeps 5000 characters of a model version tag
 
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
 
-def publish(verification: Any, client: Any) -> None:
+    from jobrunner.provenance.verify import Verification
+
+
+def publish(verification: Verification, client: MlflowClient) -> None:
     """Log the report to the new run and tag the model versions of the verified run (listed in the
     verification's `model_versions`). A registry that cannot be searched leaves the versions untagged."""
+    run_id = verification.new_run_id
+    if run_id is None:  # verify.verify_run publishes only re-executions that recorded a run
+        raise ValueError(f"verification of run {verification.run_id} has no new run to publish to")
     verdict = "true" if verification.reproduced else "false"
+    versions: list[ModelVersion]
     try:
-        versions = client.search_model_versions(f"run_id = '{verification.run_id}'")
+        versions = list(client.search_model_versions(f"run_id = '{verification.run_id}'"))
     except Exception as exc:  # noqa: BLE001 - no registry (a file store without one): only the report
         log.warning("model versions of run %s not tagged: %s", verification.run_id, exc)
         versions = []
@@ -42,7 +52,6 @@ def publish(verification: Any, client: Any) -> None:
         ):
             client.set_model_version_tag(v.name, v.version, key, _clip(value))
         verification.model_versions.append(f"{v.name}/{v.version}")
-    run_id = verification.new_run_id
     client.set_tag(run_id, VERIFICATION_TAG, "reproduced" if verification.reproduced else "not_reproduced")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "verification.json").write_text(
@@ -57,7 +66,7 @@ def _clip(value: str) -> str:
     return value if len(value) <= MAX_TAG else value[: MAX_TAG - 20] + "\n... (more in the report)"
 
 
-def render_html(verification: Any) -> str:
+def render_html(verification: Verification) -> str:
     d = verification.as_dict()
     e = html.escape
     verdict = "Reproduced" if d["reproduced"] else "Not reproduced"

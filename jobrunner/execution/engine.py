@@ -31,7 +31,7 @@ def source_cell_index(out: Path, executed_index: int) -> int:
 
     try:
         nb = notebooks.read(out, as_version=4)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - an unreadable partial notebook: report the index as papermill gave it
         return executed_index
     cells = [c for c in nb.cells if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
     injected = [i for i, c in enumerate(cells) if "injected-parameters" in c.metadata.get("tags", [])]
@@ -44,7 +44,7 @@ def last_started_cell(out: Path) -> NotebookFailure | None:
 
     try:
         nb = notebooks.read(out, as_version=4)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - an unreadable partial notebook: which cell ran is unknown
         return None
     for index in range(len(nb.cells) - 1, -1, -1):
         meta = nb.cells[index].metadata.get("papermill", {})

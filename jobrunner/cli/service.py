@@ -55,6 +55,10 @@ class _ThreadStreams(io.TextIOBase):
         self.local = threading.local()
 
     def write(self, text: str) -> int:
+        # A text stream refuses bytes, as sys.stdout does: click probes `write(b"")` to tell a binary stream
+        # from a text one, and would otherwise send bytes, which the client printed as b'...'.
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         target = getattr(self.local, "write", None)
         (target or self.fallback.write)(text)
         return len(text)

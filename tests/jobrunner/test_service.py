@@ -254,6 +254,30 @@ def test_the_service_stops_when_its_project_folder_is_removed(tmp_path: Path, sv
     assert not [k for k in kernels if _alive(k)]
 
 
+def test_the_stage_commands_help_and_usage_errors_read_the_same_through_the_service(
+    project: Path, svc
+) -> None:
+    """click's help and usage messages of `python -m pipelines.stage`, printed in the service's thread,
+    reach the caller as the text a direct run prints (not bytes reprs), with the same exit codes."""
+
+    def stage(*args: str, service: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipelines.stage", *args],
+            cwd=project,
+            env={**svc, "JOBRUNNER_SERVICE": service},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    for args, code in ((("--help",), 0), ((), 2)):
+        served, direct = stage(*args, service="auto"), stage(*args, service="off")
+        assert (served.returncode, direct.returncode) == (code, code), served.stderr + direct.stderr
+        assert served.stdout + served.stderr == direct.stdout + direct.stderr
+        assert "Usage: python -m pipelines.stage [OPTIONS] STAGE" in served.stdout + served.stderr
+        assert "b'" not in served.stdout + served.stderr
+
+
 def test_a_dvc_stage_runs_through_the_service_with_the_callers_environment(project: Path, svc) -> None:
     (project / "dvc.yaml").write_text(
         "stages:\n  add:\n    cmd: python -m pipelines.stage add\n    params: [add]\n"

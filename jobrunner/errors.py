@@ -7,7 +7,7 @@ worker, the REST API) map these classes to exit codes and HTTP statuses in one p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 from jobrunner.limits import MAX_TIMEOUT
 
@@ -139,10 +139,44 @@ class ArtifactStoreError(InfrastructureError):
     """The executed notebook could not be stored at JOBRUNNER_ARTIFACT_URI (S3 or a folder)."""
 
 
+class _FailureView(Protocol):
+    """What the job messages below read of a job's error (jobrunner.store.schemas.JobError)."""
+
+    @property
+    def kind(self) -> str | None: ...
+    @property
+    def cell_index(self) -> int | None: ...
+    @property
+    def ename(self) -> str | None: ...
+    @property
+    def message(self) -> str | None: ...
+
+
+class _StateView(Protocol):
+    @property
+    def value(self) -> str: ...
+
+
+class JobView(Protocol):
+    """What JobFailed and WaitTimeout read of a job (jobrunner.store.schemas.JobRead; errors is a leaf
+    module and does not import the job store)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def notebook(self) -> str: ...
+    @property
+    def state(self) -> _StateView: ...
+    @property
+    def error(self) -> _FailureView | None: ...
+    @property
+    def output_uri(self) -> str | None: ...
+
+
 class JobFailed(JobrunnerError):
     """A job waited for ended FAILED or CANCELLED; `job` holds its state, error and executed notebook."""
 
-    def __init__(self, job: Any):
+    def __init__(self, job: JobView):
         self.job = job
         error = job.error
         where = f" in cell {error.cell_index}" if error and error.cell_index is not None else ""
@@ -156,7 +190,7 @@ class JobFailed(JobrunnerError):
 class WaitTimeout(JobrunnerError):
     """Waiting for a job took longer than the caller allowed; the job itself keeps going."""
 
-    def __init__(self, job: Any, waited: float):
+    def __init__(self, job: JobView, waited: float):
         self.job = job
         super().__init__(
             f"job {job.id} is still {job.state.value} after waiting {waited:g}s; it keeps "

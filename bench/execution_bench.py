@@ -39,6 +39,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from anchors import papermill_cli, papermill_inproc
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "tests" / "fixtures" / "notebooks" / "ok.ipynb"
 BIN = Path(sys.executable).parent
@@ -598,33 +600,10 @@ def main() -> None:
     env_off = dict(os.environ)
     env_on = {**os.environ, "JOBRUNNER_SERVICE": "auto", "JOBRUNNER_SERVICE_IDLE_TIMEOUT": "300"}
 
-    import papermill
-
     from jobrunner.execution.executor import execute
 
-    def pm_cli(i: int) -> None:
-        subprocess.run(
-            [
-                str(BIN / "papermill"),
-                str(NOTEBOOK),
-                str(work / f"cli-{i}.ipynb"),
-                "-p",
-                "x",
-                "3",
-                "--no-progress-bar",
-            ],
-            check=True,
-            capture_output=True,
-        )
-
-    def pm_inproc(i: int) -> None:
-        papermill.execute_notebook(
-            str(NOTEBOOK),
-            str(work / f"pm-{i}.ipynb"),
-            parameters={"x": 3},
-            progress_bar=False,
-            kernel_name="python3",
-        )
+    pm_cli = papermill_cli(NOTEBOOK, work)
+    pm_inproc = papermill_inproc(NOTEBOOK, work)
 
     def jr(i: int) -> None:
         result = execute(NOTEBOOK, {"x": 3}, output_path=work / f"jr-{time.time_ns()}.ipynb")

@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from anchors import papermill_cli, papermill_inproc
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "tests" / "fixtures" / "notebooks" / "ok.ipynb"
@@ -44,35 +44,11 @@ def main() -> None:
     (work / "dvc.yaml").write_text("stages: {}\n")
     os.environ["JOBRUNNER_PROJECT_DIR"] = str(work)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    papermill_bin = Path(sys.executable).with_name("papermill")
-
-    import papermill
 
     from jobrunner.execution.executor import execute
 
-    def pm_cli(i: int) -> None:
-        subprocess.run(
-            [
-                str(papermill_bin),
-                str(NOTEBOOK),
-                str(work / f"cli-{i}.ipynb"),
-                "-p",
-                "x",
-                "3",
-                "--no-progress-bar",
-            ],
-            check=True,
-            capture_output=True,
-        )
-
-    def pm_inproc(i: int) -> None:
-        papermill.execute_notebook(
-            str(NOTEBOOK),
-            str(work / f"pm-{i}.ipynb"),
-            parameters={"x": 3},
-            progress_bar=False,
-            kernel_name="python3",
-        )
+    pm_cli = papermill_cli(NOTEBOOK, work)
+    pm_inproc = papermill_inproc(NOTEBOOK, work)
 
     def jr(record: bool) -> Callable[[int], None]:
         def run(i: int) -> None:

@@ -24,20 +24,10 @@ def create_job(*, session: Session, job_in: JobCreate, cached_from: Job | None =
         return _create_cached(session=session, job_in=job_in, source=cached_from)
     now = utcnow()
     job = Job(
-        id=str(uuid.uuid4()),
-        notebook=job_in.notebook,
-        parameters=job_in.parameters,
+        **_submitted(job_in, now),
         state=JobState.QUEUED.value,
-        attempt=0,
-        idempotency_key=job_in.idempotency_key,
-        submitter=job_in.submitter,
-        timeout_seconds=job_in.timeout_seconds,
         write_workspace=job_in.write_workspace,
         use_cache=job_in.use_cache,
-        cache_key=job_in.cache_key,
-        created_at=now,
-        updated_at=now,
-        queued_at=now,
         cells_done=0,
         kernel_name=job_in.kernel_name,
         notify_url=job_in.notify_url,
@@ -53,24 +43,31 @@ def create_job(*, session: Session, job_in: JobCreate, cached_from: Job | None =
     return job
 
 
+def _submitted(job_in: JobCreate, now: datetime) -> dict[str, Any]:
+    """The columns of a new job that come from its request (a queued job and a run-cache hit alike)."""
+    return {
+        "id": str(uuid.uuid4()),
+        "notebook": job_in.notebook,
+        "parameters": job_in.parameters,
+        "attempt": 0,
+        "idempotency_key": job_in.idempotency_key,
+        "submitter": job_in.submitter,
+        "timeout_seconds": job_in.timeout_seconds,
+        "cache_key": job_in.cache_key,
+        "created_at": now,
+        "updated_at": now,
+        "queued_at": now,
+    }
+
+
 def _create_cached(*, session: Session, job_in: JobCreate, source: Job) -> Job:
     now = utcnow()
     job = Job(
-        id=str(uuid.uuid4()),
-        notebook=job_in.notebook,
-        parameters=job_in.parameters,
+        **_submitted(job_in, now),
         state=JobState.SUCCEEDED.value,
-        attempt=0,
-        idempotency_key=job_in.idempotency_key,
-        submitter=job_in.submitter,
-        timeout_seconds=job_in.timeout_seconds,
         write_workspace=False,
         use_cache=True,
-        cache_key=job_in.cache_key,
         cached_from=source.id,
-        created_at=now,
-        updated_at=now,
-        queued_at=now,
         started_at=now,
         finished_at=now,
         cells_done=source.cells_done or 0,

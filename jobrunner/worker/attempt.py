@@ -293,33 +293,14 @@ class JobRun:
         return Outcome("ack")
 
     def _wait_for_identical(self, job: Job, holder: str) -> None:
-        from jobrunner.store import queries as store
-
-        why = f"waiting for the identical job {holder} (run cache)"
-
-        def write(session: Any) -> bool:
-            if transition(
-                session,
-                self.job_id,
-                [JobState.RUNNING],
-                JobState.QUEUED,
-                where=[Job.worker_id == self.worker_id],
-                actor=self.worker_id,
-                event=why,
-                queued_at=utcnow(),
-                attempt=Job.attempt - 1,
-                error_message=None,
-            ):
-                store.add_outbox(
-                    session=session,
-                    job_id=self.job_id,
-                    attempt=job.attempt - 1,
-                    delay=self.settings.worker_poll_interval,
-                )
-                return True
-            return self._finish_cancel(session)
-
-        self._write_until_done(write)
+        # not an attempt of its own: the attempt count goes back, and no error is recorded
+        self._back_to_queue(
+            event=f"waiting for the identical job {holder} (run cache)",
+            attempt=job.attempt - 1,
+            delay=self.settings.worker_poll_interval,
+            error_message=None,
+            attempt_column=Job.attempt - 1,
+        )
 
     def _release_key(self) -> None:
         from jobrunner.store import queries as store
@@ -477,9 +458,19 @@ class JobRun:
             )
 
     def _requeue(self, job: Job, why: str, *, delay: float, reason: str) -> None:
+        if self._back_to_queue(event=why, attempt=job.attempt, delay=delay, error_message=why):
+            self.metrics.retries.labels(reason).inc()
+
+    def _back_to_queue(
+        self, *, event: str, attempt: int, delay: float, error_message: str | None, attempt_column: Any = None
+    ) -> bool:
+        """RUNNING -> QUEUED with a new outbox message for `attempt`, due after `delay` s; a job cancelled
+        meanwhile is finished as CANCELLED instead. `attempt_column`: a new value of the attempt count."""
         from jobrunner.store import queries as store
 
-        def write(session: Any) -> bool:
+        fields = {} if attempt_column is None else {"attempt": attempt_column}
+
+        def write(session: Session) -> bool:
             if transition(
                 session,
                 self.job_id,
@@ -487,17 +478,16 @@ class JobRun:
                 JobState.QUEUED,
                 where=[Job.worker_id == self.worker_id],
                 actor=self.worker_id,
-                event=why,
+                event=event,
                 queued_at=utcnow(),
-                error_message=why,
+                error_message=error_message,
+                **fields,
             ):
-                store.add_outbox(session=session, job_id=self.job_id, attempt=job.attempt, delay=delay)
+                store.add_outbox(session=session, job_id=self.job_id, attempt=attempt, delay=delay)
                 return True
-            # cancelled meanwhile: finish the cancel instead of requeueing
             return self._finish_cancel(session)
 
-        if self._write_until_done(write):
-            self.metrics.retries.labels(reason).inc()
+        return self._write_until_done(write)
 
     def _finish_cancel(self, session: Session) -> bool:
         """CANCELLING -> CANCELLED for this worker's attempt (cancelled while it ran or waited)."""
